@@ -1,0 +1,69 @@
+"""Reloading a trained generator for analysis, from a notebook or a script.
+
+    import dcgan_jax
+    run = dcgan_jax.load("runs/fashion_dcgan")      # newest checkpoint
+    images = run.sample(64, seed=0)                  # (64, 28, 28, 1) float32 in [-1, 1]
+
+Needs only the workdir: the config and image shape travel inside each checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dcgan_jax import checkpoints, models
+from dcgan_jax.train import make_sampler
+
+
+@dataclasses.dataclass
+class TrainedGenerator:
+    config: ml_collections.ConfigDict
+    step: int
+    variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}
+    generator: models.Generator
+
+    def __post_init__(self):
+        self._sample = make_sampler(self.generator)
+
+    def latents(self, num: int, seed: int = 0) -> jax.Array:
+        return jax.random.normal(jax.random.key(seed), (num, self.config.model.latent_dim))
+
+    def generate(self, z: jax.Array) -> np.ndarray:
+        """Images for given latent vectors (N, latent_dim)."""
+        return np.asarray(self._sample(self.variables, jnp.asarray(z, jnp.float32)), dtype=np.float32)
+
+    def sample(self, num: int, seed: int = 0) -> np.ndarray:
+        """``num`` images (num, H, W, C), float32 in [-1, 1], from latents drawn with ``seed``.
+
+        BatchNorm uses its running averages (inference mode): a sample depends only
+        on its latent vector, so ``sample(1)`` equals the first of ``sample(64)``.
+        """
+        if num <= 0:
+            raise ValueError(f"num must be positive, got {num}")
+        return self.generate(self.latents(num, seed))
+
+
+def load(workdir: str | Path, step: int | None = None) -> TrainedGenerator:
+    """The generator of the run in ``workdir`` at ``step`` (newest checkpoint when None)."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
+    checkpointer = checkpoints.Checkpointer(workdir, create=False)
+    try:
+        step, config, meta = checkpointer.restore_config(step)
+        generator, _ = models.build(config.model, tuple(meta["image_shape"]))
+        target = generator.init(jax.random.key(0), jnp.zeros((1, config.model.latent_dim)), train=False)
+        restored = checkpointer.restore_generator(
+            {"g_params": target["params"], "g_batch_stats": target["batch_stats"]}, step
+        )
+    finally:
+        checkpointer.close()
+    variables = {"params": restored["g_params"], "batch_stats": restored["g_batch_stats"]}
+    return TrainedGenerator(config=config, step=step, variables=variables, generator=generator)

@@ -1,0 +1,162 @@
+"""Run configuration: the defaults every experiment starts from, and their validation.
+
+Experiments (``experiments/NAME.py``) return a full ``ml_collections.ConfigDict``
+built on :func:`default_config`; ``launch.py`` lets any field be overridden by a
+``--config.FIELD=VALUE`` flag. :func:`validate` turns impossible values into a
+:class:`ConfigError` that names the flag, before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+from pathlib import Path
+
+import ml_collections
+
+DATASETS = ("fashion_mnist", "mnist", "synthetic")
+GENERATOR_LOSSES = ("non_saturating", "minimax")
+SPLITS = ("train", "test")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the flag to fix."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field a run reads, with the DCGAN paper's defaults."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = "fashion_mnist"
+    # A folder with the four IDX .gz files. Empty: $DCGAN_JAX_DATA_DIR/<name>
+    # when that variable is set, otherwise TFDS (which downloads).
+    config.dataset.data_dir = ""
+    config.dataset.split = "train"
+    config.dataset.num_synthetic = 2048  # Images in the in-memory synthetic set.
+
+    config.model = ml_collections.ConfigDict()
+    config.model.latent_dim = 100
+    config.model.base_width = 64  # Channels of D's first layer; G mirrors D.
+    config.model.kernel_size = 5
+    config.model.bn_momentum = 0.9  # Flax convention; PyTorch's momentum=0.1.
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 2e-4
+    config.optimizer.beta1 = 0.5
+    config.optimizer.beta2 = 0.999
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.generator = "non_saturating"
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 64  # Global: split across all devices.
+    config.train.num_steps = 10_000  # Generator updates.
+    config.train.d_steps = 1  # Discriminator updates per generator update.
+    config.train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
+    config.train.log_every = 100
+    config.train.sample_every = 500
+    config.train.checkpoint_every = 1000
+    config.train.keep_checkpoints = 3
+    config.train.num_samples = 64  # Images in each sample grid (fixed latents).
+    return config
+
+
+def _positive(config, field: str) -> None:
+    value = _get(config, field)
+    if not value > 0:
+        raise ConfigError(f"--config.{field}={value}: must be > 0")
+
+
+def _choice(config, field: str, choices: tuple[str, ...]) -> None:
+    value = _get(config, field)
+    if value not in choices:
+        raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")
+
+
+def _get(config, field: str):
+    for part in field.split("."):
+        config = config[part]
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for the first impossible value, naming its flag."""
+    _choice(config, "dataset.name", DATASETS)
+    _choice(config, "dataset.split", SPLITS)
+    _choice(config, "loss.generator", GENERATOR_LOSSES)
+    for field in (
+        "dataset.num_synthetic",
+        "model.latent_dim",
+        "model.base_width",
+        "model.kernel_size",
+        "optimizer.learning_rate",
+        "train.batch_size",
+        "train.num_steps",
+        "train.d_steps",
+        "train.log_every",
+        "train.sample_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.num_samples",
+    ):
+        _positive(config, field)
+    for field in ("optimizer.beta1", "optimizer.beta2", "model.bn_momentum"):
+        value = _get(config, field)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"--config.{field}={value}: must be in [0, 1)")
+    if not math.isfinite(config.optimizer.learning_rate) or config.optimizer.learning_rate >= 1.0:
+        raise ConfigError(
+            f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
+            "must be finite and below 1 (Adam's usual range is 1e-5 to 1e-3)"
+        )
+    if config.train.max_seconds < 0:
+        raise ConfigError(f"--config.train.max_seconds={config.train.max_seconds}: must be >= 0 (0 = no limit)")
+    if config.dataset.name == "synthetic" and config.dataset.num_synthetic < config.train.batch_size:
+        raise ConfigError(
+            f"--config.dataset.num_synthetic={config.dataset.num_synthetic}: "
+            f"smaller than one batch (--config.train.batch_size={config.train.batch_size})"
+        )
+
+
+def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> None:
+    """Rejects ``--config.X=...`` flags whose field X does not exist, suggesting the closest."""
+    known = sorted(flatten(config))
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        field = arg[len("--config.") :].split("=", 1)[0]
+        if field not in known:
+            close = difflib.get_close_matches(field, known, n=3)
+            hint = f" Did you mean: {', '.join('--config.' + c for c in close)}?" if close else ""
+            raise ConfigError(f"--config.{field}: no such config field.{hint} Known fields: {', '.join(known)}")
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+    """``{'train.batch_size': 64, ...}``: the dotted names a flag uses."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def available_experiments(experiments_dir: Path) -> list[str]:
+    return sorted(p.stem for p in Path(experiments_dir).glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDict:
+    """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``."""
+    path = Path(experiments_dir) / f"{name}.py"
+    if not path.is_file():
+        known = available_experiments(experiments_dir)
+        raise ConfigError(f"--experiment={name}: no file {path}. Available experiments: {', '.join(known) or 'none'}")
+    spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()

@@ -1,0 +1,74 @@
+"""Pictures a researcher looks at: sample grids and training curves, as PNG files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dcgan_jax.data import to_uint8
+
+
+def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """(N, H, W, C) in [-1, 1] -> one uint8 (rows*(H+p)+p, cols*(W+p)+p, C) image, row-major."""
+    images = to_uint8(images)
+    n, h, w, c = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c), 255, np.uint8)
+    for i in range(n):
+        top, left = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
+        grid[top : top + h, left : left + w] = images[i]
+    return grid
+
+
+def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None, scale: int = 2) -> Path:
+    grid = make_grid(images, columns)
+    picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    """Losses, D's accuracies and mean outputs over steps, from ``metrics.jsonl``."""
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    panels = [
+        ("losses", ("d_loss", "g_loss")),
+        ("discriminator accuracy", ("d_real_acc", "d_fake_acc")),
+        ("mean D output", ("d_real", "d_fake")),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
+    for axis, (title, keys) in zip(axes, panels, strict=True):
+        for key in keys:
+            axis.plot(steps, [r.get(key, float("nan")) for r in rows], label=key)
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,175 @@
+"""The training loop: data, model, compiled step, logging, samples and checkpoints.
+
+Rerunning in the same workdir resumes from the newest checkpoint. Because the
+batch order and the step's random keys are functions of (seed, step), a resumed
+run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dcgan_jax import checkpoints, data, images, models, parallel, writers
+from dcgan_jax import config as config_lib
+from dcgan_jax.train_step import (
+    TrainState,
+    compile_train_step,
+    fixed_latents,
+    init_state,
+    make_optimizer,
+    make_train_step,
+)
+
+
+def _log_to_file(workdir: Path) -> std_logging.Handler:
+    handler = std_logging.FileHandler(workdir / "train.log")
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    writers.quiet_library_info(handler)
+    logging.get_absl_logger().addHandler(handler)
+    return handler
+
+
+def _warn_on_config_change(stored: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> None:
+    old, new = config_lib.flatten(stored), config_lib.flatten(current)
+    changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if changed:
+        listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        logging.warning("Resuming with a config that differs from the checkpoint's: %s", listing)
+
+
+def make_sampler(generator):
+    """Generates with BatchNorm's running averages, so each image depends only on its
+    own latent vector (not on the rest of the batch); ``dcgan_jax.load().sample`` uses the same."""
+    return jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
+    """Trains (or resumes) the run in ``workdir`` and returns its final state."""
+    started = time.monotonic()
+    config_lib.validate(config)
+    workdir = Path(workdir)
+    is_main = jax.process_index() == 0
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not logging.level_info():  # Called from Python rather than launch.py: still show progress.
+        logging.set_verbosity(logging.INFO)
+    file_handler = _log_to_file(workdir) if is_main else None
+    try:
+        return _train(config, workdir, started, is_main)
+    finally:
+        if file_handler is not None:
+            logging.get_absl_logger().removeHandler(file_handler)
+            file_handler.close()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_main: bool) -> TrainState:
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.train.batch_size, mesh)
+    train_images, _ = data.load_dataset(config.dataset, config.seed)
+    image_shape = tuple(int(d) for d in train_images.shape[1:])
+    try:
+        models.num_resolution_steps(image_shape[0])
+    except ValueError as e:
+        raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
+    logging.info(
+        "Data: %s/%s, %d images of shape %s. Devices: %d (%s), %d images each per step (global batch %d).",
+        config.dataset.name,
+        config.dataset.split,
+        len(train_images),
+        image_shape,
+        mesh.size,
+        jax.devices()[0].platform,
+        config.train.batch_size // mesh.size,
+        config.train.batch_size,
+    )
+
+    generator, discriminator = models.build(config.model, image_shape)
+    optimizer = make_optimizer(config.optimizer)
+    state = init_state(generator, discriminator, optimizer, config.seed, image_shape, config.model.latent_dim)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    if checkpointer.latest_step() is not None:
+        _, stored_config, _ = checkpointer.restore_config()
+        _warn_on_config_change(stored_config, config)
+        state = checkpointer.restore(state)
+        logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
+    start_step = int(state.step)
+    meta = {"image_shape": list(image_shape)}
+    if is_main:
+        (workdir / "config.json").write_text(json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n")
+        logging.info("Config:\n%s", config)
+
+    train_step = compile_train_step(
+        make_train_step(generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim), mesh
+    )
+    sample = make_sampler(generator)
+    latents = fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)
+    batches = data.BatchOrder(train_images, config.train.batch_size, config.seed)
+    batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
+    writer = writers.MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
+    d_steps, num_steps, cfg = config.train.d_steps, config.train.num_steps, config.train
+
+    def save_samples(step: int) -> None:
+        grid_images = np.asarray(sample(state.generator_variables(), latents))
+        if is_main:
+            path = images.save_grid(grid_images, workdir / "samples" / f"step_{step:07d}.png")
+            writer.write_image(step, "samples", images.make_grid(grid_images))
+            logging.info("Wrote %s", path)
+
+    def real_batches(step: int) -> jax.Array:
+        real = np.stack([batches.batch(step * d_steps + i) for i in range(d_steps)])
+        return jax.device_put(real, batch_sharding)
+
+    compile_start = time.monotonic()
+    train_step = train_step.lower(state, real_batches(start_step)).compile()
+    logging.info("Compiled the train step in %.1f s.", time.monotonic() - compile_start)
+
+    pending: list[dict] = []
+    interval_start, interval_step = time.monotonic(), start_step
+    step = start_step
+    logging.info("Training from step %d to %d.", start_step, num_steps)
+    while step < num_steps:
+        state, metrics = train_step(state, real_batches(step))
+        pending.append(metrics)
+        step += 1
+        out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
+        last = step == num_steps or out_of_time
+        if step % cfg.log_every == 0 or last:
+            # One transfer per interval; the device never waits on the host in between.
+            means = {k: float(v) for k, v in jax.device_get(jax.tree.map(lambda *x: np.mean(x), *pending)).items()}
+            elapsed = time.monotonic() - interval_start
+            rate = (step - interval_step) / elapsed
+            means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
+            if not all(np.isfinite(v) for v in means.values()):
+                logging.warning("Non-finite metrics at step %d: %s", step, means)
+            logging.info(writers.format_log_line(step, num_steps, means))
+            writer.write_scalars(step, means)
+            pending, interval_start, interval_step = [], time.monotonic(), step
+        if step % cfg.sample_every == 0 or last:
+            save_samples(step)
+        if step % cfg.checkpoint_every == 0 or last:
+            checkpointer.save(state, config, meta)
+        if out_of_time:
+            logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
+            break
+
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    if is_main:
+        curves = images.plot_curves(writer.metrics_path, workdir / "curves.png")
+        logging.info(
+            "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
+            step,
+            time.monotonic() - started,
+            checkpointer.directory,
+            curves,
+        )
+    return state

@@ -1,0 +1,91 @@
+"""Where metrics go: the console log, ``metrics.jsonl`` and TensorBoard event files.
+
+TensorBoard files come from tensorboardX, which needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+from pathlib import Path
+
+import numpy as np
+from absl import logging
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str | Path, resume_step: int = 0, enabled: bool = True):
+        self.enabled = enabled
+        self.metrics_path = Path(workdir) / "metrics.jsonl"
+        self._tensorboard = None
+        if not enabled:
+            return
+        if resume_step and self.metrics_path.exists():
+            # Rows after the checkpoint we resume from were recomputed; keep one copy of each step.
+            kept = [
+                line
+                for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        from tensorboardX import SummaryWriter
+
+        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+    def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        for name, value in scalars.items():
+            self._tensorboard.add_scalar(name, value, step)
+
+    def write_image(self, step: int, name: str, grid: np.ndarray) -> None:
+        if self.enabled:
+            self._tensorboard.add_image(name, grid, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def format_log_line(step: int, num_steps: int, scalars: dict[str, float]) -> str:
+    parts = [f"step {step}/{num_steps}"]
+    for key in ("d_loss", "g_loss"):
+        parts.append(f"{key} {scalars[key]:.4f}")
+    parts.append(f"D acc real {scalars['d_real_acc']:.1%} fake {scalars['d_fake_acc']:.1%}")
+    parts.append(f"D(x) {scalars['d_real']:.3f} D(G(z)) {scalars['d_fake']:.3f}")
+    if "steps_per_sec" in scalars:
+        eta = (num_steps - step) / max(scalars["steps_per_sec"], 1e-9)
+        parts.append(f"{scalars['steps_per_sec']:.2f} steps/s {scalars['images_per_sec']:.0f} img/s")
+        parts.append(f"ETA {_duration(eta)}")
+    return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def log(message: str) -> None:
+    logging.info(message)
+
+
+class OwnInfoFilter(std_logging.Filter):
+    """Keeps INFO records from this project and WARNING and above from libraries (Orbax
+    logs every save step at INFO through the same absl logger)."""
+
+    _OWN = str(Path(__file__).resolve().parent.parent)
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or (
+            record.pathname.startswith(self._OWN) and "site-packages" not in record.pathname
+        )
+
+
+def quiet_library_info(handler: std_logging.Handler | None = None) -> None:
+    """Installs :class:`OwnInfoFilter` on ``handler`` (default: absl's console handler)."""
+    handler = handler or logging.get_absl_handler()
+    if not any(isinstance(f, OwnInfoFilter) for f in handler.filters):
+        handler.addFilter(OwnInfoFilter())

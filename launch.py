@@ -1,0 +1,69 @@
+"""Runs an experiment: ``python launch.py --experiment=NAME [--workdir=DIR] [--config.FIELD=VALUE ...]``.
+
+``experiments/NAME.py`` returns the run's config; any field can be overridden by a flag.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dcgan_jax import config as config_lib
+from dcgan_jax.checkpoints import CheckpointError
+from dcgan_jax.data import DataError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+
+flags.DEFINE_string("experiment", None, "Name of a file in experiments/ (without .py).")
+flags.DEFINE_string("workdir", None, "Where the run writes everything; default runs/<experiment>.")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _experiment_name(argv: list[str]) -> str:
+    """--experiment is needed before flag parsing: it decides which config the flags override."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--experiment="):
+            return arg.split("=", 1)[1]
+        if arg == "--experiment" and i + 1 < len(argv):
+            return argv[i + 1]
+    known = ", ".join(config_lib.available_experiments(EXPERIMENTS_DIR))
+    _fail(f"--experiment is required. Available experiments: {known}")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = flags.FLAGS.config
+    workdir = flags.FLAGS.workdir or str(Path("runs") / flags.FLAGS.experiment)
+    from dcgan_jax.train import train
+    from dcgan_jax.writers import quiet_library_info
+
+    quiet_library_info()
+    try:
+        config_lib.validate(config)
+        train(config, workdir)
+    except (config_lib.ConfigError, DataError, CheckpointError) as e:
+        logging.error("%s", e)
+        _fail(str(e))
+
+
+def run() -> None:
+    name = _experiment_name(sys.argv)
+    try:
+        config = config_lib.load_experiment(name, EXPERIMENTS_DIR)
+        config_lib.check_override_names(sys.argv, config)
+    except config_lib.ConfigError as e:
+        _fail(str(e))
+    config_flags.DEFINE_config_dict("config", config, "The experiment's config; override fields with --config.X=V.")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,46 @@
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from dcgan_jax.config import default_config
+from dcgan_jax.data import DATA_DIR_ENV
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def trees_equal(a, b) -> bool:
+    """Bit-for-bit equality of two pytrees' leaves."""
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def tiny_config(**train_overrides):
+    """A DCGAN small enough to compile and train in seconds on synthetic data."""
+    config = default_config()
+    config.dataset.name = "synthetic"
+    config.dataset.num_synthetic = 128
+    config.model.base_width = 8
+    config.model.latent_dim = 16
+    config.train.batch_size = 16
+    config.train.num_steps = 6
+    config.train.log_every = 2
+    config.train.sample_every = 3
+    config.train.checkpoint_every = 3
+    config.train.num_samples = 16
+    config.train.update(train_overrides)
+    return config
+
+
+def shared_dataset_dir(name: str) -> Path:
+    """``$DCGAN_JAX_DATA_DIR/<name>`` or a skip that says how to provide it."""
+    root = os.environ.get(DATA_DIR_ENV)
+    if not root:
+        pytest.skip(f"set {DATA_DIR_ENV} to a folder holding {name}/ with the IDX .gz files to run this test")
+    folder = Path(root) / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} does not exist ({DATA_DIR_ENV}={root})")
+    return folder

@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from dcgan_jax import config as config_lib
+
+EXPERIMENTS = REPO / "experiments"
+
+
+def test_every_experiment_loads_and_validates():
+    names = config_lib.available_experiments(EXPERIMENTS)
+    assert {"fashion_dcgan", "mnist_dcgan"} <= set(names)
+    for name in names:
+        config_lib.validate(config_lib.load_experiment(name, EXPERIMENTS))
+
+
+def test_required_fields_exist():
+    fields = config_lib.flatten(config_lib.load_experiment("fashion_dcgan", EXPERIMENTS))
+    for name in (
+        "seed dataset.name dataset.data_dir dataset.split train.batch_size train.num_steps train.log_every "
+        "train.sample_every train.checkpoint_every model.latent_dim optimizer.learning_rate optimizer.beta1 "
+        "loss.generator train.d_steps"
+    ).split():
+        assert name in fields, name
+
+
+@pytest.mark.parametrize(
+    "field, value, flag",
+    [
+        ("optimizer.learning_rate", -1e-4, "--config.optimizer.learning_rate=-0.0001: must be > 0"),
+        ("optimizer.learning_rate", 5.0, "--config.optimizer.learning_rate=5.0: must be finite and below 1"),
+        ("train.batch_size", 0, "--config.train.batch_size=0: must be > 0"),
+        ("train.num_steps", -5, "--config.train.num_steps=-5"),
+        ("train.d_steps", 0, "--config.train.d_steps=0"),
+        ("optimizer.beta1", 1.0, r"--config.optimizer.beta1=1.0: must be in \[0, 1\)"),
+        ("loss.generator", "hinge", "--config.loss.generator='hinge': must be one of non_saturating, minimax"),
+        ("dataset.name", "cifar", "--config.dataset.name='cifar'"),
+        ("dataset.split", "validation", "--config.dataset.split='validation'"),
+        ("train.max_seconds", -1.0, "--config.train.max_seconds=-1.0"),
+    ],
+)
+def test_impossible_values_name_their_flag(field, value, flag):
+    config = config_lib.default_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(config_lib.ConfigError, match=flag):
+        config_lib.validate(config)
+
+
+def test_unknown_override_suggests_the_closest_field():
+    config = config_lib.default_config()
+    message = r"--config.train.batchsize: no such config field.*train.batch_size"
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.check_override_names(["launch.py", "--config.train.batchsize=32"], config)
+    config_lib.check_override_names(["launch.py", "--config.train.batch_size=32", "--workdir=x"], config)
+
+
+def _launch(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def test_launch_rejects_unknown_experiment_listing_the_known_ones():
+    result = _launch("--experiment=fashion_gan")
+    assert result.returncode == 2
+    assert "--experiment=fashion_gan" in result.stderr
+    assert "fashion_dcgan" in result.stderr and "mnist_dcgan" in result.stderr
+
+
+def test_launch_rejects_unknown_field_wrong_type_and_bad_value_before_work(tmp_path):
+    workdir = tmp_path / "run"
+    unknown = _launch("--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.train.batchsize=8")
+    assert unknown.returncode == 2 and "--config.train.batchsize: no such config field" in unknown.stderr
+    wrong_type = _launch("--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.train.batch_size=big")
+    assert wrong_type.returncode != 0 and "--config.train.batch_size=big" in wrong_type.stderr
+    bad_value = _launch("--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.optimizer.learning_rate=-1")
+    assert bad_value.returncode == 2 and "--config.optimizer.learning_rate=-1.0: must be > 0" in bad_value.stderr
+    assert not workdir.exists()  # Nothing was started.
+    missing = _launch()
+    assert missing.returncode == 2 and "--experiment is required" in missing.stderr
+
+
+def test_launch_without_data_says_how_to_point_at_local_files(tmp_path):
+    result = _launch(
+        "--experiment=fashion_dcgan", f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={tmp_path / 'none'}"
+    )
+    assert result.returncode == 2
+    assert f"dataset.data_dir {tmp_path / 'none'} is not a folder" in result.stderr

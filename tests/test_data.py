@@ -1,0 +1,145 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+from conftest import shared_dataset_dir
+
+from dcgan_jax import data
+
+
+def _write_idx(path, array, magic_dtype=0x08):
+    header = struct.pack(">HBB", 0, magic_dtype, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def idx_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (20, 28, 28)), rng.integers(0, 10, 20)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+    return tmp_path, images, labels
+
+
+def test_reads_an_idx_folder(idx_folder):
+    folder, images, labels = idx_folder
+    read_images, read_labels = data.load_idx_folder(folder, "train")
+    assert read_images.shape == (20, 28, 28, 1) and read_images.dtype == np.uint8
+    np.testing.assert_array_equal(read_images[..., 0], images)
+    np.testing.assert_array_equal(read_labels, labels)
+
+
+def test_missing_file_is_named(idx_folder):
+    folder, _, _ = idx_folder
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz"):
+        data.load_idx_folder(folder, "test")
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(data.DataError, match="nowhere"):
+        data.load_idx_folder(tmp_path / "nowhere", "train")
+
+
+def test_truncated_file_is_named(idx_folder):
+    folder, images, _ = idx_folder
+    path = folder / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte.gz.*truncated"):
+        data.load_idx_folder(folder, "train")
+
+
+def test_truncated_gzip_stream_is_named(idx_folder):
+    folder, _, _ = idx_folder
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte.gz.*gzip"):
+        data.load_idx_folder(folder, "train")
+
+
+def test_corrupt_file_is_named(idx_folder):
+    folder, _, _ = idx_folder
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip at all")
+    with pytest.raises(data.DataError, match="train-labels-idx1-ubyte.gz"):
+        data.load_idx_folder(folder, "train")
+
+
+def test_wrong_header_is_named(idx_folder):
+    folder, images, _ = idx_folder
+    _write_idx(folder / "train-images-idx3-ubyte.gz", images, magic_dtype=0x0D)  # float32 type code
+    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte.gz: bad IDX header"):
+        data.load_idx_folder(folder, "train")
+
+
+def test_image_and_label_counts_must_agree(idx_folder):
+    folder, _, labels = idx_folder
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", labels[:5])
+    with pytest.raises(data.DataError, match="20 images .* but 5 labels"):
+        data.load_idx_folder(folder, "train")
+
+
+def test_real_fashion_mnist_files():
+    folder = shared_dataset_dir("fashion_mnist")
+    images, labels = data.load_idx_folder(folder, "train")
+    assert images.shape == (60000, 28, 28, 1) and images.dtype == np.uint8
+    assert sorted(np.unique(labels)) == list(range(10))
+    test_images, _ = data.load_idx_folder(folder, "test")
+    assert test_images.shape == (10000, 28, 28, 1)
+
+
+def test_data_dir_from_config_or_environment(monkeypatch, tmp_path):
+    from dcgan_jax.config import default_config
+
+    dataset = default_config().dataset
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    assert data.resolve_data_dir(dataset) is None  # TFDS
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    assert data.resolve_data_dir(dataset) == tmp_path / "fashion_mnist"
+    dataset.data_dir = "/somewhere/else"
+    assert str(data.resolve_data_dir(dataset)) == "/somewhere/else"
+
+
+def test_tfds_path_with_mock_data(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=12):
+        images, labels = data.load_tfds("fashion_mnist", "train")
+    assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (12,)
+
+
+def test_tfds_failure_says_how_to_use_local_files(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve host")
+
+    monkeypatch.setattr(tfds, "data_source", offline)
+    with pytest.raises(data.DataError, match=r"--config.dataset.data_dir=.*DCGAN_JAX_DATA_DIR"):
+        data.load_tfds("fashion_mnist", "train")
+
+
+def test_model_range_round_trip():
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    scaled = data.to_model_range(pixels)
+    assert scaled.min() == -1.0 and scaled.max() == 1.0 and scaled.dtype == np.float32
+    np.testing.assert_array_equal(data.to_uint8(scaled), pixels)
+
+
+def test_batch_order_is_a_reshuffled_permutation_each_epoch():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    order = data.BatchOrder(images, batch_size=3, seed=7)
+    assert order.batches_per_epoch == 3
+    epoch0 = np.concatenate([order.indices(i) for i in range(3)])
+    epoch1 = np.concatenate([order.indices(i) for i in range(3, 6)])
+    assert len(set(epoch0)) == 9 and len(set(epoch1)) == 9
+    assert not np.array_equal(epoch0, epoch1)
+    # Stateless: asking again, out of order, gives the same batches.
+    np.testing.assert_array_equal(order.indices(1), data.BatchOrder(images, 3, seed=7).indices(1))
+    assert not np.array_equal(epoch0, np.concatenate([data.BatchOrder(images, 3, seed=8).indices(i) for i in range(3)]))
+
+
+def test_dataset_smaller_than_a_batch_is_an_error():
+    with pytest.raises(data.DataError, match="fewer than one batch"):
+        data.BatchOrder(np.zeros((4, 28, 28, 1), np.uint8), batch_size=8, seed=0)

@@ -1,0 +1,82 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dcgan_jax import models
+from dcgan_jax.config import default_config
+
+
+@pytest.mark.parametrize("kernel_size", [3, 4, 5])
+def test_upsample_conv_equals_transposed_convolution(kernel_size):
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 8))
+    kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 8, 6))
+
+    def reference(x, kernel):
+        return jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    np.testing.assert_allclose(models.upsample_conv(x, kernel), reference(x, kernel), atol=1e-4)
+
+    def loss(f):
+        return lambda x, kernel: jnp.sum(jnp.sin(f(x, kernel)))
+
+    ours = jax.grad(loss(models.upsample_conv), argnums=(0, 1))(x, kernel)
+    theirs = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4)
+
+
+def test_upsample_conv_module_is_parameter_compatible_with_conv_transpose():
+    x = jax.random.normal(jax.random.key(0), (3, 7, 7, 4))
+    ours = models.UpsampleConv(5, kernel_size=5)
+    theirs = nn.ConvTranspose(5, (5, 5), strides=(2, 2), padding="SAME")
+    variables = theirs.init(jax.random.key(1), x)
+    variables = jax.tree.map(lambda v: v + 0.1, variables)  # Non-zero bias.
+    assert jax.tree.structure(ours.init(jax.random.key(1), x)) == jax.tree.structure(variables)
+    np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), atol=1e-4)
+
+
+@pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3), (64, 64, 1)])
+def test_generator_and_discriminator_shapes_and_ranges(image_shape):
+    config = default_config().model
+    config.base_width = 8
+    generator, discriminator = models.build(config, image_shape)
+    z = 3.0 * jax.random.normal(jax.random.key(0), (5, config.latent_dim))
+    g_vars = generator.init(jax.random.key(1), z, train=False)
+    images, _ = generator.apply(g_vars, z, train=True, mutable=["batch_stats"])
+    assert images.shape == (5, *image_shape)
+    assert float(images.min()) >= -1.0 and float(images.max()) <= 1.0
+    assert float(images.std()) > 0.0
+    d_vars = discriminator.init(jax.random.key(2), images, train=False)
+    logits, _ = discriminator.apply(d_vars, images, train=True, mutable=["batch_stats"])
+    assert logits.shape == (5,)
+    assert np.all(np.isfinite(logits))
+
+
+def test_discriminator_has_no_batchnorm_on_its_input_layer():
+    config = default_config().model
+    _, discriminator = models.build(config, (28, 28, 1))
+    variables = discriminator.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)), train=False)
+    # Two convolutions for 28x28 and one BatchNorm: after the second, not the first.
+    assert sorted(variables["batch_stats"]) == ["BatchNorm_0"]
+    assert variables["batch_stats"]["BatchNorm_0"]["mean"].shape == (2 * config.base_width,)
+
+
+def test_generator_batchnorm_modes_differ_and_running_mode_is_per_sample():
+    config = default_config().model
+    config.base_width = 8
+    generator, _ = models.build(config, (28, 28, 1))
+    z = jax.random.normal(jax.random.key(0), (4, config.latent_dim))
+    variables = generator.init(jax.random.key(1), z, train=False)
+    alone = generator.apply(variables, z[:1], train=False)
+    in_batch = generator.apply(variables, z, train=False)[:1]
+    np.testing.assert_allclose(alone, in_batch, atol=1e-6)
+    batch_mode, _ = generator.apply(variables, z, train=True, mutable=["batch_stats"])
+    assert float(jnp.abs(batch_mode[:1] - in_batch).max()) > 1e-3
+
+
+@pytest.mark.parametrize("size, message", [(30, "odd size 15"), (2, "too small")])
+def test_impossible_image_sizes_are_named(size, message):
+    with pytest.raises(ValueError, match=message):
+        models.num_resolution_steps(size)

@@ -1,0 +1,178 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, shared_dataset_dir, tiny_config, trees_equal
+
+import dcgan_jax
+from dcgan_jax import checkpoints, images
+from dcgan_jax.train_step import TrainState
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One short synthetic run shared by the tests that only read its outputs."""
+    workdir = tmp_path_factory.mktemp("run")
+    state = dcgan_jax.train(tiny_config(), workdir)
+    return workdir, state
+
+
+def test_run_writes_config_samples_metrics_curves_and_checkpoints(trained_run):
+    workdir, state = trained_run
+    assert int(state.step) == 6
+    assert json.loads((workdir / "config.json").read_text())["model"]["base_width"] == 8
+    assert sorted(p.name for p in (workdir / "samples").iterdir()) == ["step_0000003.png", "step_0000006.png"]
+    rows = images.read_metrics(workdir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    for key in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc", "d_real", "d_fake", "steps_per_sec", "images_per_sec"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert (workdir / "curves.png").stat().st_size > 1000
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [3, 6]
+    assert "step 6/6" in (workdir / "train.log").read_text()
+
+
+def test_sample_grid_shows_the_fixed_latents(trained_run):
+    workdir, _ = trained_run
+    from PIL import Image
+
+    grid = np.asarray(Image.open(workdir / "samples" / "step_0000006.png"))
+    # 16 samples: a 4x4 grid of 28px tiles with 2px borders, scaled 2x.
+    assert grid.shape == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))
+    run = dcgan_jax.load(workdir)
+    expected = images.make_grid(run.generate(_fixed_latents(run)))[..., 0]
+    np.testing.assert_array_equal(grid[::2, ::2], expected)
+
+
+def _fixed_latents(run):
+    from dcgan_jax.train_step import fixed_latents
+
+    return fixed_latents(run.config.seed, run.config.train.num_samples, run.config.model.latent_dim)
+
+
+def test_load_returns_config_step_variables_and_samples(trained_run):
+    workdir, state = trained_run
+    run = dcgan_jax.load(workdir)
+    assert run.step == 6 and run.config.model.base_width == 8
+    assert trees_equal(run.variables["params"], state.g_params)
+    assert trees_equal(run.variables["batch_stats"], state.g_batch_stats)
+    samples = run.sample(10, seed=3)
+    assert samples.shape == (10, 28, 28, 1) and samples.dtype == np.float32
+    assert samples.min() >= -1.0 and samples.max() <= 1.0
+    np.testing.assert_array_equal(samples, run.sample(10, seed=3))
+    assert not np.array_equal(samples, run.sample(10, seed=4))
+    # Running-average BatchNorm: a sample does not depend on the rest of its batch.
+    np.testing.assert_allclose(run.sample(1, seed=3), samples[:1], atol=1e-6)
+
+
+def test_load_an_earlier_step_and_clear_errors(trained_run, tmp_path):
+    workdir, _ = trained_run
+    assert dcgan_jax.load(workdir, step=3).step == 3
+    with pytest.raises(checkpoints.CheckpointError, match=r"no checkpoint for step 4 .*available steps: \[3, 6\]"):
+        dcgan_jax.load(workdir, step=4)
+    with pytest.raises(checkpoints.CheckpointError, match=str(tmp_path / "nothing")):
+        dcgan_jax.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(checkpoints.CheckpointError, match="no checkpoints folder"):
+        dcgan_jax.load(tmp_path / "empty")
+
+
+def test_load_in_a_fresh_process_needs_only_the_workdir(trained_run):
+    workdir, _ = trained_run
+    code = (
+        "import dcgan_jax, sys; run = dcgan_jax.load(sys.argv[1]); s = run.sample(3);"
+        "print(run.step, s.shape, s.dtype, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(workdir)], capture_output=True, text=True, timeout=120, cwd="/"
+    )
+    assert result.stdout.split() == ["6", "(3,", "28,", "28,", "1)", "float32", "False"], result.stderr
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    full = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "full")
+    dcgan_jax.train(tiny_config(num_steps=3), tmp_path / "split")
+    resumed = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "split")
+    assert int(resumed.step) == int(full.step) == 6
+    for field in ("g_params", "g_batch_stats", "d_params", "d_batch_stats", "g_opt_state", "d_opt_state", "rng"):
+        assert trees_equal(getattr(resumed, field), getattr(full, field)), field
+    # Metrics were written once per step, not duplicated by the resume.
+    assert [r["step"] for r in images.read_metrics(tmp_path / "split" / "metrics.jsonl")] == [2, 3, 4, 6]
+    assert "Resumed from" in (tmp_path / "split" / "train.log").read_text()
+
+
+def test_checkpoint_restores_identical_state(trained_run):
+    workdir, state = trained_run
+    checkpointer = checkpoints.Checkpointer(workdir, create=False)
+    restored = checkpointer.restore(jax.tree.map(np.zeros_like, state))
+    assert isinstance(restored, TrainState)
+    assert trees_equal(restored, state)
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    state = dcgan_jax.train(tiny_config(num_steps=100_000, max_seconds=1e-3), tmp_path)
+    assert int(state.step) == 1
+    assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [1]
+
+
+def test_kill_during_training_leaves_a_restorable_checkpoint(tmp_path):
+    """SIGKILL at a moment when saves are in flight (one every step), then restore and resume."""
+    workdir = tmp_path / "run"
+    args = [
+        sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={workdir}",
+        "--config.dataset.name=synthetic", "--config.dataset.num_synthetic=128", "--config.model.base_width=8",
+        "--config.model.latent_dim=16", "--config.train.batch_size=16", "--config.train.num_steps=100000",
+        "--config.train.checkpoint_every=1", "--config.train.keep_checkpoints=2", "--config.train.log_every=1",
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    ckpt_dir = checkpoints.checkpoint_dir(workdir)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(ckpt_dir.glob("[0-9]*"))) < 3:
+        time.sleep(0.05)
+    time.sleep(0.37)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    steps = checkpoints.Checkpointer(workdir, create=False).all_steps()
+    assert steps, f"no complete checkpoint after the kill: {list(ckpt_dir.iterdir())}"
+    run = dcgan_jax.load(workdir)
+    assert run.step == steps[-1]
+    assert np.isfinite(run.sample(2)).all()
+    # The same command continues from there.
+    resumed = subprocess.run(
+        [*args[:-4], f"--config.train.num_steps={steps[-1] + 2}"], capture_output=True, text=True, cwd=REPO,
+        timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resumed from {ckpt_dir} at step {steps[-1]}" in resumed.stderr
+    assert dcgan_jax.load(workdir).step == steps[-1] + 2
+
+
+def test_short_run_on_real_fashion_mnist(tmp_path):
+    folder = shared_dataset_dir("fashion_mnist")
+    config = tiny_config(num_steps=4)
+    config.dataset.name = "fashion_mnist"
+    config.dataset.data_dir = str(folder)
+    state = dcgan_jax.train(config, tmp_path)
+    assert int(state.step) == 4
+    log = (tmp_path / "train.log").read_text()
+    assert "fashion_mnist/train, 60000 images of shape (28, 28, 1)" in log
+    assert all(np.isfinite(r["d_loss"]) for r in images.read_metrics(tmp_path / "metrics.jsonl"))
+
+
+def test_mnist_experiment_on_its_local_test_split(tmp_path):
+    shared_dataset_dir("mnist")
+    from dcgan_jax.config import load_experiment
+
+    config = load_experiment("mnist_dcgan", REPO / "experiments")
+    config.dataset.split = "test"
+    config.model.base_width = 8
+    config.train.update(batch_size=16, num_steps=2, log_every=1)
+    state = dcgan_jax.train(config, tmp_path)
+    assert int(state.step) == 2
+    assert "mnist/test, 10000 images" in (tmp_path / "train.log").read_text()
