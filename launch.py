@@ -19,6 +19,10 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
 flags.DEFINE_string("experiment", None, "Name of a file in experiments/ (without .py).")
 flags.DEFINE_string("workdir", None, "Where the run writes everything; default runs/<experiment>.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a multi-process run (jax.distributed).")
+flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+flags.DEFINE_integer("distributed_timeout_s", 300, "Give up joining a multi-process run after this many seconds.")
 
 
 def _fail(message: str) -> None:
@@ -42,14 +46,19 @@ def main(argv: list[str]) -> None:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir or str(Path("runs") / flags.FLAGS.experiment)
+    from dcgan_jax.parallel import DistributedError, initialize_distributed
     from dcgan_jax.train import train
     from dcgan_jax.writers import quiet_library_info
 
     quiet_library_info()
     try:
         config_lib.validate(config)
+        FLAGS = flags.FLAGS
+        initialize_distributed(
+            FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
+        )
         train(config, workdir)
-    except (config_lib.ConfigError, DataError, CheckpointError) as e:
+    except (config_lib.ConfigError, DataError, CheckpointError, DistributedError) as e:
         logging.error("%s", e)
         _fail(str(e))
 

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from dcgan_jax import parallel
 from dcgan_jax.train_step import TrainState
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -50,7 +51,7 @@ class Checkpointer:
         ``meta`` holds what is derived rather than configured (the image shape), so that
         the generator can be rebuilt from the checkpoint alone.
         """
-        step = int(jax.device_get(state.step))
+        step = int(parallel.to_host(state.step))
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -95,11 +96,15 @@ class Checkpointer:
         return step, ml_collections.ConfigDict(restored.config), dict(restored.meta)
 
     def restore_generator(self, target: dict, step: int) -> dict:
-        """Only the generator's variables ({'g_params', 'g_batch_stats'}), without the rest of the state."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        """Only the generator's variables ({'g_params', 'g_batch_stats'}), without the rest of the state,
+        placed like ``target`` (e.g. on this machine's CPU whatever devices the run was trained on)."""
+        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
         try:
             restored = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=abstract, partial_restore=True))
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+                ),
             )
         except Exception as e:
             raise CheckpointError(f"cannot restore the generator from {self.directory / str(step)}: {e}") from e

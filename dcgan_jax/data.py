@@ -159,6 +159,7 @@ class BatchOrder:
         start = position * self.batch_size
         return self._permutation[start : start + self.batch_size]
 
-    def batch(self, batch_index: int) -> np.ndarray:
-        """Float32 images in [-1, 1], shape (batch_size, H, W, C)."""
-        return to_model_range(self.images[self.indices(batch_index)])
+    def batch(self, batch_index: int, rows: slice = slice(None)) -> np.ndarray:
+        """Float32 images in [-1, 1], shape (batch_size, H, W, C); only ``rows`` of it when given
+        (a process's share of a global batch)."""
+        return to_model_range(self.images[self.indices(batch_index)[rows]])

@@ -17,6 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Radford et al.: "All weights were initialized from a zero-centered Normal distribution
+# with standard deviation 0.02."
+DCGAN_INIT = nn.initializers.normal(0.02)
+
 
 def num_resolution_steps(image_size: int) -> int:
     """How many stride-2 stages map a 3..8 pixel base to ``image_size`` (28 -> 2: 7, 14, 28)."""
@@ -89,7 +93,7 @@ class UpsampleConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+        kernel = self.param("kernel", DCGAN_INIT, (k, k, x.shape[-1], self.features))
         y = upsample_conv(x, kernel)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
@@ -115,7 +119,7 @@ class Generator(nn.Module):
         steps = num_resolution_steps(height)
         base = height >> steps
         features = self.base_width * 2 ** (steps - 1)  # Mirrors D's last convolution.
-        x = nn.Dense(base * base * features, use_bias=False)(z)
+        x = nn.Dense(base * base * features, use_bias=False, kernel_init=DCGAN_INIT)(z)
         x = nn.relu(_batch_norm(self.bn_momentum, train)(x))
         x = x.reshape(-1, base, base, features)
         for i in range(steps - 1):
@@ -138,11 +142,13 @@ class Discriminator(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         k = (self.kernel_size, self.kernel_size)
         for i in range(num_resolution_steps(x.shape[1])):
-            x = nn.Conv(self.base_width * 2**i, k, strides=(2, 2), padding="SAME", use_bias=i == 0)(x)
+            x = nn.Conv(
+                self.base_width * 2**i, k, strides=(2, 2), padding="SAME", use_bias=i == 0, kernel_init=DCGAN_INIT
+            )(x)
             if i > 0:
                 x = _batch_norm(self.bn_momentum, train)(x)
             x = nn.leaky_relu(x, 0.2)
-        return nn.Dense(1)(x.reshape(x.shape[0], -1))[:, 0]
+        return nn.Dense(1, kernel_init=DCGAN_INIT)(x.reshape(x.shape[0], -1))[:, 0]
 
 
 def build(model_config, image_shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:

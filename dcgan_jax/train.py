@@ -58,7 +58,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
-    if not logging.level_info():  # Called from Python rather than launch.py: still show progress.
+    if not is_main:  # Process 0 speaks for the run; the others report only problems.
+        logging.set_verbosity(logging.WARNING)
+    elif not logging.level_info():  # Called from Python rather than launch.py: still show progress.
         logging.set_verbosity(logging.INFO)
     file_handler = _log_to_file(workdir) if is_main else None
     try:
@@ -79,7 +81,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
     except ValueError as e:
         raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
     logging.info(
-        "Data: %s/%s, %d images of shape %s. Devices: %d (%s), %d images each per step (global batch %d).",
+        "Data: %s/%s, %d images of shape %s. Devices: %d (%s), %d images each per step (global batch %d); "
+        "process %d of %d.",
         config.dataset.name,
         config.dataset.split,
         len(train_images),
@@ -88,19 +91,31 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
         jax.devices()[0].platform,
         config.train.batch_size // mesh.size,
         config.train.batch_size,
+        jax.process_index(),
+        jax.process_count(),
     )
 
     generator, discriminator = models.build(config.model, image_shape)
     optimizer = make_optimizer(config.optimizer)
-    state = init_state(generator, discriminator, optimizer, config.seed, image_shape, config.model.latent_dim)
-    state = jax.device_put(state, parallel.replicated(mesh))
+    # Created inside jit so that it is born replicated over the whole mesh, every process included.
+    state = jax.jit(
+        lambda: init_state(generator, discriminator, optimizer, config.seed, image_shape, config.model.latent_dim),
+        out_shardings=parallel.replicated(mesh),
+    )()
     checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
     if checkpointer.latest_step() is not None:
         _, stored_config, _ = checkpointer.restore_config()
         _warn_on_config_change(stored_config, config)
         state = checkpointer.restore(state)
-        logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
-    start_step = int(state.step)
+    start_step = int(parallel.to_host(state.step))
+    if start_step:
+        logging.info("Resumed from %s at step %d.", checkpointer.directory, start_step)
+    if start_step >= config.train.num_steps:
+        logging.info(
+            "Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", start_step, config.train.num_steps
+        )
+        checkpointer.close()
+        return state
     meta = {"image_shape": list(image_shape)}
     if is_main:
         (workdir / "config.json").write_text(json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n")
@@ -110,22 +125,28 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
         make_train_step(generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim), mesh
     )
     sample = make_sampler(generator)
-    latents = fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)
+    latents = jax.device_put(
+        np.asarray(fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)),
+        parallel.replicated(mesh),
+    )
     batches = data.BatchOrder(train_images, config.train.batch_size, config.seed)
-    batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
-    writer = writers.MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
     d_steps, num_steps, cfg = config.train.d_steps, config.train.num_steps, config.train
+    batch_shape = (d_steps, config.train.batch_size, *image_shape)
+    batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
+    my_rows = parallel.process_rows(batch_sharding, batch_shape, axis=1)
+    writer = writers.MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
 
     def save_samples(step: int) -> None:
-        grid_images = np.asarray(sample(state.generator_variables(), latents))
+        grid_images = parallel.to_host(sample(state.generator_variables(), latents))
         if is_main:
             path = images.save_grid(grid_images, workdir / "samples" / f"step_{step:07d}.png")
             writer.write_image(step, "samples", images.make_grid(grid_images))
             logging.info("Wrote %s", path)
 
     def real_batches(step: int) -> jax.Array:
-        real = np.stack([batches.batch(step * d_steps + i) for i in range(d_steps)])
-        return jax.device_put(real, batch_sharding)
+        """This process's rows of the step's ``d_steps`` global batches, as one global array."""
+        local = np.stack([batches.batch(step * d_steps + i, my_rows) for i in range(d_steps)])
+        return parallel.global_array(local, batch_sharding, batch_shape)
 
     compile_start = time.monotonic()
     train_step = train_step.lower(state, real_batches(start_step)).compile()
@@ -143,7 +164,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
         last = step == num_steps or out_of_time
         if step % cfg.log_every == 0 or last:
             # One transfer per interval; the device never waits on the host in between.
-            means = {k: float(v) for k, v in jax.device_get(jax.tree.map(lambda *x: np.mean(x), *pending)).items()}
+            fetched = [parallel.to_host(m) for m in pending]
+            means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
             elapsed = time.monotonic() - interval_start
             rate = (step - interval_step) / elapsed
             means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
@@ -156,6 +178,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
             save_samples(step)
         if step % cfg.checkpoint_every == 0 or last:
             checkpointer.save(state, config, meta)
+            logging.info("Saving checkpoint %s (in the background).", checkpointer.directory / str(step))
         if out_of_time:
             logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
             break

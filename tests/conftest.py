@@ -1,12 +1,19 @@
 import os
+import tempfile
 from pathlib import Path
 
-import jax
-import numpy as np
-import pytest
+# The tests compile the same tiny model many times, in this process and in subprocesses
+# (which inherit these); XLA's CPU compile dominates their time, so cache it. Set before jax loads.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "dcgan_jax_tests_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-from dcgan_jax.config import default_config
-from dcgan_jax.data import DATA_DIR_ENV
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from dcgan_jax.config import default_config, flatten  # noqa: E402
+from dcgan_jax.data import DATA_DIR_ENV  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +40,12 @@ def tiny_config(**train_overrides):
     config.train.num_samples = 16
     config.train.update(train_overrides)
     return config
+
+
+def tiny_flags(**train_overrides) -> list[str]:
+    """``launch.py --experiment=fashion_dcgan`` flags that turn it into :func:`tiny_config`."""
+    base, tiny = flatten(default_config()), flatten(tiny_config(**train_overrides))
+    return [f"--config.{name}={value}" for name, value in tiny.items() if base[name] != value]
 
 
 def shared_dataset_dir(name: str) -> Path:

@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, shared_dataset_dir, tiny_config, trees_equal
+from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, trees_equal
 
 import dcgan_jax
 from dcgan_jax import checkpoints, images
@@ -95,6 +95,25 @@ def test_load_in_a_fresh_process_needs_only_the_workdir(trained_run):
     assert result.stdout.split() == ["6", "(3,", "28,", "28,", "1)", "float32", "False"], result.stderr
 
 
+def test_run_trained_on_eight_devices_without_tensorflow_loads_on_one(tmp_path):
+    """Trained in a process with 8 (simulated) devices, reloaded here on 1."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[2]); import jax, dcgan_jax; from conftest import tiny_config;"
+        "dcgan_jax.train(tiny_config(num_steps=2), sys.argv[1]);"
+        "print(jax.device_count(), 'tensorflow' in sys.modules)"
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), str(REPO / "tests")], capture_output=True, text=True, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert result.stdout.split() == ["8", "False"], result.stderr[-3000:]
+    assert "Devices: 8 (cpu), 2 images each per step (global batch 16)" in (tmp_path / "train.log").read_text()
+    assert jax.device_count() == 1
+    run = dcgan_jax.load(tmp_path)
+    assert run.step == 2 and run.sample(4).shape == (4, 28, 28, 1)
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     full = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "full")
     dcgan_jax.train(tiny_config(num_steps=3), tmp_path / "split")
@@ -105,6 +124,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     # Metrics were written once per step, not duplicated by the resume.
     assert [r["step"] for r in images.read_metrics(tmp_path / "split" / "metrics.jsonl")] == [2, 3, 4, 6]
     assert "Resumed from" in (tmp_path / "split" / "train.log").read_text()
+    again = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "split")
+    assert trees_equal(again, resumed)
+    assert "Nothing to do: the checkpoint is at step 6" in (tmp_path / "split" / "train.log").read_text()
 
 
 def test_checkpoint_restores_identical_state(trained_run):
@@ -126,9 +148,7 @@ def test_kill_during_training_leaves_a_restorable_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     args = [
         sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={workdir}",
-        "--config.dataset.name=synthetic", "--config.dataset.num_synthetic=128", "--config.model.base_width=8",
-        "--config.model.latent_dim=16", "--config.train.batch_size=16", "--config.train.num_steps=100000",
-        "--config.train.checkpoint_every=1", "--config.train.keep_checkpoints=2", "--config.train.log_every=1",
+        *tiny_flags(num_steps=100_000, checkpoint_every=1, keep_checkpoints=2, log_every=1),
     ]  # fmt: skip
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     ckpt_dir = checkpoints.checkpoint_dir(workdir)
@@ -145,7 +165,7 @@ def test_kill_during_training_leaves_a_restorable_checkpoint(tmp_path):
     assert np.isfinite(run.sample(2)).all()
     # The same command continues from there.
     resumed = subprocess.run(
-        [*args[:-4], f"--config.train.num_steps={steps[-1] + 2}"], capture_output=True, text=True, cwd=REPO,
+        [*args, f"--config.train.num_steps={steps[-1] + 2}"], capture_output=True, text=True, cwd=REPO,
         timeout=300,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]

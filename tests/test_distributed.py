@@ -1,0 +1,136 @@
+"""Data parallelism: 8 devices in one process, and two processes joined by jax.distributed
+(gloo collectives on the CPU), train like one device at the same global batch."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO, tiny_config, tiny_flags
+
+import dcgan_jax
+from dcgan_jax import checkpoints, images, models, parallel
+from dcgan_jax.train_step import init_state, make_optimizer
+
+# Sums over 8 shards or 2 processes round differently from one device; Adam's first steps
+# (about lr * sign(g)) can flip a few near-zero components, so compare at a few learning rates.
+PARAM_ATOL = 3e-3
+ONE_DEVICE_ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(workdir, *extra):
+    return [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={workdir}", *extra]
+
+
+def _restore_full_state(workdir, config):
+    generator, discriminator = models.build(config.model, (28, 28, 1))
+    optimizer = make_optimizer(config.optimizer)
+    target = init_state(generator, discriminator, optimizer, 0, (28, 28, 1), config.model.latent_dim)
+    return checkpoints.Checkpointer(workdir, create=False).restore(target)
+
+
+def _max_param_difference(a, b) -> float:
+    import jax
+
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree.leaves(diffs))
+
+
+def test_eight_devices_match_one_device_at_the_same_global_batch():
+    code = """
+import jax, numpy as np
+from conftest import tiny_config
+from dcgan_jax import data, models, parallel
+from dcgan_jax.train_step import compile_train_step, init_state, make_optimizer, make_train_step
+config = tiny_config()
+generator, discriminator = models.build(config.model, (28, 28, 1))
+optimizer = make_optimizer(config.optimizer)
+images, _ = data.synthetic_images(128, seed=0)
+order = data.BatchOrder(images, config.train.batch_size, seed=0)
+finals = []
+for devices in (jax.devices()[:1], jax.devices()):
+    mesh = parallel.make_mesh(devices)
+    step = compile_train_step(make_train_step(generator, discriminator, optimizer, "non_saturating", 16), mesh)
+    state = init_state(generator, discriminator, optimizer, 0, (28, 28, 1), 16)
+    for i in range(5):
+        state, metrics = step(state, order.batch(i)[None])
+    finals.append(jax.device_get((state.g_params, state.d_params, state.g_batch_stats, state.d_batch_stats)))
+diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), *finals)))
+print(len(jax.devices()), diff)
+"""
+    env = {**ONE_DEVICE_ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO / "tests")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    devices, difference = result.stdout.split()
+    assert devices == "8"
+    assert float(difference) < PARAM_ATOL
+
+
+def test_two_processes_train_like_one(tmp_path):
+    config = tiny_config(num_steps=4)
+    flags = tiny_flags(num_steps=4)
+    port = _free_port()
+    processes = [
+        subprocess.Popen(
+            _launch(
+                tmp_path / "two",
+                *flags,
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+                "--distributed_timeout_s=60",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=ONE_DEVICE_ENV,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=240) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, (_, stderr) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    single = dcgan_jax.train(config, tmp_path / "one")
+    two = _restore_full_state(tmp_path / "two", config)
+    assert int(two.step) == int(single.step) == 4
+    assert _max_param_difference((two.g_params, two.d_params), (single.g_params, single.d_params)) < PARAM_ATOL
+    # Process 0 alone wrote the log, metrics and samples.
+    log = (tmp_path / "two" / "train.log").read_text()
+    assert "Devices: 2 (cpu), 8 images each per step (global batch 16); process 0 of 2." in log
+    assert [r["step"] for r in images.read_metrics(tmp_path / "two" / "metrics.jsonl")] == [2, 4]
+    assert "step 4/4" not in outputs[1][1]  # Process 1 logs warnings only.
+
+
+def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_path):
+    port = _free_port()  # Nobody listens there.
+    started = time.monotonic()
+    result = subprocess.run(
+        _launch(
+            tmp_path, *tiny_flags(), f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", "--process_id=1",
+            "--distributed_timeout_s=5",
+        ),
+        capture_output=True, text=True, cwd=REPO, env=ONE_DEVICE_ENV, timeout=180,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"process 1 could not join the run coordinated at 127.0.0.1:{port} within 5 s" in result.stderr
+    assert time.monotonic() - started < 90
+
+
+def test_partial_distributed_flags_are_an_error():
+    with pytest.raises(parallel.DistributedError, match="needs all of --coordinator_address, --num_processes"):
+        parallel.initialize_distributed(num_processes=2)
+    assert parallel.initialize_distributed() is False  # Single process: nothing to join.
