@@ -77,7 +77,15 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
 def load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Reads a TFDS dataset with ``tfds.data_source`` (downloading it first if needed)."""
     import tensorflow_datasets as tfds
+    from absl import logging
 
+    logging.info(
+        "No dataset.data_dir: reading %s/%s through TFDS, which downloads and prepares it on first use. "
+        "Offline this fails after some minutes of retries; use --config.dataset.data_dir=DIR or %s instead.",
+        name,
+        split,
+        DATA_DIR_ENV,
+    )
     try:
         source = tfds.data_source(name, split=split)
     except Exception as e:  # TFDS raises many types for "cannot download / prepare".

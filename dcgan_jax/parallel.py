@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from dcgan_jax.config import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -96,7 +98,7 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     if batch_size % n:
         lower, upper = batch_size // n * n, (batch_size // n + 1) * n
         options = " or ".join(str(b) for b in (lower, upper) if b > 0)
-        raise ValueError(f"--config.train.batch_size={batch_size} does not split over {n} devices; use {options}")
+        raise ConfigError(f"--config.train.batch_size={batch_size} does not split over {n} devices; use {options}")
 
 
 def process_rows(sharding: NamedSharding, global_shape: tuple[int, ...], axis: int) -> slice:

@@ -4,6 +4,7 @@ import pytest
 from conftest import tiny_config, trees_equal
 
 from dcgan_jax import data, models, parallel
+from dcgan_jax.config import ConfigError
 from dcgan_jax.train_step import compile_train_step, init_state, make_optimizer, make_train_step, make_updates
 
 
@@ -89,5 +90,5 @@ def test_batch_size_not_divisible_by_devices_names_nearest_sizes():
     class EightDevices:
         size = 8
 
-    with pytest.raises(ValueError, match=r"batch_size=60 does not split over 8 devices; use 56 or 64"):
+    with pytest.raises(ConfigError, match=r"batch_size=60 does not split over 8 devices; use 56 or 64"):
         parallel.check_batch_size(60, EightDevices())
