@@ -19,7 +19,6 @@ import ml_collections
 import numpy as np
 
 from dcgan_jax import checkpoints, models
-from dcgan_jax.train import make_sampler
 
 
 @dataclasses.dataclass
@@ -30,7 +29,7 @@ class TrainedGenerator:
     generator: models.Generator
 
     def __post_init__(self):
-        self._sample = make_sampler(self.generator)
+        self._sample = models.make_sampler(self.generator)
 
     def latents(self, num: int, seed: int = 0) -> jax.Array:
         return jax.random.normal(jax.random.key(seed), (num, self.config.model.latent_dim))

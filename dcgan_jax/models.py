@@ -151,6 +151,13 @@ class Discriminator(nn.Module):
         return nn.Dense(1, kernel_init=DCGAN_INIT)(x.reshape(x.shape[0], -1))[:, 0]
 
 
+def make_sampler(generator: Generator):
+    """``sample(variables, z)``, jitted, with BatchNorm's running averages: each image then
+    depends only on its own latent vector, not on the rest of the batch. The training sample
+    grids and ``dcgan_jax.load().sample`` both use it, so they show the same thing."""
+    return jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
+
+
 def build(model_config, image_shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:
     generator = Generator(
         image_shape=tuple(image_shape),

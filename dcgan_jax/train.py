@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -45,10 +46,10 @@ def _warn_on_config_change(stored: ml_collections.ConfigDict, current: ml_collec
         logging.warning("Resuming with a config that differs from the checkpoint's: %s", listing)
 
 
-def make_sampler(generator):
-    """Generates with BatchNorm's running averages, so each image depends only on its
-    own latent vector (not on the rest of the batch); ``dcgan_jax.load().sample`` uses the same."""
-    return jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
+def _interval_means(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+    """Means of the metrics of the steps since the last log: stacked on the device, fetched once."""
+    stacked = parallel.to_host(jax.tree.map(lambda *values: jnp.stack(values), *pending))
+    return {name: float(np.mean(values)) for name, values in stacked.items()}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
@@ -124,7 +125,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
     train_step = compile_train_step(
         make_train_step(generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim), mesh
     )
-    sample = make_sampler(generator)
+    sample = models.make_sampler(generator)
     latents = jax.device_put(
         np.asarray(fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)),
         parallel.replicated(mesh),
@@ -163,9 +164,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
         out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
         last = step == num_steps or out_of_time
         if step % cfg.log_every == 0 or last:
-            # One transfer per interval; the device never waits on the host in between.
-            fetched = [parallel.to_host(m) for m in pending]
-            means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+            means = _interval_means(pending)  # The only wait on the device between logs.
             elapsed = time.monotonic() - interval_start
             rate = (step - interval_step) / elapsed
             means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
