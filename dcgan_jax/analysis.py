@@ -58,7 +58,11 @@ def load(workdir: str | Path, step: int | None = None) -> TrainedGenerator:
     try:
         step, config, meta = checkpointer.restore_config(step)
         generator, _ = models.build(config.model, tuple(meta["image_shape"]))
-        target = generator.init(jax.random.key(0), jnp.zeros((1, config.model.latent_dim)), train=False)
+        # Only the shapes (nothing is computed), placed on this machine's first device.
+        z = jnp.zeros((1, config.model.latent_dim))
+        shapes = jax.eval_shape(lambda: generator.init(jax.random.key(0), z, train=False))
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
         restored = checkpointer.restore_generator(
             {"g_params": target["params"], "g_batch_stats": target["batch_stats"]}, step
         )
