@@ -7,8 +7,11 @@ run continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as std_logging
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +47,29 @@ def _warn_on_config_change(stored: ml_collections.ConfigDict, current: ml_collec
     if changed:
         listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
         logging.warning("Resuming with a config that differs from the checkpoint's: %s", listing)
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Turns SIGTERM (schedulers, ``kill``) and SIGINT (Ctrl-C) into a request the loop honours at
+    the end of the current step, so that it can write a final checkpoint. Yields the list of
+    signal names received. Only in a single-process run on the main thread: with several
+    processes one of them stopping alone would leave the others waiting in a collective."""
+    received: list[str] = []
+    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def request_stop(signum, frame):
+        received.append(signal.Signals(signum).name)
+        logging.warning("%s received: stopping after this step with a final checkpoint.", received[-1])
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interval_means(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -157,30 +183,35 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
     interval_start, interval_step = time.monotonic(), start_step
     step = start_step
     logging.info("Training from step %d to %d.", start_step, num_steps)
-    while step < num_steps:
-        state, metrics = train_step(state, real_batches(step))
-        pending.append(metrics)
-        step += 1
-        out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
-        last = step == num_steps or out_of_time
-        if step % cfg.log_every == 0 or last:
-            means = _interval_means(pending)  # The only wait on the device between logs.
-            elapsed = time.monotonic() - interval_start
-            rate = (step - interval_step) / elapsed
-            means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
-            if not all(np.isfinite(v) for v in means.values()):
-                logging.warning("Non-finite metrics at step %d: %s", step, means)
-            logging.info(writers.format_log_line(step, num_steps, means))
-            writer.write_scalars(step, means)
-            pending, interval_start, interval_step = [], time.monotonic(), step
-        if step % cfg.sample_every == 0 or last:
-            save_samples(step)
-        if step % cfg.checkpoint_every == 0 or last:
-            checkpointer.save(state, config, meta)
-            logging.info("Saving checkpoint %s (in the background).", checkpointer.directory / str(step))
-        if out_of_time:
-            logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
-            break
+    with _stop_requests() as stop_signals:
+        while step < num_steps:
+            state, metrics = train_step(state, real_batches(step))
+            pending.append(metrics)
+            step += 1
+            out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
+            stop_requested = bool(stop_signals)  # Read once: a signal may arrive at any point below.
+            last = step == num_steps or out_of_time or stop_requested
+            if step % cfg.log_every == 0 or last:
+                means = _interval_means(pending)  # The only wait on the device between logs.
+                elapsed = time.monotonic() - interval_start
+                rate = (step - interval_step) / elapsed
+                means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
+                if not all(np.isfinite(v) for v in means.values()):
+                    logging.warning("Non-finite metrics at step %d: %s", step, means)
+                logging.info(writers.format_log_line(step, num_steps, means))
+                writer.write_scalars(step, means)
+                pending, interval_start, interval_step = [], time.monotonic(), step
+            if step % cfg.sample_every == 0 or last:
+                save_samples(step)
+            if step % cfg.checkpoint_every == 0 or last:
+                checkpointer.save(state, config, meta)
+                logging.info("Saving checkpoint %s (in the background).", checkpointer.directory / str(step))
+            if out_of_time:
+                logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
+                break
+            if stop_requested:
+                logging.info("Stopped by %s at step %d; writing the final checkpoint.", stop_signals[0], step)
+                break
 
     checkpointer.wait()
     checkpointer.close()

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,6 +172,29 @@ def test_kill_during_training_leaves_a_restorable_checkpoint(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resumed from {ckpt_dir} at step {steps[-1]}" in resumed.stderr
     assert dcgan_jax.load(workdir).step == steps[-1] + 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_stop_cleanly_with_a_final_checkpoint(tmp_path, sig):
+    args = [
+        sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={tmp_path}",
+        *tiny_flags(num_steps=100_000, checkpoint_every=1000, log_every=1),
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    lines = []
+    for line in process.stderr:  # Wait until training is under way.
+        lines.append(line)
+        if " step 3/100000 " in line:
+            break
+    process.send_signal(sig)
+    _, rest = process.communicate(timeout=120)
+    log = "".join(lines) + rest
+    assert process.returncode == 0, log[-3000:]
+    stopped = re.search(rf"Stopped by {sig.name} at step (\d+); writing the final checkpoint", log)
+    assert stopped, log[-3000:]
+    step = int(stopped.group(1))
+    assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [step]
+    assert dcgan_jax.load(tmp_path).step == step
 
 
 def test_short_run_on_real_fashion_mnist(tmp_path):
