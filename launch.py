@@ -14,6 +14,7 @@ from ml_collections import config_flags
 from dcgan_jax import config as config_lib
 from dcgan_jax.checkpoints import CheckpointError
 from dcgan_jax.data import DataError
+from dcgan_jax.run_lock import WorkdirLockedError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> None:
             FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
         )
         train(config, workdir)
-    except (config_lib.ConfigError, DataError, CheckpointError, DistributedError) as e:
+    except (config_lib.ConfigError, DataError, CheckpointError, DistributedError, WorkdirLockedError) as e:
         logging.error("%s", e)
         _fail(str(e))
 

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import checkpoints, data, images, models, parallel, writers
+from dcgan_jax import checkpoints, data, images, models, parallel, run_lock, writers
 from dcgan_jax import config as config_lib
 from dcgan_jax.train_step import (
     TrainState,
@@ -91,7 +91,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
         logging.set_verbosity(logging.INFO)
     file_handler = _log_to_file(workdir) if is_main else None
     try:
-        return _train(config, workdir, started, is_main)
+        # Process 0 holds the lock for a multi-process run; the others share its workdir.
+        with run_lock.hold(workdir) if is_main else contextlib.nullcontext():
+            return _train(config, workdir, started, is_main)
     finally:
         if file_handler is not None:
             logging.get_absl_logger().removeHandler(file_handler)

@@ -159,6 +159,7 @@ def test_kill_during_training_leaves_a_restorable_checkpoint(tmp_path):
     time.sleep(0.37)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+    assert (workdir / ".lock").exists()  # Stale: must not block the restart below.
     steps = checkpoints.Checkpointer(workdir, create=False).all_steps()
     assert steps, f"no complete checkpoint after the kill: {list(ckpt_dir.iterdir())}"
     run = dcgan_jax.load(workdir)

@@ -1,0 +1,59 @@
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, tiny_flags
+
+from dcgan_jax import run_lock
+
+
+def test_second_holder_is_refused_with_the_first_ones_pid_and_host(tmp_path):
+    with run_lock.hold(tmp_path) as path:
+        holder = json.loads(path.read_text())
+        message = rf"in use by process {holder['pid']} on {holder['host']}"
+        with pytest.raises(run_lock.WorkdirLockedError, match=message):
+            with run_lock.hold(tmp_path):
+                pass
+    assert not path.exists()  # Released.
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / run_lock.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with run_lock.hold(tmp_path) as path:
+        assert json.loads(path.read_text())["pid"] != dead.pid
+
+
+def test_half_written_lock_is_stale(tmp_path):
+    (tmp_path / run_lock.LOCK_NAME).write_text('{"pid": ')
+    with run_lock.hold(tmp_path):
+        pass
+
+
+def test_lock_from_another_host_is_refused_with_a_hint(tmp_path):
+    (tmp_path / run_lock.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
+    with pytest.raises(run_lock.WorkdirLockedError, match="on host elsewhere .* if that run is dead, delete the lock"):
+        with run_lock.hold(tmp_path):
+            pass
+
+
+def test_second_run_on_the_same_workdir_refuses_naming_the_first(tmp_path):
+    args = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={tmp_path}"]
+    first = subprocess.Popen(
+        [*args, *tiny_flags(num_steps=100_000, log_every=1)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        for line in first.stderr:
+            if " step 2/100000 " in line:
+                break
+        second = subprocess.run([*args, *tiny_flags()], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert second.returncode == 2
+        assert f"is in use by process {first.pid} on {socket.gethostname()}" in second.stderr
+    finally:
+        first.terminate()
+        first.communicate(timeout=120)
+    assert first.returncode == 0
