@@ -55,7 +55,8 @@ def load(workdir: str | Path, step: int | None = None) -> TrainedGenerator:
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
     checkpointer = checkpoints.Checkpointer(workdir, create=False)
-    try:
+
+    def restore(step: int) -> TrainedGenerator:
         step, config, meta = checkpointer.restore_config(step)
         generator, _ = models.build(config.model, tuple(meta["image_shape"]))
         # Only the shapes (nothing is computed), placed on this machine's first device.
@@ -66,7 +67,11 @@ def load(workdir: str | Path, step: int | None = None) -> TrainedGenerator:
         restored = checkpointer.restore_generator(
             {"g_params": target["params"], "g_batch_stats": target["batch_stats"]}, step
         )
+        variables = {"params": restored["g_params"], "batch_stats": restored["g_batch_stats"]}
+        return TrainedGenerator(config=config, step=step, variables=variables, generator=generator)
+
+    try:
+        # The newest readable checkpoint: a damaged newest one is skipped with a warning.
+        return checkpointer.newest_good(restore) if step is None else restore(step)
     finally:
         checkpointer.close()
-    variables = {"params": restored["g_params"], "batch_stats": restored["g_batch_stats"]}
-    return TrainedGenerator(config=config, step=step, variables=variables, generator=generator)

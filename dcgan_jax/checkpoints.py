@@ -8,21 +8,43 @@ leaves the previous checkpoint as the newest restorable one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 
 from dcgan_jax import parallel
 from dcgan_jax.train_step import TrainState
 
 CHECKPOINT_SUBDIR = "checkpoints"
-_ITEMS = ("state", "config", "meta")
+DAMAGED_SUFFIX = ".damaged"
+T = TypeVar("T")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing or cannot be read; the message names the path."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint of a model with other shapes than the run asks for."""
+
+
+def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
+    """'g_params/Dense_0/kernel' -> shape, for a state or for Orbax's metadata of one."""
+
+    def name(key) -> str:
+        for attribute in ("key", "name", "idx"):
+            if hasattr(key, attribute):
+                return str(getattr(key, attribute))
+        return str(key)
+
+    return {
+        "/".join(name(k) for k in path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -37,7 +59,12 @@ class Checkpointer:
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints folder at {self.directory}")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+        handlers = {
+            "state": ocp.PyTreeCheckpointHandler(),  # Also restores a subtree (the generator).
+            "config": ocp.JsonCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -55,7 +82,7 @@ class Checkpointer:
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
+                state=ocp.args.PyTreeSave(state),
                 config=ocp.args.JsonSave(json.loads(config.to_json())),
                 meta=ocp.args.JsonSave(meta),
             ),
@@ -74,13 +101,71 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available steps: {steps}")
         return step
 
-    def restore(self, target: TrainState, step: int | None = None) -> TrainState:
-        """The full state at ``step`` (newest when None), laid out like ``target``."""
-        step = self._step_or_latest(step)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    def newest_good(self, restore_step: Callable[[int], T], set_aside_damaged: bool = False) -> T:
+        """``restore_step(step)`` for the newest checkpoint it succeeds on; damaged newer ones are
+        logged. A model mismatch is not damage and stops at once. ``set_aside_damaged`` (for the
+        training run, never for readers) renames them ``<step>.damaged``: kept for inspection, and
+        out of the way of the resumed run's own saves at those steps."""
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        damaged = []
+        for step in reversed(steps):
+            try:
+                result = restore_step(step)
+            except CheckpointMismatchError:
+                raise
+            except CheckpointError as e:
+                logging.warning("Damaged checkpoint, trying the previous one: %s", e)
+                damaged.append(step)
+                continue
+            if damaged and set_aside_damaged:
+                for bad in damaged:
+                    (self.directory / str(bad)).rename(self.directory / f"{bad}{DAMAGED_SUFFIX}")
+                self.manager.reload()
+                logging.warning(
+                    "Using checkpoint %s; damaged newer ones renamed to %s", self.directory / str(step),
+                    ", ".join(f"{bad}{DAMAGED_SUFFIX}" for bad in damaged),
+                )  # fmt: skip
+            return result
+        raise CheckpointError(
+            f"no restorable checkpoint in {self.directory}: steps {sorted(damaged)} are all damaged (see the warnings)"
+        )
+
+    def _check_shapes(self, target, step: int) -> None:
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-        except Exception as e:  # Orbax raises many types for unreadable or mismatched data.
+            stored = _shapes_by_path(self.manager.item_metadata(step)["state"])
+        except Exception as e:
+            raise CheckpointError(f"cannot read the metadata of {self.directory / str(step)}: {e}") from e
+        wanted = _shapes_by_path(target)
+        differences = [
+            f"{path}: checkpoint {stored.get(path, 'absent')}, this run {wanted.get(path, 'absent')}"
+            # Parameters first: they say most about which model is which.
+            for path in sorted(stored.keys() | wanted.keys(), key=lambda p: ("_params/" not in p, p))
+            if path in wanted and stored.get(path) != wanted.get(path)
+        ]
+        if differences:
+            raise CheckpointMismatchError(
+                f"{self.directory / str(step)} holds a model of other shapes than this run's config "
+                f"({len(differences)} arrays differ): "
+                + "; ".join(differences[:6])
+                + ("; ..." if len(differences) > 6 else "")
+                + ". Use another --workdir, or the config the checkpoint was trained with."
+            )
+
+    def restore(self, target: TrainState, step: int | None = None, set_aside_damaged: bool = False) -> TrainState:
+        """The full state at ``step`` (newest good one when None), laid out like ``target``."""
+        if step is None:
+            return self.newest_good(lambda s: self.restore(target, s), set_aside_damaged)
+        self._step_or_latest(step)
+        self._check_shapes(target, step)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args))
+            )
+        except Exception as e:  # Orbax raises many types for unreadable data.
             raise CheckpointError(f"cannot restore {self.directory / str(step)}: {e}") from e
         return restored.state
 
@@ -98,6 +183,7 @@ class Checkpointer:
     def restore_generator(self, target: dict, step: int) -> dict:
         """Only the generator's variables ({'g_params', 'g_batch_stats'}), without the rest of the state,
         placed like ``target`` (e.g. on this machine's CPU whatever devices the run was trained on)."""
+        self._check_shapes(target, step)
         restore_args = ocp.checkpoint_utils.construct_restore_args(target)
         try:
             restored = self.manager.restore(

@@ -41,12 +41,23 @@ def _log_to_file(workdir: Path) -> std_logging.Handler:
     return handler
 
 
-def _warn_on_config_change(stored: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> None:
+def _config_changes(stored: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> str:
     old, new = config_lib.flatten(stored), config_lib.flatten(current)
-    changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-    if changed:
-        listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-        logging.warning("Resuming with a config that differs from the checkpoint's: %s", listing)
+    return ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in sorted(new.items()) if old.get(k) != v)
+
+
+def _restore(checkpointer: checkpoints.Checkpointer, state: TrainState, config) -> TrainState:
+    """The newest good checkpoint; a model-shape mismatch also names the config fields that changed."""
+    try:
+        state = checkpointer.restore(state, set_aside_damaged=True)
+    except checkpoints.CheckpointMismatchError as e:
+        _, stored_config, _ = checkpointer.restore_config()
+        changes = _config_changes(stored_config, config)
+        raise checkpoints.CheckpointMismatchError(f"{e} Changed fields: {changes}") from e
+    _, stored_config, _ = checkpointer.restore_config(int(parallel.to_host(state.step)))
+    if changes := _config_changes(stored_config, config):
+        logging.warning("Resuming with a config that differs from the checkpoint's: %s", changes)
+    return state
 
 
 @contextlib.contextmanager
@@ -132,99 +143,99 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
         out_shardings=parallel.replicated(mesh),
     )()
     checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-    if checkpointer.latest_step() is not None:
-        _, stored_config, _ = checkpointer.restore_config()
-        _warn_on_config_change(stored_config, config)
-        state = checkpointer.restore(state)
-    start_step = int(parallel.to_host(state.step))
-    if start_step:
-        logging.info("Resumed from %s at step %d.", checkpointer.directory, start_step)
-    if start_step >= config.train.num_steps:
-        logging.info(
-            "Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", start_step, config.train.num_steps
-        )
-        checkpointer.close()
-        return state
-    meta = {"image_shape": list(image_shape)}
-    if is_main:
-        (workdir / "config.json").write_text(json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n")
-        logging.info("Config:\n%s", config)
-
-    train_step = compile_train_step(
-        make_train_step(generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim), mesh
-    )
-    sample = models.make_sampler(generator)
-    latents = jax.device_put(
-        np.asarray(fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)),
-        parallel.replicated(mesh),
-    )
-    batches = data.BatchOrder(train_images, config.train.batch_size, config.seed)
-    d_steps, num_steps, cfg = config.train.d_steps, config.train.num_steps, config.train
-    batch_shape = (d_steps, config.train.batch_size, *image_shape)
-    batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
-    my_rows = parallel.process_rows(batch_sharding, batch_shape, axis=1)
-    writer = writers.MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
-
-    def save_samples(step: int) -> None:
-        grid_images = parallel.to_host(sample(state.generator_variables(), latents))
+    try:
+        if checkpointer.all_steps():
+            state = _restore(checkpointer, state, config)
+        start_step = int(parallel.to_host(state.step))
+        if start_step:
+            logging.info("Resumed from %s at step %d.", checkpointer.directory, start_step)
+        if start_step >= config.train.num_steps:
+            logging.info(
+                "Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", start_step, config.train.num_steps
+            )
+            return state
+        meta = {"image_shape": list(image_shape)}
         if is_main:
-            path = images.save_grid(grid_images, workdir / "samples" / f"step_{step:07d}.png")
-            writer.write_image(step, "samples", images.make_grid(grid_images))
-            logging.info("Wrote %s", path)
+            resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
+            (workdir / "config.json").write_text(resolved + "\n")
+            logging.info("Config:\n%s", config)
 
-    def real_batches(step: int) -> jax.Array:
-        """This process's rows of the step's ``d_steps`` global batches, as one global array."""
-        local = np.stack([batches.batch(step * d_steps + i, my_rows) for i in range(d_steps)])
-        return parallel.global_array(local, batch_sharding, batch_shape)
-
-    compile_start = time.monotonic()
-    train_step = train_step.lower(state, real_batches(start_step)).compile()
-    logging.info("Compiled the train step in %.1f s.", time.monotonic() - compile_start)
-
-    pending: list[dict] = []
-    interval_start, interval_step = time.monotonic(), start_step
-    step = start_step
-    logging.info("Training from step %d to %d.", start_step, num_steps)
-    with _stop_requests() as stop_signals:
-        while step < num_steps:
-            state, metrics = train_step(state, real_batches(step))
-            pending.append(metrics)
-            step += 1
-            out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
-            stop_requested = bool(stop_signals)  # Read once: a signal may arrive at any point below.
-            last = step == num_steps or out_of_time or stop_requested
-            if step % cfg.log_every == 0 or last:
-                means = _interval_means(pending)  # The only wait on the device between logs.
-                elapsed = time.monotonic() - interval_start
-                rate = (step - interval_step) / elapsed
-                means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
-                if not all(np.isfinite(v) for v in means.values()):
-                    logging.warning("Non-finite metrics at step %d: %s", step, means)
-                logging.info(writers.format_log_line(step, num_steps, means))
-                writer.write_scalars(step, means)
-                pending, interval_start, interval_step = [], time.monotonic(), step
-            if step % cfg.sample_every == 0 or last:
-                save_samples(step)
-            if step % cfg.checkpoint_every == 0 or last:
-                checkpointer.save(state, config, meta)
-                logging.info("Saving checkpoint %s (in the background).", checkpointer.directory / str(step))
-            if out_of_time:
-                logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
-                break
-            if stop_requested:
-                logging.info("Stopped by %s at step %d; writing the final checkpoint.", stop_signals[0], step)
-                break
-
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
-    if is_main:
-        curves = images.plot_curves(writer.metrics_path, workdir / "curves.png")
-        logging.info(
-            "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
-            step,
-            time.monotonic() - started,
-            checkpointer.directory,
-            curves,
+        train_step = compile_train_step(
+            make_train_step(generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim), mesh
         )
-    return state
+        sample = models.make_sampler(generator)
+        latents = jax.device_put(
+            np.asarray(fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)),
+            parallel.replicated(mesh),
+        )
+        batches = data.BatchOrder(train_images, config.train.batch_size, config.seed)
+        d_steps, num_steps, cfg = config.train.d_steps, config.train.num_steps, config.train
+        batch_shape = (d_steps, config.train.batch_size, *image_shape)
+        batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
+        my_rows = parallel.process_rows(batch_sharding, batch_shape, axis=1)
+        writer = writers.MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
+
+        def save_samples(step: int) -> None:
+            grid_images = parallel.to_host(sample(state.generator_variables(), latents))
+            if is_main:
+                path = images.save_grid(grid_images, workdir / "samples" / f"step_{step:07d}.png")
+                writer.write_image(step, "samples", images.make_grid(grid_images))
+                logging.info("Wrote %s", path)
+
+        def real_batches(step: int) -> jax.Array:
+            """This process's rows of the step's ``d_steps`` global batches, as one global array."""
+            local = np.stack([batches.batch(step * d_steps + i, my_rows) for i in range(d_steps)])
+            return parallel.global_array(local, batch_sharding, batch_shape)
+
+        compile_start = time.monotonic()
+        train_step = train_step.lower(state, real_batches(start_step)).compile()
+        logging.info("Compiled the train step in %.1f s.", time.monotonic() - compile_start)
+
+        pending: list[dict] = []
+        interval_start, interval_step = time.monotonic(), start_step
+        step = start_step
+        logging.info("Training from step %d to %d.", start_step, num_steps)
+        with _stop_requests() as stop_signals:
+            while step < num_steps:
+                state, metrics = train_step(state, real_batches(step))
+                pending.append(metrics)
+                step += 1
+                out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
+                stop_requested = bool(stop_signals)  # Read once: a signal may arrive at any point below.
+                last = step == num_steps or out_of_time or stop_requested
+                if step % cfg.log_every == 0 or last:
+                    means = _interval_means(pending)  # The only wait on the device between logs.
+                    elapsed = time.monotonic() - interval_start
+                    rate = (step - interval_step) / elapsed
+                    means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
+                    if not all(np.isfinite(v) for v in means.values()):
+                        logging.warning("Non-finite metrics at step %d: %s", step, means)
+                    logging.info(writers.format_log_line(step, num_steps, means))
+                    writer.write_scalars(step, means)
+                    pending, interval_start, interval_step = [], time.monotonic(), step
+                if step % cfg.sample_every == 0 or last:
+                    save_samples(step)
+                if step % cfg.checkpoint_every == 0 or last:
+                    checkpointer.save(state, config, meta)
+                    logging.info("Saving checkpoint %s (in the background).", checkpointer.directory / str(step))
+                if out_of_time:
+                    logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
+                    break
+                if stop_requested:
+                    logging.info("Stopped by %s at step %d; writing the final checkpoint.", stop_signals[0], step)
+                    break
+
+        checkpointer.wait()
+        writer.close()
+        if is_main:
+            curves = images.plot_curves(writer.metrics_path, workdir / "curves.png")
+            logging.info(
+                "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
+                step,
+                time.monotonic() - started,
+                checkpointer.directory,
+                curves,
+            )
+        return state
+    finally:
+        checkpointer.close()

@@ -1,10 +1,12 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -221,3 +223,58 @@ def test_mnist_experiment_on_its_local_test_split(tmp_path):
     state = dcgan_jax.train(config, tmp_path)
     assert int(state.step) == 2
     assert "mnist/test, 10000 images" in (tmp_path / "train.log").read_text()
+
+
+def _damage(checkpoint: Path, how: str) -> None:
+    """Truncates or deletes the array data files of one checkpoint's state."""
+    for path in sorted(Path(checkpoint, "state").rglob("*")):
+        if path.is_file() and path.parent.name == "d":
+            if how == "truncate":
+                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+            else:
+                path.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncate", "delete"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_good_one(trained_run, tmp_path, how):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run[0], workdir)
+    ckpt_dir = checkpoints.checkpoint_dir(workdir)
+    _damage(ckpt_dir / "6", how)
+    # A reader skips it and leaves the run folder as it is.
+    assert dcgan_jax.load(workdir).step == 3
+    assert (ckpt_dir / "6").is_dir()
+    with pytest.raises(checkpoints.CheckpointError, match=str(ckpt_dir / "6")):
+        dcgan_jax.load(workdir, step=6)
+    # The run resumes from step 3, sets step 6 aside, and still ends where an unbroken run ends.
+    resumed = dcgan_jax.train(tiny_config(num_steps=8), workdir)
+    assert (ckpt_dir / "6.damaged").is_dir()
+    log = (workdir / "train.log").read_text()
+    assert f"Using checkpoint {ckpt_dir / '3'}; damaged newer ones renamed to 6.damaged" in log
+    unbroken = dcgan_jax.train(tiny_config(num_steps=8), tmp_path / "unbroken")
+    assert trees_equal(resumed, unbroken)
+
+
+def test_all_checkpoints_damaged_is_a_clear_error(trained_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run[0], workdir)
+    for step in (3, 6):
+        _damage(checkpoints.checkpoint_dir(workdir) / str(step), "delete")
+    message = r"no restorable checkpoint in .*checkpoints: steps \[3, 6\] are all damaged"
+    with pytest.raises(checkpoints.CheckpointError, match=message):
+        dcgan_jax.load(workdir)
+    with pytest.raises(checkpoints.CheckpointError, match=message):
+        dcgan_jax.train(tiny_config(num_steps=8), workdir)
+
+
+def test_checkpoint_of_another_model_shape_names_the_differences(trained_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run[0], workdir)
+    wider = tiny_config(num_steps=8)
+    wider.model.base_width = 16
+    with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+        dcgan_jax.train(wider, workdir)
+    message = str(error.value)
+    assert "holds a model of other shapes than this run's config" in message
+    assert "d_params/Conv_0/kernel: checkpoint (4, 4, 1, 8), this run (4, 4, 1, 16)" in message
+    assert "model.base_width: 8 -> 16" in message
