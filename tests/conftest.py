@@ -42,6 +42,17 @@ def tiny_config(**train_overrides):
     return config
 
 
+def restore_full_state(workdir, config):
+    """The newest checkpoint of a 28x28 run in ``workdir`` as a TrainState."""
+    from dcgan_jax import checkpoints, models
+    from dcgan_jax.train_step import init_state, make_optimizer
+
+    generator, discriminator = models.build(config.model, (28, 28, 1))
+    optimizer = make_optimizer(config.optimizer)
+    target = init_state(generator, discriminator, optimizer, config.seed, (28, 28, 1), config.model.latent_dim)
+    return checkpoints.Checkpointer(workdir, create=False).restore(target)
+
+
 def tiny_flags(**train_overrides) -> list[str]:
     """``launch.py --experiment=fashion_dcgan`` flags that turn it into :func:`tiny_config`."""
     base, tiny = flatten(default_config()), flatten(tiny_config(**train_overrides))

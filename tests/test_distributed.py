@@ -9,11 +9,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config, tiny_flags
+from conftest import REPO, restore_full_state, tiny_config, tiny_flags
 
 import dcgan_jax
-from dcgan_jax import checkpoints, images, models, parallel
-from dcgan_jax.train_step import init_state, make_optimizer
+from dcgan_jax import images, parallel
 
 # Sums over 8 shards or 2 processes round differently from one device (measured: 2.7e-6 after
 # 5 steps); Adam's early steps, about lr * sign(g), bound what a flipped sign could add.
@@ -29,13 +28,6 @@ def _free_port() -> int:
 
 def _launch(workdir, *extra):
     return [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={workdir}", *extra]
-
-
-def _restore_full_state(workdir, config):
-    generator, discriminator = models.build(config.model, (28, 28, 1))
-    optimizer = make_optimizer(config.optimizer)
-    target = init_state(generator, discriminator, optimizer, 0, (28, 28, 1), config.model.latent_dim)
-    return checkpoints.Checkpointer(workdir, create=False).restore(target)
 
 
 def _max_param_difference(a, b) -> float:
@@ -105,7 +97,7 @@ def test_two_processes_train_like_one(tmp_path):
     for p, (_, stderr) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, stderr[-3000:]
     single = dcgan_jax.train(config, tmp_path / "one")
-    two = _restore_full_state(tmp_path / "two", config)
+    two = restore_full_state(tmp_path / "two", config)
     assert int(two.step) == int(single.step) == 4
     difference = _max_param_difference((two.g_params, two.d_params), (single.g_params, single.d_params))
     print(f"two processes vs one: max |parameter difference| {difference:.2e}")
