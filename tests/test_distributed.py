@@ -37,7 +37,9 @@ def _max_param_difference(a, b) -> float:
     return max(jax.tree.leaves(diffs))
 
 
-def test_eight_devices_match_one_device_at_the_same_global_batch():
+def test_eight_devices_match_one_device_and_the_run_loads_on_one(tmp_path):
+    """In a process with 8 (simulated) devices: 8 devices vs 1 at the same global batch, and a run
+    trained there, without TensorFlow, that this 1-device process then loads."""
     code = """
 import jax, numpy as np
 from conftest import tiny_config
@@ -57,14 +59,21 @@ for devices in (jax.devices()[:1], jax.devices()):
         state, metrics = step(state, order.batch(i)[None])
     finals.append(jax.device_get((state.g_params, state.d_params, state.g_batch_stats, state.d_batch_stats)))
 diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), *finals)))
-print(len(jax.devices()), diff)
+import sys, dcgan_jax
+dcgan_jax.train(tiny_config(num_steps=2), sys.argv[1])  # For the parent to load on one device.
+print(len(jax.devices()), diff, "tensorflow" in sys.modules)
 """
     env = {**ONE_DEVICE_ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO / "tests")}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    devices, difference = result.stdout.split()
-    assert devices == "8"
+    devices, difference, imported_tensorflow = result.stdout.split()
+    assert devices == "8" and imported_tensorflow == "False"
     assert float(difference) < PARAM_ATOL
+    assert "Devices: 8 (cpu), 2 images each per step (global batch 16)" in (tmp_path / "train.log").read_text()
+    run = dcgan_jax.load(tmp_path)
+    assert run.step == 2 and run.sample(4).shape == (4, 28, 28, 1)
 
 
 def test_two_processes_train_like_one(tmp_path):

@@ -37,7 +37,7 @@ def test_upsample_conv_module_is_parameter_compatible_with_conv_transpose():
     np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), atol=1e-4)
 
 
-@pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3), (64, 64, 1)])
+@pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3)])
 def test_generator_and_discriminator_shapes_and_ranges(image_shape):
     config = default_config().model
     config.base_width = 8
