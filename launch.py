@@ -48,7 +48,7 @@ def main(argv: list[str]) -> None:
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir or str(Path("runs") / flags.FLAGS.experiment)
     from dcgan_jax.parallel import DistributedError, initialize_distributed
-    from dcgan_jax.train import train
+    from dcgan_jax.train import TrainingDiverged, train
     from dcgan_jax.writers import quiet_library_info
 
     quiet_library_info()
@@ -59,7 +59,14 @@ def main(argv: list[str]) -> None:
             FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
         )
         train(config, workdir)
-    except (config_lib.ConfigError, DataError, CheckpointError, DistributedError, WorkdirLockedError) as e:
+    except (
+        config_lib.ConfigError,
+        DataError,
+        CheckpointError,
+        DistributedError,
+        WorkdirLockedError,
+        TrainingDiverged,
+    ) as e:
         logging.error("%s", e)
         _fail(str(e))
 

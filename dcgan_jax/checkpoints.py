@@ -7,7 +7,9 @@ leaves the previous checkpoint as the newest restorable one.
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +33,31 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A readable checkpoint of a model with other shapes than the run asks for."""
+
+
+class DiskFullError(CheckpointError):
+    """No space left to write a checkpoint; the message names the folder and the checkpoint that is intact."""
+
+
+def out_of_space(error: BaseException | None) -> bool:
+    """Whether ``error`` or one it came from is a full disk (or quota), however the library wrapped it."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _bytes_on_disk(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _bytes_needed(directory: Path, state: TrainState, steps: list[int]) -> int:
+    """A checkpoint's size: that of the newest on disk, else the state's arrays, with some room to spare."""
+    size = _bytes_on_disk(directory / str(steps[-1])) if steps else sum(x.nbytes for x in jax.tree.leaves(state))
+    return int(size * 1.2) + (1 << 20)
 
 
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
@@ -65,6 +92,7 @@ class Checkpointer:
             "meta": ocp.JsonCheckpointHandler(),
         }
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self._saving: int | None = None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -79,17 +107,52 @@ class Checkpointer:
         the generator can be rebuilt from the checkpoint alone.
         """
         step = int(parallel.to_host(state.step))
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeSave(state),
-                config=ocp.args.JsonSave(json.loads(config.to_json())),
-                meta=ocp.args.JsonSave(meta),
-            ),
-        )
+        self.wait()  # The previous save's errors surface here, before another one starts.
+        needed, free = _bytes_needed(self.directory, state, self.all_steps()), shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise DiskFullError(self._disk_full_message(step, f"; it needs about {needed / 2**20:.1f} MiB"))
+        self._saving = step
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeSave(state),
+                    config=ocp.args.JsonSave(json.loads(config.to_json())),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+            )
+        except Exception as e:
+            self._raise_disk_full(e)
+            raise
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Until the background save is complete; a full disk during it becomes a DiskFullError."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            self._raise_disk_full(e)
+            raise
+
+    def _raise_disk_full(self, error: Exception) -> None:
+        if not out_of_space(error):
+            return
+        for partial in self.directory.glob(f"{self._saving}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(partial, ignore_errors=True)  # Give the space back; it is not a checkpoint.
+        raise DiskFullError(self._disk_full_message(self._saving, "")) from error
+
+    def _disk_full_message(self, step: int | None, needed: str) -> str:
+        free = shutil.disk_usage(self.directory).free
+        steps = [s for s in self.all_steps() if s != step]
+        kept = (
+            f"the newest complete checkpoint, {self.directory / str(steps[-1])}, is intact"
+            if steps
+            else "there is no earlier checkpoint"
+        )
+        return (
+            f"disk full: no space to write checkpoint {step} in {self.directory} "
+            f"({free / 2**20:.1f} MiB free{needed}); {kept}. "
+            "Free some space and rerun the same command to resume from it."
+        )
 
     def _step_or_latest(self, step: int | None) -> int:
         steps = self.all_steps()

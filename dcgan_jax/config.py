@@ -18,6 +18,7 @@ import ml_collections
 DATASETS = ("fashion_mnist", "mnist", "synthetic")
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 SPLITS = ("train", "test")
+ON_DIVERGENCE = ("stop", "restore")
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
     config.train.num_samples = 64  # Images in each sample grid (fixed latents).
+    # Non-finite losses or parameters: "stop" (the newest checkpoint stays the last good one), or
+    # "restore" it and go on with both learning rates times divergence_lr_factor, at most
+    # max_divergence_restores times per run.
+    config.train.on_divergence = "stop"
+    config.train.divergence_lr_factor = 0.5
+    config.train.max_divergence_restores = 3
     return config
 
 
@@ -87,6 +94,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "dataset.name", DATASETS)
     _choice(config, "dataset.split", SPLITS)
     _choice(config, "loss.generator", GENERATOR_LOSSES)
+    _choice(config, "train.on_divergence", ON_DIVERGENCE)
     for field in (
         "dataset.num_synthetic",
         "model.latent_dim",
@@ -111,6 +119,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
             "must be finite and below 1 (Adam's usual range is 1e-5 to 1e-3)"
+        )
+    if not 0.0 < config.train.divergence_lr_factor < 1.0:
+        raise ConfigError(f"--config.train.divergence_lr_factor={config.train.divergence_lr_factor}: must be in (0, 1)")
+    if config.train.max_divergence_restores < 0:
+        raise ConfigError(
+            f"--config.train.max_divergence_restores={config.train.max_divergence_restores}: must be >= 0"
         )
     if config.train.max_seconds < 0:
         raise ConfigError(f"--config.train.max_seconds={config.train.max_seconds}: must be >= 0 (0 = no limit)")

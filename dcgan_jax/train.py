@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from dcgan_jax import checkpoints, data, images, models, parallel, run_lock, writers
 from dcgan_jax import config as config_lib
@@ -28,8 +29,11 @@ from dcgan_jax.train_step import (
     compile_train_step,
     fixed_latents,
     init_state,
+    learning_rates,
     make_optimizer,
     make_train_step,
+    nonfinite_networks,
+    with_learning_rates,
 )
 
 
@@ -46,34 +50,33 @@ def _config_changes(stored: ml_collections.ConfigDict, current: ml_collections.C
     return ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in sorted(new.items()) if old.get(k) != v)
 
 
-def _restore(checkpointer: checkpoints.Checkpointer, state: TrainState, config) -> TrainState:
-    """The newest good checkpoint; a model-shape mismatch also names the config fields that changed."""
-    try:
-        state = checkpointer.restore(state, set_aside_damaged=True)
-    except checkpoints.CheckpointMismatchError as e:
-        _, stored_config, _ = checkpointer.restore_config()
-        changes = _config_changes(stored_config, config)
-        raise checkpoints.CheckpointMismatchError(f"{e} Changed fields: {changes}") from e
-    _, stored_config, _ = checkpointer.restore_config(int(parallel.to_host(state.step)))
-    if changes := _config_changes(stored_config, config):
-        logging.warning("Resuming with a config that differs from the checkpoint's: %s", changes)
-    return state
+class TrainingDiverged(RuntimeError):
+    """Non-finite losses or parameters; the message names the step, networks and metrics, and what was kept."""
+
+
+class _Diverged(Exception):
+    def __init__(self, step: int, problems: list[str], rates: dict[str, float]):
+        super().__init__(f"step {step}: non-finite {'; '.join(problems)}")
+        self.step, self.problems, self.learning_rates = step, problems, rates
+
+
+def _network(metric: str) -> str:
+    return {"d": "discriminator", "g": "generator"}.get(metric.split("_")[0], "model")
 
 
 @contextlib.contextmanager
 def _stop_requests():
     """Turns SIGTERM (schedulers, ``kill``) and SIGINT (Ctrl-C) into a request the loop honours at
-    the end of the current step, so that it can write a final checkpoint. Yields the list of
-    signal names received. Only in a single-process run on the main thread: with several
-    processes one of them stopping alone would leave the others waiting in a collective."""
+    the end of a step, so that it can write a final checkpoint. Yields the list of signal names
+    received (empty off the main thread, where Python cannot install handlers)."""
     received: list[str] = []
-    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield received
         return
 
     def request_stop(signum, frame):
         received.append(signal.Signals(signum).name)
-        logging.warning("%s received: stopping after this step with a final checkpoint.", received[-1])
+        logging.warning("%s received: stopping with a final checkpoint.", received[-1])
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -83,10 +86,222 @@ def _stop_requests():
             signal.signal(sig, handler)
 
 
-def _interval_means(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
-    """Means of the metrics of the steps since the last log: stacked on the device, fetched once."""
-    stacked = parallel.to_host(jax.tree.map(lambda *values: jnp.stack(values), *pending))
-    return {name: float(np.mean(values)) for name, values in stacked.items()}
+def _agreed_stop(signals: list[str], out_of_time: bool) -> tuple[str | None, bool]:
+    """(signal, out of time) as every process sees it: one process's signal or clock stops them all
+    at the same step; a process stopping alone would leave the others waiting in a collective."""
+    if jax.process_count() == 1:
+        return (signals[0] if signals else None), out_of_time
+    local = np.array([signal.Signals[signals[0]].value if signals else 0, out_of_time], np.int32)
+    everyone = np.asarray(multihost_utils.process_allgather(local))
+    received = [(process, int(sig)) for process, (sig, _) in enumerate(everyone) if sig]
+    name = f"{signal.Signals(received[0][1]).name} (to process {received[0][0]})" if received else None
+    return name, bool(everyone[:, 1].any())
+
+
+class _Trainer:
+    """What a run builds once (data, models, compiled step, writers, checkpoints) and its loop."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: Path, is_main: bool):
+        self.config, self.workdir, self.is_main = config, workdir, is_main
+        self.mesh = parallel.make_mesh()
+        parallel.check_batch_size(config.train.batch_size, self.mesh)
+        self.train_images, _ = data.load_dataset(config.dataset, config.seed)
+        self.image_shape = tuple(int(d) for d in self.train_images.shape[1:])
+        try:
+            models.num_resolution_steps(self.image_shape[0])
+        except ValueError as e:
+            raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
+        self.generator, self.discriminator = models.build(config.model, self.image_shape)
+        self.optimizer = make_optimizer(config.optimizer)
+        self.checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+        self.batches = data.BatchOrder(self.train_images, config.train.batch_size, config.seed)
+        self.batch_shape = (config.train.d_steps, config.train.batch_size, *self.image_shape)
+        self.batch_sharding = parallel.batch_sharded(self.mesh, leading_axes=1)
+        self.my_rows = parallel.process_rows(self.batch_sharding, self.batch_shape, axis=1)
+        self.sample = models.make_sampler(self.generator)
+        self.nonfinite = jax.jit(nonfinite_networks)
+        self.latents = jax.device_put(
+            np.asarray(fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)),
+            parallel.replicated(self.mesh),
+        )
+        self.writer: writers.MetricsWriter | None = None
+        self.train_step = None
+
+    def log_setup(self) -> None:
+        mesh, config = self.mesh, self.config
+        logging.info(
+            "Data: %s/%s, %d images of shape %s. Devices: %d (%s), %d images each per step (global batch %d); "
+            "process %d of %d.",
+            config.dataset.name, config.dataset.split, len(self.train_images), self.image_shape, mesh.size,
+            jax.devices()[0].platform, config.train.batch_size // mesh.size, config.train.batch_size,
+            jax.process_index(), jax.process_count(),
+        )  # fmt: skip
+
+    def initial_state(self) -> TrainState:
+        config = self.config
+        # Created inside jit so that it is born replicated over the whole mesh, every process included.
+        return jax.jit(
+            lambda: init_state(
+                self.generator, self.discriminator, self.optimizer, config.seed, self.image_shape,
+                config.model.latent_dim,
+            ),
+            out_shardings=parallel.replicated(self.mesh),
+        )()  # fmt: skip
+
+    def restore_or_init(self) -> TrainState:
+        """The newest good checkpoint; a model-shape mismatch also names the config fields that changed."""
+        state = self.initial_state()
+        if not self.checkpointer.all_steps():
+            return state
+        try:
+            state = self.checkpointer.restore(state, set_aside_damaged=True)
+        except checkpoints.CheckpointMismatchError as e:
+            _, stored_config, _ = self.checkpointer.restore_config()
+            raise checkpoints.CheckpointMismatchError(
+                f"{e} Changed fields: {_config_changes(stored_config, self.config)}"
+            ) from e
+        step = int(parallel.to_host(state.step))
+        _, stored_config, _ = self.checkpointer.restore_config(step)
+        if changes := _config_changes(stored_config, self.config):
+            logging.warning("Resuming with a config that differs from the checkpoint's: %s", changes)
+        logging.info("Resumed from %s at step %d.", self.checkpointer.directory, step)
+        return state
+
+    def start_writing(self, step: int) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = writers.MetricsWriter(self.workdir, resume_step=step, enabled=self.is_main)
+
+    def real_batches(self, step: int) -> jax.Array:
+        """This process's rows of the step's ``d_steps`` global batches, as one global array."""
+        d_steps = self.config.train.d_steps
+        local = np.stack([self.batches.batch(step * d_steps + i, self.my_rows) for i in range(d_steps)])
+        return parallel.global_array(local, self.batch_sharding, self.batch_shape)
+
+    def compile(self, state: TrainState) -> None:
+        config = self.config
+        step_fn = make_train_step(
+            self.generator, self.discriminator, self.optimizer, config.loss.generator, config.model.latent_dim
+        )
+        compile_start = time.monotonic()
+        step = int(parallel.to_host(state.step))
+        self.train_step = compile_train_step(step_fn, self.mesh).lower(state, self.real_batches(step)).compile()
+        logging.info("Compiled the train step in %.1f s.", time.monotonic() - compile_start)
+
+    def save_samples(self, state: TrainState, step: int) -> None:
+        grid_images = parallel.to_host(self.sample(state.generator_variables(), self.latents))
+        if self.is_main:
+            path = images.save_grid(grid_images, self.workdir / "samples" / f"step_{step:07d}.png")
+            self.writer.write_image(step, "samples", images.make_grid(grid_images))
+            logging.info("Wrote %s", path)
+
+    def check_finite(self, state: TrainState, step: int, stacked: dict[str, np.ndarray] | None = None) -> None:
+        """Raises _Diverged, naming the first bad step and what went bad, for non-finite metrics (of the
+        steps since ``step - len(stacked)``) or parameters."""
+        problems, first_bad = [], step
+        if stacked:
+            bad_rows = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
+            if bad_rows.any():
+                row = int(np.argmax(bad_rows))
+                first_bad = step - len(bad_rows) + row + 1
+                problems += [
+                    f"{name}={values[row]} ({_network(name)})"
+                    for name, values in stacked.items()
+                    if not np.isfinite(values[row])
+                ]
+        bad_networks = parallel.to_host(self.nonfinite(state))
+        problems += [
+            f"{name} parameters" for name, bad in zip(("generator", "discriminator"), bad_networks, strict=True) if bad
+        ]
+        if problems:
+            raise _Diverged(first_bad, problems, learning_rates(state))
+
+    def save_checkpoint(self, state: TrainState, step: int) -> None:
+        self.check_finite(state, step)  # Never save a diverged state over the last good one.
+        self.checkpointer.save(state, self.config, {"image_shape": list(self.image_shape)})
+        logging.info("Saving checkpoint %s (in the background).", self.checkpointer.directory / str(step))
+
+    def run(self, state: TrainState, started: float) -> tuple[TrainState, int]:
+        """Trains from ``state`` until ``train.num_steps``, the time limit or a stop signal; raises
+        _Diverged at the first log or save that sees non-finite values."""
+        cfg = self.config.train
+        step = int(parallel.to_host(state.step))
+        self.start_writing(step)
+        logging.info("Training from step %d to %d.", step, cfg.num_steps)
+        pending: list[dict] = []
+        interval_start, interval_step = time.monotonic(), step
+        single_process = jax.process_count() == 1
+        with _stop_requests() as stop_signals:
+            while step < cfg.num_steps:
+                state, metrics = self.train_step(state, self.real_batches(step))
+                pending.append(metrics)
+                step += 1
+                at_log = step % cfg.log_every == 0
+                stopped_by, out_of_time = None, False
+                if single_process or at_log:  # Several processes agree on stopping only at logs.
+                    out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
+                    stopped_by, out_of_time = _agreed_stop(stop_signals, out_of_time)
+                last = step == cfg.num_steps or out_of_time or stopped_by is not None
+                if at_log or last:
+                    # The only wait on the device between logs: the interval's metrics, fetched at once.
+                    stacked = parallel.to_host(jax.tree.map(lambda *values: jnp.stack(values), *pending))
+                    self.check_finite(state, step, stacked)
+                    rate = (step - interval_step) / (time.monotonic() - interval_start)
+                    means = {name: float(np.mean(values)) for name, values in stacked.items()}
+                    means.update(steps_per_sec=rate, images_per_sec=rate * cfg.batch_size)
+                    logging.info(writers.format_log_line(step, cfg.num_steps, means))
+                    self.writer.write_scalars(step, means)
+                    pending, interval_start, interval_step = [], time.monotonic(), step
+                if step % cfg.sample_every == 0 or last:
+                    self.save_samples(state, step)
+                if step % cfg.checkpoint_every == 0 or last:
+                    self.save_checkpoint(state, step)
+                if out_of_time:
+                    logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
+                    break
+                if stopped_by:
+                    logging.info("Stopped by %s at step %d; writing the final checkpoint.", stopped_by, step)
+                    break
+        return state, step
+
+    def recover(self, diverged: _Diverged, restores_done: int) -> TrainState:
+        """The last good state with lower learning rates, or TrainingDiverged when the config says stop."""
+        cfg = self.config.train
+        self.checkpointer.wait()
+        steps = self.checkpointer.all_steps()
+        kept = (
+            f"The newest checkpoint, {self.checkpointer.directory / str(steps[-1])}, is the last good state."
+            if steps
+            else "No checkpoint had been written yet."
+        )
+        if cfg.on_divergence == "stop" or restores_done >= cfg.max_divergence_restores:
+            why = (
+                "" if cfg.on_divergence == "stop"
+                else f" after {restores_done} restores (train.max_divergence_restores={cfg.max_divergence_restores})"
+            )  # fmt: skip
+            raise TrainingDiverged(
+                f"training diverged at {diverged}{why}. {kept} Lower --config.optimizer.learning_rate, or set "
+                "--config.train.on_divergence=restore to go on from the last good checkpoint with lower "
+                "learning rates."
+            )
+        state = self.restore_or_init() if steps else self.initial_state()
+        # Lower than both the checkpoint's rates and those that diverged (a checkpoint may predate an
+        # earlier restore of this run).
+        stored = learning_rates(state)
+        rates = {k: min(v, diverged.learning_rates[k]) * cfg.divergence_lr_factor for k, v in stored.items()}
+        state = with_learning_rates(state, rates["g_learning_rate"], rates["d_learning_rate"])
+        state = jax.device_put(state, parallel.replicated(self.mesh))
+        logging.warning(
+            "Diverged at %s. %s Going on from step %d with learning rates G %.3g, D %.3g (restore %d of %d).",
+            diverged, kept, int(parallel.to_host(state.step)), rates["g_learning_rate"], rates["d_learning_rate"],
+            restores_done + 1, cfg.max_divergence_restores,
+        )  # fmt: skip
+        return state
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.checkpointer.close()
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
@@ -105,6 +320,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
         # Process 0 holds the lock for a multi-process run; the others share its workdir.
         with run_lock.hold(workdir) if is_main else contextlib.nullcontext():
             return _train(config, workdir, started, is_main)
+    except OSError as e:  # Logs, metrics or sample grids on a full disk.
+        if checkpoints.out_of_space(e):
+            raise checkpoints.DiskFullError(
+                f"disk full while writing to {workdir}: {e}. Checkpoints already written are complete; free some "
+                "space and rerun the same command to resume from the newest."
+            ) from e
+        raise
     finally:
         if file_handler is not None:
             logging.get_absl_logger().removeHandler(file_handler)
@@ -112,130 +334,37 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_main: bool) -> TrainState:
-    mesh = parallel.make_mesh()
-    parallel.check_batch_size(config.train.batch_size, mesh)
-    train_images, _ = data.load_dataset(config.dataset, config.seed)
-    image_shape = tuple(int(d) for d in train_images.shape[1:])
+    trainer = _Trainer(config, workdir, is_main)
+    trainer.log_setup()
     try:
-        models.num_resolution_steps(image_shape[0])
-    except ValueError as e:
-        raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
-    logging.info(
-        "Data: %s/%s, %d images of shape %s. Devices: %d (%s), %d images each per step (global batch %d); "
-        "process %d of %d.",
-        config.dataset.name,
-        config.dataset.split,
-        len(train_images),
-        image_shape,
-        mesh.size,
-        jax.devices()[0].platform,
-        config.train.batch_size // mesh.size,
-        config.train.batch_size,
-        jax.process_index(),
-        jax.process_count(),
-    )
-
-    generator, discriminator = models.build(config.model, image_shape)
-    optimizer = make_optimizer(config.optimizer)
-    # Created inside jit so that it is born replicated over the whole mesh, every process included.
-    state = jax.jit(
-        lambda: init_state(generator, discriminator, optimizer, config.seed, image_shape, config.model.latent_dim),
-        out_shardings=parallel.replicated(mesh),
-    )()
-    checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-    try:
-        if checkpointer.all_steps():
-            state = _restore(checkpointer, state, config)
+        state = trainer.restore_or_init()
         start_step = int(parallel.to_host(state.step))
-        if start_step:
-            logging.info("Resumed from %s at step %d.", checkpointer.directory, start_step)
         if start_step >= config.train.num_steps:
             logging.info(
                 "Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", start_step, config.train.num_steps
             )
             return state
-        meta = {"image_shape": list(image_shape)}
         if is_main:
             resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
             (workdir / "config.json").write_text(resolved + "\n")
             logging.info("Config:\n%s", config)
-
-        train_step = compile_train_step(
-            make_train_step(generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim), mesh
-        )
-        sample = models.make_sampler(generator)
-        latents = jax.device_put(
-            np.asarray(fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)),
-            parallel.replicated(mesh),
-        )
-        batches = data.BatchOrder(train_images, config.train.batch_size, config.seed)
-        d_steps, num_steps, cfg = config.train.d_steps, config.train.num_steps, config.train
-        batch_shape = (d_steps, config.train.batch_size, *image_shape)
-        batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
-        my_rows = parallel.process_rows(batch_sharding, batch_shape, axis=1)
-        writer = writers.MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
-
-        def save_samples(step: int) -> None:
-            grid_images = parallel.to_host(sample(state.generator_variables(), latents))
-            if is_main:
-                path = images.save_grid(grid_images, workdir / "samples" / f"step_{step:07d}.png")
-                writer.write_image(step, "samples", images.make_grid(grid_images))
-                logging.info("Wrote %s", path)
-
-        def real_batches(step: int) -> jax.Array:
-            """This process's rows of the step's ``d_steps`` global batches, as one global array."""
-            local = np.stack([batches.batch(step * d_steps + i, my_rows) for i in range(d_steps)])
-            return parallel.global_array(local, batch_sharding, batch_shape)
-
-        compile_start = time.monotonic()
-        train_step = train_step.lower(state, real_batches(start_step)).compile()
-        logging.info("Compiled the train step in %.1f s.", time.monotonic() - compile_start)
-
-        pending: list[dict] = []
-        interval_start, interval_step = time.monotonic(), start_step
-        step = start_step
-        logging.info("Training from step %d to %d.", start_step, num_steps)
-        with _stop_requests() as stop_signals:
-            while step < num_steps:
-                state, metrics = train_step(state, real_batches(step))
-                pending.append(metrics)
-                step += 1
-                out_of_time = cfg.max_seconds > 0 and time.monotonic() - started >= cfg.max_seconds
-                stop_requested = bool(stop_signals)  # Read once: a signal may arrive at any point below.
-                last = step == num_steps or out_of_time or stop_requested
-                if step % cfg.log_every == 0 or last:
-                    means = _interval_means(pending)  # The only wait on the device between logs.
-                    elapsed = time.monotonic() - interval_start
-                    rate = (step - interval_step) / elapsed
-                    means.update(steps_per_sec=rate, images_per_sec=rate * config.train.batch_size)
-                    if not all(np.isfinite(v) for v in means.values()):
-                        logging.warning("Non-finite metrics at step %d: %s", step, means)
-                    logging.info(writers.format_log_line(step, num_steps, means))
-                    writer.write_scalars(step, means)
-                    pending, interval_start, interval_step = [], time.monotonic(), step
-                if step % cfg.sample_every == 0 or last:
-                    save_samples(step)
-                if step % cfg.checkpoint_every == 0 or last:
-                    checkpointer.save(state, config, meta)
-                    logging.info("Saving checkpoint %s (in the background).", checkpointer.directory / str(step))
-                if out_of_time:
-                    logging.info("Stopping at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
-                    break
-                if stop_requested:
-                    logging.info("Stopped by %s at step %d; writing the final checkpoint.", stop_signals[0], step)
-                    break
-
-        checkpointer.wait()
-        writer.close()
+        trainer.compile(state)
+        restores_done = 0
+        while True:
+            try:
+                state, step = trainer.run(state, started)
+                break
+            except _Diverged as diverged:
+                state = trainer.recover(diverged, restores_done)
+                restores_done += 1
+        trainer.checkpointer.wait()
+        trainer.writer.close()
         if is_main:
-            curves = images.plot_curves(writer.metrics_path, workdir / "curves.png")
+            curves = images.plot_curves(trainer.writer.metrics_path, workdir / "curves.png")
             logging.info(
                 "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
-                step,
-                time.monotonic() - started,
-                checkpointer.directory,
-                curves,
-            )
+                step, time.monotonic() - started, trainer.checkpointer.directory, curves,
+            )  # fmt: skip
         return state
     finally:
-        checkpointer.close()
+        trainer.close()

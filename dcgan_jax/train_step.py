@@ -45,7 +45,42 @@ class TrainState:
 
 
 def make_optimizer(optimizer_config) -> optax.GradientTransformation:
-    return optax.adam(optimizer_config.learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)
+    """Adam whose learning rate lives in its state (``hyperparams['learning_rate']``), so that a run
+    can lower it after a divergence and a checkpoint keeps the lowered value."""
+
+    def adam(learning_rate):
+        return optax.adam(learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)
+
+    return optax.inject_hyperparams(adam)(learning_rate=optimizer_config.learning_rate)
+
+
+def learning_rates(state: TrainState) -> dict[str, float]:
+    return {
+        "g_learning_rate": float(parallel.to_host(state.g_opt_state.hyperparams["learning_rate"])),
+        "d_learning_rate": float(parallel.to_host(state.d_opt_state.hyperparams["learning_rate"])),
+    }
+
+
+def with_learning_rates(state: TrainState, g_learning_rate: float, d_learning_rate: float) -> TrainState:
+    """``state`` with other learning rates; everything else unchanged."""
+
+    def replaced(opt_state, learning_rate):
+        rate = jnp.asarray(learning_rate, opt_state.hyperparams["learning_rate"].dtype)
+        return opt_state._replace(hyperparams=dict(opt_state.hyperparams, learning_rate=rate))
+
+    return state.replace(
+        g_opt_state=replaced(state.g_opt_state, g_learning_rate),
+        d_opt_state=replaced(state.d_opt_state, d_learning_rate),
+    )
+
+
+def nonfinite_networks(state: TrainState) -> jax.Array:
+    """[generator, discriminator]: True where any parameter or BatchNorm statistic is NaN or inf."""
+
+    def bad(*trees) -> jax.Array:
+        return jnp.any(jnp.array([~jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
+
+    return jnp.stack([bad(state.g_params, state.g_batch_stats), bad(state.d_params, state.d_batch_stats)])
 
 
 def init_state(

@@ -1,3 +1,4 @@
+import importlib
 import json
 import os
 import re
@@ -259,3 +260,96 @@ def test_checkpoint_of_another_model_shape_names_the_differences(trained_run, tm
     assert "holds a model of other shapes than this run's config" in message
     assert "d_params/Conv_0/kernel: checkpoint (4, 4, 1, 8), this run (4, 4, 1, 16)" in message
     assert "model.base_width: 8 -> 16" in message
+
+
+def _adam_that_diverges_above(threshold: float):
+    """make_optimizer's Adam, except that from its 4th update on, while the learning rate is above
+    ``threshold``, its updates are NaN: a run that diverges at that learning rate and not below."""
+    import jax.numpy as jnp
+    import optax
+
+    def make_optimizer(optimizer_config):
+        def adam(learning_rate):
+            inner = optax.adam(learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)
+
+            def update(updates, state, params=None):
+                updates, state = inner.update(updates, state, params)
+                blow_up = (state[0].count >= 4) & (learning_rate > threshold)
+                return jax.tree.map(lambda u: jnp.where(blow_up, jnp.nan, u), updates), state
+
+            return optax.GradientTransformation(inner.init, update)
+
+        return optax.inject_hyperparams(adam)(learning_rate=optimizer_config.learning_rate)
+
+    return make_optimizer
+
+
+def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train_lib = importlib.import_module("dcgan_jax.train")  # The package exports a function of that name.
+
+    monkeypatch.setattr(train_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
+    config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
+    with pytest.raises(train_lib.TrainingDiverged) as error:
+        dcgan_jax.train(config, tmp_path)
+    message = str(error.value)
+    ckpt_dir = checkpoints.checkpoint_dir(tmp_path)
+    # D's 4th update made its parameters NaN, then G's loss through that D and G's update.
+    assert (
+        "training diverged at step 4: non-finite g_loss=nan (generator); generator parameters; discriminator parameters"
+        in message
+    )
+    assert f"The newest checkpoint, {ckpt_dir / '3'}, is the last good state" in message
+    assert "--config.train.on_divergence=restore" in message
+    assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [3]
+    assert np.isfinite(dcgan_jax.load(tmp_path).sample(4)).all()
+
+
+def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate(tmp_path, monkeypatch):
+    train_lib = importlib.import_module("dcgan_jax.train")  # The package exports a function of that name.
+
+    monkeypatch.setattr(train_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
+    config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
+    config.train.update(on_divergence="restore", divergence_lr_factor=0.25)
+    state = dcgan_jax.train(config, tmp_path)
+    assert int(state.step) == 8
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
+    log = (tmp_path / "train.log").read_text()
+    assert "Diverged at step 4: non-finite g_loss=nan (generator)" in log
+    assert "Going on from step 3 with learning rates G 5e-05, D 5e-05 (restore 1 of 3)" in log
+    # The lowered rate is part of the state: a resumed run keeps it.
+    assert float(restore_full_state(tmp_path, config).g_opt_state.hyperparams["learning_rate"]) == pytest.approx(5e-5)
+    # One metrics row per step: the rows of the abandoned steps 4 and beyond were replaced.
+    assert [r["step"] for r in images.read_metrics(tmp_path / "metrics.jsonl")] == list(range(1, 9))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB filesystem of its own (tmpfs; needs the right to mount, as root in a container has)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small_disk, monkeypatch):
+    workdir = small_disk / "run"
+    dcgan_jax.train(tiny_config(num_steps=3), workdir)
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 64 * 1024))
+    ckpt_dir = checkpoints.checkpoint_dir(workdir)
+    intact = f"the newest complete checkpoint, {ckpt_dir / '3'}, is intact"
+    # Seen before the save starts: the free space is smaller than the last checkpoint.
+    with pytest.raises(checkpoints.DiskFullError, match=r"disk full: no space to write checkpoint 6 in .* needs about"):
+        dcgan_jax.train(tiny_config(num_steps=6), workdir)
+    # The same when the disk fills up during the save itself (the space check is told it fits).
+    monkeypatch.setattr(checkpoints, "_bytes_needed", lambda *args: 0)
+    with pytest.raises(checkpoints.DiskFullError, match="no space to write checkpoint 6") as error:
+        dcgan_jax.train(tiny_config(num_steps=6), workdir)
+    assert intact in str(error.value) and checkpoints.out_of_space(error.value.__cause__)
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["3"]  # The partial save was removed.
+    assert dcgan_jax.load(workdir).step == 3
+    ballast.unlink()
+    assert int(dcgan_jax.train(tiny_config(num_steps=6), workdir).step) == 6
