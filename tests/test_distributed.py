@@ -2,6 +2,8 @@
 (gloo collectives on the CPU), train like one device at the same global batch."""
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import pytest
 from conftest import REPO, restore_full_state, tiny_config, tiny_flags
 
 import dcgan_jax
-from dcgan_jax import images, parallel
+from dcgan_jax import checkpoints, images, parallel
 
 # Sums over 8 shards or 2 processes round differently from one device (measured: 2.7e-6 after
 # 5 steps); Adam's early steps, about lr * sign(g), bound what a flipped sign could add.
@@ -76,10 +78,12 @@ print(len(jax.devices()), diff, "tensorflow" in sys.modules)
     assert run.step == 2 and run.sample(4).shape == (4, 28, 28, 1)
 
 
-def test_two_processes_train_like_one(tmp_path):
-    config = tiny_config(num_steps=4)
-    flags = tiny_flags(num_steps=4)
+def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
+    """Two processes train until SIGTERM reaches one of them: both stop at the same step with one
+    final checkpoint, whose parameters match a one-process run of that many steps."""
+    flags = tiny_flags(num_steps=100_000, checkpoint_every=1000)
     port = _free_port()
+    logs = [tmp_path / f"process_{i}.log" for i in range(2)]
     processes = [
         subprocess.Popen(
             _launch(
@@ -90,32 +94,45 @@ def test_two_processes_train_like_one(tmp_path):
                 f"--process_id={i}",
                 "--distributed_timeout_s=60",
             ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=logs[i].open("w"),
             text=True,
             cwd=REPO,
             env=ONE_DEVICE_ENV,
         )  # fmt: skip
         for i in range(2)
     ]
+    metrics = tmp_path / "two" / "metrics.jsonl"
     try:
-        outputs = [p.communicate(timeout=240) for p in processes]
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+            time.sleep(0.05)
+        processes[1].send_signal(signal.SIGTERM)  # Only the second process is told.
+        for p in processes:
+            p.wait(timeout=120)
     finally:
         for p in processes:
             p.kill()
-    for p, (_, stderr) in zip(processes, outputs, strict=True):
-        assert p.returncode == 0, stderr[-3000:]
+    outputs = [log.read_text() for log in logs]
+    for p, output in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, output[-3000:]
+    stopped = re.search(r"Stopped by SIGTERM \(to process 1\) at step (\d+); writing the final checkpoint", outputs[0])
+    assert stopped, outputs[0][-3000:]
+    steps = int(stopped.group(1))
+    assert steps >= 4 and steps % 2 == 0  # Processes agree on stopping at a log step (log_every=2).
+    config = tiny_config(num_steps=steps)
     single = dcgan_jax.train(config, tmp_path / "one")
     two = restore_full_state(tmp_path / "two", config)
-    assert int(two.step) == int(single.step) == 4
+    assert int(two.step) == int(single.step) == steps
+    assert checkpoints.Checkpointer(tmp_path / "two", create=False).all_steps() == [steps]
     difference = _max_param_difference((two.g_params, two.d_params), (single.g_params, single.d_params))
-    print(f"two processes vs one: max |parameter difference| {difference:.2e}")
+    print(f"two processes vs one after {steps} steps: max |parameter difference| {difference:.2e}")
     assert difference < PARAM_ATOL
     # Process 0 alone wrote the log, metrics and samples.
     log = (tmp_path / "two" / "train.log").read_text()
     assert "Devices: 2 (cpu), 8 images each per step (global batch 16); process 0 of 2." in log
-    assert [r["step"] for r in images.read_metrics(tmp_path / "two" / "metrics.jsonl")] == [2, 4]
-    assert "step 4/4" not in outputs[1][1]  # Process 1 logs warnings only.
+    assert [r["step"] for r in images.read_metrics(metrics)] == list(range(2, steps + 1, 2))
+    assert f"step {steps}/100000" not in outputs[1]  # Process 1 logs warnings only.
 
 
 def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_path):
