@@ -1,0 +1,177 @@
+"""The feature network of the evaluation: a small CNN classifier trained on the dataset itself.
+
+FID and its relatives need a feature space. Inception-v3 weights must be
+downloaded and know nothing of 28x28 grey clothes, so, as is usual for these
+datasets, we use the penultimate layer of a classifier trained on them. Its
+weights ship in ``dcgan_jax/assets/classifiers/<dataset>/`` so that every user
+scores with the same network; ``launch.py --experiment=fashion_classifier``
+reproduces them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from dcgan_jax import data
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "classifiers"
+NUM_CLASSES = 10
+FEATURE_DIM = 128
+EXPERIMENTS = {"fashion_mnist": "fashion_classifier", "mnist": "mnist_classifier"}
+
+
+class ClassifierMissingError(FileNotFoundError):
+    """No trained weights for a dataset; the message says how to train them."""
+
+
+class Classifier(nn.Module):
+    """conv32 - pool - conv64 - conv64 - pool - dense128 (the features) - logits."""
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        x = nn.relu(nn.Conv(32, (3, 3))(images))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Conv(64, (3, 3))(x))
+        x = nn.relu(nn.Conv(64, (3, 3))(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        features = nn.relu(nn.Dense(FEATURE_DIM)(x.reshape(x.shape[0], -1)))
+        logits = nn.Dense(NUM_CLASSES)(nn.Dropout(0.3, deterministic=not train)(features))
+        return features, logits
+
+
+def weights_dir(dataset: str) -> Path:
+    return ASSETS_DIR / dataset
+
+
+def load_params(dataset: str) -> tuple[Any, dict]:
+    """(params, info) of the shipped classifier; ``info`` holds its test accuracy and a weights hash."""
+    folder = weights_dir(dataset)
+    if not (folder / "params").is_dir():
+        experiment = EXPERIMENTS.get(dataset)
+        how = (
+            f"train them with: python launch.py --experiment={experiment} (a few minutes on a CPU)"
+            if experiment
+            else f"the evaluation supports {', '.join(EXPERIMENTS)}"
+        )
+        raise ClassifierMissingError(f"no classifier weights for {dataset!r} at {folder}; {how}")
+    params = ocp.PyTreeCheckpointer().restore(folder / "params")
+    info = json.loads((folder / "info.json").read_text())
+    return params, info
+
+
+def params_hash(params: Any) -> str:
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def make_apply(params: Any, batch_size: int = 1000):
+    """``features_and_probs(images)`` -> (features (N, 128), class probabilities (N, 10)) as NumPy,
+    jitted in fixed-size batches so that memory stays bounded and one program serves any N."""
+    model = Classifier()
+
+    @jax.jit
+    def batch_fn(batch):
+        features, logits = model.apply({"params": params}, batch)
+        return features, jax.nn.softmax(logits)
+
+    def features_and_probs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features, probs = [], []
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(images[start : start + batch_size], np.float32)
+            padded = np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
+            f, p = batch_fn(padded)
+            features.append(np.asarray(f)[: len(batch)])
+            probs.append(np.asarray(p)[: len(batch)])
+        return np.concatenate(features), np.concatenate(probs)
+
+    return features_and_probs
+
+
+def _split(config: ml_collections.ConfigDict):
+    """(train images, train labels, eval images, eval labels), in [-1, 1]."""
+    train_images, train_labels = data.load_dataset(config.dataset, config.seed)
+    if config.dataset.split == config.eval_split:  # One split only (MNIST here): hold out its end.
+        if not 0 < config.holdout < len(train_images):
+            raise ValueError(f"--config.holdout={config.holdout}: must be in (0, {len(train_images)})")
+        eval_images, eval_labels = train_images[-config.holdout :], train_labels[-config.holdout :]
+        train_images, train_labels = train_images[: -config.holdout], train_labels[: -config.holdout]
+    else:
+        eval_config = ml_collections.ConfigDict(dict(config.dataset))
+        eval_config.split = config.eval_split
+        eval_images, eval_labels = data.load_dataset(eval_config, config.seed)
+    return (
+        data.to_model_range(train_images), np.asarray(train_labels),
+        data.to_model_range(eval_images), np.asarray(eval_labels),
+    )  # fmt: skip
+
+
+def accuracy(params: Any, images: np.ndarray, labels: np.ndarray) -> float:
+    _, probs = make_apply(params)(images)
+    return float(np.mean(np.argmax(probs, axis=1) == labels))
+
+
+def train_classifier(config: ml_collections.ConfigDict, output_dir: str | Path | None = None) -> float:
+    """Trains the classifier, writes its weights and info to ``output_dir`` (the shipped assets
+    folder of the dataset by default) and returns its held-out accuracy."""
+    output_dir = Path(output_dir) if output_dir else weights_dir(config.dataset.name)
+    train_images, train_labels, eval_images, eval_labels = _split(config)
+    logging.info("Classifier on %s: %d training, %d held-out images.", config.dataset.name, len(train_images),
+                 len(eval_images))  # fmt: skip
+    model = Classifier()
+    key = jax.random.key(config.seed)
+    params = model.init(key, jnp.zeros((1, *train_images.shape[1:])))["params"]
+    optimizer = optax.adam(config.learning_rate)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, images, labels, key):
+        def loss_fn(params):
+            _, logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    batches = data.BatchOrder(train_images, config.batch_size, config.seed)
+    steps = config.num_epochs * batches.batches_per_epoch
+    started = time.monotonic()
+    for i in range(steps):
+        rows = batches.indices(i)
+        params, opt_state, loss = step(
+            params, opt_state, train_images[rows], train_labels[rows], jax.random.fold_in(key, i)
+        )
+        if (i + 1) % batches.batches_per_epoch == 0:
+            logging.info("epoch %d/%d: loss %.4f, held-out accuracy %.2f%% (%.0f s)",
+                         (i + 1) // batches.batches_per_epoch, config.num_epochs, float(loss),
+                         100 * accuracy(params, eval_images, eval_labels), time.monotonic() - started)  # fmt: skip
+    final = accuracy(params, eval_images, eval_labels)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ocp.PyTreeCheckpointer().save((output_dir / "params").absolute(), params, force=True)
+    info = {
+        "dataset": config.dataset.name,
+        "heldout_accuracy": final,
+        "heldout": f"{config.eval_split} split" if config.dataset.split != config.eval_split
+        else f"last {config.holdout} images of the {config.dataset.split} split",
+        "params_hash": params_hash(params),
+        "config": json.loads(config.to_json()),
+        "command": f"python launch.py --experiment={EXPERIMENTS.get(config.dataset.name, '...')}",
+    }  # fmt: skip
+    (output_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    logging.info("Held-out accuracy %.2f%%; weights in %s", 100 * final, output_dir)
+    return final
