@@ -47,11 +47,20 @@ def main(argv: list[str]) -> None:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir or str(Path("runs") / flags.FLAGS.experiment)
+    from dcgan_jax.classifier import ClassifierMissingError
     from dcgan_jax.parallel import DistributedError, initialize_distributed
     from dcgan_jax.train import TrainingDiverged, train
     from dcgan_jax.writers import quiet_library_info
 
     quiet_library_info()
+    if config.get("task") == "classifier":  # The evaluation's feature network (experiments/*_classifier.py).
+        from dcgan_jax.classifier import train_classifier
+
+        try:
+            train_classifier(config, config.output_dir or None)
+        except (DataError, ValueError) as e:
+            _fail(str(e))
+        return
     try:
         config_lib.validate(config)
         FLAGS = flags.FLAGS
@@ -66,6 +75,7 @@ def main(argv: list[str]) -> None:
         DistributedError,
         WorkdirLockedError,
         TrainingDiverged,
+        ClassifierMissingError,
     ) as e:
         logging.error("%s", e)
         _fail(str(e))

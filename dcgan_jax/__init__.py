@@ -2,6 +2,7 @@
 
 from dcgan_jax.analysis import TrainedGenerator, load
 from dcgan_jax.config import default_config
+from dcgan_jax.evaluation import evaluate
 from dcgan_jax.train import train
 
-__all__ = ["TrainedGenerator", "default_config", "load", "train"]
+__all__ = ["TrainedGenerator", "default_config", "evaluate", "load", "train"]

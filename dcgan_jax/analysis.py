@@ -49,12 +49,14 @@ class TrainedGenerator:
         return self.generate(self.latents(num, seed))
 
 
-def load(workdir: str | Path, step: int | None = None) -> TrainedGenerator:
-    """The generator of the run in ``workdir`` at ``step`` (newest checkpoint when None)."""
+def load(workdir: str | Path, step: int | None = None, best: bool = False) -> TrainedGenerator:
+    """The generator of the run in ``workdir`` at ``step`` (newest checkpoint when None), or the
+    one with the lowest FID seen during training when ``best``."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
-    checkpointer = checkpoints.Checkpointer(workdir, create=False)
+    subdir = checkpoints.BEST_SUBDIR if best else checkpoints.CHECKPOINT_SUBDIR
+    checkpointer = checkpoints.Checkpointer(workdir, create=False, subdir=subdir)
 
     def restore(step: int) -> TrainedGenerator:
         step, config, meta = checkpointer.restore_config(step)

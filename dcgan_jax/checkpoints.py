@@ -23,6 +23,7 @@ from dcgan_jax import parallel
 from dcgan_jax.train_step import TrainState
 
 CHECKPOINT_SUBDIR = "checkpoints"
+BEST_SUBDIR = "best_checkpoint"  # The checkpoint of the lowest FID so far (when the run evaluates).
 DAMAGED_SUFFIX = ".damaged"
 T = TypeVar("T")
 
@@ -74,15 +75,15 @@ def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
     }
 
 
-def checkpoint_dir(workdir: str | Path) -> Path:
-    return Path(workdir).absolute() / CHECKPOINT_SUBDIR
+def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path:
+    return Path(workdir).absolute() / subdir
 
 
 class Checkpointer:
     """Saves and restores TrainStates under ``workdir/checkpoints/<step>``."""
 
-    def __init__(self, workdir: str | Path, keep: int = 3, create: bool = True):
-        self.directory = checkpoint_dir(workdir)
+    def __init__(self, workdir: str | Path, keep: int = 3, create: bool = True, subdir: str = CHECKPOINT_SUBDIR):
+        self.directory = checkpoint_dir(workdir, subdir)
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints folder at {self.directory}")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)

@@ -38,13 +38,13 @@ class ClassifierMissingError(FileNotFoundError):
 
 
 class Classifier(nn.Module):
-    """conv32 - pool - conv64 - conv64 - pool - dense128 (the features) - logits."""
+    """conv32 - pool - conv64 - pool - dense128 (the features) - logits: small enough to score
+    10,000 images in seconds on a CPU."""
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         x = nn.relu(nn.Conv(32, (3, 3))(images))
         x = nn.max_pool(x, (2, 2), (2, 2))
-        x = nn.relu(nn.Conv(64, (3, 3))(x))
         x = nn.relu(nn.Conv(64, (3, 3))(x))
         x = nn.max_pool(x, (2, 2), (2, 2))
         features = nn.relu(nn.Dense(FEATURE_DIM)(x.reshape(x.shape[0], -1)))

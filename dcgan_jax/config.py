@@ -19,6 +19,7 @@ DATASETS = ("fashion_mnist", "mnist", "synthetic")
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 SPLITS = ("train", "test")
 ON_DIVERGENCE = ("stop", "restore")
+EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (dcgan_jax/assets/classifiers).
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,13 @@ def default_config() -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict()
     config.loss.generator = "non_saturating"
+
+    config.eval = ml_collections.ConfigDict()
+    # FID, KID, precision/recall, IS and class coverage on classifier features (fashion_mnist and
+    # mnist), logged with the other metrics; the best checkpoint by FID is kept in best_checkpoint/.
+    config.eval.every = 2000  # 0 = off.
+    config.eval.num_samples = 10_000
+    config.eval.split = "test"  # The real images the samples are compared with.
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 64  # Global: split across all devices.
@@ -95,6 +103,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "dataset.split", SPLITS)
     _choice(config, "loss.generator", GENERATOR_LOSSES)
     _choice(config, "train.on_divergence", ON_DIVERGENCE)
+    _choice(config, "eval.split", SPLITS)
+    if config.eval.every < 0:
+        raise ConfigError(f"--config.eval.every={config.eval.every}: must be >= 0 (0 = off)")
+    if config.eval.every and config.dataset.name not in EVAL_DATASETS:
+        raise ConfigError(
+            f"--config.eval.every={config.eval.every}: the evaluation scores {', '.join(EVAL_DATASETS)}, "
+            f"not {config.dataset.name}; set --config.eval.every=0"
+        )
+    if config.eval.every and config.eval.num_samples < 1000:
+        raise ConfigError(f"--config.eval.num_samples={config.eval.num_samples}: at least 1000 for a stable FID")
     for field in (
         "dataset.num_synthetic",
         "model.latent_dim",

@@ -53,16 +53,20 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in rows]
     panels = [
         ("losses", ("d_loss", "g_loss")),
         ("discriminator accuracy", ("d_real_acc", "d_fake_acc")),
         ("mean D output", ("d_real", "d_fake")),
     ]
+    if any("eval/fid" in r for r in rows):
+        panels.append(("FID (classifier features)", ("eval/fid",)))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
     for axis, (title, keys) in zip(axes, panels, strict=True):
         for key in keys:
-            axis.plot(steps, [r.get(key, float("nan")) for r in rows], label=key)
+            kept = [r for r in rows if key in r]  # Training and evaluation rows are logged apart.
+            axis.plot(
+                [r["step"] for r in kept], [r[key] for r in kept], label=key, marker="." if len(kept) < 30 else ""
+            )
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.legend()

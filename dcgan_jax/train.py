@@ -27,6 +27,7 @@ from dcgan_jax import config as config_lib
 from dcgan_jax.train_step import (
     TrainState,
     compile_train_step,
+    eval_latents,
     fixed_latents,
     init_state,
     learning_rates,
@@ -126,6 +127,15 @@ class _Trainer:
         )
         self.writer: writers.MetricsWriter | None = None
         self.train_step = None
+        self.evaluator, self.best, self.best_fid = None, None, float("inf")
+        if config.eval.every:
+            from dcgan_jax import evaluation  # Loads the classifier: only for runs that evaluate.
+
+            self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
+            self.eval_latents = eval_latents(config.seed, config.eval.num_samples, config.model.latent_dim)
+            self.best = checkpoints.Checkpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
+            if self.best.all_steps():
+                self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))
 
     def log_setup(self) -> None:
         mesh, config = self.mesh, self.config
@@ -195,6 +205,31 @@ class _Trainer:
             self.writer.write_image(step, "samples", images.make_grid(grid_images))
             logging.info("Wrote %s", path)
 
+    def evaluate(self, state: TrainState, step: int) -> None:
+        """Scores ``eval.num_samples`` samples of fixed latents; a new lowest FID replaces best_checkpoint/."""
+        from dcgan_jax import evaluation
+
+        started = time.monotonic()
+        replicated = parallel.replicated(self.mesh)
+        variables = state.generator_variables()
+        chunks = [
+            parallel.to_host(self.sample(variables, jax.device_put(self.eval_latents[i : i + 1000], replicated)))
+            for i in range(0, self.config.eval.num_samples, 1000)
+        ]
+        scores = self.evaluator(np.concatenate(chunks))
+        self.writer.write_scalars(step, evaluation.scalar_metrics(scores))
+        logging.info(
+            "eval step %d: FID %.3f | KID %.4f +- %.4f | precision %.3f recall %.3f | IS %.2f | "
+            "classes covered %d/10 (KL %.3f) | %.1f s",
+            step, scores["fid"], scores["kid"], scores["kid_std"], scores["precision"], scores["recall"],
+            scores["inception_score"], scores["classes_covered"], scores["class_kl"], time.monotonic() - started,
+        )  # fmt: skip
+        if scores["fid"] < self.best_fid:
+            self.best_fid = scores["fid"]
+            self.check_finite(state, step)
+            self.best.save(state, self.config, {"image_shape": list(self.image_shape), "fid": scores["fid"]})
+            logging.info("New best FID %.3f: %s", scores["fid"], self.best.directory / str(step))
+
     def check_finite(self, state: TrainState, step: int, stacked: dict[str, np.ndarray] | None = None) -> None:
         """Raises _Diverged, naming the first bad step and what went bad, for non-finite metrics (of the
         steps since ``step - len(stacked)``) or parameters."""
@@ -252,6 +287,12 @@ class _Trainer:
                     logging.info(writers.format_log_line(step, cfg.num_steps, means))
                     self.writer.write_scalars(step, means)
                     pending, interval_start, interval_step = [], time.monotonic(), step
+                # Also at the end of a run, but not when a signal asks it to stop quickly.
+                at_eval = self.evaluator is not None and (step % self.config.eval.every == 0 or last)
+                if at_eval and not stopped_by:
+                    eval_started = time.monotonic()
+                    self.evaluate(state, step)
+                    interval_start += time.monotonic() - eval_started  # Not counted in steps/s.
                 if step % cfg.sample_every == 0 or last:
                     self.save_samples(state, step)
                 if step % cfg.checkpoint_every == 0 or last:
@@ -302,6 +343,8 @@ class _Trainer:
         if self.writer is not None:
             self.writer.close()
         self.checkpointer.close()
+        if self.best is not None:
+            self.best.close()
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
@@ -358,6 +401,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
                 state = trainer.recover(diverged, restores_done)
                 restores_done += 1
         trainer.checkpointer.wait()
+        if trainer.best is not None:
+            trainer.best.wait()
         trainer.writer.close()
         if is_main:
             curves = images.plot_curves(trainer.writer.metrics_path, workdir / "curves.png")

@@ -23,7 +23,7 @@ from dcgan_jax import losses, parallel
 Variables = dict[str, Any]
 
 # Streams of the run's key, so that no two uses of randomness share a key.
-_INIT_STREAM, _TRAIN_STREAM, _FIXED_LATENT_STREAM = 0, 1, 2
+_INIT_STREAM, _TRAIN_STREAM, _FIXED_LATENT_STREAM, _EVAL_LATENT_STREAM = 0, 1, 2, 3
 
 
 @struct.dataclass
@@ -105,6 +105,11 @@ def init_state(
 def fixed_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
     """The latent vectors of the run's sample grids: the same at every step and after a resume."""
     return jax.random.normal(jax.random.fold_in(jax.random.key(seed), _FIXED_LATENT_STREAM), (num, latent_dim))
+
+
+def eval_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
+    """The latent vectors of the in-training evaluation: the same at every evaluation of a run."""
+    return jax.random.normal(jax.random.fold_in(jax.random.key(seed), _EVAL_LATENT_STREAM), (num, latent_dim))
 
 
 def make_updates(

@@ -38,6 +38,7 @@ def tiny_config(**train_overrides):
     config.train.sample_every = 3
     config.train.checkpoint_every = 3
     config.train.num_samples = 16
+    config.eval.every = 0
     config.train.update(train_overrides)
     return config
 

@@ -209,6 +209,7 @@ def test_mnist_experiment_on_its_local_test_split(tmp_path):
     config.dataset.split = "test"
     config.model.update(tiny_config().model)  # The tests' tiny model: its programs are cached.
     config.train.update(batch_size=16, num_steps=2, log_every=1)
+    config.eval.every = 0  # Scored in test_evaluation.py.
     state = dcgan_jax.train(config, tmp_path)
     assert int(state.step) == 2
     assert "mnist/test, 10000 images" in (tmp_path / "train.log").read_text()

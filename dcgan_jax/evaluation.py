@@ -1,0 +1,226 @@
+"""Scoring samples against real data: FID, KID, precision/recall, Inception Score and class coverage.
+
+    import dcgan_jax
+    scores = dcgan_jax.evaluate(images, dataset="fashion_mnist")   # images: (N, 28, 28, 1) in [-1, 1]
+
+Features are those of the dataset's own classifier (:mod:`dcgan_jax.classifier`),
+whose weights ship with the package, so numbers are comparable between users.
+The real side is the test split by default; its features are computed once and
+cached as ``.npz`` beside the data (or in ``cache_dir``).
+
+From the shell, on the checkpoints of a run::
+
+    python -m dcgan_jax.evaluation --workdir=runs/fashion_dcgan [--step=N | --all_steps]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dcgan_jax import classifier, data, metrics
+
+MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
+IMAGE_SHAPE = (28, 28, 1)
+RANGE_TOLERANCE = 1e-3
+CACHE_ENV = "DCGAN_JAX_CACHE_DIR"
+
+
+class EvaluationError(ValueError):
+    """Images the metrics cannot score; the message says what is wrong with them."""
+
+
+def check_images(images: np.ndarray, min_samples: int = MIN_SAMPLES) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise EvaluationError(f"images must have shape (N, 28, 28, 1), got {images.shape}")
+    if len(images) < min_samples:
+        raise EvaluationError(
+            f"{len(images)} images are too few for a stable FID: pass at least {min_samples} (10,000 is usual)"
+        )
+    images = images.astype(np.float32)
+    if not np.isfinite(images).all():
+        bad = int(np.sum(~np.isfinite(images).all(axis=(1, 2, 3))))
+        raise EvaluationError(f"{bad} of {len(images)} images contain NaN or inf")
+    low, high = float(images.min()), float(images.max())
+    if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        hint = " (uint8 pixels? divide by 127.5 and subtract 1)" if high > 2 else ""
+        raise EvaluationError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}")
+    return images
+
+
+def _cache_folder(dataset: str, data_dir: Path | None, cache_dir: str | Path | None) -> Path:
+    if cache_dir:
+        return Path(cache_dir)
+    if data_dir is not None and os.access(data_dir, os.W_OK):
+        return data_dir
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dcgan_jax")) / dataset
+
+
+class Evaluator:
+    """The classifier and the real reference of one dataset and split, loaded once, to score
+    any number of image sets."""
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        split: str = "test",
+        data_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+    ):
+        self.dataset, self.split = dataset, split
+        params, self.classifier_info = classifier.load_params(dataset)
+        self.features_and_probs = classifier.make_apply(params)
+        dataset_config = ml_collections.ConfigDict({"name": dataset, "data_dir": str(data_dir or ""), "split": split})
+        resolved = data.resolve_data_dir(dataset_config)
+        cache = _cache_folder(dataset, resolved, cache_dir) / (
+            f"reference_{dataset}_{split}_{self.classifier_info['params_hash']}.npz"
+        )
+        if cache.exists():
+            stored = np.load(cache)
+            self.real_features, self.real_probs = stored["features"], stored["probs"]
+        else:
+            real_images, _ = data.load_dataset(dataset_config)
+            self.real_features, self.real_probs = self.features_and_probs(data.to_model_range(real_images))
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, features=self.real_features, probs=self.real_probs)
+            logging.info("Cached the %s/%s reference features in %s", dataset, split, cache)
+        self.real_mu, self.real_cov = metrics.mean_and_cov(self.real_features)
+        self.real_hist = metrics.class_histogram(self.real_probs, classifier.NUM_CLASSES)
+
+    def __call__(self, images: np.ndarray, min_samples: int = MIN_SAMPLES) -> dict[str, float]:
+        images = check_images(images, min_samples)
+        features, probs = self.features_and_probs(images)
+        return self.score_features(features, probs)
+
+    def score_features(self, features: np.ndarray, probs: np.ndarray) -> dict:
+        mu, cov = metrics.mean_and_cov(features)
+        kid, kid_std = metrics.kernel_inception_distance(self.real_features, features)
+        precision, recall = metrics.precision_recall(self.real_features, features)
+        hist = metrics.class_histogram(probs, classifier.NUM_CLASSES)
+        covered, class_kl = metrics.class_coverage(hist, self.real_hist)
+        return {
+            "fid": metrics.frechet_distance(mu, cov, self.real_mu, self.real_cov),
+            "kid": kid,
+            "kid_std": kid_std,
+            "precision": precision,
+            "recall": recall,
+            "inception_score": metrics.inception_score(probs),
+            "classes_covered": covered,
+            "class_kl": class_kl,
+            "class_histogram": [float(h) for h in hist],
+            "num_samples": len(features),
+        }
+
+
+_EVALUATORS: dict[tuple, Evaluator] = {}
+
+
+def evaluate(
+    images: np.ndarray,
+    dataset: str = "fashion_mnist",
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    min_samples: int = MIN_SAMPLES,
+) -> dict:
+    """Scores ``images`` (N, 28, 28, 1) in [-1, 1] against the real ``split`` of ``dataset``.
+
+    Returns fid, kid, kid_std, precision, recall, inception_score, classes_covered,
+    class_kl, class_histogram and num_samples. The classifier and reference are loaded
+    once per (dataset, split, data_dir, cache_dir) in this process.
+    """
+    key = (dataset, split, str(data_dir), str(cache_dir))
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = Evaluator(dataset, split, data_dir, cache_dir)
+    return _EVALUATORS[key](images, min_samples)
+
+
+SUMMARY_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "inception_score", "classes_covered", "class_kl")
+
+
+def scalar_metrics(scores: dict, prefix: str = "eval/") -> dict[str, float]:
+    """The scores that are one number each, named for the metrics log."""
+    return {prefix + k: float(scores[k]) for k in SUMMARY_KEYS}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = "| step | " + " | ".join(SUMMARY_KEYS) + " | seconds |"
+    lines = [header, "|" + "---|" * (len(SUMMARY_KEYS) + 2)]
+    for row in rows:
+        cells = [f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in SUMMARY_KEYS]
+        lines.append(f"| {row['step']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def evaluate_run(
+    workdir: str | Path, steps: list[int] | None = None, num_samples: int = 10_000, seed: int = 0
+) -> list[dict]:
+    """Scores the checkpoints ``steps`` of a run (newest when None) and writes
+    ``workdir/eval/step_<N>.json`` for each."""
+    from dcgan_jax import analysis
+
+    workdir = Path(workdir)
+    if steps is None:
+        steps = [analysis.load(workdir).step]
+    rows, evaluator = [], None
+    for step in steps:
+        started = time.monotonic()
+        run = analysis.load(workdir, step)
+        if evaluator is None:
+            dataset = run.config.dataset
+            evaluator = Evaluator(dataset.name, run.config.get("eval", {}).get("split", "test"), dataset.data_dir)
+        images = np.concatenate([run.sample(n, seed=seed + i) for i, n in enumerate(_chunks(num_samples))])
+        scores = evaluator(images)
+        row = {"step": step, **scores, "seconds": time.monotonic() - started}
+        out = workdir / "eval" / f"step_{step:07d}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(row)
+        logging.info("step %d: FID %.3f, KID %.4f, %d classes covered (%.1f s)", step, scores["fid"], scores["kid"],
+                     scores["classes_covered"], row["seconds"])  # fmt: skip
+    return rows
+
+
+def _chunks(total: int, size: int = 1000) -> list[int]:
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    from dcgan_jax import checkpoints
+
+    FLAGS = flags.FLAGS
+    try:
+        steps = None
+        if FLAGS.all_steps:
+            steps = checkpoints.Checkpointer(FLAGS.workdir, create=False).all_steps()
+        elif FLAGS.step is not None:
+            steps = [FLAGS.step]
+        rows = evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed)
+    except (checkpoints.CheckpointError, classifier.ClassifierMissingError, EvaluationError, data.DataError) as e:
+        raise SystemExit(f"error: {e}") from e
+    summary = Path(FLAGS.workdir) / "eval" / "results.json"
+    summary.write_text(json.dumps(rows, indent=2) + "\n")
+    print(markdown_table(rows))
+    print(f"Wrote {summary}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
+    flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
+    flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
+    flags.DEFINE_integer("num_samples", 10_000, "Samples to score per checkpoint.")
+    flags.DEFINE_integer("seed", 0, "Seed of the sampled latent vectors.")
+    app.run(main)

@@ -1,0 +1,118 @@
+"""Sample-quality metrics on classifier features and class probabilities.
+
+Pure functions of arrays; :mod:`dcgan_jax.evaluation` supplies the features.
+Heavy parts (kernels, pairwise distances) run jitted in blocks of rows, so
+memory stays bounded at any number of samples.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BLOCK = 1000  # Rows of a pairwise-distance block: 1000 x 10,000 float32 = 40 MB.
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^1/2), in float64. The trace of the square root comes
+    from the eigenvalues of C1^1/2 C2 C1^1/2 (symmetric), which avoids a general matrix sqrt."""
+    mu1, mu2, cov1, cov2 = (np.asarray(a, np.float64) for a in (mu1, mu2, cov1, cov2))
+    values, vectors = np.linalg.eigh(cov1)
+    sqrt_cov1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = np.linalg.eigvalsh(sqrt_cov1 @ cov2 @ sqrt_cov1)
+    trace_sqrt = np.sum(np.sqrt(np.clip(middle, 0, None)))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt)
+
+
+def mean_and_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+@jax.jit
+def _mmd2_unbiased(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3 of Binkowski et al. 2018."""
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    m = x.shape[0]
+    sum_xx = (jnp.sum(kxx) - jnp.trace(kxx)) / (m * (m - 1))
+    sum_yy = (jnp.sum(kyy) - jnp.trace(kyy)) / (m * (m - 1))
+    return sum_xx + sum_yy - 2 * jnp.mean(kxy)
+
+
+def kernel_inception_distance(
+    real: np.ndarray, fake: np.ndarray, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """(mean, std) of the unbiased MMD^2 over random subsets, as in Binkowski et al. 2018."""
+    size = min(subset_size, len(real), len(fake))
+    rng = np.random.default_rng(seed)
+    values = [
+        float(
+            _mmd2_unbiased(
+                jnp.asarray(real[rng.choice(len(real), size, replace=False)]),
+                jnp.asarray(fake[rng.choice(len(fake), size, replace=False)]),
+            )
+        )
+        for _ in range(num_subsets)
+    ]
+    return float(np.mean(values)), float(np.std(values))
+
+
+@jax.jit
+def _squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.maximum(jnp.sum(a * a, 1)[:, None] - 2 * a @ b.T + jnp.sum(b * b, 1)[None, :], 0.0)
+
+
+def _kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
+    """Squared distance of each point to its k-th nearest other point."""
+    radii = []
+    all_points = jnp.asarray(features)
+    for start in range(0, len(features), BLOCK):
+        d = _squared_distances(jnp.asarray(features[start : start + BLOCK]), all_points)
+        radii.append(np.asarray(-jax.lax.top_k(-d, k + 1)[0][:, k]))  # Index 0 is the point itself.
+    return np.concatenate(radii)
+
+
+def _fraction_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+    """Fraction of ``points`` inside at least one ball (centre, radius) of the other set's manifold."""
+    inside = []
+    centres_j, radii_j = jnp.asarray(centres), jnp.asarray(radii)
+    for start in range(0, len(points), BLOCK):
+        d = _squared_distances(jnp.asarray(points[start : start + BLOCK]), centres_j)
+        inside.append(np.asarray(jnp.any(d <= radii_j[None, :], axis=1)))
+    return float(np.mean(np.concatenate(inside)))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): the share of fakes on the real
+    manifold (fidelity) and of reals on the fake manifold (diversity), each manifold being the
+    union of balls reaching every point's k-th nearest neighbour."""
+    precision = _fraction_inside(fake, real, _kth_neighbour_radii(real, k))
+    recall = _fraction_inside(real, fake, _kth_neighbour_radii(fake, k))
+    return precision, recall
+
+
+def inception_score(probs: np.ndarray) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) with the dataset's own classifier in place of Inception."""
+    probs = np.asarray(probs, np.float64)
+    marginal = probs.mean(axis=0, keepdims=True)
+    kl = np.sum(probs * (np.log(probs + 1e-12) - np.log(marginal + 1e-12)), axis=1)
+    return float(np.exp(kl.mean()))
+
+
+def class_histogram(probs: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of samples predicted as each class."""
+    return np.bincount(np.argmax(probs, axis=1), minlength=num_classes) / len(probs)
+
+
+def class_coverage(sample_hist: np.ndarray, real_hist: np.ndarray, min_share: float = 0.1) -> tuple[int, float]:
+    """(classes covered, KL(samples || real) of the predicted-class histograms). A class counts as
+    covered when it gets at least ``min_share`` of its real share: a collapsed generator that
+    draws a class once in a thousand does not cover it."""
+    covered = int(np.sum(sample_hist >= min_share * real_hist))
+    eps = 1e-6
+    kl = float(np.sum(sample_hist * (np.log(sample_hist + eps) - np.log(real_hist + eps))))
+    return covered, kl

@@ -1,0 +1,162 @@
+"""The evaluation with the shipped classifier, on real Fashion-MNIST from $DCGAN_JAX_DATA_DIR."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, shared_dataset_dir, tiny_config
+
+import dcgan_jax
+from dcgan_jax import checkpoints, classifier, data, evaluation, images
+
+N = 2000  # Per scored set: enough to rank, quick on a CPU.
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    """(train images in [-1, 1], train labels, the folder) of the shared Fashion-MNIST."""
+    folder = shared_dataset_dir("fashion_mnist")
+    train_images, train_labels = data.load_idx_folder(folder, "train")
+    return data.to_model_range(train_images), train_labels, folder
+
+
+@pytest.fixture(scope="module")
+def evaluator(fashion, tmp_path_factory):
+    return evaluation.Evaluator("fashion_mnist", "test", fashion[2], cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def _blur(x, passes=2):
+    for _ in range(passes):  # 3x3 box filter, edges replicated.
+        padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="edge")
+        x = sum(padded[:, i : i + 28, j : j + 28] for i in range(3) for j in range(3)) / 9
+    return x
+
+
+def test_metrics_rank_real_above_noisy_above_blurred_collapsed_and_random(fashion, evaluator):
+    train_images, train_labels, _ = fashion
+    rng = np.random.default_rng(0)
+    real = train_images[rng.choice(len(train_images), N, replace=False)]
+    sets = {
+        "real": real,
+        "noisy": np.clip(real + rng.normal(0, 0.1, real.shape), -1, 1),
+        "blurred": _blur(real),
+        "collapsed": train_images[train_labels == 0][:N],
+        "random": rng.uniform(-1, 1, real.shape),
+    }
+    scores = {name: evaluator(images_) for name, images_ in sets.items()}
+    for name, s in scores.items():
+        print(name, {k: round(s[k], 4) for k in evaluation.SUMMARY_KEYS})
+    fid = {name: s["fid"] for name, s in scores.items()}
+    assert fid["real"] < fid["noisy"] < min(fid["blurred"], fid["collapsed"], fid["random"])
+    kid = {name: s["kid"] for name, s in scores.items()}
+    assert kid["real"] < kid["noisy"] < min(kid["blurred"], kid["collapsed"], kid["random"])
+    assert scores["real"]["precision"] > 0.6 and scores["real"]["recall"] > 0.6
+    assert scores["collapsed"]["recall"] < 0.3 < scores["real"]["recall"]
+    assert scores["random"]["precision"] < 0.05
+    assert scores["real"]["classes_covered"] == 10 and scores["collapsed"]["classes_covered"] <= 2
+    assert scores["real"]["inception_score"] > 7 > scores["collapsed"]["inception_score"]
+
+
+def test_evaluate_takes_an_array_and_returns_the_documented_keys(fashion, tmp_path):
+    scores = dcgan_jax.evaluate(fashion[0][:1000], dataset="fashion_mnist", data_dir=fashion[2], cache_dir=tmp_path)
+    for key in ("fid", "kid", "kid_std", "precision", "recall", "inception_score", "classes_covered"):
+        assert np.isfinite(scores[key]), key
+    assert len(list(tmp_path.glob("reference_fashion_mnist_test_*.npz"))) == 1
+
+
+def test_reference_features_are_cached_and_reused(fashion, tmp_path, monkeypatch):
+    first = evaluation.Evaluator("fashion_mnist", "test", fashion[2], cache_dir=tmp_path)
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the cached reference should have been used")
+
+    monkeypatch.setattr(data, "load_dataset", no_data)
+    second = evaluation.Evaluator("fashion_mnist", "test", fashion[2], cache_dir=tmp_path)
+    np.testing.assert_array_equal(first.real_features, second.real_features)
+
+
+@pytest.mark.parametrize(
+    "images_, message",
+    [
+        (np.zeros((1000, 32, 32, 3), np.float32), r"shape \(N, 28, 28, 1\), got \(1000, 32, 32, 3\)"),
+        (np.zeros((10, 28, 28, 1), np.float32), "10 images are too few for a stable FID"),
+        (np.full((1000, 28, 28, 1), np.nan, np.float32), "1000 of 1000 images contain NaN"),
+        (np.full((1000, 28, 28, 1), 255.0, np.float32), r"\[-1, 1\], got values in \[255, 255\] \(uint8 pixels"),
+    ],
+)
+def test_bad_images_are_a_clear_error(evaluator, images_, message):
+    with pytest.raises(evaluation.EvaluationError, match=message):
+        evaluator(images_)
+
+
+def test_missing_classifier_weights_say_how_to_train_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(classifier, "ASSETS_DIR", tmp_path)
+    with pytest.raises(classifier.ClassifierMissingError, match="python launch.py --experiment=fashion_classifier"):
+        evaluation.Evaluator("fashion_mnist")
+
+
+def test_shipped_classifier_is_small_and_accurate():
+    folder = classifier.weights_dir("fashion_mnist")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 5 * 2**20
+    params, info = classifier.load_params("fashion_mnist")
+    assert info["heldout_accuracy"] >= 0.92 and info["params_hash"] == classifier.params_hash(params)
+
+
+def test_classifier_experiment_reproduces_weights(tmp_path):
+    shared_dataset_dir("mnist")
+    result = subprocess.run(
+        [sys.executable, "launch.py", "--experiment=mnist_classifier", "--config.dataset.split=test",
+         "--config.num_epochs=1", f"--config.output_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["heldout"] == "last 2000 images of the test split" and info["heldout_accuracy"] > 0.85
+    assert (tmp_path / "params").is_dir()
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(fashion, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("evaluated")
+    config = tiny_config(num_steps=4)
+    config.dataset.name = "fashion_mnist"
+    config.dataset.data_dir = str(fashion[2])
+    config.eval.update(every=2, num_samples=1000)
+    dcgan_jax.train(config, workdir)
+    return workdir
+
+
+def test_training_logs_the_metrics_and_keeps_the_best_checkpoint(evaluated_run):
+    rows = [r for r in images.read_metrics(evaluated_run / "metrics.jsonl") if "eval/fid" in r]
+    assert [r["step"] for r in rows] == [2, 4]
+    best_row = min(rows, key=lambda r: r["eval/fid"])
+    assert checkpoints.Checkpointer(evaluated_run, create=False, subdir=checkpoints.BEST_SUBDIR).all_steps() == [
+        best_row["step"]
+    ]
+    assert dcgan_jax.load(evaluated_run, best=True).step == best_row["step"]
+    log = (evaluated_run / "train.log").read_text()
+    assert "eval step 4: FID" in log and "classes covered" in log
+
+
+def test_evaluation_command_scores_every_checkpoint(evaluated_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", "--all_steps",
+         "--num_samples=1000"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| step | fid | kid |" in result.stdout
+    rows = json.loads((evaluated_run / "eval" / "results.json").read_text())
+    assert [r["step"] for r in rows] == [3, 4] and all(np.isfinite(r["fid"]) for r in rows)
+    assert (evaluated_run / "eval" / "step_0000004.json").exists()
+
+
+def test_evaluation_command_names_a_missing_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={tmp_path / 'nothing'}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and f"no run folder at {tmp_path / 'nothing'}" in result.stderr
