@@ -24,6 +24,13 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a 
 flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 flags.DEFINE_integer("distributed_timeout_s", 300, "Give up joining a multi-process run after this many seconds.")
+flags.DEFINE_string(
+    "sweep",
+    None,
+    "A grid of runs: 'FIELD=V1,V2 FIELD=V3,V4' (fields as in --config.FIELD), each in --workdir/<overrides>.",
+)
+flags.DEFINE_bool("sweep_dry_run", False, "Only print the sweep's commands, one a line.")
+flags.DEFINE_string("sweep_metric", None, "Metric the sweep plots over steps (default eval/fid, else g_loss).")
 
 
 def _fail(message: str) -> None:
@@ -46,7 +53,8 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir or str(Path("runs") / flags.FLAGS.experiment)
+    default_workdir = flags.FLAGS.experiment + ("_sweep" if flags.FLAGS.sweep else "")
+    workdir = flags.FLAGS.workdir or str(Path("runs") / default_workdir)
     from dcgan_jax.classifier import ClassifierMissingError
     from dcgan_jax.parallel import DistributedError, initialize_distributed
     from dcgan_jax.train import TrainingDiverged, train
@@ -67,7 +75,10 @@ def main(argv: list[str]) -> None:
         initialize_distributed(
             FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
         )
-        train(config, workdir)
+        if FLAGS.sweep:
+            _sweep(config, Path(workdir), train)
+        else:
+            train(config, workdir)
     except (
         config_lib.ConfigError,
         DataError,
@@ -79,6 +90,18 @@ def main(argv: list[str]) -> None:
     ) as e:
         logging.error("%s", e)
         _fail(str(e))
+
+
+def _sweep(config, sweep_dir: Path, train) -> None:
+    from dcgan_jax import sweep
+
+    runs = sweep.expand(flags.FLAGS.sweep, config)
+    if flags.FLAGS.sweep_dry_run:
+        base_flags = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
+        print("\n".join(sweep.commands(flags.FLAGS.experiment, sweep_dir, runs, base_flags)))
+        return
+    logging.info("Sweep of %d runs in %s", len(runs), sweep_dir)
+    sweep.run_sweep(config, runs, sweep_dir, train, flags.FLAGS.sweep_metric)
 
 
 def run() -> None:

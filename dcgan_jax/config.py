@@ -161,9 +161,13 @@ def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> 
             continue
         field = arg[len("--config.") :].split("=", 1)[0]
         if field not in known:
-            close = difflib.get_close_matches(field, known, n=3)
-            hint = f" Did you mean: {', '.join('--config.' + c for c in close)}?" if close else ""
-            raise ConfigError(f"--config.{field}: no such config field.{hint} Known fields: {', '.join(known)}")
+            raise ConfigError(f"--config.{unknown_field_message(field, known)}")
+
+
+def unknown_field_message(field: str, known) -> str:
+    close = difflib.get_close_matches(field, sorted(known), n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"{field}: no such config field.{hint} Known fields: {', '.join(sorted(known))}"
 
 
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict:

@@ -256,9 +256,10 @@ class _Trainer:
         self.checkpointer.save(state, self.config, {"image_shape": list(self.image_shape)})
         logging.info("Saving checkpoint %s (in the background).", self.checkpointer.directory / str(step))
 
-    def run(self, state: TrainState, started: float) -> tuple[TrainState, int]:
+    def run(self, state: TrainState, started: float) -> tuple[TrainState, int, str | None]:
         """Trains from ``state`` until ``train.num_steps``, the time limit or a stop signal; raises
-        _Diverged at the first log or save that sees non-finite values."""
+        _Diverged at the first log or save that sees non-finite values. Returns (state, step, the
+        signal that stopped it or None)."""
         cfg = self.config.train
         step = int(parallel.to_host(state.step))
         self.start_writing(step)
@@ -266,6 +267,7 @@ class _Trainer:
         pending: list[dict] = []
         interval_start, interval_step = time.monotonic(), step
         single_process = jax.process_count() == 1
+        stopped_by = None
         with _stop_requests() as stop_signals:
             while step < cfg.num_steps:
                 state, metrics = self.train_step(state, self.real_batches(step))
@@ -303,7 +305,7 @@ class _Trainer:
                 if stopped_by:
                     logging.info("Stopped by %s at step %d; writing the final checkpoint.", stopped_by, step)
                     break
-        return state, step
+        return state, step, stopped_by
 
     def recover(self, diverged: _Diverged, restores_done: int) -> TrainState:
         """The last good state with lower learning rates, or TrainingDiverged when the config says stop."""
@@ -345,6 +347,22 @@ class _Trainer:
         self.checkpointer.close()
         if self.best is not None:
             self.best.close()
+
+
+def _write_status(workdir: Path, config, step: int, stopped_by: str | None, seconds: float) -> None:
+    """``status.json``: where the run stopped and why, and its wall time over all its sessions (what a
+    sweep reads to skip finished runs and to tabulate)."""
+    path = workdir / "status.json"
+    earlier = json.loads(path.read_text()).get("wall_seconds", 0.0) if path.exists() else 0.0
+    status = {
+        "step": step,
+        "num_steps": config.train.num_steps,
+        # A run stopped by its time budget is finished too: rerunning it would only spend another budget.
+        "finished": step >= config.train.num_steps or stopped_by is None,
+        "stopped_by": stopped_by,
+        "wall_seconds": earlier + seconds,
+    }
+    path.write_text(json.dumps(status, indent=2) + "\n")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
@@ -395,7 +413,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
         restores_done = 0
         while True:
             try:
-                state, step = trainer.run(state, started)
+                state, step, stopped_by = trainer.run(state, started)
                 break
             except _Diverged as diverged:
                 state = trainer.recover(diverged, restores_done)
@@ -405,6 +423,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
             trainer.best.wait()
         trainer.writer.close()
         if is_main:
+            _write_status(workdir, config, step, stopped_by, time.monotonic() - started)
             curves = images.plot_curves(trainer.writer.metrics_path, workdir / "curves.png")
             logging.info(
                 "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",

@@ -1,0 +1,238 @@
+"""Grids of runs over config fields, and the table that compares them.
+
+    python launch.py --experiment=fashion_dcgan --workdir=runs/lr_width \\
+        --sweep='optimizer.learning_rate=1e-4,2e-4 model.base_width=32,64'
+
+runs the four combinations one after another, each in ``runs/lr_width/<its
+overrides>``; ``--sweep_dry_run`` prints their commands instead, one a line, for
+a scheduler or ``xargs -P``. A rerun skips finished runs and resumes an
+unfinished one. The results (``results.md``, ``results.csv`` and a plot of one
+metric for all runs) can also be made for any folder of runs::
+
+    python -m dcgan_jax.sweep --runs=runs/lr_width [--metric=eval/fid]
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import itertools
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from dcgan_jax import config as config_lib
+from dcgan_jax import images
+
+STATUS_FILE = "status.json"  # Written by every run when it stops: steps, wall time, why it stopped.
+FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRun:
+    name: str  # Its sub-workdir: the overrides, e.g. "optimizer.learning_rate=1e-4,model.base_width=32".
+    overrides: dict[str, Any]  # Dotted field -> typed value.
+    flags: tuple[str, ...]  # The same as --config.FIELD=VALUE flags.
+
+
+def _typed(field: str, text: str, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise config_lib.ConfigError(f"--sweep: {field}={text!r} is not a valid {kind.__name__}") from None
+    return text
+
+
+def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
+    """The grid of ``spec`` ('FIELD=V1,V2 FIELD=V3'), every run's config validated before any starts."""
+    known = config_lib.flatten(base)
+    axes = []
+    for item in spec.split():
+        field, equals, values = item.partition("=")
+        if not equals:
+            raise config_lib.ConfigError(f"--sweep: {item!r} is not FIELD=VALUE1,VALUE2,...")
+        if field not in known:
+            raise config_lib.ConfigError(f"--sweep: {config_lib.unknown_field_message(field, known)}")
+        texts = values.split(",")
+        if not values or any(not t for t in texts):
+            raise config_lib.ConfigError(f"--sweep: {field} has an empty value in {values!r}")
+        axes.append([(field, text, _typed(field, text, known[field])) for text in texts])
+    if not axes:
+        raise config_lib.ConfigError("--sweep is empty: give FIELD=VALUE1,VALUE2 ...")
+    runs = []
+    for combination in itertools.product(*axes):
+        run = SweepRun(
+            name=",".join(f"{field}={text}" for field, text, _ in combination),
+            overrides={field: value for field, _, value in combination},
+            flags=tuple(f"--config.{field}={text}" for field, text, _ in combination),
+        )
+        config_lib.validate(configure(base, run))  # Impossible values fail now, not hours in.
+        runs.append(run)
+    return runs
+
+
+def configure(base: ml_collections.ConfigDict, run: SweepRun) -> ml_collections.ConfigDict:
+    config = copy.deepcopy(base)
+    for field, value in run.overrides.items():
+        *parents, leaf = field.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+def commands(experiment: str, sweep_dir: Path, runs: list[SweepRun], base_flags: list[str]) -> list[str]:
+    """One launch.py command a run, with the sweep's other flags (``base_flags``) before its own."""
+    return [
+        shlex.join(
+            [
+                "python",
+                "launch.py",
+                f"--experiment={experiment}",
+                f"--workdir={sweep_dir / run.name}",
+                *base_flags,
+                *run.flags,
+            ]
+        )  # fmt: skip
+        for run in runs
+    ]
+
+
+def read_status(workdir: Path) -> dict:
+    path = Path(workdir) / STATUS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_sweep(
+    base: ml_collections.ConfigDict, runs: list[SweepRun], sweep_dir: Path, train_fn, metric: str | None = None
+) -> list[dict]:
+    """Trains the runs one after another with ``train_fn(config, workdir)``; a run that stops on a
+    signal stops the sweep. Returns the results rows."""
+    for i, run in enumerate(runs, 1):
+        workdir = sweep_dir / run.name
+        if read_status(workdir).get("finished"):
+            logging.info("Sweep run %d/%d %s: finished earlier, skipped.", i, len(runs), run.name)
+            continue
+        logging.info("Sweep run %d/%d: %s", i, len(runs), run.name)
+        train_fn(configure(base, run), workdir)
+        status = read_status(workdir)
+        if status.get("stopped_by"):
+            logging.warning("Sweep stopped by %s during %s; rerun the same command to go on.", status["stopped_by"],
+                            run.name)  # fmt: skip
+            break
+    return write_results(sweep_dir, metric)
+
+
+def _run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(sweep_dir).iterdir() if (p / "config.json").exists())
+
+
+def results(sweep_dir: str | Path) -> list[dict]:
+    """One row per run folder under ``sweep_dir``: the config fields that differ between the runs,
+    steps, wall time, the final training metrics and the final and best FID when evaluated."""
+    sweep_dir = Path(sweep_dir)
+    run_dirs = _run_dirs(sweep_dir)
+    if not run_dirs:
+        raise FileNotFoundError(f"no runs (folders with a config.json) in {sweep_dir}")
+    configs = {d: config_lib.flatten(ml_collections.ConfigDict(json.loads((d / "config.json").read_text())))
+               for d in run_dirs}  # fmt: skip
+    fields = sorted({k for c in configs.values() for k in c} - {"train.max_seconds"})
+    varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
+    rows = []
+    for d in run_dirs:
+        metrics_rows = images.read_metrics(d / "metrics.jsonl")
+        training = [r for r in metrics_rows if "d_loss" in r]
+        evals = [r for r in metrics_rows if "eval/fid" in r]
+        status = read_status(d)
+        row = {"run": d.name, **{f: configs[d].get(f) for f in varying}}
+        row["steps"] = status.get("step", training[-1]["step"] if training else 0)
+        row["wall_s"] = round(status.get("wall_seconds", float("nan")), 1)
+        row["status"] = "finished" if status.get("finished") else "unfinished"
+        for key in FINAL_METRICS:
+            row[key] = round(training[-1][key], 4) if training else None
+        row["final_fid"] = round(evals[-1]["eval/fid"], 3) if evals else None
+        row["best_fid"] = round(min(r["eval/fid"] for r in evals), 3) if evals else None
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join("" if r[k] is None else str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_metric(sweep_dir: str | Path, metric: str) -> Path:
+    """``metric`` over steps, one line per run, in ``sweep_dir/<metric>.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep_dir = Path(sweep_dir)
+    fig, axis = plt.subplots(figsize=(8, 4.5))
+    for d in _run_dirs(sweep_dir):
+        kept = [r for r in images.read_metrics(d / "metrics.jsonl") if metric in r]
+        axis.plot(
+            [r["step"] for r in kept], [r[metric] for r in kept], label=d.name, marker="." if len(kept) < 30 else ""
+        )
+    axis.set_xlabel("step")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    out = sweep_dir / f"{metric.replace('/', '_')}.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict]:
+    """Prints the Markdown table and writes results.md, results.csv and the metric plot."""
+    sweep_dir = Path(sweep_dir)
+    rows = results(sweep_dir)
+    table = markdown(rows)
+    (sweep_dir / "results.md").write_text(table + "\n")
+    with (sweep_dir / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if metric is None:
+        metric = "eval/fid" if any(r["best_fid"] is not None for r in rows) else "g_loss"
+    plot = plot_metric(sweep_dir, metric)
+    print(table)
+    logging.info("Results: %s, %s; %s over steps: %s", sweep_dir / "results.md", sweep_dir / "results.csv", metric,
+                 plot)  # fmt: skip
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    try:
+        write_results(flags.FLAGS.runs, flags.FLAGS.metric)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from e
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("runs", None, "A folder of runs (a sweep's --workdir).", required=True)
+    flags.DEFINE_string("metric", None, "Metric to plot over steps (default eval/fid when evaluated, else g_loss).")
+    app.run(main)
