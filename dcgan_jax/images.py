@@ -76,3 +76,27 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_metric(run_dirs: list[Path], metric: str, out_path: Path) -> Path:
+    """``metric`` over steps from each run's ``metrics.jsonl``, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(8, 4.5))
+    for run_dir in run_dirs:
+        kept = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if metric in r]
+        marker = "." if len(kept) < 30 else ""
+        axis.plot([r["step"] for r in kept], [r[metric] for r in kept], label=Path(run_dir).name, marker=marker)
+    axis.set_xlabel("step")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

@@ -62,7 +62,8 @@ def kernel_inception_distance(
 
 
 @jax.jit
-def _squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
+def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(len(a), len(b)) squared Euclidean distances between rows."""
     return jnp.maximum(jnp.sum(a * a, 1)[:, None] - 2 * a @ b.T + jnp.sum(b * b, 1)[None, :], 0.0)
 
 
@@ -71,7 +72,7 @@ def _kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
     radii = []
     all_points = jnp.asarray(features)
     for start in range(0, len(features), BLOCK):
-        d = _squared_distances(jnp.asarray(features[start : start + BLOCK]), all_points)
+        d = squared_distances(jnp.asarray(features[start : start + BLOCK]), all_points)
         radii.append(np.asarray(-jax.lax.top_k(-d, k + 1)[0][:, k]))  # Index 0 is the point itself.
     return np.concatenate(radii)
 
@@ -81,7 +82,7 @@ def _fraction_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray)
     inside = []
     centres_j, radii_j = jnp.asarray(centres), jnp.asarray(radii)
     for start in range(0, len(points), BLOCK):
-        d = _squared_distances(jnp.asarray(points[start : start + BLOCK]), centres_j)
+        d = squared_distances(jnp.asarray(points[start : start + BLOCK]), centres_j)
         inside.append(np.asarray(jnp.any(d <= radii_j[None, :], axis=1)))
     return float(np.mean(np.concatenate(inside)))
 

@@ -177,31 +177,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_metric(sweep_dir: str | Path, metric: str) -> Path:
-    """``metric`` over steps, one line per run, in ``sweep_dir/<metric>.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sweep_dir = Path(sweep_dir)
-    fig, axis = plt.subplots(figsize=(8, 4.5))
-    for d in _run_dirs(sweep_dir):
-        kept = [r for r in images.read_metrics(d / "metrics.jsonl") if metric in r]
-        axis.plot(
-            [r["step"] for r in kept], [r[metric] for r in kept], label=d.name, marker="." if len(kept) < 30 else ""
-        )
-    axis.set_xlabel("step")
-    axis.set_ylabel(metric)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    fig.tight_layout()
-    out = sweep_dir / f"{metric.replace('/', '_')}.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
 def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict]:
     """Prints the Markdown table and writes results.md, results.csv and the metric plot."""
     sweep_dir = Path(sweep_dir)
@@ -214,7 +189,7 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
         writer.writerows(rows)
     if metric is None:
         metric = "eval/fid" if any(r["best_fid"] is not None for r in rows) else "g_loss"
-    plot = plot_metric(sweep_dir, metric)
+    plot = images.plot_metric(_run_dirs(sweep_dir), metric, sweep_dir / f"{metric.replace('/', '_')}.png")
     print(table)
     logging.info("Results: %s, %s; %s over steps: %s", sweep_dir / "results.md", sweep_dir / "results.csv", metric,
                  plot)  # fmt: skip

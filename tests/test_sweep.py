@@ -96,4 +96,3 @@ def test_results_command_on_a_folder_without_runs_names_it(tmp_path):
         [sys.executable, "-m", "dcgan_jax.sweep", f"--runs={tmp_path}"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0 and f"no runs (folders with a config.json) in {tmp_path}" in result.stderr
-

@@ -1,0 +1,103 @@
+"""The analysis toolkit on a short synthetic run: pictures from any checkpoint, from Python and the shell."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, tiny_config
+from PIL import Image
+
+import dcgan_jax
+from dcgan_jax import analysis, checkpoints, data
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("analysed")
+    dcgan_jax.train(tiny_config(), workdir)  # Checkpoints at steps 3 and 6.
+    return workdir
+
+
+def _size(path):
+    return Image.open(path).size
+
+
+def test_slerp_keeps_the_ends_and_the_norm():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=16), rng.normal(size=16)
+    b *= np.linalg.norm(a) / np.linalg.norm(b)
+    path = analysis.slerp(a, b, np.linspace(0, 1, 7))
+    np.testing.assert_allclose(path[0], a, rtol=1e-5)
+    np.testing.assert_allclose(path[-1], b, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(path, axis=1), np.linalg.norm(a), rtol=1e-5)
+    # A straight line's midpoint would be shorter.
+    assert np.linalg.norm((a + b) / 2) < 0.99 * np.linalg.norm(path[3])
+
+
+def test_interpolation_runs_between_the_two_latents(run_dir):
+    run = dcgan_jax.load(run_dir)
+    z = np.asarray(run.latents(2, seed=5))
+    strip = run.interpolate(z[0], z[1], 5)
+    np.testing.assert_allclose(strip[0], run.generate(z[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(strip[-1], run.generate(z[1:])[0], atol=1e-5)
+    path = analysis.interpolation_strips(run, num_strips=3, num_points=6, seed=1)
+    assert path.parent == run_dir / "analysis"
+    assert _size(path) == (2 * (6 * 30 + 2), 2 * (3 * 30 + 2))  # 6 columns, 3 rows of 28px tiles.
+
+
+def test_sample_grid_of_any_checkpoint_and_seed(run_dir, tmp_path):
+    early = dcgan_jax.load(run_dir, step=3)
+    first = analysis.sample_grid(early, tmp_path / "a.png", num=16, seed=2)
+    again = analysis.sample_grid(early, tmp_path / "b.png", num=16, seed=2)
+    other = analysis.sample_grid(dcgan_jax.load(run_dir), tmp_path / "c.png", num=16, seed=2)
+    assert first.read_bytes() == again.read_bytes() != other.read_bytes()
+
+
+def test_nearest_training_images_find_a_copied_sample(run_dir):
+    run = dcgan_jax.load(run_dir)
+    samples = run.sample(4, seed=0)
+    train_images = data.to_model_range(data.synthetic_images(500, seed=1)[0])
+    train_images[123] = samples[2]  # A memorised image.
+    nearest = analysis.nearest_indices(samples, train_images, k=3)
+    assert nearest.shape == (4, 3) and nearest[2, 0] == 123
+    path = analysis.nearest_training_images(run, num=4, k=3, train_images=train_images)
+    assert _size(path) == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))  # Sample + 3 neighbours, 4 rows.
+
+
+def test_progress_grid_has_a_row_per_checkpoint(run_dir, tmp_path):
+    path = analysis.progress_grid(run_dir, tmp_path / "progress.png", num=5)
+    assert _size(path) == (2 * (5 * 30 + 2), 2 * (2 * 30 + 2))
+    rows = np.asarray(Image.open(path))
+    assert not np.array_equal(rows[4:60], rows[64:120])  # Step 3 and step 6 differ.
+
+
+def test_metric_curves_of_several_runs(run_dir, tmp_path):
+    path = analysis.metric_curves([run_dir, run_dir], tmp_path / "g_loss.png", "g_loss")
+    assert path.stat().st_size > 1000
+
+
+def test_analysis_command_writes_its_pictures_and_names_bad_paths(run_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={run_dir}", "--metrics=g_loss"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = sorted(p.name for p in (run_dir / "analysis").iterdir())
+    for name in ("samples_step6_seed0.png", "interpolation_step6_seed0.png", "nearest_pixel_step6_seed0.png",
+                 "progress_seed0.png", "g_loss.png"):  # fmt: skip
+        assert name in written
+    assert "skipped the feature-space neighbours" in result.stdout  # No classifier for synthetic data.
+    missing = subprocess.run(
+        [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={tmp_path / 'none'}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode != 0 and f"no run folder at {tmp_path / 'none'}" in missing.stderr
+
+
+def test_a_run_of_another_experiment_is_named(run_dir):
+    with pytest.raises(checkpoints.CheckpointError) as error:
+        dcgan_jax.load(run_dir, experiment="fashion_dcgan")
+    message = str(error.value)
+    assert f"{run_dir} holds a run of another experiment than fashion_dcgan" in message
+    assert "dataset.name: run 'synthetic', fashion_dcgan 'fashion_mnist'" in message
