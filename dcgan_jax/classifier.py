@@ -67,7 +67,9 @@ def load_params(dataset: str) -> tuple[Any, dict]:
             else f"the evaluation supports {', '.join(EXPERIMENTS)}"
         )
         raise ClassifierMissingError(f"no classifier weights for {dataset!r} at {folder}; {how}")
-    params = ocp.PyTreeCheckpointer().restore(folder / "params")
+    shapes = jax.eval_shape(lambda: Classifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"])
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(folder / "params", shapes)
     info = json.loads((folder / "info.json").read_text())
     return params, info
 

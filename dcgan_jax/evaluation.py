@@ -95,6 +95,7 @@ class Evaluator:
             logging.info("Cached the %s/%s reference features in %s", dataset, split, cache)
         self.real_mu, self.real_cov = metrics.mean_and_cov(self.real_features)
         self.real_hist = metrics.class_histogram(self.real_probs, classifier.NUM_CLASSES)
+        self.real_radii = metrics.kth_neighbour_radii(self.real_features, k=3)
 
     def __call__(self, images: np.ndarray, min_samples: int = MIN_SAMPLES) -> dict[str, float]:
         images = check_images(images, min_samples)
@@ -104,7 +105,7 @@ class Evaluator:
     def score_features(self, features: np.ndarray, probs: np.ndarray) -> dict:
         mu, cov = metrics.mean_and_cov(features)
         kid, kid_std = metrics.kernel_inception_distance(self.real_features, features)
-        precision, recall = metrics.precision_recall(self.real_features, features)
+        precision, recall = metrics.precision_recall(self.real_features, features, 3, self.real_radii)
         hist = metrics.class_histogram(probs, classifier.NUM_CLASSES)
         covered, class_kl = metrics.class_coverage(hist, self.real_hist)
         return {

@@ -67,7 +67,7 @@ def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.sum(a * a, 1)[:, None] - 2 * a @ b.T + jnp.sum(b * b, 1)[None, :], 0.0)
 
 
-def _kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
+def kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
     """Squared distance of each point to its k-th nearest other point."""
     radii = []
     all_points = jnp.asarray(features)
@@ -87,12 +87,16 @@ def _fraction_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray)
     return float(np.mean(np.concatenate(inside)))
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): the share of fakes on the real
     manifold (fidelity) and of reals on the fake manifold (diversity), each manifold being the
-    union of balls reaching every point's k-th nearest neighbour."""
-    precision = _fraction_inside(fake, real, _kth_neighbour_radii(real, k))
-    recall = _fraction_inside(real, fake, _kth_neighbour_radii(fake, k))
+    union of balls reaching every point's k-th nearest neighbour. ``real_radii`` (from
+    :func:`kth_neighbour_radii`) saves recomputing the real side when scoring many sets."""
+    real_radii = kth_neighbour_radii(real, k) if real_radii is None else real_radii
+    precision = _fraction_inside(fake, real, real_radii)
+    recall = _fraction_inside(real, fake, kth_neighbour_radii(fake, k))
     return precision, recall
 
 
