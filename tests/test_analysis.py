@@ -61,6 +61,8 @@ def test_nearest_training_images_find_a_copied_sample(run_dir):
     train_images[123] = samples[2]  # A memorised image.
     nearest = analysis.nearest_indices(samples, train_images, k=3)
     assert nearest.shape == (4, 3) and nearest[2, 0] == 123
+    # In the Fashion-MNIST classifier's feature space too (any 28x28 grey images have features).
+    assert analysis.nearest_indices(samples, train_images, k=3, space="feature", dataset="fashion_mnist")[2, 0] == 123
     path = analysis.nearest_training_images(run, num=4, k=3, train_images=train_images)
     assert _size(path) == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))  # Sample + 3 neighbours, 4 rows.
 
