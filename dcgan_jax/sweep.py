@@ -28,6 +28,7 @@ from absl import logging
 
 from dcgan_jax import config as config_lib
 from dcgan_jax import images
+from dcgan_jax.train import TrainingDiverged
 
 STATUS_FILE = "status.json"  # Written by every run when it stops: steps, wall time, why it stopped.
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
@@ -121,14 +122,21 @@ def run_sweep(
     base: ml_collections.ConfigDict, runs: list[SweepRun], sweep_dir: Path, train_fn, metric: str | None = None
 ) -> list[dict]:
     """Trains the runs one after another with ``train_fn(config, workdir)``; a run that stops on a
-    signal stops the sweep. Returns the results rows."""
+    signal stops the sweep, one that diverges is marked so and the sweep goes on. Returns the
+    results rows."""
     for i, run in enumerate(runs, 1):
         workdir = sweep_dir / run.name
         if read_status(workdir).get("finished"):
             logging.info("Sweep run %d/%d %s: finished earlier, skipped.", i, len(runs), run.name)
             continue
         logging.info("Sweep run %d/%d: %s", i, len(runs), run.name)
-        train_fn(configure(base, run), workdir)
+        try:
+            train_fn(configure(base, run), workdir)
+        except TrainingDiverged as e:  # A result of the sweep, not a reason to stop it.
+            logging.error("Sweep run %s diverged: %s", run.name, e)
+            status = {**read_status(workdir), "finished": True, "diverged": str(e)}
+            (workdir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+            continue
         status = read_status(workdir)
         if status.get("stopped_by"):
             logging.warning("Sweep stopped by %s during %s; rerun the same command to go on.", status["stopped_by"],
@@ -161,7 +169,7 @@ def results(sweep_dir: str | Path) -> list[dict]:
         row = {"run": d.name, **{f: configs[d].get(f) for f in varying}}
         row["steps"] = status.get("step", training[-1]["step"] if training else 0)
         row["wall_s"] = round(status.get("wall_seconds", float("nan")), 1)
-        row["status"] = "finished" if status.get("finished") else "unfinished"
+        row["status"] = "diverged" if status.get("diverged") else "finished" if status.get("finished") else "unfinished"
         for key in FINAL_METRICS:
             row[key] = round(training[-1][key], 4) if training else None
         row["final_fid"] = round(evals[-1]["eval/fid"], 3) if evals else None

@@ -96,3 +96,21 @@ def test_results_command_on_a_folder_without_runs_names_it(tmp_path):
         [sys.executable, "-m", "dcgan_jax.sweep", f"--runs={tmp_path}"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0 and f"no runs (folders with a config.json) in {tmp_path}" in result.stderr
+
+
+def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
+    from dcgan_jax.train import TrainingDiverged
+
+    base = tiny_config(num_steps=2)
+    runs = sweep.expand("seed=0,1", base)
+
+    def train(config, workdir):
+        if config.seed == 0:
+            workdir.mkdir(parents=True)
+            (workdir / "config.json").write_text(config.to_json())
+            raise TrainingDiverged("training diverged at step 1: non-finite d_loss=nan (discriminator)")
+        return dcgan_jax.train(config, workdir)
+
+    rows = sweep.run_sweep(base, runs, tmp_path, train)
+    assert [(r["run"], r["status"]) for r in rows] == [("seed=0", "diverged"), ("seed=1", "finished")]
+    assert "non-finite d_loss" in sweep.read_status(tmp_path / "seed=0")["diverged"]
