@@ -44,6 +44,13 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.base_width = 64  # Channels of D's first layer; G mirrors D.
     config.model.kernel_size = 4  # Even overlap of stride-2 layers: fewer checkerboard artifacts than 5.
     config.model.bn_momentum = 0.9  # Flax convention; PyTorch's momentum=0.1.
+    # Variants (experiments/reference_dcgan.py uses them to match the PyTorch reference):
+    config.model.g_base_features = 0  # Channels of G's projected map; 0 = base_width * 2**(steps - 1).
+    config.model.g_stride1_layers = 0  # Stride-1 convolutions at G's base resolution.
+    config.model.g_activation = "relu"  # or "leaky_relu" (slope 0.2).
+    config.model.g_output_bias = True
+    config.model.d_batch_norm = True  # BatchNorm on D's layers after the first.
+    config.model.d_dropout = 0.0  # Dropout after each of D's convolutions.
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 2e-4
@@ -103,6 +110,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "dataset.split", SPLITS)
     _choice(config, "loss.generator", GENERATOR_LOSSES)
     _choice(config, "train.on_divergence", ON_DIVERGENCE)
+    _choice(config, "model.g_activation", ("relu", "leaky_relu"))
+    if not 0.0 <= config.model.d_dropout < 1.0:
+        raise ConfigError(f"--config.model.d_dropout={config.model.d_dropout}: must be in [0, 1)")
+    if config.model.g_base_features < 0 or config.model.g_stride1_layers < 0:
+        raise ConfigError("--config.model.g_base_features and --config.model.g_stride1_layers must be >= 0")
     _choice(config, "eval.split", SPLITS)
     if config.eval.every < 0:
         raise ConfigError(f"--config.eval.every={config.eval.every}: must be >= 0 (0 = off)")

@@ -10,6 +10,7 @@ dilated convolution is slow (jax#23783).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -105,49 +106,66 @@ def _batch_norm(momentum: float, train: bool) -> nn.BatchNorm:
 
 
 class Generator(nn.Module):
-    """z (N, latent_dim) -> images (N, H, W, C) in [-1, 1]: project to a small map, then
-    stride-2 upsampling with BatchNorm and ReLU, tanh out."""
+    """z (N, latent_dim) -> images (N, H, W, C) in [-1, 1]: project to a small map, optionally
+    some stride-1 convolutions there, then stride-2 upsampling, BatchNorm and ReLU (or LeakyReLU)
+    between layers, tanh out. Every convolution halves the channels."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     base_width: int = 64
     kernel_size: int = 5
     bn_momentum: float = 0.9
+    base_features: int = 0  # Channels of the projected map; 0 = mirror D's last convolution.
+    stride1_layers: int = 0
+    activation: str = "relu"
+    output_bias: bool = True
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool) -> jax.Array:
         height, width, channels = self.image_shape
         steps = num_resolution_steps(height)
         base = height >> steps
-        features = self.base_width * 2 ** (steps - 1)  # Mirrors D's last convolution.
+        features = self.base_features or self.base_width * 2 ** (steps - 1)
+        act = nn.relu if self.activation == "relu" else functools.partial(nn.leaky_relu, negative_slope=0.2)
         x = nn.Dense(base * base * features, use_bias=False, kernel_init=DCGAN_INIT)(z)
-        x = nn.relu(_batch_norm(self.bn_momentum, train)(x))
+        x = act(_batch_norm(self.bn_momentum, train)(x))
         x = x.reshape(-1, base, base, features)
+        k = (self.kernel_size, self.kernel_size)
+        for i in range(self.stride1_layers):
+            features //= 2
+            x = nn.Conv(features, k, padding="SAME", use_bias=False, kernel_init=DCGAN_INIT, name=f"same{i}")(x)
+            x = act(_batch_norm(self.bn_momentum, train)(x))
         for i in range(steps - 1):
             features //= 2
             x = UpsampleConv(features, self.kernel_size, use_bias=False, name=f"up{i}")(x)
-            x = nn.relu(_batch_norm(self.bn_momentum, train)(x))
-        x = UpsampleConv(channels, self.kernel_size, name=f"up{steps - 1}")(x)
+            x = act(_batch_norm(self.bn_momentum, train)(x))
+        x = UpsampleConv(channels, self.kernel_size, use_bias=self.output_bias, name=f"up{steps - 1}")(x)
         return jnp.tanh(x)
 
 
 class Discriminator(nn.Module):
     """images -> one logit each: stride-2 convolutions (no pooling), LeakyReLU(0.2), BatchNorm
-    on every layer but the input one, and a linear read-out."""
+    on every layer but the input one (or nowhere), optional dropout, and a linear read-out."""
 
     base_width: int = 64
     kernel_size: int = 5
     bn_momentum: float = 0.9
+    batch_norm: bool = True
+    dropout: float = 0.0  # Needs a "dropout" rng when training.
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         k = (self.kernel_size, self.kernel_size)
         for i in range(num_resolution_steps(x.shape[1])):
+            normalised = self.batch_norm and i > 0
             x = nn.Conv(
-                self.base_width * 2**i, k, strides=(2, 2), padding="SAME", use_bias=i == 0, kernel_init=DCGAN_INIT
-            )(x)
-            if i > 0:
+                self.base_width * 2**i, k, strides=(2, 2), padding="SAME", use_bias=not normalised,
+                kernel_init=DCGAN_INIT,
+            )(x)  # fmt: skip
+            if normalised:
                 x = _batch_norm(self.bn_momentum, train)(x)
             x = nn.leaky_relu(x, 0.2)
+            if self.dropout:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(1, kernel_init=DCGAN_INIT)(x.reshape(x.shape[0], -1))[:, 0]
 
 
@@ -164,10 +182,16 @@ def build(model_config, image_shape: tuple[int, int, int]) -> tuple[Generator, D
         base_width=model_config.base_width,
         kernel_size=model_config.kernel_size,
         bn_momentum=model_config.bn_momentum,
+        base_features=model_config.g_base_features,
+        stride1_layers=model_config.g_stride1_layers,
+        activation=model_config.g_activation,
+        output_bias=model_config.g_output_bias,
     )
     discriminator = Discriminator(
         base_width=model_config.base_width,
         kernel_size=model_config.kernel_size,
         bn_momentum=model_config.bn_momentum,
+        batch_norm=model_config.d_batch_norm,
+        dropout=model_config.d_dropout,
     )
     return generator, discriminator

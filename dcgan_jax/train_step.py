@@ -96,7 +96,7 @@ def init_state(
         g_params=g_vars["params"],
         g_batch_stats=g_vars["batch_stats"],
         d_params=d_vars["params"],
-        d_batch_stats=d_vars["batch_stats"],
+        d_batch_stats=d_vars.get("batch_stats", {}),  # None when D has no BatchNorm.
         g_opt_state=optimizer.init(g_vars["params"]),
         d_opt_state=optimizer.init(d_vars["params"]),
     )
@@ -122,20 +122,26 @@ def make_updates(
         z = jax.random.normal(key, (batch_size, latent_dim))
         return generator.apply(state.generator_variables(), z, train=True, mutable=["batch_stats"])
 
-    def discriminate(d_params, d_batch_stats, images):
-        return discriminator.apply(
-            {"params": d_params, "batch_stats": d_batch_stats}, images, train=True, mutable=["batch_stats"]
+    def discriminate(d_params, d_batch_stats, images, key):
+        """D's logits and its new BatchNorm statistics ({} without BatchNorm); ``key`` drives dropout."""
+        logits, updates = discriminator.apply(
+            {"params": d_params, "batch_stats": d_batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": key},
         )
+        return logits, updates.get("batch_stats", {})
 
     def d_update(state: TrainState, real: jax.Array, key: jax.Array) -> tuple[TrainState, dict]:
         fake, _ = generate(state, key, real.shape[0])
         fake = jax.lax.stop_gradient(fake)
 
         def loss_fn(d_params):
-            real_logits, updates = discriminate(d_params, state.d_batch_stats, real)
-            fake_logits, updates = discriminate(d_params, updates["batch_stats"], fake)
+            real_logits, batch_stats = discriminate(d_params, state.d_batch_stats, real, jax.random.fold_in(key, 1))
+            fake_logits, batch_stats = discriminate(d_params, batch_stats, fake, jax.random.fold_in(key, 2))
             loss = losses.discriminator_loss(real_logits, fake_logits)
-            return loss, (updates["batch_stats"], losses.discriminator_metrics(real_logits, fake_logits))
+            return loss, (batch_stats, losses.discriminator_metrics(real_logits, fake_logits))
 
         (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
         updates, opt_state = optimizer.update(grads, state.d_opt_state, state.d_params)
@@ -150,7 +156,7 @@ def make_updates(
             fake, updates = generator.apply(
                 {"params": g_params, "batch_stats": state.g_batch_stats}, z, train=True, mutable=["batch_stats"]
             )
-            fake_logits, _ = discriminate(state.d_params, state.d_batch_stats, fake)
+            fake_logits, _ = discriminate(state.d_params, state.d_batch_stats, fake, jax.random.fold_in(key, 1))
             return losses.generator_loss(fake_logits, generator_loss), updates["batch_stats"]
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)

@@ -80,3 +80,37 @@ def test_generator_batchnorm_modes_differ_and_running_mode_is_per_sample():
 def test_impossible_image_sizes_are_named(size, message):
     with pytest.raises(ValueError, match=message):
         models.num_resolution_steps(size)
+
+
+def test_reference_experiment_has_the_pytorch_reference_architecture():
+    """The layer shapes of ../shared/bench/torch_reference.py (PyTorch's OIHW/IOHW as HWIO here)."""
+    from pathlib import Path
+
+    from dcgan_jax.config import load_experiment
+
+    config = load_experiment("reference_dcgan", Path(__file__).resolve().parent.parent / "experiments")
+    generator, discriminator = models.build(config.model, (28, 28, 1))
+    g = generator.init(jax.random.key(0), jnp.zeros((2, 100)), train=False)
+    d = discriminator.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)), train=False)
+    shapes = jax.tree.map(lambda x: x.shape, {"g": g["params"], "d": d["params"]})
+    assert shapes["g"] == {
+        "Dense_0": {"kernel": (100, 7 * 7 * 256)},  # Linear(100, 7*7*256, bias=False)
+        "BatchNorm_0": {"bias": (12544,), "scale": (12544,)},  # BatchNorm1d(7*7*256)
+        "same0": {"kernel": (5, 5, 256, 128)},  # ConvTranspose2d(256, 128, 5, 1, 2, bias=False)
+        "BatchNorm_1": {"bias": (128,), "scale": (128,)},
+        "up0": {"kernel": (5, 5, 128, 64)},  # ConvTranspose2d(128, 64, 5, 2, ..., bias=False)
+        "BatchNorm_2": {"bias": (64,), "scale": (64,)},
+        "up1": {"kernel": (5, 5, 64, 1)},  # ConvTranspose2d(64, 1, 5, 2, ..., bias=False)
+    }
+    assert shapes["d"] == {
+        "Conv_0": {"bias": (64,), "kernel": (5, 5, 1, 64)},
+        "Conv_1": {"bias": (128,), "kernel": (5, 5, 64, 128)},
+        "Dense_0": {"bias": (1,), "kernel": (128 * 7 * 7, 1)},
+    }
+    assert "batch_stats" not in d  # No BatchNorm in the reference's D.
+    # Dropout: training outputs depend on the dropout key, inference ones do not.
+    x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+    train_a = discriminator.apply(d, x, train=True, rngs={"dropout": jax.random.key(2)})
+    train_b = discriminator.apply(d, x, train=True, rngs={"dropout": jax.random.key(3)})
+    assert not np.allclose(train_a, train_b)
+    np.testing.assert_array_equal(discriminator.apply(d, x, train=False), discriminator.apply(d, x, train=False))

@@ -92,3 +92,21 @@ def test_batch_size_not_divisible_by_devices_names_nearest_sizes():
 
     with pytest.raises(ConfigError, match=r"batch_size=60 does not split over 8 devices; use 56 or 64"):
         parallel.check_batch_size(60, EightDevices())
+
+
+def test_reference_architecture_trains_with_dropout_and_no_d_batch_norm():
+    config = tiny_config()
+    config.model.update(g_base_features=32, g_stride1_layers=1, g_activation="leaky_relu", g_output_bias=False,
+                        d_batch_norm=False, d_dropout=0.3)  # fmt: skip
+    generator, discriminator = models.build(config.model, (28, 28, 1))
+    optimizer = make_optimizer(config.optimizer)
+    state = init_state(generator, discriminator, optimizer, 0, (28, 28, 1), config.model.latent_dim)
+    assert state.d_batch_stats == {}
+    step = jax.jit(make_train_step(generator, discriminator, optimizer, "non_saturating", config.model.latent_dim))
+    images, _ = data.synthetic_images(64, seed=1)
+    order = data.BatchOrder(images, config.train.batch_size, seed=0)
+    losses = []
+    for i in range(4):
+        state, metrics = step(state, order.batch(i)[None])
+        losses.append(float(metrics["d_loss"]))
+    assert np.isfinite(losses).all() and losses[0] != losses[-1]
