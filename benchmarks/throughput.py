@@ -40,6 +40,7 @@ flags.DEFINE_string("experiment", "fashion_dcgan", "Experiment whose model and s
 flags.DEFINE_list("batch_sizes", ["64", "256"], "Global batch sizes.")
 flags.DEFINE_integer("steps", 30, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 2, "Timed rounds (ours and the reference's alternate).")
+flags.DEFINE_bool("reuse_fake", None, "Override train.reuse_fake (G trains on D's fake batch).")
 flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch, to time the reference too.")
 FLAGS = flags.FLAGS
 
@@ -70,8 +71,12 @@ def time_ours(config, batch_size: int, steps: int):
         out_shardings=parallel.replicated(mesh),
     )()
     step_fn = compile_train_step(
-        make_train_step(generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim), mesh
-    )
+        make_train_step(
+            generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim,
+            config.train.reuse_fake,
+        ),
+        mesh,
+    )  # fmt: skip
     sharding = parallel.batch_sharded(mesh, leading_axes=1)
 
     def real(i):
@@ -113,6 +118,8 @@ def time_torch(batch_size: int, steps: int) -> float:
 
 def main(argv):
     config = config_lib.load_experiment(FLAGS.experiment, REPO / "experiments")
+    if FLAGS.reuse_fake is not None:
+        config.train.reuse_fake = FLAGS.reuse_fake
     gemm = sgemm_gflops()
     rows = []
     for batch_size in (int(b) for b in FLAGS.batch_sizes):
@@ -132,7 +139,7 @@ def main(argv):
         })  # fmt: skip
     devices = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
     print(f"Machine: {platform.machine()}, {devices}, jax {jax.__version__}; sgemm 4096^3: {gemm:.0f} GFLOP/s; "
-          f"experiment {FLAGS.experiment}")  # fmt: skip
+          f"experiment {FLAGS.experiment}, train.reuse_fake={config.train.reuse_fake}")  # fmt: skip
     header = ("batch", "compile s", "images/s", "PyTorch images/s", "ratio", "GFLOP/step", "GFLOP/s", "of sgemm",
               "peak RSS GiB")  # fmt: skip
     print("| " + " | ".join(header) + " |")

@@ -71,6 +71,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 64  # Global: split across all devices.
     config.train.num_steps = 10_000  # Generator updates.
     config.train.d_steps = 1  # Discriminator updates per generator update.
+    # G trains on the fake batch of D's (last) update, as the PyTorch DCGAN example does: one
+    # generator forward pass per step instead of two. Off: G gets a fresh batch (the paper's way).
+    config.train.reuse_fake = False
     config.train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
     config.train.log_every = 100
     config.train.sample_every = 500

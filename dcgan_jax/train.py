@@ -191,8 +191,9 @@ class _Trainer:
     def compile(self, state: TrainState) -> None:
         config = self.config
         step_fn = make_train_step(
-            self.generator, self.discriminator, self.optimizer, config.loss.generator, config.model.latent_dim
-        )
+            self.generator, self.discriminator, self.optimizer, config.loss.generator, config.model.latent_dim,
+            config.train.reuse_fake,
+        )  # fmt: skip
         compile_start = time.monotonic()
         step = int(parallel.to_host(state.step))
         self.train_step = compile_train_step(step_fn, self.mesh).lower(state, self.real_batches(step)).compile()

@@ -11,7 +11,7 @@ updates are discarded, the functional form of a "frozen" network.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,11 +112,21 @@ def eval_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
     return jax.random.normal(jax.random.fold_in(jax.random.key(seed), _EVAL_LATENT_STREAM), (num, latent_dim))
 
 
+class Updates(NamedTuple):
+    d_update: Callable
+    g_update: Callable
+    generate_with_pullback: Callable
+    g_update_through: Callable
+
+
 def make_updates(
     generator, discriminator, optimizer: optax.GradientTransformation, generator_loss: str, latent_dim: int
-) -> tuple[Callable, Callable]:
-    """``d_update(state, real, key)`` and ``g_update(state, key, batch_size)``, each returning
-    (new state, metrics) and changing only its own network's variables and optimizer state."""
+) -> Updates:
+    """The two halves of a step, each returning (new state, metrics) and changing only its own
+    network's variables and optimizer state: ``d_update(state, real, key, fake=None)`` and
+    ``g_update(state, key, batch_size)``; plus, to reuse D's fake batch for G (as the PyTorch
+    DCGAN example does), ``generate_with_pullback(state, key, batch_size)`` -> (fake, pullback,
+    G's new BatchNorm statistics) and ``g_update_through(state, fake, pullback, batch_stats, key)``."""
 
     def generate(state: TrainState, key: jax.Array, batch_size: int) -> tuple[jax.Array, Variables]:
         z = jax.random.normal(key, (batch_size, latent_dim))
@@ -133,8 +143,9 @@ def make_updates(
         )
         return logits, updates.get("batch_stats", {})
 
-    def d_update(state: TrainState, real: jax.Array, key: jax.Array) -> tuple[TrainState, dict]:
-        fake, _ = generate(state, key, real.shape[0])
+    def d_update(state: TrainState, real: jax.Array, key: jax.Array, fake=None) -> tuple[TrainState, dict]:
+        if fake is None:
+            fake, _ = generate(state, key, real.shape[0])
         fake = jax.lax.stop_gradient(fake)
 
         def loss_fn(d_params):
@@ -166,24 +177,64 @@ def make_updates(
         )
         return state, {"g_loss": loss}
 
-    return d_update, g_update
+    def generate_with_pullback(state: TrainState, key: jax.Array, batch_size: int):
+        z = jax.random.normal(key, (batch_size, latent_dim))
+
+        def forward(g_params):
+            fake, updates = generator.apply(
+                {"params": g_params, "batch_stats": state.g_batch_stats}, z, train=True, mutable=["batch_stats"]
+            )
+            return fake, updates["batch_stats"]
+
+        fake, pullback, batch_stats = jax.vjp(forward, state.g_params, has_aux=True)
+        return fake, pullback, batch_stats
+
+    def g_update_through(state: TrainState, fake, pullback, batch_stats, key: jax.Array):
+        """G's update from a fake batch generated before D's update, through the updated D: one
+        generator forward pass per step instead of two."""
+
+        def loss_fn(fake):
+            fake_logits, _ = discriminate(state.d_params, state.d_batch_stats, fake, jax.random.fold_in(key, 1))
+            return losses.generator_loss(fake_logits, generator_loss)
+
+        loss, fake_grads = jax.value_and_grad(loss_fn)(fake)
+        (grads,) = pullback(fake_grads)
+        updates, opt_state = optimizer.update(grads, state.g_opt_state, state.g_params)
+        state = state.replace(
+            g_params=optax.apply_updates(state.g_params, updates), g_batch_stats=batch_stats, g_opt_state=opt_state
+        )
+        return state, {"g_loss": loss}
+
+    return Updates(d_update, g_update, generate_with_pullback, g_update_through)
 
 
 def make_train_step(
-    generator, discriminator, optimizer: optax.GradientTransformation, generator_loss: str, latent_dim: int
+    generator,
+    discriminator,
+    optimizer: optax.GradientTransformation,
+    generator_loss: str,
+    latent_dim: int,
+    reuse_fake: bool = False,
 ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """Returns ``train_step(state, real_batches)``; ``real_batches`` is (d_steps, batch, H, W, C)."""
-    d_update, g_update = make_updates(generator, discriminator, optimizer, generator_loss, latent_dim)
+    """Returns ``train_step(state, real_batches)``; ``real_batches`` is (d_steps, batch, H, W, C).
+    With ``reuse_fake`` G trains on the fake batch of D's last update rather than a fresh one."""
+    updates = make_updates(generator, discriminator, optimizer, generator_loss, latent_dim)
 
     def train_step(state: TrainState, real_batches: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), _TRAIN_STREAM), state.step)
-        d_steps = real_batches.shape[0]
+        d_steps, batch_size = real_batches.shape[:2]
         keys = jax.random.split(key, d_steps + 1)
         d_metrics = []
         for i in range(d_steps):
-            state, metrics = d_update(state, real_batches[i], keys[i])
+            fake = None
+            if reuse_fake and i == d_steps - 1:
+                fake, pullback, g_batch_stats = updates.generate_with_pullback(state, keys[i], batch_size)
+            state, metrics = updates.d_update(state, real_batches[i], keys[i], fake)
             d_metrics.append(metrics)
-        state, g_metrics = g_update(state, keys[-1], real_batches.shape[1])
+        if reuse_fake:
+            state, g_metrics = updates.g_update_through(state, fake, pullback, g_batch_stats, keys[-1])
+        else:
+            state, g_metrics = updates.g_update(state, keys[-1], batch_size)
         # D's figures from its last update of the step: the D that G was just trained against.
         return state.replace(step=state.step + 1), {**d_metrics[-1], **g_metrics}
 

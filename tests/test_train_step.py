@@ -21,7 +21,7 @@ def _setup(generator_loss="non_saturating"):
 
 def test_generator_update_leaves_discriminator_untouched():
     _, state, args, real = _setup()
-    _, g_update = make_updates(*args)
+    g_update = make_updates(*args).g_update
     new, metrics = jax.jit(g_update, static_argnums=2)(state, jax.random.key(0), len(real))
     assert trees_equal(new.d_params, state.d_params)
     assert trees_equal(new.d_batch_stats, state.d_batch_stats)
@@ -33,7 +33,7 @@ def test_generator_update_leaves_discriminator_untouched():
 
 def test_discriminator_update_leaves_generator_untouched():
     _, state, args, real = _setup()
-    d_update, _ = make_updates(*args)
+    d_update = make_updates(*args).d_update
     new, metrics = jax.jit(d_update)(state, real, jax.random.key(0))
     assert trees_equal(new.g_params, state.g_params)
     assert trees_equal(new.g_batch_stats, state.g_batch_stats)
@@ -61,7 +61,7 @@ def test_training_steps_move_the_losses_and_d_learns(generator_loss):
 
 def test_discriminator_updates_alone_learn_to_separate_real_from_generated():
     _, state, args, real = _setup()
-    d_update = jax.jit(make_updates(*args)[0])
+    d_update = jax.jit(make_updates(*args).d_update)
     history = []
     for i in range(15):
         state, metrics = d_update(state, real, jax.random.key(i))
@@ -110,3 +110,56 @@ def test_reference_architecture_trains_with_dropout_and_no_d_batch_norm():
         state, metrics = step(state, order.batch(i)[None])
         losses.append(float(metrics["d_loss"]))
     assert np.isfinite(losses).all() and losses[0] != losses[-1]
+
+
+def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminator():
+    """reuse_fake: G's update from D's fake batch (its forward pass kept as a VJP) equals the plain
+    gradient of G's loss on that same batch through the updated D."""
+    import optax
+
+    from dcgan_jax import losses
+
+    config, state, args, real = _setup()
+    generator, discriminator, optimizer, generator_loss, latent_dim = args
+    updates = make_updates(*args)
+    d_key, g_key = jax.random.key(1), jax.random.key(2)
+    fake, pullback, g_batch_stats = updates.generate_with_pullback(state, d_key, len(real))
+    after_d, _ = updates.d_update(state, real, d_key, fake)
+    fresh_d, _ = updates.d_update(state, real, d_key)  # Generates the same batch itself.
+    assert jax.tree.all(jax.tree.map(lambda a, b: np.allclose(a, b, atol=1e-6), after_d.d_params, fresh_d.d_params))
+    after_g, metrics = updates.g_update_through(after_d, fake, pullback, g_batch_stats, g_key)
+
+    def direct_loss(g_params):
+        z = jax.random.normal(d_key, (len(real), latent_dim))
+        images = generator.apply({"params": g_params, "batch_stats": state.g_batch_stats}, z, train=True,
+                                 mutable=["batch_stats"])[0]  # fmt: skip
+        logits = discriminator.apply(
+            after_d.discriminator_variables(), images, train=True, mutable=["batch_stats"],
+            rngs={"dropout": jax.random.fold_in(g_key, 1)},
+        )[0]  # fmt: skip
+        return losses.generator_loss(logits, generator_loss)
+
+    loss, grads = jax.value_and_grad(direct_loss)(state.g_params)
+    step_updates, _ = optimizer.update(grads, state.g_opt_state, state.g_params)
+    expected = optax.apply_updates(state.g_params, step_updates)
+    np.testing.assert_allclose(float(metrics["g_loss"]), float(loss), rtol=1e-5)
+    for ours, theirs in zip(jax.tree.leaves(after_g.g_params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert trees_equal(after_g.g_batch_stats, g_batch_stats)  # From the one forward pass.
+    assert trees_equal(after_g.d_params, after_d.d_params)
+
+
+def test_reuse_fake_option_trains_and_differs_from_fresh_batches():
+    config, state, args, _ = _setup()
+    images, _ = data.synthetic_images(256, seed=1)
+    order = data.BatchOrder(images, config.train.batch_size, seed=0)
+    finals = {}
+    for reuse in (False, True):
+        step = jax.jit(make_train_step(*args, reuse_fake=reuse))
+        current, history = state, []
+        for i in range(6):
+            current, metrics = step(current, order.batch(i)[None])
+            history.append(float(metrics["g_loss"]))
+        assert np.isfinite(history).all() and history[0] != history[-1]
+        finals[reuse] = current
+    assert not trees_equal(finals[True].g_params, finals[False].g_params)
