@@ -81,22 +81,24 @@ def params_hash(params: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+@jax.jit
+def _features_and_probs_batch(params: Any, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # Parameters as an argument, not a closure constant: one compiled program serves every set of
+    # weights (each epoch's accuracy check, the shipped ones).
+    features, logits = Classifier().apply({"params": params}, batch)
+    return features, jax.nn.softmax(logits)
+
+
 def make_apply(params: Any, batch_size: int = 1000):
     """``features_and_probs(images)`` -> (features (N, 128), class probabilities (N, 10)) as NumPy,
     jitted in fixed-size batches so that memory stays bounded and one program serves any N."""
-    model = Classifier()
-
-    @jax.jit
-    def batch_fn(batch):
-        features, logits = model.apply({"params": params}, batch)
-        return features, jax.nn.softmax(logits)
 
     def features_and_probs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features, probs = [], []
         for start in range(0, len(images), batch_size):
             batch = np.asarray(images[start : start + batch_size], np.float32)
             padded = np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
-            f, p = batch_fn(padded)
+            f, p = _features_and_probs_batch(params, padded)
             features.append(np.asarray(f)[: len(batch)])
             probs.append(np.asarray(p)[: len(batch)])
         return np.concatenate(features), np.concatenate(probs)
