@@ -28,9 +28,8 @@ from absl import logging
 
 from dcgan_jax import config as config_lib
 from dcgan_jax import images
-from dcgan_jax.train import TrainingDiverged
+from dcgan_jax.train import STATUS_FILE, TrainingDiverged  # Every run writes STATUS_FILE when it stops.
 
-STATUS_FILE = "status.json"  # Written by every run when it stops: steps, wall time, why it stopped.
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
 
 

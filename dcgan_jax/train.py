@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from dcgan_jax import checkpoints, data, images, models, parallel, run_lock, writers
+from dcgan_jax import checkpoints, data, evaluation, images, models, parallel, run_lock, writers
 from dcgan_jax import config as config_lib
 from dcgan_jax.train_step import (
     TrainState,
@@ -129,8 +129,6 @@ class _Trainer:
         self.train_step = None
         self.evaluator, self.best, self.best_fid = None, None, float("inf")
         if config.eval.every:
-            from dcgan_jax import evaluation  # Loads the classifier: only for runs that evaluate.
-
             self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
             self.eval_latents = eval_latents(config.seed, config.eval.num_samples, config.model.latent_dim)
             self.best = checkpoints.Checkpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
@@ -208,8 +206,6 @@ class _Trainer:
 
     def evaluate(self, state: TrainState, step: int) -> None:
         """Scores ``eval.num_samples`` samples of fixed latents; a new lowest FID replaces best_checkpoint/."""
-        from dcgan_jax import evaluation
-
         started = time.monotonic()
         replicated = parallel.replicated(self.mesh)
         variables = state.generator_variables()
@@ -350,10 +346,13 @@ class _Trainer:
             self.best.close()
 
 
+STATUS_FILE = "status.json"
+
+
 def _write_status(workdir: Path, config, step: int, stopped_by: str | None, seconds: float) -> None:
     """``status.json``: where the run stopped and why, and its wall time over all its sessions (what a
     sweep reads to skip finished runs and to tabulate)."""
-    path = workdir / "status.json"
+    path = workdir / STATUS_FILE
     earlier = json.loads(path.read_text()).get("wall_seconds", 0.0) if path.exists() else 0.0
     status = {
         "step": step,

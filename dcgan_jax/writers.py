@@ -68,10 +68,6 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def log(message: str) -> None:
-    logging.info(message)
-
-
 class OwnInfoFilter(std_logging.Filter):
     """Keeps INFO records from this project and WARNING and above from libraries (Orbax
     logs every save step at INFO through the same absl logger)."""
