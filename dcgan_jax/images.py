@@ -43,16 +43,36 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
-    """Losses, D's accuracies and mean outputs over steps, from ``metrics.jsonl``."""
-    rows = read_metrics(metrics_path)
-    if not rows:
-        return None
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot_series(axis, rows: list[dict], key: str, label: str) -> None:
+    """``key`` over steps from the rows that have it (training and evaluation rows are logged apart)."""
+    kept = [r for r in rows if key in r]
+    axis.plot([r["step"] for r in kept], [r[key] for r in kept], label=label, marker="." if len(kept) < 30 else "")
+
+
+def _save(fig, out_path: str | Path) -> Path:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    _pyplot().close(fig)
+    return out_path
+
+
+def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    """Losses, D's accuracies and mean outputs over steps, from ``metrics.jsonl``."""
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
     panels = [
         ("losses", ("d_loss", "g_loss")),
         ("discriminator accuracy", ("d_real_acc", "d_fake_acc")),
@@ -60,43 +80,24 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     ]
     if any("eval/fid" in r for r in rows):
         panels.append(("FID (classifier features)", ("eval/fid",)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
     for axis, (title, keys) in zip(axes, panels, strict=True):
         for key in keys:
-            kept = [r for r in rows if key in r]  # Training and evaluation rows are logged apart.
-            axis.plot(
-                [r["step"] for r in kept], [r[key] for r in kept], label=key, marker="." if len(kept) < 30 else ""
-            )
+            _plot_series(axis, rows, key, label=key)
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.legend()
         axis.grid(alpha=0.3)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
 
 
 def plot_metric(run_dirs: list[Path], metric: str, out_path: Path) -> Path:
     """``metric`` over steps from each run's ``metrics.jsonl``, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(8, 4.5))
+    fig, axis = _pyplot().subplots(figsize=(8, 4.5))
     for run_dir in run_dirs:
-        kept = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if metric in r]
-        marker = "." if len(kept) < 30 else ""
-        axis.plot([r["step"] for r in kept], [r[metric] for r in kept], label=Path(run_dir).name, marker=marker)
+        _plot_series(axis, read_metrics(Path(run_dir) / "metrics.jsonl"), metric, label=Path(run_dir).name)
     axis.set_xlabel("step")
     axis.set_ylabel(metric)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
