@@ -170,12 +170,11 @@ def evaluate_run(
     from dcgan_jax import analysis
 
     workdir = Path(workdir)
-    if steps is None:
-        steps = [analysis.load(workdir).step]
     rows, evaluator = [], None
-    for step in steps:
+    for requested in [None] if steps is None else steps:  # None: the newest good checkpoint.
         started = time.monotonic()
-        run = analysis.load(workdir, step)
+        run = analysis.load(workdir, requested)
+        step = run.step
         if evaluator is None:
             dataset = run.config.dataset
             evaluator = Evaluator(dataset.name, run.config.get("eval", {}).get("split", "test"), dataset.data_dir)
