@@ -154,6 +154,14 @@ def interpolation_strips(
     return images.save_grid(strips, out, columns=num_points)
 
 
+def training_images(run: TrainedGenerator) -> np.ndarray:
+    """The run's training split in [-1, 1], read as its config says."""
+    from dcgan_jax import data
+
+    train_uint8, _ = data.load_dataset(run.config.dataset, run.config.seed)
+    return data.to_model_range(train_uint8)
+
+
 def nearest_training_images(
     run: TrainedGenerator,
     path: str | Path | None = None,
@@ -166,11 +174,8 @@ def nearest_training_images(
     """Each row: a sample, then its ``k`` nearest training images, by pixel L2 or in the
     evaluation classifier's feature space (``space="feature"``). Copies of training images
     (memorisation) show as near-identical neighbours."""
-    from dcgan_jax import data
-
     if train_images is None:
-        train_uint8, _ = data.load_dataset(run.config.dataset, run.config.seed)
-        train_images = data.to_model_range(train_uint8)
+        train_images = training_images(run)
     samples = run.sample(num, seed)
     nearest = nearest_indices(samples, train_images, k, space, run.config.dataset.name)
     rows = [np.concatenate([samples[i : i + 1], train_images[nearest[i]]]) for i in range(num)]
@@ -227,16 +232,17 @@ def main(argv: list[str]) -> None:
     FLAGS = flags.FLAGS
     try:
         run = load(FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment)
+        train_images = training_images(run)  # Read once for both neighbour pictures.
         written = [
             sample_grid(run, seed=FLAGS.seed),
             interpolation_strips(run, seed=FLAGS.seed),
-            nearest_training_images(run, seed=FLAGS.seed, space="pixel"),
+            nearest_training_images(run, seed=FLAGS.seed, space="pixel", train_images=train_images),
             progress_grid(FLAGS.workdir, seed=FLAGS.seed),
         ]
         from dcgan_jax import classifier
 
         try:
-            written.append(nearest_training_images(run, seed=FLAGS.seed, space="feature"))
+            written.append(nearest_training_images(run, seed=FLAGS.seed, space="feature", train_images=train_images))
         except classifier.ClassifierMissingError as e:
             print(f"skipped the feature-space neighbours: {e}")
         runs = [FLAGS.workdir, *FLAGS.compare]
