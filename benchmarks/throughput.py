@@ -30,8 +30,8 @@ import numpy as np
 from absl import app, flags
 
 from dcgan_jax import config as config_lib
-from dcgan_jax import data, models, parallel
-from dcgan_jax.train_step import compile_train_step, init_state, make_optimizer, make_train_step
+from dcgan_jax import data, parallel
+from dcgan_jax.train_step import compile_train_step, components, init_state, make_train_step
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
@@ -60,45 +60,43 @@ def sgemm_gflops(n: int = 4096, repeats: int = 5) -> float:
 def time_ours(config, batch_size: int, steps: int):
     """(compile seconds, a function timing ``steps`` steps -> images/s, FLOPs per step)."""
     config.train.batch_size = batch_size
+    config = config_lib.resolved(config)
     mesh = parallel.make_mesh()
-    images, _ = data.load_dataset(config.dataset, config.seed)
-    batches = data.BatchOrder(images, batch_size, config.seed)
+    images, labels = data.load_dataset(config.dataset, config.seed)
+    batches = data.BatchOrder(images, batch_size, config.seed, labels)
     shape = tuple(images.shape[1:])
-    generator, discriminator = models.build(config.model, shape)
-    optimizer = make_optimizer(config.optimizer)
+    parts = components(config, shape)
     state = jax.jit(
-        lambda: init_state(generator, discriminator, optimizer, config.seed, shape, config.model.latent_dim),
+        lambda: init_state(parts.generator, parts.discriminator, parts.optimizers, config.seed, shape,
+                           config.model.latent_dim, ema=config.train.ema_decay > 0),
         out_shardings=parallel.replicated(mesh),
-    )()
-    step_fn = compile_train_step(
-        make_train_step(
-            generator, discriminator, optimizer, config.loss.generator, config.model.latent_dim,
-            config.train.reuse_fake,
-        ),
-        mesh,
-    )  # fmt: skip
+    )()  # fmt: skip
+    step_fn = compile_train_step(make_train_step(*parts), mesh)
     sharding = parallel.batch_sharded(mesh, leading_axes=1)
 
     def real(i):
-        d_steps = config.train.d_steps
-        return jax.device_put(np.stack([batches.batch(i * d_steps + j) for j in range(d_steps)]), sharding)
+        indices = [i * config.train.d_steps + j for j in range(config.train.d_steps)]
+        return (
+            jax.device_put(np.stack([batches.batch(k) for k in indices]), sharding),
+            jax.device_put(np.stack([batches.labels_of(k) for k in indices]), sharding),
+        )
 
     started = time.perf_counter()
-    compiled = step_fn.lower(state, real(0)).compile()
+    compiled = step_fn.lower(state, *real(0)).compile()
     compile_s = time.perf_counter() - started
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan")))
     holder = {"state": state, "step": 0}
     for _ in range(3):  # Warm-up.
-        holder["state"], metrics = compiled(holder["state"], real(holder["step"]))
+        holder["state"], metrics = compiled(holder["state"], *real(holder["step"]))
         holder["step"] += 1
     jax.block_until_ready(metrics)
 
     def timed() -> float:
         started = time.perf_counter()
         for _ in range(steps):
-            holder["state"], metrics = compiled(holder["state"], real(holder["step"]))
+            holder["state"], metrics = compiled(holder["state"], *real(holder["step"]))
             holder["step"] += 1
         jax.block_until_ready(metrics)
         return steps * batch_size / (time.perf_counter() - started)

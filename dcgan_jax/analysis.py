@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dcgan_jax import checkpoints, images, models
+from dcgan_jax import checkpoints, images, models, train_step
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -34,33 +34,59 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 class TrainedGenerator:
     config: ml_collections.ConfigDict
     step: int
-    variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}
+    variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}; params are the EMA ones when ``ema``.
     generator: models.Generator
     workdir: Path
+    ema: bool = False  # Whether ``variables`` hold the moving average of G's weights.
 
     def __post_init__(self):
         self._sample = models.make_sampler(self.generator)
 
+    @property
+    def num_classes(self) -> int:
+        return self.generator.num_classes
+
     def latents(self, num: int, seed: int = 0) -> jax.Array:
         return jax.random.normal(jax.random.key(seed), (num, self.config.model.latent_dim))
 
-    def generate(self, z: jax.Array) -> np.ndarray:
-        """Images for given latent vectors (N, latent_dim)."""
-        return np.asarray(self._sample(self.variables, jnp.asarray(z, jnp.float32)), dtype=np.float32)
+    def _labels(self, num: int, labels) -> jax.Array | None:
+        """Class labels for ``num`` images: ``labels`` (an int, or one per image), or for a conditional
+        model without them each class in turn (0, 1, ..., 0, 1, ...)."""
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError("labels given to an unconditional generator (trained with model.num_classes=0)")
+            return None
+        if labels is None:
+            return jnp.arange(num, dtype=jnp.int32) % self.num_classes
+        labels = np.broadcast_to(np.asarray(labels, np.int64), (num,))
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got {sorted(set(labels.tolist()))}")
+        return jnp.asarray(labels, jnp.int32)
 
-    def sample(self, num: int, seed: int = 0) -> np.ndarray:
-        """``num`` images (num, H, W, C), float32 in [-1, 1], from latents drawn with ``seed``.
+    def generate(self, z: jax.Array, labels=None) -> np.ndarray:
+        """Images for given latent vectors (N, latent_dim) and, for a conditional model, labels."""
+        z = jnp.asarray(z, jnp.float32)
+        images = self._sample(self.variables, z, self._labels(len(z), labels))
+        return np.asarray(images, dtype=np.float32)
+
+    def sample(self, num: int, seed: int = 0, labels=None) -> np.ndarray:
+        """``num`` images (num, H, W, C), float32 in [-1, 1], from latents drawn with ``seed``;
+        ``labels`` (an int or one per image) picks the classes of a conditional model.
 
         BatchNorm uses its running averages (inference mode): a sample depends only
         on its latent vector, so ``sample(1)`` equals the first of ``sample(64)``.
         """
         if num <= 0:
             raise ValueError(f"num must be positive, got {num}")
-        return self.generate(self.latents(num, seed))
+        return self.generate(self.latents(num, seed), labels)
 
-    def interpolate(self, z_start: np.ndarray, z_end: np.ndarray, num: int) -> np.ndarray:
-        """``num`` images along the great circle from ``z_start`` to ``z_end`` (both ends included)."""
-        return self.generate(slerp(np.asarray(z_start), np.asarray(z_end), np.linspace(0.0, 1.0, num)))
+    def interpolate(self, z_start: np.ndarray, z_end: np.ndarray, num: int, label=None) -> np.ndarray:
+        """``num`` images along the great circle from ``z_start`` to ``z_end`` (both ends included),
+        all of class ``label`` (default 0) for a conditional model."""
+        z = slerp(np.asarray(z_start), np.asarray(z_end), np.linspace(0.0, 1.0, num))
+        if self.num_classes and label is None:
+            label = 0  # One class along the whole strip.
+        return self.generate(z, label)
 
 
 def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -76,11 +102,14 @@ def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def load(
-    workdir: str | Path, step: int | None = None, best: bool = False, experiment: str | None = None
+    workdir: str | Path, step: int | None = None, best: bool = False, experiment: str | None = None, ema: bool = True
 ) -> TrainedGenerator:
     """The generator of the run in ``workdir`` at ``step`` (newest checkpoint when None), or the
     one with the lowest FID seen during training when ``best``. With ``experiment``, a run whose
-    dataset or model differs from that experiment's is an error naming the path."""
+    dataset or model differs from that experiment's is an error naming the path. A run that kept
+    an EMA of G's weights (``train.ema_decay`` > 0) gives the EMA weights unless ``ema=False``."""
+    from dcgan_jax import config as config_lib
+
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
@@ -90,18 +119,24 @@ def load(
     checkpointer = checkpoints.Checkpointer(workdir, create=False, subdir=subdir)
 
     def restore(step: int) -> TrainedGenerator:
-        step, config, meta = checkpointer.restore_config(step)
-        generator, _ = models.build(config.model, tuple(meta["image_shape"]))
+        step, stored, meta = checkpointer.restore_config(step)
+        config = config_lib.with_defaults(stored)  # A run from before a field existed had its default.
+        generator, _ = models.build(config.model, tuple(meta["image_shape"]), config.train.compute_dtype)
         # Only the shapes (nothing is computed), placed on this machine's first device.
-        z = jnp.zeros((1, config.model.latent_dim))
-        shapes = jax.eval_shape(lambda: generator.init(jax.random.key(0), z, train=False))
+        z = jnp.zeros((2, config.model.latent_dim))
+        labels = jnp.zeros((2,), jnp.int32) if generator.num_classes else None
+        shapes = jax.eval_shape(lambda: generator.init(jax.random.key(0), z, train=False, labels=labels))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+        use_ema = ema and config.train.ema_decay > 0
+        params_key = "g_ema_params" if use_ema else "g_params"
         restored = checkpointer.restore_generator(
-            {"g_params": target["params"], "g_batch_stats": target["batch_stats"]}, step
+            {params_key: target["params"], "g_batch_stats": target["batch_stats"]}, step
         )
-        variables = {"params": restored["g_params"], "batch_stats": restored["g_batch_stats"]}
-        return TrainedGenerator(config=config, step=step, variables=variables, generator=generator, workdir=workdir)
+        variables = {"params": restored[params_key], "batch_stats": restored["g_batch_stats"]}
+        return TrainedGenerator(
+            config=config, step=step, variables=variables, generator=generator, workdir=workdir, ema=use_ema
+        )
 
     try:
         # The newest readable checkpoint: a damaged newest one is skipped with a warning.
@@ -131,8 +166,12 @@ def _output(run: TrainedGenerator, path: str | Path | None, name: str) -> Path:
 
 
 def sample_grid(run: TrainedGenerator, path: str | Path | None = None, num: int = 64, seed: int = 0) -> Path:
-    """A grid of ``num`` samples drawn with ``seed``."""
-    return images.save_grid(run.sample(num, seed), _output(run, path, f"samples_step{run.step}_seed{seed}.png"))
+    """A grid of ``num`` samples drawn with ``seed``; for a conditional model one row per class."""
+    out = _output(run, path, f"samples_step{run.step}_seed{seed}.png")
+    if not run.num_classes:
+        return images.save_grid(run.sample(num, seed), out)
+    columns, labels = train_step.grid_labels(num, run.num_classes)
+    return images.save_grid(run.sample(len(labels), seed, labels), out, columns=columns)
 
 
 def interpolation_strips(

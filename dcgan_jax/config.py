@@ -15,8 +15,10 @@ from pathlib import Path
 
 import ml_collections
 
-DATASETS = ("fashion_mnist", "mnist", "synthetic")
-GENERATOR_LOSSES = ("non_saturating", "minimax")
+from dcgan_jax.losses import GENERATOR_LOSSES, LOSSES
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder", "synthetic")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 SPLITS = ("train", "test")
 ON_DIVERGENCE = ("stop", "restore")
 EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (dcgan_jax/assets/classifiers).
@@ -38,6 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.dataset.data_dir = ""
     config.dataset.split = "train"
     config.dataset.num_synthetic = 2048  # Images in the in-memory synthetic set.
+    # celeb_a and image_folder: centre-cropped and resized to this many pixels a side (0: celeb_a 64,
+    # image_folder the smallest image's shorter side). cifar10 and the MNISTs keep their own size.
+    config.dataset.image_size = 0
 
     config.model = ml_collections.ConfigDict()
     config.model.latent_dim = 100
@@ -51,14 +56,24 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.g_output_bias = True
     config.model.d_batch_norm = True  # BatchNorm on D's layers after the first.
     config.model.d_dropout = 0.0  # Dropout after each of D's convolutions.
+    config.model.spectral_norm = False  # On D's layers (Miyato et al. 2018).
+    # > 0: class-conditional, labels from the dataset: a label embedding into G and a projection D.
+    config.model.num_classes = 0
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 2e-4
+    # Two time-scale update rule (Heusel et al. 2017): each network's own rate; 0 = learning_rate.
+    config.optimizer.g_learning_rate = 0.0
+    config.optimizer.d_learning_rate = 0.0
     config.optimizer.beta1 = 0.5
     config.optimizer.beta2 = 0.999
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.generator = "non_saturating"
+    config.loss.name = "bce"  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
+    config.loss.generator = "non_saturating"  # For bce: or "minimax".
+    config.loss.gp_weight = 10.0  # wgan_gp's gradient penalty weight (Gulrajani et al.).
+    config.loss.r1_gamma = 0.0  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
+    config.loss.r1_every = 1  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
 
     config.eval = ml_collections.ConfigDict()
     # FID, KID, precision/recall, IS and class coverage on classifier features (fashion_mnist and
@@ -70,10 +85,15 @@ def default_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 64  # Global: split across all devices.
     config.train.num_steps = 10_000  # Generator updates.
-    config.train.d_steps = 1  # Discriminator updates per generator update.
+    config.train.d_steps = 0  # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
     # G trains on the fake batch of D's (last) update, as the PyTorch DCGAN example does: one
     # generator forward pass per step instead of two. Off: G gets a fresh batch (the paper's way).
     config.train.reuse_fake = False
+    # Exponential moving average of G's parameters (Yazici et al. 2019); samples, grids and the
+    # evaluation use it when on. 0 = off; 0.999 is typical. Warmed up: min(decay, (1+step)/(10+step)).
+    config.train.ema_decay = 0.0
+    # bfloat16: activations and matmuls in bfloat16, parameters and optimizer state in float32.
+    config.train.compute_dtype = "float32"
     config.train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
     config.train.log_every = 100
     config.train.sample_every = 500
@@ -86,6 +106,21 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.on_divergence = "stop"
     config.train.divergence_lr_factor = 0.5
     config.train.max_divergence_restores = 3
+    return config
+
+
+def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy with the "0 = automatic" fields filled in, as the run uses them (and config.json shows)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    if config.train.d_steps == 0:
+        config.train.d_steps = 5 if config.loss.name == "wgan_gp" else 1
+    return config
+
+
+def with_defaults(stored: dict | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A stored config (a checkpoint's) with the fields added since it was written at their defaults."""
+    config = default_config()
+    config.update(ml_collections.ConfigDict(dict(stored)))
     return config
 
 
@@ -111,7 +146,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first impossible value, naming its flag."""
     _choice(config, "dataset.name", DATASETS)
     _choice(config, "dataset.split", SPLITS)
+    _choice(config, "loss.name", LOSSES)
     _choice(config, "loss.generator", GENERATOR_LOSSES)
+    _choice(config, "train.compute_dtype", COMPUTE_DTYPES)
+    if config.loss.name == "wgan_gp" and config.model.d_batch_norm:
+        raise ConfigError(
+            "--config.loss.name=wgan_gp: the gradient penalty is per image, and BatchNorm in D mixes the "
+            "images of a batch (Gulrajani et al. drop it); add --config.model.d_batch_norm=false"
+        )
+    for field in ("loss.gp_weight", "loss.r1_gamma", "model.num_classes", "train.d_steps", "dataset.image_size"):
+        if _get(config, field) < 0:
+            raise ConfigError(f"--config.{field}={_get(config, field)}: must be >= 0")
+    if not 0.0 <= config.train.ema_decay < 1.0:
+        raise ConfigError(f"--config.train.ema_decay={config.train.ema_decay}: must be in [0, 1) (0 = off)")
+    for field in ("optimizer.g_learning_rate", "optimizer.d_learning_rate"):
+        if not 0.0 <= _get(config, field) < 1.0:
+            raise ConfigError(
+                f"--config.{field}={_get(config, field)}: must be in [0, 1) (0 = optimizer.learning_rate)"
+            )
+    if config.dataset.name == "image_folder" and not config.dataset.data_dir:
+        raise ConfigError("--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR (a folder of images)")
     _choice(config, "train.on_divergence", ON_DIVERGENCE)
     _choice(config, "model.g_activation", ("relu", "leaky_relu"))
     if not 0.0 <= config.model.d_dropout < 1.0:
@@ -136,7 +190,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "optimizer.learning_rate",
         "train.batch_size",
         "train.num_steps",
-        "train.d_steps",
+        "loss.r1_every",
         "train.log_every",
         "train.sample_every",
         "train.checkpoint_every",

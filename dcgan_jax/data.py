@@ -3,8 +3,9 @@ function of (seed, batch index) so that a resumed run sees exactly the batches
 an uninterrupted run would have seen.
 
 Sources: a folder of the four standard IDX ``.gz`` files (offline), TFDS
-(imported lazily: TensorFlow is only needed to download and prepare), or an
-in-memory synthetic set for tests.
+(imported lazily: TensorFlow is only needed to download and prepare; cifar10 and
+celeb_a come only this way), a researcher's folder of PNG/JPEG files
+(``image_folder``), or an in-memory synthetic set for tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 DATA_DIR_ENV = "DCGAN_JAX_DATA_DIR"
 IDX_FILES = {
@@ -23,7 +25,12 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _IDX_UBYTE = 0x08
-IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "synthetic": (28, 28, 1)}
+IDX_DATASETS = ("fashion_mnist", "mnist")  # Also readable from a folder of IDX files.
+SYNTHETIC_SHAPE = (28, 28, 1)
+DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
+CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_UNREADABLE_FRACTION = 0.1  # image_folder: above this share of broken files, stop rather than skip.
 
 
 class DataError(RuntimeError):
@@ -74,10 +81,13 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     return images[..., None], labels
 
 
-def load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a TFDS dataset with ``tfds.data_source`` (downloading it first if needed)."""
+def load_tfds(
+    name: str, split: str, image_size: int = 0, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a TFDS dataset with ``tfds.data_source`` (downloading it first if needed) into
+    memory; celeb_a is cropped to its central face square and resized to ``image_size`` on the way,
+    and, having no class labels, gets label 0 everywhere."""
     import tensorflow_datasets as tfds
-    from absl import logging
 
     logging.info(
         "No dataset.data_dir: reading %s/%s through TFDS, which downloads and prepares it on first use. "
@@ -87,17 +97,91 @@ def load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         DATA_DIR_ENV,
     )
     try:
-        source = tfds.data_source(name, split=split)
+        source = tfds.data_source(name, split=split, data_dir=str(data_dir) if data_dir else None)
     except Exception as e:  # TFDS raises many types for "cannot download / prepare".
         raise DataError(
             f"TFDS could not provide {name}/{split} ({type(e).__name__}: {e}).\n"
             f"Without internet, point the run at a folder of the four IDX .gz files: "
             f"--config.dataset.data_dir=/path/to/{name} or {DATA_DIR_ENV}=/path/holding/{name}/"
         ) from e
-    records = [source[i] for i in range(len(source))]
-    images = np.stack([r["image"] for r in records]).astype(np.uint8)
-    labels = np.array([r["label"] for r in records], dtype=np.int64)
-    return images, labels
+    images, labels = [], []
+    for i in range(len(source)):
+        record = source[i]
+        image = np.asarray(record["image"], np.uint8)
+        if name == "celeb_a":
+            image = crop_and_resize(image, image_size or DEFAULT_IMAGE_SIZE, crop=CELEB_A_CROP)
+        images.append(image)
+        labels.append(int(record.get("label", 0)))
+    return np.stack(images), np.array(labels, dtype=np.int64)
+
+
+def crop_and_resize(image: np.ndarray, size: int, crop: int | None = None) -> np.ndarray:
+    """The central ``crop`` square (default: the shorter side) of an HWC uint8 image, resized to
+    ``size`` x ``size`` with a bicubic filter (antialiased when shrinking)."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    side = min(crop or min(height, width), height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[top : top + side, left : left + side]
+    channels = square.shape[2]
+    pil = Image.fromarray(square[..., 0] if channels == 1 else square)
+    resized = np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC), np.uint8)
+    return resized.reshape(size, size, channels)
+
+
+def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Every PNG/JPEG under ``folder`` (recursively), centre-cropped and resized, as uint8 NHWC with
+    one channel when all are grey, else RGB. Labels: the index of each file's top-level sub-folder
+    (sorted by name) when there are at least two, else 0. A few unreadable files are skipped with a
+    warning; more than a tenth of them, or no image at all, is a DataError."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"dataset.data_dir {folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not paths:
+        others = ", ".join(p.name for p in files[:3])
+        found = f"; it holds {len(files)} other files ({others}{', ...' if len(files) > 3 else ''})" if files else ""
+        raise DataError(f"no PNG or JPEG images under {folder}{found}")
+    size = image_size or DEFAULT_IMAGE_SIZE
+    pictures, unreadable = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as picture:
+                picture.load()
+                grey = picture.mode in ("1", "L", "LA", "I", "I;16", "F")
+                pictures.append((path, np.asarray(picture.convert("L" if grey else "RGB")), grey))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            unreadable.append((path, e))
+    if len(unreadable) > MAX_UNREADABLE_FRACTION * len(paths):
+        path, error = unreadable[0]
+        raise DataError(
+            f"{len(unreadable)} of {len(paths)} image files under {folder} cannot be read, e.g. {path}: {error}"
+        )
+    if unreadable:
+        logging.warning(
+            "Skipped %d of %d image files under %s that cannot be read, e.g. %s",
+            len(unreadable), len(paths), folder, unreadable[0][0],
+        )  # fmt: skip
+    all_grey = all(grey for _, _, grey in pictures)
+    images = []
+    for _, pixels, grey in pictures:
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
+        if not all_grey and grey:
+            pixels = np.repeat(pixels, 3, axis=2)
+        images.append(crop_and_resize(pixels, size))
+    top_level = [path.relative_to(folder).parts for path, _, _ in pictures]
+    classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
+    if len(classes) >= 2:
+        labels = np.array([classes.index(parts[0]) if len(parts) > 1 else 0 for parts in top_level], np.int64)
+        logging.info("image_folder %s: %d classes from its sub-folders: %s", folder, len(classes), ", ".join(classes))
+    else:
+        labels = np.zeros(len(images), np.int64)
+    return np.stack(images), labels
 
 
 def synthetic_images(num: int, seed: int, shape=(28, 28, 1)) -> tuple[np.ndarray, np.ndarray]:
@@ -125,11 +209,16 @@ def resolve_data_dir(dataset_config) -> Path | None:
 
 def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The configured split as (images uint8 NHWC, labels)."""
-    if dataset_config.name == "synthetic":
-        return synthetic_images(dataset_config.num_synthetic, seed, IMAGE_SHAPES["synthetic"])
+    name, image_size = dataset_config.name, dataset_config.get("image_size", 0)
+    if name == "synthetic":
+        return synthetic_images(dataset_config.num_synthetic, seed, SYNTHETIC_SHAPE)
+    if name == "image_folder":
+        return load_image_folder(dataset_config.data_dir, image_size)
+    if name not in IDX_DATASETS:  # data_dir, if any, is a TFDS data folder holding the prepared dataset.
+        return load_tfds(name, dataset_config.split, image_size, dataset_config.data_dir or None)
     data_dir = resolve_data_dir(dataset_config)
     if data_dir is None:
-        return load_tfds(dataset_config.name, dataset_config.split)
+        return load_tfds(name, dataset_config.split)
     return load_idx_folder(data_dir, dataset_config.split)
 
 
@@ -149,10 +238,11 @@ class BatchOrder:
     partial batch of each epoch is dropped so that every batch has the same shape.
     """
 
-    def __init__(self, images: np.ndarray, batch_size: int, seed: int):
+    def __init__(self, images: np.ndarray, batch_size: int, seed: int, labels: np.ndarray | None = None):
         if len(images) < batch_size:
             raise DataError(f"the dataset has {len(images)} images, fewer than one batch of {batch_size}")
         self.images = images
+        self.labels = np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
         self.batch_size = batch_size
         self.seed = seed
         self.batches_per_epoch = len(images) // batch_size
@@ -171,3 +261,7 @@ class BatchOrder:
         """Float32 images in [-1, 1], shape (batch_size, H, W, C); only ``rows`` of it when given
         (a process's share of a global batch)."""
         return to_model_range(self.images[self.indices(batch_index)[rows]])
+
+    def labels_of(self, batch_index: int, rows: slice = slice(None)) -> np.ndarray:
+        """The class labels (int32) of :meth:`batch` with the same arguments."""
+        return self.labels[self.indices(batch_index)[rows]]

@@ -97,10 +97,15 @@ class Evaluator:
         self.real_hist = metrics.class_histogram(self.real_probs, classifier.NUM_CLASSES)
         self.real_radii = metrics.kth_neighbour_radii(self.real_features, k=3)
 
-    def __call__(self, images: np.ndarray, min_samples: int = MIN_SAMPLES) -> dict[str, float]:
+    def __call__(self, images: np.ndarray, min_samples: int = MIN_SAMPLES, labels: np.ndarray | None = None) -> dict:
+        """Scores of ``images``; with ``labels`` (the classes a conditional generator was asked for)
+        also how often the classifier agrees with them, overall and per class."""
         images = check_images(images, min_samples)
         features, probs = self.features_and_probs(images)
-        return self.score_features(features, probs)
+        scores = self.score_features(features, probs)
+        if labels is not None:
+            scores.update(class_agreement(probs, labels))
+        return scores
 
     def score_features(self, features: np.ndarray, probs: np.ndarray) -> dict:
         mu, cov = metrics.mean_and_cov(features)
@@ -122,6 +127,18 @@ class Evaluator:
         }
 
 
+def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """The share of samples the classifier puts in their requested class: overall and per class
+    (NaN for a class never requested)."""
+    labels = np.asarray(labels)
+    if labels.shape != (len(probs),):
+        raise EvaluationError(f"labels: one per image expected, shape ({len(probs)},), got {labels.shape}")
+    agrees = np.argmax(probs, axis=1) == labels
+    per_class = [float(np.mean(agrees[labels == c])) if np.any(labels == c) else float("nan")
+                 for c in range(probs.shape[1])]  # fmt: skip
+    return {"class_agreement": float(np.mean(agrees)), "class_agreement_per_class": per_class}
+
+
 _EVALUATORS: dict[tuple, Evaluator] = {}
 
 
@@ -132,17 +149,19 @@ def evaluate(
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     min_samples: int = MIN_SAMPLES,
+    labels: np.ndarray | None = None,
 ) -> dict:
     """Scores ``images`` (N, 28, 28, 1) in [-1, 1] against the real ``split`` of ``dataset``.
 
     Returns fid, kid, kid_std, precision, recall, inception_score, classes_covered,
-    class_kl, class_histogram and num_samples. The classifier and reference are loaded
-    once per (dataset, split, data_dir, cache_dir) in this process.
+    class_kl, class_histogram and num_samples; with ``labels`` (the classes a conditional
+    generator was asked for) also class_agreement and class_agreement_per_class. The classifier
+    and reference are loaded once per (dataset, split, data_dir, cache_dir) in this process.
     """
     key = (dataset, split, str(data_dir), str(cache_dir))
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(dataset, split, data_dir, cache_dir)
-    return _EVALUATORS[key](images, min_samples)
+    return _EVALUATORS[key](images, min_samples, labels)
 
 
 SUMMARY_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "inception_score", "classes_covered", "class_kl")
@@ -150,7 +169,8 @@ SUMMARY_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "inception_score
 
 def scalar_metrics(scores: dict, prefix: str = "eval/") -> dict[str, float]:
     """The scores that are one number each, named for the metrics log."""
-    return {prefix + k: float(scores[k]) for k in SUMMARY_KEYS}
+    keys = SUMMARY_KEYS + (("class_agreement",) if "class_agreement" in scores else ())
+    return {prefix + k: float(scores[k]) for k in keys}
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -167,7 +187,7 @@ def evaluate_run(
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None) and writes
     ``workdir/eval/step_<N>.json`` for each."""
-    from dcgan_jax import analysis
+    from dcgan_jax import analysis, train_step
 
     workdir = Path(workdir)
     rows, evaluator = [], None
@@ -178,8 +198,12 @@ def evaluate_run(
         if evaluator is None:
             dataset = run.config.dataset
             evaluator = Evaluator(dataset.name, run.config.get("eval", {}).get("split", "test"), dataset.data_dir)
-        images = np.concatenate([run.sample(n, seed=seed + i) for i, n in enumerate(_chunks(num_samples))])
-        scores = evaluator(images)
+        labels = np.asarray(train_step.eval_labels(num_samples, run.num_classes)) if run.num_classes else None
+        images = np.concatenate([
+            run.sample(n, seed=seed + i, labels=None if labels is None else labels[i * 1000 : i * 1000 + n])
+            for i, n in enumerate(_chunks(num_samples))
+        ])  # fmt: skip
+        scores = evaluator(images, labels=labels)
         row = {"step": step, **scores, "seconds": time.monotonic() - started}
         out = workdir / "eval" / f"step_{step:07d}.json"
         out.parent.mkdir(exist_ok=True)

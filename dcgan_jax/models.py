@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -90,25 +91,27 @@ class UpsampleConv(nn.Module):
     features: int
     kernel_size: int = 5
     use_bias: bool = True
+    dtype: Any = jnp.float32  # Computation; the parameters stay float32.
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
         kernel = self.param("kernel", DCGAN_INIT, (k, k, x.shape[-1], self.features))
-        y = upsample_conv(x, kernel)
+        y = upsample_conv(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
         return y
 
 
-def _batch_norm(momentum: float, train: bool) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5)
+def _batch_norm(momentum: float, train: bool, dtype) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5, dtype=dtype)
 
 
 class Generator(nn.Module):
-    """z (N, latent_dim) -> images (N, H, W, C) in [-1, 1]: project to a small map, optionally
-    some stride-1 convolutions there, then stride-2 upsampling, BatchNorm and ReLU (or LeakyReLU)
-    between layers, tanh out. Every convolution halves the channels."""
+    """z (N, latent_dim) [and labels (N,)] -> images (N, H, W, C) in [-1, 1]: project to a small map,
+    optionally some stride-1 convolutions there, then stride-2 upsampling, BatchNorm and ReLU (or
+    LeakyReLU) between layers, tanh out. Every convolution halves the channels. Conditional
+    (``num_classes`` > 0): a learned label embedding is concatenated to z."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     base_width: int = 64
@@ -118,65 +121,104 @@ class Generator(nn.Module):
     stride1_layers: int = 0
     activation: str = "relu"
     output_bias: bool = True
+    num_classes: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, z: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, z: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
         height, width, channels = self.image_shape
         steps = num_resolution_steps(height)
         base = height >> steps
         features = self.base_features or self.base_width * 2 ** (steps - 1)
         act = nn.relu if self.activation == "relu" else functools.partial(nn.leaky_relu, negative_slope=0.2)
-        x = nn.Dense(base * base * features, use_bias=False, kernel_init=DCGAN_INIT)(z)
-        x = act(_batch_norm(self.bn_momentum, train)(x))
+        if self.num_classes:
+            _check_labels(labels, z.shape[0])
+            embedding = nn.Embed(self.num_classes, z.shape[-1], embedding_init=nn.initializers.normal(1.0))
+            z = jnp.concatenate([z, embedding(labels)], axis=-1)
+        x = nn.Dense(base * base * features, use_bias=False, kernel_init=DCGAN_INIT, dtype=self.dtype)(z)
+        x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
         x = x.reshape(-1, base, base, features)
         k = (self.kernel_size, self.kernel_size)
         for i in range(self.stride1_layers):
             features //= 2
-            x = nn.Conv(features, k, padding="SAME", use_bias=False, kernel_init=DCGAN_INIT, name=f"same{i}")(x)
-            x = act(_batch_norm(self.bn_momentum, train)(x))
+            x = nn.Conv(
+                features, k, padding="SAME", use_bias=False, kernel_init=DCGAN_INIT, dtype=self.dtype, name=f"same{i}"
+            )(x)
+            x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
         for i in range(steps - 1):
             features //= 2
-            x = UpsampleConv(features, self.kernel_size, use_bias=False, name=f"up{i}")(x)
-            x = act(_batch_norm(self.bn_momentum, train)(x))
-        x = UpsampleConv(channels, self.kernel_size, use_bias=self.output_bias, name=f"up{steps - 1}")(x)
-        return jnp.tanh(x)
+            x = UpsampleConv(features, self.kernel_size, use_bias=False, dtype=self.dtype, name=f"up{i}")(x)
+            x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
+        x = UpsampleConv(
+            channels, self.kernel_size, use_bias=self.output_bias, dtype=self.dtype, name=f"up{steps - 1}"
+        )(x)
+        return jnp.tanh(x).astype(jnp.float32)
+
+
+def _check_labels(labels: jax.Array | None, batch_size: int) -> None:
+    if labels is None or labels.shape != (batch_size,):
+        got = None if labels is None else labels.shape
+        raise ValueError(f"a class-conditional model needs one label per image: shape ({batch_size},), got {got}")
 
 
 class Discriminator(nn.Module):
-    """images -> one logit each: stride-2 convolutions (no pooling), LeakyReLU(0.2), BatchNorm
-    on every layer but the input one (or nowhere), optional dropout, and a linear read-out."""
+    """images [and labels] -> one logit each: stride-2 convolutions (no pooling), LeakyReLU(0.2),
+    BatchNorm on every layer but the input one (or nowhere), optional dropout and spectral
+    normalisation, and a linear read-out. Conditional: a projection discriminator (Miyato &
+    Koyama 2018), logit = w.h + embed(y).h on the flattened features h."""
 
     base_width: int = 64
     kernel_size: int = 5
     bn_momentum: float = 0.9
     batch_norm: bool = True
     dropout: float = 0.0  # Needs a "dropout" rng when training.
+    spectral_norm: bool = False  # Power-iteration state in "batch_stats", updated when training.
+    num_classes: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
+        def layer(module: nn.Module, h: jax.Array) -> jax.Array:
+            if self.spectral_norm:
+                return nn.SpectralNorm(module, collection_name="batch_stats")(h, update_stats=train)
+            return module(h)
+
         k = (self.kernel_size, self.kernel_size)
+        x = x.astype(self.dtype)
         for i in range(num_resolution_steps(x.shape[1])):
             normalised = self.batch_norm and i > 0
-            x = nn.Conv(
+            conv = nn.Conv(
                 self.base_width * 2**i, k, strides=(2, 2), padding="SAME", use_bias=not normalised,
-                kernel_init=DCGAN_INIT,
-            )(x)  # fmt: skip
+                kernel_init=DCGAN_INIT, dtype=self.dtype,
+            )  # fmt: skip
+            x = layer(conv, x)
             if normalised:
-                x = _batch_norm(self.bn_momentum, train)(x)
+                x = _batch_norm(self.bn_momentum, train, self.dtype)(x)
             x = nn.leaky_relu(x, 0.2)
             if self.dropout:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(1, kernel_init=DCGAN_INIT)(x.reshape(x.shape[0], -1))[:, 0]
+        h = x.reshape(x.shape[0], -1)
+        logits = layer(nn.Dense(1, kernel_init=DCGAN_INIT, dtype=self.dtype), h)[:, 0]
+        if self.num_classes:
+            _check_labels(labels, h.shape[0])
+            embedding = nn.Embed(self.num_classes, h.shape[-1], embedding_init=DCGAN_INIT, dtype=self.dtype)
+            logits = logits + jnp.sum(embedding(labels) * h, axis=-1)
+        return logits.astype(jnp.float32)
 
 
 def make_sampler(generator: Generator):
-    """``sample(variables, z)``, jitted, with BatchNorm's running averages: each image then
-    depends only on its own latent vector, not on the rest of the batch. The training sample
-    grids and ``dcgan_jax.load().sample`` both use it, so they show the same thing."""
-    return jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
+    """``sample(variables, z, labels=None)``, jitted, with BatchNorm's running averages: each image
+    then depends only on its own latent vector (and label), not on the rest of the batch. The
+    training sample grids and ``dcgan_jax.load().sample`` both use it, so they show the same thing."""
+    return jax.jit(lambda variables, z, labels=None: generator.apply(variables, z, train=False, labels=labels))
 
 
-def build(model_config, image_shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = "float32"):
+    """(Generator, Discriminator) for ``config.model``; ``compute_dtype`` is ``train.compute_dtype``."""
+    dtype = COMPUTE_DTYPES[compute_dtype]
     generator = Generator(
         image_shape=tuple(image_shape),
         base_width=model_config.base_width,
@@ -186,6 +228,8 @@ def build(model_config, image_shape: tuple[int, int, int]) -> tuple[Generator, D
         stride1_layers=model_config.g_stride1_layers,
         activation=model_config.g_activation,
         output_bias=model_config.g_output_bias,
+        num_classes=model_config.num_classes,
+        dtype=dtype,
     )
     discriminator = Discriminator(
         base_width=model_config.base_width,
@@ -193,5 +237,8 @@ def build(model_config, image_shape: tuple[int, int, int]) -> tuple[Generator, D
         bn_momentum=model_config.bn_momentum,
         batch_norm=model_config.d_batch_norm,
         dropout=model_config.d_dropout,
+        spectral_norm=model_config.spectral_norm,
+        num_classes=model_config.num_classes,
+        dtype=dtype,
     )
     return generator, discriminator

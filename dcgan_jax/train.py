@@ -27,11 +27,13 @@ from dcgan_jax import config as config_lib
 from dcgan_jax.train_step import (
     TrainState,
     compile_train_step,
+    components,
+    eval_labels,
     eval_latents,
     fixed_latents,
+    grid_labels,
     init_state,
     learning_rates,
-    make_optimizer,
     make_train_step,
     nonfinite_networks,
     with_learning_rates,
@@ -106,24 +108,35 @@ class _Trainer:
         self.config, self.workdir, self.is_main = config, workdir, is_main
         self.mesh = parallel.make_mesh()
         parallel.check_batch_size(config.train.batch_size, self.mesh)
-        self.train_images, _ = data.load_dataset(config.dataset, config.seed)
+        self.train_images, train_labels = data.load_dataset(config.dataset, config.seed)
         self.image_shape = tuple(int(d) for d in self.train_images.shape[1:])
         try:
             models.num_resolution_steps(self.image_shape[0])
         except ValueError as e:
             raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
-        self.generator, self.discriminator = models.build(config.model, self.image_shape)
-        self.optimizer = make_optimizer(config.optimizer)
+        num_classes = config.model.num_classes
+        if num_classes and int(train_labels.max()) >= num_classes:
+            raise config_lib.ConfigError(
+                f"--config.model.num_classes={num_classes}: {config.dataset.name} has labels up to "
+                f"{int(train_labels.max())}; use --config.model.num_classes={int(train_labels.max()) + 1}"
+            )
+        self.generator, self.discriminator, self.optimizers, self.game = components(config, self.image_shape)
         self.checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-        self.batches = data.BatchOrder(self.train_images, config.train.batch_size, config.seed)
+        self.batches = data.BatchOrder(self.train_images, config.train.batch_size, config.seed, train_labels)
         self.batch_shape = (config.train.d_steps, config.train.batch_size, *self.image_shape)
         self.batch_sharding = parallel.batch_sharded(self.mesh, leading_axes=1)
         self.my_rows = parallel.process_rows(self.batch_sharding, self.batch_shape, axis=1)
         self.sample = models.make_sampler(self.generator)
         self.nonfinite = jax.jit(nonfinite_networks)
+        replicated = parallel.replicated(self.mesh)
+        # The grids' latents and (conditional) labels: one row per class.
+        self.grid_columns, self.grid_labels = None, None
+        num_grid = config.train.num_samples
+        if num_classes:
+            self.grid_columns, labels = grid_labels(num_grid, num_classes)
+            self.grid_labels, num_grid = jax.device_put(labels, replicated), len(labels)
         self.latents = jax.device_put(
-            np.asarray(fixed_latents(config.seed, config.train.num_samples, config.model.latent_dim)),
-            parallel.replicated(self.mesh),
+            np.asarray(fixed_latents(config.seed, num_grid, config.model.latent_dim)), replicated
         )
         self.writer: writers.MetricsWriter | None = None
         self.train_step = None
@@ -131,6 +144,7 @@ class _Trainer:
         if config.eval.every:
             self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
             self.eval_latents = eval_latents(config.seed, config.eval.num_samples, config.model.latent_dim)
+            self.eval_labels = eval_labels(config.eval.num_samples, num_classes) if num_classes else None
             self.best = checkpoints.Checkpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
             if self.best.all_steps():
                 self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))
@@ -144,14 +158,21 @@ class _Trainer:
             jax.devices()[0].platform, config.train.batch_size // mesh.size, config.train.batch_size,
             jax.process_index(), jax.process_count(),
         )  # fmt: skip
+        if config.dataset.name not in config_lib.EVAL_DATASETS:
+            logging.info(
+                "No built-in evaluation for %s: FID/KID/precision-recall here use classifiers trained on the 28x28 "
+                "grey datasets, and FID with Inception features needs weights this package does not download. "
+                "Judge the sample grids, or score samples from dcgan_jax.load(...).sample() with your own tools.",
+                config.dataset.name,
+            )
 
     def initial_state(self) -> TrainState:
         config = self.config
         # Created inside jit so that it is born replicated over the whole mesh, every process included.
         return jax.jit(
             lambda: init_state(
-                self.generator, self.discriminator, self.optimizer, config.seed, self.image_shape,
-                config.model.latent_dim,
+                self.generator, self.discriminator, self.optimizers, config.seed, self.image_shape,
+                config.model.latent_dim, ema=config.train.ema_decay > 0,
             ),
             out_shardings=parallel.replicated(self.mesh),
         )()  # fmt: skip
@@ -180,40 +201,44 @@ class _Trainer:
             self.writer.close()
         self.writer = writers.MetricsWriter(self.workdir, resume_step=step, enabled=self.is_main)
 
-    def real_batches(self, step: int) -> jax.Array:
-        """This process's rows of the step's ``d_steps`` global batches, as one global array."""
-        d_steps = self.config.train.d_steps
-        local = np.stack([self.batches.batch(step * d_steps + i, self.my_rows) for i in range(d_steps)])
-        return parallel.global_array(local, self.batch_sharding, self.batch_shape)
+    def real_batches(self, step: int) -> tuple[jax.Array, jax.Array]:
+        """This process's rows of the step's ``d_steps`` global batches and their labels, as global arrays."""
+        indices = [step * self.config.train.d_steps + i for i in range(self.config.train.d_steps)]
+        local_images = np.stack([self.batches.batch(i, self.my_rows) for i in indices])
+        local_labels = np.stack([self.batches.labels_of(i, self.my_rows) for i in indices])
+        return (
+            parallel.global_array(local_images, self.batch_sharding, self.batch_shape),
+            parallel.global_array(local_labels, self.batch_sharding, self.batch_shape[:2]),
+        )
 
     def compile(self, state: TrainState) -> None:
-        config = self.config
-        step_fn = make_train_step(
-            self.generator, self.discriminator, self.optimizer, config.loss.generator, config.model.latent_dim,
-            config.train.reuse_fake,
-        )  # fmt: skip
+        step_fn = make_train_step(self.generator, self.discriminator, self.optimizers, self.game)
         compile_start = time.monotonic()
         step = int(parallel.to_host(state.step))
-        self.train_step = compile_train_step(step_fn, self.mesh).lower(state, self.real_batches(step)).compile()
+        self.train_step = compile_train_step(step_fn, self.mesh).lower(state, *self.real_batches(step)).compile()
         logging.info("Compiled the train step in %.1f s.", time.monotonic() - compile_start)
 
     def save_samples(self, state: TrainState, step: int) -> None:
-        grid_images = parallel.to_host(self.sample(state.generator_variables(), self.latents))
+        """The grid of fixed latents (with the EMA generator when kept; one row per class when conditional)."""
+        grid_images = parallel.to_host(self.sample(state.generator_variables(ema=True), self.latents, self.grid_labels))
         if self.is_main:
-            path = images.save_grid(grid_images, self.workdir / "samples" / f"step_{step:07d}.png")
-            self.writer.write_image(step, "samples", images.make_grid(grid_images))
+            path = images.save_grid(
+                grid_images, self.workdir / "samples" / f"step_{step:07d}.png", columns=self.grid_columns
+            )
+            self.writer.write_image(step, "samples", images.make_grid(grid_images, columns=self.grid_columns))
             logging.info("Wrote %s", path)
 
     def evaluate(self, state: TrainState, step: int) -> None:
         """Scores ``eval.num_samples`` samples of fixed latents; a new lowest FID replaces best_checkpoint/."""
         started = time.monotonic()
         replicated = parallel.replicated(self.mesh)
-        variables = state.generator_variables()
-        chunks = [
-            parallel.to_host(self.sample(variables, jax.device_put(self.eval_latents[i : i + 1000], replicated)))
-            for i in range(0, self.config.eval.num_samples, 1000)
-        ]
-        scores = self.evaluator(np.concatenate(chunks))
+        variables = state.generator_variables(ema=True)
+        chunks = []
+        for i in range(0, self.config.eval.num_samples, 1000):
+            z = jax.device_put(self.eval_latents[i : i + 1000], replicated)
+            labels = None if self.eval_labels is None else jax.device_put(self.eval_labels[i : i + 1000], replicated)
+            chunks.append(parallel.to_host(self.sample(variables, z, labels)))
+        scores = self.evaluator(np.concatenate(chunks), labels=None if self.eval_labels is None else self.eval_labels)
         self.writer.write_scalars(step, evaluation.scalar_metrics(scores))
         logging.info(
             "eval step %d: FID %.3f | KID %.4f +- %.4f | precision %.3f recall %.3f | IS %.2f | "
@@ -221,6 +246,10 @@ class _Trainer:
             step, scores["fid"], scores["kid"], scores["kid_std"], scores["precision"], scores["recall"],
             scores["inception_score"], scores["classes_covered"], scores["class_kl"], time.monotonic() - started,
         )  # fmt: skip
+        if "class_agreement" in scores:
+            logging.info("eval step %d: the classifier agrees with the requested class for %.1f%% of samples (%s)",
+                         step, 100 * scores["class_agreement"],
+                         " ".join(f"{a:.2f}" for a in scores["class_agreement_per_class"]))  # fmt: skip
         if scores["fid"] < self.best_fid:
             self.best_fid = scores["fid"]
             self.check_finite(state, step)
@@ -267,7 +296,7 @@ class _Trainer:
         stopped_by = None
         with _stop_requests() as stop_signals:
             while step < cfg.num_steps:
-                state, metrics = self.train_step(state, self.real_batches(step))
+                state, metrics = self.train_step(state, *self.real_batches(step))
                 pending.append(metrics)
                 step += 1
                 at_log = step % cfg.log_every == 0
@@ -369,6 +398,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
     """Trains (or resumes) the run in ``workdir`` and returns its final state."""
     started = time.monotonic()
     config_lib.validate(config)
+    config = config_lib.resolved(config)
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)

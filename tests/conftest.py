@@ -45,12 +45,12 @@ def tiny_config(**train_overrides):
 
 def restore_full_state(workdir, config):
     """The newest checkpoint of a 28x28 run in ``workdir`` as a TrainState."""
-    from dcgan_jax import checkpoints, models
-    from dcgan_jax.train_step import init_state, make_optimizer
+    from dcgan_jax import checkpoints
+    from dcgan_jax.train_step import components, init_state
 
-    generator, discriminator = models.build(config.model, (28, 28, 1))
-    optimizer = make_optimizer(config.optimizer)
-    target = init_state(generator, discriminator, optimizer, config.seed, (28, 28, 1), config.model.latent_dim)
+    parts = components(config, (28, 28, 1))
+    target = init_state(parts.generator, parts.discriminator, parts.optimizers, config.seed, (28, 28, 1),
+                        config.model.latent_dim, ema=config.train.ema_decay > 0)  # fmt: skip
     return checkpoints.Checkpointer(workdir, create=False).restore(target)
 
 

@@ -44,7 +44,15 @@ def test_required_fields_exist():
         ("optimizer.learning_rate", 5.0, "--config.optimizer.learning_rate=5.0: must be finite and below 1"),
         ("train.batch_size", 0, "--config.train.batch_size=0: must be > 0"),
         ("train.num_steps", -5, "--config.train.num_steps=-5"),
-        ("train.d_steps", 0, "--config.train.d_steps=0"),
+        ("train.d_steps", -1, "--config.train.d_steps=-1: must be >= 0"),
+        ("loss.name", "wgan", "--config.loss.name='wgan': must be one of bce, hinge, lsgan, wgan_gp"),
+        ("loss.name", "wgan_gp", "--config.loss.name=wgan_gp: .*add --config.model.d_batch_norm=false"),
+        ("loss.r1_every", 0, "--config.loss.r1_every=0: must be > 0"),
+        ("train.ema_decay", 1.0, r"--config.train.ema_decay=1.0: must be in \[0, 1\)"),
+        ("train.compute_dtype", "float16", "--config.train.compute_dtype='float16': must be one of float32, bfloat16"),
+        ("optimizer.d_learning_rate", 2.0, r"--config.optimizer.d_learning_rate=2.0: must be in \[0, 1\)"),
+        ("model.num_classes", -1, "--config.model.num_classes=-1: must be >= 0"),
+        ("dataset.name", "image_folder", "--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR"),
         ("optimizer.beta1", 1.0, r"--config.optimizer.beta1=1.0: must be in \[0, 1\)"),
         ("loss.generator", "hinge", "--config.loss.generator='hinge': must be one of non_saturating, minimax"),
         ("dataset.name", "cifar", "--config.dataset.name='cifar'"),
@@ -100,3 +108,20 @@ def test_launch_without_data_says_how_to_point_at_local_files(tmp_path):
     )
     assert result.returncode == 2
     assert f"dataset.data_dir {tmp_path / 'none'} is not a folder" in result.stderr
+
+
+def test_automatic_fields_resolve_as_the_run_uses_them():
+    config = config_lib.default_config()
+    assert config.train.d_steps == 0 and config_lib.resolved(config).train.d_steps == 1
+    config.loss.name = "wgan_gp"
+    assert config_lib.resolved(config).train.d_steps == 5
+    config.train.d_steps = 2
+    assert config_lib.resolved(config).train.d_steps == 2
+
+
+def test_a_stored_config_from_before_a_field_existed_gets_its_default():
+    stored = config_lib.default_config().to_dict()
+    del stored["train"]["ema_decay"], stored["loss"]["name"]
+    stored["model"]["base_width"] = 32
+    config = config_lib.with_defaults(stored)
+    assert config.train.ema_decay == 0.0 and config.loss.name == "bce" and config.model.base_width == 32

@@ -6,6 +6,7 @@ import pytest
 from conftest import shared_dataset_dir
 
 from dcgan_jax import data
+from dcgan_jax.config import default_config
 
 
 def _write_idx(path, array, magic_dtype=0x08):
@@ -143,3 +144,66 @@ def test_batch_order_is_a_reshuffled_permutation_each_epoch():
 def test_dataset_smaller_than_a_batch_is_an_error():
     with pytest.raises(data.DataError, match="fewer than one batch"):
         data.BatchOrder(np.zeros((4, 28, 28, 1), np.uint8), batch_size=8, seed=0)
+
+
+@pytest.mark.parametrize("name, shape, labelled", [("cifar10", (32, 32, 3), True), ("celeb_a", (64, 64, 3), False)])
+def test_colour_datasets_through_tfds_mock_data(name, shape, labelled):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    config = default_config().dataset
+    config.name = name
+    with tfds.testing.mock_data(num_examples=6):
+        images, labels = data.load_dataset(config)
+    assert images.shape == (6, *shape) and images.dtype == np.uint8
+    assert labels.shape == (6,) and (labels.max() > 0 if labelled else not labels.any())
+
+
+def _write_pictures(folder, count, mode="RGB", size=(40, 30), suffix=".png"):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    channels = 3 if mode == "RGB" else 1
+    for i in range(count):
+        pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+        Image.fromarray(pixels if channels == 3 else pixels[..., 0], mode).save(folder / f"{i}{suffix}")
+
+
+def test_image_folder_reads_colour_and_grey_recursively_with_subfolder_labels(tmp_path):
+    _write_pictures(tmp_path / "cats", 3, "RGB", suffix=".jpg")
+    _write_pictures(tmp_path / "dogs" / "deeper", 2, "L")
+    images, labels = data.load_image_folder(tmp_path, image_size=32)
+    assert images.shape == (5, 32, 32, 3)  # One colour file makes the set colour.
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1]
+    grey_only = tmp_path / "dogs"
+    images, labels = data.load_image_folder(grey_only, image_size=16)
+    assert images.shape == (2, 16, 16, 1) and not labels.any()
+
+
+def test_image_folder_without_images_names_the_folder_and_what_it_holds(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(
+        data.DataError, match=rf"no PNG or JPEG images under {tmp_path}; it holds 1 other files \(notes.txt\)"
+    ):
+        data.load_image_folder(tmp_path)
+    with pytest.raises(data.DataError, match="is not a folder"):
+        data.load_image_folder(tmp_path / "missing")
+
+
+def test_image_folder_skips_a_few_unreadable_files_and_refuses_many(tmp_path, caplog):
+    _write_pictures(tmp_path, 20)
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    with caplog.at_level("WARNING"):
+        images, _ = data.load_image_folder(tmp_path, image_size=8)
+    assert len(images) == 20
+    assert "Skipped 1 of 21 image files" in caplog.text and "broken.png" in caplog.text
+    for i in range(3):
+        (tmp_path / f"fake{i}.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(data.DataError, match=r"4 of 24 image files under .* cannot be read, e.g. .*broken.png"):
+        data.load_image_folder(tmp_path)
+
+
+def test_crop_and_resize_takes_the_central_square():
+    image = np.zeros((10, 20, 1), np.uint8)
+    image[:, 5:15] = 255  # The central 10x10 square is white, the sides black.
+    out = data.crop_and_resize(image, 4)
+    assert out.shape == (4, 4, 1) and out.min() == 255

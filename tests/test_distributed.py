@@ -45,20 +45,20 @@ def test_eight_devices_match_one_device_and_the_run_loads_on_one(tmp_path):
     code = """
 import jax, numpy as np
 from conftest import tiny_config
-from dcgan_jax import data, models, parallel
-from dcgan_jax.train_step import compile_train_step, init_state, make_optimizer, make_train_step
-config = tiny_config()
-generator, discriminator = models.build(config.model, (28, 28, 1))
-optimizer = make_optimizer(config.optimizer)
-images, _ = data.synthetic_images(128, seed=0)
-order = data.BatchOrder(images, config.train.batch_size, seed=0)
+from dcgan_jax import data, parallel
+from dcgan_jax.config import resolved
+from dcgan_jax.train_step import compile_train_step, components, init_state, make_train_step
+config = resolved(tiny_config())
+parts = components(config, (28, 28, 1))
+images, labels = data.synthetic_images(128, seed=0)
+order = data.BatchOrder(images, config.train.batch_size, seed=0, labels=labels)
 finals = []
 for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
-    step = compile_train_step(make_train_step(generator, discriminator, optimizer, "non_saturating", 16), mesh)
-    state = init_state(generator, discriminator, optimizer, 0, (28, 28, 1), 16)
+    step = compile_train_step(make_train_step(*parts), mesh)
+    state = init_state(parts.generator, parts.discriminator, parts.optimizers, 0, (28, 28, 1), 16)
     for i in range(5):
-        state, metrics = step(state, order.batch(i)[None])
+        state, metrics = step(state, order.batch(i)[None], order.labels_of(i)[None])
     finals.append(jax.device_get((state.g_params, state.d_params, state.g_batch_stats, state.d_batch_stats)))
 diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), *finals)))
 import sys, dcgan_jax

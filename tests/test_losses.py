@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -32,10 +33,78 @@ def test_discriminator_loss_by_hand():
 
 def test_generator_losses_by_hand():
     fake = jnp.array([np.log(3.0)])  # D(G(z)) = 0.75
-    assert float(losses.generator_loss(fake, "non_saturating")) == pytest.approx(-np.log(0.75), rel=1e-6)
-    assert float(losses.generator_loss(fake, "minimax")) == pytest.approx(np.log(0.25), rel=1e-6)
-    with pytest.raises(ValueError, match="hinge"):
-        losses.generator_loss(fake, "hinge")
+    assert float(losses.generator_loss(fake, "bce", "non_saturating")) == pytest.approx(-np.log(0.75), rel=1e-6)
+    assert float(losses.generator_loss(fake, "bce", "minimax")) == pytest.approx(np.log(0.25), rel=1e-6)
+    with pytest.raises(ValueError, match="non_saturating, minimax"):
+        losses.generator_loss(fake, "bce", "hinge")
+    with pytest.raises(ValueError, match="bce, hinge, lsgan, wgan_gp"):
+        losses.generator_loss(fake, "wasserstein")
+
+
+REAL, FAKE = jnp.array([2.0, 0.5, -1.0]), jnp.array([-2.0, 0.0, 1.5])
+
+
+def test_hinge_by_hand():
+    # D: mean(relu(1 - r)) = (0 + .5 + 2) / 3; mean(relu(1 + f)) = (0 + 1 + 2.5) / 3.
+    assert float(losses.discriminator_loss(REAL, FAKE, "hinge")) == pytest.approx(2.5 / 3 + 3.5 / 3)
+    assert float(losses.generator_loss(FAKE, "hinge")) == pytest.approx(-(-2.0 + 0.0 + 1.5) / 3)
+
+
+def test_least_squares_by_hand():
+    # D: .5 mean((r - 1)^2) + .5 mean(f^2) = .5 (1 + .25 + 4) / 3 + .5 (4 + 0 + 2.25) / 3.
+    assert float(losses.discriminator_loss(REAL, FAKE, "lsgan")) == pytest.approx(0.5 * 5.25 / 3 + 0.5 * 6.25 / 3)
+    # G: .5 mean((f - 1)^2) = .5 (9 + 1 + .25) / 3.
+    assert float(losses.generator_loss(FAKE, "lsgan")) == pytest.approx(0.5 * 10.25 / 3)
+
+
+def test_wasserstein_by_hand():
+    # D: mean(f) - mean(r) = -.5/3 - 1.5/3; G: -mean(f).
+    assert float(losses.discriminator_loss(REAL, FAKE, "wgan_gp")) == pytest.approx(-0.5 / 3 - 1.5 / 3)
+    assert float(losses.generator_loss(FAKE, "wgan_gp")) == pytest.approx(0.5 / 3)
+
+
+def _critic(x):
+    """A small non-linear per-image critic: sum(tanh(w * x) ** 2), no batch mixing."""
+    w = jnp.linspace(-1.0, 2.0, x[0].size).reshape(x.shape[1:])
+    return jnp.sum(jnp.tanh(w * x) ** 2, axis=tuple(range(1, x.ndim)))
+
+
+def _finite_difference_gradient(image: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Central differences of the critic on one image (float64 numpy, independent of jax.grad)."""
+    w = np.linspace(-1.0, 2.0, image.size).reshape(image.shape)
+
+    def f(x):
+        return np.sum(np.tanh(w * x) ** 2)
+
+    grad = np.zeros_like(image)
+    for index in np.ndindex(image.shape):
+        step = np.zeros_like(image)
+        step[index] = h
+        grad[index] = (f(image + step) - f(image - step)) / (2 * h)
+    return grad
+
+
+def test_gradient_penalty_against_finite_differences():
+    key = jax.random.key(0)
+    real = np.asarray(jax.random.normal(jax.random.key(1), (3, 4, 4, 1)), np.float64)
+    fake = np.asarray(jax.random.normal(jax.random.key(2), (3, 4, 4, 1)), np.float64)
+    penalty = float(
+        losses.gradient_penalty(_critic, jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32), key)
+    )
+    # The same interpolation weights the penalty draws.
+    eps = np.asarray(jax.random.uniform(key, (3, 1, 1, 1), jnp.float32), np.float64)
+    interpolates = eps * real + (1 - eps) * fake
+    norms = [np.linalg.norm(_finite_difference_gradient(x)) for x in interpolates]
+    expected = np.mean((np.array(norms) - 1.0) ** 2)
+    assert penalty == pytest.approx(expected, rel=1e-4)
+    assert expected > 0.01  # The critic's gradients are far from unit norm: a real check.
+
+
+def test_r1_penalty_against_finite_differences():
+    real = np.asarray(jax.random.normal(jax.random.key(3), (2, 4, 4, 1)), np.float64)
+    r1 = float(losses.r1_penalty(_critic, jnp.asarray(real, jnp.float32)))
+    expected = np.mean([np.sum(_finite_difference_gradient(x) ** 2) for x in real])
+    assert r1 == pytest.approx(expected, rel=1e-4)
 
 
 def test_discriminator_metrics_by_hand():

@@ -114,3 +114,56 @@ def test_reference_experiment_has_the_pytorch_reference_architecture():
     train_b = discriminator.apply(d, x, train=True, rngs={"dropout": jax.random.key(3)})
     assert not np.allclose(train_a, train_b)
     np.testing.assert_array_equal(discriminator.apply(d, x, train=False), discriminator.apply(d, x, train=False))
+
+
+@pytest.mark.parametrize("image_shape, upsampling_blocks", [((28, 28, 1), 2), ((32, 32, 3), 2), ((64, 64, 3), 3)])
+def test_depth_follows_the_image_size(image_shape, upsampling_blocks):
+    config = default_config().model
+    config.base_width = 4
+    generator, discriminator = models.build(config, image_shape)
+    g_params = generator.init(jax.random.key(0), jnp.zeros((2, config.latent_dim)), train=False)["params"]
+    assert sorted(k for k in g_params if k.startswith("up")) == [f"up{i}" for i in range(upsampling_blocks)]
+    d_params = discriminator.init(jax.random.key(0), jnp.zeros((2, *image_shape)), train=False)["params"]
+    assert len([k for k in d_params if k.startswith("Conv")]) == upsampling_blocks
+
+
+def test_conditional_generator_honours_its_labels():
+    config = default_config().model
+    config.update(base_width=8, num_classes=10)
+    generator, _ = models.build(config, (28, 28, 1))
+    z = jax.random.normal(jax.random.key(0), (1, config.latent_dim))
+    variables = generator.init(jax.random.key(1), z, train=False, labels=jnp.zeros((1,), jnp.int32))
+    sample = models.make_sampler(generator)
+    same_z = jnp.repeat(z, 3, axis=0)
+    images = np.asarray(sample(variables, same_z, jnp.array([3, 3, 7])))
+    np.testing.assert_array_equal(images[0], images[1])  # Same z and label: the same image.
+    assert np.abs(images[0] - images[2]).mean() > 1e-3  # Same z, another label: another image.
+    with pytest.raises(ValueError, match="one label per image"):
+        sample(variables, same_z, None)
+
+
+def test_projection_discriminator_scores_depend_on_the_label():
+    config = default_config().model
+    config.update(base_width=8, num_classes=10, d_batch_norm=False)
+    _, discriminator = models.build(config, (28, 28, 1))
+    images = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    variables = discriminator.init(jax.random.key(1), images, train=False, labels=jnp.zeros((2,), jnp.int32))
+    a = discriminator.apply(variables, images, train=False, labels=jnp.array([0, 0]))
+    b = discriminator.apply(variables, images, train=False, labels=jnp.array([0, 5]))
+    assert a[0] == b[0] and a[1] != b[1]
+
+
+def test_spectral_norm_estimates_each_layers_largest_singular_value():
+    config = default_config().model
+    config.update(base_width=8, spectral_norm=True, d_batch_norm=False)
+    _, discriminator = models.build(config, (28, 28, 1))
+    images = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    variables = discriminator.init(jax.random.key(1), images, train=False)
+    apply = jax.jit(lambda v: discriminator.apply(v, images, train=True, mutable=["batch_stats"])[1])
+    for _ in range(30):  # Power iterations, one per training-mode call.
+        variables = {"params": variables["params"], **apply(variables)}
+    layer = variables["batch_stats"]["SpectralNorm_1"]
+    kernel = np.asarray(variables["params"]["Conv_1"]["kernel"])
+    true_sigma = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+    sigma = float(next(v for k, v in layer.items() if "sigma" in k))
+    assert sigma == pytest.approx(true_sigma, rel=0.02)

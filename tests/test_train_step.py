@@ -3,25 +3,34 @@ import numpy as np
 import pytest
 from conftest import tiny_config, trees_equal
 
-from dcgan_jax import data, models, parallel
-from dcgan_jax.config import ConfigError
-from dcgan_jax.train_step import compile_train_step, init_state, make_optimizer, make_train_step, make_updates
+from dcgan_jax import data, parallel
+from dcgan_jax.config import ConfigError, resolved
+from dcgan_jax.train_step import compile_train_step, components, init_state, make_train_step, make_updates
 
 
-def _setup(generator_loss="non_saturating"):
-    config = tiny_config()
-    generator, discriminator = models.build(config.model, (28, 28, 1))
-    optimizer = make_optimizer(config.optimizer)
-    state = init_state(generator, discriminator, optimizer, 0, (28, 28, 1), config.model.latent_dim)
-    args = (generator, discriminator, optimizer, generator_loss, config.model.latent_dim)
+def _setup(config=None):
+    config = resolved(config or tiny_config())
+    parts = components(config, (28, 28, 1))
+    state = init_state(parts.generator, parts.discriminator, parts.optimizers, 0, (28, 28, 1),
+                       config.model.latent_dim, ema=config.train.ema_decay > 0)  # fmt: skip
     images, _ = data.synthetic_images(64, seed=0)
     real = data.to_model_range(images[: config.train.batch_size])
-    return config, state, args, real
+    return config, state, parts, real
+
+
+def _batches(config, num_images=256):
+    images, labels = data.synthetic_images(num_images, seed=1)
+    order = data.BatchOrder(images, config.train.batch_size, seed=0, labels=labels)
+    d_steps = config.train.d_steps
+    return lambda i: (
+        np.stack([order.batch(i * d_steps + j) for j in range(d_steps)]),
+        np.stack([order.labels_of(i * d_steps + j) for j in range(d_steps)]),
+    )
 
 
 def test_generator_update_leaves_discriminator_untouched():
-    _, state, args, real = _setup()
-    g_update = make_updates(*args).g_update
+    _, state, parts, real = _setup()
+    g_update = make_updates(*parts).g_update
     new, metrics = jax.jit(g_update, static_argnums=2)(state, jax.random.key(0), len(real))
     assert trees_equal(new.d_params, state.d_params)
     assert trees_equal(new.d_batch_stats, state.d_batch_stats)
@@ -32,9 +41,9 @@ def test_generator_update_leaves_discriminator_untouched():
 
 
 def test_discriminator_update_leaves_generator_untouched():
-    _, state, args, real = _setup()
-    d_update = make_updates(*args).d_update
-    new, metrics = jax.jit(d_update)(state, real, jax.random.key(0))
+    _, state, parts, real = _setup()
+    d_update = make_updates(*parts).d_update
+    new, metrics = jax.jit(d_update)(state, real, None, jax.random.key(0))
     assert trees_equal(new.g_params, state.g_params)
     assert trees_equal(new.g_batch_stats, state.g_batch_stats)
     assert trees_equal(new.g_opt_state, state.g_opt_state)
@@ -45,13 +54,14 @@ def test_discriminator_update_leaves_generator_untouched():
 
 @pytest.mark.parametrize("generator_loss", ["non_saturating", "minimax"])
 def test_training_steps_move_the_losses_and_d_learns(generator_loss):
-    config, state, args, real = _setup(generator_loss)
-    step = compile_train_step(make_train_step(*args), parallel.make_mesh())
-    images, _ = data.synthetic_images(256, seed=1)
-    order = data.BatchOrder(images, config.train.batch_size, seed=0)
+    config = tiny_config()
+    config.loss.generator = generator_loss
+    config, state, parts, real = _setup(config)
+    step = compile_train_step(make_train_step(*parts), parallel.make_mesh())
+    batch = _batches(config)
     history = []
     for i in range(12):
-        state, metrics = step(state, order.batch(i)[None])
+        state, metrics = step(state, *batch(i))
         history.append({k: float(v) for k, v in metrics.items()})
     assert int(state.step) == 12
     assert all(np.isfinite(list(m.values())).all() for m in history)
@@ -60,11 +70,11 @@ def test_training_steps_move_the_losses_and_d_learns(generator_loss):
 
 
 def test_discriminator_updates_alone_learn_to_separate_real_from_generated():
-    _, state, args, real = _setup()
-    d_update = jax.jit(make_updates(*args).d_update)
+    _, state, parts, real = _setup()
+    d_update = jax.jit(make_updates(*parts).d_update)
     history = []
     for i in range(15):
-        state, metrics = d_update(state, real, jax.random.key(i))
+        state, metrics = d_update(state, real, None, jax.random.key(i))
         history.append({k: float(v) for k, v in metrics.items()})
     first, last = history[0], history[-1]
     assert last["d_loss"] < 0.7 * first["d_loss"]
@@ -73,10 +83,11 @@ def test_discriminator_updates_alone_learn_to_separate_real_from_generated():
 
 
 def test_d_steps_consume_one_real_batch_each():
-    config, state, args, real = _setup()
-    step = jax.jit(make_train_step(*args))
-    one, _ = step(state, real[None])
-    two, _ = step(state, np.stack([real, real]))
+    _, state, parts, real = _setup()
+    step = jax.jit(make_train_step(*parts))
+    labels = np.zeros((1, len(real)), np.int32)
+    one, _ = step(state, real[None], labels)
+    two, _ = step(state, np.stack([real, real]), np.concatenate([labels, labels]))
     assert int(one.step) == int(two.step) == 1
     # Two D updates move Adam's count twice.
     assert int(jax.tree.leaves(two.d_opt_state)[0]) == 2 * int(jax.tree.leaves(one.d_opt_state)[0])
@@ -94,22 +105,82 @@ def test_batch_size_not_divisible_by_devices_names_nearest_sizes():
         parallel.check_batch_size(60, EightDevices())
 
 
+def _trains_and_stays_finite(config, steps=4):
+    config, state, parts, _ = _setup(config)
+    step = jax.jit(make_train_step(*parts))
+    batch = _batches(config)
+    history = []
+    for i in range(steps):
+        state, metrics = step(state, *batch(i))
+        history.append({k: float(v) for k, v in metrics.items()})
+    assert all(np.isfinite(list(m.values())).all() for m in history), history
+    assert history[0]["d_loss"] != history[-1]["d_loss"] and history[0]["g_loss"] != history[-1]["g_loss"]
+    assert not np.any(np.asarray(jax.jit(__import__("dcgan_jax.train_step").train_step.nonfinite_networks)(state)))
+    return state, history
+
+
 def test_reference_architecture_trains_with_dropout_and_no_d_batch_norm():
     config = tiny_config()
     config.model.update(g_base_features=32, g_stride1_layers=1, g_activation="leaky_relu", g_output_bias=False,
                         d_batch_norm=False, d_dropout=0.3)  # fmt: skip
-    generator, discriminator = models.build(config.model, (28, 28, 1))
-    optimizer = make_optimizer(config.optimizer)
-    state = init_state(generator, discriminator, optimizer, 0, (28, 28, 1), config.model.latent_dim)
+    state, _ = _trains_and_stays_finite(config)
     assert state.d_batch_stats == {}
-    step = jax.jit(make_train_step(generator, discriminator, optimizer, "non_saturating", config.model.latent_dim))
-    images, _ = data.synthetic_images(64, seed=1)
-    order = data.BatchOrder(images, config.train.batch_size, seed=0)
-    losses = []
-    for i in range(4):
-        state, metrics = step(state, order.batch(i)[None])
-        losses.append(float(metrics["d_loss"]))
-    assert np.isfinite(losses).all() and losses[0] != losses[-1]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"loss.name": "hinge"},
+        {"loss.name": "lsgan"},
+        {"loss.name": "wgan_gp", "model.d_batch_norm": False},
+        {"loss.r1_gamma": 10.0, "loss.r1_every": 2},
+        {"model.spectral_norm": True, "model.d_batch_norm": False},
+        {"train.ema_decay": 0.9},
+        {"optimizer.g_learning_rate": 1e-4, "optimizer.d_learning_rate": 4e-4},
+        {"model.num_classes": 10},
+        {"train.compute_dtype": "bfloat16"},
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_every_variant_trains_and_stays_finite(overrides):
+    config = tiny_config()
+    for field, value in overrides.items():
+        section, name = field.split(".")
+        config[section][name] = value
+    state, history = _trains_and_stays_finite(config)
+    if "loss.name" in overrides and overrides["loss.name"] == "wgan_gp":
+        # Its usual 5 critic updates per generator update, and the penalty reported.
+        assert int(jax.tree.leaves(state.d_opt_state)[0]) == 5 * int(jax.tree.leaves(state.g_opt_state)[0])
+        assert all(m["gradient_penalty"] >= 0 for m in history)
+    if "loss.r1_gamma" in overrides:
+        r1 = [m["r1_penalty"] for m in history]  # Steps 0 and 2 of 0..3 (every 2nd step).
+        assert r1[0] > 0 and r1[2] > 0 and r1[1] == 0 and r1[3] == 0
+    if "model.spectral_norm" in overrides:
+        sigmas = [v for k, v in jax.tree_util.tree_leaves_with_path(state.d_batch_stats) if "sigma" in str(k)]
+        assert sigmas and all(float(s) > 0 for s in sigmas)
+    if "train.ema_decay" in overrides:
+        assert not trees_equal(state.g_ema_params, state.g_params)
+    if "optimizer.g_learning_rate" in overrides:
+        assert float(state.g_opt_state.hyperparams["learning_rate"]) == pytest.approx(1e-4)
+        assert float(state.d_opt_state.hyperparams["learning_rate"]) == pytest.approx(4e-4)
+
+
+def test_ema_is_the_moving_average_of_the_generator_weights():
+    config = tiny_config()
+    config.train.ema_decay = 0.75
+    config, state, parts, _ = _setup(config)
+    step = jax.jit(make_train_step(*parts))
+    batch = _batches(config)
+    state = state.replace(step=state.step + 100)  # Past the warm-up: min(0.75, 101/110) = 0.75.
+    after, _ = step(state, *batch(0))
+    expected = jax.tree.map(lambda ema, new: 0.75 * ema + 0.25 * new, state.g_ema_params, after.g_params)
+    for ours, theirs in zip(jax.tree.leaves(after.g_ema_params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    # At step 0 the warm-up decay is 1/10: the average moves most of the way to G.
+    first, _ = step(state.replace(step=state.step * 0), *batch(0))
+    expected = jax.tree.map(lambda ema, new: 0.1 * ema + 0.9 * new, state.g_ema_params, first.g_params)
+    for ours, theirs in zip(jax.tree.leaves(first.g_ema_params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminator():
@@ -119,28 +190,29 @@ def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminato
 
     from dcgan_jax import losses
 
-    config, state, args, real = _setup()
-    generator, discriminator, optimizer, generator_loss, latent_dim = args
-    updates = make_updates(*args)
+    config, state, parts, real = _setup()
+    generator, discriminator, optimizers, game = parts
+    updates = make_updates(*parts)
     d_key, g_key = jax.random.key(1), jax.random.key(2)
-    fake, pullback, g_batch_stats = updates.generate_with_pullback(state, d_key, len(real))
-    after_d, _ = updates.d_update(state, real, d_key, fake)
-    fresh_d, _ = updates.d_update(state, real, d_key)  # Generates the same batch itself.
+    fake, labels, pullback, g_batch_stats = updates.generate_with_pullback(state, d_key, len(real))
+    assert labels is None
+    after_d, _ = updates.d_update(state, real, None, d_key, fake)
+    fresh_d, _ = updates.d_update(state, real, None, d_key)  # Generates the same batch itself.
     assert jax.tree.all(jax.tree.map(lambda a, b: np.allclose(a, b, atol=1e-6), after_d.d_params, fresh_d.d_params))
-    after_g, metrics = updates.g_update_through(after_d, fake, pullback, g_batch_stats, g_key)
+    after_g, metrics = updates.g_update_through(after_d, fake, labels, pullback, g_batch_stats, g_key)
 
     def direct_loss(g_params):
-        z = jax.random.normal(d_key, (len(real), latent_dim))
+        z = jax.random.normal(d_key, (len(real), game.latent_dim))
         images = generator.apply({"params": g_params, "batch_stats": state.g_batch_stats}, z, train=True,
                                  mutable=["batch_stats"])[0]  # fmt: skip
         logits = discriminator.apply(
             after_d.discriminator_variables(), images, train=True, mutable=["batch_stats"],
-            rngs={"dropout": jax.random.fold_in(g_key, 1)},
+            rngs={"dropout": jax.random.fold_in(g_key, 2)},
         )[0]  # fmt: skip
-        return losses.generator_loss(logits, generator_loss)
+        return losses.generator_loss(logits, game.loss, game.generator_loss)
 
     loss, grads = jax.value_and_grad(direct_loss)(state.g_params)
-    step_updates, _ = optimizer.update(grads, state.g_opt_state, state.g_params)
+    step_updates, _ = optimizers.g.update(grads, state.g_opt_state, state.g_params)
     expected = optax.apply_updates(state.g_params, step_updates)
     np.testing.assert_allclose(float(metrics["g_loss"]), float(loss), rtol=1e-5)
     for ours, theirs in zip(jax.tree.leaves(after_g.g_params), jax.tree.leaves(expected), strict=True):
@@ -150,16 +222,9 @@ def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminato
 
 
 def test_reuse_fake_option_trains_and_differs_from_fresh_batches():
-    config, state, args, _ = _setup()
-    images, _ = data.synthetic_images(256, seed=1)
-    order = data.BatchOrder(images, config.train.batch_size, seed=0)
     finals = {}
     for reuse in (False, True):
-        step = jax.jit(make_train_step(*args, reuse_fake=reuse))
-        current, history = state, []
-        for i in range(6):
-            current, metrics = step(current, order.batch(i)[None])
-            history.append(float(metrics["g_loss"]))
-        assert np.isfinite(history).all() and history[0] != history[-1]
-        finals[reuse] = current
+        config = tiny_config()
+        config.train.reuse_fake = reuse
+        finals[reuse], _ = _trains_and_stays_finite(config, steps=6)
     assert not trees_equal(finals[True].g_params, finals[False].g_params)

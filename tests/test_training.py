@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, restore_full_state, shared_dataset_dir, tiny_config, tiny_flags, trees_equal
 
 import dcgan_jax
-from dcgan_jax import checkpoints, images
+from dcgan_jax import checkpoints, images, train_step
 from dcgan_jax.train_step import TrainState
 
 
@@ -277,7 +277,7 @@ def _adam_that_diverges_above(threshold: float):
     import jax.numpy as jnp
     import optax
 
-    def make_optimizer(optimizer_config):
+    def make_optimizer(optimizer_config, learning_rate=None):
         def adam(learning_rate):
             inner = optax.adam(learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)
 
@@ -288,7 +288,7 @@ def _adam_that_diverges_above(threshold: float):
 
             return optax.GradientTransformation(inner.init, update)
 
-        return optax.inject_hyperparams(adam)(learning_rate=optimizer_config.learning_rate)
+        return optax.inject_hyperparams(adam)(learning_rate=learning_rate or optimizer_config.learning_rate)
 
     return make_optimizer
 
@@ -296,7 +296,7 @@ def _adam_that_diverges_above(threshold: float):
 def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     train_lib = importlib.import_module("dcgan_jax.train")  # The package exports a function of that name.
 
-    monkeypatch.setattr(train_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
+    monkeypatch.setattr(train_step, "make_optimizer", _adam_that_diverges_above(1e-4))
     config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
     with pytest.raises(train_lib.TrainingDiverged) as error:
         dcgan_jax.train(config, tmp_path)
@@ -314,9 +314,8 @@ def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_c
 
 
 def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate(tmp_path, monkeypatch):
-    train_lib = importlib.import_module("dcgan_jax.train")  # The package exports a function of that name.
 
-    monkeypatch.setattr(train_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
+    monkeypatch.setattr(train_step, "make_optimizer", _adam_that_diverges_above(1e-4))
     config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
     config.train.update(on_divergence="restore", divergence_lr_factor=0.25)
     state = dcgan_jax.train(config, tmp_path)

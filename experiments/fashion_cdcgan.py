@@ -1,0 +1,12 @@
+"""Class-conditional DCGAN on Fashion-MNIST: a label embedding into G and a projection
+discriminator (Miyato & Koyama 2018). Sample grids show one row per class, and the evaluation
+reports how often the classifier agrees with the requested class."""
+
+from dcgan_jax.config import default_config
+
+
+def get_config():
+    config = default_config()
+    config.dataset.name = "fashion_mnist"
+    config.model.num_classes = 10
+    return config
