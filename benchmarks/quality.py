@@ -55,6 +55,7 @@ def train_ours(workdir: Path) -> tuple[np.ndarray, dict, list[str]]:
         flags_used.append(f"--config.{field}={value}")
     # The same parser as launch.py, so the flags above reproduce the run.
     command = [sys.executable, str(REPO / "launch.py"), f"--experiment={FLAGS.experiment}", f"--workdir={workdir}"]
+    shown = ["launch.py", *command[2:]]
     started = time.monotonic()
     subprocess.run(command + flags_used, check=True)
     wall = time.monotonic() - started
@@ -62,7 +63,7 @@ def train_ours(workdir: Path) -> tuple[np.ndarray, dict, list[str]]:
     samples = np.concatenate([run.sample(1000, seed=i) for i in range(NUM_SAMPLES // 1000)])
     status = json.loads((workdir / "status.json").read_text())
     facts = {"steps": status["step"], "seconds": round(wall, 1), "batch": config.train.batch_size, "ema": run.ema}
-    return samples, facts, command[1:] + flags_used
+    return samples, facts, shown + flags_used
 
 
 def train_reference(out: Path) -> tuple[np.ndarray, dict]:
@@ -121,7 +122,8 @@ def main(argv):
     text = (
         f"Wall-clock budget {FLAGS.seconds:g} s each, one after the other; {machine}. Scores: "
         f"dcgan_jax.evaluate, {NUM_SAMPLES} samples vs the Fashion-MNIST test split.\n\n{table}\n\n"
-        f"Ours: `python {' '.join(command)}` (workdir {workdir}).\n\n"
+        f"Benchmark: `DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py {' '.join(argv[1:])}`; "
+        f"our run inside it: `python {' '.join(command)}`.\n\n"
         f"Left: ours, right: the reference (`samples.png`).\n"
     )
     (out / "results.md").write_text(text)

@@ -218,27 +218,25 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = "float32"):
     """(Generator, Discriminator) for ``config.model``; ``compute_dtype`` is ``train.compute_dtype``."""
-    dtype = COMPUTE_DTYPES[compute_dtype]
+    shared = {
+        "base_width": model_config.base_width,
+        "kernel_size": model_config.kernel_size,
+        "bn_momentum": model_config.bn_momentum,
+        "num_classes": model_config.num_classes,
+        "dtype": COMPUTE_DTYPES[compute_dtype],
+    }
     generator = Generator(
         image_shape=tuple(image_shape),
-        base_width=model_config.base_width,
-        kernel_size=model_config.kernel_size,
-        bn_momentum=model_config.bn_momentum,
         base_features=model_config.g_base_features,
         stride1_layers=model_config.g_stride1_layers,
         activation=model_config.g_activation,
         output_bias=model_config.g_output_bias,
-        num_classes=model_config.num_classes,
-        dtype=dtype,
+        **shared,
     )
     discriminator = Discriminator(
-        base_width=model_config.base_width,
-        kernel_size=model_config.kernel_size,
-        bn_momentum=model_config.bn_momentum,
         batch_norm=model_config.d_batch_norm,
         dropout=model_config.d_dropout,
         spectral_norm=model_config.spectral_norm,
-        num_classes=model_config.num_classes,
-        dtype=dtype,
+        **shared,
     )
     return generator, discriminator

@@ -9,4 +9,5 @@ def get_config():
     config = default_config()
     config.dataset.name = "fashion_mnist"
     config.model.num_classes = 10
+    config.train.reuse_fake = True  # As fashion_dcgan.
     return config

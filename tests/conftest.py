@@ -56,7 +56,10 @@ def restore_full_state(workdir, config):
 
 def tiny_flags(**train_overrides) -> list[str]:
     """``launch.py --experiment=fashion_dcgan`` flags that turn it into :func:`tiny_config`."""
-    base, tiny = flatten(default_config()), flatten(tiny_config(**train_overrides))
+    from dcgan_jax.config import load_experiment
+
+    base = flatten(load_experiment("fashion_dcgan", REPO / "experiments"))
+    tiny = flatten(tiny_config(**train_overrides))
     return [f"--config.{name}={value}" for name, value in tiny.items() if base[name] != value]
 
 

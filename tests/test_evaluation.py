@@ -67,6 +67,18 @@ def test_evaluate_takes_an_array_and_returns_the_documented_keys(fashion, tmp_pa
     assert len(list(tmp_path.glob("reference_fashion_mnist_test_*.npz"))) == 1
 
 
+def test_class_agreement_counts_samples_the_classifier_puts_in_their_requested_class(fashion, evaluator):
+    images_, labels = fashion[0][:N], fashion[1][:N]
+    true = evaluator(images_, labels=labels)
+    assert true["class_agreement"] > 0.85  # The classifier's accuracy on training images.
+    assert min(true["class_agreement_per_class"]) > 0.5
+    wrong = evaluator(images_, labels=(labels + 1) % 10)  # Every image asked for another class.
+    assert wrong["class_agreement"] < 0.1
+    assert "eval/class_agreement" in evaluation.scalar_metrics(true)
+    with pytest.raises(evaluation.EvaluationError, match="one per image"):
+        evaluator(images_, labels=labels[:10])
+
+
 def test_reference_features_are_cached_and_reused(fashion, tmp_path, monkeypatch):
     first = evaluation.Evaluator("fashion_mnist", "test", fashion[2], cache_dir=tmp_path)
 
