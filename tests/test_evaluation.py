@@ -72,11 +72,12 @@ def test_class_agreement_counts_samples_the_classifier_puts_in_their_requested_c
     true = evaluator(images_, labels=labels)
     assert true["class_agreement"] > 0.85  # The classifier's accuracy on training images.
     assert min(true["class_agreement_per_class"]) > 0.5
-    wrong = evaluator(images_, labels=(labels + 1) % 10)  # Every image asked for another class.
-    assert wrong["class_agreement"] < 0.1
     assert "eval/class_agreement" in evaluation.scalar_metrics(true)
+    _, probs = evaluator.features_and_probs(images_)
+    wrong = evaluation.class_agreement(probs, (labels + 1) % 10)  # Every image asked for another class.
+    assert wrong["class_agreement"] < 0.1
     with pytest.raises(evaluation.EvaluationError, match="one per image"):
-        evaluator(images_, labels=labels[:10])
+        evaluation.class_agreement(probs, labels[:10])
 
 
 def test_reference_features_are_cached_and_reused(fashion, tmp_path, monkeypatch):

@@ -90,7 +90,7 @@ def test_reference_experiment_has_the_pytorch_reference_architecture():
 
     config = load_experiment("reference_dcgan", Path(__file__).resolve().parent.parent / "experiments")
     generator, discriminator = models.build(config.model, (28, 28, 1))
-    g = generator.init(jax.random.key(0), jnp.zeros((2, 100)), train=False)
+    g = jax.eval_shape(lambda: generator.init(jax.random.key(0), jnp.zeros((2, 100)), train=False))
     d = discriminator.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)), train=False)
     shapes = jax.tree.map(lambda x: x.shape, {"g": g["params"], "d": d["params"]})
     assert shapes["g"] == {
@@ -121,9 +121,12 @@ def test_depth_follows_the_image_size(image_shape, upsampling_blocks):
     config = default_config().model
     config.base_width = 4
     generator, discriminator = models.build(config, image_shape)
-    g_params = generator.init(jax.random.key(0), jnp.zeros((2, config.latent_dim)), train=False)["params"]
+    # Shapes only (nothing computed).
+    g_params = jax.eval_shape(lambda: generator.init(jax.random.key(0), jnp.zeros((2, config.latent_dim)), False))
+    g_params = g_params["params"]
     assert sorted(k for k in g_params if k.startswith("up")) == [f"up{i}" for i in range(upsampling_blocks)]
-    d_params = discriminator.init(jax.random.key(0), jnp.zeros((2, *image_shape)), train=False)["params"]
+    d_params = jax.eval_shape(lambda: discriminator.init(jax.random.key(0), jnp.zeros((2, *image_shape)), False))
+    d_params = d_params["params"]
     assert len([k for k in d_params if k.startswith("Conv")]) == upsampling_blocks
 
 
