@@ -111,7 +111,9 @@ class Generator(nn.Module):
     """z (N, latent_dim) [and labels (N,)] -> images (N, H, W, C) in [-1, 1]: project to a small map,
     optionally some stride-1 convolutions there, then stride-2 upsampling, BatchNorm and ReLU (or
     LeakyReLU) between layers, tanh out. Every convolution halves the channels. Conditional
-    (``num_classes`` > 0): a learned label embedding is concatenated to z."""
+    (``num_classes`` > 0): z times a learned label embedding, elementwise (as the PyTorch cGAN
+    examples do). Concatenating the embedding instead let G ignore z within a class (recall 0.000
+    after 937 steps of fashion_cdcgan, against 0.123 after 670 steps with the product)."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     base_width: int = 64
@@ -134,7 +136,7 @@ class Generator(nn.Module):
         if self.num_classes:
             _check_labels(labels, z.shape[0])
             embedding = nn.Embed(self.num_classes, z.shape[-1], embedding_init=nn.initializers.normal(1.0))
-            z = jnp.concatenate([z, embedding(labels)], axis=-1)
+            z = z * embedding(labels)
         x = nn.Dense(base * base * features, use_bias=False, kernel_init=DCGAN_INIT, dtype=self.dtype)(z)
         x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
         x = x.reshape(-1, base, base, features)

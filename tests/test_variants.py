@@ -63,7 +63,7 @@ def test_load_of_a_variant_run_samples(variant_run):
         assert run.ema and trees_equal(run.variables["params"], jax.device_get(state.g_ema_params))
         raw = dcgan_jax.load(workdir, ema=False)
         assert not raw.ema and trees_equal(raw.variables["params"], jax.device_get(state.g_params))
-        assert np.abs(raw.sample(5, seed=1) - samples).max() > 1e-4
+        assert np.abs(raw.sample(5, seed=1) - samples).max() > 1e-3 * np.abs(samples).max()  # Relative: tiny G.
     else:
         assert not run.ema
 
@@ -76,7 +76,7 @@ def test_conditional_run_honours_labels_and_shows_a_row_per_class(variant_run):
     z = np.repeat(np.asarray(run.latents(1, seed=3)), 3, axis=0)
     same, again, other = run.generate(z, labels=[4, 4, 9])
     np.testing.assert_array_equal(same, again)
-    assert np.abs(same - other).max() > 1e-4
+    assert np.abs(same - other).max() > 1e-3 * np.abs(same).max()
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
         run.sample(2, labels=10)
     # tiny_config: 16 grid samples -> 10 rows (classes) of 1 column.
