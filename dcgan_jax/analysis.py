@@ -124,7 +124,7 @@ def load(
         generator, _ = models.build(config.model, tuple(meta["image_shape"]), config.train.compute_dtype)
         # Only the shapes (nothing is computed), placed on this machine's first device.
         z = jnp.zeros((2, config.model.latent_dim))
-        labels = jnp.zeros((2,), jnp.int32) if generator.num_classes else None
+        labels = train_step.example_labels(generator.num_classes)
         shapes = jax.eval_shape(lambda: generator.init(jax.random.key(0), z, train=False, labels=labels))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)

@@ -16,9 +16,9 @@ from pathlib import Path
 import ml_collections
 
 from dcgan_jax.losses import GENERATOR_LOSSES, LOSSES
+from dcgan_jax.models import COMPUTE_DTYPES
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder", "synthetic")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 SPLITS = ("train", "test")
 ON_DIVERGENCE = ("stop", "restore")
 EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (dcgan_jax/assets/classifiers).
@@ -148,7 +148,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "dataset.split", SPLITS)
     _choice(config, "loss.name", LOSSES)
     _choice(config, "loss.generator", GENERATOR_LOSSES)
-    _choice(config, "train.compute_dtype", COMPUTE_DTYPES)
+    _choice(config, "train.compute_dtype", tuple(COMPUTE_DTYPES))
     if config.loss.name == "wgan_gp" and config.model.d_batch_norm:
         raise ConfigError(
             "--config.loss.name=wgan_gp: the gradient penalty is per image, and BatchNorm in D mixes the "

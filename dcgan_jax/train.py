@@ -238,7 +238,7 @@ class _Trainer:
             z = jax.device_put(self.eval_latents[i : i + 1000], replicated)
             labels = None if self.eval_labels is None else jax.device_put(self.eval_labels[i : i + 1000], replicated)
             chunks.append(parallel.to_host(self.sample(variables, z, labels)))
-        scores = self.evaluator(np.concatenate(chunks), labels=None if self.eval_labels is None else self.eval_labels)
+        scores = self.evaluator(np.concatenate(chunks), labels=self.eval_labels)
         self.writer.write_scalars(step, evaluation.scalar_metrics(scores))
         logging.info(
             "eval step %d: FID %.3f | KID %.4f +- %.4f | precision %.3f recall %.3f | IS %.2f | "

@@ -149,7 +149,8 @@ def nonfinite_networks(state: TrainState) -> jax.Array:
     )
 
 
-def _example_labels(num_classes: int) -> jax.Array | None:
+def example_labels(num_classes: int) -> jax.Array | None:
+    """Labels for a model's ``init`` (shapes only): two zeros, or None for an unconditional model."""
     return jnp.zeros((2,), jnp.int32) if num_classes else None
 
 
@@ -160,10 +161,10 @@ def init_state(
     key = jax.random.key(seed)
     g_key, d_key = jax.random.split(jax.random.fold_in(key, _INIT_STREAM))
     g_vars = generator.init(
-        g_key, jnp.zeros((2, latent_dim)), train=False, labels=_example_labels(generator.num_classes)
+        g_key, jnp.zeros((2, latent_dim)), train=False, labels=example_labels(generator.num_classes)
     )
     d_vars = discriminator.init(
-        d_key, jnp.zeros((2, *image_shape)), train=False, labels=_example_labels(discriminator.num_classes)
+        d_key, jnp.zeros((2, *image_shape)), train=False, labels=example_labels(discriminator.num_classes)
     )
     return TrainState(
         step=jnp.zeros((), jnp.int32),
