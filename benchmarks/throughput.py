@@ -4,11 +4,19 @@
         [--experiment=fashion_dcgan] [--batch_sizes=64,256] [--steps=30] [--rounds=2] \\
         [--torch_python=/tmp/torch-ref/bin/python]
 
-For each batch size: compile time (apart), steady-state images/s of our step (the
-median of --rounds timed rounds of --steps steps, alternating with the PyTorch
-reference's rounds when --torch_python is given), FLOPs per step from XLA's cost
-analysis, achieved GFLOP/s and its fraction of a float32 4096^3 matmul measured
-in the same run, and the peak resident memory. Prints a Markdown table.
+For each batch size: compile time (apart), steady-state images/s of the training
+loop's step (the median of --rounds timed rounds of --steps steps, alternating
+with the PyTorch reference's rounds when --torch_python is given), FLOPs per
+step from XLA's cost analysis, achieved GFLOP/s and its fraction of a float32
+4096^3 matmul measured in the same run, and the peak resident memory. Prints a
+Markdown table.
+
+Two FLOP counts: "model", XLA's count for the step with plain convolutions
+(model.conv_algorithm=direct), the work the model's mathematics takes and what
+a direct implementation such as PyTorch's does; and "executed", the count for
+the step as it runs, lower where Fourier convolutions replace taps by products
+per frequency. Achieved GFLOP/s is model FLOPs per second, the convention for
+FFT and Winograd convolutions: it can exceed what the machine executes.
 
 The PyTorch reference (../shared/bench/torch_reference.py) runs in its own
 virtualenv: python3 -m venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install torch==2.13.0 numpy
@@ -16,6 +24,7 @@ virtualenv: python3 -m venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install tor
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import resource
@@ -26,12 +35,22 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import yaml
 from absl import app, flags
 
 from dcgan_jax import config as config_lib
 from dcgan_jax import data, parallel
-from dcgan_jax.train_step import compile_train_step, components, init_state, make_train_step
+from dcgan_jax.train_step import (
+    compile_lowered,
+    compile_train_steps,
+    components,
+    init_state,
+    make_train_step,
+    make_train_steps,
+    put_dataset,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
@@ -41,29 +60,49 @@ flags.DEFINE_list("batch_sizes", ["64", "256"], "Global batch sizes.")
 flags.DEFINE_integer("steps", 30, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 2, "Timed rounds (ours and the reference's alternate).")
 flags.DEFINE_bool("reuse_fake", None, "Override train.reuse_fake (G trains on D's fake batch).")
+flags.DEFINE_multi_string("set", [], "FIELD=VALUE config overrides, e.g. --set=model.conv_algorithm=direct.")
 flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch, to time the reference too.")
 FLAGS = flags.FLAGS
 
 
 def sgemm_gflops(n: int = 4096, repeats: int = 5) -> float:
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    """The machine's float32 matmul rate: the better of NumPy's BLAS and XLA's, (n x n) @ (n x n)."""
+    a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+    on_device = jnp.asarray(a)
     matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, a).block_until_ready()
+    matmul(on_device, on_device).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        matmul(a, a).block_until_ready()
+        matmul(on_device, on_device).block_until_ready()
+        best = min(best, time.perf_counter() - started)
+        started = time.perf_counter()
+        a @ a
         best = min(best, time.perf_counter() - started)
     return 2 * n**3 / best / 1e9
 
 
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", float("nan")))
+
+
 def time_ours(config, batch_size: int, steps: int):
-    """(compile seconds, a function timing ``steps`` steps -> images/s, FLOPs per step)."""
+    """(compile seconds, a function timing ``steps`` steps -> images/s, model FLOPs per step,
+    executed FLOPs per step), for the training loop's own dispatch: ``train.steps_per_dispatch``
+    steps per call, batches gathered from the device-resident dataset.
+
+    Model FLOPs: XLA's cost analysis of the step with plain convolutions
+    (``model.conv_algorithm=direct``), the work the model's mathematics needs. Executed FLOPs: the
+    same analysis of the step as run, whose Fourier convolutions do fewer."""
     config.train.batch_size = batch_size
     config = config_lib.resolved(config)
+    per_dispatch = config.train.steps_per_dispatch
     mesh = parallel.make_mesh()
     images, labels = data.load_dataset(config.dataset, config.seed)
     batches = data.BatchOrder(images, batch_size, config.seed, labels)
+    dataset = put_dataset(images, batches.labels, mesh)
     shape = tuple(images.shape[1:])
     parts = components(config, shape)
     state = jax.jit(
@@ -71,37 +110,40 @@ def time_ours(config, batch_size: int, steps: int):
                            config.model.latent_dim, ema=config.train.ema_decay > 0),
         out_shardings=parallel.replicated(mesh),
     )()  # fmt: skip
-    step_fn = compile_train_step(make_train_step(*parts), mesh)
-    sharding = parallel.batch_sharded(mesh, leading_axes=1)
 
-    def real(i):
-        indices = [i * config.train.d_steps + j for j in range(config.train.d_steps)]
-        return (
-            jax.device_put(np.stack([batches.batch(k) for k in indices]), sharding),
-            jax.device_put(np.stack([batches.labels_of(k) for k in indices]), sharding),
-        )
+    def indices(first_step, num_steps=per_dispatch):
+        d_steps = config.train.d_steps
+        rows = [[batches.indices((first_step + i) * d_steps + j) for j in range(d_steps)] for i in range(num_steps)]
+        return np.asarray(rows, np.int32)
+
+    def lowered(parts, num_steps):
+        steps_fn = make_train_steps(make_train_step(*parts), mesh, num_steps)
+        return compile_train_steps(steps_fn, mesh).lower(state, dataset, indices(0, num_steps))
 
     started = time.perf_counter()
-    compiled = step_fn.lower(state, *real(0)).compile()
+    compiled = compile_lowered(lowered(parts, per_dispatch))
     compile_s = time.perf_counter() - started
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", float("nan")))
+    # Costs of one step without a loop (XLA counts a loop's body once, whatever its trip count).
+    executed_flops = _flops(compile_lowered(lowered(parts, 1)))
+    direct = ml_collections.ConfigDict(config.to_dict())
+    direct.model.conv_algorithm = "direct"
+    model_flops = _flops(compile_lowered(lowered(components(direct, shape), 1)))
     holder = {"state": state, "step": 0}
-    for _ in range(3):  # Warm-up.
-        holder["state"], metrics = compiled(holder["state"], *real(holder["step"]))
-        holder["step"] += 1
-    jax.block_until_ready(metrics)
+
+    def run(num_steps):
+        for _ in range(0, num_steps, per_dispatch):
+            holder["state"], metrics = compiled(holder["state"], dataset, indices(holder["step"]))
+            holder["step"] += per_dispatch
+        jax.block_until_ready(metrics)
+
+    run(max(per_dispatch, 3))  # Warm-up.
 
     def timed() -> float:
         started = time.perf_counter()
-        for _ in range(steps):
-            holder["state"], metrics = compiled(holder["state"], *real(holder["step"]))
-            holder["step"] += 1
-        jax.block_until_ready(metrics)
+        run(steps)
         return steps * batch_size / (time.perf_counter() - started)
 
-    return compile_s, timed, flops
+    return compile_s, timed, model_flops, executed_flops
 
 
 def time_torch(batch_size: int, steps: int) -> float:
@@ -118,10 +160,15 @@ def main(argv):
     config = config_lib.load_experiment(FLAGS.experiment, REPO / "experiments")
     if FLAGS.reuse_fake is not None:
         config.train.reuse_fake = FLAGS.reuse_fake
+    for override in FLAGS.set:
+        field, _, value = override.partition("=")
+        *parents, name = field.split(".")
+        node = functools.reduce(lambda c, part: c[part], parents, config)
+        node[name] = type(node[name])(yaml.safe_load(value))
     gemm = sgemm_gflops()
     rows = []
     for batch_size in (int(b) for b in FLAGS.batch_sizes):
-        compile_s, timed, flops = time_ours(config, batch_size, FLAGS.steps)
+        compile_s, timed, flops, executed_flops = time_ours(config, batch_size, FLAGS.steps)
         ours, theirs = [], []
         for _ in range(FLAGS.rounds):
             ours.append(timed())
@@ -132,21 +179,24 @@ def main(argv):
         rows.append({
             "batch": batch_size, "compile_s": compile_s, "images_per_s": images_per_s,
             "torch_images_per_s": statistics.median(theirs) if theirs else None,
-            "gflop_per_step": flops / 1e9, "gflops": gflops, "sgemm_fraction": gflops / gemm,
+            "gflop_per_step": flops / 1e9, "executed_gflop_per_step": executed_flops / 1e9,
+            "gflops": gflops, "sgemm_fraction": gflops / gemm,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         })  # fmt: skip
     devices = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
     print(f"Machine: {platform.machine()}, {devices}, jax {jax.__version__}; sgemm 4096^3: {gemm:.0f} GFLOP/s; "
-          f"experiment {FLAGS.experiment}, train.reuse_fake={config.train.reuse_fake}")  # fmt: skip
-    header = ("batch", "compile s", "images/s", "PyTorch images/s", "ratio", "GFLOP/step", "GFLOP/s", "of sgemm",
-              "peak RSS GiB")  # fmt: skip
+          f"experiment {FLAGS.experiment}, train.reuse_fake={config.train.reuse_fake}, "
+          f"steps per dispatch {config_lib.resolved(config).train.steps_per_dispatch}")  # fmt: skip
+    header = ("batch", "compile s", "images/s", "PyTorch images/s", "ratio", "model GFLOP/step",
+              "executed GFLOP/step", "model GFLOP/s", "of sgemm", "peak RSS GiB")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         torch_cell = f"{r['torch_images_per_s']:.0f}" if r["torch_images_per_s"] else "-"
         ratio = f"{r['images_per_s'] / r['torch_images_per_s']:.2f}x" if r["torch_images_per_s"] else "-"
         cells = (r["batch"], f"{r['compile_s']:.1f}", f"{r['images_per_s']:.0f}", torch_cell, ratio,
-                 f"{r['gflop_per_step']:.2f}", f"{r['gflops']:.1f}", f"{r['sgemm_fraction']:.0%}",
+                 f"{r['gflop_per_step']:.2f}", f"{r['executed_gflop_per_step']:.2f}", f"{r['gflops']:.1f}",
+                 f"{r['sgemm_fraction']:.0%}",
                  f"{r['peak_rss_gib']:.2f}")  # fmt: skip
         print("| " + " | ".join(str(c) for c in cells) + " |")
 

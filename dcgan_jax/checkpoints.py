@@ -222,10 +222,11 @@ class Checkpointer:
         self._check_shapes(target, step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+        # Partial: a checkpoint written before a state field existed (e.g. g_ema_params, empty when
+        # off) still restores; every array the target needs was checked to be there just above.
+        restore = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=True)
         try:
-            restored = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args))
-            )
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=restore))
         except Exception as e:  # Orbax raises many types for unreadable data.
             raise CheckpointError(f"cannot restore {self.directory / str(step)}: {e}") from e
         return restored.state

@@ -223,7 +223,7 @@ def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] to float32 [-1, 1], the generator's tanh range."""
+    """uint8 [0, 255] to float32 [-1, 1], the generator's tanh range (NumPy or JAX arrays)."""
     return images.astype(np.float32) / 127.5 - 1.0
 
 

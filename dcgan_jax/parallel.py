@@ -3,9 +3,10 @@
 ``jax.jit`` with ``NamedSharding`` (rather than the maintenance-mode ``jax.pmap``):
 the batch is split along its batch axis, the training state is replicated, and
 XLA inserts the cross-device reductions, so BatchNorm statistics and gradients
-are those of the global batch whatever the device or process count. With
-several processes (``jax.distributed``), each builds only its own rows of each
-global batch.
+are those of the global batch whatever the device or process count. The
+training set is replicated on every device, and each device gathers its own
+rows of a batch; with several processes (``jax.distributed``) every process
+loads the dataset and computes the same batch indices.
 """
 
 from __future__ import annotations
@@ -99,14 +100,6 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         lower, upper = batch_size // n * n, (batch_size // n + 1) * n
         options = " or ".join(str(b) for b in (lower, upper) if b > 0)
         raise ConfigError(f"--config.train.batch_size={batch_size} does not split over {n} devices; use {options}")
-
-
-def process_rows(sharding: NamedSharding, global_shape: tuple[int, ...], axis: int) -> slice:
-    """The rows of a global array, along ``axis``, that live on this process's devices."""
-    slices = [index[axis] for index in sharding.addressable_devices_indices_map(global_shape).values()]
-    start = min(s.start or 0 for s in slices)
-    stop = max(global_shape[axis] if s.stop is None else s.stop for s in slices)
-    return slice(start, stop)
 
 
 def global_array(local_rows: np.ndarray, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:

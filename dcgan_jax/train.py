@@ -13,10 +13,10 @@ import logging as std_logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -26,7 +26,8 @@ from dcgan_jax import checkpoints, data, evaluation, images, models, parallel, r
 from dcgan_jax import config as config_lib
 from dcgan_jax.train_step import (
     TrainState,
-    compile_train_step,
+    compile_lowered,
+    compile_train_steps,
     components,
     eval_labels,
     eval_latents,
@@ -35,7 +36,9 @@ from dcgan_jax.train_step import (
     init_state,
     learning_rates,
     make_train_step,
+    make_train_steps,
     nonfinite_networks,
+    put_dataset,
     with_learning_rates,
 )
 
@@ -123,9 +126,8 @@ class _Trainer:
         self.generator, self.discriminator, self.optimizers, self.game = components(config, self.image_shape)
         self.checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
         self.batches = data.BatchOrder(self.train_images, config.train.batch_size, config.seed, train_labels)
-        self.batch_shape = (config.train.d_steps, config.train.batch_size, *self.image_shape)
-        self.batch_sharding = parallel.batch_sharded(self.mesh, leading_axes=1)
-        self.my_rows = parallel.process_rows(self.batch_sharding, self.batch_shape, axis=1)
+        # The whole training set lives on the devices; each dispatch sends only the batches' indices.
+        self.dataset = put_dataset(self.train_images, self.batches.labels, self.mesh)
         self.sample = models.make_sampler(self.generator)
         self.nonfinite = jax.jit(nonfinite_networks)
         replicated = parallel.replicated(self.mesh)
@@ -139,7 +141,8 @@ class _Trainer:
             np.asarray(fixed_latents(config.seed, num_grid, config.model.latent_dim)), replicated
         )
         self.writer: writers.MetricsWriter | None = None
-        self.train_step = None
+        self.step_fn = make_train_step(self.generator, self.discriminator, self.optimizers, self.game)
+        self.train_steps: dict[int, Callable] = {}  # Compiled, by steps per dispatch.
         self.evaluator, self.best, self.best_fid = None, None, float("inf")
         if config.eval.every:
             self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
@@ -201,22 +204,37 @@ class _Trainer:
             self.writer.close()
         self.writer = writers.MetricsWriter(self.workdir, resume_step=step, enabled=self.is_main)
 
-    def real_batches(self, step: int) -> tuple[jax.Array, jax.Array]:
-        """This process's rows of the step's ``d_steps`` global batches and their labels, as global arrays."""
-        indices = [step * self.config.train.d_steps + i for i in range(self.config.train.d_steps)]
-        local_images = np.stack([self.batches.batch(i, self.my_rows) for i in indices])
-        local_labels = np.stack([self.batches.labels_of(i, self.my_rows) for i in indices])
-        return (
-            parallel.global_array(local_images, self.batch_sharding, self.batch_shape),
-            parallel.global_array(local_labels, self.batch_sharding, self.batch_shape[:2]),
-        )
+    def dispatch_indices(self, step: int, num_steps: int) -> jax.Array:
+        """The dataset rows of steps ``step .. step + num_steps - 1``, each step's ``d_steps``
+        batches: (num_steps, d_steps, batch). Every process computes the same global indices."""
+        cfg = self.config.train
+        batch_numbers = [[(step + i) * cfg.d_steps + j for j in range(cfg.d_steps)] for i in range(num_steps)]
+        indices = np.asarray([[self.batches.indices(b) for b in row] for row in batch_numbers], np.int32)
+        return parallel.global_array(indices, parallel.replicated(self.mesh), indices.shape)
 
-    def compile(self, state: TrainState) -> None:
-        step_fn = make_train_step(self.generator, self.discriminator, self.optimizers, self.game)
+    def steps_to_next_event(self, step: int) -> int:
+        """Steps in the next dispatch: at most ``train.steps_per_dispatch``, ending at the next log,
+        sample, checkpoint or evaluation step or at ``train.num_steps``."""
+        cfg = self.config.train
+        intervals = [cfg.log_every, cfg.sample_every, cfg.checkpoint_every]
+        if self.evaluator is not None:
+            intervals.append(self.config.eval.every)
+        return min([cfg.steps_per_dispatch, cfg.num_steps - step] + [k - step % k for k in intervals])
+
+    def dispatch(self, state: TrainState, step: int, num_steps: int) -> tuple[TrainState, dict, float]:
+        """Runs steps ``step .. step + num_steps - 1``: (state, stacked metrics, seconds spent compiling).
+        Compiles the first dispatch of each length (a shorter one only where an event falls between
+        multiples of ``steps_per_dispatch``)."""
+        indices = self.dispatch_indices(step, num_steps)
         compile_start = time.monotonic()
-        step = int(parallel.to_host(state.step))
-        self.train_step = compile_train_step(step_fn, self.mesh).lower(state, *self.real_batches(step)).compile()
-        logging.info("Compiled the train step in %.1f s.", time.monotonic() - compile_start)
+        if num_steps not in self.train_steps:
+            steps_fn = make_train_steps(self.step_fn, self.mesh, num_steps)
+            compiled = compile_lowered(compile_train_steps(steps_fn, self.mesh).lower(state, self.dataset, indices))
+            self.train_steps[num_steps] = compiled
+            logging.info("Compiled the train step (%d per dispatch) in %.1f s.", num_steps,
+                         time.monotonic() - compile_start)  # fmt: skip
+        compile_s = time.monotonic() - compile_start
+        return (*self.train_steps[num_steps](state, self.dataset, indices), compile_s)
 
     def save_samples(self, state: TrainState, step: int) -> None:
         """The grid of fixed latents (with the EMA generator when kept; one row per class when conditional)."""
@@ -290,15 +308,19 @@ class _Trainer:
         step = int(parallel.to_host(state.step))
         self.start_writing(step)
         logging.info("Training from step %d to %d.", step, cfg.num_steps)
-        pending: list[dict] = []
+        pending: list[tuple[dict, int]] = []  # (stacked metrics of a dispatch, steps it ran)
         interval_start, interval_step = time.monotonic(), step
         single_process = jax.process_count() == 1
         stopped_by = None
         with _stop_requests() as stop_signals:
             while step < cfg.num_steps:
-                state, metrics = self.train_step(state, *self.real_batches(step))
-                pending.append(metrics)
-                step += 1
+                num_steps = self.steps_to_next_event(step)
+                state, metrics, compile_s = self.dispatch(state, step, num_steps)
+                interval_start += compile_s  # Not counted in steps/s.
+                for value in jax.tree.leaves(metrics):
+                    value.copy_to_host_async()  # Ready by the next log line, which then waits on nothing else.
+                pending.append((metrics, num_steps))
+                step += num_steps
                 at_log = step % cfg.log_every == 0
                 stopped_by, out_of_time = None, False
                 if single_process or at_log:  # Several processes agree on stopping only at logs.
@@ -307,7 +329,10 @@ class _Trainer:
                 last = step == cfg.num_steps or out_of_time or stopped_by is not None
                 if at_log or last:
                     # The only wait on the device between logs: the interval's metrics, fetched at once.
-                    stacked = parallel.to_host(jax.tree.map(lambda *values: jnp.stack(values), *pending))
+                    fetched = [(parallel.to_host(metrics), n) for metrics, n in pending]
+                    stacked = {
+                        name: np.concatenate([metrics[name][:n] for metrics, n in fetched]) for name in fetched[0][0]
+                    }
                     self.check_finite(state, step, stacked)
                     rate = (step - interval_step) / (time.monotonic() - interval_start)
                     means = {name: float(np.mean(values)) for name, values in stacked.items()}
@@ -439,7 +464,6 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, started: float, is_
             resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
             (workdir / "config.json").write_text(resolved + "\n")
             logging.info("Config:\n%s", config)
-        trainer.compile(state)
         restores_done = 0
         while True:
             try:

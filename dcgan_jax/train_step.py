@@ -17,10 +17,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from absl import logging
 from flax import struct
 
-from dcgan_jax import losses, parallel
+from dcgan_jax import data, losses, parallel
 
 Variables = dict[str, Any]
 
@@ -352,6 +354,69 @@ def make_train_step(
         return state.replace(step=state.step + 1), {**d_metrics[-1], **g_metrics}
 
     return train_step
+
+
+class DeviceDataset(NamedTuple):
+    """The training set resident on the devices (replicated): uint8 images (N, H, W, C), int32 labels (N,)."""
+
+    images: jax.Array
+    labels: jax.Array
+
+
+def put_dataset(images, labels, mesh) -> DeviceDataset:
+    """Copies the whole dataset, as uint8, to every device of ``mesh`` (each process gives its full copy)."""
+    replicated = parallel.replicated(mesh)
+    return DeviceDataset(
+        parallel.global_array(np.asarray(images, np.uint8), replicated, images.shape),
+        parallel.global_array(np.asarray(labels, np.int32), replicated, labels.shape),
+    )
+
+
+def make_train_steps(train_step, mesh, num_steps: int) -> Callable:
+    """Returns ``train_steps(state, dataset, indices)``: ``num_steps`` steps in one call, each
+    gathering its real batches from the device-resident ``dataset`` by ``indices`` (num_steps,
+    d_steps, batch); metrics come back stacked, (num_steps,) each. Several steps run as a
+    ``lax.scan``, so the host need not wait on each small step; one step runs without the loop,
+    which XLA's CPU backend executes ~8% slower even at one iteration."""
+    batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
+
+    def one_step(state: TrainState, dataset: DeviceDataset, step_indices: jax.Array):
+        real = jax.lax.with_sharding_constraint(dataset.images[step_indices], batch_sharding)
+        labels = jax.lax.with_sharding_constraint(dataset.labels[step_indices], batch_sharding)
+        return train_step(state, data.to_model_range(real), labels)
+
+    def train_steps(state: TrainState, dataset: DeviceDataset, indices: jax.Array):
+        if num_steps == 1:
+            state, metrics = one_step(state, dataset, indices[0])
+            return state, jax.tree.map(lambda m: m[None], metrics)
+        return jax.lax.scan(lambda state, step_indices: one_step(state, dataset, step_indices), state, indices)
+
+    return train_steps
+
+
+# XLA's CPU backend (jax 0.10) hands dot products to YNNPACK fusions; for the many small batched
+# products of the Fourier convolutions its own dot emitter makes the reference step ~20% faster
+# (benchmarks/RESULTS.md). Convolutions stay with YNNPACK.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
+
+
+def compile_lowered(lowered):
+    """``lowered.compile()``, with :data:`CPU_COMPILER_OPTIONS` on the CPU where this XLA knows them."""
+    if jax.default_backend() == "cpu":
+        try:
+            return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+        except jax.errors.JaxRuntimeError as e:
+            if "option" not in str(e):
+                raise
+            logging.warning("Compiling without %s, which this XLA does not take: %s", CPU_COMPILER_OPTIONS, e)
+    return lowered.compile()
+
+
+def compile_train_steps(train_steps, mesh) -> Callable:
+    """jit over the mesh: state donated; state, dataset, indices and metrics replicated (the batches
+    are split over the devices inside, where they are gathered)."""
+    replicated = parallel.replicated(mesh)
+    return jax.jit(train_steps, in_shardings=replicated, out_shardings=replicated, donate_argnums=0)
 
 
 def compile_train_step(train_step, mesh) -> Callable:

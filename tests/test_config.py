@@ -52,6 +52,8 @@ def test_required_fields_exist():
         ("train.compute_dtype", "float16", "--config.train.compute_dtype='float16': must be one of float32, bfloat16"),
         ("optimizer.d_learning_rate", 2.0, r"--config.optimizer.d_learning_rate=2.0: must be in \[0, 1\)"),
         ("model.num_classes", -1, "--config.model.num_classes=-1: must be >= 0"),
+        ("model.conv_algorithm", "fft", "--config.model.conv_algorithm='fft': must be one of auto, direct, fourier"),
+        ("train.steps_per_dispatch", -1, "--config.train.steps_per_dispatch=-1: must be >= 0"),
         ("dataset.name", "image_folder", "--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR"),
         ("optimizer.beta1", 1.0, r"--config.optimizer.beta1=1.0: must be in \[0, 1\)"),
         ("loss.generator", "hinge", "--config.loss.generator='hinge': must be one of non_saturating, minimax"),
@@ -117,6 +119,10 @@ def test_automatic_fields_resolve_as_the_run_uses_them():
     assert config_lib.resolved(config).train.d_steps == 5
     config.train.d_steps = 2
     assert config_lib.resolved(config).train.d_steps == 2
+    # One step per dispatch on this CPU, several where steps are short (accelerators).
+    assert config.train.steps_per_dispatch == 0 and config_lib.resolved(config).train.steps_per_dispatch == 1
+    config.train.steps_per_dispatch = 4
+    assert config_lib.resolved(config).train.steps_per_dispatch == 4
 
 
 def test_a_stored_config_from_before_a_field_existed_gets_its_default():

@@ -1,4 +1,3 @@
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,35 +5,6 @@ import pytest
 
 from dcgan_jax import models
 from dcgan_jax.config import default_config
-
-
-@pytest.mark.parametrize("kernel_size", [3, 4, 5])
-def test_upsample_conv_equals_transposed_convolution(kernel_size):
-    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 8))
-    kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 8, 6))
-
-    def reference(x, kernel):
-        return jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    np.testing.assert_allclose(models.upsample_conv(x, kernel), reference(x, kernel), atol=1e-4)
-
-    def loss(f):
-        return lambda x, kernel: jnp.sum(jnp.sin(f(x, kernel)))
-
-    ours = jax.grad(loss(models.upsample_conv), argnums=(0, 1))(x, kernel)
-    theirs = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
-    for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4)
-
-
-def test_upsample_conv_module_is_parameter_compatible_with_conv_transpose():
-    x = jax.random.normal(jax.random.key(0), (3, 7, 7, 4))
-    ours = models.UpsampleConv(5, kernel_size=5)
-    theirs = nn.ConvTranspose(5, (5, 5), strides=(2, 2), padding="SAME")
-    variables = theirs.init(jax.random.key(1), x)
-    variables = jax.tree.map(lambda v: v + 0.1, variables)  # Non-zero bias.
-    assert jax.tree.structure(ours.init(jax.random.key(1), x)) == jax.tree.structure(variables)
-    np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), atol=1e-4)
 
 
 @pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3)])
@@ -170,3 +140,15 @@ def test_spectral_norm_estimates_each_layers_largest_singular_value():
     true_sigma = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
     sigma = float(next(v for k, v in layer.items() if "sigma" in k))
     assert sigma == pytest.approx(true_sigma, rel=0.02)
+
+
+def test_dropout_drops_at_its_rate_and_keeps_the_mean():
+    x = jnp.ones((200, 7, 7, 31))  # An odd size: the 16-bit halves of the last word are cut.
+    y = models.dropout(x, 0.3, jax.random.key(0))
+    dropped = float(jnp.mean(y == 0))
+    assert abs(dropped - 0.3) < 0.005, dropped
+    assert abs(float(jnp.mean(y)) - 1.0) < 0.01
+    again = models.dropout(x, 0.3, jax.random.key(0))
+    other = models.dropout(x, 0.3, jax.random.key(1))
+    np.testing.assert_array_equal(y, again)
+    assert float(jnp.mean((y == 0) != (other == 0))) > 0.3  # Another key, another mask.

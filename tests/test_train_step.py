@@ -7,11 +7,14 @@ from dcgan_jax import data, parallel
 from dcgan_jax.config import ConfigError, resolved
 from dcgan_jax.train_step import (
     compile_train_step,
+    compile_train_steps,
     components,
     init_state,
     make_train_step,
+    make_train_steps,
     make_updates,
     nonfinite_networks,
+    put_dataset,
 )
 
 
@@ -223,3 +226,28 @@ def test_reuse_fake_option_trains_and_differs_from_fresh_batches():
         config.train.reuse_fake = reuse
         finals[reuse], _ = _trains_and_stays_finite(config, steps=6)
     assert not trees_equal(finals[True].g_params, finals[False].g_params)
+
+
+def test_a_dispatch_of_several_steps_equals_single_steps():
+    """Three steps in one dispatch (a scan), gathering their batches on the device, end where three
+    single-step calls on host-made batches end, with the same metrics."""
+    config, state, parts, _ = _setup(tiny_config())
+    mesh = parallel.make_mesh()
+    images, labels = data.synthetic_images(256, seed=1)
+    order = data.BatchOrder(images, config.train.batch_size, seed=0, labels=labels)
+    single = compile_train_step(make_train_step(*parts), mesh)
+    expected = jax.tree.map(np.array, jax.device_get(state))  # A copy: the steps donate their state.
+    singles = []
+    for i in range(3):
+        expected, metrics = single(expected, order.batch(i)[None], order.labels_of(i)[None])
+        singles.append(metrics)
+    indices = np.asarray([[order.indices(i)] for i in range(3)], np.int32)
+    steps = compile_train_steps(make_train_steps(make_train_step(*parts), mesh, 3), mesh)
+    final, stacked = steps(state, put_dataset(images, labels, mesh), indices)
+    assert int(final.step) == 3
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # Donated: updated in place.
+    for a, b in zip(jax.tree.leaves(jax.device_get(final)), jax.tree.leaves(jax.device_get(expected)), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    for name, values in stacked.items():
+        assert values.shape == (3,)
+        np.testing.assert_allclose(values, [float(m[name]) for m in singles], atol=1e-5, rtol=1e-4)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO, restore_full_state, shared_dataset_dir, tiny_config, tiny_flags, trees_equal
 
@@ -115,6 +116,24 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert "Nothing to do: the checkpoint is at step 6" in (tmp_path / "split" / "train.log").read_text()
 
 
+def test_several_steps_per_dispatch_train_like_one(tmp_path):
+    """Dispatches of up to 4 steps (scans of 2, then 1, 1 and 2 steps, ending at each log, sample and
+    checkpoint) end where one step per dispatch ends, with the same samples and metrics written."""
+    one = dcgan_jax.train(tiny_config(steps_per_dispatch=1), tmp_path / "one")
+    four = dcgan_jax.train(tiny_config(steps_per_dispatch=4), tmp_path / "four")
+    assert int(four.step) == int(one.step) == 6
+    for a, b in zip(jax.tree.leaves(jax.device_get(four)), jax.tree.leaves(jax.device_get(one)), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    metrics = [images.read_metrics(tmp_path / run / "metrics.jsonl") for run in ("one", "four")]
+    assert [r["step"] for r in metrics[1]] == [r["step"] for r in metrics[0]] == [2, 4, 6]
+    np.testing.assert_allclose([r["d_loss"] for r in metrics[1]], [r["d_loss"] for r in metrics[0]], rtol=1e-4)
+    for run in ("one", "four"):
+        assert sorted(p.name for p in (tmp_path / run / "samples").glob("*.png")) == [
+            "step_0000003.png", "step_0000006.png"
+        ]  # fmt: skip
+    assert "Compiled the train step (2 per dispatch)" in (tmp_path / "four" / "train.log").read_text()
+
+
 def test_checkpoint_restores_identical_state(trained_run):
     workdir, state = trained_run
     checkpointer = checkpoints.Checkpointer(workdir, create=False)
@@ -123,10 +142,32 @@ def test_checkpoint_restores_identical_state(trained_run):
     assert trees_equal(restored, state)
 
 
+def test_checkpoint_from_before_the_ema_field_restores_and_resumes(trained_run, tmp_path):
+    """A checkpoint written before TrainState had g_ema_params (no such key on disk) is not
+    "damaged": it restores, and a run resumes from it."""
+    workdir, state = trained_run
+    old = checkpoints.Checkpointer(tmp_path, create=True)
+    fields = {k: v for k, v in jax.device_get(state).__dict__.items() if k != "g_ema_params"}
+    config = json.loads((workdir / "config.json").read_text())
+    old.manager.save(
+        int(state.step),
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeSave(fields), config=ocp.args.JsonSave(config),
+            meta=ocp.args.JsonSave({"image_shape": [28, 28, 1]}),
+        ),
+    )  # fmt: skip
+    old.wait()
+    assert trees_equal(old.restore(jax.tree.map(np.zeros_like, state)), state)
+    resumed = dcgan_jax.train(tiny_config(num_steps=int(state.step) + 1), tmp_path)
+    assert int(resumed.step) == int(state.step) + 1
+
+
 def test_time_limit_stops_with_a_checkpoint(tmp_path):
-    state = dcgan_jax.train(tiny_config(num_steps=100_000, max_seconds=1e-3), tmp_path)
-    assert int(state.step) == 1
-    assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [1]
+    """The clock is read between dispatches: the run stops after its first one (2 steps, up to
+    the first log) with a checkpoint there."""
+    state = dcgan_jax.train(tiny_config(num_steps=100_000, max_seconds=1e-3, steps_per_dispatch=5), tmp_path)
+    assert int(state.step) == 2
+    assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [2]
 
 
 @pytest.mark.parametrize("moment", ["during_a_save", "at_random"])
