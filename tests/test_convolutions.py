@@ -10,14 +10,18 @@ from dcgan_jax import convolutions
 
 
 def _same_values_and_gradients(ours, reference, x, kernel, atol):
-    """Outputs, and gradients of a nonlinear loss w.r.t. input and kernel, agree within ``atol``."""
-    np.testing.assert_allclose(ours(x, kernel), reference(x, kernel), atol=atol, rtol=1e-4)
+    """Outputs, and gradients of a nonlinear loss w.r.t. input and kernel, agree within ``atol``.
+    (Jitted: one compilation each instead of one per operation.)"""
 
-    def loss(f):
-        return lambda x, kernel: jnp.sum(jnp.sin(f(x, kernel)))
+    def values_and_gradients(f):
+        def loss(x, kernel):
+            return jnp.sum(jnp.sin(f(x, kernel)))
 
-    ours_grads = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
-    reference_grads = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
+        return jax.jit(lambda x, kernel: (f(x, kernel), jax.grad(loss, argnums=(0, 1))(x, kernel)))
+
+    ours_values, ours_grads = values_and_gradients(ours)(x, kernel)
+    reference_values, reference_grads = values_and_gradients(reference)(x, kernel)
+    np.testing.assert_allclose(ours_values, reference_values, atol=atol, rtol=1e-4)
     for a, b in zip(ours_grads, reference_grads, strict=True):
         np.testing.assert_allclose(a, b, atol=10 * atol, rtol=1e-4)
 
@@ -36,7 +40,7 @@ def _plain_conv_transpose(x, kernel):
 
 @pytest.mark.parametrize(
     "size, kernel_size, padding",
-    [(7, 5, (2, 2)), (7, 3, (1, 1)), (7, 4, (1, 2)), (8, 3, (0, 2)), (5, 5, (0, 0)), (14, 5, (2, 2))],
+    [(7, 5, (2, 2)), (7, 4, (1, 2)), (8, 3, (0, 2)), (5, 5, (0, 0))],
 )
 def test_fourier_conv_equals_direct_convolution(size, kernel_size, padding):
     x = jax.random.normal(jax.random.key(0), (3, size, size, 6))
@@ -48,7 +52,7 @@ def test_fourier_conv_equals_direct_convolution(size, kernel_size, padding):
     _same_values_and_gradients(ours, _plain_conv(padding), x, kernel, atol=1e-4)
 
 
-@pytest.mark.parametrize("size, kernel_size", [(14, 5), (28, 5), (14, 4), (8, 3), (7, 5)])
+@pytest.mark.parametrize("size, kernel_size", [(14, 5), (14, 4), (7, 5)])
 def test_downsample_conv_equals_strided_convolution(size, kernel_size):
     x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
     kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 3, 4))
@@ -62,8 +66,7 @@ def test_downsample_conv_equals_strided_convolution(size, kernel_size):
     _same_values_and_gradients(ours, reference, x, kernel, atol=1e-4)
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "fourier"])
-@pytest.mark.parametrize("kernel_size", [3, 4, 5])
+@pytest.mark.parametrize("kernel_size, algorithm", [(3, "direct"), (4, "fourier"), (5, "direct"), (5, "fourier")])
 def test_upsample_conv_equals_transposed_convolution(kernel_size, algorithm):
     x = jax.random.normal(jax.random.key(0), (2, 7, 7, 8))
     kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 8, 6))
@@ -85,8 +88,10 @@ def test_modules_are_parameter_compatible_with_flax_layers():
     for ours, theirs in pairs:
         variables = theirs.init(jax.random.key(1), x)
         variables = jax.tree.map(lambda v: v + 0.1, variables)  # Non-zero bias.
-        assert jax.tree.structure(ours.init(jax.random.key(1), x)) == jax.tree.structure(variables)
-        np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), atol=1e-4, rtol=1e-5)
+        assert jax.tree.structure(jax.eval_shape(ours.init, jax.random.key(1), x)) == jax.tree.structure(variables)
+        np.testing.assert_allclose(
+            jax.jit(ours.apply)(variables, x), jax.jit(theirs.apply)(variables, x), atol=1e-4, rtol=1e-5
+        )
 
 
 def test_auto_picks_fourier_only_where_it_saves_work():

@@ -116,22 +116,21 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert "Nothing to do: the checkpoint is at step 6" in (tmp_path / "split" / "train.log").read_text()
 
 
-def test_several_steps_per_dispatch_train_like_one(tmp_path):
+def test_several_steps_per_dispatch_train_like_one(trained_run, tmp_path):
     """Dispatches of up to 4 steps (scans of 2, then 1, 1 and 2 steps, ending at each log, sample and
-    checkpoint) end where one step per dispatch ends, with the same samples and metrics written."""
-    one = dcgan_jax.train(tiny_config(steps_per_dispatch=1), tmp_path / "one")
-    four = dcgan_jax.train(tiny_config(steps_per_dispatch=4), tmp_path / "four")
+    checkpoint) end where one step per dispatch (the shared run, on this CPU) ends, with the same
+    samples and metrics written."""
+    one_dir, one = trained_run
+    four = dcgan_jax.train(tiny_config(steps_per_dispatch=4), tmp_path)
     assert int(four.step) == int(one.step) == 6
     for a, b in zip(jax.tree.leaves(jax.device_get(four)), jax.tree.leaves(jax.device_get(one)), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
-    metrics = [images.read_metrics(tmp_path / run / "metrics.jsonl") for run in ("one", "four")]
+    metrics = [images.read_metrics(workdir / "metrics.jsonl") for workdir in (one_dir, tmp_path)]
     assert [r["step"] for r in metrics[1]] == [r["step"] for r in metrics[0]] == [2, 4, 6]
     np.testing.assert_allclose([r["d_loss"] for r in metrics[1]], [r["d_loss"] for r in metrics[0]], rtol=1e-4)
-    for run in ("one", "four"):
-        assert sorted(p.name for p in (tmp_path / run / "samples").glob("*.png")) == [
-            "step_0000003.png", "step_0000006.png"
-        ]  # fmt: skip
-    assert "Compiled the train step (2 per dispatch)" in (tmp_path / "four" / "train.log").read_text()
+    for workdir in (one_dir, tmp_path):
+        assert sorted(p.name for p in (workdir / "samples").glob("*.png")) == ["step_0000003.png", "step_0000006.png"]
+    assert "Compiled the train step (2 per dispatch)" in (tmp_path / "train.log").read_text()
 
 
 def test_checkpoint_restores_identical_state(trained_run):
