@@ -112,9 +112,7 @@ def time_ours(config, batch_size: int, steps: int):
     )()  # fmt: skip
 
     def indices(first_step, num_steps=per_dispatch):
-        d_steps = config.train.d_steps
-        rows = [[batches.indices((first_step + i) * d_steps + j) for j in range(d_steps)] for i in range(num_steps)]
-        return np.asarray(rows, np.int32)
+        return batches.step_indices(first_step, num_steps, config.train.d_steps)
 
     def lowered(parts, num_steps):
         steps_fn = make_train_steps(make_train_step(*parts), mesh, num_steps)
@@ -124,7 +122,7 @@ def time_ours(config, batch_size: int, steps: int):
     compiled = compile_lowered(lowered(parts, per_dispatch))
     compile_s = time.perf_counter() - started
     # Costs of one step without a loop (XLA counts a loop's body once, whatever its trip count).
-    executed_flops = _flops(compile_lowered(lowered(parts, 1)))
+    executed_flops = _flops(compiled if per_dispatch == 1 else compile_lowered(lowered(parts, 1)))
     direct = ml_collections.ConfigDict(config.to_dict())
     direct.model.conv_algorithm = "direct"
     model_flops = _flops(compile_lowered(lowered(components(direct, shape), 1)))

@@ -122,13 +122,14 @@ def _fourier_pays(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], paddi
     return 2 * (products + transforms) <= direct
 
 
-def _use_fourier(algorithm: str, x: jax.Array, kernel_shape: tuple[int, ...], padding: Padding) -> bool:
+def _use_fourier(
+    algorithm: str, x_shape: tuple[int, ...], dtype, kernel_shape: tuple[int, ...], padding: Padding
+) -> bool:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"convolution algorithm {algorithm!r}: expected one of {ALGORITHMS}")
     if algorithm == "auto":
-        return (
-            x.dtype == jnp.float32 and jax.default_backend() == "cpu" and _fourier_pays(x.shape, kernel_shape, padding)
-        )
+        on_cpu = dtype == jnp.float32 and jax.default_backend() == "cpu"
+        return on_cpu and _fourier_pays(x_shape, kernel_shape, padding)
     return algorithm == "fourier"
 
 
@@ -139,7 +140,7 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding) -> jax.Arra
 
 def conv(x: jax.Array, kernel: jax.Array, padding: Padding, algorithm: str = "auto") -> jax.Array:
     """Stride-1 cross-correlation, NHWC x HWIO, the same ``padding`` on both spatial axes."""
-    if _use_fourier(algorithm, x, kernel.shape, padding):
+    if _use_fourier(algorithm, x.shape, x.dtype, kernel.shape, padding):
         return fourier_conv(x, kernel, padding)
     return _xla_conv(x, kernel, 1, (padding, padding))
 
@@ -213,10 +214,7 @@ def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") ->
     n = hi - lo + 1
     s2d_shape = (batch, height // 2, width // 2, 4 * channels)
     even = height % 2 == 0 and width % 2 == 0
-    if not (
-        even
-        and _use_fourier(algorithm, jax.ShapeDtypeStruct(s2d_shape, x.dtype), (n, n, 4 * channels, features), (-lo, hi))
-    ):
+    if not (even and _use_fourier(algorithm, s2d_shape, x.dtype, (n, n, 4 * channels, features), (-lo, hi))):
         return _xla_conv(x, kernel, 2, "SAME")
     select = np.zeros((2, n, k), np.float32)  # (phase, offset, tap)
     for t, phase, d in triples:

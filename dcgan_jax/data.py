@@ -257,11 +257,16 @@ class BatchOrder:
         start = position * self.batch_size
         return self._permutation[start : start + self.batch_size]
 
-    def batch(self, batch_index: int, rows: slice = slice(None)) -> np.ndarray:
-        """Float32 images in [-1, 1], shape (batch_size, H, W, C); only ``rows`` of it when given
-        (a process's share of a global batch)."""
-        return to_model_range(self.images[self.indices(batch_index)[rows]])
+    def step_indices(self, first_step: int, num_steps: int, d_steps: int) -> np.ndarray:
+        """The rows of steps ``first_step .. first_step + num_steps - 1``, each step's ``d_steps``
+        batches in turn: int32 (num_steps, d_steps, batch_size)."""
+        batch_numbers = [[(first_step + i) * d_steps + j for j in range(d_steps)] for i in range(num_steps)]
+        return np.asarray([[self.indices(b) for b in row] for row in batch_numbers], np.int32)
 
-    def labels_of(self, batch_index: int, rows: slice = slice(None)) -> np.ndarray:
-        """The class labels (int32) of :meth:`batch` with the same arguments."""
-        return self.labels[self.indices(batch_index)[rows]]
+    def batch(self, batch_index: int) -> np.ndarray:
+        """Float32 images in [-1, 1], shape (batch_size, H, W, C)."""
+        return to_model_range(self.images[self.indices(batch_index)])
+
+    def labels_of(self, batch_index: int) -> np.ndarray:
+        """The class labels (int32) of :meth:`batch`."""
+        return self.labels[self.indices(batch_index)]

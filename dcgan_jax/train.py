@@ -207,9 +207,7 @@ class _Trainer:
     def dispatch_indices(self, step: int, num_steps: int) -> jax.Array:
         """The dataset rows of steps ``step .. step + num_steps - 1``, each step's ``d_steps``
         batches: (num_steps, d_steps, batch). Every process computes the same global indices."""
-        cfg = self.config.train
-        batch_numbers = [[(step + i) * cfg.d_steps + j for j in range(cfg.d_steps)] for i in range(num_steps)]
-        indices = np.asarray([[self.batches.indices(b) for b in row] for row in batch_numbers], np.int32)
+        indices = self.batches.step_indices(step, num_steps, self.config.train.d_steps)
         return parallel.global_array(indices, parallel.replicated(self.mesh), indices.shape)
 
     def steps_to_next_event(self, step: int) -> int:

@@ -241,7 +241,8 @@ def test_a_dispatch_of_several_steps_equals_single_steps():
     for i in range(3):
         expected, metrics = single(expected, order.batch(i)[None], order.labels_of(i)[None])
         singles.append(metrics)
-    indices = np.asarray([[order.indices(i)] for i in range(3)], np.int32)
+    indices = order.step_indices(0, 3, d_steps=1)
+    np.testing.assert_array_equal(indices[:, 0], [order.indices(i) for i in range(3)])
     steps = compile_train_steps(make_train_steps(make_train_step(*parts), mesh, 3), mesh)
     final, stacked = steps(state, put_dataset(images, labels, mesh), indices)
     assert int(final.step) == 3
