@@ -11,12 +11,16 @@ data loading). Both are scored with ``dcgan_jax.evaluate`` on 10,000 samples aga
 Fashion-MNIST test split. Writes ``results.md`` (the table and the commands), ``results.json``,
 and the two 8x8 sample grids side by side (``samples.png``) into ``--out``.
 ``--reference_samples`` scores an existing reference .npz instead of training the reference.
+``--truncations`` adds rows for our generator sampled with its latents scaled toward 0 (the
+truncation trick): points on its precision/recall trade-off, labelled as such; the headline row
+is always the plain sampling, as the reference is sampled.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -43,11 +47,12 @@ flags.DEFINE_string("reference_samples", None, "Score this reference .npz instea
 flags.DEFINE_string("workdir", None, "Our run's folder (default: a new temporary folder).")
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "quality"), "Where the table and the grids go.")
 flags.DEFINE_list("overrides", [], "FIELD=VALUE config overrides of our run, e.g. train.ema_decay=0.999.")
+flags.DEFINE_list("truncations", ["0.9", "0.8"], "Also score ours with its latents times each of these.")
 FLAGS = flags.FLAGS
 
 
-def train_ours(workdir: Path) -> tuple[np.ndarray, dict, list[str]]:
-    """(10,000 samples, facts of the run, the flags that reproduce it)."""
+def train_ours(workdir: Path) -> tuple[dcgan_jax.TrainedGenerator, dict, list[str]]:
+    """(the trained generator, facts of the run, the flags that reproduce it)."""
     config = config_lib.load_experiment(FLAGS.experiment, REPO / "experiments")
     flags_used = [f"--config.train.max_seconds={FLAGS.seconds:g}", "--config.train.num_steps=100000000"]
     for item in FLAGS.overrides:
@@ -60,10 +65,14 @@ def train_ours(workdir: Path) -> tuple[np.ndarray, dict, list[str]]:
     subprocess.run(command + flags_used, check=True)
     wall = time.monotonic() - started
     run = dcgan_jax.load(workdir)
-    samples = np.concatenate([run.sample(1000, seed=i) for i in range(NUM_SAMPLES // 1000)])
     status = json.loads((workdir / "status.json").read_text())
-    facts = {"steps": status["step"], "seconds": round(wall, 1), "batch": config.train.batch_size, "ema": run.ema}
-    return samples, facts, shown + flags_used
+    facts = {"steps": status["step"], "seconds": round(wall, 1), "batch": config.train.batch_size, "ema": run.ema,
+             "num_classes": run.num_classes}  # fmt: skip
+    return run, facts, shown + flags_used
+
+
+def sample(run: dcgan_jax.TrainedGenerator, truncation: float = 1.0) -> np.ndarray:
+    return np.concatenate([run.sample(1000, seed=i, truncation=truncation) for i in range(NUM_SAMPLES // 1000)])
 
 
 def train_reference(out: Path) -> tuple[np.ndarray, dict]:
@@ -85,8 +94,11 @@ def _read_npz(path: str | Path) -> np.ndarray:
 
 def _table(ours: dict, reference: dict) -> str:
     lines = ["| | FID | KID | precision | recall | classes covered | IS | steps | batch |", "|---" * 9 + "|"]
-    for name, row in (("dcgan_jax " + FLAGS.experiment, ours), ("PyTorch reference", reference)):
-        s = row["scores"]
+    name = "dcgan_jax " + FLAGS.experiment + (" (class-conditional)" if ours["num_classes"] else "")
+    rows = [(name, ours["scores"], ours)]
+    rows += [(f"ours, truncation {psi:g}", scores, ours) for psi, scores in ours["truncated"].items()]
+    rows.append(("PyTorch reference", reference["scores"], reference))
+    for name, s, row in rows:
         lines.append(
             f"| {name} | {s['fid']:.1f} | {s['kid']:.2f} ± {s['kid_std']:.2f} | {s['precision']:.3f} | "
             f"{s['recall']:.3f} | {s['classes_covered']}/10 | {s['inception_score']:.2f} | {row['steps']} | "
@@ -101,13 +113,16 @@ def main(argv):
     if not FLAGS.reference_samples and not FLAGS.torch_python:
         raise app.UsageError("give --torch_python (to train the reference) or --reference_samples=ref.npz")
     workdir = Path(FLAGS.workdir or tempfile.mkdtemp(prefix="dcgan_jax_quality_"))
-    ours_samples, ours, command = train_ours(workdir)
+    truncations = [float(t) for t in FLAGS.truncations]
+    run, ours, command = train_ours(workdir)
+    ours_samples = sample(run)
     if FLAGS.reference_samples:
         reference_samples = _read_npz(FLAGS.reference_samples)
         reference = {"steps": "?", "seconds": "?", "batch": 64}
     else:
         reference_samples, reference = train_reference(out)
     ours["scores"] = dcgan_jax.evaluate(ours_samples, dataset="fashion_mnist")
+    ours["truncated"] = {psi: dcgan_jax.evaluate(sample(run, psi), dataset="fashion_mnist") for psi in truncations}
     reference["scores"] = dcgan_jax.evaluate(reference_samples, dataset="fashion_mnist")
     # 8 rows: 8 of ours, a white column, 8 of the reference's.
     blank = np.ones((8, 1, *ours_samples.shape[1:]), np.float32)
@@ -122,7 +137,7 @@ def main(argv):
     text = (
         f"Wall-clock budget {FLAGS.seconds:g} s each, one after the other; {machine}. Scores: "
         f"dcgan_jax.evaluate, {NUM_SAMPLES} samples vs the Fashion-MNIST test split.\n\n{table}\n\n"
-        f"Benchmark: `DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py {' '.join(argv[1:])}`; "
+        f"Benchmark: `DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py {shlex.join(sys.argv[1:])}`; "
         f"our run inside it: `python {' '.join(command)}`.\n\n"
         f"Left: ours, right: the reference (`samples.png`).\n"
     )

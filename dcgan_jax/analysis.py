@@ -46,8 +46,12 @@ class TrainedGenerator:
     def num_classes(self) -> int:
         return self.generator.num_classes
 
-    def latents(self, num: int, seed: int = 0) -> jax.Array:
-        return jax.random.normal(jax.random.key(seed), (num, self.config.model.latent_dim))
+    def latents(self, num: int, seed: int = 0, truncation: float = 1.0) -> jax.Array:
+        """``num`` latent vectors drawn with ``seed``, times ``truncation`` (the truncation trick:
+        below 1, samples nearer the prior's mean, trading diversity, i.e. recall, for fidelity)."""
+        if not truncation >= 0:
+            raise ValueError(f"truncation must be >= 0 (1 = none), got {truncation}")
+        return truncation * jax.random.normal(jax.random.key(seed), (num, self.config.model.latent_dim))
 
     def _labels(self, num: int, labels) -> jax.Array | None:
         """Class labels for ``num`` images: ``labels`` (an int, or one per image), or for a conditional
@@ -69,16 +73,17 @@ class TrainedGenerator:
         images = self._sample(self.variables, z, self._labels(len(z), labels))
         return np.asarray(images, dtype=np.float32)
 
-    def sample(self, num: int, seed: int = 0, labels=None) -> np.ndarray:
+    def sample(self, num: int, seed: int = 0, labels=None, truncation: float = 1.0) -> np.ndarray:
         """``num`` images (num, H, W, C), float32 in [-1, 1], from latents drawn with ``seed``;
-        ``labels`` (an int or one per image) picks the classes of a conditional model.
+        ``labels`` (an int or one per image) picks the classes of a conditional model, and
+        ``truncation`` < 1 scales the latents toward 0 (see :meth:`latents`).
 
         BatchNorm uses its running averages (inference mode): a sample depends only
         on its latent vector, so ``sample(1)`` equals the first of ``sample(64)``.
         """
         if num <= 0:
             raise ValueError(f"num must be positive, got {num}")
-        return self.generate(self.latents(num, seed), labels)
+        return self.generate(self.latents(num, seed, truncation), labels)
 
     def interpolate(self, z_start: np.ndarray, z_end: np.ndarray, num: int, label=None) -> np.ndarray:
         """``num`` images along the great circle from ``z_start`` to ``z_end`` (both ends included),

@@ -183,10 +183,15 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def evaluate_run(
-    workdir: str | Path, steps: list[int] | None = None, num_samples: int = 10_000, seed: int = 0
+    workdir: str | Path,
+    steps: list[int] | None = None,
+    num_samples: int = 10_000,
+    seed: int = 0,
+    truncation: float = 1.0,
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None) and writes
-    ``workdir/eval/step_<N>.json`` for each."""
+    ``workdir/eval/step_<N>.json`` for each (``step_<N>_truncation<psi>.json`` with latents
+    scaled by ``truncation`` < 1: a point on the run's precision/recall trade-off)."""
     from dcgan_jax import analysis, train_step
 
     workdir = Path(workdir)
@@ -200,12 +205,13 @@ def evaluate_run(
             evaluator = Evaluator(dataset.name, run.config.get("eval", {}).get("split", "test"), dataset.data_dir)
         labels = np.asarray(train_step.eval_labels(num_samples, run.num_classes)) if run.num_classes else None
         images = np.concatenate([
-            run.sample(n, seed=seed + i, labels=None if labels is None else labels[i * 1000 : i * 1000 + n])
+            run.sample(n, seed + i, None if labels is None else labels[i * 1000 : i * 1000 + n], truncation)
             for i, n in enumerate(_chunks(num_samples))
         ])  # fmt: skip
         scores = evaluator(images, labels=labels)
-        row = {"step": step, **scores, "seconds": time.monotonic() - started}
-        out = workdir / "eval" / f"step_{step:07d}.json"
+        row = {"step": step, "truncation": truncation, **scores, "seconds": time.monotonic() - started}
+        suffix = "" if truncation == 1.0 else f"_truncation{truncation:g}"
+        out = workdir / "eval" / f"step_{step:07d}{suffix}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
@@ -224,13 +230,15 @@ def main(argv: list[str]) -> None:
     from dcgan_jax import checkpoints
 
     FLAGS = flags.FLAGS
+    if not FLAGS.truncation >= 0:
+        raise SystemExit(f"error: --truncation={FLAGS.truncation}: must be >= 0 (1 = none)")
     try:
         steps = None
         if FLAGS.all_steps:
             steps = checkpoints.Checkpointer(FLAGS.workdir, create=False).all_steps()
         elif FLAGS.step is not None:
             steps = [FLAGS.step]
-        rows = evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed)
+        rows = evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation)
     except (checkpoints.CheckpointError, classifier.ClassifierMissingError, EvaluationError, data.DataError) as e:
         raise SystemExit(f"error: {e}") from e
     summary = Path(FLAGS.workdir) / "eval" / "results.json"
@@ -247,4 +255,5 @@ if __name__ == "__main__":
     flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
     flags.DEFINE_integer("num_samples", 10_000, "Samples to score per checkpoint.")
     flags.DEFINE_integer("seed", 0, "Seed of the sampled latent vectors.")
+    flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
     app.run(main)

@@ -31,6 +31,7 @@ from dcgan_jax import images
 from dcgan_jax.train import STATUS_FILE, TrainingDiverged  # Every run writes STATUS_FILE when it stops.
 
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
+FINAL_EVAL_METRICS = ("fid", "kid", "precision", "recall", "classes_covered")  # Of the last evaluation.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +151,8 @@ def _run_dirs(sweep_dir: Path) -> list[Path]:
 
 def results(sweep_dir: str | Path) -> list[dict]:
     """One row per run folder under ``sweep_dir``: the config fields that differ between the runs,
-    steps, wall time, the final training metrics and the final and best FID when evaluated."""
+    steps, wall time, the final training metrics, and when evaluated the last evaluation's scores
+    and the best FID."""
     sweep_dir = Path(sweep_dir)
     run_dirs = _run_dirs(sweep_dir)
     if not run_dirs:
@@ -171,7 +173,9 @@ def results(sweep_dir: str | Path) -> list[dict]:
         row["status"] = "diverged" if status.get("diverged") else "finished" if status.get("finished") else "unfinished"
         for key in FINAL_METRICS:
             row[key] = round(training[-1][key], 4) if training else None
-        row["final_fid"] = round(evals[-1]["eval/fid"], 3) if evals else None
+        for key in FINAL_EVAL_METRICS:
+            value = evals[-1].get(f"eval/{key}") if evals else None
+            row[f"final_{key}"] = None if value is None else round(value, 3)
         row["best_fid"] = round(min(r["eval/fid"] for r in evals), 3) if evals else None
         rows.append(row)
     return rows

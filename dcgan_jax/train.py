@@ -335,7 +335,8 @@ class _Trainer:
                     rate = (step - interval_step) / (time.monotonic() - interval_start)
                     means = {name: float(np.mean(values)) for name, values in stacked.items()}
                     means.update(steps_per_sec=rate, images_per_sec=rate * cfg.batch_size)
-                    logging.info(writers.format_log_line(step, cfg.num_steps, means))
+                    seconds_left = cfg.max_seconds - (time.monotonic() - started) if cfg.max_seconds > 0 else None
+                    logging.info(writers.format_log_line(step, cfg.num_steps, means, seconds_left))
                     self.writer.write_scalars(step, means)
                     pending, interval_start, interval_step = [], time.monotonic(), step
                 # Also at the end of a run, but not when a signal asks it to stop quickly.

@@ -49,7 +49,9 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
-def format_log_line(step: int, num_steps: int, scalars: dict[str, float]) -> str:
+def format_log_line(step: int, num_steps: int, scalars: dict[str, float], seconds_left: float | None = None) -> str:
+    """One log line; the ETA is the time to ``num_steps`` or, when sooner, ``seconds_left`` of a
+    time limit (``train.max_seconds``)."""
     parts = [f"step {step}/{num_steps}"]
     for key in ("d_loss", "g_loss"):
         parts.append(f"{key} {scalars[key]:.4f}")
@@ -58,7 +60,10 @@ def format_log_line(step: int, num_steps: int, scalars: dict[str, float]) -> str
     if "steps_per_sec" in scalars:
         eta = (num_steps - step) / max(scalars["steps_per_sec"], 1e-9)
         parts.append(f"{scalars['steps_per_sec']:.2f} steps/s {scalars['images_per_sec']:.0f} img/s")
-        parts.append(f"ETA {_duration(eta)}")
+        if seconds_left is not None and seconds_left < eta:
+            parts.append(f"ETA {_duration(max(seconds_left, 0))} (time limit)")
+        else:
+            parts.append(f"ETA {_duration(eta)}")
     return " | ".join(parts)
 
 

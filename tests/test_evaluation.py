@@ -169,6 +169,15 @@ def test_evaluation_command_scores_every_checkpoint(evaluated_run):
     assert (evaluated_run / "eval" / "step_0000004.json").exists()
 
 
+def test_truncated_evaluation_is_stored_beside_the_plain_one(evaluated_run):
+    plain, truncated = (evaluation.evaluate_run(evaluated_run, [4], 1000, truncation=t)[0] for t in (1.0, 0.5))
+    assert (plain["truncation"], truncated["truncation"]) == (1.0, 0.5)
+    assert plain["fid"] != truncated["fid"]
+    stored = json.loads((evaluated_run / "eval" / "step_0000004_truncation0.5.json").read_text())
+    assert stored["fid"] == truncated["fid"] and stored["truncation"] == 0.5
+    assert json.loads((evaluated_run / "eval" / "step_0000004.json").read_text())["fid"] == plain["fid"]
+
+
 def test_evaluation_command_names_a_missing_run(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={tmp_path / 'nothing'}"],

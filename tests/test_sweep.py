@@ -2,6 +2,7 @@
 and the results table."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -114,3 +115,24 @@ def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
     rows = sweep.run_sweep(base, runs, tmp_path, train)
     assert [(r["run"], r["status"]) for r in rows] == [("seed=0", "diverged"), ("seed=1", "finished")]
     assert "non-finite d_loss" in sweep.read_status(tmp_path / "seed=0")["diverged"]
+
+
+def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
+    """Read from the run folders alone (config.json, metrics.jsonl, status.json)."""
+    for seed, fids in ((0, (200.0, 150.0, 160.0)), (1, ())):
+        run = tmp_path / f"seed={seed}"
+        run.mkdir()
+        config = tiny_config()
+        config.seed = seed
+        (run / "config.json").write_text(config.to_json())
+        lines = [{"step": 10, "d_loss": 0.5, "g_loss": 2.0, "d_real_acc": 0.9, "d_fake_acc": 0.8}]
+        lines += [{"step": 10 * (i + 1), "eval/fid": fid, "eval/kid": fid / 10, "eval/precision": 0.5 + i / 10,
+                   "eval/recall": 0.4, "eval/classes_covered": 10.0} for i, fid in enumerate(fids)]  # fmt: skip
+        (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        (run / sweep.STATUS_FILE).write_text(json.dumps({"step": 30, "finished": True, "wall_seconds": 12.0}))
+    evaluated, not_evaluated = sweep.results(tmp_path)
+    assert (evaluated["final_fid"], evaluated["best_fid"], evaluated["final_kid"]) == (160.0, 150.0, 16.0)
+    last = (evaluated["final_precision"], evaluated["final_recall"], evaluated["final_classes_covered"])
+    assert last == (0.7, 0.4, 10)
+    assert not_evaluated["final_fid"] is None and not_evaluated["final_precision"] is None
+    assert (evaluated["seed"], evaluated["steps"], evaluated["status"]) == (0, 30, "finished")

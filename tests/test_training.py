@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, restore_full_state, shared_dataset_dir, tiny_config, tiny_flags, trees_equal
 
 import dcgan_jax
-from dcgan_jax import checkpoints, images, train_step
+from dcgan_jax import checkpoints, images, train_step, writers
 from dcgan_jax.train_step import TrainState
 
 
@@ -167,6 +167,15 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
     state = dcgan_jax.train(tiny_config(num_steps=100_000, max_seconds=1e-3, steps_per_dispatch=5), tmp_path)
     assert int(state.step) == 2
     assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [2]
+
+
+def test_log_line_eta_follows_the_time_limit_when_it_comes_first():
+    scalars = {"d_loss": 0.5, "g_loss": 2.0, "d_real_acc": 0.9, "d_fake_acc": 0.8, "d_real": 0.7, "d_fake": 0.3,
+               "steps_per_sec": 4.0, "images_per_sec": 256.0}  # fmt: skip
+    by_steps = writers.format_log_line(100, 2500, scalars)
+    assert "4.00 steps/s 256 img/s" in by_steps and by_steps.endswith("ETA 10m00s")  # 2400 steps at 4/s.
+    assert writers.format_log_line(100, 10**8, scalars, seconds_left=290.5).endswith("ETA 4m50s (time limit)")
+    assert writers.format_log_line(100, 2500, scalars, seconds_left=3600).endswith("ETA 10m00s")
 
 
 @pytest.mark.parametrize("moment", ["during_a_save", "at_random"])
