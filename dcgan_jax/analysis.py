@@ -49,8 +49,7 @@ class TrainedGenerator:
     def latents(self, num: int, seed: int = 0, truncation: float = 1.0) -> jax.Array:
         """``num`` latent vectors drawn with ``seed``, times ``truncation`` (the truncation trick:
         below 1, samples nearer the prior's mean, trading diversity, i.e. recall, for fidelity)."""
-        if not truncation >= 0:
-            raise ValueError(f"truncation must be >= 0 (1 = none), got {truncation}")
+        check_truncation(truncation)
         return truncation * jax.random.normal(jax.random.key(seed), (num, self.config.model.latent_dim))
 
     def _labels(self, num: int, labels) -> jax.Array | None:
@@ -92,6 +91,11 @@ class TrainedGenerator:
         if self.num_classes and label is None:
             label = 0  # One class along the whole strip.
         return self.generate(z, label)
+
+
+def check_truncation(truncation: float) -> None:
+    if not truncation >= 0:  # Also NaN.
+        raise ValueError(f"truncation must be >= 0 (1 = none), got {truncation}")
 
 
 def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:

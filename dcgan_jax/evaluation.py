@@ -230,8 +230,12 @@ def main(argv: list[str]) -> None:
     from dcgan_jax import checkpoints
 
     FLAGS = flags.FLAGS
-    if not FLAGS.truncation >= 0:
-        raise SystemExit(f"error: --truncation={FLAGS.truncation}: must be >= 0 (1 = none)")
+    from dcgan_jax.analysis import check_truncation
+
+    try:  # Before any loading.
+        check_truncation(FLAGS.truncation)
+    except ValueError:
+        raise SystemExit(f"error: --truncation={FLAGS.truncation}: must be >= 0 (1 = none)") from None
     try:
         steps = None
         if FLAGS.all_steps:
