@@ -41,9 +41,9 @@ def main(argv):
 
 
 def evaluator_config():
-    import ml_collections
-
-    return ml_collections.ConfigDict({"name": "fashion_mnist", "data_dir": "", "split": "train"})
+    config = dcgan_jax.default_config().dataset
+    config.update(name="fashion_mnist", split="train")
+    return config
 
 
 if __name__ == "__main__":

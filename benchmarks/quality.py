@@ -66,8 +66,13 @@ def train_ours(workdir: Path) -> tuple[dcgan_jax.TrainedGenerator, dict, list[st
     wall = time.monotonic() - started
     run = dcgan_jax.load(workdir)
     status = json.loads((workdir / "status.json").read_text())
-    facts = {"steps": status["step"], "seconds": round(wall, 1), "batch": config.train.batch_size, "ema": run.ema,
-             "num_classes": run.num_classes}  # fmt: skip
+    facts = {
+        "steps": status["step"],
+        "seconds": round(wall, 1),
+        "batch": config.train.batch_size,
+        "ema": run.ema,
+        "num_classes": run.num_classes,
+    }
     return run, facts, shown + flags_used
 
 
@@ -79,10 +84,20 @@ def train_reference(out: Path) -> tuple[np.ndarray, dict]:
     samples_path = out / "reference_samples.npz"
     data_dir = data.resolve_data_dir(config_lib.default_config().dataset)
     result = subprocess.run(
-        [FLAGS.torch_python, str(TORCH_REFERENCE), "--data", str(data_dir), "--seconds", f"{FLAGS.seconds:g}",
-         "--samples", str(samples_path)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            FLAGS.torch_python,
+            str(TORCH_REFERENCE),
+            "--data",
+            str(data_dir),
+            "--seconds",
+            f"{FLAGS.seconds:g}",
+            "--samples",
+            str(samples_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     return _read_npz(samples_path), {"steps": report["steps"], "seconds": report["seconds"], "batch": report["batch"]}
 
@@ -127,9 +142,13 @@ def main(argv):
     # 8 rows: 8 of ours, a white column, 8 of the reference's.
     blank = np.ones((8, 1, *ours_samples.shape[1:]), np.float32)
     side_by_side = np.concatenate(
-        [ours_samples[:64].reshape(8, 8, *ours_samples.shape[1:]), blank,
-         reference_samples[:64].reshape(8, 8, *reference_samples.shape[1:])], axis=1,
-    )  # fmt: skip
+        [
+            ours_samples[:64].reshape(8, 8, *ours_samples.shape[1:]),
+            blank,
+            reference_samples[:64].reshape(8, 8, *reference_samples.shape[1:]),
+        ],
+        axis=1,
+    )
     images.save_grid(side_by_side.reshape(-1, *ours_samples.shape[1:]), out / "samples.png", columns=17)
     (out / "results.json").write_text(json.dumps({"ours": ours, "reference": reference}, indent=2, default=str) + "\n")
     table = _table(ours, reference)

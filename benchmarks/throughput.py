@@ -40,17 +40,8 @@ import numpy as np
 import yaml
 from absl import app, flags
 
+from dcgan_jax import assembly, data, models, step
 from dcgan_jax import config as config_lib
-from dcgan_jax import data, parallel
-from dcgan_jax.train_step import (
-    compile_lowered,
-    compile_train_steps,
-    components,
-    init_state,
-    make_train_step,
-    make_train_steps,
-    put_dataset,
-)
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
@@ -90,55 +81,44 @@ def _flops(compiled) -> float:
 
 def time_ours(config, batch_size: int, steps: int):
     """(compile seconds, a function timing ``steps`` steps -> images/s, model FLOPs per step,
-    executed FLOPs per step), for the training loop's own dispatch: ``train.steps_per_dispatch``
-    steps per call, batches gathered from the device-resident dataset.
+    executed FLOPs per step), for the training loop's own run (``assembly.assemble``) and dispatch:
+    ``train.steps_per_dispatch`` steps per call, batches gathered from the device-resident dataset.
 
     Model FLOPs: XLA's cost analysis of the step with plain convolutions
     (``model.conv_algorithm=direct``), the work the model's mathematics needs. Executed FLOPs: the
     same analysis of the step as run, whose Fourier convolutions do fewer."""
     config.train.batch_size = batch_size
-    config = config_lib.resolved(config)
-    per_dispatch = config.train.steps_per_dispatch
-    mesh = parallel.make_mesh()
-    images, labels = data.load_dataset(config.dataset, config.seed)
-    batches = data.BatchOrder(images, batch_size, config.seed, labels)
-    dataset = put_dataset(images, batches.labels, mesh)
-    shape = tuple(images.shape[1:])
-    parts = components(config, shape)
-    state = jax.jit(
-        lambda: init_state(parts.generator, parts.discriminator, parts.optimizers, config.seed, shape,
-                           config.model.latent_dim, ema=config.train.ema_decay > 0),
-        out_shardings=parallel.replicated(mesh),
-    )()  # fmt: skip
-
-    def indices(first_step, num_steps=per_dispatch):
-        return batches.step_indices(first_step, num_steps, config.train.d_steps)
-
-    def lowered(parts, num_steps):
-        steps_fn = make_train_steps(make_train_step(*parts), mesh, num_steps)
-        return compile_train_steps(steps_fn, mesh).lower(state, dataset, indices(0, num_steps))
-
+    run = assembly.assemble(config)
+    per_dispatch = run.config.train.steps_per_dispatch
+    holder = {"state": run.init(), "step": 0}
     started = time.perf_counter()
-    compiled = compile_lowered(lowered(parts, per_dispatch))
+    holder["state"], metrics, _ = run.train_steps(holder["state"], 0, per_dispatch)  # Compiles.
     compile_s = time.perf_counter() - started
-    # Costs of one step without a loop (XLA counts a loop's body once, whatever its trip count).
-    executed_flops = _flops(compiled if per_dispatch == 1 else compile_lowered(lowered(parts, 1)))
-    direct = ml_collections.ConfigDict(config.to_dict())
-    direct.model.conv_algorithm = "direct"
-    model_flops = _flops(compile_lowered(lowered(components(direct, shape), 1)))
-    holder = {"state": state, "step": 0}
+    holder["step"] = per_dispatch
 
-    def run(num_steps):
+    def one_step_flops(nets) -> float:
+        # Costs of one step without a loop (XLA counts a loop's body once, whatever its trip count).
+        lowered = step.jit_train_steps(nets, run.config, run.mesh).lower(
+            holder["state"], run.dataset, run.indices(0, 1)
+        )
+        return _flops(step.compile_lowered(lowered))
+
+    executed_flops = one_step_flops(run.nets)
+    direct = ml_collections.ConfigDict(run.config.to_dict())
+    direct.model.conv_algorithm = "direct"
+    model_flops = one_step_flops(models.build(direct.model, run.image_shape, direct.train.compute_dtype))
+
+    def advance(num_steps):
         for _ in range(0, num_steps, per_dispatch):
-            holder["state"], metrics = compiled(holder["state"], dataset, indices(holder["step"]))
+            holder["state"], metrics, _ = run.train_steps(holder["state"], holder["step"], per_dispatch)
             holder["step"] += per_dispatch
         jax.block_until_ready(metrics)
 
-    run(max(per_dispatch, 3))  # Warm-up.
+    advance(max(per_dispatch, 3))  # Warm-up.
 
     def timed() -> float:
         started = time.perf_counter()
-        run(steps)
+        advance(steps)
         return steps * batch_size / (time.perf_counter() - started)
 
     return compile_s, timed, model_flops, executed_flops
@@ -147,10 +127,22 @@ def time_ours(config, batch_size: int, steps: int):
 def time_torch(batch_size: int, steps: int) -> float:
     data_dir = data.resolve_data_dir(config_lib.load_experiment(FLAGS.experiment, REPO / "experiments").dataset)
     result = subprocess.run(
-        [FLAGS.torch_python, str(TORCH_REFERENCE), "--data", str(data_dir), "--batch", str(batch_size),
-         "--steps", str(steps), "--threads", "2"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            FLAGS.torch_python,
+            str(TORCH_REFERENCE),
+            "--data",
+            str(data_dir),
+            "--batch",
+            str(batch_size),
+            "--steps",
+            str(steps),
+            "--threads",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(json.loads(result.stdout.strip().splitlines()[-1])["images_per_second"])
 
 
@@ -174,28 +166,54 @@ def main(argv):
                 theirs.append(time_torch(batch_size, FLAGS.steps))
         images_per_s = statistics.median(ours)
         gflops = flops * images_per_s / batch_size / 1e9
-        rows.append({
-            "batch": batch_size, "compile_s": compile_s, "images_per_s": images_per_s,
-            "torch_images_per_s": statistics.median(theirs) if theirs else None,
-            "gflop_per_step": flops / 1e9, "executed_gflop_per_step": executed_flops / 1e9,
-            "gflops": gflops, "sgemm_fraction": gflops / gemm,
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        })  # fmt: skip
+        rows.append(
+            {
+                "batch": batch_size,
+                "compile_s": compile_s,
+                "images_per_s": images_per_s,
+                "torch_images_per_s": statistics.median(theirs) if theirs else None,
+                "gflop_per_step": flops / 1e9,
+                "executed_gflop_per_step": executed_flops / 1e9,
+                "gflops": gflops,
+                "sgemm_fraction": gflops / gemm,
+                "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }
+        )
     devices = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
-    print(f"Machine: {platform.machine()}, {devices}, jax {jax.__version__}; sgemm 4096^3: {gemm:.0f} GFLOP/s; "
-          f"experiment {FLAGS.experiment}, train.reuse_fake={config.train.reuse_fake}, "
-          f"steps per dispatch {config_lib.resolved(config).train.steps_per_dispatch}")  # fmt: skip
-    header = ("batch", "compile s", "images/s", "PyTorch images/s", "ratio", "model GFLOP/step",
-              "executed GFLOP/step", "model GFLOP/s", "of sgemm", "peak RSS GiB")  # fmt: skip
+    print(
+        f"Machine: {platform.machine()}, {devices}, jax {jax.__version__}; sgemm 4096^3: {gemm:.0f} GFLOP/s; "
+        f"experiment {FLAGS.experiment}, train.reuse_fake={config.train.reuse_fake}, "
+        f"steps per dispatch {config_lib.resolved(config).train.steps_per_dispatch}"
+    )
+    header = (
+        "batch",
+        "compile s",
+        "images/s",
+        "PyTorch images/s",
+        "ratio",
+        "model GFLOP/step",
+        "executed GFLOP/step",
+        "model GFLOP/s",
+        "of sgemm",
+        "peak RSS GiB",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         torch_cell = f"{r['torch_images_per_s']:.0f}" if r["torch_images_per_s"] else "-"
         ratio = f"{r['images_per_s'] / r['torch_images_per_s']:.2f}x" if r["torch_images_per_s"] else "-"
-        cells = (r["batch"], f"{r['compile_s']:.1f}", f"{r['images_per_s']:.0f}", torch_cell, ratio,
-                 f"{r['gflop_per_step']:.2f}", f"{r['executed_gflop_per_step']:.2f}", f"{r['gflops']:.1f}",
-                 f"{r['sgemm_fraction']:.0%}",
-                 f"{r['peak_rss_gib']:.2f}")  # fmt: skip
+        cells = (
+            r["batch"],
+            f"{r['compile_s']:.1f}",
+            f"{r['images_per_s']:.0f}",
+            torch_cell,
+            ratio,
+            f"{r['gflop_per_step']:.2f}",
+            f"{r['executed_gflop_per_step']:.2f}",
+            f"{r['gflops']:.1f}",
+            f"{r['sgemm_fraction']:.0%}",
+            f"{r['peak_rss_gib']:.2f}",
+        )
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
 

@@ -20,7 +20,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from dcgan_jax import parallel
-from dcgan_jax.train_step import TrainState
+from dcgan_jax.config import RunError
+from dcgan_jax.state import GanState
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "best_checkpoint"  # The checkpoint of the lowest FID so far (when the run evaluates).
@@ -28,7 +29,7 @@ DAMAGED_SUFFIX = ".damaged"
 T = TypeVar("T")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RunError, RuntimeError):
     """A checkpoint that is missing or cannot be read; the message names the path."""
 
 
@@ -55,14 +56,14 @@ def _bytes_on_disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _bytes_needed(directory: Path, state: TrainState, steps: list[int]) -> int:
+def _bytes_needed(directory: Path, state: GanState, steps: list[int]) -> int:
     """A checkpoint's size: that of the newest on disk, else the state's arrays, with some room to spare."""
     size = _bytes_on_disk(directory / str(steps[-1])) if steps else sum(x.nbytes for x in jax.tree.leaves(state))
     return int(size * 1.2) + (1 << 20)
 
 
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
-    """'g_params/Dense_0/kernel' -> shape, for a state or for Orbax's metadata of one."""
+    """'g/params/Dense_0/kernel' -> shape, for a state or for Orbax's metadata of one."""
 
     def name(key) -> str:
         for attribute in ("key", "name", "idx"):
@@ -75,12 +76,70 @@ def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
     }
 
 
+# Checkpoints written before GanState (dcgan_jax <= ee61291) hold one flat state: these names, in this order.
+OLD_LAYOUT = (
+    "step",
+    "rng",
+    "g_params",
+    "g_batch_stats",
+    "g_opt_state",
+    "g_ema_params",
+    "d_params",
+    "d_batch_stats",
+    "d_opt_state",
+)
+
+
+def to_old_layout(state: GanState) -> dict:
+    """``state``'s arrays under the names of the flat layout, to read an old checkpoint into."""
+    arrays = (
+        state.step,
+        state.rng,
+        state.g.params,
+        state.g.batch_stats,
+        state.g.opt_state,
+        state.g_ema,
+        state.d.params,
+        state.d.batch_stats,
+        state.d.opt_state,
+    )
+    return dict(zip(OLD_LAYOUT, arrays, strict=True))
+
+
+def from_old_layout(old: dict, like: GanState) -> GanState:
+    """The GanState of an old checkpoint's flat arrays, its optimizers those of ``like``."""
+    g = like.g.replace(params=old["g_params"], batch_stats=old["g_batch_stats"], opt_state=old["g_opt_state"])
+    d = like.d.replace(params=old["d_params"], batch_stats=old["d_batch_stats"], opt_state=old["d_opt_state"])
+    return like.replace(step=old["step"], rng=old["rng"], g=g, d=d, g_ema=old["g_ema_params"])
+
+
+def generator_target(params, batch_stats, ema: bool, old_layout: bool) -> dict:
+    """The part of a checkpoint's state that holds G for sampling, in either layout."""
+    if old_layout:
+        return {"g_ema_params" if ema else "g_params": params, "g_batch_stats": batch_stats}
+    return (
+        {"g_ema": params, "g": {"batch_stats": batch_stats}}
+        if ema
+        else {"g": {"params": params, "batch_stats": batch_stats}}
+    )
+
+
+def generator_variables(restored: dict, ema: bool, old_layout: bool) -> dict:
+    """{'params', 'batch_stats'} of what :func:`generator_target` restored."""
+    if old_layout:
+        return {"params": restored["g_ema_params" if ema else "g_params"], "batch_stats": restored["g_batch_stats"]}
+    return {
+        "params": restored["g_ema"] if ema else restored["g"]["params"],
+        "batch_stats": restored["g"]["batch_stats"],
+    }
+
+
 def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path:
     return Path(workdir).absolute() / subdir
 
 
 class Checkpointer:
-    """Saves and restores TrainStates under ``workdir/checkpoints/<step>``."""
+    """Saves and restores GanStates under ``workdir/checkpoints/<step>``."""
 
     def __init__(self, workdir: str | Path, keep: int = 3, create: bool = True, subdir: str = CHECKPOINT_SUBDIR):
         self.directory = checkpoint_dir(workdir, subdir)
@@ -98,7 +157,7 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def save(self, state: TrainState, config: ml_collections.ConfigDict, meta: dict) -> None:
+    def save(self, state: GanState, config: ml_collections.ConfigDict, meta: dict) -> None:
         """Starts an asynchronous save of ``state`` at its step; training continues meanwhile.
 
         ``meta`` holds what is derived rather than configured (the image shape), so that
@@ -185,24 +244,31 @@ class Checkpointer:
                     (self.directory / str(bad)).rename(self.directory / f"{bad}{DAMAGED_SUFFIX}")
                 self.manager.reload()
                 logging.warning(
-                    "Using checkpoint %s; damaged newer ones renamed to %s", self.directory / str(step),
+                    "Using checkpoint %s; damaged newer ones renamed to %s",
+                    self.directory / str(step),
                     ", ".join(f"{bad}{DAMAGED_SUFFIX}" for bad in damaged),
-                )  # fmt: skip
+                )
             return result
         raise CheckpointError(
             f"no restorable checkpoint in {self.directory}: steps {sorted(damaged)} are all damaged (see the warnings)"
         )
 
-    def _check_shapes(self, target, step: int) -> None:
+    def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
         try:
-            stored = _shapes_by_path(self.manager.item_metadata(step)["state"])
+            return _shapes_by_path(self.manager.item_metadata(step)["state"])
         except Exception as e:
             raise CheckpointError(f"cannot read the metadata of {self.directory / str(step)}: {e}") from e
-        wanted = _shapes_by_path(target)
+
+    def is_old_layout(self, step: int) -> bool:
+        """Whether checkpoint ``step`` holds the flat state of before GanState (see :data:`OLD_LAYOUT`)."""
+        return any(path.startswith("g_params/") for path in self._stored_shapes(step))
+
+    def _check_shapes(self, target, step: int) -> None:
+        stored, wanted = self._stored_shapes(step), _shapes_by_path(target)
         differences = [
             f"{path}: checkpoint {stored.get(path, 'absent')}, this run {wanted.get(path, 'absent')}"
             # Parameters first: they say most about which model is which.
-            for path in sorted(stored.keys() | wanted.keys(), key=lambda p: ("_params/" not in p, p))
+            for path in sorted(stored.keys() | wanted.keys(), key=lambda p: ("params/" not in p, p))
             if path in wanted and stored.get(path) != wanted.get(path)
         ]
         if differences:
@@ -214,22 +280,28 @@ class Checkpointer:
                 + ". Use another --workdir, or the config the checkpoint was trained with."
             )
 
-    def restore(self, target: TrainState, step: int | None = None, set_aside_damaged: bool = False) -> TrainState:
-        """The full state at ``step`` (newest good one when None), laid out like ``target``."""
-        if step is None:
-            return self.newest_good(lambda s: self.restore(target, s), set_aside_damaged)
-        self._step_or_latest(step)
+    def _restore_tree(self, target, step: int, what: str):
+        """The arrays of ``target`` (a subtree of the stored state, shapes checked first) placed like it.
+        Partial: a checkpoint written before a state field existed (e.g. the EMA, empty when off) still
+        restores; every array the target needs was checked to be there."""
         self._check_shapes(target, step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
-        # Partial: a checkpoint written before a state field existed (e.g. g_ema_params, empty when
-        # off) still restores; every array the target needs was checked to be there just above.
         restore = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=True)
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(state=restore))
+            return self.manager.restore(step, args=ocp.args.Composite(state=restore)).state
         except Exception as e:  # Orbax raises many types for unreadable data.
-            raise CheckpointError(f"cannot restore {self.directory / str(step)}: {e}") from e
-        return restored.state
+            raise CheckpointError(f"cannot restore{what} from {self.directory / str(step)}: {e}") from e
+
+    def restore(self, target: GanState, step: int | None = None, set_aside_damaged: bool = False) -> GanState:
+        """The full state at ``step`` (newest good one when None), laid out like ``target``; a checkpoint of
+        the old flat layout is read through :func:`to_old_layout`."""
+        if step is None:
+            return self.newest_good(lambda s: self.restore(target, s), set_aside_damaged)
+        self._step_or_latest(step)
+        if self.is_old_layout(step):
+            return from_old_layout(self._restore_tree(to_old_layout(target), step, ""), target)
+        return self._restore_tree(target, step, "")
 
     def restore_config(self, step: int | None = None) -> tuple[int, ml_collections.ConfigDict, dict]:
         """(step, config, meta) of the checkpoint at ``step`` (newest when None)."""
@@ -242,21 +314,13 @@ class Checkpointer:
             raise CheckpointError(f"cannot read the config of {self.directory / str(step)}: {e}") from e
         return step, ml_collections.ConfigDict(restored.config), dict(restored.meta)
 
-    def restore_generator(self, target: dict, step: int) -> dict:
-        """Only the generator's variables ({'g_params', 'g_batch_stats'}), without the rest of the state,
-        placed like ``target`` (e.g. on this machine's CPU whatever devices the run was trained on)."""
-        self._check_shapes(target, step)
-        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-        try:
-            restored = self.manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-                ),
-            )
-        except Exception as e:
-            raise CheckpointError(f"cannot restore the generator from {self.directory / str(step)}: {e}") from e
-        return restored.state
+    def restore_generator(self, params, batch_stats, ema: bool, step: int) -> dict:
+        """G's {'params', 'batch_stats'} only (the EMA parameters with ``ema``), without the rest of the
+        state, placed like ``params``/``batch_stats`` (e.g. on this machine's CPU whatever devices the run
+        was trained on)."""
+        old = self.is_old_layout(step)
+        restored = self._restore_tree(generator_target(params, batch_stats, ema, old), step, " the generator")
+        return generator_variables(restored, ema, old)
 
     def close(self) -> None:
         self.manager.close()

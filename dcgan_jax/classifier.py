@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from dcgan_jax import data
+from dcgan_jax.config import ConfigError, RunError
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "classifiers"
 NUM_CLASSES = 10
@@ -33,7 +34,7 @@ FEATURE_DIM = 128
 EXPERIMENTS = {"fashion_mnist": "fashion_classifier", "mnist": "mnist_classifier"}
 
 
-class ClassifierMissingError(FileNotFoundError):
+class ClassifierMissingError(RunError, FileNotFoundError):
     """No trained weights for a dataset; the message says how to train them."""
 
 
@@ -111,7 +112,7 @@ def _split(config: ml_collections.ConfigDict):
     train_images, train_labels = data.load_dataset(config.dataset, config.seed)
     if config.dataset.split == config.eval_split:  # One split only (MNIST here): hold out its end.
         if not 0 < config.holdout < len(train_images):
-            raise ValueError(f"--config.holdout={config.holdout}: must be in (0, {len(train_images)})")
+            raise ConfigError(f"--config.holdout={config.holdout}: must be in (0, {len(train_images)})")
         eval_images, eval_labels = train_images[-config.holdout :], train_labels[-config.holdout :]
         train_images, train_labels = train_images[: -config.holdout], train_labels[: -config.holdout]
     else:
@@ -119,9 +120,11 @@ def _split(config: ml_collections.ConfigDict):
         eval_config.split = config.eval_split
         eval_images, eval_labels = data.load_dataset(eval_config, config.seed)
     return (
-        data.to_model_range(train_images), np.asarray(train_labels),
-        data.to_model_range(eval_images), np.asarray(eval_labels),
-    )  # fmt: skip
+        data.to_model_range(train_images),
+        np.asarray(train_labels),
+        data.to_model_range(eval_images),
+        np.asarray(eval_labels),
+    )
 
 
 def accuracy(params: Any, images: np.ndarray, labels: np.ndarray) -> float:
@@ -134,8 +137,9 @@ def train_classifier(config: ml_collections.ConfigDict, output_dir: str | Path |
     folder of the dataset by default) and returns its held-out accuracy."""
     output_dir = Path(output_dir) if output_dir else weights_dir(config.dataset.name)
     train_images, train_labels, eval_images, eval_labels = _split(config)
-    logging.info("Classifier on %s: %d training, %d held-out images.", config.dataset.name, len(train_images),
-                 len(eval_images))  # fmt: skip
+    logging.info(
+        "Classifier on %s: %d training, %d held-out images.", config.dataset.name, len(train_images), len(eval_images)
+    )
     model = Classifier()
     key = jax.random.key(config.seed)
     params = model.init(key, jnp.zeros((1, *train_images.shape[1:])))["params"]
@@ -161,21 +165,27 @@ def train_classifier(config: ml_collections.ConfigDict, output_dir: str | Path |
             params, opt_state, train_images[rows], train_labels[rows], jax.random.fold_in(key, i)
         )
         if (i + 1) % batches.batches_per_epoch == 0:
-            logging.info("epoch %d/%d: loss %.4f, held-out accuracy %.2f%% (%.0f s)",
-                         (i + 1) // batches.batches_per_epoch, config.num_epochs, float(loss),
-                         100 * accuracy(params, eval_images, eval_labels), time.monotonic() - started)  # fmt: skip
+            logging.info(
+                "epoch %d/%d: loss %.4f, held-out accuracy %.2f%% (%.0f s)",
+                (i + 1) // batches.batches_per_epoch,
+                config.num_epochs,
+                float(loss),
+                100 * accuracy(params, eval_images, eval_labels),
+                time.monotonic() - started,
+            )
     final = accuracy(params, eval_images, eval_labels)
     output_dir.mkdir(parents=True, exist_ok=True)
     ocp.PyTreeCheckpointer().save((output_dir / "params").absolute(), params, force=True)
     info = {
         "dataset": config.dataset.name,
         "heldout_accuracy": final,
-        "heldout": f"{config.eval_split} split" if config.dataset.split != config.eval_split
+        "heldout": f"{config.eval_split} split"
+        if config.dataset.split != config.eval_split
         else f"last {config.holdout} images of the {config.dataset.split} split",
         "params_hash": params_hash(params),
         "config": json.loads(config.to_json()),
         "command": f"python launch.py --experiment={EXPERIMENTS.get(config.dataset.name, '...')}",
-    }  # fmt: skip
+    }
     (output_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     logging.info("Held-out accuracy %.2f%%; weights in %s", 100 * final, output_dir)
     return final

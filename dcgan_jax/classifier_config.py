@@ -11,6 +11,7 @@ def classifier_config(dataset: str) -> ml_collections.ConfigDict:
     config.dataset.name = dataset
     config.dataset.data_dir = ""  # As for the GANs: empty means $DCGAN_JAX_DATA_DIR/<name>, else TFDS.
     config.dataset.split = "train"
+    config.dataset.image_size = 0  # The MNISTs keep their 28x28.
     config.eval_split = "test"
     config.holdout = 2000  # Images held out of the training split when it is also the eval split.
     config.batch_size = 128

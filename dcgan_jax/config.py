@@ -15,17 +15,26 @@ from pathlib import Path
 
 import ml_collections
 
-from dcgan_jax.convolutions import ALGORITHMS as CONV_ALGORITHMS
-from dcgan_jax.losses import GENERATOR_LOSSES, LOSSES
-from dcgan_jax.models import COMPUTE_DTYPES
-
+# The choices of the config's string fields. They live here, with no import of the package, so that
+# loading an experiment file loads no Flax; the modules that implement them import these names.
+LOSSES = ("bce", "hinge", "lsgan", "wgan_gp")  # dcgan_jax/losses.py
+GENERATOR_LOSSES = ("non_saturating", "minimax")  # Variants of the bce generator loss.
+CONV_ALGORITHMS = ("auto", "direct", "fourier")  # dcgan_jax/convolutions.py
+COMPUTE_DTYPES = ("float32", "bfloat16")  # dcgan_jax/models.py
+G_ACTIVATIONS = ("relu", "leaky_relu")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder", "synthetic")
 SPLITS = ("train", "test")
 ON_DIVERGENCE = ("stop", "restore")
 EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (dcgan_jax/assets/classifiers).
 
 
-class ConfigError(ValueError):
+class RunError(Exception):
+    """The base of the errors a command reports as one ``error:`` line (exit 2) rather than a
+    traceback: a bad flag, dataset or checkpoint, a locked workdir, a run that diverged. Each names
+    what to fix; the modules that raise them subclass this one."""
+
+
+class ConfigError(RunError, ValueError):
     """A config value that cannot work; the message names the flag to fix."""
 
 
@@ -33,88 +42,112 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field a run reads, with the DCGAN paper's defaults."""
     config = ml_collections.ConfigDict()
     config.seed = 0
+    config.dataset = _dataset_defaults()
+    config.model = _model_defaults()
+    config.optimizer = _optimizer_defaults()
+    config.loss = _loss_defaults()
+    config.eval = _eval_defaults()
+    config.train = _train_defaults()
+    return config
 
-    config.dataset = ml_collections.ConfigDict()
-    config.dataset.name = "fashion_mnist"
+
+def _dataset_defaults() -> ml_collections.ConfigDict:
+    dataset = ml_collections.ConfigDict()
+    dataset.name = "fashion_mnist"
     # A folder with the four IDX .gz files. Empty: $DCGAN_JAX_DATA_DIR/<name>
     # when that variable is set, otherwise TFDS (which downloads).
-    config.dataset.data_dir = ""
-    config.dataset.split = "train"
-    config.dataset.num_synthetic = 2048  # Images in the in-memory synthetic set.
+    dataset.data_dir = ""
+    dataset.split = "train"
+    dataset.num_synthetic = 2048  # Images in the in-memory synthetic set.
     # celeb_a and image_folder: centre-cropped and resized to this many pixels a side (0: celeb_a 64,
     # image_folder the smallest image's shorter side). cifar10 and the MNISTs keep their own size.
-    config.dataset.image_size = 0
+    dataset.image_size = 0
+    return dataset
 
-    config.model = ml_collections.ConfigDict()
-    config.model.latent_dim = 100
-    config.model.base_width = 64  # Channels of D's first layer; G mirrors D.
-    config.model.kernel_size = 4  # Even overlap of stride-2 layers: fewer checkerboard artifacts than 5.
-    config.model.bn_momentum = 0.9  # Flax convention; PyTorch's momentum=0.1.
+
+def _model_defaults() -> ml_collections.ConfigDict:
+    model = ml_collections.ConfigDict()
+    model.latent_dim = 100
+    model.base_width = 64  # Channels of D's first layer; G mirrors D.
+    model.kernel_size = 4  # Even overlap of stride-2 layers: fewer checkerboard artifacts than 5.
+    model.bn_momentum = 0.9  # Flax convention; PyTorch's momentum=0.1.
     # Variants (experiments/reference_dcgan.py uses them to match the PyTorch reference):
-    config.model.g_base_features = 0  # Channels of G's projected map; 0 = base_width * 2**(steps - 1).
-    config.model.g_stride1_layers = 0  # Stride-1 convolutions at G's base resolution.
-    config.model.g_activation = "relu"  # or "leaky_relu" (slope 0.2).
-    config.model.g_output_bias = True
-    config.model.d_batch_norm = True  # BatchNorm on D's layers after the first.
-    config.model.d_dropout = 0.0  # Dropout after each of D's convolutions.
-    config.model.spectral_norm = False  # On D's layers (Miyato et al. 2018).
+    model.g_base_features = 0  # Channels of G's projected map; 0 = base_width * 2**(steps - 1).
+    model.g_stride1_layers = 0  # Stride-1 convolutions at G's base resolution.
+    model.g_activation = "relu"  # or "leaky_relu" (slope 0.2).
+    model.g_output_bias = True
+    model.d_batch_norm = True  # BatchNorm on D's layers after the first.
+    model.d_dropout = 0.0  # Dropout after each of D's convolutions.
+    model.spectral_norm = False  # On D's layers (Miyato et al. 2018).
     # > 0: class-conditional, labels from the dataset: a label embedding into G and a projection D.
-    config.model.num_classes = 0
+    model.num_classes = 0
     # G's convolutions: "auto" (Fourier on small maps on the CPU, in float32), "direct" or "fourier";
     # the same mathematics and parameters either way (dcgan_jax/convolutions.py).
-    config.model.conv_algorithm = "auto"
+    model.conv_algorithm = "auto"
+    return model
 
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.learning_rate = 2e-4
+
+def _optimizer_defaults() -> ml_collections.ConfigDict:
+    optimizer = ml_collections.ConfigDict()
+    optimizer.learning_rate = 2e-4
     # Two time-scale update rule (Heusel et al. 2017): each network's own rate; 0 = learning_rate.
-    config.optimizer.g_learning_rate = 0.0
-    config.optimizer.d_learning_rate = 0.0
-    config.optimizer.beta1 = 0.5
-    config.optimizer.beta2 = 0.999
+    optimizer.g_learning_rate = 0.0
+    optimizer.d_learning_rate = 0.0
+    optimizer.beta1 = 0.5
+    optimizer.beta2 = 0.999
+    return optimizer
 
-    config.loss = ml_collections.ConfigDict()
-    config.loss.name = "bce"  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
-    config.loss.generator = "non_saturating"  # For bce: or "minimax".
-    config.loss.gp_weight = 10.0  # wgan_gp's gradient penalty weight (Gulrajani et al.).
-    config.loss.r1_gamma = 0.0  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
-    config.loss.r1_every = 1  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
 
-    config.eval = ml_collections.ConfigDict()
+def _loss_defaults() -> ml_collections.ConfigDict:
+    loss = ml_collections.ConfigDict()
+    loss.name = "bce"  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
+    loss.generator = "non_saturating"  # For bce: or "minimax".
+    loss.gp_weight = 10.0  # wgan_gp's gradient penalty weight (Gulrajani et al.).
+    loss.r1_gamma = 0.0  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
+    loss.r1_every = 1  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
+    return loss
+
+
+def _eval_defaults() -> ml_collections.ConfigDict:
+    eval = ml_collections.ConfigDict()
     # FID, KID, precision/recall, IS and class coverage on classifier features (fashion_mnist and
     # mnist), logged with the other metrics; the best checkpoint by FID is kept in best_checkpoint/.
-    config.eval.every = 2000  # 0 = off.
-    config.eval.num_samples = 10_000
-    config.eval.split = "test"  # The real images the samples are compared with.
+    eval.every = 2000  # 0 = off.
+    eval.num_samples = 10_000
+    eval.split = "test"  # The real images the samples are compared with.
+    return eval
 
-    config.train = ml_collections.ConfigDict()
-    config.train.batch_size = 64  # Global: split across all devices.
-    config.train.num_steps = 10_000  # Generator updates.
-    config.train.d_steps = 0  # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
+
+def _train_defaults() -> ml_collections.ConfigDict:
+    train = ml_collections.ConfigDict()
+    train.batch_size = 64  # Global: split across all devices.
+    train.num_steps = 10_000  # Generator updates.
+    train.d_steps = 0  # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
     # G trains on the fake batch of D's (last) update, as the PyTorch DCGAN example does: one
     # generator forward pass per step instead of two. Off: G gets a fresh batch (the paper's way).
-    config.train.reuse_fake = False
+    train.reuse_fake = False
     # Exponential moving average of G's parameters (Yazici et al. 2019); samples, grids and the
     # evaluation use it when on. 0 = off; 0.999 is typical. Warmed up: min(decay, (1+step)/(10+step)).
-    config.train.ema_decay = 0.0
+    train.ema_decay = 0.0
     # bfloat16: activations and matmuls in bfloat16, parameters and optimizer state in float32.
-    config.train.compute_dtype = "float32"
+    train.compute_dtype = "float32"
     # Steps per call into the device (a lax.scan), so the host never waits on a single small step;
     # logs, samples, checkpoints and evaluations still happen at their exact steps. 0 = automatic:
     # 10 on accelerators, 1 on the CPU (a ~0.5 s step hides the dispatch, and XLA's CPU loops are slower).
-    config.train.steps_per_dispatch = 0
-    config.train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
-    config.train.log_every = 100
-    config.train.sample_every = 500
-    config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 3
-    config.train.num_samples = 64  # Images in each sample grid (fixed latents).
+    train.steps_per_dispatch = 0
+    train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
+    train.log_every = 100
+    train.sample_every = 500
+    train.checkpoint_every = 1000
+    train.keep_checkpoints = 3
+    train.num_samples = 64  # Images in each sample grid (fixed latents).
     # Non-finite losses or parameters: "stop" (the newest checkpoint stays the last good one), or
     # "restore" it and go on with both learning rates times divergence_lr_factor, at most
     # max_divergence_restores times per run.
-    config.train.on_divergence = "stop"
-    config.train.divergence_lr_factor = 0.5
-    config.train.max_divergence_restores = 3
-    return config
+    train.on_divergence = "stop"
+    train.divergence_lr_factor = 0.5
+    train.max_divergence_restores = 3
+    return train
 
 
 def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -122,8 +155,8 @@ def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(config.to_dict())
     if config.train.d_steps == 0:
         config.train.d_steps = 5 if config.loss.name == "wgan_gp" else 1
-    if config.train.get("steps_per_dispatch", 1) == 0:
-        import jax
+    if config.train.steps_per_dispatch == 0:
+        import jax  # Only here: config itself must load without JAX (experiment files import it).
 
         config.train.steps_per_dispatch = 1 if jax.default_backend() == "cpu" else 10
     return config
@@ -136,65 +169,89 @@ def with_defaults(stored: dict | ml_collections.ConfigDict) -> ml_collections.Co
     return config
 
 
-def _positive(config, field: str) -> None:
-    value = _get(config, field)
-    if not value > 0:
-        raise ConfigError(f"--config.{field}={value}: must be > 0")
-
-
-def _choice(config, field: str, choices: tuple[str, ...]) -> None:
-    value = _get(config, field)
-    if value not in choices:
-        raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")
-
-
 def _get(config, field: str):
     for part in field.split("."):
         config = config[part]
     return config
 
 
+# What each field may be, checked in this order; a note says what 0 means where it means something.
+_CHOICES = {
+    "dataset.name": DATASETS,
+    "dataset.split": SPLITS,
+    "loss.name": LOSSES,
+    "loss.generator": GENERATOR_LOSSES,
+    "train.compute_dtype": COMPUTE_DTYPES,
+    "model.conv_algorithm": CONV_ALGORITHMS,
+    "train.on_divergence": ON_DIVERGENCE,
+    "model.g_activation": G_ACTIVATIONS,
+    "eval.split": SPLITS,
+}
+_POSITIVE = (
+    "dataset.num_synthetic",
+    "model.latent_dim",
+    "model.base_width",
+    "model.kernel_size",
+    "optimizer.learning_rate",
+    "train.batch_size",
+    "train.num_steps",
+    "loss.r1_every",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.num_samples",
+)
+_NON_NEGATIVE = {
+    "loss.gp_weight": "",
+    "loss.r1_gamma": "",
+    "model.num_classes": "",
+    "train.d_steps": "",
+    "train.steps_per_dispatch": "",
+    "dataset.image_size": "",
+    "model.g_base_features": "",
+    "model.g_stride1_layers": "",
+    "train.max_divergence_restores": "",
+    "eval.every": " (0 = off)",
+    "train.max_seconds": " (0 = no limit)",
+}
+_UNIT_INTERVAL = {  # [0, 1)
+    "train.ema_decay": " (0 = off)",
+    "optimizer.g_learning_rate": " (0 = optimizer.learning_rate)",
+    "optimizer.d_learning_rate": " (0 = optimizer.learning_rate)",
+    "model.d_dropout": "",
+    "optimizer.beta1": "",
+    "optimizer.beta2": "",
+    "model.bn_momentum": "",
+}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first impossible value, naming its flag."""
-    _choice(config, "dataset.name", DATASETS)
-    _choice(config, "dataset.split", SPLITS)
-    _choice(config, "loss.name", LOSSES)
-    _choice(config, "loss.generator", GENERATOR_LOSSES)
-    _choice(config, "train.compute_dtype", tuple(COMPUTE_DTYPES))
-    _choice(config, "model.conv_algorithm", CONV_ALGORITHMS)
+    for field, choices in _CHOICES.items():
+        if (value := _get(config, field)) not in choices:
+            raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")
+    for field in _POSITIVE:
+        if not (value := _get(config, field)) > 0:
+            raise ConfigError(f"--config.{field}={value}: must be > 0")
+    for field, note in _NON_NEGATIVE.items():
+        if (value := _get(config, field)) < 0:
+            raise ConfigError(f"--config.{field}={value}: must be >= 0{note}")
+    for field, note in _UNIT_INTERVAL.items():
+        if not 0.0 <= (value := _get(config, field)) < 1.0:
+            raise ConfigError(f"--config.{field}={value}: must be in [0, 1){note}")
+    _check_combinations(config)
+
+
+def _check_combinations(config: ml_collections.ConfigDict) -> None:
+    """The rules that involve more than one field, or more than a range."""
     if config.loss.name == "wgan_gp" and config.model.d_batch_norm:
         raise ConfigError(
             "--config.loss.name=wgan_gp: the gradient penalty is per image, and BatchNorm in D mixes the "
             "images of a batch (Gulrajani et al. drop it); add --config.model.d_batch_norm=false"
         )
-    for field in (
-        "loss.gp_weight",
-        "loss.r1_gamma",
-        "model.num_classes",
-        "train.d_steps",
-        "train.steps_per_dispatch",
-        "dataset.image_size",
-    ):
-        if _get(config, field) < 0:
-            raise ConfigError(f"--config.{field}={_get(config, field)}: must be >= 0")
-    if not 0.0 <= config.train.ema_decay < 1.0:
-        raise ConfigError(f"--config.train.ema_decay={config.train.ema_decay}: must be in [0, 1) (0 = off)")
-    for field in ("optimizer.g_learning_rate", "optimizer.d_learning_rate"):
-        if not 0.0 <= _get(config, field) < 1.0:
-            raise ConfigError(
-                f"--config.{field}={_get(config, field)}: must be in [0, 1) (0 = optimizer.learning_rate)"
-            )
     if config.dataset.name == "image_folder" and not config.dataset.data_dir:
         raise ConfigError("--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR (a folder of images)")
-    _choice(config, "train.on_divergence", ON_DIVERGENCE)
-    _choice(config, "model.g_activation", ("relu", "leaky_relu"))
-    if not 0.0 <= config.model.d_dropout < 1.0:
-        raise ConfigError(f"--config.model.d_dropout={config.model.d_dropout}: must be in [0, 1)")
-    if config.model.g_base_features < 0 or config.model.g_stride1_layers < 0:
-        raise ConfigError("--config.model.g_base_features and --config.model.g_stride1_layers must be >= 0")
-    _choice(config, "eval.split", SPLITS)
-    if config.eval.every < 0:
-        raise ConfigError(f"--config.eval.every={config.eval.every}: must be >= 0 (0 = off)")
     if config.eval.every and config.dataset.name not in EVAL_DATASETS:
         raise ConfigError(
             f"--config.eval.every={config.eval.every}: the evaluation scores {', '.join(EVAL_DATASETS)}, "
@@ -202,26 +259,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.eval.every and config.eval.num_samples < 1000:
         raise ConfigError(f"--config.eval.num_samples={config.eval.num_samples}: at least 1000 for a stable FID")
-    for field in (
-        "dataset.num_synthetic",
-        "model.latent_dim",
-        "model.base_width",
-        "model.kernel_size",
-        "optimizer.learning_rate",
-        "train.batch_size",
-        "train.num_steps",
-        "loss.r1_every",
-        "train.log_every",
-        "train.sample_every",
-        "train.checkpoint_every",
-        "train.keep_checkpoints",
-        "train.num_samples",
-    ):
-        _positive(config, field)
-    for field in ("optimizer.beta1", "optimizer.beta2", "model.bn_momentum"):
-        value = _get(config, field)
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"--config.{field}={value}: must be in [0, 1)")
     if not math.isfinite(config.optimizer.learning_rate) or config.optimizer.learning_rate >= 1.0:
         raise ConfigError(
             f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
@@ -229,12 +266,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if not 0.0 < config.train.divergence_lr_factor < 1.0:
         raise ConfigError(f"--config.train.divergence_lr_factor={config.train.divergence_lr_factor}: must be in (0, 1)")
-    if config.train.max_divergence_restores < 0:
-        raise ConfigError(
-            f"--config.train.max_divergence_restores={config.train.max_divergence_restores}: must be >= 0"
-        )
-    if config.train.max_seconds < 0:
-        raise ConfigError(f"--config.train.max_seconds={config.train.max_seconds}: must be >= 0 (0 = no limit)")
     if config.dataset.name == "synthetic" and config.dataset.num_synthetic < config.train.batch_size:
         raise ConfigError(
             f"--config.dataset.num_synthetic={config.dataset.num_synthetic}: "

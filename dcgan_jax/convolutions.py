@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ALGORITHMS = ("auto", "direct", "fourier")
+from dcgan_jax.config import CONV_ALGORITHMS
 
 # Radford et al.: "All weights were initialized from a zero-centered Normal distribution
 # with standard deviation 0.02."
@@ -125,8 +125,8 @@ def _fourier_pays(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], paddi
 def _use_fourier(
     algorithm: str, x_shape: tuple[int, ...], dtype, kernel_shape: tuple[int, ...], padding: Padding
 ) -> bool:
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"convolution algorithm {algorithm!r}: expected one of {ALGORITHMS}")
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"convolution algorithm {algorithm!r}: expected one of {CONV_ALGORITHMS}")
     if algorithm == "auto":
         on_cpu = dtype == jnp.float32 and jax.default_backend() == "cpu"
         return on_cpu and _fourier_pays(x_shape, kernel_shape, padding)

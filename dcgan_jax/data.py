@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
+from dcgan_jax.config import RunError
+
 DATA_DIR_ENV = "DCGAN_JAX_DATA_DIR"
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -33,7 +35,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_UNREADABLE_FRACTION = 0.1  # image_folder: above this share of broken files, stop rather than skip.
 
 
-class DataError(RuntimeError):
+class DataError(RunError, RuntimeError):
     """A dataset that cannot be read; the message names the file or the fix."""
 
 
@@ -164,8 +166,11 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
     if unreadable:
         logging.warning(
             "Skipped %d of %d image files under %s that cannot be read, e.g. %s",
-            len(unreadable), len(paths), folder, unreadable[0][0],
-        )  # fmt: skip
+            len(unreadable),
+            len(paths),
+            folder,
+            unreadable[0][0],
+        )
     all_grey = all(grey for _, _, grey in pictures)
     images = []
     for _, pixels, grey in pictures:
@@ -209,7 +214,7 @@ def resolve_data_dir(dataset_config) -> Path | None:
 
 def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The configured split as (images uint8 NHWC, labels)."""
-    name, image_size = dataset_config.name, dataset_config.get("image_size", 0)
+    name, image_size = dataset_config.name, dataset_config.image_size
     if name == "synthetic":
         return synthetic_images(dataset_config.num_synthetic, seed, SYNTHETIC_SHAPE)
     if name == "image_folder":
@@ -262,11 +267,3 @@ class BatchOrder:
         batches in turn: int32 (num_steps, d_steps, batch_size)."""
         batch_numbers = [[(first_step + i) * d_steps + j for j in range(d_steps)] for i in range(num_steps)]
         return np.asarray([[self.indices(b) for b in row] for row in batch_numbers], np.int32)
-
-    def batch(self, batch_index: int) -> np.ndarray:
-        """Float32 images in [-1, 1], shape (batch_size, H, W, C)."""
-        return to_model_range(self.images[self.indices(batch_index)])
-
-    def labels_of(self, batch_index: int) -> np.ndarray:
-        """The class labels (int32) of :meth:`batch`."""
-        return self.labels[self.indices(batch_index)]

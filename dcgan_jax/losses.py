@@ -12,8 +12,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-LOSSES = ("bce", "hinge", "lsgan", "wgan_gp")
-GENERATOR_LOSSES = ("non_saturating", "minimax")  # Variants of the bce generator loss.
+from dcgan_jax.config import GENERATOR_LOSSES, LOSSES
 
 
 def bce_with_logits(logits: jax.Array, label: float) -> jax.Array:

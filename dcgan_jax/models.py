@@ -9,7 +9,7 @@ small maps): the same linear maps with the same parameters as ``nn.Conv`` and
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -118,9 +118,13 @@ class Discriminator(nn.Module):
         for i in range(num_resolution_steps(x.shape[1])):
             normalised = self.batch_norm and i > 0
             conv = DownsampleConv(
-                self.base_width * 2**i, self.kernel_size, use_bias=not normalised, algorithm=self.conv_algorithm,
-                dtype=self.dtype, name=f"Conv_{i}",  # nn.Conv's names: older checkpoints still load.
-            )  # fmt: skip
+                self.base_width * 2**i,
+                self.kernel_size,
+                use_bias=not normalised,
+                algorithm=self.conv_algorithm,
+                dtype=self.dtype,
+                name=f"Conv_{i}",  # nn.Conv's names: older checkpoints still load.
+            )
             x = layer(conv, x)
             if normalised:
                 x = _batch_norm(self.bn_momentum, train, self.dtype)(x)
@@ -147,25 +151,26 @@ def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     return jnp.where(keep, x / ((2**16 - threshold) / 2**16), jnp.zeros((), x.dtype))
 
 
-def make_sampler(generator: Generator):
-    """``sample(variables, z, labels=None)``, jitted, with BatchNorm's running averages: each image
-    then depends only on its own latent vector (and label), not on the rest of the batch. The
-    training sample grids and ``dcgan_jax.load().sample`` both use it, so they show the same thing."""
-    return jax.jit(lambda variables, z, labels=None: generator.apply(variables, z, train=False, labels=labels))
+# The names are config.COMPUTE_DTYPES; config validates a run's choice against them.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+class Nets(NamedTuple):
+    """The two Flax modules of a run (their variables live in the state, not here)."""
+
+    generator: Generator
+    discriminator: Discriminator
 
 
-def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = "float32"):
-    """(Generator, Discriminator) for ``config.model``; ``compute_dtype`` is ``train.compute_dtype``."""
+def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = "float32") -> Nets:
+    """G and D for ``config.model``; ``compute_dtype`` is ``train.compute_dtype``."""
     shared = {
         "base_width": model_config.base_width,
         "kernel_size": model_config.kernel_size,
         "bn_momentum": model_config.bn_momentum,
         "num_classes": model_config.num_classes,
-        "conv_algorithm": model_config.get("conv_algorithm", "auto"),
-        "dtype": COMPUTE_DTYPES[compute_dtype],
+        "conv_algorithm": model_config.conv_algorithm,
+        "dtype": DTYPES[compute_dtype],
     }
     generator = Generator(
         image_shape=tuple(image_shape),
@@ -181,4 +186,18 @@ def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = 
         spectral_norm=model_config.spectral_norm,
         **shared,
     )
-    return generator, discriminator
+    return Nets(generator, discriminator)
+
+
+def example_labels(num_classes: int) -> jax.Array | None:
+    """Labels for a model's ``init`` (shapes only): two zeros, or None for an unconditional model."""
+    return jnp.zeros((2,), jnp.int32) if num_classes else None
+
+
+def init_variables(nets: Nets, key: jax.Array, image_shape, latent_dim: int) -> tuple[dict, dict]:
+    """(G's variables, D's variables) initialised from ``key``; D's ``batch_stats`` is {} when it has none."""
+    g_key, d_key = jax.random.split(key)
+    labels = example_labels(nets.generator.num_classes)
+    g_vars = nets.generator.init(g_key, jnp.zeros((2, latent_dim)), train=False, labels=labels)
+    d_vars = nets.discriminator.init(d_key, jnp.zeros((2, *image_shape)), train=False, labels=labels)
+    return dict(g_vars), {"params": d_vars["params"], "batch_stats": d_vars.get("batch_stats", {})}

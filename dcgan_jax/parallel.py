@@ -20,12 +20,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dcgan_jax.config import ConfigError
+from dcgan_jax.config import RunError
 
 DATA_AXIS = "data"
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RunError, RuntimeError):
     """A process could not join its multi-process run."""
 
 
@@ -91,15 +91,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharded(mesh: Mesh, leading_axes: int = 0) -> NamedSharding:
     """Splits the batch axis, which follows ``leading_axes`` unsplit axes."""
     return NamedSharding(mesh, PartitionSpec(*([None] * leading_axes), DATA_AXIS))
-
-
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-    """A global batch must split evenly over the devices; names the nearest sizes that do."""
-    n = mesh.size
-    if batch_size % n:
-        lower, upper = batch_size // n * n, (batch_size // n + 1) * n
-        options = " or ".join(str(b) for b in (lower, upper) if b > 0)
-        raise ConfigError(f"--config.train.batch_size={batch_size} does not split over {n} devices; use {options}")
 
 
 def global_array(local_rows: np.ndarray, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:

@@ -44,13 +44,10 @@ def tiny_config(**train_overrides):
 
 
 def restore_full_state(workdir, config):
-    """The newest checkpoint of a 28x28 run in ``workdir`` as a TrainState."""
-    from dcgan_jax import checkpoints
-    from dcgan_jax.train_step import components, init_state
+    """The newest checkpoint of a 28x28 run in ``workdir`` as a GanState."""
+    from dcgan_jax import assembly, checkpoints, models
 
-    parts = components(config, (28, 28, 1))
-    target = init_state(parts.generator, parts.discriminator, parts.optimizers, config.seed, (28, 28, 1),
-                        config.model.latent_dim, ema=config.train.ema_decay > 0)  # fmt: skip
+    target = assembly.initial_state(config, models.build(config.model, (28, 28, 1)), (28, 28, 1))
     return checkpoints.Checkpointer(workdir, create=False).restore(target)
 
 

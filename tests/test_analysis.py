@@ -9,7 +9,7 @@ from conftest import REPO, tiny_config
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax import analysis, checkpoints, data
+from dcgan_jax import analysis, checkpoints, data, trained
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_slerp_keeps_the_ends_and_the_norm():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=16), rng.normal(size=16)
     b *= np.linalg.norm(a) / np.linalg.norm(b)
-    path = analysis.slerp(a, b, np.linspace(0, 1, 7))
+    path = trained.slerp(a, b, np.linspace(0, 1, 7))
     np.testing.assert_allclose(path[0], a, rtol=1e-5)
     np.testing.assert_allclose(path[-1], b, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(path, axis=1), np.linalg.norm(a), rtol=1e-5)
@@ -93,18 +93,30 @@ def test_metric_curves_of_several_runs(run_dir, tmp_path):
 def test_analysis_command_writes_its_pictures_and_names_bad_paths(run_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={run_dir}", "--metrics=g_loss"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     written = sorted(p.name for p in (run_dir / "analysis").iterdir())
-    for name in ("samples_step6_seed0.png", "interpolation_step6_seed0.png", "nearest_pixel_step6_seed0.png",
-                 "progress_seed0.png", "g_loss.png"):  # fmt: skip
+    for name in (
+        "training_grid_step6.png",
+        "samples_step6_seed0.png",
+        "interpolation_step6_seed0.png",
+        "nearest_pixel_step6_seed0.png",
+        "progress_seed0.png",
+        "g_loss.png",
+    ):
         assert name in written
     assert "skipped the feature-space neighbours" in result.stdout  # No classifier for synthetic data.
     missing = subprocess.run(
         [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={tmp_path / 'none'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert missing.returncode != 0 and f"no run folder at {tmp_path / 'none'}" in missing.stderr
 
 

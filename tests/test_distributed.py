@@ -45,21 +45,14 @@ def test_eight_devices_match_one_device_and_the_run_loads_on_one(tmp_path):
     code = """
 import jax, numpy as np
 from conftest import tiny_config
-from dcgan_jax import data, parallel
-from dcgan_jax.config import resolved
-from dcgan_jax.train_step import compile_train_step, components, init_state, make_train_step
-config = resolved(tiny_config())
-parts = components(config, (28, 28, 1))
-images, labels = data.synthetic_images(128, seed=0)
-order = data.BatchOrder(images, config.train.batch_size, seed=0, labels=labels)
+from dcgan_jax import assembly, parallel
 finals = []
 for devices in (jax.devices()[:1], jax.devices()):
-    mesh = parallel.make_mesh(devices)
-    step = compile_train_step(make_train_step(*parts), mesh)
-    state = init_state(parts.generator, parts.discriminator, parts.optimizers, 0, (28, 28, 1), 16)
+    run = assembly.assemble(tiny_config(), parallel.make_mesh(devices))
+    state = run.init()
     for i in range(5):
-        state, metrics = step(state, order.batch(i)[None], order.labels_of(i)[None])
-    finals.append(jax.device_get((state.g_params, state.d_params, state.g_batch_stats, state.d_batch_stats)))
+        state, metrics, _ = run.train_steps(state, i, 1)
+    finals.append(jax.device_get((state.g, state.d)))
 diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), *finals)))
 import sys, dcgan_jax
 dcgan_jax.train(tiny_config(num_steps=2), sys.argv[1])  # For the parent to load on one device.
@@ -99,7 +92,7 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
             text=True,
             cwd=REPO,
             env=ONE_DEVICE_ENV,
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     metrics = tmp_path / "two" / "metrics.jsonl"
@@ -125,7 +118,7 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     two = restore_full_state(tmp_path / "two", config)
     assert int(two.step) == int(single.step) == steps
     assert checkpoints.Checkpointer(tmp_path / "two", create=False).all_steps() == [steps]
-    difference = _max_param_difference((two.g_params, two.d_params), (single.g_params, single.d_params))
+    difference = _max_param_difference((two.g.params, two.d.params), (single.g.params, single.d.params))
     print(f"two processes vs one after {steps} steps: max |parameter difference| {difference:.2e}")
     assert difference < PARAM_ATOL
     # Process 0 alone wrote the log, metrics and samples.
@@ -140,11 +133,19 @@ def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_
     started = time.monotonic()
     result = subprocess.run(
         _launch(
-            tmp_path, *tiny_flags(), f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", "--process_id=1",
+            tmp_path,
+            *tiny_flags(),
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            "--process_id=1",
             "--distributed_timeout_s=5",
         ),
-        capture_output=True, text=True, cwd=REPO, env=ONE_DEVICE_ENV, timeout=180,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ONE_DEVICE_ENV,
+        timeout=180,
+    )
     assert result.returncode != 0
     assert f"process 1 could not join the run coordinated at 127.0.0.1:{port} within 5 s" in result.stderr
     assert time.monotonic() - started < 90
@@ -160,8 +161,12 @@ def test_batch_not_divisible_by_devices_stops_at_start_with_the_nearest_sizes(tm
     env = {**ONE_DEVICE_ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run(
         _launch(tmp_path, *tiny_flags(), "--config.train.batch_size=60"),
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "error: --config.train.batch_size=60 does not split over 8 devices; use 56 or 64" in result.stderr
     assert "Traceback" not in result.stderr

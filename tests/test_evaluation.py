@@ -122,10 +122,20 @@ def test_shipped_classifier_is_small_and_accurate():
 def test_classifier_experiment_reproduces_weights(tmp_path):
     shared_dataset_dir("mnist")
     result = subprocess.run(
-        [sys.executable, "launch.py", "--experiment=mnist_classifier", "--config.dataset.split=test",
-         "--config.num_epochs=1", "--config.holdout=8000", f"--config.output_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "launch.py",
+            "--experiment=mnist_classifier",
+            "--config.dataset.split=test",
+            "--config.num_epochs=1",
+            "--config.holdout=8000",
+            f"--config.output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((tmp_path / "info.json").read_text())
     # One epoch on 2,000 images: far from the shipped weights, far above chance.
@@ -158,15 +168,46 @@ def test_training_logs_the_metrics_and_keeps_the_best_checkpoint(evaluated_run):
 
 def test_evaluation_command_scores_every_checkpoint(evaluated_run):
     result = subprocess.run(
-        [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", "--all_steps",
-         "--num_samples=1000"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dcgan_jax.evaluation",
+            f"--workdir={evaluated_run}",
+            "--all_steps",
+            "--num_samples=1000",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| step | fid | kid |" in result.stdout
+    assert "| step | latents | fid | kid |" in result.stdout
     rows = json.loads((evaluated_run / "eval" / "results.json").read_text())
     assert [r["step"] for r in rows] == [3, 4] and all(np.isfinite(r["fid"]) for r in rows)
     assert (evaluated_run / "eval" / "step_0000004.json").exists()
+
+
+def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_run):
+    """By default the command scores the latents the in-training evaluation scored, so its FID for a
+    step is the one that step's log line shows; --seed scores another draw, and says so."""
+    logged = next(
+        r["eval/fid"]
+        for r in images.read_metrics(evaluated_run / "metrics.jsonl")
+        if r["step"] == 4 and "eval/fid" in r
+    )
+    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", "--step=4"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = json.loads((evaluated_run / "eval" / "step_0000004.json").read_text())
+    assert stored["fid"] == logged and stored["latents"] == "evaluation stream of seed 0"
+    assert stored["num_samples"] == 1000  # The run's eval.num_samples.
+    assert f"| 4 | evaluation stream of seed 0 | {logged:.3f} |" in result.stdout
+    assert f"eval step 4: FID {logged:.3f} |" in (evaluated_run / "train.log").read_text()
+    other = subprocess.run([*command, "--seed=1"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert other.returncode == 0, other.stderr[-3000:]
+    seeded = json.loads((evaluated_run / "eval" / "step_0000004_seed1.json").read_text())
+    assert seeded["latents"] == "key(1)" and seeded["fid"] != logged and "| 4 | key(1) |" in other.stdout
 
 
 def test_truncated_evaluation_is_stored_beside_the_plain_one(evaluated_run):
@@ -181,6 +222,9 @@ def test_truncated_evaluation_is_stored_beside_the_plain_one(evaluated_run):
 def test_evaluation_command_names_a_missing_run(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={tmp_path / 'nothing'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode != 0 and f"no run folder at {tmp_path / 'nothing'}" in result.stderr

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcgan_jax import models
+from dcgan_jax import models, sampling
 from dcgan_jax.config import default_config
 
 
@@ -106,7 +106,7 @@ def test_conditional_generator_honours_its_labels():
     generator, _ = models.build(config, (28, 28, 1))
     z = jax.random.normal(jax.random.key(0), (1, config.latent_dim))
     variables = generator.init(jax.random.key(1), z, train=False, labels=jnp.zeros((1,), jnp.int32))
-    sample = models.make_sampler(generator)
+    sample = sampling.make_sampler(generator)
     same_z = jnp.repeat(z, 3, axis=0)
     images = np.asarray(sample(variables, same_z, jnp.array([3, 3, 7])))
     np.testing.assert_array_equal(images[0], images[1])  # Same z and label: the same image.

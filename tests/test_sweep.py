@@ -45,12 +45,20 @@ def test_bad_sweep_specs_fail_before_any_run(spec, message):
 
 
 def test_dry_run_prints_one_command_a_run_and_a_bad_spec_exits_2(tmp_path):
-    args = [sys.executable, "launch.py", "--experiment=fashion_dcgan", f"--workdir={tmp_path}",
-            "--config.train.num_steps=50"]  # fmt: skip
+    args = [
+        sys.executable,
+        "launch.py",
+        "--experiment=fashion_dcgan",
+        f"--workdir={tmp_path}",
+        "--config.train.num_steps=50",
+    ]
     dry = subprocess.run(
         [*args, "--sweep=seed=0,1,2 loss.generator=minimax,non_saturating", "--sweep_dry_run"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stderr[-2000:]
     lines = dry.stdout.strip().splitlines()
     assert len(lines) == 6
@@ -79,8 +87,9 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_unfinished_and_tabulate
     assert trained == ["seed=0", "seed=1"]
     assert "Resumed from" in (tmp_path / "seed=1" / "train.log").read_text()
     assert [(r["run"], r["seed"], r["steps"], r["status"]) for r in rows] == [
-        ("seed=0", 0, 4, "finished"), ("seed=1", 1, 4, "finished"),
-    ]  # fmt: skip
+        ("seed=0", 0, 4, "finished"),
+        ("seed=1", 1, 4, "finished"),
+    ]
     assert all(r["wall_s"] > 0 and r["g_loss"] is not None for r in rows)
     with (tmp_path / "results.csv").open() as f:
         assert [row["run"] for row in csv.DictReader(f)] == ["seed=0", "seed=1"]
@@ -100,7 +109,7 @@ def test_results_command_on_a_folder_without_runs_names_it(tmp_path):
 
 
 def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
-    from dcgan_jax.train import TrainingDiverged
+    from dcgan_jax.control import TrainingDiverged
 
     base = tiny_config(num_steps=2)
     runs = sweep.expand("seed=0,1", base)
@@ -126,8 +135,17 @@ def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
         config.seed = seed
         (run / "config.json").write_text(config.to_json())
         lines = [{"step": 10, "d_loss": 0.5, "g_loss": 2.0, "d_real_acc": 0.9, "d_fake_acc": 0.8}]
-        lines += [{"step": 10 * (i + 1), "eval/fid": fid, "eval/kid": fid / 10, "eval/precision": 0.5 + i / 10,
-                   "eval/recall": 0.4, "eval/classes_covered": 10.0} for i, fid in enumerate(fids)]  # fmt: skip
+        lines += [
+            {
+                "step": 10 * (i + 1),
+                "eval/fid": fid,
+                "eval/kid": fid / 10,
+                "eval/precision": 0.5 + i / 10,
+                "eval/recall": 0.4,
+                "eval/classes_covered": 10.0,
+            }
+            for i, fid in enumerate(fids)
+        ]
         (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         (run / sweep.STATUS_FILE).write_text(json.dumps({"step": 30, "finished": True, "wall_seconds": 12.0}))
     evaluated, not_evaluated = sweep.results(tmp_path)

@@ -1,4 +1,3 @@
-import importlib
 import json
 import logging as std_logging
 import os
@@ -17,8 +16,9 @@ import pytest
 from conftest import REPO, restore_full_state, shared_dataset_dir, tiny_config, tiny_flags, trees_equal
 
 import dcgan_jax
-from dcgan_jax import checkpoints, images, train_step, writers
-from dcgan_jax.train_step import TrainState
+from dcgan_jax import checkpoints, control, images, writers
+from dcgan_jax import state as state_lib
+from dcgan_jax.state import GanState
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +51,19 @@ def test_sample_grid_shows_the_fixed_latents(trained_run):
     grid = np.asarray(Image.open(workdir / "samples" / "step_0000006.png"))
     # 16 samples: a 4x4 grid of 28px tiles with 2px borders, scaled 2x.
     assert grid.shape == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))
-    run = dcgan_jax.load(workdir)
-    expected = images.make_grid(run.generate(_fixed_latents(run)))[..., 0]
-    np.testing.assert_array_equal(grid[::2, ::2], expected)
+    # The public call that remakes it, pixel for pixel.
+    from dcgan_jax import analysis
 
-
-def _fixed_latents(run):
-    from dcgan_jax.train_step import fixed_latents
-
-    return fixed_latents(run.config.seed, run.config.train.num_samples, run.config.model.latent_dim)
+    remade = np.asarray(Image.open(analysis.training_grid(dcgan_jax.load(workdir), workdir / "remade.png")))
+    np.testing.assert_array_equal(remade, grid)
 
 
 def test_load_returns_config_step_variables_and_samples(trained_run):
     workdir, state = trained_run
     run = dcgan_jax.load(workdir)
     assert run.step == 6 and run.config.model.base_width == 8
-    assert trees_equal(run.variables["params"], state.g_params)
-    assert trees_equal(run.variables["batch_stats"], state.g_batch_stats)
+    assert trees_equal(run.variables["params"], state.g.params)
+    assert trees_equal(run.variables["batch_stats"], state.g.batch_stats)
     samples = run.sample(10, seed=3)
     assert samples.shape == (10, 28, 28, 1) and samples.dtype == np.float32
     assert samples.min() >= -1.0 and samples.max() <= 1.0
@@ -106,7 +102,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     dcgan_jax.train(tiny_config(num_steps=3), tmp_path / "split")
     resumed = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "split")
     assert int(resumed.step) == int(full.step) == 6
-    for field in ("g_params", "g_batch_stats", "d_params", "d_batch_stats", "g_opt_state", "d_opt_state", "rng"):
+    for field in ("g", "d", "g_ema", "step", "rng"):
         assert trees_equal(getattr(resumed, field), getattr(full, field)), field
     # Metrics were written once per step, not duplicated by the resume.
     assert [r["step"] for r in images.read_metrics(tmp_path / "split" / "metrics.jsonl")] == [2, 3, 4, 6]
@@ -137,28 +133,52 @@ def test_checkpoint_restores_identical_state(trained_run):
     workdir, state = trained_run
     checkpointer = checkpoints.Checkpointer(workdir, create=False)
     restored = checkpointer.restore(jax.tree.map(np.zeros_like, state))
-    assert isinstance(restored, TrainState)
+    assert isinstance(restored, GanState)
     assert trees_equal(restored, state)
 
 
-def test_checkpoint_from_before_the_ema_field_restores_and_resumes(trained_run, tmp_path):
-    """A checkpoint written before TrainState had g_ema_params (no such key on disk) is not
-    "damaged": it restores, and a run resumes from it."""
+@pytest.mark.parametrize("with_ema_field", [True, False])
+def test_checkpoint_of_the_old_flat_layout_restores_and_resumes(trained_run, tmp_path, with_ema_field):
+    """A checkpoint written before GanState (one flat state of g_params, d_opt_state, ...), with or
+    without the later g_ema_params key, is not "damaged": it restores, loads, and a run resumes from it."""
     workdir, state = trained_run
     old = checkpoints.Checkpointer(tmp_path, create=True)
-    fields = {k: v for k, v in jax.device_get(state).__dict__.items() if k != "g_ema_params"}
+    fields = checkpoints.to_old_layout(jax.device_get(state))
+    if not with_ema_field:
+        del fields["g_ema_params"]
     config = json.loads((workdir / "config.json").read_text())
     old.manager.save(
         int(state.step),
         args=ocp.args.Composite(
-            state=ocp.args.PyTreeSave(fields), config=ocp.args.JsonSave(config),
+            state=ocp.args.PyTreeSave(fields),
+            config=ocp.args.JsonSave(config),
             meta=ocp.args.JsonSave({"image_shape": [28, 28, 1]}),
         ),
-    )  # fmt: skip
+    )
     old.wait()
+    assert old.is_old_layout(int(state.step))
     assert trees_equal(old.restore(jax.tree.map(np.zeros_like, state)), state)
+    assert trees_equal(dcgan_jax.load(tmp_path).variables["params"], state.g.params)
     resumed = dcgan_jax.train(tiny_config(num_steps=int(state.step) + 1), tmp_path)
     assert int(resumed.step) == int(state.step) + 1
+
+
+def test_a_checkpoint_written_by_the_code_before_gan_state_restores_loads_and_resumes(tmp_path):
+    """tests/data/old_layout_run: tiny_config(num_steps=3) with train.ema_decay=0.9, trained and saved by
+    dcgan_jax at ee61291 (one flat TrainState). It restores into the GanState that today's code computes
+    for the same 3 steps, loads its EMA generator, and a run resumes from it."""
+    workdir = tmp_path / "run"
+    shutil.copytree(REPO / "tests" / "data" / "old_layout_run", workdir)
+    config = tiny_config(num_steps=3)
+    config.train.ema_decay = 0.9
+    old = restore_full_state(workdir, config)
+    new = dcgan_jax.train(config, tmp_path / "new")
+    for a, b in zip(jax.tree.leaves(jax.device_get(old)), jax.tree.leaves(jax.device_get(new)), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+    run = dcgan_jax.load(workdir)
+    assert run.step == 3 and run.ema and trees_equal(run.variables["params"], old.g_ema)
+    config.train.num_steps = 4
+    assert int(dcgan_jax.train(config, workdir).step) == 4
 
 
 def test_time_limit_stops_with_a_checkpoint(tmp_path):
@@ -170,8 +190,16 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
 
 
 def test_log_line_eta_follows_the_time_limit_when_it_comes_first():
-    scalars = {"d_loss": 0.5, "g_loss": 2.0, "d_real_acc": 0.9, "d_fake_acc": 0.8, "d_real": 0.7, "d_fake": 0.3,
-               "steps_per_sec": 4.0, "images_per_sec": 256.0}  # fmt: skip
+    scalars = {
+        "d_loss": 0.5,
+        "g_loss": 2.0,
+        "d_real_acc": 0.9,
+        "d_fake_acc": 0.8,
+        "d_real": 0.7,
+        "d_fake": 0.3,
+        "steps_per_sec": 4.0,
+        "images_per_sec": 256.0,
+    }
     by_steps = writers.format_log_line(100, 2500, scalars)
     assert "4.00 steps/s 256 img/s" in by_steps and by_steps.endswith("ETA 10m00s")  # 2400 steps at 4/s.
     assert writers.format_log_line(100, 10**8, scalars, seconds_left=290.5).endswith("ETA 4m50s (time limit)")
@@ -186,9 +214,12 @@ def test_killed_run_resumes_to_the_same_parameters_as_an_unbroken_one(tmp_path, 
     workdir = tmp_path / "run"
     overrides = dict(num_steps=20, checkpoint_every=1, keep_checkpoints=2, log_every=1)
     args = [
-        sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={workdir}",
+        sys.executable,
+        str(REPO / "launch.py"),
+        "--experiment=fashion_dcgan",
+        f"--workdir={workdir}",
         *tiny_flags(**overrides),
-    ]  # fmt: skip
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     ckpt_dir = checkpoints.checkpoint_dir(workdir)
     deadline = time.monotonic() + 120
@@ -219,9 +250,12 @@ def test_killed_run_resumes_to_the_same_parameters_as_an_unbroken_one(tmp_path, 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_ctrl_c_stop_cleanly_with_a_final_checkpoint(tmp_path, sig):
     args = [
-        sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={tmp_path}",
+        sys.executable,
+        str(REPO / "launch.py"),
+        "--experiment=fashion_dcgan",
+        f"--workdir={tmp_path}",
         *tiny_flags(num_steps=100_000, checkpoint_every=1000, log_every=1),
-    ]  # fmt: skip
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines = []
     for line in process.stderr:  # Wait until training is under way.
@@ -316,7 +350,7 @@ def test_checkpoint_of_another_model_shape_names_the_differences(trained_run, tm
         dcgan_jax.train(wider, workdir)
     message = str(error.value)
     assert "holds a model of other shapes than this run's config" in message
-    assert "d_params/Conv_0/kernel: checkpoint (4, 4, 1, 8), this run (4, 4, 1, 16)" in message
+    assert "d/params/Conv_0/kernel: checkpoint (4, 4, 1, 8), this run (4, 4, 1, 16)" in message
     assert "model.base_width: 8 -> 16" in message
 
 
@@ -326,7 +360,7 @@ def _adam_that_diverges_above(threshold: float):
     import jax.numpy as jnp
     import optax
 
-    def make_optimizer(optimizer_config, learning_rate=None):
+    def make_optimizer(optimizer_config, learning_rate):
         def adam(learning_rate):
             inner = optax.adam(learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)
 
@@ -337,17 +371,15 @@ def _adam_that_diverges_above(threshold: float):
 
             return optax.GradientTransformation(inner.init, update)
 
-        return optax.inject_hyperparams(adam)(learning_rate=learning_rate or optimizer_config.learning_rate)
+        return optax.inject_hyperparams(adam)(learning_rate=learning_rate)
 
     return make_optimizer
 
 
 def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    train_lib = importlib.import_module("dcgan_jax.train")  # The package exports a function of that name.
-
-    monkeypatch.setattr(train_step, "make_optimizer", _adam_that_diverges_above(1e-4))
+    monkeypatch.setattr(state_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
     config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
-    with pytest.raises(train_lib.TrainingDiverged) as error:
+    with pytest.raises(control.TrainingDiverged) as error:
         dcgan_jax.train(config, tmp_path)
     message = str(error.value)
     ckpt_dir = checkpoints.checkpoint_dir(tmp_path)
@@ -364,7 +396,7 @@ def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_c
 
 def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate(tmp_path, monkeypatch):
 
-    monkeypatch.setattr(train_step, "make_optimizer", _adam_that_diverges_above(1e-4))
+    monkeypatch.setattr(state_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
     config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
     config.train.update(on_divergence="restore", divergence_lr_factor=0.25)
     state = dcgan_jax.train(config, tmp_path)
@@ -374,7 +406,7 @@ def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate
     assert "Diverged at step 4: non-finite g_loss=nan (generator)" in log
     assert "Going on from step 3 with learning rates G 5e-05, D 5e-05 (restore 1 of 3)" in log
     # The lowered rate is part of the state: a resumed run keeps it.
-    assert float(restore_full_state(tmp_path, config).g_opt_state.hyperparams["learning_rate"]) == pytest.approx(5e-5)
+    assert float(restore_full_state(tmp_path, config).g.learning_rate) == pytest.approx(5e-5)
     # One metrics row per step: the rows of the abandoned steps 4 and beyond were replaced.
     assert [r["step"] for r in images.read_metrics(tmp_path / "metrics.jsonl")] == list(range(1, 9))
 

@@ -8,9 +8,10 @@ whose weights ship with the package, so numbers are comparable between users.
 The real side is the test split by default; its features are computed once and
 cached as ``.npz`` beside the data (or in ``cache_dir``).
 
-From the shell, on the checkpoints of a run::
+From the shell, on the checkpoints of a run (by default the latents the
+in-training evaluation scored, so a step's FID is the one its log line shows)::
 
-    python -m dcgan_jax.evaluation --workdir=runs/fashion_dcgan [--step=N | --all_steps]
+    python -m dcgan_jax.evaluation --workdir=runs/fashion_dcgan [--step=N | --all_steps] [--seed=S]
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import os
 import time
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import classifier, data, metrics
+from dcgan_jax import classifier, data, metrics, sampling, trained
+from dcgan_jax.config import RunError, default_config
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
 IMAGE_SHAPE = (28, 28, 1)
@@ -32,7 +33,7 @@ RANGE_TOLERANCE = 1e-3
 CACHE_ENV = "DCGAN_JAX_CACHE_DIR"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(RunError, ValueError):
     """Images the metrics cannot score; the message says what is wrong with them."""
 
 
@@ -79,7 +80,8 @@ class Evaluator:
         self.dataset, self.split = dataset, split
         params, self.classifier_info = classifier.load_params(dataset)
         self.features_and_probs = classifier.make_apply(params)
-        dataset_config = ml_collections.ConfigDict({"name": dataset, "data_dir": str(data_dir or ""), "split": split})
+        dataset_config = default_config().dataset
+        dataset_config.update(name=dataset, data_dir=str(data_dir or ""), split=split)
         resolved = data.resolve_data_dir(dataset_config)
         cache = _cache_folder(dataset, resolved, cache_dir) / (
             f"reference_{dataset}_{split}_{self.classifier_info['params_hash']}.npz"
@@ -134,8 +136,9 @@ def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
     if labels.shape != (len(probs),):
         raise EvaluationError(f"labels: one per image expected, shape ({len(probs)},), got {labels.shape}")
     agrees = np.argmax(probs, axis=1) == labels
-    per_class = [float(np.mean(agrees[labels == c])) if np.any(labels == c) else float("nan")
-                 for c in range(probs.shape[1])]  # fmt: skip
+    per_class = [
+        float(np.mean(agrees[labels == c])) if np.any(labels == c) else float("nan") for c in range(probs.shape[1])
+    ]
     return {"class_agreement": float(np.mean(agrees)), "class_agreement_per_class": per_class}
 
 
@@ -173,91 +176,87 @@ def scalar_metrics(scores: dict, prefix: str = "eval/") -> dict[str, float]:
     return {prefix + k: float(scores[k]) for k in keys}
 
 
+# How the table and the log show each summary score.
+_FORMATS = {
+    "fid": ".3f",
+    "kid": ".4f",
+    "kid_std": ".4f",
+    "precision": ".3f",
+    "recall": ".3f",
+    "inception_score": ".2f",
+    "classes_covered": "d",
+    "class_kl": ".3f",
+}
+
+
+def score_lines(scores: dict, seconds: float) -> list[str]:
+    """The evaluation's log lines (after "eval step N: "): the scores, and for a conditional model
+    how often the classifier agrees with the requested class."""
+    lines = [
+        f"FID {scores['fid']:.3f} | KID {scores['kid']:.4f} +- {scores['kid_std']:.4f} | precision "
+        f"{scores['precision']:.3f} recall {scores['recall']:.3f} | IS {scores['inception_score']:.2f} | classes "
+        f"covered {scores['classes_covered']}/10 (KL {scores['class_kl']:.3f}) | {seconds:.1f} s"
+    ]
+    if "class_agreement" in scores:
+        per_class = " ".join(f"{a:.2f}" for a in scores["class_agreement_per_class"])
+        lines.append(
+            f"the classifier agrees with the requested class for {100 * scores['class_agreement']:.1f}% "
+            f"of samples ({per_class})"
+        )
+    return lines
+
+
 def markdown_table(rows: list[dict]) -> str:
-    header = "| step | " + " | ".join(SUMMARY_KEYS) + " | seconds |"
-    lines = [header, "|" + "---|" * (len(SUMMARY_KEYS) + 2)]
+    header = "| step | latents | " + " | ".join(SUMMARY_KEYS) + " | seconds |"
+    lines = [header, "|" + "---|" * (len(SUMMARY_KEYS) + 3)]
     for row in rows:
-        cells = [f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in SUMMARY_KEYS]
-        lines.append(f"| {row['step']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
+        cells = [format(row[k], _FORMATS[k]) for k in SUMMARY_KEYS]
+        lines.append(f"| {row['step']} | {row['latents']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
     return "\n".join(lines)
 
 
 def evaluate_run(
     workdir: str | Path,
     steps: list[int] | None = None,
-    num_samples: int = 10_000,
-    seed: int = 0,
+    num_samples: int | None = None,
+    seed: int | None = None,
     truncation: float = 1.0,
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None) and writes
-    ``workdir/eval/step_<N>.json`` for each (``step_<N>_truncation<psi>.json`` with latents
-    scaled by ``truncation`` < 1: a point on the run's precision/recall trade-off)."""
-    from dcgan_jax import analysis, train_step
+    ``workdir/eval/step_<N>[_seed<S>][_truncation<psi>].json`` for each.
 
+    By default (``seed`` None) it scores the draw the in-training evaluation scored,
+    ``num_samples`` (default ``eval.num_samples``) latents of the run's evaluation stream, so its
+    FID for a step is the one that step's ``eval`` log line reports; ``seed`` scores another draw
+    (``dcgan_jax.load(...).sample(num, seed)``). ``truncation`` < 1 scales the latents: a point on the
+    run's precision/recall trade-off."""
     workdir = Path(workdir)
     rows, evaluator = [], None
     for requested in [None] if steps is None else steps:  # None: the newest good checkpoint.
         started = time.monotonic()
-        run = analysis.load(workdir, requested)
-        step = run.step
+        run = trained.load(workdir, requested)
         if evaluator is None:
-            dataset = run.config.dataset
-            evaluator = Evaluator(dataset.name, run.config.get("eval", {}).get("split", "test"), dataset.data_dir)
-        labels = np.asarray(train_step.eval_labels(num_samples, run.num_classes)) if run.num_classes else None
-        images = np.concatenate([
-            run.sample(n, seed + i, None if labels is None else labels[i * 1000 : i * 1000 + n], truncation)
-            for i, n in enumerate(_chunks(num_samples))
-        ])  # fmt: skip
-        scores = evaluator(images, labels=labels)
-        row = {"step": step, "truncation": truncation, **scores, "seconds": time.monotonic() - started}
-        suffix = "" if truncation == 1.0 else f"_truncation{truncation:g}"
-        out = workdir / "eval" / f"step_{step:07d}{suffix}.json"
+            evaluator = Evaluator(run.config.dataset.name, run.config.eval.split, run.config.dataset.data_dir)
+        num = num_samples or run.config.eval.num_samples
+        if seed is None:
+            images, labels = run.evaluation_samples(num, truncation)
+            latents, suffix = f"evaluation stream of seed {run.config.seed}", ""
+        else:
+            labels = sampling.eval_labels(num, run.num_classes)
+            images = run.sample(num, seed, labels, truncation)
+            latents, suffix = f"key({seed})", f"_seed{seed}"
+        scores = evaluator(images, labels=None if labels is None else np.asarray(labels))
+        row = {
+            "step": run.step,
+            "latents": latents,
+            "num_samples": num,
+            "truncation": truncation,
+            **scores,
+            "seconds": time.monotonic() - started,
+        }
+        suffix += "" if truncation == 1.0 else f"_truncation{truncation:g}"
+        out = workdir / "eval" / f"step_{run.step:07d}{suffix}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
-        logging.info("step %d: FID %.3f, KID %.4f, %d classes covered (%.1f s)", step, scores["fid"], scores["kid"],
-                     scores["classes_covered"], row["seconds"])  # fmt: skip
     return rows
-
-
-def _chunks(total: int, size: int = 1000) -> list[int]:
-    return [min(size, total - start) for start in range(0, total, size)]
-
-
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    from dcgan_jax import checkpoints
-
-    FLAGS = flags.FLAGS
-    from dcgan_jax.analysis import check_truncation
-
-    try:  # Before any loading.
-        check_truncation(FLAGS.truncation)
-    except ValueError:
-        raise SystemExit(f"error: --truncation={FLAGS.truncation}: must be >= 0 (1 = none)") from None
-    try:
-        steps = None
-        if FLAGS.all_steps:
-            steps = checkpoints.Checkpointer(FLAGS.workdir, create=False).all_steps()
-        elif FLAGS.step is not None:
-            steps = [FLAGS.step]
-        rows = evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation)
-    except (checkpoints.CheckpointError, classifier.ClassifierMissingError, EvaluationError, data.DataError) as e:
-        raise SystemExit(f"error: {e}") from e
-    summary = Path(FLAGS.workdir) / "eval" / "results.json"
-    summary.write_text(json.dumps(rows, indent=2) + "\n")
-    print(markdown_table(rows))
-    print(f"Wrote {summary}")
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
-    flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
-    flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
-    flags.DEFINE_integer("num_samples", 10_000, "Samples to score per checkpoint.")
-    flags.DEFINE_integer("seed", 0, "Seed of the sampled latent vectors.")
-    flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
-    app.run(main)

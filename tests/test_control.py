@@ -6,15 +6,15 @@ import sys
 import pytest
 from conftest import REPO, tiny_flags
 
-from dcgan_jax import run_lock
+from dcgan_jax import control
 
 
 def test_second_holder_is_refused_with_the_first_ones_pid_and_host(tmp_path):
-    with run_lock.hold(tmp_path) as path:
+    with control.hold(tmp_path) as path:
         holder = json.loads(path.read_text())
         message = rf"in use by process {holder['pid']} on {holder['host']}"
-        with pytest.raises(run_lock.WorkdirLockedError, match=message):
-            with run_lock.hold(tmp_path):
+        with pytest.raises(control.WorkdirLockedError, match=message):
+            with control.hold(tmp_path):
                 pass
     assert not path.exists()  # Released.
 
@@ -22,21 +22,21 @@ def test_second_holder_is_refused_with_the_first_ones_pid_and_host(tmp_path):
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (tmp_path / run_lock.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
-    with run_lock.hold(tmp_path) as path:
+    (tmp_path / control.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with control.hold(tmp_path) as path:
         assert json.loads(path.read_text())["pid"] != dead.pid
 
 
 def test_half_written_lock_is_stale(tmp_path):
-    (tmp_path / run_lock.LOCK_NAME).write_text('{"pid": ')
-    with run_lock.hold(tmp_path):
+    (tmp_path / control.LOCK_NAME).write_text('{"pid": ')
+    with control.hold(tmp_path):
         pass
 
 
 def test_lock_from_another_host_is_refused_with_a_hint(tmp_path):
-    (tmp_path / run_lock.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
-    with pytest.raises(run_lock.WorkdirLockedError, match="on host elsewhere .* if that run is dead, delete the lock"):
-        with run_lock.hold(tmp_path):
+    (tmp_path / control.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
+    with pytest.raises(control.WorkdirLockedError, match="on host elsewhere .* if that run is dead, delete the lock"):
+        with control.hold(tmp_path):
             pass
 
 
@@ -44,8 +44,11 @@ def test_second_run_on_the_same_workdir_refuses_naming_the_first(tmp_path):
     args = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={tmp_path}"]
     first = subprocess.Popen(
         [*args, *tiny_flags(num_steps=100_000, log_every=1)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         for line in first.stderr:
             if " step 2/100000 " in line:

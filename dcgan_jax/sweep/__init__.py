@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from absl import logging
 
 from dcgan_jax import config as config_lib
 from dcgan_jax import images
-from dcgan_jax.train import STATUS_FILE, TrainingDiverged  # Every run writes STATUS_FILE when it stops.
+from dcgan_jax.control import STATUS_FILE, TrainingDiverged, read_status  # Every run writes STATUS_FILE.
 
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
 FINAL_EVAL_METRICS = ("fid", "kid", "precision", "recall", "classes_covered")  # Of the last evaluation.
@@ -108,14 +109,28 @@ def commands(experiment: str, sweep_dir: Path, runs: list[SweepRun], base_flags:
                 *base_flags,
                 *run.flags,
             ]
-        )  # fmt: skip
+        )
         for run in runs
     ]
 
 
-def read_status(workdir: Path) -> dict:
-    path = Path(workdir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+def launch(
+    experiment: str,
+    base: ml_collections.ConfigDict,
+    sweep_dir: Path,
+    spec: str,
+    dry_run: bool,
+    metric: str | None,
+    train_fn,
+) -> None:
+    """``launch.py --sweep=SPEC``: the grid's commands (``dry_run``), or its runs one after another."""
+    runs = expand(spec, base)
+    if dry_run:
+        base_flags = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
+        print("\n".join(commands(experiment, sweep_dir, runs, base_flags)))
+        return
+    logging.info("Sweep of %d runs in %s", len(runs), sweep_dir)
+    run_sweep(base, runs, sweep_dir, train_fn, metric)
 
 
 def run_sweep(
@@ -139,8 +154,9 @@ def run_sweep(
             continue
         status = read_status(workdir)
         if status.get("stopped_by"):
-            logging.warning("Sweep stopped by %s during %s; rerun the same command to go on.", status["stopped_by"],
-                            run.name)  # fmt: skip
+            logging.warning(
+                "Sweep stopped by %s during %s; rerun the same command to go on.", status["stopped_by"], run.name
+            )
             break
     return write_results(sweep_dir, metric)
 
@@ -156,9 +172,10 @@ def results(sweep_dir: str | Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     run_dirs = _run_dirs(sweep_dir)
     if not run_dirs:
-        raise FileNotFoundError(f"no runs (folders with a config.json) in {sweep_dir}")
-    configs = {d: config_lib.flatten(ml_collections.ConfigDict(json.loads((d / "config.json").read_text())))
-               for d in run_dirs}  # fmt: skip
+        raise config_lib.ConfigError(f"no runs (folders with a config.json) in {sweep_dir}")
+    configs = {
+        d: config_lib.flatten(ml_collections.ConfigDict(json.loads((d / "config.json").read_text()))) for d in run_dirs
+    }
     fields = sorted({k for c in configs.values() for k in c} - {"train.max_seconds"})
     varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
     rows = []
@@ -202,23 +219,7 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
         metric = "eval/fid" if any(r["best_fid"] is not None for r in rows) else "g_loss"
     plot = images.plot_metric(_run_dirs(sweep_dir), metric, sweep_dir / f"{metric.replace('/', '_')}.png")
     print(table)
-    logging.info("Results: %s, %s; %s over steps: %s", sweep_dir / "results.md", sweep_dir / "results.csv", metric,
-                 plot)  # fmt: skip
+    logging.info(
+        "Results: %s, %s; %s over steps: %s", sweep_dir / "results.md", sweep_dir / "results.csv", metric, plot
+    )
     return rows
-
-
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    try:
-        write_results(flags.FLAGS.runs, flags.FLAGS.metric)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from e
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("runs", None, "A folder of runs (a sweep's --workdir).", required=True)
-    flags.DEFINE_string("metric", None, "Metric to plot over steps (default eval/fid when evaluated, else g_loss).")
-    app.run(main)

@@ -1,0 +1,128 @@
+"""Looking at a trained generator: grids, interpolations, nearest training images, progress, curves.
+
+    import dcgan_jax
+    from dcgan_jax import analysis
+    run = dcgan_jax.load("runs/fashion_dcgan")      # newest checkpoint
+    analysis.training_grid(run, "grid.png")          # samples/step_<N>.png of that step, pixel for pixel
+    analysis.interpolation_strips(run, "strips.png")
+    analysis.nearest_training_images(run, "nearest.png")
+
+Every picture can also be made from the shell, into ``<workdir>/analysis/``::
+
+    python -m dcgan_jax.analysis --workdir=runs/fashion_dcgan [--step=N] [--seed=0]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dcgan_jax import checkpoints, classifier, data, images, metrics, sampling
+from dcgan_jax.trained import TrainedGenerator, load
+
+
+def _output(run: TrainedGenerator, path: str | Path | None, name: str) -> Path:
+    return Path(path) if path else run.workdir / "analysis" / name
+
+
+def sample_grid(run: TrainedGenerator, path: str | Path | None = None, num: int = 64, seed: int = 0) -> Path:
+    """A grid of ``num`` samples drawn with ``seed``; for a conditional model one row per class."""
+    out = _output(run, path, f"samples_step{run.step}_seed{seed}.png")
+    if not run.num_classes:
+        return images.save_grid(run.sample(num, seed), out)
+    columns, labels = sampling.grid_labels(num, run.num_classes)
+    return images.save_grid(run.sample(len(labels), seed, labels), out, columns=columns)
+
+
+def training_grid(run: TrainedGenerator, path: str | Path | None = None) -> Path:
+    """The run's own sample grid at ``run.step``: the same picture as ``samples/step_<N>.png``."""
+    grid, columns = run.training_grid()
+    return images.save_grid(grid, _output(run, path, f"training_grid_step{run.step}.png"), columns=columns)
+
+
+def interpolation_strips(
+    run: TrainedGenerator,
+    path: str | Path | None = None,
+    num_strips: int = 8,
+    num_points: int = 10,
+    seed: int = 0,
+    endpoints: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
+    """One row per pair of latent vectors (random from ``seed``, or the given ``endpoints``, each
+    (num_strips, latent_dim)), walked by spherical interpolation."""
+    if endpoints is None:
+        z = np.asarray(run.latents(2 * num_strips, seed))
+        endpoints = (z[:num_strips], z[num_strips:])
+    starts, ends = (np.atleast_2d(np.asarray(e, np.float32)) for e in endpoints)
+    strips = np.concatenate([run.interpolate(a, b, num_points) for a, b in zip(starts, ends, strict=True)])
+    out = _output(run, path, f"interpolation_step{run.step}_seed{seed}.png")
+    return images.save_grid(strips, out, columns=num_points)
+
+
+def training_images(run: TrainedGenerator) -> np.ndarray:
+    """The run's training split in [-1, 1], read as its config says."""
+    train_uint8, _ = data.load_dataset(run.config.dataset, run.config.seed)
+    return data.to_model_range(train_uint8)
+
+
+def nearest_training_images(
+    run: TrainedGenerator,
+    path: str | Path | None = None,
+    num: int = 8,
+    k: int = 5,
+    seed: int = 0,
+    space: str = "pixel",
+    train_images: np.ndarray | None = None,
+) -> Path:
+    """Each row: a sample, then its ``k`` nearest training images, by pixel L2 or in the
+    evaluation classifier's feature space (``space="feature"``). Copies of training images
+    (memorisation) show as near-identical neighbours."""
+    if train_images is None:
+        train_images = training_images(run)
+    samples = run.sample(num, seed)
+    nearest = nearest_indices(samples, train_images, k, space, run.config.dataset.name)
+    rows = [np.concatenate([samples[i : i + 1], train_images[nearest[i]]]) for i in range(num)]
+    out = _output(run, path, f"nearest_{space}_step{run.step}_seed{seed}.png")
+    return images.save_grid(np.concatenate(rows), out, columns=k + 1)
+
+
+def nearest_indices(
+    samples: np.ndarray, train_images: np.ndarray, k: int, space: str = "pixel", dataset: str = "fashion_mnist"
+) -> np.ndarray:
+    """(len(samples), k) indices of each sample's nearest training images, nearest first."""
+    if space == "pixel":
+        query, keys = samples.reshape(len(samples), -1), train_images.reshape(len(train_images), -1)
+    elif space == "feature":
+        features = classifier.make_apply(classifier.load_params(dataset)[0])
+        query, keys = features(samples)[0], features(train_images)[0]
+    else:
+        raise ValueError(f"space must be 'pixel' or 'feature', got {space!r}")
+    distances = np.concatenate(
+        [np.asarray(metrics.squared_distances(query, keys[i : i + 10_000])) for i in range(0, len(keys), 10_000)],
+        axis=1,
+    )
+    return np.argsort(distances, axis=1)[:, :k]
+
+
+def progress_grid(
+    workdir: str | Path, path: str | Path | None = None, num: int = 10, seed: int = 0, steps: list[int] | None = None
+) -> Path:
+    """One row per checkpoint (all kept ones by default), the same ``num`` latent vectors in every
+    row: how the generator's answer to one z changes as training goes on."""
+    workdir = Path(workdir)
+    checkpointer = checkpoints.Checkpointer(workdir, create=False)
+    try:
+        steps = steps or checkpointer.all_steps()
+    finally:
+        checkpointer.close()
+    runs = [load(workdir, step) for step in steps]
+    z = runs[0].latents(num, seed)
+    rows = np.concatenate([run.generate(z) for run in runs])
+    out = Path(path) if path else workdir / "analysis" / f"progress_seed{seed}.png"
+    return images.save_grid(rows, out, columns=num)
+
+
+def metric_curves(workdirs: list[str | Path], path: str | Path, metric: str = "g_loss") -> Path:
+    """``metric`` over steps for one or several runs, one line each."""
+    return images.plot_metric([Path(w) for w in workdirs], metric, Path(path))

@@ -1,0 +1,141 @@
+"""A run put together from its config: mesh, data, batch order, networks, initial state, compiled step.
+
+The training loop, ``benchmarks/throughput.py`` and the tests all start from
+:func:`assemble`, so they time and test the program that trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from dcgan_jax import config as config_lib
+from dcgan_jax import data, models, parallel, sampling, state, step
+from dcgan_jax.state import GanState, NetState
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    """A global batch must split evenly over the devices; names the nearest sizes that do."""
+    n = mesh.size
+    if batch_size % n:
+        lower, upper = batch_size // n * n, (batch_size // n + 1) * n
+        options = " or ".join(str(b) for b in (lower, upper) if b > 0)
+        raise config_lib.ConfigError(
+            f"--config.train.batch_size={batch_size} does not split over {n} devices; use {options}"
+        )
+
+
+def check_labels(config, labels: np.ndarray) -> None:
+    num_classes = config.model.num_classes
+    if num_classes and int(labels.max()) >= num_classes:
+        raise config_lib.ConfigError(
+            f"--config.model.num_classes={num_classes}: {config.dataset.name} has labels up to "
+            f"{int(labels.max())}; use --config.model.num_classes={int(labels.max()) + 1}"
+        )
+
+
+def initial_state(config, nets: models.Nets, image_shape) -> GanState:
+    """The state at step 0 of ``config``'s run; with ``train.ema_decay`` an average of G's parameters
+    starting at G's own."""
+    g_vars, d_vars = models.init_variables(nets, sampling.init_key(config.seed), image_shape, config.model.latent_dim)
+    g_rate, d_rate = state.learning_rates(config.optimizer)
+    return GanState(
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.key_data(sampling.run_key(config.seed)),
+        g=NetState.create(g_vars, state.make_optimizer(config.optimizer, g_rate)),
+        d=NetState.create(d_vars, state.make_optimizer(config.optimizer, d_rate)),
+        g_ema=jax.tree.map(jnp.copy, g_vars["params"]) if config.train.ema_decay > 0 else {},
+    )
+
+
+@dataclasses.dataclass
+class Run:
+    """What a run builds once. ``config`` is resolved (its "0 = automatic" fields filled in)."""
+
+    config: ml_collections.ConfigDict
+    mesh: Mesh
+    images: np.ndarray  # The training split, uint8 NHWC, on the host.
+    batches: data.BatchOrder
+    dataset: step.DeviceDataset  # The same, resident on the devices.
+    nets: models.Nets
+    compiled: dict[int, Callable] = dataclasses.field(default_factory=dict)  # By steps per dispatch.
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.images.shape[1:])
+
+    def init(self) -> GanState:
+        """The state at step 0, created inside jit so that it is born replicated over the whole mesh."""
+        return jax.jit(
+            lambda: initial_state(self.config, self.nets, self.image_shape),
+            out_shardings=parallel.replicated(self.mesh),
+        )()
+
+    def indices(self, first_step: int, num_steps: int) -> jax.Array:
+        """The dataset rows of steps ``first_step ..`` (num_steps, d_steps, batch); every process
+        computes the same global indices."""
+        rows = self.batches.step_indices(first_step, num_steps, self.config.train.d_steps)
+        return parallel.global_array(rows, parallel.replicated(self.mesh), rows.shape)
+
+    def train_steps(self, gan_state: GanState, first_step: int, num_steps: int) -> tuple[GanState, dict, float]:
+        """Runs steps ``first_step .. first_step + num_steps - 1``: (state, stacked metrics, seconds
+        spent compiling). The first dispatch of each length compiles."""
+        indices = self.indices(first_step, num_steps)
+        started = time.monotonic()
+        if num_steps not in self.compiled:
+            lowered = step.jit_train_steps(self.nets, self.config, self.mesh).lower(gan_state, self.dataset, indices)
+            self.compiled[num_steps] = step.compile_lowered(lowered)
+            logging.info("Compiled the train step (%d per dispatch) in %.1f s.", num_steps, time.monotonic() - started)
+        compile_s = time.monotonic() - started
+        return (*self.compiled[num_steps](gan_state, self.dataset, indices), compile_s)
+
+
+def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run:
+    """The run of a validated ``config``: its data loaded and put on the devices, its networks built."""
+    config = config_lib.resolved(config)
+    mesh = mesh or parallel.make_mesh()
+    check_batch_size(config.train.batch_size, mesh)
+    images, labels = data.load_dataset(config.dataset, config.seed)
+    try:
+        models.num_resolution_steps(images.shape[1])
+    except ValueError as e:
+        raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
+    check_labels(config, labels)
+    batches = data.BatchOrder(images, config.train.batch_size, config.seed, labels)
+    nets = models.build(config.model, tuple(images.shape[1:]), config.train.compute_dtype)
+    dataset = step.put_on_devices(images, batches.labels, mesh)
+    return Run(config, mesh, images, batches, dataset, nets)
+
+
+def log_setup(run: Run) -> None:
+    config, mesh = run.config, run.mesh
+    logging.info(
+        "Data: %s/%s, %d images of shape %s. Devices: %d (%s), %d images each per step (global batch "
+        "%d); process %d of %d.",
+        config.dataset.name,
+        config.dataset.split,
+        len(run.images),
+        run.image_shape,
+        mesh.size,
+        jax.devices()[0].platform,
+        config.train.batch_size // mesh.size,
+        config.train.batch_size,
+        jax.process_index(),
+        jax.process_count(),
+    )
+    if config.dataset.name not in config_lib.EVAL_DATASETS:
+        logging.info(
+            "No built-in evaluation for %s: FID/KID/precision-recall here use classifiers trained on "
+            "the 28x28 grey datasets, and FID with Inception features needs weights this package does not "
+            "download. Judge the sample grids, or score samples from dcgan_jax.load(...).sample() with "
+            "your own tools.",
+            config.dataset.name,
+        )

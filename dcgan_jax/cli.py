@@ -1,0 +1,58 @@
+"""The one convention of the four commands (``launch.py`` and ``python -m dcgan_jax.{analysis,evaluation,sweep}``).
+
+Each defines its absl flags in its own ``__main__`` module and runs its ``main``
+through :func:`run`: a user's mistake (a bad flag, data, checkpoint or a run that
+diverged) ends as one ``error: ...`` line on stderr and exit status 2, never a
+traceback; library INFO chatter stays off the console.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import ml_collections
+from absl import app, logging
+
+from dcgan_jax import writers
+from dcgan_jax.config import ConfigError, RunError, available_experiments, check_override_names, load_experiment
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def experiment_config(argv: list[str], experiments_dir: Path) -> tuple[str, ml_collections.ConfigDict]:
+    """(name, config) of ``--experiment``, read before flag parsing since it decides which config the
+    ``--config.X`` flags override; an unknown experiment or field fails here, naming it."""
+    name = next((a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")), None)
+    if name is None and "--experiment" in argv[:-1]:
+        name = argv[argv.index("--experiment") + 1]
+    if name is None:
+        fail(f"--experiment is required. Available experiments: {', '.join(available_experiments(experiments_dir))}")
+    try:
+        config = load_experiment(name, experiments_dir)
+        check_override_names(argv, config)
+    except ConfigError as e:
+        fail(str(e))
+    return name, config
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``app.run(main)``, with a :class:`~dcgan_jax.config.RunError` (also logged, for train.log) as one
+    error line."""
+
+    def guarded(argv: list[str]) -> None:
+        if len(argv) > 1:
+            fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        writers.quiet_library_info()
+        try:
+            main(argv)
+        except RunError as e:
+            logging.error("%s", e)
+            fail(str(e))
+
+    app.run(guarded)

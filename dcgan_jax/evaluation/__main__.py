@@ -1,0 +1,39 @@
+"""``python -m dcgan_jax.evaluation --workdir=W [--step=N | --all_steps] [--seed=S] [--truncation=PSI]``:
+scores a run's checkpoints, writes ``W/eval/step_<N>*.json`` and ``W/eval/results.json``, prints a table.
+Without ``--seed`` it scores the latents of the in-training evaluation, so a step's FID is its log line's."""
+
+import json
+from pathlib import Path
+
+from absl import flags
+
+from dcgan_jax import checkpoints, cli, evaluation, trained
+
+flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
+flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
+flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
+flags.DEFINE_integer("num_samples", None, "Samples to score per checkpoint (default: the run's eval.num_samples).")
+flags.DEFINE_integer("seed", None, "Score latents drawn with this seed instead of the training evaluation's.")
+flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    try:  # Before any loading.
+        trained.check_truncation(FLAGS.truncation)
+    except ValueError:
+        cli.fail(f"--truncation={FLAGS.truncation}: must be >= 0 (1 = none)")
+    steps = [FLAGS.step] if FLAGS.step is not None else None
+    if FLAGS.all_steps:
+        checkpointer = checkpoints.Checkpointer(FLAGS.workdir, create=False)
+        steps = checkpointer.all_steps()
+        checkpointer.close()
+    rows = evaluation.evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation)
+    summary = Path(FLAGS.workdir) / "eval" / "results.json"
+    summary.write_text(json.dumps(rows, indent=2) + "\n")
+    print(evaluation.markdown_table(rows))
+    print(f"Wrote {summary}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

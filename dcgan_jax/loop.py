@@ -1,0 +1,344 @@
+"""The training loop, :func:`train_and_evaluate`, read top to bottom.
+
+Rerunning in the same workdir resumes from the newest checkpoint. Because the
+batch order and the step's random keys are functions of (seed, step), a resumed
+run continues exactly as an uninterrupted one would. What the step computes is
+in :mod:`dcgan_jax.step`; how the run is held and stopped in :mod:`dcgan_jax.control`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging as std_logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dcgan_jax import assembly, checkpoints, control, evaluation, images, parallel, sampling, writers
+from dcgan_jax import config as config_lib
+from dcgan_jax.state import GanState, nonfinite_networks
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> GanState:
+    """Trains (or resumes) the run of ``config`` in ``workdir``, evaluating, sampling and
+    checkpointing on the way; returns the final state."""
+    started = time.monotonic()
+    config_lib.validate(config)
+    workdir = Path(workdir)
+    with _session(workdir) as is_main:
+        run = assembly.assemble(config)
+        assembly.log_setup(run)
+        cfg = run.config.train
+        ckpt = checkpoints.Checkpointer(workdir, keep=cfg.keep_checkpoints)
+        out = _Outputs(run, workdir, is_main, ckpt)
+        try:
+            state = _restore_or_init(run, ckpt)
+            step = int(parallel.to_host(state.step))
+            if step >= cfg.num_steps:
+                logging.info("Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", step, cfg.num_steps)
+                return state
+            _write_config(run.config, workdir, is_main)
+            state, step, stop = _train(run, out, state, started)
+            out.finish()
+            if is_main:
+                control.write_status(workdir, cfg.num_steps, step, stop, time.monotonic() - started)
+                curves = images.plot_curves(out.writer.metrics_path, workdir / "curves.png")
+                logging.info(
+                    "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
+                    step,
+                    time.monotonic() - started,
+                    ckpt.directory,
+                    curves,
+                )
+            return state
+        finally:
+            out.close()
+
+
+train = train_and_evaluate  # dcgan_jax.train(config, workdir), the name the package exports.
+
+
+def _train(run: assembly.Run, out: _Outputs, state: GanState, started: float):
+    """Steps until ``train.num_steps``, the time limit or a stop signal: (state, step, the Stop)."""
+    config, cfg = run.config, run.config.train
+    step, restores, stop = int(parallel.to_host(state.step)), 0, control.Stop()
+    interval = out.start_interval(step)
+    with control.stop_requests() as signals:
+        while step < cfg.num_steps and not stop:
+            state, metrics, compile_s = run.train_steps(state, step, num_steps := _steps_to_next_event(config, step))
+            interval.add(metrics, num_steps, compile_s)
+            step += num_steps
+            if jax.process_count() == 1 or step % cfg.log_every == 0:  # Processes agree on stopping at logs.
+                stop = control.agreed_stop(signals, started, cfg.max_seconds)
+            last = step == cfg.num_steps or bool(stop)
+            at_log = step % cfg.log_every == 0 or last
+            at_eval = out.evaluator is not None and (step % config.eval.every == 0 or last) and not stop.signal
+            at_samples, at_checkpoint = step % cfg.sample_every == 0 or last, step % cfg.checkpoint_every == 0 or last
+            stacked = interval.flush() if at_log else None
+            if at_log or at_eval or at_samples or at_checkpoint:  # Never log, score or save a diverged state.
+                if divergence := _divergence(state, step, stacked):
+                    state, restores = _recover(run, out.checkpointer, divergence, restores), restores + 1
+                    step, stop = int(parallel.to_host(state.step)), control.Stop()
+                    interval = out.start_interval(step)
+                    continue
+            if at_log:
+                out.log_interval(step, stacked, interval.rate, started)
+            if at_eval:
+                interval.exclude(out.evaluate(state, step))  # Not counted in steps/s.
+            if at_samples:
+                out.save_grid(state, step)
+            if at_checkpoint:
+                out.save_checkpoint(state, step)
+    if stop.out_of_time:
+        logging.info("Stopped at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
+    if stop.signal:
+        logging.info("Stopped by %s at step %d; writing the final checkpoint.", stop.signal, step)
+    return state, step, stop
+
+
+def _steps_to_next_event(config, step: int) -> int:
+    """Steps in the next dispatch: at most ``train.steps_per_dispatch``, ending at the next log,
+    sample, checkpoint or evaluation step or at ``train.num_steps``."""
+    cfg = config.train
+    intervals = [cfg.log_every, cfg.sample_every, cfg.checkpoint_every] + (
+        [config.eval.every] * bool(config.eval.every)
+    )
+    return min([cfg.steps_per_dispatch, cfg.num_steps - step] + [k - step % k for k in intervals])
+
+
+@contextlib.contextmanager
+def _session(workdir: Path) -> Iterator[bool]:
+    """This process's part in the run (yields whether it is process 0, which speaks for the run):
+    its log verbosity, ``train.log``, the workdir's lock, and a full disk as a DiskFullError."""
+    is_main = jax.process_index() == 0
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not is_main:  # The other processes report only problems.
+        logging.set_verbosity(logging.WARNING)
+    elif not logging.level_info():  # Called from Python rather than launch.py: still show progress.
+        logging.set_verbosity(logging.INFO)
+    handler = _log_to_file(workdir) if is_main else None
+    try:
+        # Process 0 holds the lock for a multi-process run; the others share its workdir.
+        with control.hold(workdir) if is_main else contextlib.nullcontext():
+            yield is_main
+    except OSError as e:  # Logs, metrics or sample grids on a full disk.
+        if checkpoints.out_of_space(e):
+            raise checkpoints.DiskFullError(
+                f"disk full while writing to {workdir}: {e}. Checkpoints already written are complete; free some "
+                "space and rerun the same command to resume from the newest."
+            ) from e
+        raise
+    finally:
+        if handler is not None:
+            logging.get_absl_logger().removeHandler(handler)
+            handler.close()
+
+
+def _log_to_file(workdir: Path) -> std_logging.Handler:
+    handler = std_logging.FileHandler(workdir / "train.log")
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    writers.quiet_library_info(handler)
+    logging.get_absl_logger().addHandler(handler)
+    return handler
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: Path, is_main: bool) -> None:
+    if is_main:
+        resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
+        (workdir / "config.json").write_text(resolved + "\n")
+        logging.info("Config:\n%s", config)
+
+
+def _config_changes(stored: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> str:
+    old, new = config_lib.flatten(stored), config_lib.flatten(current)
+    return ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in sorted(new.items()) if old.get(k) != v)
+
+
+def _restore_or_init(run: assembly.Run, ckpt: checkpoints.Checkpointer) -> GanState:
+    """The newest good checkpoint, or the initial state; a model-shape mismatch also names the config
+    fields that changed."""
+    state = run.init()
+    if not ckpt.all_steps():
+        return state
+    try:
+        state = ckpt.restore(state, set_aside_damaged=True)
+    except checkpoints.CheckpointMismatchError as e:
+        stored = ckpt.restore_config()[1]
+        raise checkpoints.CheckpointMismatchError(f"{e} Changed fields: {_config_changes(stored, run.config)}") from e
+    step = int(parallel.to_host(state.step))
+    if changes := _config_changes(ckpt.restore_config(step)[1], run.config):
+        logging.warning("Resuming with a config that differs from the checkpoint's: %s", changes)
+    logging.info("Resumed from %s at step %d.", ckpt.directory, step)
+    return state
+
+
+def _network(metric: str) -> str:
+    return {"d": "discriminator", "g": "generator"}.get(metric.split("_")[0], "model")
+
+
+_nonfinite = jax.jit(nonfinite_networks)
+
+
+def _divergence(state: GanState, step: int, stacked: dict | None) -> control.Divergence | None:
+    """Non-finite metrics (of the steps of ``stacked``, up to ``step``) or parameters, naming the
+    first bad step and what went bad; None when all is finite."""
+    problems, first_bad = [], step
+    if stacked:
+        bad_rows = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
+        if bad_rows.any():
+            row = int(np.argmax(bad_rows))
+            first_bad = step - len(bad_rows) + row + 1
+            problems += [
+                f"{name}={values[row]} ({_network(name)})"
+                for name, values in stacked.items()
+                if not np.isfinite(values[row])
+            ]
+    bad = parallel.to_host(_nonfinite(state))
+    problems += [f"{name} parameters" for name, b in zip(("generator", "discriminator"), bad, strict=True) if b]
+    if not problems:
+        return None
+    rates = (float(parallel.to_host(state.g.learning_rate)), float(parallel.to_host(state.d.learning_rate)))
+    return control.Divergence(first_bad, problems, rates)
+
+
+def _recover(run: assembly.Run, ckpt: checkpoints.Checkpointer, divergence, restores_done: int) -> GanState:
+    """``train.on_divergence=restore``: the last good state with lower learning rates; else TrainingDiverged."""
+    ckpt.wait()
+    steps = ckpt.all_steps()
+    kept = (
+        f"The newest checkpoint, {ckpt.directory / str(steps[-1])}, is the last good state."
+        if steps
+        else "No checkpoint had been written yet."
+    )
+    control.check_restore_allowed(run.config.train, divergence, restores_done, kept)
+    state = _restore_or_init(run, ckpt)
+    stored = (float(parallel.to_host(state.g.learning_rate)), float(parallel.to_host(state.d.learning_rate)))
+    g_rate, d_rate = control.lowered_rates(run.config.train, divergence, stored)
+    state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
+    state = jax.device_put(state, parallel.replicated(run.mesh))
+    logging.warning(
+        "Diverged at %s. %s Going on from step %d with learning rates G %.3g, D %.3g (restore %d of %d).",
+        divergence,
+        kept,
+        int(parallel.to_host(state.step)),
+        g_rate,
+        d_rate,
+        restores_done + 1,
+        run.config.train.max_divergence_restores,
+    )
+    return state
+
+
+class _Interval:
+    """The metrics of the dispatches since the last log line, and the time they took (compilation and
+    evaluation excluded)."""
+
+    def __init__(self):
+        self.pending: list[tuple[dict, int]] = []  # (stacked metrics of a dispatch, steps it ran)
+        self.start, self.steps, self.rate = time.monotonic(), 0, float("nan")
+
+    def add(self, metrics: dict, num_steps: int, compile_s: float) -> None:
+        for value in jax.tree.leaves(metrics):
+            value.copy_to_host_async()  # Ready by the next log line, which then waits on nothing else.
+        self.pending.append((metrics, num_steps))
+        self.steps += num_steps
+        self.exclude(compile_s)
+
+    def exclude(self, seconds: float) -> None:
+        self.start += seconds
+
+    def flush(self) -> dict[str, np.ndarray]:
+        """The interval's metrics, fetched at once (the only wait on the device between logs), stacked
+        per step; sets :attr:`rate` (steps/s) and starts the next interval."""
+        fetched = [(parallel.to_host(metrics), n) for metrics, n in self.pending]
+        stacked = {name: np.concatenate([m[name][:n] for m, n in fetched]) for name in fetched[0][0]}
+        self.rate = self.steps / (time.monotonic() - self.start)
+        self.pending, self.start, self.steps = [], time.monotonic(), 0
+        return stacked
+
+
+class _Outputs:
+    """What the loop writes: checkpoints (and the best one by FID), metrics, sample grids, evaluations."""
+
+    def __init__(self, run: assembly.Run, workdir: Path, is_main: bool, ckpt: checkpoints.Checkpointer):
+        config = run.config
+        self.run, self.workdir, self.is_main, self.checkpointer = run, workdir, is_main, ckpt
+        self.writer: writers.MetricsWriter | None = None
+        self.sample = sampling.make_sampler(run.nets.generator)
+        self.place = lambda x: jax.device_put(x, parallel.replicated(run.mesh))
+        self.grid_columns, self.grid_z, self.grid_labels = sampling.grid_draw(config)
+        self.evaluator, self.best, self.best_fid = None, None, float("inf")
+        if config.eval.every:
+            self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
+            self.eval_z, self.eval_labels = sampling.eval_draw(config)
+            self.best = checkpoints.Checkpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
+            if self.best.all_steps():
+                self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))
+
+    def start_interval(self, step: int) -> _Interval:
+        """A fresh metrics writer from ``step`` (rows after it, from abandoned steps, are dropped)."""
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = writers.MetricsWriter(self.workdir, resume_step=step, enabled=self.is_main)
+        logging.info("Training from step %d to %d.", step, self.run.config.train.num_steps)
+        return _Interval()
+
+    def log_interval(self, step: int, stacked: dict, rate: float, started: float) -> None:
+        cfg = self.run.config.train
+        means = {name: float(np.mean(values)) for name, values in stacked.items()}
+        means.update(steps_per_sec=rate, images_per_sec=rate * cfg.batch_size)
+        seconds_left = cfg.max_seconds - (time.monotonic() - started) if cfg.max_seconds > 0 else None
+        logging.info(writers.format_log_line(step, cfg.num_steps, means, seconds_left))
+        self.writer.write_scalars(step, means)
+
+    def save_grid(self, state: GanState, step: int) -> None:
+        """The grid of the run's fixed latents, with the EMA generator when kept (one row per class when
+        conditional); ``dcgan_jax.load(...).training_grid()`` makes the same picture."""
+        grid = sampling.sample_in_chunks(
+            self.sample, state.generator_variables(), self.grid_z, self.grid_labels, self.place
+        )
+        if self.is_main:
+            path = images.save_grid(grid, self.workdir / "samples" / f"step_{step:07d}.png", self.grid_columns)
+            self.writer.write_image(step, "samples", images.make_grid(grid, columns=self.grid_columns))
+            logging.info("Wrote %s", path)
+
+    def evaluate(self, state: GanState, step: int) -> float:
+        """Scores the run's fixed evaluation draw (one draw, the same at every evaluation: cheap and
+        comparable across steps); a new lowest FID replaces best_checkpoint/. Returns the seconds spent."""
+        started = time.monotonic()
+        samples = sampling.sample_in_chunks(
+            self.sample, state.generator_variables(), self.eval_z, self.eval_labels, self.place
+        )
+        scores = self.evaluator(samples, labels=self.eval_labels)
+        self.writer.write_scalars(step, evaluation.scalar_metrics(scores))
+        for line in evaluation.score_lines(scores, time.monotonic() - started):
+            logging.info("eval step %d: %s", step, line)
+        if scores["fid"] < self.best_fid:
+            self.best_fid = scores["fid"]
+            self.best.save(state, self.run.config, {"image_shape": list(self.run.image_shape), "fid": scores["fid"]})
+            logging.info("New best FID %.3f: %s", scores["fid"], self.best.directory / str(step))
+        return time.monotonic() - started
+
+    def save_checkpoint(self, state: GanState, step: int) -> None:
+        self.checkpointer.save(state, self.run.config, {"image_shape": list(self.run.image_shape)})
+        logging.info("Saving checkpoint %s (in the background).", self.checkpointer.directory / str(step))
+
+    def finish(self) -> None:
+        """Until every background save is on disk, and the metrics are flushed."""
+        self.checkpointer.wait()
+        if self.best is not None:
+            self.best.wait()
+        self.writer.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.checkpointer.close()
+        if self.best is not None:
+            self.best.close()

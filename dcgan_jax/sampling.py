@@ -1,0 +1,108 @@
+"""Every random stream of a run, and sampling from a generator in inference mode.
+
+All randomness comes from the run's ``seed``, split here into streams that no two
+uses share: initialisation, the training updates (folded with the step), the
+latents of the sample grids and those of the in-training evaluation. The grids,
+the evaluation, ``dcgan_jax.load(...)`` and ``python -m dcgan_jax.evaluation``
+all draw through these functions, so each can reproduce the others exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dcgan_jax import parallel
+
+# Streams of the run's key.
+INIT_STREAM, TRAIN_STREAM, GRID_STREAM, EVAL_STREAM = 0, 1, 2, 3
+# Sub-streams of one update's key (its latents use the key itself).
+REAL_DROPOUT, FAKE_DROPOUT, FAKE_LABELS, PENALTY = 1, 2, 3, 4
+EVAL_CHUNK = 1000  # Images per call into the generator when sampling many.
+
+Sampler = Callable[..., jax.Array]
+
+
+def run_key(seed: int) -> jax.Array:
+    return jax.random.key(seed)
+
+
+def init_key(seed: int) -> jax.Array:
+    return jax.random.fold_in(run_key(seed), INIT_STREAM)
+
+
+def update_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
+    """The key of training step ``step``, from the state's raw key data: a function of (seed, step),
+    so that a resumed run draws exactly what an unbroken one does."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(rng_data), TRAIN_STREAM), step)
+
+
+def training_latents(key: jax.Array, batch_size: int, latent_dim: int, num_classes: int):
+    """(z, labels) of one update's fake batch; labels uniform over the classes, None when unconditional."""
+    z = jax.random.normal(key, (batch_size, latent_dim))
+    if not num_classes:
+        return z, None
+    return z, jax.random.randint(jax.random.fold_in(key, FAKE_LABELS), (batch_size,), 0, num_classes)
+
+
+def grid_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
+    """The latent vectors of a run's sample grids: the same at every step and after a resume."""
+    return jax.random.normal(jax.random.fold_in(run_key(seed), GRID_STREAM), (num, latent_dim))
+
+
+def grid_labels(num_samples: int, num_classes: int) -> tuple[int, jax.Array]:
+    """(columns, labels) of a conditional sample grid: one row per class."""
+    columns = max(1, num_samples // num_classes)
+    return columns, jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), columns)
+
+
+def eval_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
+    """The latent vectors of the in-training evaluation: the same draw at every evaluation of a run."""
+    return jax.random.normal(jax.random.fold_in(run_key(seed), EVAL_STREAM), (num, latent_dim))
+
+
+def eval_labels(num: int, num_classes: int) -> jax.Array | None:
+    """The requested classes of the evaluation's samples (each class equally often), None when unconditional."""
+    return jnp.arange(num, dtype=jnp.int32) % num_classes if num_classes else None
+
+
+def seeded_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
+    """Latent vectors of a user's own draw (``TrainedGenerator.latents``): ``key(seed)`` itself."""
+    return jax.random.normal(run_key(seed), (num, latent_dim))
+
+
+def make_sampler(generator) -> Sampler:
+    """``sample(variables, z, labels=None)``, jitted, with BatchNorm's running averages: each image
+    then depends only on its own latent vector (and label), not on the rest of the batch."""
+    return jax.jit(lambda variables, z, labels=None: generator.apply(variables, z, train=False, labels=labels))
+
+
+def sample_in_chunks(
+    sample: Sampler, variables, z, labels=None, place: Callable = lambda x: x, chunk: int = EVAL_CHUNK
+) -> np.ndarray:
+    """Images for many latents, ``chunk`` at a time (bounded memory, one compiled shape), as NumPy.
+    ``place`` puts each chunk where the generator's variables are (e.g. replicated over a mesh)."""
+    images = []
+    for start in range(0, len(z), chunk):
+        z_chunk = place(z[start : start + chunk])
+        labels_chunk = None if labels is None else place(labels[start : start + chunk])
+        images.append(parallel.to_host(sample(variables, z_chunk, labels_chunk)))
+    return np.concatenate(images)
+
+
+def grid_draw(config) -> tuple[int | None, jax.Array, jax.Array | None]:
+    """(columns, latents, labels) of a run's sample grids: ``train.num_samples`` fixed latents, one row
+    per class for a conditional model (columns None: a square grid)."""
+    num, num_classes = config.train.num_samples, config.model.num_classes
+    columns, labels = grid_labels(num, num_classes) if num_classes else (None, None)
+    z = grid_latents(config.seed, num if labels is None else len(labels), config.model.latent_dim)
+    return columns, z, labels
+
+
+def eval_draw(config) -> tuple[jax.Array, jax.Array | None]:
+    """(latents, labels) of the in-training evaluation: ``eval.num_samples`` of the run's evaluation stream."""
+    num = config.eval.num_samples
+    return eval_latents(config.seed, num, config.model.latent_dim), eval_labels(num, config.model.num_classes)

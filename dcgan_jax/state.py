@@ -1,0 +1,91 @@
+"""The training state: one :class:`NetState` per network inside a :class:`GanState`.
+
+A ``NetState`` is what one network's update changes (parameters, BatchNorm
+statistics and spectral-norm vectors, Adam's state), in the spirit of
+``flax.training.train_state.TrainState``. Code about "a network" is written
+once and applied to ``state.g`` and ``state.d``. The state holds arrays only:
+the optimizer (:func:`make_optimizer`) keeps each network's learning rate in
+that network's optimizer state, so one transformation built from the config
+updates both, and a restored state has the same structure as a fresh one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+@struct.dataclass
+class NetState:
+    params: Any
+    batch_stats: Any  # BatchNorm statistics and spectral-norm vectors; {} when the network has neither.
+    opt_state: Any
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+    def apply_gradients(self, tx: optax.GradientTransformation, grads, batch_stats) -> NetState:
+        """One step of ``tx`` on ``grads``, with the BatchNorm statistics of the pass that made them."""
+        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            params=optax.apply_updates(self.params, updates), batch_stats=batch_stats, opt_state=opt_state
+        )
+
+    @property
+    def learning_rate(self) -> jax.Array:
+        return self.opt_state.hyperparams["learning_rate"]
+
+    def with_learning_rate(self, rate: float) -> NetState:
+        """The same network with another learning rate (kept in the optimizer state, so checkpoints keep it)."""
+        rate = jnp.asarray(rate, self.learning_rate.dtype)
+        return self.replace(
+            opt_state=self.opt_state._replace(hyperparams={**self.opt_state.hyperparams, "learning_rate": rate})
+        )
+
+    @staticmethod
+    def create(variables: dict, tx: optax.GradientTransformation) -> NetState:
+        return NetState(variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"]))
+
+
+@struct.dataclass
+class GanState:
+    step: jax.Array  # Generator updates done, int32.
+    rng: jax.Array  # Raw uint32 key data (checkpointable); folded with the step each update.
+    g: NetState
+    d: NetState
+    g_ema: Any = struct.field(default_factory=dict)  # EMA of G's parameters; {} when train.ema_decay = 0.
+
+    def generator_variables(self, ema: bool = True) -> dict[str, Any]:
+        """G's variables; with ``ema`` (and an EMA kept) its averaged parameters, G's own statistics."""
+        return {"params": self.g_ema if ema and self.g_ema else self.g.params, "batch_stats": self.g.batch_stats}
+
+
+def make_optimizer(optimizer_config, learning_rate: float) -> optax.GradientTransformation:
+    """Adam whose learning rate lives in its state (``hyperparams['learning_rate']``), so that a run
+    can lower it after a divergence and a checkpoint keeps the lowered value. ``learning_rate`` is
+    only the initial value :meth:`NetState.create` stores; updates read the state's."""
+
+    def adam(learning_rate):
+        return optax.adam(learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)
+
+    return optax.inject_hyperparams(adam)(learning_rate=learning_rate)
+
+
+def learning_rates(optimizer_config) -> tuple[float, float]:
+    """G's and D's rates: ``g_learning_rate`` and ``d_learning_rate`` (TTUR) where set, else ``learning_rate``."""
+    base = optimizer_config.learning_rate
+    return optimizer_config.g_learning_rate or base, optimizer_config.d_learning_rate or base
+
+
+def nonfinite_networks(state: GanState) -> jax.Array:
+    """[generator, discriminator]: True where any parameter or statistic (G's EMA included) is NaN or inf."""
+
+    def bad(*trees) -> jax.Array:
+        return jnp.any(jnp.array([~jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
+
+    return jnp.stack([bad(state.g.params, state.g.batch_stats, state.g_ema), bad(state.d.params, state.d.batch_stats)])
