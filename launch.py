@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
     parallel.initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
     )
-    if FLAGS.sweep:
+    if FLAGS.sweep is not None:  # Also --sweep='', an error there rather than a plain run.
         grid = (FLAGS.sweep, FLAGS.sweep_dry_run, FLAGS.sweep_metric)
         sweep.launch(FLAGS.experiment, config, Path(workdir), *grid, loop.train_and_evaluate)
     else:

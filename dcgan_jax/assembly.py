@@ -6,9 +6,10 @@ The training loop, ``benchmarks/throughput.py`` and the tests all start from
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,19 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 
 def check_labels(config, labels: np.ndarray) -> None:
+    """A conditional model needs a dataset with labels, all below ``model.num_classes``."""
     num_classes = config.model.num_classes
+    unlabelled = config.dataset.name in data.UNLABELLED or (
+        config.dataset.name == "image_folder" and np.unique(labels).size < 2
+    )
+    if num_classes and unlabelled:
+        folder = config.dataset.name == "image_folder"
+        raise config_lib.ConfigError(
+            f"--config.model.num_classes={num_classes}: {config.dataset.name} {config.dataset.data_dir} has no "
+            f"{'class sub-folders' if folder else 'class labels'}, so every image would get label 0; train "
+            "unconditionally with --config.model.num_classes=0"
+            + (", or put each class's images in a sub-folder of its own" if folder else "")
+        )
     if num_classes and int(labels.max()) >= num_classes:
         raise config_lib.ConfigError(
             f"--config.model.num_classes={num_classes}: {config.dataset.name} has labels up to "
@@ -54,6 +67,24 @@ def initial_state(config, nets: models.Nets, image_shape) -> GanState:
         d=NetState.create(d_vars, state.make_optimizer(config.optimizer, d_rate)),
         g_ema=jax.tree.map(jnp.copy, g_vars["params"]) if config.train.ema_decay > 0 else {},
     )
+
+
+@contextlib.contextmanager
+def memory_check(config, what: str) -> Iterator[None]:
+    """XLA's out-of-memory error while ``what`` runs, as a ConfigError naming the batch size that does
+    not fit and a smaller one to try."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        batch, devices = config.train.batch_size, jax.device_count()
+        smaller = max(devices, batch // 2 // devices * devices)
+        raise config_lib.ConfigError(
+            f"--config.train.batch_size={batch}: {what} does not fit in the memory of {devices} "
+            f"{jax.devices()[0].platform} device(s) ({str(e).splitlines()[0][:160]}); try "
+            f"--config.train.batch_size={smaller} or smaller"
+        ) from None
 
 
 @dataclasses.dataclass
@@ -90,12 +121,19 @@ class Run:
         spent compiling). The first dispatch of each length compiles."""
         indices = self.indices(first_step, num_steps)
         started = time.monotonic()
-        if num_steps not in self.compiled:
-            lowered = step.jit_train_steps(self.nets, self.config, self.mesh).lower(gan_state, self.dataset, indices)
-            self.compiled[num_steps] = step.compile_lowered(lowered)
-            logging.info("Compiled the train step (%d per dispatch) in %.1f s.", num_steps, time.monotonic() - started)
-        compile_s = time.monotonic() - started
-        return (*self.compiled[num_steps](gan_state, self.dataset, indices), compile_s)
+        first = num_steps not in self.compiled
+        with memory_check(self.config, "the training step"):
+            if first:
+                jitted = step.jit_train_steps(self.nets, self.config, self.mesh)
+                self.compiled[num_steps] = step.compile_lowered(jitted.lower(gan_state, self.dataset, indices))
+                logging.info(
+                    "Compiled the train step (%d per dispatch) in %.1f s.", num_steps, time.monotonic() - started
+                )
+            compile_s = time.monotonic() - started
+            new_state, metrics = self.compiled[num_steps](gan_state, self.dataset, indices)
+            if first:  # Memory that does not fit fails at a program's first run: here, not at a later read.
+                jax.block_until_ready(new_state.step)
+        return new_state, metrics, compile_s
 
 
 def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run:
@@ -111,7 +149,8 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
     check_labels(config, labels)
     batches = data.BatchOrder(images, config.train.batch_size, config.seed, labels)
     nets = models.build(config.model, tuple(images.shape[1:]), config.train.compute_dtype)
-    dataset = step.put_on_devices(images, batches.labels, mesh)
+    with memory_check(config, "the dataset"):
+        dataset = step.put_on_devices(images, batches.labels, mesh)
     return Run(config, mesh, images, batches, dataset, nets)
 
 

@@ -8,18 +8,21 @@ leaves the previous checkpoint as the newest restorable one.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from dcgan_jax import parallel
+from dcgan_jax import parallel, writers
 from dcgan_jax.config import RunError
 from dcgan_jax.state import GanState
 
@@ -62,8 +65,8 @@ def _bytes_needed(directory: Path, state: GanState, steps: list[int]) -> int:
     return int(size * 1.2) + (1 << 20)
 
 
-def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
-    """'g/params/Dense_0/kernel' -> shape, for a state or for Orbax's metadata of one."""
+def _path_name(path) -> str:
+    """'g/params/Dense_0/kernel' for a key path of a state, or of Orbax's metadata of one."""
 
     def name(key) -> str:
         for attribute in ("key", "name", "idx"):
@@ -71,9 +74,12 @@ def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
                 return str(getattr(key, attribute))
         return str(key)
 
-    return {
-        "/".join(name(k) for k in path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-    }
+    return "/".join(name(k) for k in path)
+
+
+def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
+    """'g/params/Dense_0/kernel' -> shape, for a state or for Orbax's metadata of one."""
+    return {_path_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 # Checkpoints written before GanState (dcgan_jax <= ee61291) hold one flat state: these names, in this order.
@@ -134,6 +140,46 @@ def generator_variables(restored: dict, ema: bool, old_layout: bool) -> dict:
     }
 
 
+HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with each checkpoint.
+
+
+def array_hashes(tree) -> dict[str, str]:
+    """{path: SHA-256 of the array's bytes} for every array of a (host) tree: what a checkpoint's
+    arrays must hash to when they are read back."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {_path_name(path): hashlib.sha256(np.ascontiguousarray(leaf).tobytes()).hexdigest() for path, leaf in leaves}
+
+
+def verify(restored, hashes: dict[str, str], where: Path) -> None:
+    """CheckpointError unless every restored array hashes to what was saved (checkpoints written
+    before hashes existed: unless every float array is finite, as a saved state always is)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(restored):
+        name, values = _path_name(path), np.asarray(leaf)
+        if name in hashes and hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest() != hashes[name]:
+            raise CheckpointError(f"{where}: {name} does not match the SHA-256 saved with it (its files were changed)")
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise CheckpointError(f"{where}: {name} holds NaN or inf, which no saved state does")
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """Once a read of a damaged checkpoint fails, tensorstore still calls back into the asyncio loop
+    Orbax has closed, and Python prints each "Event loop is closed" as a traceback (dozens per
+    checkpoint). Those go to train.log as one line each; any other unraisable exception is printed."""
+    previous = sys.unraisablehook
+    if getattr(previous, "dcgan_jax", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            logging.info("After a failed checkpoint read: %s (ignored)", error, extra=writers.FILE_ONLY)
+        else:
+            previous(unraisable)
+
+    hook.dcgan_jax = True
+    sys.unraisablehook = hook
+
+
 def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path:
     return Path(workdir).absolute() / subdir
 
@@ -143,6 +189,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str | Path, keep: int = 3, create: bool = True, subdir: str = CHECKPOINT_SUBDIR):
         self.directory = checkpoint_dir(workdir, subdir)
+        _quiet_closed_loop_callbacks()
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints folder at {self.directory}")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
@@ -161,7 +208,8 @@ class Checkpointer:
         """Starts an asynchronous save of ``state`` at its step; training continues meanwhile.
 
         ``meta`` holds what is derived rather than configured (the image shape), so that
-        the generator can be rebuilt from the checkpoint alone.
+        the generator can be rebuilt from the checkpoint alone; a SHA-256 of every array is added
+        to it, which every restore checks.
         """
         step = int(parallel.to_host(state.step))
         self.wait()  # The previous save's errors surface here, before another one starts.
@@ -175,7 +223,7 @@ class Checkpointer:
                 args=ocp.args.Composite(
                     state=ocp.args.PyTreeSave(state),
                     config=ocp.args.JsonSave(json.loads(config.to_json())),
-                    meta=ocp.args.JsonSave(meta),
+                    meta=ocp.args.JsonSave({**meta, HASHES_KEY: array_hashes(parallel.to_host(state))}),
                 ),
             )
         except Exception as e:
@@ -236,7 +284,13 @@ class Checkpointer:
             except CheckpointMismatchError:
                 raise
             except CheckpointError as e:
-                logging.warning("Damaged checkpoint, trying the previous one: %s", e)
+                reason = str(e).splitlines()[0]
+                logging.warning(
+                    "Damaged checkpoint %s (%s); trying the previous one.",
+                    self.directory / str(step),
+                    reason[:200] + ("..." if len(reason) > 200 else ""),
+                )
+                logging.info("Why %s is damaged, in full: %s", self.directory / str(step), e, extra=writers.FILE_ONLY)
                 damaged.append(step)
                 continue
             if damaged and set_aside_damaged:
@@ -265,6 +319,8 @@ class Checkpointer:
 
     def _check_shapes(self, target, step: int) -> None:
         stored, wanted = self._stored_shapes(step), _shapes_by_path(target)
+        if wanted and not stored.keys() & wanted.keys():  # Not another model: no array metadata at all.
+            raise CheckpointError(f"{self.directory / str(step)}: its metadata lists none of the state's arrays")
         differences = [
             f"{path}: checkpoint {stored.get(path, 'absent')}, this run {wanted.get(path, 'absent')}"
             # Parameters first: they say most about which model is which.
@@ -283,15 +339,21 @@ class Checkpointer:
     def _restore_tree(self, target, step: int, what: str):
         """The arrays of ``target`` (a subtree of the stored state, shapes checked first) placed like it.
         Partial: a checkpoint written before a state field existed (e.g. the EMA, empty when off) still
-        restores; every array the target needs was checked to be there."""
+        restores; every array the target needs was checked to be there.
+
+        The one restore path of both train() and load(): the checkpoint's config and meta must read,
+        and the arrays must match the hashes saved with them, or the checkpoint counts as damaged."""
+        meta = self.restore_config(step)[2]
         self._check_shapes(target, step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
         restore = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=True)
         try:
-            return self.manager.restore(step, args=ocp.args.Composite(state=restore)).state
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=restore)).state
         except Exception as e:  # Orbax raises many types for unreadable data.
             raise CheckpointError(f"cannot restore{what} from {self.directory / str(step)}: {e}") from e
+        verify(parallel.to_host(restored), meta.get(HASHES_KEY, {}), self.directory / str(step))
+        return restored
 
     def restore(self, target: GanState, step: int | None = None, set_aside_damaged: bool = False) -> GanState:
         """The full state at ``step`` (newest good one when None), laid out like ``target``; a checkpoint of
@@ -315,12 +377,16 @@ class Checkpointer:
         return step, ml_collections.ConfigDict(restored.config), dict(restored.meta)
 
     def restore_generator(self, params, batch_stats, ema: bool, step: int) -> dict:
-        """G's {'params', 'batch_stats'} only (the EMA parameters with ``ema``), without the rest of the
-        state, placed like ``params``/``batch_stats`` (e.g. on this machine's CPU whatever devices the run
-        was trained on)."""
+        """G's {'params', 'batch_stats'} (the EMA parameters with ``ema``), placed like ``params`` (e.g. on
+        this machine's CPU whatever devices the run was trained on). Every array of the checkpoint is read
+        and checked, as :meth:`restore` checks them, so a reader and a resumed run agree on which
+        checkpoint is good; the shapes come from the checkpoint itself, G's are checked against ``params``."""
         old = self.is_old_layout(step)
-        restored = self._restore_tree(generator_target(params, batch_stats, ema, old), step, " the generator")
-        return generator_variables(restored, ema, old)
+        self._check_shapes(generator_target(params, batch_stats, ema, old), step)
+        sharding = jax.tree.leaves(params)[0].sharding
+        stored = self.manager.item_metadata(step)["state"]
+        everything = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored)
+        return generator_variables(self._restore_tree(everything, step, " the generator"), ema, old)
 
     def close(self) -> None:
         self.manager.close()

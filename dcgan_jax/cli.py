@@ -3,7 +3,9 @@
 Each defines its absl flags in its own ``__main__`` module and runs its ``main``
 through :func:`run`: a user's mistake (a bad flag, data, checkpoint or a run that
 diverged) ends as one ``error: ...`` line on stderr and exit status 2, never a
-traceback; library INFO chatter stays off the console.
+traceback; a run stopped by a signal exits with 128 + the signal's number (143
+for SIGTERM, 130 for Ctrl-C), as a shell reports it; library INFO chatter stays
+off the console.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import NoReturn
 import ml_collections
 from absl import app, logging
 
-from dcgan_jax import writers
+from dcgan_jax import control, writers
 from dcgan_jax.config import ConfigError, RunError, available_experiments, check_override_names, load_experiment
 
 
@@ -51,6 +53,8 @@ def run(main: Callable[[list[str]], None]) -> None:
         writers.quiet_library_info()
         try:
             main(argv)
+        except control.Interrupted as e:  # The loop has logged how it stopped.
+            sys.exit(e.exit_status)
         except RunError as e:
             logging.error("%s", e)
             fail(str(e))

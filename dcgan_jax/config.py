@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -302,15 +303,32 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
     return flat
 
 
+def read_json(path: Path) -> ml_collections.ConfigDict:
+    """A run's ``config.json``; an unreadable file or invalid JSON is a ConfigError naming the file."""
+    try:
+        return ml_collections.ConfigDict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{Path(path).absolute()}: cannot read the run's config ({e}); the next training run in that folder "
+            "rewrites it (the checkpoints carry their own copy)"
+        ) from e
+
+
 def available_experiments(experiments_dir: Path) -> list[str]:
     return sorted(p.stem for p in Path(experiments_dir).glob("*.py") if not p.stem.startswith("_"))
 
 
 def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDict:
-    """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``."""
+    """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``. ``name`` is a file name in
+    that folder, never a path: ``--experiment=../x`` runs nothing."""
+    known = available_experiments(experiments_dir)
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ConfigError(
+            f"--experiment={name}: the name of a file in {experiments_dir} without .py, not a path. "
+            f"Available experiments: {', '.join(known) or 'none'}"
+        )
     path = Path(experiments_dir) / f"{name}.py"
     if not path.is_file():
-        known = available_experiments(experiments_dir)
         raise ConfigError(f"--experiment={name}: no file {path}. Available experiments: {', '.join(known) or 'none'}")
     spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)

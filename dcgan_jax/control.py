@@ -35,6 +35,10 @@ from dcgan_jax.config import RunError
 LOCK_NAME = ".lock"
 
 
+class WorkdirError(RunError, OSError):
+    """A workdir or output folder that cannot be created or written; the message names the flag."""
+
+
 class WorkdirLockedError(RunError, RuntimeError):
     """Another live run holds the workdir."""
 
@@ -57,6 +61,25 @@ def _try_create(path: Path, owner: dict) -> bool:
     with os.fdopen(fd, "w") as f:
         json.dump(owner, f)
     return True
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """Creates ``folder`` if needed; a file in its place, or a folder this process cannot write (a
+    read-only mount, no permission), is a WorkdirError naming ``flag``, before any work is done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise WorkdirError(
+            f"{flag}={folder}: a file is in the way (a folder is needed); choose another {flag}"
+        ) from None
+    except OSError as e:
+        raise WorkdirError(f"{flag}={folder}: cannot create it ({e.strerror}); choose another {flag}") from None
+    try:  # os.access says yes to root on some read-only folders: try for real.
+        probe = folder / f".write_probe_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise WorkdirError(f"{flag}={folder}: cannot write there ({e.strerror}); choose another {flag}") from None
 
 
 @contextlib.contextmanager
@@ -87,23 +110,57 @@ def hold(workdir: str | Path) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+class Interrupted(Exception):
+    """The run was stopped by a signal: before training started (nothing to save), or after the final
+    checkpoint of the step it reached. Commands exit with ``128 + signum``, as shells report a process
+    a signal ended, so a scheduler never takes a pre-empted run for a finished one; a rerun resumes."""
+
+    def __init__(self, signal_name: str, signum: int, message: str):
+        super().__init__(message)
+        self.signal_name, self.exit_status = signal_name, 128 + signum
+
+
+class StopRequests:
+    """SIGTERM (schedulers, ``kill``) and SIGINT (Ctrl-C), recorded in :attr:`received`. The handler
+    only records: an exception raised from it could land inside a library that swallows exceptions
+    (``logging`` does) and be lost. A run still setting up calls :meth:`check` between its phases,
+    which unwinds it (releasing its lock); once training, the loop honours the request at the end of
+    a step, with a final checkpoint."""
+
+    def __init__(self):
+        self.received: list[str] = []
+        self.training = False
+
+    def __call__(self, signum, frame) -> None:
+        self.received.append(signal.Signals(signum).name)
+        if self.training:
+            logging.warning("%s received: stopping with a final checkpoint.", self.received[-1])
+
+    def check(self) -> None:
+        """Interrupted if a signal came during set-up (logged once, here)."""
+        if self.received and not self.training:
+            name = self.received[0]
+            message = f"{name} received before training started; nothing was trained or saved"
+            logging.warning("%s", message)
+            raise Interrupted(name, signal.Signals[name].value, message)
+
+    def start_training(self) -> None:
+        """From here a signal stops the run at the end of a step (one received just before, too)."""
+        self.check()
+        self.training = True
+
+
 @contextlib.contextmanager
-def stop_requests() -> Iterator[list[str]]:
-    """Turns SIGTERM (schedulers, ``kill``) and SIGINT (Ctrl-C) into a request the loop honours at
-    the end of a step, so that it can write a final checkpoint. Yields the list of signal names
-    received (empty off the main thread, where Python cannot install handlers)."""
-    received: list[str] = []
+def stop_requests() -> Iterator[StopRequests]:
+    """:class:`StopRequests` installed for SIGTERM and SIGINT for the duration (not off the main
+    thread, where Python cannot install handlers: there signals keep their default)."""
+    requests = StopRequests()
     if threading.current_thread() is not threading.main_thread():
-        yield received
+        yield requests
         return
-
-    def request_stop(signum, frame):
-        received.append(signal.Signals(signum).name)
-        logging.warning("%s received: stopping with a final checkpoint.", received[-1])
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, requests) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield received
+        yield requests
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -113,9 +170,15 @@ def stop_requests() -> Iterator[list[str]]:
 class Stop:
     signal: str | None = None  # The signal that stops the run (and the process it reached).
     out_of_time: bool = False
+    signum: int = 0
 
     def __bool__(self) -> bool:
         return self.signal is not None or self.out_of_time
+
+    @property
+    def ended(self) -> str:
+        """How the run ended, as status.json records it."""
+        return "signal" if self.signal else "time_limit" if self.out_of_time else "finished"
 
 
 def agreed_stop(signals: list[str], started: float, max_seconds: float) -> Stop:
@@ -123,16 +186,22 @@ def agreed_stop(signals: list[str], started: float, max_seconds: float) -> Stop:
     at the same step; a process stopping alone would leave the others waiting in a collective."""
     out_of_time = max_seconds > 0 and time.monotonic() - started >= max_seconds
     if jax.process_count() == 1:
-        return Stop(signals[0] if signals else None, out_of_time)
+        return Stop(signals[0], out_of_time, signal.Signals[signals[0]].value) if signals else Stop(None, out_of_time)
     local = np.array([signal.Signals[signals[0]].value if signals else 0, out_of_time], np.int32)
     everyone = np.asarray(multihost_utils.process_allgather(local))
     received = [(process, int(sig)) for process, (sig, _) in enumerate(everyone) if sig]
-    name = f"{signal.Signals(received[0][1]).name} (to process {received[0][0]})" if received else None
-    return Stop(name, bool(everyone[:, 1].any()))
+    if not received:
+        return Stop(None, bool(everyone[:, 1].any()))
+    process, signum = received[0]
+    return Stop(f"{signal.Signals(signum).name} (to process {process})", bool(everyone[:, 1].any()), signum)
 
 
 class TrainingDiverged(RunError, RuntimeError):
     """Non-finite losses or parameters; the message names the step, networks and metrics, and what was kept."""
+
+    def __init__(self, message: str, step: int = 0):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +226,8 @@ def check_restore_allowed(train_config, divergence: Divergence, restores_done: i
     )
     raise TrainingDiverged(
         f"training diverged at {divergence}{why}. {kept} Lower --config.optimizer.learning_rate, or set "
-        "--config.train.on_divergence=restore to go on from the last good checkpoint with lower learning rates."
+        "--config.train.on_divergence=restore to go on from the last good checkpoint with lower learning rates.",
+        divergence.step,
     )
 
 
@@ -176,15 +246,18 @@ def read_status(workdir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_status(workdir: Path, num_steps: int, step: int, stop: Stop, seconds: float) -> None:
-    """``status.json``: where the run stopped and why, and its wall time over all its sessions (what a
-    sweep reads to skip finished runs and to tabulate)."""
+def write_status(workdir: Path, num_steps: int, step: int, ended: str, seconds: float, detail: str = "") -> None:
+    """``status.json``: where the run stopped and how it ended (``finished``, ``time_limit``, ``signal``
+    or ``diverged``, with ``detail``), and its wall time over all its sessions: what a sweep reads to
+    skip runs and to tabulate. Only a run stopped by a signal is unfinished: rerunning a time-limited
+    or diverged one would only spend another budget or diverge again."""
     status = {
         "step": step,
         "num_steps": num_steps,
-        # A run stopped by its time budget is finished too: rerunning it would only spend another budget.
-        "finished": step >= num_steps or stop.signal is None,
-        "stopped_by": stop.signal,
+        "ended": ended,
+        "finished": step >= num_steps or ended != "signal",
+        "stopped_by": detail if ended == "signal" else None,
+        "detail": detail,
         "wall_seconds": read_status(workdir).get("wall_seconds", 0.0) + seconds,
     }
     (workdir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")

@@ -28,6 +28,8 @@ IDX_FILES = {
 }
 _IDX_UBYTE = 0x08
 IDX_DATASETS = ("fashion_mnist", "mnist")  # Also readable from a folder of IDX files.
+IDX_NUM_CLASSES = 10  # Both have classes 0..9; any other label byte is damage.
+UNLABELLED = ("celeb_a",)  # Every label 0 (image_folder too, without class sub-folders).
 SYNTHETIC_SHAPE = (28, 28, 1)
 DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
 CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
@@ -80,6 +82,11 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     labels = read_idx(data_dir / label_file, expected_ndim=1)
     if len(images) != len(labels):
         raise DataError(f"{data_dir}: {len(images)} images in {image_file} but {len(labels)} labels in {label_file}")
+    if (bad := np.flatnonzero(labels >= IDX_NUM_CLASSES)).size:
+        raise DataError(
+            f"{data_dir / label_file}: {bad.size} labels outside 0..{IDX_NUM_CLASSES - 1} (e.g. {int(labels[bad[0]])} "
+            f"at index {bad[0]}); the file is corrupt: fetch it again"
+        )
     return images[..., None], labels
 
 

@@ -27,27 +27,33 @@ from dcgan_jax.state import GanState, nonfinite_networks
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> GanState:
     """Trains (or resumes) the run of ``config`` in ``workdir``, evaluating, sampling and
-    checkpointing on the way; returns the final state."""
+    checkpointing on the way; returns the final state. A run stopped by SIGTERM or SIGINT raises
+    :class:`~dcgan_jax.control.Interrupted` after its final checkpoint (before training started,
+    at once)."""
     started = time.monotonic()
     config_lib.validate(config)
     workdir = Path(workdir)
-    with _session(workdir) as is_main:
+    with control.stop_requests() as stops, _session(workdir) as is_main:
         run = assembly.assemble(config)
+        stops.check()  # A signal during set-up stops the run between its phases, releasing the lock.
         assembly.log_setup(run)
         cfg = run.config.train
         ckpt = checkpoints.Checkpointer(workdir, keep=cfg.keep_checkpoints)
         out = _Outputs(run, workdir, is_main, ckpt)
         try:
+            stops.check()
             state = _restore_or_init(run, ckpt)
             step = int(parallel.to_host(state.step))
             if step >= cfg.num_steps:
                 logging.info("Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", step, cfg.num_steps)
                 return state
             _write_config(run.config, workdir, is_main)
-            state, step, stop = _train(run, out, state, started)
+            state, step, stop = _train(run, out, state, started, stops)
             out.finish()
             if is_main:
-                control.write_status(workdir, cfg.num_steps, step, stop, time.monotonic() - started)
+                control.write_status(
+                    workdir, cfg.num_steps, step, stop.ended, time.monotonic() - started, stop.signal or ""
+                )
                 curves = images.plot_curves(out.writer.metrics_path, workdir / "curves.png")
                 logging.info(
                     "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
@@ -56,7 +62,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     ckpt.directory,
                     curves,
                 )
+            if stop.signal:
+                raise control.Interrupted(
+                    stop.signal,
+                    stop.signum,
+                    f"stopped by {stop.signal} at step {step} "
+                    "with a final checkpoint; rerun the same command to resume",
+                )
             return state
+        except control.TrainingDiverged as e:
+            if is_main:
+                control.write_status(
+                    workdir, cfg.num_steps, int(e.step), "diverged", time.monotonic() - started, str(e)
+                )
+            raise
         finally:
             out.close()
 
@@ -64,37 +83,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 train = train_and_evaluate  # dcgan_jax.train(config, workdir), the name the package exports.
 
 
-def _train(run: assembly.Run, out: _Outputs, state: GanState, started: float):
+def _train(run: assembly.Run, out: _Outputs, state: GanState, started: float, stops: control.StopRequests):
     """Steps until ``train.num_steps``, the time limit or a stop signal: (state, step, the Stop)."""
     config, cfg = run.config, run.config.train
     step, restores, stop = int(parallel.to_host(state.step)), 0, control.Stop()
+    stops.start_training()
     interval = out.start_interval(step)
-    with control.stop_requests() as signals:
-        while step < cfg.num_steps and not stop:
-            state, metrics, compile_s = run.train_steps(state, step, num_steps := _steps_to_next_event(config, step))
-            interval.add(metrics, num_steps, compile_s)
-            step += num_steps
-            if jax.process_count() == 1 or step % cfg.log_every == 0:  # Processes agree on stopping at logs.
-                stop = control.agreed_stop(signals, started, cfg.max_seconds)
-            last = step == cfg.num_steps or bool(stop)
-            at_log = step % cfg.log_every == 0 or last
-            at_eval = out.evaluator is not None and (step % config.eval.every == 0 or last) and not stop.signal
-            at_samples, at_checkpoint = step % cfg.sample_every == 0 or last, step % cfg.checkpoint_every == 0 or last
-            stacked = interval.flush() if at_log else None
-            if at_log or at_eval or at_samples or at_checkpoint:  # Never log, score or save a diverged state.
-                if divergence := _divergence(state, step, stacked):
-                    state, restores = _recover(run, out.checkpointer, divergence, restores), restores + 1
-                    step, stop = int(parallel.to_host(state.step)), control.Stop()
-                    interval = out.start_interval(step)
-                    continue
-            if at_log:
-                out.log_interval(step, stacked, interval.rate, started)
-            if at_eval:
-                interval.exclude(out.evaluate(state, step))  # Not counted in steps/s.
-            if at_samples:
-                out.save_grid(state, step)
-            if at_checkpoint:
-                out.save_checkpoint(state, step)
+    while step < cfg.num_steps and not stop:
+        state, metrics, compile_s = run.train_steps(state, step, num_steps := _steps_to_next_event(config, step))
+        interval.add(metrics, num_steps, compile_s)
+        step += num_steps
+        if jax.process_count() == 1 or step % cfg.log_every == 0:  # Processes agree on stopping at logs.
+            stop = control.agreed_stop(stops.received, started, cfg.max_seconds)
+        last = step == cfg.num_steps or bool(stop)
+        at_log = step % cfg.log_every == 0 or last
+        at_eval = out.evaluator is not None and (step % config.eval.every == 0 or last) and not stop.signal
+        at_samples, at_checkpoint = step % cfg.sample_every == 0 or last, step % cfg.checkpoint_every == 0 or last
+        stacked = interval.flush() if at_log else None
+        if at_log or at_eval or at_samples or at_checkpoint:  # Never log, score or save a diverged state.
+            if divergence := _divergence(state, step, stacked):
+                state, restores = _recover(run, out.checkpointer, divergence, restores), restores + 1
+                step, stop = int(parallel.to_host(state.step)), control.Stop()
+                interval = out.start_interval(step)
+                continue
+        if at_log:
+            out.log_interval(step, stacked, interval.rate, started)
+        if at_eval:
+            interval.exclude(out.evaluate(state, step))  # Not counted in steps/s.
+        if at_samples:
+            out.save_grid(state, step)
+        if at_checkpoint:
+            out.save_checkpoint(state, step)
     if stop.out_of_time:
         logging.info("Stopped at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
     if stop.signal:
@@ -117,11 +136,12 @@ def _session(workdir: Path) -> Iterator[bool]:
     """This process's part in the run (yields whether it is process 0, which speaks for the run):
     its log verbosity, ``train.log``, the workdir's lock, and a full disk as a DiskFullError."""
     is_main = jax.process_index() == 0
-    workdir.mkdir(parents=True, exist_ok=True)
+    control.check_writable_folder(workdir, "--workdir")
     if not is_main:  # The other processes report only problems.
         logging.set_verbosity(logging.WARNING)
     elif not logging.level_info():  # Called from Python rather than launch.py: still show progress.
         logging.set_verbosity(logging.INFO)
+    writers.quiet_library_info()  # The console: our INFO, libraries' warnings; train.log gets the details too.
     handler = _log_to_file(workdir) if is_main else None
     try:
         # Process 0 holds the lock for a multi-process run; the others share its workdir.
@@ -222,11 +242,14 @@ def _recover(run: assembly.Run, ckpt: checkpoints.Checkpointer, divergence, rest
     g_rate, d_rate = control.lowered_rates(run.config.train, divergence, stored)
     state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
     state = jax.device_put(state, parallel.replicated(run.mesh))
+    step = int(parallel.to_host(state.step))
+    taken = f"checkpoint {ckpt.directory / str(step)}" if ckpt.all_steps() else "the initial state"
     logging.warning(
-        "Diverged at %s. %s Going on from step %d with learning rates G %.3g, D %.3g (restore %d of %d).",
+        "Diverged at %s. %s Going on from step %d (%s) with learning rates G %.3g, D %.3g (restore %d of %d).",
         divergence,
         kept,
-        int(parallel.to_host(state.step)),
+        step,
+        taken,
         g_rate,
         d_rate,
         restores_done + 1,

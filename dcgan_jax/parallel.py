@@ -100,4 +100,4 @@ def global_array(local_rows: np.ndarray, sharding: NamedSharding, global_shape: 
 
 def to_host(tree: Any) -> Any:
     """NumPy copies of replicated arrays; works when other processes hold devices too."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)

@@ -13,7 +13,6 @@ The latents of the run's own grids and evaluation come from
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +163,7 @@ def _check_experiment(workdir: Path, experiment: str) -> None:
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise checkpoints.CheckpointError(f"{config_path.absolute()} is missing: is {workdir} a run folder?")
-    stored = config_lib.flatten(ml_collections.ConfigDict(json.loads(config_path.read_text())))
+    stored = config_lib.flatten(config_lib.read_json(config_path))
     expected = config_lib.flatten(config_lib.load_experiment(experiment, EXPERIMENTS_DIR))
     fields = [k for k in expected if k.startswith(("dataset.name", "model.")) and stored.get(k) != expected[k]]
     if fields:

@@ -85,8 +85,18 @@ class OwnInfoFilter(std_logging.Filter):
         )
 
 
+FILE_ONLY = {"file_only": True}  # ``logging.info(..., extra=FILE_ONLY)``: the full text, for train.log only.
+
+
+class ConsoleFilter(OwnInfoFilter):
+    """The console's view: :class:`OwnInfoFilter`, less the details meant for train.log only."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False) and super().filter(record)
+
+
 def quiet_library_info(handler: std_logging.Handler | None = None) -> None:
-    """Installs :class:`OwnInfoFilter` on ``handler`` (default: absl's console handler)."""
-    handler = handler or logging.get_absl_handler()
+    """Installs :class:`OwnInfoFilter` on ``handler``, or :class:`ConsoleFilter` on absl's console handler."""
+    handler, kind = (handler, OwnInfoFilter) if handler else (logging.get_absl_handler(), ConsoleFilter)
     if not any(isinstance(f, OwnInfoFilter) for f in handler.filters):
-        handler.addFilter(OwnInfoFilter())
+        handler.addFilter(kind())

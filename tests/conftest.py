@@ -1,4 +1,6 @@
+import contextlib
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -69,3 +71,17 @@ def shared_dataset_dir(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"{folder} does not exist ({DATA_DIR_ENV}={root})")
     return folder
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    """A filesystem of its own at ``folder`` (tmpfs of ``size``, e.g. "4m"; needs the right to mount, as
+    root in a container has), unmounted afterwards; or a skip that says why it cannot be had."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -11,7 +11,7 @@ from conftest import REPO, tiny_config
 
 import dcgan_jax
 from dcgan_jax import config as config_lib
-from dcgan_jax import sweep
+from dcgan_jax import control, sweep
 
 
 def test_grid_of_all_combinations_with_typed_values_and_readable_names():
@@ -76,7 +76,7 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_unfinished_and_tabulate
     runs = sweep.expand("seed=0,1", base)
     # As if a first attempt had been killed during the second run: checkpoint at step 2, no status.
     dcgan_jax.train(sweep.configure(tiny_config(num_steps=2), runs[1]), tmp_path / runs[1].name)
-    (tmp_path / runs[1].name / sweep.STATUS_FILE).unlink()
+    (tmp_path / runs[1].name / control.STATUS_FILE).unlink()
     trained = []
 
     def train(config, workdir):
@@ -114,16 +114,18 @@ def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
     base = tiny_config(num_steps=2)
     runs = sweep.expand("seed=0,1", base)
 
-    def train(config, workdir):
+    def train(config, workdir):  # Seed 0 ends as a diverged run does: its status.json says so, then it raises.
         if config.seed == 0:
             workdir.mkdir(parents=True)
             (workdir / "config.json").write_text(config.to_json())
-            raise TrainingDiverged("training diverged at step 1: non-finite d_loss=nan (discriminator)")
+            message = "training diverged at step 1: non-finite d_loss=nan (discriminator)"
+            control.write_status(workdir, 2, 1, "diverged", 0.5, message)
+            raise TrainingDiverged(message, 1)
         return dcgan_jax.train(config, workdir)
 
     rows = sweep.run_sweep(base, runs, tmp_path, train)
     assert [(r["run"], r["status"]) for r in rows] == [("seed=0", "diverged"), ("seed=1", "finished")]
-    assert "non-finite d_loss" in sweep.read_status(tmp_path / "seed=0")["diverged"]
+    assert "non-finite d_loss" in control.read_status(tmp_path / "seed=0")["detail"]
 
 
 def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
@@ -147,7 +149,7 @@ def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
             for i, fid in enumerate(fids)
         ]
         (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-        (run / sweep.STATUS_FILE).write_text(json.dumps({"step": 30, "finished": True, "wall_seconds": 12.0}))
+        (run / control.STATUS_FILE).write_text(json.dumps({"step": 30, "finished": True, "wall_seconds": 12.0}))
     evaluated, not_evaluated = sweep.results(tmp_path)
     assert (evaluated["final_fid"], evaluated["best_fid"], evaluated["final_kid"]) == (160.0, 150.0, 16.0)
     last = (evaluated["final_precision"], evaluated["final_recall"], evaluated["final_classes_covered"])

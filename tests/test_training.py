@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, restore_full_state, shared_dataset_dir, tiny_config, tiny_flags, trees_equal
+from conftest import REPO, restore_full_state, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, trees_equal
 
 import dcgan_jax
 from dcgan_jax import checkpoints, control, images, writers
@@ -248,7 +248,7 @@ def test_killed_run_resumes_to_the_same_parameters_as_an_unbroken_one(tmp_path, 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_ctrl_c_stop_cleanly_with_a_final_checkpoint(tmp_path, sig):
+def test_sigterm_and_ctrl_c_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(tmp_path, sig):
     args = [
         sys.executable,
         str(REPO / "launch.py"),
@@ -265,12 +265,14 @@ def test_sigterm_and_ctrl_c_stop_cleanly_with_a_final_checkpoint(tmp_path, sig):
     process.send_signal(sig)
     _, rest = process.communicate(timeout=120)
     log = "".join(lines) + rest
-    assert process.returncode == 0, log[-3000:]
+    assert process.returncode == 128 + sig, log[-3000:]  # 143 for SIGTERM, 130 for Ctrl-C, as a shell says.
     stopped = re.search(rf"Stopped by {sig.name} at step (\d+); writing the final checkpoint", log)
     assert stopped, log[-3000:]
     step = int(stopped.group(1))
     assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [step]
     assert dcgan_jax.load(tmp_path).step == step
+    status = control.read_status(tmp_path)
+    assert (status["ended"], status["step"], status["finished"]) == ("signal", step, False)
 
 
 def test_short_run_on_real_fashion_mnist(tmp_path):
@@ -404,7 +406,8 @@ def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
     log = (tmp_path / "train.log").read_text()
     assert "Diverged at step 4: non-finite g_loss=nan (generator)" in log
-    assert "Going on from step 3 with learning rates G 5e-05, D 5e-05 (restore 1 of 3)" in log
+    taken = f"Going on from step 3 (checkpoint {checkpoints.checkpoint_dir(tmp_path) / '3'}) with learning rates"
+    assert f"{taken} G 5e-05, D 5e-05 (restore 1 of 3)" in log
     # The lowered rate is part of the state: a resumed run keeps it.
     assert float(restore_full_state(tmp_path, config).g.learning_rate) == pytest.approx(5e-5)
     # One metrics row per step: the rows of the abandoned steps 4 and beyond were replaced.
@@ -414,13 +417,8 @@ def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB filesystem of its own (tmpfs; needs the right to mount, as root in a container has)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "disk", "4m") as mount_point:
+        yield mount_point
 
 
 def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small_disk, monkeypatch):

@@ -22,13 +22,17 @@ from dcgan_jax import checkpoints, classifier, data, images, metrics, sampling
 from dcgan_jax.trained import TrainedGenerator, load
 
 
-def _output(run: TrainedGenerator, path: str | Path | None, name: str) -> Path:
-    return Path(path) if path else run.workdir / "analysis" / name
+def _output(workdir: Path, path: str | Path | None, name: str) -> Path:
+    """Where a picture goes: ``path`` (a PNG file, or an existing folder to put ``name`` in), by
+    default ``<workdir>/analysis/<name>``."""
+    if path is None:
+        return Path(workdir) / "analysis" / name
+    return Path(path) / name if Path(path).is_dir() else Path(path)
 
 
 def sample_grid(run: TrainedGenerator, path: str | Path | None = None, num: int = 64, seed: int = 0) -> Path:
     """A grid of ``num`` samples drawn with ``seed``; for a conditional model one row per class."""
-    out = _output(run, path, f"samples_step{run.step}_seed{seed}.png")
+    out = _output(run.workdir, path, f"samples_step{run.step}_seed{seed}.png")
     if not run.num_classes:
         return images.save_grid(run.sample(num, seed), out)
     columns, labels = sampling.grid_labels(num, run.num_classes)
@@ -38,7 +42,7 @@ def sample_grid(run: TrainedGenerator, path: str | Path | None = None, num: int 
 def training_grid(run: TrainedGenerator, path: str | Path | None = None) -> Path:
     """The run's own sample grid at ``run.step``: the same picture as ``samples/step_<N>.png``."""
     grid, columns = run.training_grid()
-    return images.save_grid(grid, _output(run, path, f"training_grid_step{run.step}.png"), columns=columns)
+    return images.save_grid(grid, _output(run.workdir, path, f"training_grid_step{run.step}.png"), columns=columns)
 
 
 def interpolation_strips(
@@ -56,7 +60,7 @@ def interpolation_strips(
         endpoints = (z[:num_strips], z[num_strips:])
     starts, ends = (np.atleast_2d(np.asarray(e, np.float32)) for e in endpoints)
     strips = np.concatenate([run.interpolate(a, b, num_points) for a, b in zip(starts, ends, strict=True)])
-    out = _output(run, path, f"interpolation_step{run.step}_seed{seed}.png")
+    out = _output(run.workdir, path, f"interpolation_step{run.step}_seed{seed}.png")
     return images.save_grid(strips, out, columns=num_points)
 
 
@@ -83,7 +87,7 @@ def nearest_training_images(
     samples = run.sample(num, seed)
     nearest = nearest_indices(samples, train_images, k, space, run.config.dataset.name)
     rows = [np.concatenate([samples[i : i + 1], train_images[nearest[i]]]) for i in range(num)]
-    out = _output(run, path, f"nearest_{space}_step{run.step}_seed{seed}.png")
+    out = _output(run.workdir, path, f"nearest_{space}_step{run.step}_seed{seed}.png")
     return images.save_grid(np.concatenate(rows), out, columns=k + 1)
 
 
@@ -119,7 +123,7 @@ def progress_grid(
     runs = [load(workdir, step) for step in steps]
     z = runs[0].latents(num, seed)
     rows = np.concatenate([run.generate(z) for run in runs])
-    out = Path(path) if path else workdir / "analysis" / f"progress_seed{seed}.png"
+    out = _output(workdir, path, f"progress_seed{seed}.png")
     return images.save_grid(rows, out, columns=num)
 
 

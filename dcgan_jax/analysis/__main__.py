@@ -5,7 +5,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import analysis, classifier, cli
+from dcgan_jax import analysis, classifier, cli, control
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
@@ -13,27 +13,30 @@ flags.DEFINE_integer("seed", 0, "Seed of the latent vectors.")
 flags.DEFINE_string("experiment", None, "Check that the run belongs to this experiment.")
 flags.DEFINE_list("compare", [], "Other run folders to plot the metrics of beside this one.")
 flags.DEFINE_list("metrics", ["g_loss", "d_loss", "eval/fid"], "Metrics to plot over steps.")
+flags.DEFINE_string("output_dir", None, "Where the pictures go (default: <workdir>/analysis).")
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
+    out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
     run = analysis.load(FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment)
+    control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
     train_images = analysis.training_images(run)  # Read once for both neighbour pictures.
     written = [
-        analysis.training_grid(run),
-        analysis.sample_grid(run, seed=FLAGS.seed),
-        analysis.interpolation_strips(run, seed=FLAGS.seed),
-        analysis.nearest_training_images(run, seed=FLAGS.seed, space="pixel", train_images=train_images),
-        analysis.progress_grid(FLAGS.workdir, seed=FLAGS.seed),
+        analysis.training_grid(run, out),
+        analysis.sample_grid(run, out, seed=FLAGS.seed),
+        analysis.interpolation_strips(run, out, seed=FLAGS.seed),
+        analysis.nearest_training_images(run, out, seed=FLAGS.seed, space="pixel", train_images=train_images),
+        analysis.progress_grid(FLAGS.workdir, out, seed=FLAGS.seed),
     ]
     try:
         written.append(
-            analysis.nearest_training_images(run, seed=FLAGS.seed, space="feature", train_images=train_images)
+            analysis.nearest_training_images(run, out, seed=FLAGS.seed, space="feature", train_images=train_images)
         )
     except classifier.ClassifierMissingError as e:
         print(f"skipped the feature-space neighbours: {e}")
     for metric in FLAGS.metrics:
-        path = Path(FLAGS.workdir) / "analysis" / f"{metric.replace('/', '_')}.png"
+        path = out / f"{metric.replace('/', '_')}.png"
         written.append(analysis.metric_curves([FLAGS.workdir, *FLAGS.compare], path, metric))
     print("\n".join(str(p) for p in written))
 

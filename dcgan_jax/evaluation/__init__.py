@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 
 from dcgan_jax import classifier, data, metrics, sampling, trained
-from dcgan_jax.config import RunError, default_config
+from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, default_config
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
 IMAGE_SHAPE = (28, 28, 1)
@@ -135,6 +135,9 @@ def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
     labels = np.asarray(labels)
     if labels.shape != (len(probs),):
         raise EvaluationError(f"labels: one per image expected, shape ({len(probs)},), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= probs.shape[1]:
+        found = sorted({int(v) for v in np.unique(labels)} - set(range(probs.shape[1])))[:5] or labels.dtype
+        raise EvaluationError(f"labels: class indices in [0, {probs.shape[1]}) expected, got {found}")
     agrees = np.argmax(probs, axis=1) == labels
     per_class = [
         float(np.mean(agrees[labels == c])) if np.any(labels == c) else float("nan") for c in range(probs.shape[1])
@@ -161,6 +164,10 @@ def evaluate(
     generator was asked for) also class_agreement and class_agreement_per_class. The classifier
     and reference are loaded once per (dataset, split, data_dir, cache_dir) in this process.
     """
+    if split not in SPLITS:
+        raise EvaluationError(f"split={split!r}: the real images compared with are one of {', '.join(SPLITS)}")
+    if dataset not in EVAL_DATASETS:
+        raise EvaluationError(f"dataset={dataset!r}: the evaluation scores {', '.join(EVAL_DATASETS)}")
     key = (dataset, split, str(data_dir), str(cache_dir))
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(dataset, split, data_dir, cache_dir)
@@ -221,9 +228,10 @@ def evaluate_run(
     num_samples: int | None = None,
     seed: int | None = None,
     truncation: float = 1.0,
+    output_dir: str | Path | None = None,
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None) and writes
-    ``workdir/eval/step_<N>[_seed<S>][_truncation<psi>].json`` for each.
+    ``step_<N>[_seed<S>][_truncation<psi>].json`` for each into ``output_dir`` (default ``workdir/eval``).
 
     By default (``seed`` None) it scores the draw the in-training evaluation scored,
     ``num_samples`` (default ``eval.num_samples``) latents of the run's evaluation stream, so its
@@ -231,6 +239,7 @@ def evaluate_run(
     (``dcgan_jax.load(...).sample(num, seed)``). ``truncation`` < 1 scales the latents: a point on the
     run's precision/recall trade-off."""
     workdir = Path(workdir)
+    output_dir = Path(output_dir or workdir / "eval")
     rows, evaluator = [], None
     for requested in [None] if steps is None else steps:  # None: the newest good checkpoint.
         started = time.monotonic()
@@ -255,8 +264,8 @@ def evaluate_run(
             "seconds": time.monotonic() - started,
         }
         suffix += "" if truncation == 1.0 else f"_truncation{truncation:g}"
-        out = workdir / "eval" / f"step_{run.step:07d}{suffix}.json"
-        out.parent.mkdir(exist_ok=True)
+        out = output_dir / f"step_{run.step:07d}{suffix}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
     return rows

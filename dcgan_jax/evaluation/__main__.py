@@ -7,7 +7,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import checkpoints, cli, evaluation, trained
+from dcgan_jax import checkpoints, cli, control, evaluation, trained
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
@@ -15,6 +15,7 @@ flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
 flags.DEFINE_integer("num_samples", None, "Samples to score per checkpoint (default: the run's eval.num_samples).")
 flags.DEFINE_integer("seed", None, "Score latents drawn with this seed instead of the training evaluation's.")
 flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
+flags.DEFINE_string("output_dir", None, "Where the JSON results go (default: <workdir>/eval).")
 FLAGS = flags.FLAGS
 
 
@@ -23,13 +24,17 @@ def main(argv: list[str]) -> None:
         trained.check_truncation(FLAGS.truncation)
     except ValueError:
         cli.fail(f"--truncation={FLAGS.truncation}: must be >= 0 (1 = none)")
+    out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "eval")
+    if not Path(FLAGS.workdir).is_dir():
+        raise checkpoints.CheckpointError(f"no run folder at {Path(FLAGS.workdir).absolute()}")
+    control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
     steps = [FLAGS.step] if FLAGS.step is not None else None
     if FLAGS.all_steps:
         checkpointer = checkpoints.Checkpointer(FLAGS.workdir, create=False)
         steps = checkpointer.all_steps()
         checkpointer.close()
-    rows = evaluation.evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation)
-    summary = Path(FLAGS.workdir) / "eval" / "results.json"
+    rows = evaluation.evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation, out)
+    summary = out / "results.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n")
     print(evaluation.markdown_table(rows))
     print(f"Wrote {summary}")

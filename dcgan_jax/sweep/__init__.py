@@ -29,7 +29,7 @@ from absl import logging
 
 from dcgan_jax import config as config_lib
 from dcgan_jax import images
-from dcgan_jax.control import STATUS_FILE, TrainingDiverged, read_status  # Every run writes STATUS_FILE.
+from dcgan_jax.control import Interrupted, TrainingDiverged, read_status  # Every run writes its status.json.
 
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
 FINAL_EVAL_METRICS = ("fid", "kid", "precision", "recall", "classes_covered")  # Of the last evaluation.
@@ -68,6 +68,10 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
             raise config_lib.ConfigError(f"--sweep: {item!r} is not FIELD=VALUE1,VALUE2,...")
         if field not in known:
             raise config_lib.ConfigError(f"--sweep: {config_lib.unknown_field_message(field, known)}")
+        if field in (axis[0][0] for axis in axes):
+            raise config_lib.ConfigError(
+                f"--sweep: {field} is given twice; list all its values once, e.g. {field}=V1,V2,V3"
+            )
         texts = values.split(",")
         if not values or any(not t for t in texts):
             raise config_lib.ConfigError(f"--sweep: {field} has an empty value in {values!r}")
@@ -136,9 +140,9 @@ def launch(
 def run_sweep(
     base: ml_collections.ConfigDict, runs: list[SweepRun], sweep_dir: Path, train_fn, metric: str | None = None
 ) -> list[dict]:
-    """Trains the runs one after another with ``train_fn(config, workdir)``; a run that stops on a
-    signal stops the sweep, one that diverges is marked so and the sweep goes on. Returns the
-    results rows."""
+    """Trains the runs one after another with ``train_fn(config, workdir)``; a run stopped by a signal
+    stops the sweep (Interrupted), one that diverges is marked so in its status.json and the sweep goes
+    on. Returns the results rows."""
     for i, run in enumerate(runs, 1):
         workdir = sweep_dir / run.name
         if read_status(workdir).get("finished"):
@@ -147,17 +151,12 @@ def run_sweep(
         logging.info("Sweep run %d/%d: %s", i, len(runs), run.name)
         try:
             train_fn(configure(base, run), workdir)
-        except TrainingDiverged as e:  # A result of the sweep, not a reason to stop it.
+        except TrainingDiverged as e:  # A result of the sweep (its status.json says so), not a reason to stop it.
             logging.error("Sweep run %s diverged: %s", run.name, e)
-            status = {**read_status(workdir), "finished": True, "diverged": str(e)}
-            (workdir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
             continue
-        status = read_status(workdir)
-        if status.get("stopped_by"):
-            logging.warning(
-                "Sweep stopped by %s during %s; rerun the same command to go on.", status["stopped_by"], run.name
-            )
-            break
+        except Interrupted:  # A signal stops the sweep; the rerun skips what finished and resumes this run.
+            logging.warning("Sweep stopped during %s; rerun the same command to go on.", run.name)
+            raise
     return write_results(sweep_dir, metric)
 
 
@@ -173,9 +172,7 @@ def results(sweep_dir: str | Path) -> list[dict]:
     run_dirs = _run_dirs(sweep_dir)
     if not run_dirs:
         raise config_lib.ConfigError(f"no runs (folders with a config.json) in {sweep_dir}")
-    configs = {
-        d: config_lib.flatten(ml_collections.ConfigDict(json.loads((d / "config.json").read_text()))) for d in run_dirs
-    }
+    configs = {d: config_lib.flatten(config_lib.read_json(d / "config.json")) for d in run_dirs}
     fields = sorted({k for c in configs.values() for k in c} - {"train.max_seconds"})
     varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
     rows = []
@@ -187,7 +184,7 @@ def results(sweep_dir: str | Path) -> list[dict]:
         row = {"run": d.name, **{f: configs[d].get(f) for f in varying}}
         row["steps"] = status.get("step", training[-1]["step"] if training else 0)
         row["wall_s"] = round(status.get("wall_seconds", float("nan")), 1)
-        row["status"] = "diverged" if status.get("diverged") else "finished" if status.get("finished") else "unfinished"
+        row["status"] = status.get("ended") or ("finished" if status.get("finished") else "unfinished")
         for key in FINAL_METRICS:
             row[key] = round(training[-1][key], 4) if training else None
         for key in FINAL_EVAL_METRICS:

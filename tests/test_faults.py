@@ -1,0 +1,308 @@
+"""Bad inputs and faults end the right way: one ``error:`` line (exit 2), a signal's status, nothing lost.
+
+One test per row of the probe in issue 21; the corruption tests change real bytes of
+real checkpoints, the read-only tests use a real read-only mount (skipped, saying why,
+where this machine cannot mount).
+"""
+
+import gzip
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, trees_equal
+
+import dcgan_jax
+from dcgan_jax import checkpoints, control, data, evaluation, sweep
+from dcgan_jax.config import ConfigError
+
+LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A short synthetic run with checkpoints at steps 3 and 6."""
+    workdir = tmp_path_factory.mktemp("trained")
+    dcgan_jax.train(tiny_config(), workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory):
+    """Where a run of 8 steps ends: what every resume after damage must reach."""
+    return dcgan_jax.train(tiny_config(num_steps=8), tmp_path_factory.mktemp("unbroken"))
+
+
+def _launch(*args, timeout=300, **kwargs):
+    return subprocess.run([*LAUNCH, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, **kwargs)
+
+
+def _one_error_line(result, *parts):
+    """Exit 2, no traceback, and an ``error:`` line holding every one of ``parts``."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(p in errors[0] for p in parts), result.stderr[-3000:]
+
+
+def _copy_run(trained, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    return workdir, checkpoints.checkpoint_dir(workdir)
+
+
+def _overwrite_4k(checkpoint):
+    """4 KiB of the largest array file of ``checkpoint`` replaced by other bytes (each byte flipped)."""
+    files = [p for p in (checkpoint / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    target = max(files, key=lambda p: p.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    start = max(0, len(raw) // 2 - 2048)
+    raw[start : start + 4096] = bytes(b ^ 0xFF for b in raw[start : start + 4096])
+    target.write_bytes(bytes(raw))
+
+
+def _resume_and_match(workdir, unbroken):
+    """The run resumes from step 3 with checkpoint 6 set aside, and ends where an unbroken run ends."""
+    resumed = dcgan_jax.train(tiny_config(num_steps=8), workdir)
+    ckpt_dir = checkpoints.checkpoint_dir(workdir)
+    assert (ckpt_dir / "6.damaged").is_dir()
+    assert (
+        f"Using checkpoint {ckpt_dir / '3'}; damaged newer ones renamed to 6.damaged"
+        in (workdir / "train.log").read_text()
+    )
+    assert trees_equal(resumed, unbroken)
+
+
+def test_overwritten_bytes_are_caught_by_the_saved_hashes_in_load_and_train(trained, unbroken, tmp_path, caplog):
+    workdir, ckpt_dir = _copy_run(trained, tmp_path)
+    _overwrite_4k(ckpt_dir / "6")
+    with pytest.raises(checkpoints.CheckpointError, match=str(ckpt_dir / "6")):
+        dcgan_jax.load(workdir, step=6)
+    assert dcgan_jax.load(workdir).step == 3  # A reader skips it, naming it.
+    assert f"Damaged checkpoint {ckpt_dir / '6'}" in caplog.text
+    _resume_and_match(workdir, unbroken)
+
+
+def test_a_checkpoint_saves_a_hash_of_every_array():
+    state = {"g": {"w": np.arange(4, dtype=np.float32)}, "step": np.int32(3)}
+    hashes = checkpoints.array_hashes(state)
+    assert sorted(hashes) == ["g/w", "step"] and all(len(h) == 64 for h in hashes.values())
+    checkpoints.verify(state, hashes, "here")
+    changed = {"g": {"w": np.array([0, 1, 2, 4], np.float32)}, "step": np.int32(3)}
+    with pytest.raises(checkpoints.CheckpointError, match="here: g/w does not match the SHA-256"):
+        checkpoints.verify(changed, hashes, "here")
+    with pytest.raises(checkpoints.CheckpointError, match="g/w holds NaN or inf"):  # No hash: finiteness.
+        checkpoints.verify({"g": {"w": np.array([np.nan], np.float32)}}, {}, "old")
+
+
+@pytest.mark.parametrize("metadata", ["meta/metadata", "config/metadata", "state/_METADATA"])
+def test_a_deleted_metadata_file_makes_load_and_train_agree_on_the_previous_checkpoint(
+    trained, unbroken, tmp_path, metadata
+):
+    workdir, ckpt_dir = _copy_run(trained, tmp_path)
+    (ckpt_dir / "6" / metadata).unlink()
+    assert dcgan_jax.load(workdir).step == 3
+    _resume_and_match(workdir, unbroken)
+
+
+def test_a_truncated_array_file_costs_one_warning_line_on_resume_and_load(trained, tmp_path):
+    workdir, ckpt_dir = _copy_run(trained, tmp_path)
+    for path in (ckpt_dir / "6" / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    result = _launch(f"--workdir={workdir}", *tiny_flags(num_steps=8))
+    assert result.returncode == 0, result.stderr[-3000:]
+    before = result.stderr.split("Resumed from")[0]
+    noisy = [  # absl's console lines: I... INFO; the run asks for 8 steps where the checkpoint's config said 6.
+        line for line in before.splitlines() if not line.startswith("I") and "Resuming with a config" not in line
+    ]
+    assert len(noisy) == 2 and "Damaged checkpoint" in noisy[0] and "Using checkpoint" in noisy[1], noisy
+    assert "Traceback" not in result.stderr and "Why" not in result.stderr
+    assert "Why " in (workdir / "train.log").read_text()  # The full text, in the log file.
+    shutil.copytree(ckpt_dir / "6.damaged", ckpt_dir / "9")  # Damaged again, as the newest.
+    code = "import dcgan_jax, sys; print(dcgan_jax.load(sys.argv[1]).step)"
+    loaded = subprocess.run([sys.executable, "-c", code, str(workdir)], capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.split() == ["8"] and len(loaded.stderr.strip().splitlines()) <= 2, loaded.stderr
+
+
+def test_every_checkpoint_damaged_is_one_error_line(trained, tmp_path):
+    workdir, ckpt_dir = _copy_run(trained, tmp_path)
+    for step in (3, 6):
+        _overwrite_4k(ckpt_dir / str(step))
+    result = _launch(f"--workdir={workdir}", *tiny_flags(num_steps=8))
+    _one_error_line(result, f"no restorable checkpoint in {ckpt_dir}", "steps [3, 6] are all damaged")
+    assert len(result.stderr.splitlines()) < 15, result.stderr
+
+
+def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    _one_error_line(_launch(f"--workdir={tmp_path / 'run'}", *tiny_flags()), f"--workdir={tmp_path / 'run'}", "file")
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """A small tmpfs of its own, remountable read-only (needs the right to mount, as root has here)."""
+    with tmpfs(tmp_path / "mount", "64m") as point:
+        yield point, lambda: subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+
+
+def test_a_read_only_workdir_is_one_error_line(mount):
+    point, read_only = mount
+    read_only()
+    result = _launch(f"--workdir={point / 'run'}", *tiny_flags())
+    _one_error_line(result, f"--workdir={point / 'run'}", "Read-only file system")
+
+
+def test_analysis_of_a_read_only_run_checks_before_the_work_and_takes_an_output_dir(trained, mount, tmp_path):
+    point, read_only = mount
+    shutil.copytree(trained, point / "run")
+    read_only()
+    command = [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={point / 'run'}", "--metrics=g_loss"]
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    _one_error_line(refused, f"--output_dir={point / 'run' / 'analysis'}", "cannot create it")
+    result = subprocess.run(
+        [*command, f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "training_grid_step6.png").exists()
+
+
+def test_an_invalid_config_json_names_the_file(trained, tmp_path):
+    workdir, _ = _copy_run(trained, tmp_path)
+    (workdir / "config.json").write_text('{"model": ')
+    with pytest.raises(ConfigError, match=f"{workdir / 'config.json'}: cannot read the run's config"):
+        dcgan_jax.load(workdir, experiment="fashion_dcgan")
+    command = [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={workdir}", "--experiment=fashion_dcgan"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    _one_error_line(result, str(workdir / "config.json"))
+
+
+def test_a_batch_that_does_not_fit_in_memory_names_the_batch_and_a_smaller_one(tmp_path):
+    """A real out-of-memory: the run's address space is capped at 4 GiB (a JAX process here takes about
+    2 GiB), and the tiny model's step at batch 65536 needs 3.4 GiB more (XLA's memory analysis: 53 KiB
+    an image)."""
+    flags = [f for f in tiny_flags(num_steps=1, batch_size=65536) if "num_synthetic" not in f]
+    limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+    code = limit + "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    args = [sys.executable, "-c", code, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={tmp_path}"]
+    result = subprocess.run(
+        [*args, *flags, "--config.dataset.num_synthetic=65536"], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    _one_error_line(result, "--config.train.batch_size=65536", "does not fit", "try --config.train.batch_size=32768")
+
+
+def test_an_empty_sweep_is_an_error_even_as_a_dry_run(tmp_path):
+    result = _launch(f"--workdir={tmp_path / 'sweep'}", "--sweep=", "--sweep_dry_run", *tiny_flags())
+    _one_error_line(result, "--sweep is empty")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_field_given_twice_in_a_sweep_is_an_error():
+    with pytest.raises(ConfigError, match="seed is given twice"):
+        sweep.expand("seed=0,1 seed=2", tiny_config())
+
+
+def test_a_conditional_model_on_an_image_folder_without_classes_names_both_fixes(tmp_path):
+    from PIL import Image
+
+    for i in range(20):
+        Image.fromarray(np.full((28, 28), 10 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    config = tiny_config()
+    config.dataset.update(name="image_folder", data_dir=str(tmp_path), image_size=28)
+    config.model.num_classes = 10
+    with pytest.raises(ConfigError) as error:
+        dcgan_jax.train(config, tmp_path / "run")
+    assert "has no class sub-folders" in str(error.value)
+    assert "--config.model.num_classes=0" in str(error.value) and "sub-folder of its own" in str(error.value)
+
+
+def test_a_corrupt_label_byte_is_reported_as_a_corrupt_file(tmp_path):
+    images = np.zeros((20, 28, 28), np.uint8)
+    labels = np.arange(20, dtype=np.uint8) % 10
+    labels[7] = 200
+    for name, array in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
+        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        with gzip.open(tmp_path / name, "wb") as f:
+            f.write(header + array.tobytes())
+    with pytest.raises(data.DataError) as error:
+        data.load_idx_folder(tmp_path, "train")
+    message = str(error.value)
+    assert str(tmp_path / "train-labels-idx1-ubyte.gz") in message and "200 at index 7" in message
+    assert "corrupt" in message and "num_classes" not in message
+
+
+def test_evaluate_validates_its_split_and_labels():
+    images = np.zeros((1000, 28, 28, 1), np.float32)
+    with pytest.raises(evaluation.EvaluationError, match="split='validation'.* train, test"):
+        evaluation.evaluate(images, split="validation")
+    with pytest.raises(evaluation.EvaluationError, match="dataset='cifar10'"):
+        evaluation.evaluate(images, dataset="cifar10")
+    shared_dataset_dir("fashion_mnist")
+    with pytest.raises(evaluation.EvaluationError, match=r"class indices in \[0, 10\) expected, got \[12\]"):
+        evaluation.evaluate(images, labels=np.full(1000, 12))
+
+
+def _start(workdir, **overrides):
+    args = [*LAUNCH, f"--workdir={workdir}", *tiny_flags(**overrides)]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def test_sigterm_while_the_step_compiles_exits_143_with_a_checkpoint(tmp_path):
+    process = _start(tmp_path, num_steps=100_000, checkpoint_every=1000)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "Training from step 0" in line:  # The first dispatch compiles next.
+            break
+    process.send_signal(signal.SIGTERM)
+    log = "".join(lines) + process.communicate(timeout=180)[1]
+    assert process.returncode == 143, log[-3000:]
+    step = checkpoints.Checkpointer(tmp_path, create=False).all_steps()
+    assert step == [control.read_status(tmp_path)["step"]] and control.read_status(tmp_path)["ended"] == "signal"
+
+
+def test_sigterm_during_initialisation_logs_one_line_releases_the_lock_and_exits_143(tmp_path):
+    process = _start(tmp_path)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / control.LOCK_NAME).exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    process.send_signal(signal.SIGTERM)  # Set-up has begun: the lock is held, the data not yet loaded.
+    log = process.communicate(timeout=120)[1]
+    assert process.returncode == 143, log[-3000:]
+    warnings = [line for line in log.splitlines() if line.startswith(("W", "E"))]
+    assert len(warnings) == 1 and "SIGTERM received before training started; nothing was trained" in warnings[0]
+    assert not (tmp_path / control.LOCK_NAME).exists() and "Traceback" not in log
+    assert not checkpoints.checkpoint_dir(tmp_path).exists() or not list(checkpoints.checkpoint_dir(tmp_path).iterdir())
+
+
+def test_status_records_a_time_limit_and_a_divergence_and_the_sweep_table_shows_them(tmp_path, monkeypatch):
+    from test_training import _adam_that_diverges_above
+
+    from dcgan_jax import state as state_lib
+
+    dcgan_jax.train(tiny_config(num_steps=100_000, max_seconds=1e-3), tmp_path / "limited")
+    monkeypatch.setattr(state_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
+    with pytest.raises(control.TrainingDiverged):
+        dcgan_jax.train(tiny_config(num_steps=8, log_every=1), tmp_path / "diverged")
+    assert control.read_status(tmp_path / "limited")["ended"] == "time_limit"
+    diverged = control.read_status(tmp_path / "diverged")
+    assert diverged["ended"] == "diverged" and "non-finite" in diverged["detail"] and diverged["finished"]
+    rows = {row["run"]: row["status"] for row in sweep.results(tmp_path)}
+    assert rows == {"diverged": "diverged", "limited": "time_limit"}
+
+
+def test_an_experiment_outside_the_experiments_folder_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "x.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    relative = os.path.relpath(tmp_path / "x", REPO / "experiments")
+    result = subprocess.run(
+        [sys.executable, "launch.py", f"--experiment={relative}"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    _one_error_line(result, f"--experiment={relative}", "not a path")
+    assert not marker.exists()
