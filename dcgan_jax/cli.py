@@ -56,7 +56,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         except control.Interrupted as e:  # The loop has logged how it stopped.
             sys.exit(e.exit_status)
         except RunError as e:
-            logging.error("%s", e)
+            logging.error("%s", e, extra=writers.FILE_ONLY)  # For train.log; the console gets the error line.
             fail(str(e))
 
     app.run(guarded)

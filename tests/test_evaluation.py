@@ -1,12 +1,13 @@
 """The evaluation with the shipped classifier, on real Fashion-MNIST from $DCGAN_JAX_DATA_DIR."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, shared_dataset_dir, tiny_config
+from conftest import REPO, shared_dataset_dir, tiny_config, tmpfs
 
 import dcgan_jax
 from dcgan_jax import checkpoints, classifier, data, evaluation, images
@@ -208,6 +209,26 @@ def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_ru
     assert other.returncode == 0, other.stderr[-3000:]
     seeded = json.loads((evaluated_run / "eval" / "step_0000004_seed1.json").read_text())
     assert seeded["latents"] == "key(1)" and seeded["fid"] != logged and "| 4 | key(1) |" in other.stdout
+
+
+def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_output_dir(evaluated_run, tmp_path):
+    with tmpfs(tmp_path / "mount", "64m") as point:
+        shutil.copytree(evaluated_run, point / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+        command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={point / 'run'}", "--step=4"]
+        refused = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert errors == [
+            f"error: --output_dir={point / 'run' / 'eval'}: cannot create it (Read-only file system); "
+            "choose another --output_dir"
+        ]
+        assert "scored" not in refused.stdout and not (point / "run" / "eval").exists()
+        result = subprocess.run(
+            [*command, f"--output_dir={tmp_path / 'scores'}"], capture_output=True, text=True, cwd=REPO, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / "scores" / "step_0000004.json").exists() and (tmp_path / "scores" / "results.json").exists()
 
 
 def test_truncated_evaluation_is_stored_beside_the_plain_one(evaluated_run):
