@@ -113,7 +113,7 @@ def to_old_layout(state: GanState) -> dict:
 
 
 def from_old_layout(old: dict, like: GanState) -> GanState:
-    """The GanState of an old checkpoint's flat arrays, its optimizers those of ``like``."""
+    """The GanState of an old checkpoint's flat arrays, in the structure of ``like``."""
     g = like.g.replace(params=old["g_params"], batch_stats=old["g_batch_stats"], opt_state=old["g_opt_state"])
     d = like.d.replace(params=old["d_params"], batch_stats=old["d_batch_stats"], opt_state=old["d_opt_state"])
     return like.replace(step=old["step"], rng=old["rng"], g=g, d=d, g_ema=old["g_ema_params"])
@@ -146,8 +146,11 @@ HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with 
 def array_hashes(tree) -> dict[str, str]:
     """{path: SHA-256 of the array's bytes} for every array of a (host) tree: what a checkpoint's
     arrays must hash to when they are read back."""
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    return {_path_name(path): hashlib.sha256(np.ascontiguousarray(leaf).tobytes()).hexdigest() for path, leaf in leaves}
+    return {_path_name(path): _sha256(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _sha256(array) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def verify(restored, hashes: dict[str, str], where: Path) -> None:
@@ -155,7 +158,7 @@ def verify(restored, hashes: dict[str, str], where: Path) -> None:
     before hashes existed: unless every float array is finite, as a saved state always is)."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(restored):
         name, values = _path_name(path), np.asarray(leaf)
-        if name in hashes and hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest() != hashes[name]:
+        if name in hashes and _sha256(values) != hashes[name]:
             raise CheckpointError(f"{where}: {name} does not match the SHA-256 saved with it (its files were changed)")
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
             raise CheckpointError(f"{where}: {name} holds NaN or inf, which no saved state does")

@@ -223,8 +223,12 @@ def _divergence(state: GanState, step: int, stacked: dict | None) -> control.Div
     problems += [f"{name} parameters" for name, b in zip(("generator", "discriminator"), bad, strict=True) if b]
     if not problems:
         return None
-    rates = (float(parallel.to_host(state.g.learning_rate)), float(parallel.to_host(state.d.learning_rate)))
-    return control.Divergence(first_bad, problems, rates)
+    return control.Divergence(first_bad, problems, _learning_rates(state))
+
+
+def _learning_rates(state: GanState) -> tuple[float, float]:
+    """G's and D's learning rates as the state holds them."""
+    return float(parallel.to_host(state.g.learning_rate)), float(parallel.to_host(state.d.learning_rate))
 
 
 def _recover(run: assembly.Run, ckpt: checkpoints.Checkpointer, divergence, restores_done: int) -> GanState:
@@ -238,8 +242,7 @@ def _recover(run: assembly.Run, ckpt: checkpoints.Checkpointer, divergence, rest
     )
     control.check_restore_allowed(run.config.train, divergence, restores_done, kept)
     state = _restore_or_init(run, ckpt)
-    stored = (float(parallel.to_host(state.g.learning_rate)), float(parallel.to_host(state.d.learning_rate)))
-    g_rate, d_rate = control.lowered_rates(run.config.train, divergence, stored)
+    g_rate, d_rate = control.lowered_rates(run.config.train, divergence, _learning_rates(state))
     state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
     state = jax.device_put(state, parallel.replicated(run.mesh))
     step = int(parallel.to_host(state.step))

@@ -52,11 +52,12 @@ def discriminate(nets: models.Nets, d_params, batch_stats, images, labels, key: 
     return logits, updates.get("batch_stats", {})
 
 
-def penalties(critic: Callable, real, fake, step, key: jax.Array, loss_config) -> tuple[jax.Array, Metrics]:
-    """WGAN-GP's gradient penalty and R1, weighted, as ``loss`` configures them (0 when off)."""
+def penalties(critic: Callable, real, fake, step, penalty_key: jax.Array, loss_config) -> tuple[jax.Array, Metrics]:
+    """WGAN-GP's gradient penalty (interpolation weights from ``penalty_key``) and R1, weighted, as
+    ``loss`` configures them (0 when off)."""
     total, metrics = jnp.zeros((), jnp.float32), {}
     if loss_config.name == "wgan_gp":
-        penalty = losses.gradient_penalty(critic, real, fake, jax.random.fold_in(key, sampling.PENALTY))
+        penalty = losses.gradient_penalty(critic, real, fake, penalty_key)
         total, metrics["gradient_penalty"] = total + loss_config.gp_weight * penalty, penalty
     if loss_config.r1_gamma:
         # Lazy regularisation: every r1_every-th step, scaled up by r1_every.
@@ -81,7 +82,7 @@ def d_loss(d_params, state: GanState, real, real_labels, fake, fake_labels, key,
     # and a fake of another class are scored under the real label.
     penalty_key = jax.random.fold_in(key, sampling.PENALTY)
     critic = lambda x: discriminate(nets, d_params, stats, x, real_labels, penalty_key)[0]  # noqa: E731
-    penalty, metrics = penalties(critic, real, fake, state.step, key, config.loss)
+    penalty, metrics = penalties(critic, real, fake, state.step, penalty_key, config.loss)
     loss = losses.discriminator_loss(real_logits, fake_logits, config.loss.name) + penalty
     return loss, (stats, {**losses.discriminator_metrics(real_logits, fake_logits), **metrics})
 
