@@ -12,7 +12,8 @@ from ml_collections import config_flags
 from dcgan_jax import classifier, cli, loop, parallel, sweep
 from dcgan_jax import config as config_lib
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+LAUNCHER = Path(__file__).resolve()
+EXPERIMENTS_DIR = LAUNCHER.parent / "experiments"
 
 flags.DEFINE_string("experiment", None, "Name of a file in experiments/ (without .py).")
 flags.DEFINE_string("workdir", None, "Where the run writes everything; default runs/<experiment>.")
@@ -23,6 +24,9 @@ flags.DEFINE_integer("distributed_timeout_s", 300, "Give up joining a multi-proc
 flags.DEFINE_string("sweep", None, "A grid of runs, 'FIELD=V1,V2 FIELD=V3', each in --workdir/<overrides>.")
 flags.DEFINE_bool("sweep_dry_run", False, "Only print the sweep's commands, one a line.")
 flags.DEFINE_string("sweep_metric", None, "Metric the sweep plots over steps (default eval/fid, else g_loss).")
+flags.DEFINE_string("sweep_slurm", None, "Write the sweep as a SLURM job-array script at this path (no run here).")
+flags.DEFINE_integer("sweep_max_parallel", 4, "Array tasks at once in the --sweep_slurm script (--array=0-N%P).")
+flags.DEFINE_bool("sweep_submit", False, "With --sweep_slurm: also submit the script with sbatch.")
 FLAGS = flags.FLAGS
 
 
@@ -37,8 +41,9 @@ def main(argv: list[str]) -> None:
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
     )
     if FLAGS.sweep is not None:  # Also --sweep='', an error there rather than a plain run.
-        grid = (FLAGS.sweep, FLAGS.sweep_dry_run, FLAGS.sweep_metric)
-        sweep.launch(FLAGS.experiment, config, Path(workdir), *grid, loop.train_and_evaluate)
+        sweep_flags = ("dry_run", "slurm", "max_parallel", "submit", "metric")
+        plan = sweep.Plan(*(FLAGS[f"sweep_{name}"].value for name in sweep_flags))
+        sweep.launch(FLAGS.experiment, config, Path(workdir), FLAGS.sweep, loop.train_and_evaluate, LAUNCHER, plan)
     else:
         loop.train_and_evaluate(config, workdir)
 

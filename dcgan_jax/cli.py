@@ -19,7 +19,14 @@ import ml_collections
 from absl import app, logging
 
 from dcgan_jax import control, writers
-from dcgan_jax.config import ConfigError, RunError, available_experiments, check_override_names, load_experiment
+from dcgan_jax.config import (
+    ConfigError,
+    RunError,
+    available_experiments,
+    check_override_names,
+    default_config,
+    load_experiment,
+)
 
 
 def fail(message: str) -> NoReturn:
@@ -33,8 +40,12 @@ def experiment_config(argv: list[str], experiments_dir: Path) -> tuple[str, ml_c
     name = next((a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")), None)
     if name is None and "--experiment" in argv[:-1]:
         name = argv[argv.index("--experiment") + 1]
+    listed = f"Available experiments: {', '.join(available_experiments(experiments_dir))}"
+    if name is None and {"--help", "--helpshort", "--helpfull", "-?"} & set(argv):
+        print(f"{listed}\nRun one with --experiment=NAME; its config fields are flags --config.FIELD=VALUE.\n")
+        return "", default_config()  # absl then prints the flags and exits.
     if name is None:
-        fail(f"--experiment is required. Available experiments: {', '.join(available_experiments(experiments_dir))}")
+        fail(f"--experiment is required. {listed}")
     try:
         config = load_experiment(name, experiments_dir)
         check_override_names(argv, config)

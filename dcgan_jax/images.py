@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from pathlib import Path
@@ -9,7 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dcgan_jax.config import RunError
 from dcgan_jax.data import to_uint8
+
+
+class MetricError(RunError, ValueError):
+    """A metric no run logged (a typo, or an evaluation that never ran); the message lists those logged."""
 
 
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
@@ -91,13 +97,63 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     return _save(fig, out_path)
 
 
+def check_metric(rows_per_run: list[list[dict]], metric: str) -> None:
+    """A MetricError unless some run logged ``metric``, with the closest names it did log."""
+    logged = sorted({key for rows in rows_per_run for row in rows for key in row} - {"step"})
+    if metric not in logged:
+        close = difflib.get_close_matches(metric, logged, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise MetricError(f"metric {metric!r} is in no run's metrics.jsonl.{hint} Logged: {', '.join(logged)}")
+
+
 def plot_metric(run_dirs: list[Path], metric: str, out_path: Path) -> Path:
     """``metric`` over steps from each run's ``metrics.jsonl``, one line per run."""
+    rows_per_run = [read_metrics(Path(run_dir) / "metrics.jsonl") for run_dir in run_dirs]
+    check_metric(rows_per_run, metric)
     fig, axis = _pyplot().subplots(figsize=(8, 4.5))
-    for run_dir in run_dirs:
-        _plot_series(axis, read_metrics(Path(run_dir) / "metrics.jsonl"), metric, label=Path(run_dir).name)
+    for run_dir, rows in zip(run_dirs, rows_per_run, strict=True):
+        _plot_series(axis, rows, metric, label=Path(run_dir).name)
     axis.set_xlabel("step")
     axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    return _save(fig, out_path)
+
+
+def _band_points(series: list[dict[int, float]]) -> tuple[list[float], np.ndarray]:
+    """(steps, values of shape (runs, steps)): the steps every run logged and, when the runs ended at
+    different steps (a time limit), their last values at the mean last step, so that an evaluation
+    made only at the end still gives a point."""
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    values = [[s[step] for step in steps] for s in series]
+    last_steps = [max(s) for s in series]
+    if len(set(last_steps)) > 1:
+        steps.append(float(np.mean(last_steps)))
+        for run_values, s, last in zip(values, series, last_steps, strict=True):
+            run_values.append(s[last])
+    return steps, np.array(values, dtype=np.float64).reshape(len(series), len(steps))
+
+
+def plot_metric_bands(groups: dict[str, list[Path]], metric: str, out_path: Path) -> Path:
+    """``metric`` over steps, one mean curve per group of runs (a setting's seeds) with a band of
+    +- one standard deviation, over the steps every run of the group logged."""
+    rows_per_group = {label: [read_metrics(Path(d) / "metrics.jsonl") for d in dirs] for label, dirs in groups.items()}
+    check_metric([rows for group in rows_per_group.values() for rows in group], metric)
+    fig, axis = _pyplot().subplots(figsize=(8, 4.5))
+    for label, runs in rows_per_group.items():
+        series = [{r["step"]: r[metric] for r in rows if metric in r} for rows in runs]
+        if not all(series):
+            continue
+        steps, values = _band_points(series)
+        mean = values.mean(axis=0)
+        sd = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+        few = len(steps) < 20  # Evaluations: markers and error bars, which a band of one point lacks.
+        (line,) = axis.plot(steps, mean, marker="o" if few else None, label=f"{label} (n={len(values)})")
+        axis.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+        if few:
+            axis.errorbar(steps, mean, yerr=sd, fmt="none", ecolor=line.get_color(), capsize=3)
+    axis.set_xlabel("step")
+    axis.set_ylabel(f"{metric}, mean +- sd over seeds")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     return _save(fig, out_path)

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import assembly, checkpoints, control, evaluation, images, parallel, sampling, writers
+from dcgan_jax import assembly, checkpoints, control, data, evaluation, images, metrics, parallel, sampling, writers
 from dcgan_jax import config as config_lib
 from dcgan_jax.state import GanState, nonfinite_networks
 
@@ -107,7 +107,7 @@ def _train(run: assembly.Run, out: _Outputs, state: GanState, started: float, st
                 interval = out.start_interval(step)
                 continue
         if at_log:
-            out.log_interval(step, stacked, interval.rate, started)
+            out.log_interval(state, step, stacked, interval.rate, started)
         if at_eval:
             interval.exclude(out.evaluate(state, step))  # Not counted in steps/s.
         if at_samples:
@@ -299,6 +299,8 @@ class _Outputs:
         self.sample = sampling.make_sampler(run.nets.generator)
         self.place = lambda x: jax.device_put(x, parallel.replicated(run.mesh))
         self.grid_columns, self.grid_z, self.grid_labels = sampling.grid_draw(config)
+        reals = run.images[np.linspace(0, len(run.images) - 1, len(self.grid_z)).astype(int)]
+        self.real_spread = metrics.mean_pairwise_distance(data.to_model_range(reals))
         self.evaluator, self.best, self.best_fid = None, None, float("inf")
         if config.eval.every:
             self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
@@ -315,20 +317,36 @@ class _Outputs:
         logging.info("Training from step %d to %d.", step, self.run.config.train.num_steps)
         return _Interval()
 
-    def log_interval(self, step: int, stacked: dict, rate: float, started: float) -> None:
+    def log_interval(self, state: GanState, step: int, stacked: dict, rate: float, started: float) -> None:
         cfg = self.run.config.train
         means = {name: float(np.mean(values)) for name, values in stacked.items()}
-        means.update(steps_per_sec=rate, images_per_sec=rate * cfg.batch_size)
+        means.update(steps_per_sec=rate, images_per_sec=rate * cfg.batch_size, diversity=self.diversity(state))
         seconds_left = cfg.max_seconds - (time.monotonic() - started) if cfg.max_seconds > 0 else None
         logging.info(writers.format_log_line(step, cfg.num_steps, means, seconds_left))
+        if step >= cfg.collapse_warmup and means["diversity"] < cfg.collapse_threshold:
+            logging.warning(
+                "Step %d: the sample grid's diversity is %.3f of the real images' (train.collapse_threshold=%g): "
+                "G may have collapsed to a few images; look at the newest samples/step_*.png.",
+                step,
+                means["diversity"],
+                cfg.collapse_threshold,
+            )
         self.writer.write_scalars(step, means)
+
+    def grid_samples(self, state: GanState) -> np.ndarray:
+        """The images of the run's fixed grid latents (EMA generator when kept)."""
+        return sampling.sample_in_chunks(
+            self.sample, state.generator_variables(), self.grid_z, self.grid_labels, self.place
+        )
+
+    def diversity(self, state: GanState) -> float:
+        """The grid's :func:`~dcgan_jax.metrics.sample_diversity`: the run's cheap mode-collapse signal."""
+        return metrics.sample_diversity(self.grid_samples(state), self.real_spread)
 
     def save_grid(self, state: GanState, step: int) -> None:
         """The grid of the run's fixed latents, with the EMA generator when kept (one row per class when
         conditional); ``dcgan_jax.load(...).training_grid()`` makes the same picture."""
-        grid = sampling.sample_in_chunks(
-            self.sample, state.generator_variables(), self.grid_z, self.grid_labels, self.place
-        )
+        grid = self.grid_samples(state)
         if self.is_main:
             path = images.save_grid(grid, self.workdir / "samples" / f"step_{step:07d}.png", self.grid_columns)
             self.writer.write_image(step, "samples", images.make_grid(grid, columns=self.grid_columns))

@@ -78,7 +78,8 @@ def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax
 
 
 def discriminator_metrics(real_logits: jax.Array, fake_logits: jax.Array) -> dict[str, jax.Array]:
-    """Accuracy on each side (near 50% at equilibrium, near 100% when D wins) and mean D outputs
+    """Accuracy on each side (near 50% at equilibrium, near 100% when D wins), the real-minus-fake
+    gap of the mean logits, and mean D outputs
     (sigmoid of the logit; for the hinge, least-squares and Wasserstein losses read d_real and
     d_fake as a squashed score, the accuracies as the sign test they are)."""
     real_logits, fake_logits = real_logits.astype(jnp.float32), fake_logits.astype(jnp.float32)
@@ -87,4 +88,6 @@ def discriminator_metrics(real_logits: jax.Array, fake_logits: jax.Array) -> dic
         "d_fake_acc": jnp.mean(fake_logits < 0),
         "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
         "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+        # How far apart D holds the two sides: it grows without bound when D overpowers G.
+        "d_logit_gap": jnp.mean(real_logits) - jnp.mean(fake_logits),
     }

@@ -93,13 +93,19 @@ def optimizer(config) -> optax.GradientTransformation:
     return state_lib.make_optimizer(config.optimizer, config.optimizer.learning_rate)
 
 
+def grad_norm(grads) -> jax.Array:
+    """The global L2 norm of a gradient pytree: the health monitors' ``g_grad_norm``/``d_grad_norm``."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
+
+
 def d_update(state: GanState, real, real_labels, fake, fake_labels, key: jax.Array, nets, config):
     """One discriminator update on ``real`` and ``fake`` (no gradient flows into G)."""
     grad_fn = jax.value_and_grad(d_loss, has_aux=True)
     (loss, (stats, metrics)), grads = grad_fn(
         state.d.params, state, real, real_labels, jax.lax.stop_gradient(fake), fake_labels, key, nets, config
     )
-    return state.replace(d=state.d.apply_gradients(optimizer(config), grads, stats)), {"d_loss": loss, **metrics}
+    new_state = state.replace(d=state.d.apply_gradients(optimizer(config), grads, stats))
+    return new_state, {"d_loss": loss, "d_grad_norm": grad_norm(grads), **metrics}
 
 
 def g_loss(state: GanState, fake, labels, key: jax.Array, nets, config) -> jax.Array:
@@ -131,7 +137,7 @@ def g_update(state: GanState, key: jax.Array, batch_size: int, nets, config):
         return g_loss(state, fake, labels, key, nets, config), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g.params)
-    return apply_g_grads(state, grads, stats, config), {"g_loss": loss}
+    return apply_g_grads(state, grads, stats, config), {"g_loss": loss, "g_grad_norm": grad_norm(grads)}
 
 
 def g_update_through(state: GanState, fake, labels, pullback, batch_stats, key: jax.Array, nets, config):
@@ -139,7 +145,7 @@ def g_update_through(state: GanState, fake, labels, pullback, batch_stats, key: 
     through the updated D: one generator forward pass per step instead of two."""
     loss, fake_grads = jax.value_and_grad(lambda fake: g_loss(state, fake, labels, key, nets, config))(fake)
     (grads,) = pullback(fake_grads)
-    return apply_g_grads(state, grads, batch_stats, config), {"g_loss": loss}
+    return apply_g_grads(state, grads, batch_stats, config), {"g_loss": loss, "g_grad_norm": grad_norm(grads)}
 
 
 def generate_with_pullback(state: GanState, key: jax.Array, batch_size: int, nets, config):

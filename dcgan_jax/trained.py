@@ -63,16 +63,39 @@ class TrainedGenerator:
             return None
         if labels is None:
             return sampling.eval_labels(num, self.num_classes)
-        labels = np.broadcast_to(np.asarray(labels, np.int64), (num,))
+        labels = np.asarray(labels)
+        if labels.ndim > 1 or (labels.ndim == 1 and len(labels) != num):
+            raise ValueError(f"labels: an int or one per latent vector, shape ({num},), got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels: class indices (integers) expected, got dtype {labels.dtype}")
+        labels = np.broadcast_to(labels.astype(np.int64), (num,))
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}), got {sorted(set(labels.tolist()))}")
         return jnp.asarray(labels, jnp.int32)
 
     def generate(self, z: jax.Array, labels=None) -> np.ndarray:
-        """Images for given latent vectors (N, latent_dim) and, for a conditional model, labels; many
-        latents go through the generator 1,000 at a time, as in training."""
-        z = jnp.asarray(z, jnp.float32)
+        """Images (N, H, W, C) for latent vectors ``z`` (N, latent_dim), or one vector (latent_dim,) as
+        N = 1, and for a conditional model ``labels`` (an int or one per vector); many latents go
+        through the generator 1,000 at a time, as in training."""
+        z = self._check_latents(z)
         return sampling.sample_in_chunks(self._sample, self.variables, z, self._labels(len(z), labels))
+
+    def _check_latents(self, z) -> jax.Array:
+        """``z`` as a float32 (N, latent_dim) batch, or a ValueError naming what is wrong with it."""
+        given = np.shape(z)
+        z = np.asarray(z, np.float32)
+        z = z[None] if z.ndim == 1 else z
+        latent_dim = self.config.model.latent_dim
+        if z.ndim != 2 or z.shape[1] != latent_dim or not len(z):
+            raise ValueError(
+                f"z: latent vectors of shape (N, {latent_dim}) (model.latent_dim={latent_dim}) "
+                f"or one of shape ({latent_dim},), got shape {given}"
+            )
+        if not np.isfinite(z).all():
+            raise ValueError(
+                f"z: {int(np.sum(~np.isfinite(z).all(axis=1)))} of {len(z)} latent vectors hold NaN or inf"
+            )
+        return jnp.asarray(z)
 
     def sample(self, num: int, seed: int = 0, labels=None, truncation: float = 1.0) -> np.ndarray:
         """``num`` images (num, H, W, C), float32 in [-1, 1], from latents drawn with ``seed``;
@@ -105,7 +128,12 @@ class TrainedGenerator:
     def interpolate(self, z_start: np.ndarray, z_end: np.ndarray, num: int, label=None) -> np.ndarray:
         """``num`` images along the great circle from ``z_start`` to ``z_end`` (both ends included),
         all of class ``label`` (default 0) for a conditional model."""
-        z = slerp(np.asarray(z_start), np.asarray(z_end), np.linspace(0.0, 1.0, num))
+        if num < 2:
+            raise ValueError(f"num: points along the path including both ends, at least 2, got {num}")
+        ends = [np.asarray(self._check_latents(e)) for e in (z_start, z_end)]
+        if any(len(e) != 1 for e in ends):
+            raise ValueError(f"z_start, z_end: one latent vector each, got {len(ends[0])} and {len(ends[1])}")
+        z = slerp(ends[0][0], ends[1][0], np.linspace(0.0, 1.0, num))
         if self.num_classes and label is None:
             label = 0  # One class along the whole strip.
         return self.generate(z, label)

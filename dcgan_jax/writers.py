@@ -57,6 +57,7 @@ def format_log_line(step: int, num_steps: int, scalars: dict[str, float], second
         parts.append(f"{key} {scalars[key]:.4f}")
     parts.append(f"D acc real {scalars['d_real_acc']:.1%} fake {scalars['d_fake_acc']:.1%}")
     parts.append(f"D(x) {scalars['d_real']:.3f} D(G(z)) {scalars['d_fake']:.3f}")
+    parts += _health(scalars)
     if "steps_per_sec" in scalars:
         eta = (num_steps - step) / max(scalars["steps_per_sec"], 1e-9)
         parts.append(f"{scalars['steps_per_sec']:.2f} steps/s {scalars['images_per_sec']:.0f} img/s")
@@ -65,6 +66,18 @@ def format_log_line(step: int, num_steps: int, scalars: dict[str, float], second
         else:
             parts.append(f"ETA {_duration(eta)}")
     return " | ".join(parts)
+
+
+def _health(scalars: dict[str, float]) -> list[str]:
+    """The health monitors' part of the log line: gradient norms, D's logit gap, sample diversity."""
+    parts = []
+    if "g_grad_norm" in scalars:
+        parts.append(f"|grad| G {scalars['g_grad_norm']:.3g} D {scalars['d_grad_norm']:.3g}")
+    if "d_logit_gap" in scalars:
+        parts.append(f"logit gap {scalars['d_logit_gap']:.2f}")
+    if "diversity" in scalars:
+        parts.append(f"diversity {scalars['diversity']:.2f}")
+    return parts
 
 
 def _duration(seconds: float) -> str:

@@ -1,6 +1,7 @@
 import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from dcgan_jax.config import default_config, flatten  # noqa: E402
 from dcgan_jax.data import DATA_DIR_ENV  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def python(*args: str, timeout: int = 300, **kwargs) -> subprocess.CompletedProcess:
+    """``python ARGS...`` with this interpreter, from the repository's root (``cwd=`` to change it),
+    its output captured as text."""
+    kwargs.setdefault("cwd", REPO)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def trees_equal(a, b) -> bool:

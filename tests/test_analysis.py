@@ -2,14 +2,15 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, python, tiny_config
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax import analysis, checkpoints, data, trained
+from dcgan_jax import analysis, checkpoints, data, images, trained
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,23 @@ def test_interpolation_runs_between_the_two_latents(run_dir):
     path = analysis.interpolation_strips(run, num_strips=3, num_points=6, seed=1)
     assert path.parent == run_dir / "analysis"
     assert _size(path) == (2 * (6 * 30 + 2), 2 * (3 * 30 + 2))  # 6 columns, 3 rows of 28px tiles.
+
+
+def test_interpolation_arguments_are_checked_and_endpoint_strips_keep_their_own_file(run_dir):
+    run = dcgan_jax.load(run_dir)
+    z = np.asarray(run.latents(4, seed=5))
+    for num in (0, 1):
+        with pytest.raises(ValueError, match=f"num: points along the path including both ends, at least 2, got {num}"):
+            run.interpolate(z[0], z[1], num)
+    with pytest.raises(ValueError, match="z_start, z_end: one latent vector each, got 2 and 1"):
+        run.interpolate(z[:2], z[2], 4)
+    random_strips = analysis.interpolation_strips(run, num_strips=2, num_points=4, seed=0)
+    before = random_strips.read_bytes()
+    chosen = analysis.interpolation_strips(run, num_strips=2, num_points=4, endpoints=(z[:2], z[2:]))
+    assert chosen.name == "interpolation_step6_endpoints.png" != random_strips.name
+    assert random_strips.read_bytes() == before  # Not overwritten.
+    with pytest.raises(ValueError, match=r"starts and ends of the same shape expected, got \(2, 16\) and \(1, 16\)"):
+        analysis.interpolation_strips(run, endpoints=(z[:2], z[3]))
 
 
 def test_sample_grid_of_any_checkpoint_and_seed(run_dir, tmp_path):
@@ -85,9 +103,12 @@ def test_progress_grid_has_a_row_per_checkpoint(run_dir, tmp_path):
     assert not np.array_equal(rows[4:60], rows[64:120])  # Step 3 and step 6 differ.
 
 
-def test_metric_curves_of_several_runs(run_dir, tmp_path):
+def test_metric_curves_of_several_runs_and_a_typo_names_the_logged_metrics(run_dir, tmp_path):
     path = analysis.metric_curves([run_dir, run_dir], tmp_path / "g_loss.png", "g_loss")
     assert path.stat().st_size > 1000
+    with pytest.raises(images.MetricError, match=r"metric 'g_los' is in no run's metrics.jsonl. Did you mean: g_loss"):
+        analysis.metric_curves([run_dir], tmp_path / "typo.png", "g_los")
+    assert not (tmp_path / "typo.png").exists()
 
 
 def test_analysis_command_writes_its_pictures_and_names_bad_paths(run_dir, tmp_path):
@@ -110,6 +131,13 @@ def test_analysis_command_writes_its_pictures_and_names_bad_paths(run_dir, tmp_p
     ):
         assert name in written
     assert "skipped the feature-space neighbours" in result.stdout  # No classifier for synthetic data.
+    # The console shows the pictures' paths and nothing else: Orbax's and absl's INFO lines go to no console.
+    paths = [line for line in result.stdout.splitlines() if not line.startswith("skipped")]
+    assert len(paths) >= 6 and all((run_dir / "analysis" / line).is_file() or Path(line).is_file() for line in paths)
+    assert " INFO " not in result.stderr and "I1" not in result.stderr[:2]
+    typo = python("-m", "dcgan_jax.analysis", f"--workdir={run_dir}", "--metrics=eval/fidd")
+    assert typo.returncode == 2 and "error: metric 'eval/fidd' is in no run's metrics.jsonl" in typo.stderr
+    assert "Traceback" not in typo.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={tmp_path / 'none'}"],
         capture_output=True,

@@ -91,6 +91,15 @@ def test_launch_rejects_unknown_experiment_listing_the_known_ones():
     assert "fashion_dcgan" in result.stderr and "mnist_dcgan" in result.stderr
 
 
+def test_launch_help_without_an_experiment_lists_the_experiments_and_the_flags():
+    for flag in ("--help", "--helpfull"):
+        result = _launch(flag)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "Available experiments: " in result.stdout and "fashion_dcgan" in result.stdout
+        assert "--experiment: Name of a file in experiments/" in result.stdout and "--sweep_slurm" in result.stdout
+        assert "--experiment is required" not in result.stderr
+
+
 def test_launch_rejects_unknown_field_wrong_type_and_bad_value_before_work(tmp_path):
     workdir = tmp_path / "run"
     unknown = _launch("--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.train.batchsize=8")

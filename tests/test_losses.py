@@ -112,3 +112,4 @@ def test_discriminator_metrics_by_hand():
     assert float(metrics["d_real_acc"]) == pytest.approx(0.75)
     assert float(metrics["d_fake_acc"]) == pytest.approx(0.5)
     assert float(metrics["d_fake"]) == pytest.approx(0.5)
+    assert float(metrics["d_logit_gap"]) == pytest.approx(1.25)  # Mean real logit 1.25, mean fake 0.

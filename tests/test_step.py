@@ -59,7 +59,28 @@ def test_discriminator_update_leaves_generator_untouched():
     assert trees_equal(new.g, state.g)
     assert not trees_equal(new.d.params, state.d.params)
     assert not trees_equal(new.d.batch_stats, state.d.batch_stats)
-    assert set(metrics) == {"d_loss", "d_real_acc", "d_fake_acc", "d_real", "d_fake"}
+    assert set(metrics) == {"d_loss", "d_real_acc", "d_fake_acc", "d_real", "d_fake", "d_logit_gap", "d_grad_norm"}
+
+
+def test_gradient_norms_are_those_of_each_networks_own_gradient():
+    config, state, nets, real = _setup()
+    key = jax.random.key(3)
+    fake, fake_labels, _ = step.generate(nets, state.g.params, state.g, key, len(real), config.model)
+    _, d_metrics = _d_update(nets, config)(state, real, key)
+    d_grads, _ = jax.grad(step.d_loss, has_aux=True)(
+        state.d.params, state, real, None, fake, fake_labels, key, nets, config
+    )
+    by_hand = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(d_grads)))
+    assert float(d_metrics["d_grad_norm"]) == pytest.approx(float(by_hand), rel=1e-4)
+    _, g_metrics = jax.jit(lambda s, k: step.g_update(s, k, len(real), nets, config))(state, key)
+
+    def g_loss(params):
+        fake, labels, _ = step.generate(nets, params, state.g, key, len(real), config.model)
+        return step.g_loss(state, fake, labels, key, nets, config)
+
+    g_grads = jax.grad(g_loss)(state.g.params)
+    by_hand = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(g_grads)))
+    assert float(g_metrics["g_grad_norm"]) == pytest.approx(float(by_hand), rel=1e-4) and by_hand > 0
 
 
 def test_training_steps_move_the_losses_and_d_learns():

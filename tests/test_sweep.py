@@ -2,16 +2,20 @@
 and the results table."""
 
 import csv
+import functools
 import json
+import os
+import shlex
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, python, tiny_config, tiny_flags
 
 import dcgan_jax
 from dcgan_jax import config as config_lib
-from dcgan_jax import control, sweep
+from dcgan_jax import control, images, sweep
+from dcgan_jax.sweep import slurm
 
 
 def test_grid_of_all_combinations_with_typed_values_and_readable_names():
@@ -44,12 +48,12 @@ def test_bad_sweep_specs_fail_before_any_run(spec, message):
         sweep.expand(spec, config_lib.default_config())
 
 
-def test_dry_run_prints_one_command_a_run_and_a_bad_spec_exits_2(tmp_path):
+def test_dry_run_prints_one_absolute_command_a_run_and_a_bad_spec_exits_2(tmp_path):
     args = [
         sys.executable,
         "launch.py",
         "--experiment=fashion_dcgan",
-        f"--workdir={tmp_path}",
+        "--workdir=relative/sweep",
         "--config.train.num_steps=50",
     ]
     dry = subprocess.run(
@@ -62,13 +66,88 @@ def test_dry_run_prints_one_command_a_run_and_a_bad_spec_exits_2(tmp_path):
     assert dry.returncode == 0, dry.stderr[-2000:]
     lines = dry.stdout.strip().splitlines()
     assert len(lines) == 6
-    assert lines[0] == (
-        f"python launch.py --experiment=fashion_dcgan --workdir={tmp_path}/seed=0,loss.generator=minimax "
-        "--config.train.num_steps=50 --config.seed=0 --config.loss.generator=minimax"
-    )
-    assert not list(tmp_path.iterdir())  # Nothing was run.
+    # The interpreter, launcher and workdir absolute: the line runs from any folder, in a shell without
+    # the virtualenv on its PATH (xargs, a scheduler).
+    assert shlex.split(lines[0]) == [
+        sys.executable,
+        str(REPO / "launch.py"),
+        "--experiment=fashion_dcgan",
+        f"--workdir={REPO / 'relative/sweep'}/seed=0,loss.generator=minimax",
+        "--config.train.num_steps=50",
+        "--config.seed=0",
+        "--config.loss.generator=minimax",
+    ]
+    assert not (REPO / "relative").exists()  # Nothing was run.
     bad = subprocess.run([*args, "--sweep=seed=0,x"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "error: --sweep: seed='x' is not a valid int" in bad.stderr
+
+
+def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_results_read_it(tmp_path):
+    """No scheduler here: each task runs as SLURM would start it, SLURM_ARRAY_TASK_ID set, from another
+    folder with a PATH that lacks the virtualenv."""
+    sweep_dir, script = tmp_path / "grid", tmp_path / "jobs" / "grid.sbatch"
+    spec = "seed=0,1"
+    made = python(
+        "launch.py",
+        "--experiment=fashion_dcgan",
+        f"--workdir={sweep_dir}",
+        *tiny_flags(num_steps=2),
+        f"--sweep={spec}",
+        f"--sweep_slurm={script}",
+        "--sweep_max_parallel=3",
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert f"submit it with: sbatch {script}" in made.stdout
+    text = script.read_text()
+    assert "#SBATCH --array=0-1%3\n" in text and f"#SBATCH --output={sweep_dir}/slurm_%A_%a.out" in text
+    manifest = json.loads((tmp_path / "jobs" / "grid.manifest.json").read_text())
+    local_sweep = [str(sweep_dir / r.name) for r in sweep.expand(spec, tiny_config())]  # run_sweep's folders.
+    assert [t["workdir"] for t in manifest["tasks"]] == local_sweep
+    jax_cache = {k: v for k, v in os.environ.items() if k.startswith("JAX_")}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **jax_cache}
+    for task in ("0", "1"):
+        done = subprocess.run(
+            ["bash", str(script)],
+            env={**env, slurm.TASK_ENV: task},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["seed=0", "seed=1"]
+    assert all(control.read_status(sweep_dir / name)["finished"] for name in ("seed=0", "seed=1"))
+    again = subprocess.run(["bash", str(script)], env={**env, slurm.TASK_ENV: "1"}, capture_output=True, text=True)
+    assert again.returncode == 0 and "Task 1 (seed=1): finished earlier, skipped." in again.stdout
+    unset = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert unset.returncode != 0 and "run it with sbatch --array, or set SLURM_ARRAY_TASK_ID" in unset.stderr
+    collected = python("-m", "dcgan_jax.sweep", f"--runs={sweep_dir}", cwd=tmp_path)
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    with (sweep_dir / "settings.csv").open() as f:
+        (setting,) = csv.DictReader(f)  # Two seeds of one setting.
+    assert (setting["n"], setting["seeds"], setting["steps_mean"]) == ("2", "0 1", "2.0")
+
+
+def test_sweep_submit_hands_the_script_to_sbatch_and_says_so_without_one(tmp_path, monkeypatch, capsys):
+    bin_dir, record = tmp_path / "bin", tmp_path / "sbatch_args"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {record}\necho "Submitted batch job 4242"\n')
+    fake.chmod(0o755)
+    plan = sweep.Plan(slurm=str(tmp_path / "a.sbatch"), max_parallel=2, submit=True)
+    launch = functools.partial(sweep.launch, "fashion_dcgan", tiny_config(), tmp_path / "runs", "seed=0,1,2")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    launch(lambda *_: pytest.fail("a SLURM sweep trains nothing here"), REPO / "launch.py", plan)
+    assert record.read_text().split() == [str(tmp_path / "a.sbatch")]
+    assert "Submitted batch job 4242" in capsys.readouterr().out
+    assert "#SBATCH --array=0-2%2" in (tmp_path / "a.sbatch").read_text()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(config_lib.ConfigError, match=f"no sbatch on PATH here; on the cluster run: sbatch {tmp_path}"):
+        launch(None, REPO / "launch.py", plan)
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    with pytest.raises(config_lib.ConfigError, match="failed \\(1\\): sbatch: error: invalid partition"):
+        launch(None, REPO / "launch.py", plan)
 
 
 def test_sweep_runs_the_grid_skips_finished_runs_resumes_unfinished_and_tabulates(tmp_path):
@@ -128,31 +207,85 @@ def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
     assert "non-finite d_loss" in control.read_status(tmp_path / "seed=0")["detail"]
 
 
+def _fake_run(folder, seed, fids, learning_rate=2e-4, steps=30):
+    """A finished run folder as training leaves it (config.json, metrics.jsonl, status.json): one
+    training row, then one evaluation row per FID of ``fids`` at steps 10, 20, ..."""
+    folder.mkdir()
+    config = tiny_config()
+    config.seed, config.optimizer.learning_rate = seed, learning_rate
+    (folder / "config.json").write_text(config.to_json())
+    lines = [{"step": 10, "d_loss": 0.5, "g_loss": 2.0, "d_real_acc": 0.9, "d_fake_acc": 0.8}]
+    lines += [
+        {
+            "step": 10 * (i + 1),
+            "eval/fid": fid,
+            "eval/kid": fid / 10,
+            "eval/precision": 0.5 + i / 10,
+            "eval/recall": 0.4,
+            "eval/classes_covered": 10.0,
+        }
+        for i, fid in enumerate(fids)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (folder / control.STATUS_FILE).write_text(json.dumps({"step": steps, "finished": True, "wall_seconds": 12.0}))
+
+
 def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
     """Read from the run folders alone (config.json, metrics.jsonl, status.json)."""
-    for seed, fids in ((0, (200.0, 150.0, 160.0)), (1, ())):
-        run = tmp_path / f"seed={seed}"
-        run.mkdir()
-        config = tiny_config()
-        config.seed = seed
-        (run / "config.json").write_text(config.to_json())
-        lines = [{"step": 10, "d_loss": 0.5, "g_loss": 2.0, "d_real_acc": 0.9, "d_fake_acc": 0.8}]
-        lines += [
-            {
-                "step": 10 * (i + 1),
-                "eval/fid": fid,
-                "eval/kid": fid / 10,
-                "eval/precision": 0.5 + i / 10,
-                "eval/recall": 0.4,
-                "eval/classes_covered": 10.0,
-            }
-            for i, fid in enumerate(fids)
-        ]
-        (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-        (run / control.STATUS_FILE).write_text(json.dumps({"step": 30, "finished": True, "wall_seconds": 12.0}))
+    _fake_run(tmp_path / "seed=0", 0, (200.0, 150.0, 160.0))
+    _fake_run(tmp_path / "seed=1", 1, ())
     evaluated, not_evaluated = sweep.results(tmp_path)
     assert (evaluated["final_fid"], evaluated["best_fid"], evaluated["final_kid"]) == (160.0, 150.0, 16.0)
     last = (evaluated["final_precision"], evaluated["final_recall"], evaluated["final_classes_covered"])
     assert last == (0.7, 0.4, 10)
     assert not_evaluated["final_fid"] is None and not_evaluated["final_precision"] is None
     assert (evaluated["seed"], evaluated["steps"], evaluated["status"]) == (0, 30, "finished")
+
+
+def test_seeds_of_a_setting_are_grouped_with_mean_sd_and_a_banded_plot(tmp_path):
+    """2 learning rates x 3 seeds: a row per setting with mean +- sd (and n) beside a row per run."""
+    final_fids = {1e-4: (100.0, 110.0, 120.0), 2e-4: (50.0, 60.0, 61.0)}
+    for lr, fids in final_fids.items():
+        for seed, fid in enumerate(fids):
+            _fake_run(tmp_path / f"lr={lr},seed={seed}", seed, (fid + 40, fid), learning_rate=lr, steps=30 + seed)
+    rows = sweep.write_results(tmp_path)
+    assert len(rows) == 6
+    with (tmp_path / "settings.csv").open() as f:
+        table = {float(r["optimizer.learning_rate"]): r for r in csv.DictReader(f)}
+    slow, fast = table[1e-4], table[2e-4]
+    assert (slow["n"], slow["seeds"], slow["final_fid_mean"], slow["final_fid_sd"]) == ("3", "0 1 2", "110.0", "10.0")
+    assert (fast["final_fid_mean"], fast["final_fid_sd"]) == ("57.0", "6.083")  # stdev(50, 60, 61), n - 1.
+    assert (fast["steps_mean"], fast["steps_sd"], fast["best_fid_mean"]) == ("31.0", "1.0", "57.0")
+    text = (tmp_path / "results.md").read_text()
+    assert "| optimizer.learning_rate | n | seeds | steps | final_fid | best_fid |" in text
+    assert "| 0.0001 | 3 | 0 1 2 | 31 +- 1 | 110 +- 10 | 110 +- 10 |" in text
+    assert text.index("## Per setting") < text.index("## Per run") and text.count("lr=") == 6
+    with (tmp_path / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 6  # The CSV keeps every run too.
+    assert (tmp_path / "eval_fid.png").stat().st_size > 1000
+    assert (tmp_path / "eval_fid_bands.png").stat().st_size > 1000
+    with pytest.raises(images.MetricError, match="'eval/fidd' is in no run's metrics.jsonl. Did you mean: eval/fid"):
+        sweep.write_results(tmp_path, "eval/fidd")
+
+
+def test_one_run_per_setting_gets_no_bands_and_no_sd(tmp_path):
+    _fake_run(tmp_path / "a", 0, (80.0,), learning_rate=1e-4)
+    _fake_run(tmp_path / "b", 0, (70.0,))
+    sweep.write_results(tmp_path)
+    assert not (tmp_path / "eval_fid_bands.png").exists()
+    with (tmp_path / "settings.csv").open() as f:
+        assert [(r["n"], r["final_fid_mean"], r["final_fid_sd"]) for r in csv.DictReader(f)] == [
+            ("1", "80.0", ""),
+            ("1", "70.0", ""),
+        ]
+
+
+def test_bands_keep_an_evaluation_made_only_at_the_end_of_time_limited_runs():
+    """Seeds stopped by a time limit end at different steps; their final evaluations still make a
+    point (at the mean last step), beside the steps every run logged."""
+    series = [{100: 1.0, 926: 180.0}, {100: 3.0, 951: 190.0}, {100: 2.0, 951: 200.0}]
+    steps, values = images._band_points(series)
+    assert steps == [100, pytest.approx(942.667, abs=1e-3)]
+    assert values.tolist() == [[1.0, 180.0], [3.0, 190.0], [2.0, 200.0]]
+    same_end = [{100: 1.0, 200: 5.0}, {100: 2.0, 200: 6.0}]
+    assert images._band_points(same_end)[0] == [100, 200]

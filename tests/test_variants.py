@@ -99,6 +99,31 @@ def test_unconditional_run_refuses_labels(variant_run):
         dcgan_jax.load(workdir).sample(2, labels=1)
 
 
+def test_latents_of_the_wrong_shape_or_value_are_named_on_every_model(variant_run):
+    """One 1-D latent is one image on a conditional model as on an unconditional one; a wrong size
+    names model.latent_dim (not a Flax ScopeParamShapeError), NaN latents and mismatched labels fail."""
+    _, config, _, workdir = variant_run
+    run = dcgan_jax.load(workdir)
+    z = np.asarray(run.latents(3, seed=2))
+    one = run.generate(z[0])
+    assert one.shape == (1, 28, 28, 1)
+    np.testing.assert_allclose(one[0], run.generate(z)[0], atol=1e-5)
+    wrong_size = r"z: latent vectors of shape \(N, 16\) \(model.latent_dim=16\).*got shape \(3, 15\)"
+    with pytest.raises(ValueError, match=wrong_size):
+        run.generate(z[:, :15])
+    with pytest.raises(ValueError, match=r"got shape \(100,\)"):
+        run.generate(np.zeros(100))
+    z[1, 4] = np.nan
+    with pytest.raises(ValueError, match="z: 1 of 3 latent vectors hold NaN or inf"):
+        run.generate(z)
+    if config.model.num_classes:
+        mismatch = r"labels: an int or one per latent vector, shape \(3,\), got shape \(2,\)"
+        with pytest.raises(ValueError, match=mismatch):
+            run.generate(z[[0, 2, 2]], labels=[1, 2])
+        with pytest.raises(ValueError, match="labels: class indices"):
+            run.generate(z[[0, 2]], labels=[1.5, 2.0])
+
+
 def test_image_folder_run_trains_on_a_researchers_pictures(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "pictures"

@@ -58,9 +58,14 @@ def interpolation_strips(
     if endpoints is None:
         z = np.asarray(run.latents(2 * num_strips, seed))
         endpoints = (z[:num_strips], z[num_strips:])
+        name = f"interpolation_step{run.step}_seed{seed}.png"
+    else:
+        name = f"interpolation_step{run.step}_endpoints.png"  # Not the random strips' file.
     starts, ends = (np.atleast_2d(np.asarray(e, np.float32)) for e in endpoints)
+    if starts.shape != ends.shape:
+        raise ValueError(f"endpoints: starts and ends of the same shape expected, got {starts.shape} and {ends.shape}")
     strips = np.concatenate([run.interpolate(a, b, num_points) for a, b in zip(starts, ends, strict=True)])
-    out = _output(run.workdir, path, f"interpolation_step{run.step}_seed{seed}.png")
+    out = _output(run.workdir, path, name)
     return images.save_grid(strips, out, columns=num_points)
 
 

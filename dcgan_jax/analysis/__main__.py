@@ -5,7 +5,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import analysis, classifier, cli, control
+from dcgan_jax import analysis, classifier, cli, control, images
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
@@ -17,10 +17,23 @@ flags.DEFINE_string("output_dir", None, "Where the pictures go (default: <workdi
 FLAGS = flags.FLAGS
 
 
+def _metrics(runs: list[str]) -> list[str]:
+    """The metrics to plot: the default list less what no run logged (eval/fid without evaluation);
+    a metric named by --metrics must exist (checked before any picture is made)."""
+    rows_per_run = [images.read_metrics(Path(w) / "metrics.jsonl") for w in runs]
+    if not FLAGS["metrics"].present:
+        logged = {key for rows in rows_per_run for row in rows for key in row}
+        return [m for m in FLAGS.metrics if m in logged]
+    for metric in FLAGS.metrics:
+        images.check_metric(rows_per_run, metric)
+    return FLAGS.metrics
+
+
 def main(argv: list[str]) -> None:
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
     run = analysis.load(FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment)
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
+    metrics = _metrics([FLAGS.workdir, *FLAGS.compare])
     train_images = analysis.training_images(run)  # Read once for both neighbour pictures.
     written = [
         analysis.training_grid(run, out),
@@ -35,7 +48,7 @@ def main(argv: list[str]) -> None:
         )
     except classifier.ClassifierMissingError as e:
         print(f"skipped the feature-space neighbours: {e}")
-    for metric in FLAGS.metrics:
+    for metric in metrics:
         path = out / f"{metric.replace('/', '_')}.png"
         written.append(analysis.metric_curves([FLAGS.workdir, *FLAGS.compare], path, metric))
     print("\n".join(str(p) for p in written))

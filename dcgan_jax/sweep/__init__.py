@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import json
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from absl import logging
 from dcgan_jax import config as config_lib
 from dcgan_jax import images
 from dcgan_jax.control import Interrupted, TrainingDiverged, read_status  # Every run writes its status.json.
+from dcgan_jax.sweep import slurm
 
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
 FINAL_EVAL_METRICS = ("fid", "kid", "precision", "recall", "classes_covered")  # Of the last evaluation.
@@ -101,40 +103,52 @@ def configure(base: ml_collections.ConfigDict, run: SweepRun) -> ml_collections.
     return config
 
 
-def commands(experiment: str, sweep_dir: Path, runs: list[SweepRun], base_flags: list[str]) -> list[str]:
-    """One launch.py command a run, with the sweep's other flags (``base_flags``) before its own."""
+def commands(
+    experiment: str, sweep_dir: Path, runs: list[SweepRun], base_flags: list[str], launcher: Path
+) -> list[list[str]]:
+    """One ``launch.py`` argv a run, with the sweep's other flags (``base_flags``) before its own; the
+    interpreter (``sys.executable``), ``launcher`` and the workdir absolute, so a command runs the same
+    from any folder or shell (a scheduler's, an ``xargs`` without the virtualenv on its PATH)."""
+    sweep_dir = Path(sweep_dir).absolute()
     return [
-        shlex.join(
-            [
-                "python",
-                "launch.py",
-                f"--experiment={experiment}",
-                f"--workdir={sweep_dir / run.name}",
-                *base_flags,
-                *run.flags,
-            ]
-        )
+        [
+            sys.executable,
+            str(Path(launcher).absolute()),
+            f"--experiment={experiment}",
+            f"--workdir={sweep_dir / run.name}",
+            *base_flags,
+            *run.flags,
+        ]
         for run in runs
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What ``launch.py --sweep`` does with the grid: print it, write a SLURM job array, or run it here."""
+
+    dry_run: bool = False
+    slurm: str | None = None  # Write the job array here (and its manifest beside it).
+    max_parallel: int = 4  # Array tasks running at once (sbatch --array=0-N%P).
+    submit: bool = False  # Also hand the script to sbatch.
+    metric: str | None = None  # Plotted over steps in the results.
+
+
 def launch(
-    experiment: str,
-    base: ml_collections.ConfigDict,
-    sweep_dir: Path,
-    spec: str,
-    dry_run: bool,
-    metric: str | None,
-    train_fn,
+    experiment: str, base: ml_collections.ConfigDict, sweep_dir: Path, spec: str, train_fn, launcher: Path, plan: Plan
 ) -> None:
-    """``launch.py --sweep=SPEC``: the grid's commands (``dry_run``), or its runs one after another."""
+    """``launch.py --sweep=SPEC``: the grid's commands, a SLURM array of them, or its runs one after another."""
     runs = expand(spec, base)
-    if dry_run:
-        base_flags = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
-        print("\n".join(commands(experiment, sweep_dir, runs, base_flags)))
-        return
-    logging.info("Sweep of %d runs in %s", len(runs), sweep_dir)
-    run_sweep(base, runs, sweep_dir, train_fn, metric)
+    base_flags = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
+    argvs = commands(experiment, sweep_dir, runs, base_flags, launcher)
+    if plan.dry_run:
+        print("\n".join(shlex.join(argv) for argv in argvs))
+    elif plan.slurm:
+        script = slurm.write_array(Path(plan.slurm), runs, argvs, Path(sweep_dir), plan.max_parallel)
+        print(slurm.submit(script) if plan.submit else f"Wrote {script}; submit it with: sbatch {script}")
+    else:
+        logging.info("Sweep of %d runs in %s", len(runs), sweep_dir)
+        run_sweep(base, runs, sweep_dir, train_fn, plan.metric)
 
 
 def run_sweep(
@@ -195,6 +209,35 @@ def results(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
+def _metric_columns() -> list[str]:
+    """The columns of a results row that are measurements, not config fields."""
+    finals = [f"final_{key}" for key in FINAL_EVAL_METRICS]
+    return ["steps", "wall_s", "status", *FINAL_METRICS, *finals, "best_fid"]
+
+
+SETTING_METRICS = ("steps", "final_fid", "best_fid", "final_kid", "final_precision", "final_recall")
+
+
+def settings(rows: list[dict]) -> list[dict]:
+    """One row per setting (the runs that differ only in ``seed``): its fields, n, the seeds, and
+    the mean and sample standard deviation of each of :data:`SETTING_METRICS` over its runs
+    (sd None for one run; a metric some run lacks, e.g. never evaluated, is left out of its mean)."""
+    fields = [k for k in rows[0] if k not in ("run", "seed", *_metric_columns())]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(json.dumps(row[f]) for f in fields), []).append(row)
+    table = []
+    for members in groups.values():
+        setting = {f: members[0][f] for f in fields}
+        setting.update(n=len(members), seeds=" ".join(str(r.get("seed", "")) for r in members).strip())
+        for key in SETTING_METRICS:
+            values = [r[key] for r in members if r[key] is not None]
+            setting[f"{key}_mean"] = round(statistics.fmean(values), 3) if values else None
+            setting[f"{key}_sd"] = round(statistics.stdev(values), 3) if len(values) > 1 else None
+        table.append(setting)
+    return table
+
+
 def markdown(rows: list[dict]) -> str:
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -202,21 +245,58 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict]:
-    """Prints the Markdown table and writes results.md, results.csv and the metric plot."""
-    sweep_dir = Path(sweep_dir)
-    rows = results(sweep_dir)
-    table = markdown(rows)
-    (sweep_dir / "results.md").write_text(table + "\n")
-    with (sweep_dir / "results.csv").open("w", newline="") as f:
+def settings_markdown(table: list[dict]) -> str:
+    """The per-setting table with each metric as "mean +- sd" in one cell."""
+    shown = []
+    for setting in table:
+        row = {k: v for k, v in setting.items() if not k.endswith(("_mean", "_sd"))}
+        for key in SETTING_METRICS:
+            mean, sd = setting[f"{key}_mean"], setting[f"{key}_sd"]
+            row[key] = None if mean is None else (f"{mean:g}" if sd is None else f"{mean:g} +- {sd:g}")
+        shown.append(row)
+    return markdown(shown)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict]:
+    """Prints the Markdown tables and writes results.md, results.csv (one row per run), settings.csv
+    (one per setting: mean and sd over its seeds) and the metric plots: every run, and when some
+    setting has several seeds, each setting's mean with a +- sd band."""
+    sweep_dir = Path(sweep_dir)
+    rows = results(sweep_dir)
+    table = settings(rows)
+    text = "## Per setting (mean +- sd over seeds)\n\n" + settings_markdown(table)
+    text += "\n\n## Per run\n\n" + markdown(rows)
+    (sweep_dir / "results.md").write_text(text + "\n")
+    _write_csv(sweep_dir / "results.csv", rows)
+    _write_csv(sweep_dir / "settings.csv", table)
     if metric is None:
         metric = "eval/fid" if any(r["best_fid"] is not None for r in rows) else "g_loss"
-    plot = images.plot_metric(_run_dirs(sweep_dir), metric, sweep_dir / f"{metric.replace('/', '_')}.png")
-    print(table)
+    name = metric.replace("/", "_")
+    plots = [images.plot_metric(_run_dirs(sweep_dir), metric, sweep_dir / f"{name}.png")]
+    if any(setting["n"] > 1 for setting in table):
+        plots.append(images.plot_metric_bands(_groups(sweep_dir, rows, table), metric, sweep_dir / f"{name}_bands.png"))
+    print(text)
     logging.info(
-        "Results: %s, %s; %s over steps: %s", sweep_dir / "results.md", sweep_dir / "results.csv", metric, plot
+        "Results: %s, %s, %s; %s over steps: %s",
+        *(sweep_dir / n for n in ("results.md", "results.csv", "settings.csv")),
+        metric,
+        ", ".join(map(str, plots)),
     )
     return rows
+
+
+def _groups(sweep_dir: Path, rows: list[dict], table: list[dict]) -> dict[str, list[Path]]:
+    """Each setting's label and run folders, for the banded plot."""
+    fields = [k for k in table[0] if k not in ("n", "seeds") and not k.endswith(("_mean", "_sd"))]
+    groups = {}
+    for setting in table:
+        label = ",".join(f"{f}={setting[f]}" for f in fields) or "all runs"
+        groups[label] = [sweep_dir / r["run"] for r in rows if all(r[f] == setting[f] for f in fields)]
+    return groups

@@ -1,17 +1,28 @@
-"""``python -m dcgan_jax.sweep --runs=DIR [--metric=eval/fid]``: the results table (results.md,
-results.csv) and a metric plot of any folder of runs."""
+"""``python -m dcgan_jax.sweep --runs=DIR [--metric=eval/fid]``: the results tables (results.md,
+results.csv, settings.csv) and metric plots of any folder of runs; ``--manifest=M --task=I`` runs
+one task of a SLURM job array (the script ``launch.py --sweep_slurm`` writes calls it)."""
 
 from absl import flags
 
 from dcgan_jax import cli, sweep
+from dcgan_jax.sweep import slurm
 
-flags.DEFINE_string("runs", None, "A folder of runs (a sweep's --workdir).", required=True)
+flags.DEFINE_string("runs", None, "A folder of runs (a sweep's --workdir).")
 flags.DEFINE_string("metric", None, "Metric to plot over steps (default eval/fid when evaluated, else g_loss).")
+flags.DEFINE_string("manifest", None, "A job array's manifest (written by launch.py --sweep_slurm).")
+flags.DEFINE_integer("task", None, "The array task's index into --manifest ($SLURM_ARRAY_TASK_ID).")
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    sweep.write_results(FLAGS.runs, FLAGS.metric)
+    if FLAGS.manifest is not None:
+        if FLAGS.task is None:
+            cli.fail("--manifest needs --task=INDEX (the array task's $SLURM_ARRAY_TASK_ID)")
+        slurm.run_task(FLAGS.manifest, FLAGS.task)
+    elif FLAGS.runs is not None:
+        sweep.write_results(FLAGS.runs, FLAGS.metric)
+    else:
+        cli.fail("give --runs=DIR (a folder of runs) or --manifest=M --task=I (one task of a job array)")
 
 
 if __name__ == "__main__":

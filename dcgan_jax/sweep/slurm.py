@@ -1,0 +1,85 @@
+"""A sweep as a SLURM job array: one grid point per array task.
+
+    python launch.py --experiment=fashion_dcgan --workdir=/shared/runs/lr \\
+        --sweep='optimizer.learning_rate=1e-4,2e-4 seed=0,1' --sweep_slurm=/shared/runs/lr/sweep.sbatch
+    sbatch /shared/runs/lr/sweep.sbatch          # or add --sweep_submit to the line above
+
+writes the script and ``sweep.manifest.json`` beside it: task ``i`` runs the
+``i``-th command of the manifest (the same absolute command ``--sweep_dry_run``
+prints), skipping a run that finished and resuming one that did not, as a
+local sweep does. When the array is done, ``python -m dcgan_jax.sweep
+--runs=/shared/runs/lr`` makes the same tables and plots as a local sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from dcgan_jax.config import ConfigError
+from dcgan_jax.control import read_status
+
+TASK_ENV = "SLURM_ARRAY_TASK_ID"
+
+
+def manifest_path(script: Path) -> Path:
+    return script.with_name(script.stem + ".manifest.json")
+
+
+def write_array(script: Path, runs: list, argvs: list[list[str]], sweep_dir: Path, max_parallel: int) -> Path:
+    """The job-array script for ``runs`` (their ``argvs``) and its manifest; returns the script's path."""
+    if max_parallel < 1:
+        raise ConfigError(f"--sweep_max_parallel={max_parallel}: must be >= 1")
+    script, sweep_dir = script.absolute(), sweep_dir.absolute()
+    script.parent.mkdir(parents=True, exist_ok=True)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [
+        {"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv}
+        for run, argv in zip(runs, argvs, strict=True)
+    ]
+    manifest = manifest_path(script)
+    manifest.write_text(json.dumps({"sweep_dir": str(sweep_dir), "tasks": tasks}, indent=2) + "\n")
+    task = shlex.join([sys.executable, "-m", "dcgan_jax.sweep", f"--manifest={manifest}"])
+    script.write_text(
+        "#!/bin/bash\n"
+        f"#SBATCH --job-name=dcgan_jax_{sweep_dir.name}\n"
+        f"#SBATCH --array=0-{len(tasks) - 1}%{max_parallel}\n"
+        f"#SBATCH --output={sweep_dir}/slurm_%A_%a.out\n"
+        "# Add your cluster's lines here (#SBATCH --gres=gpu:1, --time=..., --partition=...).\n"
+        f"# Task i runs the i-th command of {manifest.name}; a finished run is skipped, an unfinished one resumes.\n"
+        "set -euo pipefail\n"
+        f'exec {task} --task="${{{TASK_ENV}:?run it with sbatch --array, or set {TASK_ENV}}}"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def submit(script: Path) -> str:
+    """Hands ``script`` to ``sbatch``; returns what sbatch printed (its job id)."""
+    if shutil.which("sbatch") is None:
+        raise ConfigError(f"--sweep_submit: no sbatch on PATH here; on the cluster run: sbatch {script}")
+    done = subprocess.run(["sbatch", str(script)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ConfigError(f"sbatch {script} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def run_task(manifest: str | Path, index: int) -> None:
+    """Array task ``index``: its run's command, unless the run finished already."""
+    try:
+        tasks = json.loads(Path(manifest).read_text())["tasks"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"--manifest={manifest}: not a sweep manifest ({e})") from None
+    if not 0 <= index < len(tasks):
+        raise ConfigError(f"--task={index}: the manifest has tasks 0 to {len(tasks) - 1}")
+    task = tasks[index]
+    if read_status(Path(task["workdir"])).get("finished"):
+        print(f"Task {index} ({task['name']}): finished earlier, skipped.")
+        return
+    print(f"Task {index} ({task['name']}): {shlex.join(task['argv'])}", flush=True)
+    os.execv(task["argv"][0], task["argv"])  # This task becomes the run: its exit status and signals are the run's.
