@@ -28,6 +28,8 @@ from dcgan_jax.config import (
     load_experiment,
 )
 
+HELP_FLAGS = {"--help", "--helpshort", "--helpfull", "-?"}  # absl's; it has no -h.
+
 
 def fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
@@ -41,7 +43,7 @@ def experiment_config(argv: list[str], experiments_dir: Path) -> tuple[str, ml_c
     if name is None and "--experiment" in argv[:-1]:
         name = argv[argv.index("--experiment") + 1]
     listed = f"Available experiments: {', '.join(available_experiments(experiments_dir))}"
-    if name is None and {"--help", "--helpshort", "--helpfull", "-?"} & set(argv):
+    if name is None and HELP_FLAGS & set(argv):
         print(f"{listed}\nRun one with --experiment=NAME; its config fields are flags --config.FIELD=VALUE.\n")
         return "", default_config()  # absl then prints the flags and exits.
     if name is None:
@@ -70,4 +72,9 @@ def run(main: Callable[[list[str]], None]) -> None:
             logging.error("%s", e, extra=writers.FILE_ONLY)  # For train.log; the console gets the error line.
             fail(str(e))
 
-    app.run(guarded)
+    try:
+        app.run(guarded)
+    except SystemExit as e:
+        if e.code == 1 and HELP_FLAGS & set(sys.argv):  # absl exits 1 after printing the help asked for.
+            sys.exit(0)
+        raise

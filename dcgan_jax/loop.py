@@ -205,20 +205,23 @@ def _network(metric: str) -> str:
 _nonfinite = jax.jit(nonfinite_networks)
 
 
+HEALTH_MONITORS = ("g_grad_norm", "d_grad_norm", "d_logit_gap")  # Named only when no loss is non-finite.
+
+
 def _divergence(state: GanState, step: int, stacked: dict | None) -> control.Divergence | None:
     """Non-finite metrics (of the steps of ``stacked``, up to ``step``) or parameters, naming the
-    first bad step and what went bad; None when all is finite."""
+    first bad step and what went bad; None when all is finite. The health monitors come from the
+    same gradients as the losses, so they are named only when they alone are non-finite (e.g. a
+    gradient that overflows while the loss is finite)."""
     problems, first_bad = [], step
     if stacked:
         bad_rows = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
         if bad_rows.any():
             row = int(np.argmax(bad_rows))
             first_bad = step - len(bad_rows) + row + 1
-            problems += [
-                f"{name}={values[row]} ({_network(name)})"
-                for name, values in stacked.items()
-                if not np.isfinite(values[row])
-            ]
+            named = [name for name, values in stacked.items() if not np.isfinite(values[row])]
+            primary = [name for name in named if name not in HEALTH_MONITORS]
+            problems += [f"{name}={stacked[name][row]} ({_network(name)})" for name in primary or named]
     bad = parallel.to_host(_nonfinite(state))
     problems += [f"{name} parameters" for name, b in zip(("generator", "discriminator"), bad, strict=True) if b]
     if not problems:
@@ -305,6 +308,8 @@ class _Outputs:
         if config.eval.every:
             self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
             self.eval_z, self.eval_labels = sampling.eval_draw(config)
+            if is_main:
+                evaluation.write_training_provenance(self.evaluator, config, workdir)
             self.best = checkpoints.Checkpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
             if self.best.all_steps():
                 self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))

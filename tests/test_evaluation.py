@@ -1,5 +1,6 @@
 """The evaluation with the shipped classifier, on real Fashion-MNIST from $DCGAN_JAX_DATA_DIR."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -59,6 +60,22 @@ def test_metrics_rank_real_above_noisy_above_blurred_collapsed_and_random(fashio
     assert scores["random"]["recall"] < 0.01 and scores["random"]["precision"] < scores["real"]["precision"] / 2
     assert scores["real"]["classes_covered"] == 10 and scores["collapsed"]["classes_covered"] <= 2
     assert scores["real"]["inception_score"] > 7 > scores["collapsed"]["inception_score"]
+    # Density ~1 for real images. Coverage ~1 - e^-1 = 0.63 with 2,000 samples against 10,000 real
+    # balls of k=5 (0.97 needs as many samples as real images); one class covers little. Blurred
+    # images pile up where real images are dense: high precision and density, almost no coverage.
+    assert 0.8 < scores["real"]["density"] < 1.2 and 0.5 < scores["real"]["coverage"] < 0.75
+    assert scores["collapsed"]["coverage"] < 0.3 * scores["real"]["coverage"]
+    assert scores["blurred"]["density"] > 2 and scores["blurred"]["coverage"] < 0.2
+    assert scores["random"]["density"] < 0.15 and scores["random"]["coverage"] < 0.01
+    assert scores["real"]["memorisation_ratio"] > 15  # These "samples" are training images.
+
+
+def test_memorisation_ratio_tells_copies_of_training_images_from_new_images(fashion, evaluator):
+    test_images = data.to_model_range(data.load_idx_folder(fashion[2], "test")[0])
+    new = evaluator(test_images[:N])["memorisation_ratio"]
+    copies = evaluator(fashion[0][-N:])["memorisation_ratio"]
+    half = evaluator(np.concatenate([fashion[0][-N // 2 :], test_images[-N // 2 :]]))["memorisation_ratio"]
+    assert 0.7 < new < 1.3 and copies > 15 and 8 < half < 13, (new, copies, half)
 
 
 def test_evaluate_takes_an_array_and_returns_the_documented_keys(fashion, tmp_path):
@@ -74,6 +91,9 @@ def test_class_agreement_counts_samples_the_classifier_puts_in_their_requested_c
     assert true["class_agreement"] > 0.85  # The classifier's accuracy on training images.
     assert min(true["class_agreement_per_class"]) > 0.5
     assert "eval/class_agreement" in evaluation.scalar_metrics(true)
+    assert len(true["intra_fid_per_class"]) == 10 and "eval/intra_fid" in evaluation.scalar_metrics(true)
+    asked_wrong = evaluator(images_, labels=(labels + 1) % 10)
+    assert asked_wrong["intra_fid"] > 5 * true["intra_fid"] and asked_wrong["fid"] == true["fid"]
     _, probs = evaluator.features_and_probs(images_)
     wrong = evaluation.class_agreement(probs, (labels + 1) % 10)  # Every image asked for another class.
     assert wrong["class_agreement"] < 0.1
@@ -247,3 +267,58 @@ def test_evaluation_command_names_a_missing_run(tmp_path):
         timeout=120,
     )
     assert result.returncode != 0 and f"no run folder at {tmp_path / 'nothing'}" in result.stderr
+
+
+def test_draws_give_a_spread_and_every_json_names_its_provenance(evaluated_run, fashion):
+    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", "--step=4"]
+    result = subprocess.run([*command, "--draws=3", "--seed=5"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = json.loads((evaluated_run / "eval" / "step_0000004_draws3_seed5.json").read_text())
+    fids = [r["fid"] for r in stored["runs"]]
+    assert [r["latents"] for r in stored["runs"]] == ["key(5)", "key(6)", "key(7)"] and len(set(fids)) == 3
+    assert stored["spread"]["fid"]["mean"] == pytest.approx(np.mean(fids))
+    assert stored["spread"]["fid"]["sd"] == pytest.approx(np.std(fids, ddof=1)) and stored["spread"]["fid"]["sd"] > 0
+    assert "step 4, mean +- sd over 3 draws of 1000 latents: fid " in result.stdout
+    provenance = stored["runs"][0]["provenance"]
+    test_uint8 = data.load_idx_folder(fashion[2], "test")[0]
+    assert provenance["reference"] == {
+        "dataset": "fashion_mnist",
+        "split": "test",
+        "num_images": 10_000,
+        "images_sha256": hashlib.sha256(test_uint8.tobytes()).hexdigest(),
+    }
+    info = classifier.load_params("fashion_mnist")[1]
+    assert info["params_hash"] in provenance["feature_weights_hash"] and "penultimate" in provenance["feature_layer"]
+    assert (provenance["num_samples"], provenance["latents"], provenance["truncation"]) == (1000, "key(5)", 1.0)
+    training = json.loads((evaluated_run / "eval" / "provenance.json").read_text())  # The in-training evaluation.
+    assert training["reference"] == provenance["reference"] and training["num_samples"] == 1000
+    assert "one fixed draw" in training["latents"]
+    bad = subprocess.run([*command, "--draws=0"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "error: --draws=0: must be at least 1" in bad.stderr
+
+
+def test_features_are_exported_for_samples_and_reference(evaluated_run, fashion, tmp_path):
+    out = tmp_path / "features.npz"
+    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", f"--export_features={out}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = np.load(out)
+    assert stored["sample_features"].shape == (1000, 128) and stored["real_features"].shape == (10_000, 128)
+    assert stored["real_labels"].shape == (10_000,) and "penultimate" in str(stored["layer"])
+    assert json.loads(str(stored["provenance"]))["latents"] == "evaluation stream of seed 0"
+    samples, _ = dcgan_jax.load(evaluated_run).evaluation_samples()
+    np.testing.assert_allclose(dcgan_jax.features(samples), stored["sample_features"], rtol=1e-5, atol=1e-5)
+    refused = subprocess.run([*command, "--all_steps"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert refused.returncode == 2 and "error: --export_features writes one step's features" in refused.stderr
+
+
+def test_analysis_memorisation_gives_the_ratio_and_the_most_suspicious_samples(evaluated_run, tmp_path):
+    from PIL import Image
+
+    from dcgan_jax import analysis
+
+    run = dcgan_jax.load(evaluated_run)
+    ratio, path = analysis.memorisation(run, evaluation.evaluator_for(run.config), tmp_path, num=4, num_samples=1000)
+    assert path.name == "memorisation_step4_seed0.png" and 0 <= ratio <= 20
+    width, height = Image.open(path).size
+    assert width < height  # 4 rows of (sample, nearest training image).

@@ -289,3 +289,24 @@ def test_bands_keep_an_evaluation_made_only_at_the_end_of_time_limited_runs():
     assert values.tolist() == [[1.0, 180.0], [3.0, 190.0], [2.0, 200.0]]
     same_end = [{100: 1.0, 200: 5.0}, {100: 2.0, 200: 6.0}]
     assert images._band_points(same_end)[0] == [100, 200]
+
+
+def test_results_end_with_the_provenance_of_the_scores(tmp_path):
+    provenance = {
+        "feature_network": "dcgan_jax's fashion_mnist classifier",
+        "feature_layer": "penultimate",
+        "feature_weights_hash": "sha256:abc",
+        "reference": {"dataset": "fashion_mnist", "split": "test", "num_images": 10000, "images_sha256": "f00"},
+        "num_samples": 5000,
+        "latents": "evaluation stream of seed 0 (one fixed draw)",
+        "truncation": 1.0,
+    }
+    for seed in (0, 1):
+        _fake_run(tmp_path / f"seed={seed}", seed, (90.0 + seed,))
+        (tmp_path / f"seed={seed}" / "eval").mkdir()
+        (tmp_path / f"seed={seed}" / "eval" / "provenance.json").write_text(json.dumps(provenance))
+    sweep.write_results(tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert text.count("Scores: ") == 1  # The runs agree: one line.
+    assert "Scores: 5000 samples of each run's evaluation stream of seed 0 (one fixed draw)" in text
+    assert "reference: fashion_mnist/test, 10000 images, sha256:f00." in text

@@ -104,7 +104,7 @@ def test_latents_of_the_wrong_shape_or_value_are_named_on_every_model(variant_ru
     names model.latent_dim (not a Flax ScopeParamShapeError), NaN latents and mismatched labels fail."""
     _, config, _, workdir = variant_run
     run = dcgan_jax.load(workdir)
-    z = np.asarray(run.latents(3, seed=2))
+    z = np.array(run.latents(3, seed=2))  # A writable copy.
     one = run.generate(z[0])
     assert one.shape == (1, 28, 28, 1)
     np.testing.assert_allclose(one[0], run.generate(z)[0], atol=1e-5)

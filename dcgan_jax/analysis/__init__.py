@@ -114,6 +114,31 @@ def nearest_indices(
     return np.argsort(distances, axis=1)[:, :k]
 
 
+def memorisation(
+    run: TrainedGenerator,
+    evaluator,
+    path: str | Path | None = None,
+    num: int = 8,
+    num_samples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, Path]:
+    """(memorisation ratio of ``num_samples`` samples, a picture), with ``evaluator`` (a
+    :class:`dcgan_jax.evaluation.Evaluator` of the run's dataset): the evaluation's
+    :func:`~dcgan_jax.metrics.memorisation_ratio` (about 1: as new as test images; 20: every
+    sample a copy), and the ``num`` samples nearest a training image, each beside that image
+    (feature space), the most suspicious first."""
+    samples = run.sample(num_samples, seed)
+    features, _ = evaluator.features_of(samples, min_samples=1)
+    to_train = metrics.nearest_distances(features, evaluator.train_features)
+    ratio = metrics.memorisation_ratio(to_train, evaluator.heldout_to_train)
+    suspicious = np.argsort(to_train)[:num]
+    nearest = np.argmin(np.asarray(metrics.squared_distances(features[suspicious], evaluator.train_features)), axis=1)
+    train_images = data.to_model_range(evaluator.training_images())
+    pairs = np.concatenate([samples[suspicious][:, None], train_images[nearest][:, None]], axis=1)
+    out = _output(run.workdir, path, f"memorisation_step{run.step}_seed{seed}.png")
+    return ratio, images.save_grid(pairs.reshape(-1, *samples.shape[1:]), out, columns=2)
+
+
 def progress_grid(
     workdir: str | Path, path: str | Path | None = None, num: int = 10, seed: int = 0, steps: list[int] | None = None
 ) -> Path:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import analysis, classifier, cli, control, images
+from dcgan_jax import analysis, classifier, cli, control, evaluation, images
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
@@ -29,6 +29,22 @@ def _metrics(runs: list[str]) -> list[str]:
     return FLAGS.metrics
 
 
+def _memorisation(run: analysis.TrainedGenerator, out: Path) -> list[Path]:
+    """The memorisation picture (and the ratio on the console) when the dataset has a classifier
+    and a training split to compare with."""
+    try:
+        evaluator = evaluation.evaluator_for(run.config)
+    except (classifier.ClassifierMissingError, evaluation.EvaluationError) as e:
+        print(f"skipped the memorisation check: {e}")
+        return []
+    if evaluator.train_features is None:
+        print(f"skipped the memorisation check: {evaluator.provenance['memorisation']}")
+        return []
+    ratio, picture = analysis.memorisation(run, evaluator, out, seed=FLAGS.seed)
+    print(f"memorisation ratio {ratio:.2f} on 10000 samples (1: as new as test images; 20: all copies)")
+    return [picture]
+
+
 def main(argv: list[str]) -> None:
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
     run = analysis.load(FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment)
@@ -48,6 +64,7 @@ def main(argv: list[str]) -> None:
         )
     except classifier.ClassifierMissingError as e:
         print(f"skipped the feature-space neighbours: {e}")
+    written += _memorisation(run, out)
     for metric in metrics:
         path = out / f"{metric.replace('/', '_')}.png"
         written.append(analysis.metric_curves([FLAGS.workdir, *FLAGS.compare], path, metric))

@@ -1,6 +1,8 @@
-"""``python -m dcgan_jax.evaluation --workdir=W [--step=N | --all_steps] [--seed=S] [--truncation=PSI]``:
-scores a run's checkpoints, writes ``W/eval/step_<N>*.json`` and ``W/eval/results.json``, prints a table.
-Without ``--seed`` it scores the latents of the in-training evaluation, so a step's FID is its log line's."""
+"""``python -m dcgan_jax.evaluation --workdir=W [--step=N | --all_steps] [--seed=S] [--truncation=PSI]
+[--draws=K] [--export_features=PATH.npz]``: scores a run's checkpoints, writes ``W/eval/step_<N>*.json``
+and ``W/eval/results.json``, prints a table (and, with ``--draws``, each score's mean +- sd over the
+draws). Without ``--seed`` it scores the latents of the in-training evaluation, so a step's FID is
+its log line's."""
 
 import json
 from pathlib import Path
@@ -16,6 +18,16 @@ flags.DEFINE_integer("num_samples", None, "Samples to score per checkpoint (defa
 flags.DEFINE_integer("seed", None, "Score latents drawn with this seed instead of the training evaluation's.")
 flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
 flags.DEFINE_string("output_dir", None, "Where the JSON results go (default: <workdir>/eval).")
+flags.DEFINE_integer(
+    "draws", 1, "Score this many independent draws of latents (seeds --seed onwards) and their spread."
+)
+flags.DEFINE_enum(
+    "feature_network",
+    "classifier",
+    ["classifier", "inception"],
+    "classifier: the dataset's shipped classifier; inception: Inception-v3 (pip install -e '.[inception]').",
+)
+flags.DEFINE_string("export_features", None, "Also write the samples' and the real reference's features to this .npz.")
 FLAGS = flags.FLAGS
 
 
@@ -24,6 +36,10 @@ def main(argv: list[str]) -> None:
         trained.check_truncation(FLAGS.truncation)
     except ValueError:
         cli.fail(f"--truncation={FLAGS.truncation}: must be >= 0 (1 = none)")
+    if FLAGS.draws < 1:
+        cli.fail(f"--draws={FLAGS.draws}: must be at least 1")
+    if FLAGS.export_features and FLAGS.all_steps:
+        cli.fail("--export_features writes one step's features: pass --step=N (or none: the newest), not --all_steps")
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "eval")
     if not Path(FLAGS.workdir).is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {Path(FLAGS.workdir).absolute()}")
@@ -33,10 +49,27 @@ def main(argv: list[str]) -> None:
         checkpointer = checkpoints.Checkpointer(FLAGS.workdir, create=False)
         steps = checkpointer.all_steps()
         checkpointer.close()
-    rows = evaluation.evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation, out)
+    rows = evaluation.evaluate_run(
+        FLAGS.workdir,
+        steps,
+        FLAGS.num_samples,
+        FLAGS.seed,
+        FLAGS.truncation,
+        out,
+        FLAGS.draws,
+        FLAGS.export_features,
+        FLAGS.feature_network,
+    )
     summary = out / "results.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n")
     print(evaluation.markdown_table(rows))
+    for start in range(0, len(rows), FLAGS.draws) if FLAGS.draws > 1 else []:
+        draws = rows[start : start + FLAGS.draws]
+        spread = evaluation.spread_line(evaluation.spread(draws), FLAGS.draws, draws[0]["num_samples"])
+        print(f"step {draws[0]['step']}, {spread}")
+    print(f"Scored with {rows[0]['provenance']['feature_network']} against {rows[0]['provenance']['reference']}")
+    if FLAGS.export_features:
+        print(f"Wrote the features to {FLAGS.export_features}")
     print(f"Wrote {summary}")
 
 

@@ -34,7 +34,7 @@ from dcgan_jax.control import Interrupted, TrainingDiverged, read_status  # Ever
 from dcgan_jax.sweep import slurm
 
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
-FINAL_EVAL_METRICS = ("fid", "kid", "precision", "recall", "classes_covered")  # Of the last evaluation.
+FINAL_EVAL_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "classes_covered", "num_samples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +215,16 @@ def _metric_columns() -> list[str]:
     return ["steps", "wall_s", "status", *FINAL_METRICS, *finals, "best_fid"]
 
 
-SETTING_METRICS = ("steps", "final_fid", "best_fid", "final_kid", "final_precision", "final_recall")
+SETTING_METRICS = (
+    "steps",
+    "final_fid",
+    "best_fid",
+    "final_kid",
+    "final_precision",
+    "final_recall",
+    "final_density",
+    "final_coverage",
+)
 
 
 def settings(rows: list[dict]) -> list[dict]:
@@ -272,7 +281,7 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
     rows = results(sweep_dir)
     table = settings(rows)
     text = "## Per setting (mean +- sd over seeds)\n\n" + settings_markdown(table)
-    text += "\n\n## Per run\n\n" + markdown(rows)
+    text += "\n\n## Per run\n\n" + markdown(rows) + provenance_note(_run_dirs(sweep_dir))
     (sweep_dir / "results.md").write_text(text + "\n")
     _write_csv(sweep_dir / "results.csv", rows)
     _write_csv(sweep_dir / "settings.csv", table)
@@ -290,6 +299,24 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
         ", ".join(map(str, plots)),
     )
     return rows
+
+
+def provenance_note(run_dirs: list[Path]) -> str:
+    """What the evaluation scores were made with (each run's ``eval/provenance.json``): one line
+    when the runs agree, one per kind when they do not; empty without evaluations."""
+    found = sorted(
+        {(d / "eval" / "provenance.json").read_text() for d in run_dirs if (d / "eval" / "provenance.json").exists()}
+    )
+    lines = []
+    for text in found:
+        p = json.loads(text)
+        ref = p["reference"]
+        lines.append(
+            f"Scores: {p['num_samples']} samples of each run's {p['latents']}, truncation {p['truncation']:g}; "
+            f"features: {p['feature_network']}, {p['feature_layer']}, weights {p['feature_weights_hash']}; "
+            f"reference: {ref['dataset']}/{ref['split']}, {ref['num_images']} images, sha256:{ref['images_sha256']}."
+        )
+    return "".join(f"\n\n{line}" for line in lines)
 
 
 def _groups(sweep_dir: Path, rows: list[dict], table: list[dict]) -> dict[str, list[Path]]:
