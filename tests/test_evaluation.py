@@ -203,7 +203,7 @@ def test_evaluation_command_scores_every_checkpoint(evaluated_run):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| step | latents | fid | kid |" in result.stdout
+    assert "| step | latents | fid1k | kid1k | kid1k_std | precision |" in result.stdout  # N in the names.
     rows = json.loads((evaluated_run / "eval" / "results.json").read_text())
     assert [r["step"] for r in rows] == [3, 4] and all(np.isfinite(r["fid"]) for r in rows)
     assert (evaluated_run / "eval" / "step_0000004.json").exists()
@@ -278,7 +278,7 @@ def test_draws_give_a_spread_and_every_json_names_its_provenance(evaluated_run, 
     assert [r["latents"] for r in stored["runs"]] == ["key(5)", "key(6)", "key(7)"] and len(set(fids)) == 3
     assert stored["spread"]["fid"]["mean"] == pytest.approx(np.mean(fids))
     assert stored["spread"]["fid"]["sd"] == pytest.approx(np.std(fids, ddof=1)) and stored["spread"]["fid"]["sd"] > 0
-    assert "step 4, mean +- sd over 3 draws of 1000 latents: fid " in result.stdout
+    assert "step 4, mean +- sd over 3 draws of 1000 latents: fid1k " in result.stdout
     provenance = stored["runs"][0]["provenance"]
     test_uint8 = data.load_idx_folder(fashion[2], "test")[0]
     assert provenance["reference"] == {
@@ -322,3 +322,14 @@ def test_analysis_memorisation_gives_the_ratio_and_the_most_suspicious_samples(e
     assert path.name == "memorisation_step4_seed0.png" and 0 <= ratio <= 20
     width, height = Image.open(path).size
     assert width < height  # 4 rows of (sample, nearest training image).
+
+
+def test_scores_biased_by_n_are_named_with_n():
+    names = [evaluation.metric_name(k, n) for k, n in (("fid", 10_000), ("kid", 50_000), ("intra_fid", 2500))]
+    assert names == ["fid10k", "kid50k", "intra_fid2500"]
+    assert evaluation.metric_name("precision", 10_000) == "precision"
+    rows = [
+        {"step": 1, "latents": "key(0)", "seconds": 1.0, "num_samples": n, **dict.fromkeys(evaluation.SUMMARY_KEYS, 1)}
+        for n in (1000, 2000)
+    ]
+    assert "| fid | kid |" in evaluation.markdown_table(rows)  # Different N: no single name to give.

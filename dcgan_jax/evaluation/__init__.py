@@ -386,9 +386,24 @@ def _table_keys(rows: list[dict]) -> tuple[str, ...]:
     return tuple(k for k in present_keys(rows[0]) if k != "class_agreement" and all(k in r for r in rows))
 
 
+N_DEPENDENT = ("fid", "kid", "kid_std", "intra_fid")  # Biased by the number of samples: named with it.
+
+
+def metric_name(key: str, num_samples: int) -> str:
+    """``fid`` scored on 10,000 samples is ``fid10k`` (StyleGAN2-ADA's convention), on 2,500
+    ``fid2500``; scores whose bias does not follow N keep their name."""
+    if key not in N_DEPENDENT:
+        return key
+    count = f"{num_samples // 1000}k" if num_samples % 1000 == 0 else str(num_samples)
+    return key.replace("fid", f"fid{count}", 1) if "fid" in key else key.replace("kid", f"kid{count}", 1)
+
+
 def markdown_table(rows: list[dict]) -> str:
+    """The rows' scores, the N-dependent ones named with N when all rows share it."""
     keys = _table_keys(rows)
-    lines = ["| step | latents | " + " | ".join(keys) + " | seconds |", "|" + "---|" * (len(keys) + 3)]
+    counts = {row["num_samples"] for row in rows}
+    names = [metric_name(k, *counts) for k in keys] if len(counts) == 1 else list(keys)
+    lines = ["| step | latents | " + " | ".join(names) + " | seconds |", "|" + "---|" * (len(keys) + 3)]
     for row in rows:
         cells = [format(row[k], _FORMATS[k]) for k in keys]
         lines.append(f"| {row['step']} | {row['latents']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
@@ -404,7 +419,9 @@ def spread(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> str:
-    cells = " | ".join(f"{k} {v['mean']:.4g} +- {v['sd']:.2g}" for k, v in summary.items() if k != "kid_std")
+    cells = " | ".join(
+        f"{metric_name(k, num)} {v['mean']:.4g} +- {v['sd']:.2g}" for k, v in summary.items() if k != "kid_std"
+    )
     return f"mean +- sd over {draws} draws of {num} latents: {cells}"
 
 
