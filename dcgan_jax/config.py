@@ -26,6 +26,7 @@ G_ACTIVATIONS = ("relu", "leaky_relu")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder", "synthetic")
 SPLITS = ("train", "test")
 ON_DIVERGENCE = ("stop", "restore")
+AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan_jax/augment.py
 EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (dcgan_jax/assets/classifiers).
 
 
@@ -80,6 +81,9 @@ def _model_defaults() -> ml_collections.ConfigDict:
     model.d_batch_norm = True  # BatchNorm on D's layers after the first.
     model.d_dropout = 0.0  # Dropout after each of D's convolutions.
     model.spectral_norm = False  # On D's layers (Miyato et al. 2018).
+    # D sees, before its last layer, the standard deviation over groups of 4 images of its features
+    # (Karras et al. 2018): a batch of near-identical fakes is then easy to tell from real ones.
+    model.minibatch_std = False
     # > 0: class-conditional, labels from the dataset: a label embedding into G and a projection D.
     model.num_classes = 0
     # G's convolutions: "auto" (Fourier on small maps on the CPU, in float32), "direct" or "fourier";
@@ -130,6 +134,9 @@ def _train_defaults() -> ml_collections.ConfigDict:
     # Exponential moving average of G's parameters (Yazici et al. 2019); samples, grids and the
     # evaluation use it when on. 0 = off; 0.999 is typical. Warmed up: min(decay, (1+step)/(10+step)).
     train.ema_decay = 0.0
+    # DiffAugment (Zhao et al. 2020): comma-separated transformations of every image D sees, real and
+    # fake, in both updates: color, translation, cutout (dcgan_jax/augment.py). "" = off.
+    train.diffaugment = ""
     # bfloat16: activations and matmuls in bfloat16, parameters and optimizer state in float32.
     train.compute_dtype = "float32"
     # Steps per call into the device (a lax.scan), so the host never waits on a single small step;
@@ -251,8 +258,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_combinations(config)
 
 
+def _check_augmentations(policy: str) -> None:
+    for name in (p.strip() for p in policy.split(",") if p.strip()):
+        if name not in AUGMENTATIONS:
+            close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ConfigError(
+                f"--config.train.diffaugment={policy!r}: {name!r} is not one of {', '.join(AUGMENTATIONS)}.{hint}"
+            )
+
+
 def _check_combinations(config: ml_collections.ConfigDict) -> None:
     """The rules that involve more than one field, or more than a range."""
+    _check_augmentations(config.train.diffaugment)
     if config.loss.name == "wgan_gp" and config.model.d_batch_norm:
         raise ConfigError(
             "--config.loss.name=wgan_gp: the gradient penalty is per image, and BatchNorm in D mixes the "

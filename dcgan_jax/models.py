@@ -103,6 +103,7 @@ class Discriminator(nn.Module):
     batch_norm: bool = True
     dropout: float = 0.0  # Needs a "dropout" rng when training.
     spectral_norm: bool = False  # Power-iteration state in "batch_stats", updated when training.
+    minibatch_std: bool = False  # A feature map of the batch's spread before the last layer.
     num_classes: int = 0
     conv_algorithm: str = "auto"  # See dcgan_jax.convolutions.
     dtype: Any = jnp.float32
@@ -131,6 +132,8 @@ class Discriminator(nn.Module):
             x = nn.leaky_relu(x, 0.2)
             if self.dropout and train:
                 x = dropout(x, self.dropout, self.make_rng("dropout"))
+        if self.minibatch_std:
+            x = minibatch_stddev(x)
         h = x.reshape(x.shape[0], -1)
         logits = layer(nn.Dense(1, kernel_init=DCGAN_INIT, dtype=self.dtype), h)[:, 0]
         if self.num_classes:
@@ -138,6 +141,19 @@ class Discriminator(nn.Module):
             embedding = nn.Embed(self.num_classes, h.shape[-1], embedding_init=DCGAN_INIT, dtype=self.dtype)
             logits = logits + jnp.sum(embedding(labels) * h, axis=-1)
         return logits.astype(jnp.float32)
+
+
+def minibatch_stddev(x: jax.Array, group_size: int = 4) -> jax.Array:
+    """``x`` (N, H, W, C) with one more channel: the standard deviation of each feature over a group
+    of images (image i with i + N/G, ...; G the largest divisor of N up to ``group_size``), averaged
+    over the features, the same for the group's images (Karras et al. 2018). Fakes that all look
+    alike have a small spread, which D then sees."""
+    n, h, w, _ = x.shape
+    groups = max(g for g in range(1, min(group_size, n) + 1) if n % g == 0)
+    y = x.astype(jnp.float32).reshape(groups, n // groups, h, w, -1)
+    spread = jnp.sqrt(jnp.var(y, axis=0) + 1e-8).mean(axis=(1, 2, 3))  # (N / G,)
+    channel = jnp.broadcast_to(jnp.tile(spread, groups)[:, None, None, None], (n, h, w, 1))
+    return jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
@@ -184,6 +200,7 @@ def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = 
         batch_norm=model_config.d_batch_norm,
         dropout=model_config.d_dropout,
         spectral_norm=model_config.spectral_norm,
+        minibatch_std=model_config.minibatch_std,
         **shared,
     )
     return Nets(generator, discriminator)

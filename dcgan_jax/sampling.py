@@ -20,7 +20,7 @@ from dcgan_jax import parallel
 # Streams of the run's key.
 INIT_STREAM, TRAIN_STREAM, GRID_STREAM, EVAL_STREAM = 0, 1, 2, 3
 # Sub-streams of one update's key (its latents use the key itself).
-REAL_DROPOUT, FAKE_DROPOUT, FAKE_LABELS, PENALTY = 1, 2, 3, 4
+REAL_DROPOUT, FAKE_DROPOUT, FAKE_LABELS, PENALTY, AUGMENT_REAL, AUGMENT_FAKE = 1, 2, 3, 4, 5, 6
 EVAL_CHUNK = 1000  # Images per call into the generator when sampling many.
 
 Sampler = Callable[..., jax.Array]

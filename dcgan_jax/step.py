@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from dcgan_jax import data, losses, models, parallel, sampling
+from dcgan_jax import augment, data, losses, models, parallel, sampling
 from dcgan_jax import state as state_lib
 from dcgan_jax.state import GanState, NetState
 
@@ -71,7 +71,10 @@ def penalties(critic: Callable, real, fake, step, penalty_key: jax.Array, loss_c
 
 
 def d_loss(d_params, state: GanState, real, real_labels, fake, fake_labels, key, nets, config):
-    """D's loss on a real and a fake batch, its penalties, (new statistics, metrics)."""
+    """D's loss on a real and a fake batch (both through ``train.diffaugment``), its penalties, (new
+    statistics, metrics)."""
+    real = augment.diff_augment(real, jax.random.fold_in(key, sampling.AUGMENT_REAL), config.train.diffaugment)
+    fake = augment.diff_augment(fake, jax.random.fold_in(key, sampling.AUGMENT_FAKE), config.train.diffaugment)
     real_logits, stats = discriminate(
         nets, d_params, state.d.batch_stats, real, real_labels, jax.random.fold_in(key, sampling.REAL_DROPOUT)
     )
@@ -109,6 +112,8 @@ def d_update(state: GanState, real, real_labels, fake, fake_labels, key: jax.Arr
 
 
 def g_loss(state: GanState, fake, labels, key: jax.Array, nets, config) -> jax.Array:
+    """G's loss through D, its fakes augmented as D's update augments them (``train.diffaugment``)."""
+    fake = augment.diff_augment(fake, jax.random.fold_in(key, sampling.AUGMENT_FAKE), config.train.diffaugment)
     fake_logits, _ = discriminate(
         nets, state.d.params, state.d.batch_stats, fake, labels, jax.random.fold_in(key, sampling.FAKE_DROPOUT)
     )
