@@ -3,8 +3,8 @@
 The same kinds of random transformation (drawn afresh for each batch) are applied to real and
 generated images, in D's update and in G's, and they are differentiable, so G learns through
 them; D can no longer fit the training set by heart, which is what makes small data or short
-runs fail. ``train.diffaugment`` names the
-transformations, comma-separated, applied in this order (the authors' ranges):
+runs fail. ``train.diffaugment`` names the transformations, joined by "," or "+" (a sweep's
+values are comma-separated), applied in this order (the authors' ranges):
 
 - ``color``: brightness (+ U(-0.5, 0.5) per image), saturation (colour images only: the
   deviation from the pixel's channel mean scaled by U(0, 2)) and contrast (the deviation from the
@@ -17,13 +17,15 @@ Images are (N, H, W, C) in [-1, 1]; the randomness comes only from the key the s
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 
 
 def parse(policy: str) -> tuple[str, ...]:
     """The transformations of ``train.diffaugment`` (checked by the config's validation)."""
-    return tuple(p.strip() for p in policy.split(",") if p.strip())
+    return tuple(p.strip() for p in re.split(r"[,+]", policy) if p.strip())
 
 
 def _uniform(key: jax.Array, n: int, low: float, high: float, dtype) -> jax.Array:

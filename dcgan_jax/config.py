@@ -12,6 +12,7 @@ import difflib
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import ml_collections
@@ -134,8 +135,9 @@ def _train_defaults() -> ml_collections.ConfigDict:
     # Exponential moving average of G's parameters (Yazici et al. 2019); samples, grids and the
     # evaluation use it when on. 0 = off; 0.999 is typical. Warmed up: min(decay, (1+step)/(10+step)).
     train.ema_decay = 0.0
-    # DiffAugment (Zhao et al. 2020): comma-separated transformations of every image D sees, real and
-    # fake, in both updates: color, translation, cutout (dcgan_jax/augment.py). "" = off.
+    # DiffAugment (Zhao et al. 2020): transformations of every image D sees, real and fake, in both
+    # updates: color, translation, cutout (dcgan_jax/augment.py), joined by "," or "+" (a sweep's
+    # values are comma-separated: --sweep="train.diffaugment=translation+cutout,color"). "" = off.
     train.diffaugment = ""
     # bfloat16: activations and matmuls in bfloat16, parameters and optimizer state in float32.
     train.compute_dtype = "float32"
@@ -259,7 +261,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_augmentations(policy: str) -> None:
-    for name in (p.strip() for p in policy.split(",") if p.strip()):
+    for name in (p.strip() for p in re.split(r"[,+]", policy) if p.strip()):
         if name not in AUGMENTATIONS:
             close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
