@@ -108,6 +108,14 @@ class ConsoleFilter(OwnInfoFilter):
         return not getattr(record, "file_only", False) and super().filter(record)
 
 
+def unraisable_to_log(unraisable) -> None:
+    """``sys.unraisablehook``: exceptions Python can only report when it collects their object (an
+    abandoned Orbax read of a damaged checkpoint) go to train.log, not as a traceback on the console
+    after the one warning line that says what happened."""
+    what = unraisable.err_msg or "Exception ignored in"
+    logging.info("%s %r: %r", what, unraisable.object, unraisable.exc_value, extra=FILE_ONLY)
+
+
 def quiet_library_info(handler: std_logging.Handler | None = None) -> None:
     """Installs :class:`OwnInfoFilter` on ``handler``, or :class:`ConsoleFilter` on absl's console handler."""
     handler, kind = (handler, OwnInfoFilter) if handler else (logging.get_absl_handler(), ConsoleFilter)

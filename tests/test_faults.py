@@ -306,3 +306,28 @@ def test_an_experiment_outside_the_experiments_folder_is_refused(tmp_path):
     )
     _one_error_line(result, f"--experiment={relative}", "not a path")
     assert not marker.exists()
+
+
+def test_an_exception_reported_at_garbage_collection_goes_to_the_log_file_not_the_console():
+    """Python prints such exceptions (an abandoned Orbax read of a damaged checkpoint) as a traceback on
+    stderr at whatever moment it collects them; the commands route them to train.log only."""
+    import logging as std_logging
+    import types
+
+    from dcgan_jax import writers
+
+    records = []
+    handler = std_logging.Handler()
+    handler.emit = records.append
+    std_logging.getLogger("absl").addHandler(handler)
+    try:
+        unraisable = types.SimpleNamespace(err_msg=None, object="<coroutine read>", exc_value=RuntimeError("shard"))
+        writers.unraisable_to_log(unraisable)
+    finally:
+        std_logging.getLogger("absl").removeHandler(handler)
+    (record,) = records
+    assert "Exception ignored in '<coroutine read>': RuntimeError('shard')" in record.getMessage()
+    assert not writers.ConsoleFilter().filter(record)  # Not for the console.
+    code = "import sys; from dcgan_jax import cli; cli.run(lambda argv: print(sys.unraisablehook.__name__))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "unraisable_to_log", result.stderr[-2000:]
