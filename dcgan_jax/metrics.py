@@ -69,12 +69,19 @@ def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
     """Squared distance of each point to its k-th nearest other point."""
-    radii = []
+    return neighbour_radii(features, (k,))[0]
+
+
+def neighbour_radii(features: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarray]:
+    """:func:`kth_neighbour_radii` for each of ``ks``, from one pass over the pairwise distances."""
+    radii = [[] for _ in ks]
     all_points = jnp.asarray(features)
     for start in range(0, len(features), BLOCK):
         d = squared_distances(jnp.asarray(features[start : start + BLOCK]), all_points)
-        radii.append(np.asarray(-jax.lax.top_k(-d, k + 1)[0][:, k]))  # Index 0 is the point itself.
-    return np.concatenate(radii)
+        nearest = np.asarray(-jax.lax.top_k(-d, max(ks) + 1)[0])  # Index 0 is the point itself.
+        for found, k in zip(radii, ks, strict=True):
+            found.append(nearest[:, k])
+    return [np.concatenate(found) for found in radii]
 
 
 def _fraction_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:

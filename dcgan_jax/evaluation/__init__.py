@@ -70,16 +70,20 @@ def _dataset_config(dataset: str, split: str, data_dir: str | Path | None) -> ml
     return dataset_config
 
 
+def _with_split(dataset_config: ml_collections.ConfigDict, split: str) -> ml_collections.ConfigDict:
+    """A copy of ``dataset_config`` reading ``split``."""
+    copy = ml_collections.ConfigDict(dataset_config.to_dict())
+    copy.split = split
+    return copy
+
+
 def _cache_file(dataset_config, network: feature_networks.FeatureNetwork, cache_dir: str | Path | None) -> Path:
     """Where a split's reference features are cached: ``cache_dir``, else beside the IDX data when
     writable, else ``~/.cache/dcgan_jax/<dataset>`` (always there for an image folder, which holds
     nothing but images)."""
     name, split = dataset_config.name, dataset_config.split
-    tag = (
-        network.weights_hash.split(":")[1][:16]
-        if network.name == "classifier"
-        else f"inception-{network.weights_hash[7:23]}"
-    )
+    digest = network.weights_hash.removeprefix("sha256:")[:16]
+    tag = digest if network.name == "classifier" else f"{network.name}-{digest}"
     if name == "image_folder":
         where = hashlib.sha256(str(Path(dataset_config.data_dir).resolve()).encode()).hexdigest()[:12]
         name, split = f"image_folder_{where}_{dataset_config.image_size}", "all"
@@ -142,8 +146,7 @@ class Evaluator:
         self.real_features, self.real_labels = real["features"], real["labels"]
         self.real_probs = real.get("probs")
         self.real_mu, self.real_cov = metrics.mean_and_cov(self.real_features)
-        self.real_radii = metrics.kth_neighbour_radii(self.real_features, k=PR_K)
-        self.real_radii_dc = metrics.kth_neighbour_radii(self.real_features, k=DC_K)
+        self.real_radii, self.real_radii_dc = metrics.neighbour_radii(self.real_features, (PR_K, DC_K))
         if self.real_probs is not None:
             self.real_hist = metrics.class_histogram(self.real_probs, classifier.NUM_CLASSES)
         classes = np.unique(self.real_labels)
@@ -168,15 +171,11 @@ class Evaluator:
             self._load_memorisation_reference(real)
 
     def _reference(self, split: str) -> dict[str, np.ndarray]:
-        dataset_config = ml_collections.ConfigDict(self.dataset_config.to_dict())
-        dataset_config.split = split
-        return _reference(dataset_config, self.network, self.cache_dir)
+        return _reference(_with_split(self.dataset_config, split), self.network, self.cache_dir)
 
     def training_images(self) -> np.ndarray:
         """The uint8 training images, in the order of :attr:`train_features`."""
-        dataset_config = ml_collections.ConfigDict(self.dataset_config.to_dict())
-        dataset_config.split = "train"
-        return data.load_dataset(dataset_config)[0]
+        return data.load_dataset(_with_split(self.dataset_config, "train"))[0]
 
     def _load_memorisation_reference(self, real: dict) -> None:
         """The training split's features and the test images' distances to them; without a training
@@ -433,10 +432,10 @@ def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "cla
             f"the run's dataset {config.dataset.name!r} has no shipped classifier (those: "
             f"{', '.join(EVAL_DATASETS)}); score it with --feature_network=inception"
         )
-    dataset_config = ml_collections.ConfigDict(config.dataset.to_dict())
-    dataset_config.split = config.eval.split
     return Evaluator(
-        dataset_config=dataset_config, feature_network=feature_network, memorisation=feature_network == "classifier"
+        dataset_config=_with_split(config.dataset, config.eval.split),
+        feature_network=feature_network,
+        memorisation=feature_network == "classifier",
     )
 
 
