@@ -1,26 +1,37 @@
-"""Sample quality after equal wall-clock training: our experiment against the PyTorch reference.
+"""Sample quality after equal wall-clock training: our experiments against the PyTorch reference.
 
     DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py \\
-        --torch_python=/tmp/torch-ref/bin/python [--experiment=fashion_dcgan] [--seconds=600] \\
-        [--out=benchmarks/quality] [--reference_samples=ref.npz]
+        --torch_python=/tmp/torch-ref/bin/python [--seconds=600] [--seeds=0,1] \\
+        [--benchmarks=fashion,mnist] [--workdir=/tmp/dcgan_jax_quality] [--out=benchmarks/quality]
 
-One after the other, alone on the machine: trains ``--experiment`` for ``--seconds`` of wall clock
-(``train.max_seconds``: data loading and compilation count against it), then runs
-``../shared/bench/torch_reference.py --seconds S --samples ref.npz`` (its clock starts after its
-data loading). Both are scored with ``dcgan_jax.evaluate`` on 10,000 samples against the
-Fashion-MNIST test split. Writes ``results.md`` (the table and the commands), ``results.json``,
-and the two 8x8 sample grids side by side (``samples.png``) into ``--out``.
-``--reference_samples`` scores an existing reference .npz instead of training the reference.
-``--truncations`` adds rows for our generator sampled with its latents scaled toward 0 (the
-truncation trick): points on its precision/recall trade-off, labelled as such; the headline row
-is always the plain sampling, as the reference is sampled.
+One run after another, alone on the machine, each ``--seconds`` of wall clock (ours:
+``train.max_seconds``, so data loading and compilation count against it; the reference's clock
+starts after its data loading):
+
+- fashion: the unsupervised ``fashion_dcgan`` for each of ``--seeds`` (the headline: like for like
+  with the reference, which is not given labels either), the class-conditional ``fashion_cdcgan``
+  (a second, labelled row), and ``../shared/bench/torch_reference.py``; 10,000 samples of each
+  scored by ``dcgan_jax.evaluate`` against the Fashion-MNIST test split.
+- mnist: ``mnist_dcgan`` and the reference, both trained on the MNIST images this machine has
+  (the 10,000 of the test split: the reference reads them from a folder where they are its
+  ``train-images``), scored against that same split.
+
+Our runs go to ``--workdir/<experiment>_seed<S>``, the reference's samples to
+``--workdir/reference_<dataset>.npz``; a rerun reuses each that is already there (a run folder
+only if it stopped at the time limit with exactly the config it would be given, ``train.num_steps``
+aside), so an interrupted benchmark goes on where it stopped. Writes ``results.md`` (the tables,
+the targets of issue 18 checked, the commands), ``results.json`` and sample grids into ``--out``.
+``--truncations`` adds rows for the first seed sampled with its latents scaled toward 0: points on
+its precision/recall trade-off, labelled as such.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,134 +44,244 @@ from absl import app, flags
 
 import dcgan_jax
 from dcgan_jax import config as config_lib
-from dcgan_jax import data, images
+from dcgan_jax import control, data, images, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
 NUM_SAMPLES = 10_000
-ROWS = ("fid", "kid", "precision", "recall", "classes_covered", "inception_score")
+COLUMNS = ("fid", "precision", "recall", "density", "coverage", "classes_covered")
 
-flags.DEFINE_string("experiment", "fashion_dcgan", "Our experiment to train.")
-flags.DEFINE_float("seconds", 600, "Wall-clock training budget of each side.")
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    dataset: str
+    headline: str  # The unsupervised experiment, against the reference.
+    conditional: str | None  # A class-conditional experiment, its own labelled row.
+    overrides: tuple[str, ...] = ()  # FIELD=VALUE for every run of ours.
+    reference_images: str = "train-images-idx3-ubyte.gz"  # The IDX file the reference trains on.
+
+
+BENCHMARKS = {
+    "fashion": Benchmark("fashion_mnist", "fashion_dcgan", "fashion_cdcgan"),
+    "mnist": Benchmark("mnist", "mnist_dcgan", None, ("dataset.split=test",), "t10k-images-idx3-ubyte.gz"),
+}
+
+flags.DEFINE_float("seconds", 600, "Wall-clock training budget of each run.")
+flags.DEFINE_list("seeds", ["0", "1"], "Seeds of the headline (unsupervised) fashion_dcgan runs.")
+flags.DEFINE_list("benchmarks", ["fashion", "mnist"], f"Which of {', '.join(BENCHMARKS)}.")
 flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch (see benchmarks/throughput.py).")
-flags.DEFINE_string("reference_samples", None, "Score this reference .npz instead of training the reference.")
-flags.DEFINE_string("workdir", None, "Our run's folder (default: a new temporary folder).")
-flags.DEFINE_string("out", str(REPO / "benchmarks" / "quality"), "Where the table and the grids go.")
-flags.DEFINE_list("overrides", [], "FIELD=VALUE config overrides of our run, e.g. train.ema_decay=0.999.")
-flags.DEFINE_list("truncations", ["0.9", "0.8"], "Also score ours with its latents times each of these.")
+flags.DEFINE_string("workdir", str(Path(tempfile.gettempdir()) / "dcgan_jax_quality"), "Runs and samples go here.")
+flags.DEFINE_string("out", str(REPO / "benchmarks" / "quality"), "Where the tables and the grids go.")
+flags.DEFINE_bool("references_only", False, "Only train the references (a later invocation reuses them).")
+flags.DEFINE_list("truncations", ["0.9", "0.8"], "Also score the first headline seed with its latents times these.")
 FLAGS = flags.FLAGS
 
 
-def train_ours(workdir: Path) -> tuple[dcgan_jax.TrainedGenerator, dict, list[str]]:
-    """(the trained generator, facts of the run, the flags that reproduce it)."""
-    config = config_lib.load_experiment(FLAGS.experiment, REPO / "experiments")
-    flags_used = [f"--config.train.max_seconds={FLAGS.seconds:g}", "--config.train.num_steps=100000000"]
-    for item in FLAGS.overrides:
-        field, _, value = item.partition("=")
-        flags_used.append(f"--config.{field}={value}")
-    # The same parser as launch.py, so the flags above reproduce the run.
-    command = [sys.executable, str(REPO / "launch.py"), f"--experiment={FLAGS.experiment}", f"--workdir={workdir}"]
-    shown = ["launch.py", *command[2:]]
-    started = time.monotonic()
-    subprocess.run(command + flags_used, check=True)
-    wall = time.monotonic() - started
+def _overrides(bench: Benchmark, seed: int) -> list[str]:
+    """FIELD=VALUE of one run of ours: the benchmark's, the seed, the time limit."""
+    limit = [f"seed={seed}", f"train.max_seconds={FLAGS.seconds:g}", "train.num_steps=100000000"]
+    return [*bench.overrides, *limit]
+
+
+def _reusable(workdir: Path, experiment: str, overrides: list[str]) -> bool:
+    """Whether ``workdir`` holds a run that stopped at the time limit with the config ``overrides`` give."""
+    if control.read_status(workdir).get("ended") != "time_limit" or not (workdir / "config.json").exists():
+        return False
+    base = config_lib.load_experiment(experiment, REPO / "experiments")
+    (run,) = sweep.expand(" ".join(overrides), base)  # The sweep's parsing: each field typed as its default.
+    wanted = config_lib.flatten(config_lib.resolved(sweep.configure(base, run)))
+    # Fields added since the run was written had their defaults then, as load() reads them.
+    stored = config_lib.flatten(config_lib.with_defaults(config_lib.read_json(workdir / "config.json")))
+    return all(stored.get(k) == v for k, v in wanted.items() if k != "train.num_steps")
+
+
+def train_ours(bench: Benchmark, experiment: str, seed: int) -> dict:
+    """Trains (or reuses) one run of ours; its facts, its 10,000 samples' scores and its command."""
+    workdir = Path(FLAGS.workdir) / f"{experiment}_seed{seed}"
+    overrides = _overrides(bench, seed)
+    command = ["launch.py", f"--experiment={experiment}", f"--workdir={workdir}"]
+    command += [f"--config.{item}" for item in overrides]
+    reused = _reusable(workdir, experiment, overrides)
+    if not reused:
+        subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], check=True)
     run = dcgan_jax.load(workdir)
-    status = json.loads((workdir / "status.json").read_text())
-    facts = {
-        "steps": status["step"],
-        "seconds": round(wall, 1),
-        "batch": config.train.batch_size,
-        "ema": run.ema,
-        "num_classes": run.num_classes,
+    status = control.read_status(workdir)
+    samples = sample(run)
+    scores = dcgan_jax.evaluate(samples, dataset=bench.dataset)
+    facts = {"steps": status["step"], "seconds": round(status["wall_seconds"], 1), "batch": run.config.train.batch_size}
+    return {
+        "name": experiment,
+        "seed": seed,
+        "conditional": bool(run.num_classes),
+        "reused": reused,
+        **facts,
+        "scores": scores,
+        "command": shlex.join(["python", *command]),
+        "run": run,
+        "samples": samples,
     }
-    return run, facts, shown + flags_used
 
 
 def sample(run: dcgan_jax.TrainedGenerator, truncation: float = 1.0) -> np.ndarray:
     return np.concatenate([run.sample(1000, seed=i, truncation=truncation) for i in range(NUM_SAMPLES // 1000)])
 
 
-def train_reference(out: Path) -> tuple[np.ndarray, dict]:
-    samples_path = out / "reference_samples.npz"
-    data_dir = data.resolve_data_dir(config_lib.default_config().dataset)
-    result = subprocess.run(
-        [
-            FLAGS.torch_python,
-            str(TORCH_REFERENCE),
-            "--data",
-            str(data_dir),
-            "--seconds",
-            f"{FLAGS.seconds:g}",
-            "--samples",
-            str(samples_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    return _read_npz(samples_path), {"steps": report["steps"], "seconds": report["seconds"], "batch": report["batch"]}
+def train_reference(bench: Benchmark) -> dict:
+    """The reference's 10,000 samples after ``--seconds`` on the benchmark's images (or those of an
+    earlier invocation), scored."""
+    samples_path = Path(FLAGS.workdir) / f"reference_{bench.dataset}.npz"
+    report_path = samples_path.with_suffix(".json")
+    if not report_path.exists():
+        if not FLAGS.torch_python:
+            raise app.UsageError(f"give --torch_python to train the reference (no {report_path} to reuse)")
+        source = data.resolve_data_dir(_dataset_config(bench))
+        if source is None:
+            raise app.UsageError(f"set DCGAN_JAX_DATA_DIR: the reference reads {bench.dataset}'s IDX files")
+        folder = Path(FLAGS.workdir) / f"reference_{bench.dataset}_data"
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / "train-images-idx3-ubyte.gz"
+        link.unlink(missing_ok=True)
+        link.symlink_to((source / bench.reference_images).absolute())
+        args = ["--data", str(folder), "--seconds", f"{FLAGS.seconds:g}", "--samples", str(samples_path)]
+        result = subprocess.run([FLAGS.torch_python, str(TORCH_REFERENCE), *args], capture_output=True, text=True)
+        if result.returncode:
+            sys.exit(f"the reference failed:\n{result.stderr[-2000:]}")
+        report_path.write_text(result.stdout.strip().splitlines()[-1] + "\n")
+    report = json.loads(report_path.read_text())
+    pixels = np.load(samples_path)["images"]
+    samples = data.to_model_range(pixels[..., None] if pixels.ndim == 3 else pixels)
+    facts = {"steps": report["steps"], "seconds": report["seconds"], "batch": report["batch"]}
+    return {
+        "name": "PyTorch reference",
+        **facts,
+        "scores": dcgan_jax.evaluate(samples, dataset=bench.dataset),
+        "samples": samples,
+    }
 
 
-def _read_npz(path: str | Path) -> np.ndarray:
-    pixels = np.load(path)["images"]
-    return data.to_model_range(pixels[..., None] if pixels.ndim == 3 else pixels)
+def _dataset_config(bench: Benchmark):
+    config = config_lib.default_config().dataset
+    config.name = bench.dataset
+    return config
 
 
-def _table(ours: dict, reference: dict) -> str:
-    lines = ["| | FID | KID | precision | recall | classes covered | IS | steps | batch |", "|---" * 9 + "|"]
-    name = "dcgan_jax " + FLAGS.experiment + (" (class-conditional)" if ours["num_classes"] else "")
-    rows = [(name, ours["scores"], ours)]
-    rows += [(f"ours, truncation {psi:g}", scores, ours) for psi, scores in ours["truncated"].items()]
-    rows.append(("PyTorch reference", reference["scores"], reference))
-    for name, s, row in rows:
-        lines.append(
-            f"| {name} | {s['fid']:.1f} | {s['kid']:.2f} ± {s['kid_std']:.2f} | {s['precision']:.3f} | "
-            f"{s['recall']:.3f} | {s['classes_covered']}/10 | {s['inception_score']:.2f} | {row['steps']} | "
-            f"{row['batch']} |"
-        )
+def _row(label: str, r: dict) -> str:
+    s = r["scores"]
+    values = " | ".join(f"{s[c]:.3f}" if c != "classes_covered" else f"{s[c]}/10" for c in COLUMNS)
+    return f"| {label} | {values} | {r['steps']} | {r['batch']} |"
+
+
+def _mean_row(label: str, runs: list[dict]) -> str:
+    """Mean and each value of every column over the seeds."""
+    cells = []
+    for c in (*COLUMNS, "steps"):
+        values = [r["scores"][c] if c in r["scores"] else r[c] for r in runs]
+        each = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values)
+        cells.append(f"**{statistics.mean(values):.3f}** ({each})" if len(values) > 1 else each)
+    return f"| {label} | {' | '.join(cells)} | {runs[0]['batch']} |"
+
+
+def table(ours: list[dict], conditional: dict | None, truncated: dict, reference: dict) -> str:
+    header = "| | " + " | ".join(COLUMNS) + " | steps | batch |\n" + "|---" * (len(COLUMNS) + 3) + "|"
+    seeds = ", ".join(str(r["seed"]) for r in ours)
+    lines = [header, _mean_row(f"{ours[0]['name']} (unsupervised), mean (seeds {seeds})", ours)]
+    lines += [_row(f"{ours[0]['name']} seed {ours[0]['seed']}, truncation {psi}", r) for psi, r in truncated.items()]
+    lines.append(_row("PyTorch reference (unsupervised)", reference))
+    if conditional:
+        lines.append(_row(f"{conditional['name']} (class-conditional: given the labels)", conditional))
     return "\n".join(lines)
 
 
+def targets(ours: list[dict], conditional: dict | None, reference: dict) -> list[str]:
+    """Issue 18's done-when targets, each checked against this invocation's numbers."""
+    ref = reference["scores"]
+    checks = []
+    for r in ours:
+        s = r["scores"]
+        checks += [
+            (
+                f"seed {r['seed']}: FID {s['fid']:.1f} <= 0.1 x the reference's {ref['fid']:.1f}",
+                s["fid"] <= 0.1 * ref["fid"],
+            ),
+            (
+                f"seed {r['seed']}: precision {s['precision']:.3f} >= reference {ref['precision']:.3f} + 0.05",
+                s["precision"] >= ref["precision"] + 0.05,
+            ),
+            (f"seed {r['seed']}: recall {s['recall']:.3f} >= 0.5", s["recall"] >= 0.5),
+            (f"seed {r['seed']}: {s['classes_covered']}/10 classes covered", s["classes_covered"] == 10),
+        ]
+    if conditional:
+        fid = conditional["scores"]["fid"]
+        checks.append((f"{conditional['name']}: FID {fid:.1f} <= 8", fid <= 8))
+    return [f"- {'met' if ok else '**not met**'}: {text}" for text, ok in checks]
+
+
+def save_grids(out: Path, dataset: str, ours: list[dict], conditional: dict | None, reference: dict) -> list[str]:
+    """8x8 of our first seed's scored samples, a white column, 8x8 of the reference's; the
+    conditional model's own grid. Returns the file names."""
+    shape = reference["samples"].shape[1:]
+    blank = np.ones((8, 1, *shape), np.float32)
+    pair = [ours[0]["samples"][:64].reshape(8, 8, *shape), blank, reference["samples"][:64].reshape(8, 8, *shape)]
+    names = [f"samples_{dataset}.png"]
+    images.save_grid(np.concatenate(pair, axis=1).reshape(-1, *shape), out / names[0], columns=17)
+    if conditional:
+        names.append(f"samples_{dataset}_conditional.png")
+        images.save_grid(conditional["samples"][:100], out / names[1], columns=10)
+    return names
+
+
+def run_benchmark(name: str, out: Path) -> tuple[str, dict]:
+    bench = BENCHMARKS[name]
+    seeds = [int(s) for s in FLAGS.seeds] if name == "fashion" else [0]
+    ours = [train_ours(bench, bench.headline, seed) for seed in seeds]
+    conditional = train_ours(bench, bench.conditional, 0) if bench.conditional else None
+    reference = train_reference(bench)
+    first = ours[0]["run"]
+    truncated = {}
+    for psi in FLAGS.truncations if name == "fashion" else []:
+        scores = dcgan_jax.evaluate(sample(first, float(psi)), dataset=bench.dataset)
+        truncated[psi] = {**ours[0], "scores": scores}
+    grids = save_grids(out, bench.dataset, ours, conditional, reference)
+    runs = [*ours, *([conditional] if conditional else [])]
+    lines = [f"## {bench.dataset}", "", table(ours, conditional, truncated, reference), ""]
+    if name == "fashion":
+        lines += ["Targets (issue 18):", "", *targets(ours, conditional, reference), ""]
+    lines += [f"Our runs, each `python launch.py` for {FLAGS.seconds:g} s:", ""]
+    lines += [f"- `{r['command']}`{' (reused from an earlier invocation)' if r['reused'] else ''}" for r in runs]
+    lines += ["", *[f"![{g}]({g})" for g in grids], ""]
+    keep = ("name", "seed", "steps", "seconds", "batch", "reused", "command", "scores")
+    record = {
+        "ours": [{k: r[k] for k in keep} for r in runs],
+        "reference": {k: reference[k] for k in keep if k in reference},
+    }
+    return "\n".join(lines), record
+
+
 def main(argv):
+    unknown = [b for b in FLAGS.benchmarks if b not in BENCHMARKS]
+    if unknown:
+        raise app.UsageError(f"--benchmarks: {', '.join(unknown)} not among {', '.join(BENCHMARKS)}")
+    if FLAGS.references_only:
+        for name in FLAGS.benchmarks:
+            print(name, {k: v for k, v in train_reference(BENCHMARKS[name]).items() if k != "samples"})
+        return
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not FLAGS.reference_samples and not FLAGS.torch_python:
-        raise app.UsageError("give --torch_python (to train the reference) or --reference_samples=ref.npz")
-    workdir = Path(FLAGS.workdir or tempfile.mkdtemp(prefix="dcgan_jax_quality_"))
-    truncations = [float(t) for t in FLAGS.truncations]
-    run, ours, command = train_ours(workdir)
-    ours_samples = sample(run)
-    if FLAGS.reference_samples:
-        reference_samples = _read_npz(FLAGS.reference_samples)
-        reference = {"steps": "?", "seconds": "?", "batch": 64}
-    else:
-        reference_samples, reference = train_reference(out)
-    ours["scores"] = dcgan_jax.evaluate(ours_samples, dataset="fashion_mnist")
-    ours["truncated"] = {psi: dcgan_jax.evaluate(sample(run, psi), dataset="fashion_mnist") for psi in truncations}
-    reference["scores"] = dcgan_jax.evaluate(reference_samples, dataset="fashion_mnist")
-    # 8 rows: 8 of ours, a white column, 8 of the reference's.
-    blank = np.ones((8, 1, *ours_samples.shape[1:]), np.float32)
-    side_by_side = np.concatenate(
-        [
-            ours_samples[:64].reshape(8, 8, *ours_samples.shape[1:]),
-            blank,
-            reference_samples[:64].reshape(8, 8, *reference_samples.shape[1:]),
-        ],
-        axis=1,
-    )
-    images.save_grid(side_by_side.reshape(-1, *ours_samples.shape[1:]), out / "samples.png", columns=17)
-    (out / "results.json").write_text(json.dumps({"ours": ours, "reference": reference}, indent=2, default=str) + "\n")
-    table = _table(ours, reference)
+    started = time.strftime("%Y-%m-%d")
+    sections, records = [], {}
+    for name in FLAGS.benchmarks:
+        text, records[name] = run_benchmark(name, out)
+        sections.append(text)
     machine = f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}"
     text = (
-        f"Wall-clock budget {FLAGS.seconds:g} s each, one after the other; {machine}. Scores: "
-        f"dcgan_jax.evaluate, {NUM_SAMPLES} samples vs the Fashion-MNIST test split.\n\n{table}\n\n"
-        f"Benchmark: `DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py {shlex.join(sys.argv[1:])}`; "
-        f"our run inside it: `python {' '.join(command)}`.\n\n"
-        f"Left: ours, right: the reference (`samples.png`).\n"
+        f"# Quality after {FLAGS.seconds:g} s of wall clock: ours against the PyTorch reference\n\n"
+        f"{started}, {machine}; each run alone, one after another. Scores: `dcgan_jax.evaluate`, "
+        f"{NUM_SAMPLES} samples against the test split.\n\n"
+        f"Benchmark: `DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py {shlex.join(sys.argv[1:])}`\n\n"
+        + "\n".join(sections)
     )
     (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(records, indent=2, default=str) + "\n")
     print(text)
 
 

@@ -109,6 +109,9 @@ def _loss_defaults() -> ml_collections.ConfigDict:
     loss.name = "bce"  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
     loss.generator = "non_saturating"  # For bce: or "minimax".
     loss.gp_weight = 10.0  # wgan_gp's gradient penalty weight (Gulrajani et al.).
+    # bce only: D's target for real images is 1 - label_smoothing (one-sided, Salimans et al. 2016;
+    # theirs 0.1). 0 = off.
+    loss.label_smoothing = 0.0
     loss.r1_gamma = 0.0  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
     loss.r1_every = 1  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
     return loss
@@ -135,10 +138,19 @@ def _train_defaults() -> ml_collections.ConfigDict:
     # Exponential moving average of G's parameters (Yazici et al. 2019); samples, grids and the
     # evaluation use it when on. 0 = off; 0.999 is typical. Warmed up: min(decay, (1+step)/(10+step)).
     train.ema_decay = 0.0
+    # Before sampling (grids, evaluations, dcgan_jax.load), G's BatchNorm statistics are measured anew
+    # for the weights that sample (the EMA's when kept): PreciseBN (Wu & Johnson 2021), dcgan_jax/sampling.py.
+    # Off: the running averages of the raw G's training, which belong to other weights when the EMA is on.
+    train.recompute_bn = False
     # DiffAugment (Zhao et al. 2020): transformations of every image D sees, real and fake, in both
     # updates: color, translation, cutout (dcgan_jax/augment.py), joined by "," or "+" (a sweep's
     # values are comma-separated: --sweep="train.diffaugment=translation+cutout,color"). "" = off.
     train.diffaugment = ""
+    # Top-k generator updates (Sinha et al. 2020): G learns only from the fakes D rates most real, a
+    # share of each batch that starts at 1 and is multiplied by top_k_decay per epoch (their 0.99),
+    # down to top_k_min. 0 = off (every fake counts).
+    train.top_k_decay = 0.0
+    train.top_k_min = 0.5
     # bfloat16: activations and matmuls in bfloat16, parameters and optimizer state in float32.
     train.compute_dtype = "float32"
     # Steps per call into the device (a lax.scan), so the host never waits on a single small step;
@@ -240,6 +252,8 @@ _UNIT_INTERVAL = {  # [0, 1)
     "optimizer.beta2": "",
     "model.bn_momentum": "",
     "train.collapse_threshold": " (0 = no alarm)",
+    "train.top_k_decay": " (0 = off)",
+    "loss.label_smoothing": " (0 = off)",
 }
 
 
@@ -292,6 +306,13 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
             f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
             "must be finite and below 1 (Adam's usual range is 1e-5 to 1e-3)"
         )
+    if config.loss.label_smoothing and config.loss.name != "bce":
+        raise ConfigError(
+            f"--config.loss.label_smoothing={config.loss.label_smoothing}: smooths bce's label for real images; "
+            f"--config.loss.name={config.loss.name} has no labels (set --config.loss.label_smoothing=0)"
+        )
+    if not 0.0 < config.train.top_k_min <= 1.0:
+        raise ConfigError(f"--config.train.top_k_min={config.train.top_k_min}: must be in (0, 1], a share of the batch")
     if not 0.0 < config.train.divergence_lr_factor < 1.0:
         raise ConfigError(f"--config.train.divergence_lr_factor={config.train.divergence_lr_factor}: must be in (0, 1)")
     if config.dataset.name == "synthetic" and config.dataset.num_synthetic < config.train.batch_size:

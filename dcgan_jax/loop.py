@@ -300,6 +300,10 @@ class _Outputs:
         self.run, self.workdir, self.is_main, self.checkpointer = run, workdir, is_main, ckpt
         self.writer: writers.MetricsWriter | None = None
         self.sample = sampling.make_sampler(run.nets.generator)
+        self.recompute_bn = None
+        if config.train.recompute_bn:
+            self.recompute_bn = sampling.make_bn_recomputer(run.nets.generator, config.model, config.train.batch_size)
+        self._sampling_variables: tuple[int, dict] | None = None
         self.place = lambda x: jax.device_put(x, parallel.replicated(run.mesh))
         self.grid_columns, self.grid_z, self.grid_labels = sampling.grid_draw(config)
         reals = run.images[np.linspace(0, len(run.images) - 1, len(self.grid_z)).astype(int)]
@@ -338,10 +342,21 @@ class _Outputs:
             )
         self.writer.write_scalars(step, means)
 
+    def sampling_variables(self, state: GanState) -> dict:
+        """G's variables as it samples (the EMA's when kept; ``train.recompute_bn``: with statistics
+        measured for them, once per step), as ``dcgan_jax.load`` gives them."""
+        step = int(state.step)
+        if self._sampling_variables is None or self._sampling_variables[0] != step:
+            variables = state.generator_variables()
+            if self.recompute_bn is not None:
+                variables = self.recompute_bn(variables, self.run.config.seed)
+            self._sampling_variables = step, variables
+        return self._sampling_variables[1]
+
     def grid_samples(self, state: GanState) -> np.ndarray:
         """The images of the run's fixed grid latents (EMA generator when kept)."""
         return sampling.sample_in_chunks(
-            self.sample, state.generator_variables(), self.grid_z, self.grid_labels, self.place
+            self.sample, self.sampling_variables(state), self.grid_z, self.grid_labels, self.place
         )
 
     def diversity(self, state: GanState) -> float:
@@ -362,7 +377,7 @@ class _Outputs:
         comparable across steps); a new lowest FID replaces best_checkpoint/. Returns the seconds spent."""
         started = time.monotonic()
         samples = sampling.sample_in_chunks(
-            self.sample, state.generator_variables(), self.eval_z, self.eval_labels, self.place
+            self.sample, self.sampling_variables(state), self.eval_z, self.eval_labels, self.place
         )
         scores = self.evaluator(samples, labels=self.eval_labels)
         self.writer.write_scalars(step, evaluation.scalar_metrics(scores))

@@ -21,11 +21,15 @@ def bce_with_logits(logits: jax.Array, label: float) -> jax.Array:
     return jnp.mean(label * jax.nn.softplus(-logits) + (1.0 - label) * jax.nn.softplus(logits))
 
 
-def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, name: str = "bce") -> jax.Array:
-    """D's loss, averaged over each batch (without any gradient penalty)."""
+def discriminator_loss(
+    real_logits: jax.Array, fake_logits: jax.Array, name: str = "bce", real_label: float = 1.0
+) -> jax.Array:
+    """D's loss, averaged over each batch (without any gradient penalty). ``real_label`` below 1 is
+    ``bce`` with one-sided label smoothing (Salimans et al. 2016): D is asked for that much
+    confidence on real images, never less on fakes, so it cannot grow extreme logits on the reals."""
     real_logits, fake_logits = real_logits.astype(jnp.float32), fake_logits.astype(jnp.float32)
     if name == "bce":  # -log D(x) - log(1 - D(G(z)))
-        return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
+        return bce_with_logits(real_logits, real_label) + bce_with_logits(fake_logits, 0.0)
     if name == "hinge":
         return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
     if name == "lsgan":
@@ -35,21 +39,42 @@ def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, name: str
     raise ValueError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
 
 
-def generator_loss(fake_logits: jax.Array, name: str = "bce", bce_kind: str = "non_saturating") -> jax.Array:
-    """G's loss. For ``bce``, ``bce_kind`` ``non_saturating`` is -log D(G(z)) (strong early
-    gradients, Goodfellow et al.'s practical choice) and ``minimax`` is log(1 - D(G(z)))."""
-    fake_logits = fake_logits.astype(jnp.float32)
+def generator_loss(
+    fake_logits: jax.Array, name: str = "bce", bce_kind: str = "non_saturating", weights: jax.Array | None = None
+) -> jax.Array:
+    """G's loss, averaged over the fakes (weighted by ``weights`` where given: see :func:`top_k_weights`).
+    For ``bce``, ``bce_kind`` ``non_saturating`` is -log D(G(z)) (strong early gradients, Goodfellow
+    et al.'s practical choice) and ``minimax`` is log(1 - D(G(z)))."""
+    per_fake = generator_loss_per_fake(fake_logits.astype(jnp.float32), name, bce_kind)
+    if weights is None:
+        return jnp.mean(per_fake)
+    return jnp.sum(per_fake * weights) / jnp.sum(weights)
+
+
+def generator_loss_per_fake(fake_logits: jax.Array, name: str, bce_kind: str) -> jax.Array:
+    """Each fake's term of G's loss (see :func:`generator_loss`)."""
     if name == "bce":
-        if bce_kind == "non_saturating":
-            return bce_with_logits(fake_logits, 1.0)
-        if bce_kind == "minimax":
-            return -bce_with_logits(fake_logits, 0.0)
+        if bce_kind == "non_saturating":  # -log(sigmoid(l)) = softplus(-l)
+            return jax.nn.softplus(-fake_logits)
+        if bce_kind == "minimax":  # log(1 - sigmoid(l)) = -softplus(l)
+            return -jax.nn.softplus(fake_logits)
         raise ValueError(f"unknown generator loss {bce_kind!r}; use one of {', '.join(GENERATOR_LOSSES)}")
     if name in ("hinge", "wgan_gp"):
-        return -jnp.mean(fake_logits)
+        return -fake_logits
     if name == "lsgan":
-        return 0.5 * jnp.mean((fake_logits - 1.0) ** 2)
+        return 0.5 * (fake_logits - 1.0) ** 2
     raise ValueError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
+
+
+def top_k_weights(fake_logits: jax.Array, keep: jax.Array) -> jax.Array:
+    """1 for the ``ceil(keep * N)`` fakes D rates most real (highest logits), 0 for the rest: G's
+    top-k update (Sinha et al. 2020), in which the fakes D finds worst give no gradient, since
+    pulling them toward the data can push them further from their nearest mode. ``keep`` may be a
+    traced value (an annealed fraction); ties at the k-th logit are all kept."""
+    n = fake_logits.shape[0]
+    k = jnp.clip(jnp.ceil(keep * n).astype(jnp.int32), 1, n)
+    kth_highest = jnp.sort(fake_logits)[n - k]
+    return (fake_logits >= kth_highest).astype(jnp.float32)
 
 
 def input_gradients(critic: Callable[[jax.Array], jax.Array], images: jax.Array) -> jax.Array:

@@ -18,10 +18,11 @@ import numpy as np
 from dcgan_jax import parallel
 
 # Streams of the run's key.
-INIT_STREAM, TRAIN_STREAM, GRID_STREAM, EVAL_STREAM = 0, 1, 2, 3
+INIT_STREAM, TRAIN_STREAM, GRID_STREAM, EVAL_STREAM, BN_STREAM = 0, 1, 2, 3, 4
 # Sub-streams of one update's key (its latents use the key itself).
 REAL_DROPOUT, FAKE_DROPOUT, FAKE_LABELS, PENALTY, AUGMENT_REAL, AUGMENT_FAKE = 1, 2, 3, 4, 5, 6
 EVAL_CHUNK = 1000  # Images per call into the generator when sampling many.
+BN_BATCHES = 32  # Training-size batches whose statistics train.recompute_bn averages.
 
 Sampler = Callable[..., jax.Array]
 
@@ -78,6 +79,30 @@ def make_sampler(generator) -> Sampler:
     """``sample(variables, z, labels=None)``, jitted, with BatchNorm's running averages: each image
     then depends only on its own latent vector (and label), not on the rest of the batch."""
     return jax.jit(lambda variables, z, labels=None: generator.apply(variables, z, train=False, labels=labels))
+
+
+def make_bn_recomputer(generator, model_config, batch_size: int, num_batches: int = BN_BATCHES) -> Callable:
+    """``recompute(variables, seed)``, jitted: ``variables`` with G's BatchNorm statistics measured for
+    its parameters, each layer's batch mean and variance in training mode averaged over ``num_batches``
+    batches of ``batch_size`` latents (and labels) of the run's BN stream (PreciseBN, Wu & Johnson
+    2021). An EMA of G's weights otherwise samples with the running averages of the raw G's
+    training, statistics of other weights; ``train.recompute_bn`` turns this on."""
+    probe = generator.clone(bn_momentum=0.0)  # Its "running average" is then the batch's statistics.
+
+    def batch_stats(variables, z, labels):
+        _, updates = probe.apply(variables, z, train=True, labels=labels, mutable=["batch_stats"])
+        return updates["batch_stats"]
+
+    @jax.jit
+    def recompute(variables, seed):
+        key = jax.random.fold_in(run_key(seed), BN_STREAM)
+        z, labels = training_latents(key, num_batches * batch_size, model_config.latent_dim, model_config.num_classes)
+        z = z.reshape(num_batches, batch_size, -1)
+        labels = None if labels is None else labels.reshape(num_batches, batch_size)
+        per_batch = jax.vmap(batch_stats, in_axes=(None, 0, 0))(variables, z, labels)
+        return {**variables, "batch_stats": jax.tree.map(lambda s: s.mean(axis=0), per_batch)}
+
+    return recompute
 
 
 def sample_in_chunks(

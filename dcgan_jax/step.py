@@ -86,7 +86,8 @@ def d_loss(d_params, state: GanState, real, real_labels, fake, fake_labels, key,
     penalty_key = jax.random.fold_in(key, sampling.PENALTY)
     critic = lambda x: discriminate(nets, d_params, stats, x, real_labels, penalty_key)[0]  # noqa: E731
     penalty, metrics = penalties(critic, real, fake, state.step, penalty_key, config.loss)
-    loss = losses.discriminator_loss(real_logits, fake_logits, config.loss.name) + penalty
+    real_label = 1.0 - config.loss.label_smoothing
+    loss = losses.discriminator_loss(real_logits, fake_logits, config.loss.name, real_label) + penalty
     return loss, (stats, {**losses.discriminator_metrics(real_logits, fake_logits), **metrics})
 
 
@@ -111,13 +112,25 @@ def d_update(state: GanState, real, real_labels, fake, fake_labels, key: jax.Arr
     return new_state, {"d_loss": loss, "d_grad_norm": grad_norm(grads), **metrics}
 
 
-def g_loss(state: GanState, fake, labels, key: jax.Array, nets, config) -> jax.Array:
-    """G's loss through D, its fakes augmented as D's update augments them (``train.diffaugment``)."""
+def top_k_keep(step: jax.Array, batch_size: int, dataset_size: int, train_config) -> jax.Array | None:
+    """The share of each fake batch G learns from (``train.top_k_decay``, Sinha et al. 2020): all of
+    it at first, times the decay per epoch of the training set, never below ``train.top_k_min``;
+    None when off."""
+    if not train_config.top_k_decay:
+        return None
+    epochs = step.astype(jnp.float32) * batch_size / dataset_size
+    return jnp.maximum(train_config.top_k_min, train_config.top_k_decay**epochs)
+
+
+def g_loss(state: GanState, fake, labels, key: jax.Array, nets, config, keep: jax.Array | None = None) -> jax.Array:
+    """G's loss through D, its fakes augmented as D's update augments them (``train.diffaugment``);
+    with ``keep``, only over that share of the fakes D rates best (:func:`top_k_keep`)."""
     fake = augment.diff_augment(fake, jax.random.fold_in(key, sampling.AUGMENT_FAKE), config.train.diffaugment)
     fake_logits, _ = discriminate(
         nets, state.d.params, state.d.batch_stats, fake, labels, jax.random.fold_in(key, sampling.FAKE_DROPOUT)
     )
-    return losses.generator_loss(fake_logits, config.loss.name, config.loss.generator)
+    weights = None if keep is None else jax.lax.stop_gradient(losses.top_k_weights(fake_logits, keep))
+    return losses.generator_loss(fake_logits, config.loss.name, config.loss.generator, weights)
 
 
 def ema_update(ema, params, step: jax.Array, decay: float):
@@ -134,21 +147,21 @@ def apply_g_grads(state: GanState, grads, batch_stats, config) -> GanState:
     return state.replace(g=g, g_ema=ema_update(state.g_ema, g.params, state.step, config.train.ema_decay))
 
 
-def g_update(state: GanState, key: jax.Array, batch_size: int, nets, config):
-    """One generator update on a fresh fake batch from ``key``."""
+def g_update(state: GanState, key: jax.Array, batch_size: int, nets, config, keep: jax.Array | None = None):
+    """One generator update on a fresh fake batch from ``key`` (``keep``: see :func:`g_loss`)."""
 
     def loss_fn(g_params):
         fake, labels, stats = generate(nets, g_params, state.g, key, batch_size, config.model)
-        return g_loss(state, fake, labels, key, nets, config), stats
+        return g_loss(state, fake, labels, key, nets, config, keep), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g.params)
     return apply_g_grads(state, grads, stats, config), {"g_loss": loss, "g_grad_norm": grad_norm(grads)}
 
 
-def g_update_through(state: GanState, fake, labels, pullback, batch_stats, key: jax.Array, nets, config):
+def g_update_through(state: GanState, fake, labels, pullback, batch_stats, key: jax.Array, nets, config, keep=None):
     """G's update from a fake batch generated before D's update (its forward pass kept as ``pullback``),
     through the updated D: one generator forward pass per step instead of two."""
-    loss, fake_grads = jax.value_and_grad(lambda fake: g_loss(state, fake, labels, key, nets, config))(fake)
+    loss, fake_grads = jax.value_and_grad(lambda fake: g_loss(state, fake, labels, key, nets, config, keep))(fake)
     (grads,) = pullback(fake_grads)
     return apply_g_grads(state, grads, batch_stats, config), {"g_loss": loss, "g_grad_norm": grad_norm(grads)}
 
@@ -164,11 +177,17 @@ def generate_with_pullback(state: GanState, key: jax.Array, batch_size: int, net
     return fake, labels, pullback, stats
 
 
-def train_step(state: GanState, real_batches, real_labels, nets: models.Nets, config) -> tuple[GanState, Metrics]:
+def train_step(
+    state: GanState, real_batches, real_labels, nets: models.Nets, config, dataset_size: int = 0
+) -> tuple[GanState, Metrics]:
     """One step on ``real_batches`` (d_steps, batch, H, W, C) and their labels (d_steps, batch), the
     labels ignored by an unconditional model. With ``train.reuse_fake`` G trains on the fake batch of
-    D's last update (as the PyTorch DCGAN example does) rather than a fresh one."""
+    D's last update (as the PyTorch DCGAN example does) rather than a fresh one. ``dataset_size``
+    (the training set's images) sets the epochs of ``train.top_k_decay``."""
     d_steps, batch_size = real_batches.shape[:2]
+    if config.train.top_k_decay and not dataset_size:
+        raise ValueError("train.top_k_decay anneals per epoch: give train_step the dataset_size")
+    keep = top_k_keep(state.step, batch_size, dataset_size, config.train)
     keys = jax.random.split(sampling.update_key(state.rng, state.step), d_steps + 1)
     conditional = config.model.num_classes > 0
     for i in range(d_steps):
@@ -179,9 +198,11 @@ def train_step(state: GanState, real_batches, real_labels, nets: models.Nets, co
         labels = real_labels[i] if conditional else None
         state, d_metrics = d_update(state, real_batches[i], labels, fake, fake_labels, keys[i], nets, config)
     if config.train.reuse_fake:
-        state, g_metrics = g_update_through(state, fake, fake_labels, pullback, g_stats, keys[-1], nets, config)
+        state, g_metrics = g_update_through(state, fake, fake_labels, pullback, g_stats, keys[-1], nets, config, keep)
     else:
-        state, g_metrics = g_update(state, keys[-1], batch_size, nets, config)
+        state, g_metrics = g_update(state, keys[-1], batch_size, nets, config, keep)
+    if keep is not None:
+        g_metrics["top_k_keep"] = keep
     # D's figures from its last update of the step: the D that G was just trained against.
     return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
 
@@ -213,7 +234,7 @@ def train_steps(state: GanState, dataset: DeviceDataset, indices, nets, config, 
     def one_step(state, step_indices):
         real = jax.lax.with_sharding_constraint(dataset.images[step_indices], batch_sharding)
         labels = jax.lax.with_sharding_constraint(dataset.labels[step_indices], batch_sharding)
-        return train_step(state, data.to_model_range(real), labels, nets, config)
+        return train_step(state, data.to_model_range(real), labels, nets, config, len(dataset.images))
 
     if len(indices) == 1:
         state, metrics = one_step(state, indices[0])

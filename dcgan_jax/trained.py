@@ -152,12 +152,19 @@ def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def load(
-    workdir: str | Path, step: int | None = None, best: bool = False, experiment: str | None = None, ema: bool = True
+    workdir: str | Path,
+    step: int | None = None,
+    best: bool = False,
+    experiment: str | None = None,
+    ema: bool = True,
+    recompute_bn: bool | None = None,
 ) -> TrainedGenerator:
     """The generator of the run in ``workdir`` at ``step`` (newest checkpoint when None), or the
     one with the lowest FID seen during training when ``best``. With ``experiment``, a run whose
     dataset or model differs from that experiment's is an error naming the path. A run that kept
-    an EMA of G's weights (``train.ema_decay`` > 0) gives the EMA weights unless ``ema=False``."""
+    an EMA of G's weights (``train.ema_decay`` > 0) gives the EMA weights unless ``ema=False``.
+    ``recompute_bn`` (None: as the run's ``train.recompute_bn``) measures G's BatchNorm statistics
+    for the weights it gives, exactly as training's grids and evaluations did."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
@@ -167,13 +174,15 @@ def load(
     checkpointer = checkpoints.Checkpointer(workdir, create=False, subdir=subdir)
     try:
         # The newest readable checkpoint: a damaged newest one is skipped with a warning.
-        restore = lambda s: _restore(checkpointer, s, workdir, ema)  # noqa: E731
+        restore = lambda s: _restore(checkpointer, s, workdir, ema, recompute_bn)  # noqa: E731
         return checkpointer.newest_good(restore) if step is None else restore(step)
     finally:
         checkpointer.close()
 
 
-def _restore(checkpointer: checkpoints.Checkpointer, step: int, workdir: Path, ema: bool) -> TrainedGenerator:
+def _restore(
+    checkpointer: checkpoints.Checkpointer, step: int, workdir: Path, ema: bool, recompute_bn: bool | None
+) -> TrainedGenerator:
     step, stored, meta = checkpointer.restore_config(step)
     config = config_lib.with_defaults(stored)  # A run from before a field existed had its default.
     generator = models.build(config.model, tuple(meta["image_shape"]), config.train.compute_dtype).generator
@@ -184,6 +193,9 @@ def _restore(checkpointer: checkpoints.Checkpointer, step: int, workdir: Path, e
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     use_ema = ema and config.train.ema_decay > 0
     variables = checkpointer.restore_generator(target["params"], target["batch_stats"], use_ema, step)
+    if config.train.recompute_bn if recompute_bn is None else recompute_bn:
+        recompute = sampling.make_bn_recomputer(generator, config.model, config.train.batch_size)
+        variables = recompute(variables, config.seed)
     return TrainedGenerator(config, step, variables, generator, workdir, ema=use_ema)
 
 

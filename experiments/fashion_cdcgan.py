@@ -1,7 +1,13 @@
 """Class-conditional DCGAN on Fashion-MNIST: a label embedding into G and a projection
-discriminator (Miyato & Koyama 2018). Sample grids show one row per class, and the evaluation
-reports how often the classifier agrees with the requested class. ``fashion_dcgan`` is this plus an
-EMA of G's weights (``train.ema_decay=0.99``), since the sweep in benchmarks/sweeps/fashion_600s."""
+discriminator (Miyato & Koyama 2018), given the labels that the unsupervised ``fashion_dcgan`` is
+not. Sample grids show one row per class, and the evaluation reports how often the classifier
+agrees with the requested class.
+
+    DCGAN_JAX_DATA_DIR=../shared/data python launch.py --experiment=fashion_cdcgan
+
+The best conditional settings of a 10-minute sweep over conditioning x EMA
+(benchmarks/sweeps/fashion_600s): the EMA (0.99) adds 0.03 precision at equal FID.
+"""
 
 from dcgan_jax.config import default_config
 
@@ -10,5 +16,6 @@ def get_config():
     config = default_config()
     config.dataset.name = "fashion_mnist"
     config.model.num_classes = 10
-    config.train.reuse_fake = True  # As fashion_dcgan.
+    config.train.ema_decay = 0.99
+    config.train.reuse_fake = True
     return config

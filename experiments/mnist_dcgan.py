@@ -1,4 +1,8 @@
-"""DCGAN on MNIST. Offline here only the 10k test split exists: add --config.dataset.split=test."""
+"""DCGAN on MNIST, unsupervised, with fashion_dcgan's settings. Offline here only the 10k test split
+exists: add --config.dataset.split=test.
+
+    DCGAN_JAX_DATA_DIR=../shared/data python launch.py --experiment=mnist_dcgan --config.dataset.split=test
+"""
 
 from dcgan_jax.config import default_config
 
@@ -6,4 +10,8 @@ from dcgan_jax.config import default_config
 def get_config():
     config = default_config()
     config.dataset.name = "mnist"
+    config.model.base_width = 32
+    config.train.ema_decay = 0.99
+    config.train.recompute_bn = True
+    config.train.reuse_fake = True
     return config

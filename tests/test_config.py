@@ -60,6 +60,9 @@ def test_required_fields_exist():
         ("dataset.name", "cifar", "--config.dataset.name='cifar'"),
         ("dataset.split", "validation", "--config.dataset.split='validation'"),
         ("train.max_seconds", -1.0, "--config.train.max_seconds=-1.0"),
+        ("train.top_k_decay", 1.0, r"--config.train.top_k_decay=1.0: must be in \[0, 1\) \(0 = off\)"),
+        ("loss.label_smoothing", 1.0, r"--config.loss.label_smoothing=1.0: must be in \[0, 1\)"),
+        ("train.top_k_min", 0.0, r"--config.train.top_k_min=0.0: must be in \(0, 1\], a share of the batch"),
     ],
 )
 def test_impossible_values_name_their_flag(field, value, flag):
@@ -140,3 +143,12 @@ def test_a_stored_config_from_before_a_field_existed_gets_its_default():
     stored["model"]["base_width"] = 32
     config = config_lib.with_defaults(stored)
     assert config.train.ema_decay == 0.0 and config.loss.name == "bce" and config.model.base_width == 32
+
+
+def test_label_smoothing_needs_the_bce_loss():
+    config = config_lib.default_config()
+    config.loss.update(name="hinge", label_smoothing=0.1)
+    with pytest.raises(config_lib.ConfigError, match="--config.loss.name=hinge has no labels"):
+        config_lib.validate(config)
+    config.loss.name = "bce"
+    config_lib.validate(config)

@@ -31,6 +31,13 @@ def test_discriminator_loss_by_hand():
     assert float(losses.discriminator_loss(real, fake)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_one_sided_label_smoothing_targets_reals_only():
+    real, fake = jnp.array([np.log(3.0)]), jnp.array([-np.log(3.0)])  # D = 0.75 on both.
+    # Real target 0.9: -(0.9 log .75 + 0.1 log .25); the fake's term is unchanged, -log .75.
+    expected = -(0.9 * np.log(0.75) + 0.1 * np.log(0.25)) - np.log(0.75)
+    assert float(losses.discriminator_loss(real, fake, "bce", real_label=0.9)) == pytest.approx(expected, rel=1e-6)
+
+
 def test_generator_losses_by_hand():
     fake = jnp.array([np.log(3.0)])  # D(G(z)) = 0.75
     assert float(losses.generator_loss(fake, "bce", "non_saturating")) == pytest.approx(-np.log(0.75), rel=1e-6)
@@ -113,3 +120,22 @@ def test_discriminator_metrics_by_hand():
     assert float(metrics["d_fake_acc"]) == pytest.approx(0.5)
     assert float(metrics["d_fake"]) == pytest.approx(0.5)
     assert float(metrics["d_logit_gap"]) == pytest.approx(1.25)  # Mean real logit 1.25, mean fake 0.
+
+
+def test_top_k_weights_keep_the_fakes_d_rates_most_real():
+    logits = jnp.array([0.1, 3.0, -2.0, 1.0, -0.5])
+    np.testing.assert_array_equal(losses.top_k_weights(logits, 0.4), [0, 1, 0, 1, 0])  # k = 2.
+    np.testing.assert_array_equal(losses.top_k_weights(logits, 0.5), [1, 1, 0, 1, 0])  # ceil(2.5) = 3.
+    np.testing.assert_array_equal(losses.top_k_weights(logits, 0.01), [0, 1, 0, 0, 0])  # At least one.
+    np.testing.assert_array_equal(losses.top_k_weights(logits, 1.0), [1, 1, 1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("bce", "non_saturating"), ("bce", "minimax"), ("hinge", ""), ("lsgan", "")]
+)
+def test_weighted_generator_loss_is_the_loss_of_the_kept_fakes_alone(name, kind):
+    logits = jnp.array([0.1, 3.0, -2.0, 1.0, -0.5])
+    kept = jnp.array([0.0, 1.0, 0.0, 1.0, 0.0])
+    alone = losses.generator_loss(logits[jnp.array([1, 3])], name, kind or "non_saturating")
+    weighted = losses.generator_loss(logits, name, kind or "non_saturating", weights=kept)
+    assert float(weighted) == pytest.approx(float(alone), rel=1e-6)

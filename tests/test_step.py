@@ -277,3 +277,54 @@ def test_a_dispatch_of_several_steps_equals_single_steps():
     for name, values in stacked.items():
         assert values.shape == (3,)
         np.testing.assert_allclose(values, [float(m[name]) for m in singles], atol=1e-5, rtol=1e-4)
+
+
+def test_top_k_share_starts_whole_decays_per_epoch_and_stops_at_its_floor():
+    train = tiny_config().train
+    assert step.top_k_keep(jax.numpy.int32(5), 16, 128, train) is None  # Off by default.
+    train.top_k_decay, train.top_k_min = 0.5, 0.3
+    keep = lambda s: float(step.top_k_keep(jax.numpy.int32(s), 16, 128, train))  # noqa: E731 (8 steps an epoch)
+    assert keep(0) == 1.0
+    assert keep(8) == pytest.approx(0.5)
+    assert keep(4) == pytest.approx(0.5**0.5)
+    assert keep(16) == pytest.approx(0.3)  # 0.25 is below the floor.
+
+
+def test_top_k_generator_update_is_the_gradient_over_the_fakes_d_rates_best():
+    """keep = 0.25: G's loss and update are those of the 4 of 16 fakes with the highest logits, as if
+    the other 12 were not in the loss (they still pass through G's and D's BatchNorm)."""
+    import optax
+
+    from dcgan_jax import losses, sampling
+
+    config, state, nets, real = _setup()
+    key = jax.random.key(5)
+    g_update = jax.jit(lambda s: step.g_update(s, key, len(real), nets, config, keep=jax.numpy.float32(0.25)))
+    after, metrics = g_update(state)
+
+    def logits_of(g_params):
+        fake, labels, _ = step.generate(nets, g_params, state.g, key, len(real), config.model)
+        dropout_key = jax.random.fold_in(key, sampling.FAKE_DROPOUT)
+        return step.discriminate(nets, state.d.params, state.d.batch_stats, fake, labels, dropout_key)[0]
+
+    best = np.argsort(np.asarray(jax.jit(logits_of)(state.g.params)))[-4:]
+    by_hand = lambda p: jax.numpy.mean(jax.nn.softplus(-logits_of(p)[best]))  # noqa: E731
+    loss, grads = jax.jit(jax.value_and_grad(by_hand))(state.g.params)
+    full = float(losses.generator_loss(jax.jit(logits_of)(state.g.params)))
+    assert float(metrics["g_loss"]) == pytest.approx(float(loss), rel=1e-5) and float(loss) < full
+    updates, _ = step.optimizer(config).update(grads, state.g.opt_state, state.g.params)
+    expected = optax.apply_updates(state.g.params, updates)
+    for ours, theirs in zip(jax.tree.leaves(after.g.params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_train_step_with_top_k_reports_the_share_and_needs_the_dataset_size():
+    config = tiny_config()
+    config.train.top_k_decay = 0.5
+    config, state, nets, _ = _setup(config)
+    batch = _batches(config)
+    jitted = jax.jit(lambda s, r, lab: step.train_step(s, r, lab, nets, config, dataset_size=32))
+    _, metrics = jitted(state.replace(step=state.step + 2), *batch(0))  # One epoch: 32 / 16 steps.
+    assert float(metrics["top_k_keep"]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="dataset_size"):
+        _jit_step(nets, config)(state, *batch(0))
