@@ -9,14 +9,15 @@ One run after another, alone on the machine, each ``--seconds`` of wall clock (o
 starts after its data loading):
 
 - fashion: the unsupervised ``fashion_dcgan`` for each of ``--seeds`` (the headline: like for like
-  with the reference, which is not given labels either), the class-conditional ``fashion_cdcgan``
-  (a second, labelled row), and ``../shared/bench/torch_reference.py``; 10,000 samples of each
-  scored by ``dcgan_jax.evaluate`` against the Fashion-MNIST test split.
+  with the reference, which is not given labels either; it conditions on clusters of the pixels it
+  finds itself), the same without clusters (the plain DCGAN, a row of its own), the class-conditional
+  ``fashion_cdcgan`` (a second, labelled row), and ``../shared/bench/torch_reference.py``; 10,000
+  samples of each scored by ``dcgan_jax.evaluate`` against the Fashion-MNIST test split.
 - mnist: ``mnist_dcgan`` and the reference, both trained on the MNIST images this machine has
   (the 10,000 of the test split: the reference reads them from a folder where they are its
   ``train-images``), scored against that same split.
 
-Our runs go to ``--workdir/<experiment>_seed<S>``, the reference's samples to
+Our runs go to ``--workdir/<experiment>[_plain]_seed<S>``, the reference's samples to
 ``--workdir/reference_<dataset>.npz``; a rerun reuses each that is already there (a run folder
 only if it stopped at the time limit with exactly the config it would be given, ``train.num_steps``
 aside), so an interrupted benchmark goes on where it stopped. Writes ``results.md`` (the tables,
@@ -58,12 +59,17 @@ class Benchmark:
     headline: str  # The unsupervised experiment, against the reference.
     conditional: str | None  # A class-conditional experiment, its own labelled row.
     overrides: tuple[str, ...] = ()  # FIELD=VALUE for every run of ours.
+    plain: tuple[str, ...] = ()  # FIELD=VALUE making the headline the plain DCGAN (a row for each seed); () = none.
     reference_images: str = "train-images-idx3-ubyte.gz"  # The IDX file the reference trains on.
 
 
 BENCHMARKS = {
-    "fashion": Benchmark("fashion_mnist", "fashion_dcgan", "fashion_cdcgan"),
-    "mnist": Benchmark("mnist", "mnist_dcgan", None, ("dataset.split=test",), "t10k-images-idx3-ubyte.gz"),
+    "fashion": Benchmark(
+        "fashion_mnist", "fashion_dcgan", "fashion_cdcgan", plain=("model.num_classes=0", "dataset.labels=dataset")
+    ),
+    "mnist": Benchmark(
+        "mnist", "mnist_dcgan", None, overrides=("dataset.split=test",), reference_images="t10k-images-idx3-ubyte.gz"
+    ),
 }
 
 flags.DEFINE_float("seconds", 600, "Wall-clock training budget of each run.")
@@ -95,10 +101,11 @@ def _reusable(workdir: Path, experiment: str, overrides: list[str]) -> bool:
     return all(stored.get(k) == v for k, v in wanted.items() if k != "train.num_steps")
 
 
-def train_ours(bench: Benchmark, experiment: str, seed: int) -> dict:
-    """Trains (or reuses) one run of ours; its facts, its 10,000 samples' scores and its command."""
-    workdir = Path(FLAGS.workdir) / f"{experiment}_seed{seed}"
-    overrides = _overrides(bench, seed)
+def train_ours(bench: Benchmark, experiment: str, seed: int, plain: bool = False) -> dict:
+    """Trains (or reuses) one run of ours (``plain``: with the benchmark's ``plain`` overrides); its
+    facts, its 10,000 samples' scores and its command."""
+    workdir = Path(FLAGS.workdir) / f"{experiment}{'_plain' if plain else ''}_seed{seed}"
+    overrides = [*(bench.plain if plain else ()), *_overrides(bench, seed)]
     command = ["launch.py", f"--experiment={experiment}", f"--workdir={workdir}"]
     command += [f"--config.{item}" for item in overrides]
     reused = _reusable(workdir, experiment, overrides)
@@ -112,7 +119,7 @@ def train_ours(bench: Benchmark, experiment: str, seed: int) -> dict:
     return {
         "name": experiment,
         "seed": seed,
-        "conditional": bool(run.num_classes),
+        "labels": _labels(run.config),
         "reused": reused,
         **facts,
         "scores": scores,
@@ -120,6 +127,15 @@ def train_ours(bench: Benchmark, experiment: str, seed: int) -> dict:
         "run": run,
         "samples": samples,
     }
+
+
+def _labels(config) -> str:
+    """What a run's G is conditioned on, for its row's label."""
+    if not config.model.num_classes:
+        return "unsupervised, unconditional"
+    if config_lib.conditioned_on_classes(config):
+        return "class-conditional: given the labels"
+    return f"unsupervised: conditioned on {config.model.num_classes} clusters of the pixels it found, no labels"
 
 
 def sample(run: dcgan_jax.TrainedGenerator, truncation: float = 1.0) -> np.ndarray:
@@ -176,19 +192,26 @@ def _mean_row(label: str, runs: list[dict]) -> str:
     cells = []
     for c in (*COLUMNS, "steps"):
         values = [r["scores"][c] if c in r["scores"] else r[c] for r in runs]
-        each = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values)
-        cells.append(f"**{statistics.mean(values):.3f}** ({each})" if len(values) > 1 else each)
-    return f"| {label} | {' | '.join(cells)} | {runs[0]['batch']} |"
+        if c == "classes_covered":
+            each, mean = ", ".join(f"{v:g}/10" for v in values), f"{statistics.mean(values):g}/10"
+        else:
+            each = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values)
+            mean = f"{statistics.mean(values):.3f}" if c != "steps" else f"{statistics.mean(values):.0f}"
+        cells.append(f"**{mean}** ({each})" if len(values) > 1 else each)
+    seeds = f", mean (seeds {', '.join(str(r['seed']) for r in runs)})" if len(runs) > 1 else ""
+    return f"| {label}{seeds} | {' | '.join(cells)} | {runs[0]['batch']} |"
 
 
-def table(ours: list[dict], conditional: dict | None, truncated: dict, reference: dict) -> str:
+def table(bench: Benchmark, ours: list[dict], plain: list[dict], conditional, truncated: dict, reference: dict) -> str:
     header = "| | " + " | ".join(COLUMNS) + " | steps | batch |\n" + "|---" * (len(COLUMNS) + 3) + "|"
-    seeds = ", ".join(str(r["seed"]) for r in ours)
-    lines = [header, _mean_row(f"{ours[0]['name']} (unsupervised), mean (seeds {seeds})", ours)]
+    lines = [header, _mean_row(f"{ours[0]['name']} ({ours[0]['labels']})", ours)]
     lines += [_row(f"{ours[0]['name']} seed {ours[0]['seed']}, truncation {psi}", r) for psi, r in truncated.items()]
-    lines.append(_row("PyTorch reference (unsupervised)", reference))
+    if plain:
+        flags_ = " ".join(f"--config.{o}" for o in bench.plain)
+        lines.append(_mean_row(f"{plain[0]['name']} `{flags_}` ({plain[0]['labels']})", plain))
+    lines.append(_row("PyTorch reference (unsupervised, unconditional)", reference))
     if conditional:
-        lines.append(_row(f"{conditional['name']} (class-conditional: given the labels)", conditional))
+        lines.append(_row(f"{conditional['name']} ({conditional['labels']})", conditional))
     return "\n".join(lines)
 
 
@@ -234,6 +257,7 @@ def run_benchmark(name: str, out: Path) -> tuple[str, dict]:
     bench = BENCHMARKS[name]
     seeds = [int(s) for s in FLAGS.seeds] if name == "fashion" else [0]
     ours = [train_ours(bench, bench.headline, seed) for seed in seeds]
+    plain = [train_ours(bench, bench.headline, seed, plain=True) for seed in seeds] if bench.plain else []
     conditional = train_ours(bench, bench.conditional, 0) if bench.conditional else None
     reference = train_reference(bench)
     first = ours[0]["run"]
@@ -242,8 +266,8 @@ def run_benchmark(name: str, out: Path) -> tuple[str, dict]:
         scores = dcgan_jax.evaluate(sample(first, float(psi)), dataset=bench.dataset)
         truncated[psi] = {**ours[0], "scores": scores}
     grids = save_grids(out, bench.dataset, ours, conditional, reference)
-    runs = [*ours, *([conditional] if conditional else [])]
-    lines = [f"## {bench.dataset}", "", table(ours, conditional, truncated, reference), ""]
+    runs = [*ours, *plain, *([conditional] if conditional else [])]
+    lines = [f"## {bench.dataset}", "", table(bench, ours, plain, conditional, truncated, reference), ""]
     if name == "fashion":
         lines += ["Targets (issue 18):", "", *targets(ours, conditional, reference), ""]
     lines += [f"Our runs, each `python launch.py` for {FLAGS.seconds:g} s:", ""]

@@ -18,8 +18,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from dcgan_jax import clusters, data, models, parallel, sampling, state, step
 from dcgan_jax import config as config_lib
-from dcgan_jax import data, models, parallel, sampling, state, step
 from dcgan_jax.state import GanState, NetState
 
 
@@ -37,15 +37,16 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 def check_labels(config, labels: np.ndarray) -> None:
     """A conditional model needs a dataset with labels, all below ``model.num_classes``."""
     num_classes = config.model.num_classes
-    unlabelled = config.dataset.name in data.UNLABELLED or (
-        config.dataset.name == "image_folder" and np.unique(labels).size < 2
+    unlabelled = config.dataset.labels == "dataset" and (  # Clusters label any dataset.
+        config.dataset.name in data.UNLABELLED or (config.dataset.name == "image_folder" and np.unique(labels).size < 2)
     )
     if num_classes and unlabelled:
         folder = config.dataset.name == "image_folder"
         raise config_lib.ConfigError(
             f"--config.model.num_classes={num_classes}: {config.dataset.name} {config.dataset.data_dir} has no "
             f"{'class sub-folders' if folder else 'class labels'}, so every image would get label 0; train "
-            "unconditionally with --config.model.num_classes=0"
+            "unconditionally with --config.model.num_classes=0, condition on clusters of the images with "
+            "--config.dataset.labels=clusters"
             + (", or put each class's images in a sub-folder of its own" if folder else "")
         )
     if num_classes and int(labels.max()) >= num_classes:
@@ -136,6 +137,23 @@ class Run:
         return new_state, metrics, compile_s
 
 
+def cluster_labels(images: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+    """``dataset.labels=clusters``: the images' balanced k-means clusters replace their labels."""
+    started = time.monotonic()
+    labels = clusters.balanced_kmeans(images, config.model.num_classes, config.seed)
+    sizes = np.bincount(labels, minlength=config.model.num_classes)
+    logging.info(
+        "Labels: %d balanced k-means clusters of the %d training images' pixels (no labels read), %d to %d "
+        "images each, found in %.1f s.",
+        len(sizes),
+        len(images),
+        sizes.min(),
+        sizes.max(),
+        time.monotonic() - started,
+    )
+    return labels
+
+
 def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run:
     """The run of a validated ``config``: its data loaded and put on the devices, its networks built."""
     config = config_lib.resolved(config)
@@ -146,6 +164,8 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
         models.num_resolution_steps(images.shape[1])
     except ValueError as e:
         raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
+    if config.dataset.labels == "clusters" and config.model.num_classes:
+        labels = cluster_labels(images, config)
     check_labels(config, labels)
     batches = data.BatchOrder(images, config.train.batch_size, config.seed, labels)
     nets = models.build(config.model, tuple(images.shape[1:]), config.train.compute_dtype)

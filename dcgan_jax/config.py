@@ -26,6 +26,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")  # dcgan_jax/models.py
 G_ACTIVATIONS = ("relu", "leaky_relu")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder", "synthetic")
 SPLITS = ("train", "test")
+LABEL_SOURCES = ("dataset", "clusters")  # dcgan_jax/clusters.py
 ON_DIVERGENCE = ("stop", "restore")
 AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan_jax/augment.py
 EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (dcgan_jax/assets/classifiers).
@@ -65,6 +66,11 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
     # celeb_a and image_folder: centre-cropped and resized to this many pixels a side (0: celeb_a 64,
     # image_folder the smallest image's shorter side). cifar10 and the MNISTs keep their own size.
     dataset.image_size = 0
+    # Where a conditional model (model.num_classes > 0) gets its labels: the dataset's classes, or
+    # "clusters": model.num_classes balanced k-means clusters of the training images' pixels, found
+    # without labels (a self-conditioned GAN, dcgan_jax/clusters.py), so the model stays unsupervised.
+    # An unconditional model (model.num_classes=0) reads no labels either way.
+    dataset.labels = "dataset"
     return dataset
 
 
@@ -85,7 +91,7 @@ def _model_defaults() -> ml_collections.ConfigDict:
     # D sees, before its last layer, the standard deviation over groups of 4 images of its features
     # (Karras et al. 2018): a batch of near-identical fakes is then easy to tell from real ones.
     model.minibatch_std = False
-    # > 0: class-conditional, labels from the dataset: a label embedding into G and a projection D.
+    # > 0: conditional, on the labels of dataset.labels: a label embedding into G and a projection D.
     model.num_classes = 0
     # G's convolutions: "auto" (Fourier on small maps on the CPU, in float32), "direct" or "fourier";
     # the same mathematics and parameters either way (dcgan_jax/convolutions.py).
@@ -189,6 +195,12 @@ def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def conditioned_on_classes(config: ml_collections.ConfigDict) -> bool:
+    """Whether G's labels are the dataset's classes: only then can a classifier check that a sample
+    is of the class it was asked for (cluster labels are not class indices)."""
+    return config.model.num_classes > 0 and config.dataset.get("labels", "dataset") == "dataset"
+
+
 def with_defaults(stored: dict | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A stored config (a checkpoint's) with the fields added since it was written at their defaults."""
     config = default_config()
@@ -206,6 +218,7 @@ def _get(config, field: str):
 _CHOICES = {
     "dataset.name": DATASETS,
     "dataset.split": SPLITS,
+    "dataset.labels": LABEL_SOURCES,
     "loss.name": LOSSES,
     "loss.generator": GENERATOR_LOSSES,
     "train.compute_dtype": COMPUTE_DTYPES,
@@ -305,6 +318,11 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
             "must be finite and below 1 (Adam's usual range is 1e-5 to 1e-3)"
+        )
+    if config.dataset.labels == "clusters" and config.model.num_classes == 1:
+        raise ConfigError(
+            "--config.model.num_classes=1 with --config.dataset.labels=clusters: one cluster is no conditioning; "
+            "use 2 or more (10 is usual), or 0 for an unconditional model"
         )
     if config.loss.label_smoothing and config.loss.name != "bce":
         raise ConfigError(

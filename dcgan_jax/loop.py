@@ -379,7 +379,8 @@ class _Outputs:
         samples = sampling.sample_in_chunks(
             self.sample, self.sampling_variables(state), self.eval_z, self.eval_labels, self.place
         )
-        scores = self.evaluator(samples, labels=self.eval_labels)
+        asked = self.eval_labels if config_lib.conditioned_on_classes(self.run.config) else None  # Not clusters.
+        scores = self.evaluator(samples, labels=asked)
         self.writer.write_scalars(step, evaluation.scalar_metrics(scores))
         for line in evaluation.score_lines(scores, time.monotonic() - started):
             logging.info("eval step %d: %s", step, line)

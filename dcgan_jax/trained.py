@@ -99,7 +99,8 @@ class TrainedGenerator:
 
     def sample(self, num: int, seed: int = 0, labels=None, truncation: float = 1.0) -> np.ndarray:
         """``num`` images (num, H, W, C), float32 in [-1, 1], from latents drawn with ``seed``;
-        ``labels`` (an int or one per image) picks the classes of a conditional model, and
+        ``labels`` (an int or one per image) picks the classes of a conditional model (its clusters,
+        for ``dataset.labels=clusters``), and
         ``truncation`` < 1 scales the latents toward 0 (see :meth:`latents`).
 
         BatchNorm uses its running averages (inference mode): a sample depends only

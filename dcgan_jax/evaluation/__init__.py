@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from dcgan_jax import classifier, data, feature_networks, metrics, sampling, trained
-from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, default_config
+from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, conditioned_on_classes, default_config
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
 IMAGE_SHAPE = (28, 28, 1)
@@ -463,7 +463,8 @@ def _score_draw(run, evaluator: Evaluator, num: int, seed: int | None, truncatio
         images = run.sample(num, seed, labels, truncation)
         latents = f"key({seed})"
     features, probs = evaluator.features_of(images)
-    scores = evaluator.score_features(features, probs, None if labels is None else np.asarray(labels))
+    asked = labels is not None and conditioned_on_classes(run.config)  # Cluster labels name no class.
+    scores = evaluator.score_features(features, probs, np.asarray(labels) if asked else None)
     provenance = {**evaluator.provenance, "num_samples": num, "latents": latents, "truncation": truncation}
     row = {
         "step": run.step,
