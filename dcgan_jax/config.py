@@ -169,8 +169,9 @@ def _train_defaults() -> ml_collections.ConfigDict:
     train.checkpoint_every = 1000
     train.keep_checkpoints = 3
     train.num_samples = 64  # Images in each sample grid (fixed latents).
-    # Each log line reports the diversity of the grid's samples (mean pairwise pixel distance over that
-    # of as many training images) and warns below this share: a mode-collapsed G reads near 0. 0 = no alarm.
+    # The log lines of the sample-grid steps (train.sample_every) report the diversity of the grid's
+    # samples (mean pairwise pixel distance over that of as many training images) and warn below this
+    # share: a mode-collapsed G reads near 0. 0 = no alarm.
     # Not before collapse_warmup steps: a fresh G gives near-identical blobs (0.1 at step 20 on Fashion-MNIST).
     train.collapse_threshold = 0.2
     train.collapse_warmup = 500
