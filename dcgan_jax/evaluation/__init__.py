@@ -26,7 +26,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import classifier, data, feature_networks, metrics, sampling, trained
+from dcgan_jax import classifier, data, metrics, sampling, trained
+from dcgan_jax.evaluation import networks as feature_networks
 from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, conditioned_on_classes, default_config
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
@@ -167,7 +168,7 @@ class Evaluator:
             "kid": "mean over 100 subsets of 1000",
         }
         self.train_features = self.heldout_to_train = None
-        if memorisation and self.dataset in EVAL_DATASETS:
+        if memorisation and self.dataset in EVAL_DATASETS and self.network.name == "classifier":
             self._load_memorisation_reference(real)
 
     def _reference(self, split: str) -> dict[str, np.ndarray]:

