@@ -29,6 +29,7 @@ its precision/recall trade-off, labelled as such.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import platform
 import shlex
@@ -80,41 +81,63 @@ flags.DEFINE_string("workdir", str(Path(tempfile.gettempdir()) / "dcgan_jax_qual
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "quality"), "Where the tables and the grids go.")
 flags.DEFINE_bool("references_only", False, "Only train the references (a later invocation reuses them).")
 flags.DEFINE_list("truncations", ["0.9", "0.8"], "Also score the first headline seed with its latents times these.")
+flags.DEFINE_bool("inception", False, "Add an Inception FID column to every table (tens of minutes a row on a CPU).")
+flags.DEFINE_integer("lucic_steps", 15_600, "The lucic benchmark's budget: G steps at batch 64 (20 epochs of 50k).")
+flags.DEFINE_list("lucic_seeds", ["0", "1", "2"], "Seeds of fashion_dcgan in the lucic benchmark.")
 FLAGS = flags.FLAGS
 
 
-def _overrides(bench: Benchmark, seed: int) -> list[str]:
-    """FIELD=VALUE of one run of ours: the benchmark's, the seed, the time limit."""
-    limit = [f"seed={seed}", f"train.max_seconds={FLAGS.seconds:g}", "train.num_steps=100000000"]
-    return [*bench.overrides, *limit]
+def _overrides(bench: Benchmark, seed: int, steps: int = 0) -> list[str]:
+    """FIELD=VALUE of one run of ours: the benchmark's, the seed, the time limit (or ``steps`` at batch 64)."""
+    limit = [f"train.max_seconds={FLAGS.seconds:g}", "train.num_steps=100000000"]
+    budget = [f"train.num_steps={steps}", "train.batch_size=64"] if steps else limit
+    return [*bench.overrides, f"seed={seed}", *budget]
 
 
-def _reusable(workdir: Path, experiment: str, overrides: list[str]) -> bool:
-    """Whether ``workdir`` holds a run that stopped at the time limit with the config ``overrides`` give."""
-    if control.read_status(workdir).get("ended") != "time_limit" or not (workdir / "config.json").exists():
+def _reusable(workdir: Path, experiment: str, overrides: list[str], ended: str) -> bool:
+    """Whether ``workdir`` holds a run that ended as ``ended`` with the config ``overrides`` give."""
+    if control.read_status(workdir).get("ended") != ended or not (workdir / "config.json").exists():
         return False
     base = config_lib.load_experiment(experiment, REPO / "experiments")
     (run,) = sweep.expand(" ".join(overrides), base)  # The sweep's parsing: each field typed as its default.
     wanted = config_lib.flatten(config_lib.resolved(sweep.configure(base, run)))
     # Fields added since the run was written had their defaults then, as load() reads them.
     stored = config_lib.flatten(config_lib.with_defaults(config_lib.read_json(workdir / "config.json")))
-    return all(stored.get(k) == v for k, v in wanted.items() if k != "train.num_steps")
+    return all(stored.get(k) == v for k, v in wanted.items() if k != "train.num_steps" or ended == "finished")
 
 
-def train_ours(bench: Benchmark, experiment: str, seed: int, plain: bool = False) -> dict:
-    """Trains (or reuses) one run of ours (``plain``: with the benchmark's ``plain`` overrides); its
-    facts, its 10,000 samples' scores and its command."""
-    workdir = Path(FLAGS.workdir) / f"{experiment}{'_plain' if plain else ''}_seed{seed}"
-    overrides = [*(bench.plain if plain else ()), *_overrides(bench, seed)]
+def score(samples: np.ndarray, dataset: str, cache: Path, inception: bool) -> dict:
+    """The classifier's scores of ``samples`` and, with ``inception``, the Inception FID and its
+    seconds; cached in ``cache`` (JSON) for the same samples, since an Inception pass of 10,000
+    images takes tens of minutes on a CPU."""
+    digest = hashlib.sha256(np.ascontiguousarray(samples).tobytes()).hexdigest()
+    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    if stored.get("samples_sha256") != digest:
+        stored = {"samples_sha256": digest, **dcgan_jax.evaluate(samples, dataset=dataset)}
+    if inception and "inception_fid" not in stored:
+        started = time.monotonic()
+        stored["inception_fid"] = dcgan_jax.evaluate(samples, dataset=dataset, feature_network="inception")["fid"]
+        stored["inception_seconds"] = round(time.monotonic() - started, 1)
+    cache.write_text(json.dumps(stored, indent=2, default=float) + "\n")
+    return stored
+
+
+def train_ours(bench: Benchmark, experiment: str, seed: int, plain: bool = False, steps: int = 0) -> dict:
+    """Trains (or reuses) one run of ours (``plain``: with the benchmark's ``plain`` overrides; ``steps``:
+    that many steps at batch 64 instead of ``--seconds``); its facts, its 10,000 samples' scores and
+    its command."""
+    name = f"{experiment}{'_plain' if plain else ''}{f'_steps{steps}' if steps else ''}_seed{seed}"
+    workdir = Path(FLAGS.workdir) / name
+    overrides = [*(bench.plain if plain else ()), *_overrides(bench, seed, steps)]
     command = ["launch.py", f"--experiment={experiment}", f"--workdir={workdir}"]
     command += [f"--config.{item}" for item in overrides]
-    reused = _reusable(workdir, experiment, overrides)
+    reused = _reusable(workdir, experiment, overrides, "finished" if steps else "time_limit")
     if not reused:
         subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], check=True)
     run = dcgan_jax.load(workdir)
     status = control.read_status(workdir)
     samples = sample(run)
-    scores = dcgan_jax.evaluate(samples, dataset=bench.dataset)
+    scores = score(samples, bench.dataset, workdir / "scores.json", FLAGS.inception or bool(steps))
     facts = {"steps": status["step"], "seconds": round(status["wall_seconds"], 1), "batch": run.config.train.batch_size}
     return {
         "name": experiment,
@@ -142,7 +165,7 @@ def sample(run: dcgan_jax.TrainedGenerator, truncation: float = 1.0) -> np.ndarr
     return np.concatenate([run.sample(1000, seed=i, truncation=truncation) for i in range(NUM_SAMPLES // 1000)])
 
 
-def train_reference(bench: Benchmark) -> dict:
+def train_reference(bench: Benchmark, inception: bool = False) -> dict:
     """The reference's 10,000 samples after ``--seconds`` on the benchmark's images (or those of an
     earlier invocation), scored."""
     samples_path = Path(FLAGS.workdir) / f"reference_{bench.dataset}.npz"
@@ -170,7 +193,7 @@ def train_reference(bench: Benchmark) -> dict:
     return {
         "name": "PyTorch reference",
         **facts,
-        "scores": dcgan_jax.evaluate(samples, dataset=bench.dataset),
+        "scores": score(samples, bench.dataset, samples_path.with_name(samples_path.stem + "_scores.json"), inception),
         "samples": samples,
     }
 
@@ -181,16 +204,20 @@ def _dataset_config(bench: Benchmark):
     return config
 
 
+def _columns() -> tuple[str, ...]:
+    return (*COLUMNS, "inception_fid") if FLAGS.inception else COLUMNS
+
+
 def _row(label: str, r: dict) -> str:
     s = r["scores"]
-    values = " | ".join(f"{s[c]:.3f}" if c != "classes_covered" else f"{s[c]}/10" for c in COLUMNS)
+    values = " | ".join(f"{s[c]:.3f}" if c != "classes_covered" else f"{s[c]}/10" for c in _columns())
     return f"| {label} | {values} | {r['steps']} | {r['batch']} |"
 
 
 def _mean_row(label: str, runs: list[dict]) -> str:
     """Mean and each value of every column over the seeds."""
     cells = []
-    for c in (*COLUMNS, "steps"):
+    for c in (*_columns(), "steps"):
         values = [r["scores"][c] if c in r["scores"] else r[c] for r in runs]
         if c == "classes_covered":
             each, mean = ", ".join(f"{v:g}/10" for v in values), f"{statistics.mean(values):g}/10"
@@ -203,7 +230,7 @@ def _mean_row(label: str, runs: list[dict]) -> str:
 
 
 def table(bench: Benchmark, ours: list[dict], plain: list[dict], conditional, truncated: dict, reference: dict) -> str:
-    header = "| | " + " | ".join(COLUMNS) + " | steps | batch |\n" + "|---" * (len(COLUMNS) + 3) + "|"
+    header = "| | " + " | ".join(_columns()) + " | steps | batch |\n" + "|---" * (len(_columns()) + 3) + "|"
     lines = [header, _mean_row(f"{ours[0]['name']} ({ours[0]['labels']})", ours)]
     lines += [_row(f"{ours[0]['name']} seed {ours[0]['seed']}, truncation {psi}", r) for psi, r in truncated.items()]
     if plain:
@@ -259,7 +286,7 @@ def run_benchmark(name: str, out: Path) -> tuple[str, dict]:
     ours = [train_ours(bench, bench.headline, seed) for seed in seeds]
     plain = [train_ours(bench, bench.headline, seed, plain=True) for seed in seeds] if bench.plain else []
     conditional = train_ours(bench, bench.conditional, 0) if bench.conditional else None
-    reference = train_reference(bench)
+    reference = train_reference(bench, FLAGS.inception)
     first = ours[0]["run"]
     truncated = {}
     for psi in FLAGS.truncations if name == "fashion" else []:
@@ -281,13 +308,106 @@ def run_benchmark(name: str, out: Path) -> tuple[str, dict]:
     return "\n".join(lines), record
 
 
+# Lucic et al. 2018, Fashion-MNIST, Inception FID of 10,000 samples against the 10,000 test images,
+# best of a 100-setting search, mean +- sd over seeds (as reproduced in Dai & Wipf 2019, Table 1).
+LUCIC_ROWS = (
+    ("MM GAN", "29.6 +- 1.6"),
+    ("NS GAN", "26.5 +- 1.6"),
+    ("LSGAN", "30.7 +- 2.2"),
+    ("WGAN", "21.5 +- 1.6"),
+    ("WGAN-GP", "24.5 +- 2.1"),
+    ("DRAGAN", "27.7 +- 1.2"),
+    ("BEGAN", "22.9 +- 0.9"),
+)
+LUCIC_TARGET = 15.8  # The best Fashion-MNIST Inception FID found in that protocol (PA-GAN, longer training).
+
+
+def floor_row(bench: Benchmark) -> dict:
+    """10,000 real training images (a fixed random choice) scored like samples: the best any
+    generator can read in this protocol."""
+    config = _dataset_config(bench)
+    config.split = "train"
+    pixels = data.load_dataset(config)[0]
+    chosen = np.sort(np.random.default_rng(0).choice(len(pixels), NUM_SAMPLES, replace=False))
+    samples = data.to_model_range(pixels[chosen])
+    cache = Path(FLAGS.workdir) / f"floor_{bench.dataset}_scores.json"
+    return {
+        "name": "10,000 real training images (the floor)",
+        "steps": "-",
+        "batch": "-",
+        "seed": 0,
+        "scores": score(samples, bench.dataset, cache, True),
+    }
+
+
+def _lucic_cell(runs: list[dict], key: str) -> str:
+    values = [r["scores"][key] for r in runs]
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    each = ", ".join(f"{v:.1f}" for v in values)
+    return f"**{statistics.mean(values):.1f} +- {statistics.stdev(values):.1f}** ({each})"
+
+
+def lucic_text(groups: list[tuple[str, list[dict]]]) -> str:
+    """The published table beside ours, each of our rows with the runs done so far."""
+    lines = [
+        "| | Inception FID | classifier FID | G steps | batch | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, runs in groups:
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        cells = f"{_lucic_cell(runs, 'inception_fid')} | {_lucic_cell(runs, 'fid')}"
+        lines.append(f"| {label} | {cells} | {runs[0]['steps']} | {runs[0]['batch']} | {seeds} |")
+    quoted = "| ~15.6k | 64 | best of 100 settings |"
+    lines += [f"| Lucic et al. 2018: {name} | {fid} | {quoted}" for name, fid in LUCIC_ROWS]
+    return "\n".join(lines)
+
+
+def run_lucic(out: Path) -> None:
+    """Lucic et al.'s protocol (Inception FID, 10,000 samples against the 10,000 test images, 15,600
+    steps at batch 64), one row after another; ``lucic.md`` is rewritten after each, so a stopped
+    invocation keeps what it finished and a rerun reuses it."""
+    bench, steps = BENCHMARKS["fashion"], FLAGS.lucic_steps
+    seeds = [int(s) for s in FLAGS.lucic_seeds]
+    groups: list[tuple[str, list[dict]]] = []
+
+    def publish(label: str, run: dict) -> None:
+        for existing_label, runs in groups:
+            if existing_label == label:
+                runs.append(run)
+                break
+        else:
+            groups.append((label, [run]))
+        header = (
+            f"# Inception FID in Lucic et al.'s protocol\n\n{time.strftime('%Y-%m-%d')}, "
+            f"{platform.machine()}, {jax.devices()[0].platform}; `DCGAN_JAX_DATA_DIR=../shared/data python "
+            f"benchmarks/quality.py {shlex.join(sys.argv[1:])}`\n\n"
+        )
+        (out / "lucic.md").write_text(header + lucic_text(groups) + "\n")
+        print(lucic_text(groups), flush=True)
+
+    publish("10,000 real training images against the test split (the floor)", floor_row(bench))
+    ours = f"fashion_dcgan, {steps} steps (unsupervised: self-conditioned on 20 pixel clusters)"
+    publish(ours, train_ours(bench, bench.headline, seeds[0], steps=steps))
+    publish(f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", train_reference(bench, True))
+    for seed in seeds[1:2]:
+        publish(ours, train_ours(bench, bench.headline, seed, steps=steps))
+    flags_ = " ".join(f"--config.{o}" for o in bench.plain)
+    publish(f"plain DCGAN `{flags_}`, {steps} steps", train_ours(bench, bench.headline, seeds[0], True, steps))
+    for seed in seeds[2:]:
+        publish(ours, train_ours(bench, bench.headline, seed, steps=steps))
+
+
 def main(argv):
+    if FLAGS.benchmarks == ["lucic"]:
+        Path(FLAGS.out).mkdir(parents=True, exist_ok=True)
+        return run_lucic(Path(FLAGS.out))
     unknown = [b for b in FLAGS.benchmarks if b not in BENCHMARKS]
     if unknown:
         raise app.UsageError(f"--benchmarks: {', '.join(unknown)} not among {', '.join(BENCHMARKS)}")
     if FLAGS.references_only:
         for name in FLAGS.benchmarks:
-            print(name, {k: v for k, v in train_reference(BENCHMARKS[name]).items() if k != "samples"})
+            print(name, {k: v for k, v in train_reference(BENCHMARKS[name], FLAGS.inception).items() if k != "samples"})
         return
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)

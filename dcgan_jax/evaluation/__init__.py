@@ -27,8 +27,8 @@ import numpy as np
 from absl import logging
 
 from dcgan_jax import classifier, data, metrics, sampling, trained
-from dcgan_jax.evaluation import networks as feature_networks
 from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, conditioned_on_classes, default_config
+from dcgan_jax.evaluation import networks as feature_networks
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
 IMAGE_SHAPE = (28, 28, 1)
@@ -93,7 +93,7 @@ def _cache_file(dataset_config, network: feature_networks.FeatureNetwork, cache_
     if folder is None and data_dir is not None and os.access(data_dir, os.W_OK):
         folder = data_dir
     folder = folder or feature_networks.cache_dir() / dataset_config.name
-    return folder / f"reference_{name}_{split}_{tag}_v2.npz"
+    return folder / f"reference_{name}_{split}_{tag}.npz"
 
 
 def _reference(dataset_config, network: feature_networks.FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:

