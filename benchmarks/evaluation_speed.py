@@ -12,7 +12,7 @@ import numpy as np
 from absl import app, flags
 
 import dcgan_jax
-from dcgan_jax import data, evaluation
+from dcgan_jax import data, evaluation, reports
 
 flags.DEFINE_string("workdir", None, "A run whose samples to score.")
 flags.DEFINE_integer("num_samples", 10_000, "Images per scored set.")
@@ -37,7 +37,7 @@ def main(argv):
         scores = evaluator(images)
         seconds = time.monotonic() - started
         print(f"run {attempt + 1}: {len(images)} {source} scored in {seconds:.1f} s")
-    print({k: round(scores[k], 4) for k in (*evaluation.SUMMARY_KEYS, "memorisation_ratio")})
+    print({k: round(scores[k], 4) for k in (*reports.SUMMARY_KEYS, "memorisation_ratio")})
 
 
 def evaluator_config():

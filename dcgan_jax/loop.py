@@ -20,7 +20,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import assembly, checkpoints, control, data, evaluation, images, metrics, parallel, sampling, writers
+from dcgan_jax import (
+    assembly,
+    checkpoints,
+    control,
+    data,
+    evaluation,
+    images,
+    metrics,
+    parallel,
+    reports,
+    sampling,
+    writers,
+)
 from dcgan_jax import config as config_lib
 from dcgan_jax.state import GanState, nonfinite_networks
 
@@ -311,9 +323,14 @@ class _Outputs:
         self.evaluator, self.best, self.best_fid = None, None, float("inf")
         if config.eval.every:
             self.evaluator = evaluation.Evaluator(config.dataset.name, config.eval.split, config.dataset.data_dir)
+            self.inception = None
+            if config.eval.inception_fid:
+                self.inception = evaluation.Evaluator(
+                    config.dataset.name, config.eval.split, config.dataset.data_dir, feature_network="inception"
+                )
             self.eval_z, self.eval_labels = sampling.eval_draw(config)
             if is_main:
-                evaluation.write_training_provenance(self.evaluator, config, workdir)
+                evaluation.write_training_provenance(self.evaluator, config, workdir, self.inception)
             self.best = checkpoints.Checkpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
             if self.best.all_steps():
                 self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))
@@ -389,8 +406,10 @@ class _Outputs:
         )
         asked = self.eval_labels if config_lib.conditioned_on_classes(self.run.config) else None  # Not clusters.
         scores = self.evaluator(samples, labels=asked)
-        self.writer.write_scalars(step, evaluation.scalar_metrics(scores))
-        for line in evaluation.score_lines(scores, time.monotonic() - started):
+        if self.inception is not None:
+            scores["inception_fid"] = self.inception(samples)["fid"]
+        self.writer.write_scalars(step, reports.scalar_metrics(scores))
+        for line in reports.score_lines(scores, time.monotonic() - started):
             logging.info("eval step %d: %s", step, line)
         if scores["fid"] < self.best_fid:
             self.best_fid = scores["fid"]

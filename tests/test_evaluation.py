@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, shared_dataset_dir, tiny_config, tmpfs
 
 import dcgan_jax
-from dcgan_jax import checkpoints, classifier, data, evaluation, images
+from dcgan_jax import checkpoints, classifier, data, evaluation, images, reports, scoring
 
 N = 2000  # Per scored set: enough to rank, quick on a CPU.
 
@@ -49,7 +49,7 @@ def test_metrics_rank_real_above_noisy_above_blurred_collapsed_and_random(fashio
     }
     scores = {name: evaluator(images_) for name, images_ in sets.items()}
     for name, s in scores.items():
-        print(name, {k: round(s[k], 4) for k in evaluation.SUMMARY_KEYS})
+        print(name, {k: round(s[k], 4) for k in reports.SUMMARY_KEYS})
     fid = {name: s["fid"] for name, s in scores.items()}
     assert fid["real"] < fid["noisy"] < min(fid["blurred"], fid["collapsed"], fid["random"])
     kid = {name: s["kid"] for name, s in scores.items()}
@@ -90,8 +90,8 @@ def test_class_agreement_counts_samples_the_classifier_puts_in_their_requested_c
     true = evaluator(images_, labels=labels)
     assert true["class_agreement"] > 0.85  # The classifier's accuracy on training images.
     assert min(true["class_agreement_per_class"]) > 0.5
-    assert "eval/class_agreement" in evaluation.scalar_metrics(true)
-    assert len(true["intra_fid_per_class"]) == 10 and "eval/intra_fid" in evaluation.scalar_metrics(true)
+    assert "eval/class_agreement" in reports.scalar_metrics(true)
+    assert len(true["intra_fid_per_class"]) == 10 and "eval/intra_fid" in reports.scalar_metrics(true)
     asked_wrong = evaluator(images_, labels=(labels + 1) % 10)
     assert asked_wrong["intra_fid"] > 5 * true["intra_fid"] and asked_wrong["fid"] == true["fid"]
     _, probs = evaluator.features_and_probs(images_)
@@ -250,7 +250,7 @@ def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_outp
 
 
 def test_truncated_evaluation_is_stored_beside_the_plain_one(evaluated_run):
-    plain, truncated = (evaluation.evaluate_run(evaluated_run, [4], 1000, truncation=t)[0] for t in (1.0, 0.5))
+    plain, truncated = (scoring.evaluate_run(evaluated_run, [4], 1000, truncation=t)[0] for t in (1.0, 0.5))
     assert (plain["truncation"], truncated["truncation"]) == (1.0, 0.5)
     assert plain["fid"] != truncated["fid"]
     stored = json.loads((evaluated_run / "eval" / "step_0000004_truncation0.5.json").read_text())
@@ -325,11 +325,11 @@ def test_analysis_memorisation_gives_the_ratio_and_the_most_suspicious_samples(e
 
 
 def test_scores_biased_by_n_are_named_with_n():
-    names = [evaluation.metric_name(k, n) for k, n in (("fid", 10_000), ("kid", 50_000), ("intra_fid", 2500))]
+    names = [reports.metric_name(k, n) for k, n in (("fid", 10_000), ("kid", 50_000), ("intra_fid", 2500))]
     assert names == ["fid10k", "kid50k", "intra_fid2500"]
-    assert evaluation.metric_name("precision", 10_000) == "precision"
+    assert reports.metric_name("precision", 10_000) == "precision"
     rows = [
-        {"step": 1, "latents": "key(0)", "seconds": 1.0, "num_samples": n, **dict.fromkeys(evaluation.SUMMARY_KEYS, 1)}
+        {"step": 1, "latents": "key(0)", "seconds": 1.0, "num_samples": n, **dict.fromkeys(reports.SUMMARY_KEYS, 1)}
         for n in (1000, 2000)
     ]
-    assert "| fid | kid |" in evaluation.markdown_table(rows)  # Different N: no single name to give.
+    assert "| fid | kid |" in reports.markdown_table(rows)  # Different N: no single name to give.

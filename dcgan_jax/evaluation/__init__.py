@@ -19,15 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import classifier, data, metrics, sampling, trained
-from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, conditioned_on_classes, default_config
+from dcgan_jax import classifier, data, metrics
+from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, default_config
 from dcgan_jax.evaluation import networks as feature_networks
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
@@ -273,22 +272,6 @@ def features(images: np.ndarray, dataset: str = "fashion_mnist", feature_network
     return network.apply(check_images(images, 1, network.image_shape or images.shape[1:]))[0]
 
 
-def export_features(row: dict, sample_features: np.ndarray, evaluator: Evaluator, path: str | Path) -> Path:
-    """Writes ``path`` (.npz): the scored samples' features, the real reference's features and
-    labels, the layer's name and the provenance (JSON) of ``row``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
-        sample_features=sample_features,
-        real_features=evaluator.real_features,
-        real_labels=evaluator.real_labels,
-        layer=np.array(evaluator.network.layer),
-        provenance=np.array(json.dumps(row["provenance"])),
-    )
-    return path
-
-
 _EVALUATORS: dict[tuple, Evaluator] = {}
 
 
@@ -320,111 +303,6 @@ def evaluate(
     return _EVALUATORS[key](images, min_samples, labels)
 
 
-FEATURE_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")  # Any feature network.
-CLASS_KEYS = ("inception_score", "classes_covered", "class_kl")  # A network with class probabilities.
-SUMMARY_KEYS = FEATURE_KEYS + CLASS_KEYS  # Of every evaluation with the shipped classifier.
-OPTIONAL_KEYS = ("memorisation_ratio", "intra_fid", "class_agreement")  # When computed.
-
-
-def present_keys(scores: dict) -> tuple[str, ...]:
-    """The one-number scores ``scores`` holds, in the tables' order."""
-    return tuple(k for k in SUMMARY_KEYS + OPTIONAL_KEYS if k in scores)
-
-
-def scalar_metrics(scores: dict, prefix: str = "eval/") -> dict[str, float]:
-    """The scores that are one number each, named for the metrics log, and the number of samples."""
-    return {prefix + k: float(scores[k]) for k in (*present_keys(scores), "num_samples")}
-
-
-# How the table and the log show each summary score.
-_FORMATS = {
-    "fid": ".3f",
-    "kid": ".4f",
-    "kid_std": ".4f",
-    "precision": ".3f",
-    "recall": ".3f",
-    "density": ".3f",
-    "coverage": ".3f",
-    "inception_score": ".2f",
-    "classes_covered": "d",
-    "class_kl": ".3f",
-    "memorisation_ratio": ".2f",
-    "intra_fid": ".3f",
-    "class_agreement": ".3f",
-}
-
-
-def score_lines(scores: dict, seconds: float) -> list[str]:
-    """The evaluation's log lines (after "eval step N: "): the scores, and for a conditional model
-    the intra-class FID and how often the classifier agrees with the requested class."""
-    parts = [
-        f"FID {scores['fid']:.3f}",
-        f"KID {scores['kid']:.4f} +- {scores['kid_std']:.4f}",
-        f"precision {scores['precision']:.3f} recall {scores['recall']:.3f}",
-        f"density {scores['density']:.3f} coverage {scores['coverage']:.3f}",
-    ]
-    if "inception_score" in scores:
-        parts.append(f"IS {scores['inception_score']:.2f}")
-        parts.append(f"classes covered {scores['classes_covered']}/10 (KL {scores['class_kl']:.3f})")
-    if "memorisation_ratio" in scores:
-        parts.append(f"memorisation {scores['memorisation_ratio']:.2f}")
-    lines = [" | ".join([*parts, f"{scores['num_samples']} samples", f"{seconds:.1f} s"])]
-    if "intra_fid" in scores:
-        per_class = " ".join(f"{f:.1f}" for f in scores["intra_fid_per_class"])
-        lines.append(f"intra-class FID {scores['intra_fid']:.3f} (per class: {per_class})")
-    if "class_agreement" in scores:
-        per_class = " ".join(f"{a:.2f}" for a in scores["class_agreement_per_class"])
-        lines.append(
-            f"the classifier agrees with the requested class for {100 * scores['class_agreement']:.1f}% "
-            f"of samples ({per_class})"
-        )
-    return lines
-
-
-def _table_keys(rows: list[dict]) -> tuple[str, ...]:
-    """The scores every row has (class agreement is left to the JSON)."""
-    return tuple(k for k in present_keys(rows[0]) if k != "class_agreement" and all(k in r for r in rows))
-
-
-N_DEPENDENT = ("fid", "kid", "kid_std", "intra_fid")  # Biased by the number of samples: named with it.
-
-
-def metric_name(key: str, num_samples: int) -> str:
-    """``fid`` scored on 10,000 samples is ``fid10k`` (StyleGAN2-ADA's convention), on 2,500
-    ``fid2500``; scores whose bias does not follow N keep their name."""
-    if key not in N_DEPENDENT:
-        return key
-    count = f"{num_samples // 1000}k" if num_samples % 1000 == 0 else str(num_samples)
-    return key.replace("fid", f"fid{count}", 1) if "fid" in key else key.replace("kid", f"kid{count}", 1)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The rows' scores, the N-dependent ones named with N when all rows share it."""
-    keys = _table_keys(rows)
-    counts = {row["num_samples"] for row in rows}
-    names = [metric_name(k, *counts) for k in keys] if len(counts) == 1 else list(keys)
-    lines = ["| step | latents | " + " | ".join(names) + " | seconds |", "|" + "---|" * (len(keys) + 3)]
-    for row in rows:
-        cells = [format(row[k], _FORMATS[k]) for k in keys]
-        lines.append(f"| {row['step']} | {row['latents']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
-    return "\n".join(lines)
-
-
-def spread(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean and sample sd over draws of each summary score: how much a number moves with the latents."""
-    return {
-        k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows], ddof=1))}
-        for k in _table_keys(rows)
-    }
-
-
-def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> str:
-    cells = " | ".join(
-        f"{metric_name(k, num)} {v['mean']:.4g} +- {v['sd']:.2g}" for k, v in summary.items() if k != "kid_std"
-    )
-    return f"mean +- sd over {draws} draws of {num} latents: {cells}"
-
-
 def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "classifier") -> Evaluator:
     """The Evaluator of a run's config: its dataset, against ``eval.split``. The memorisation ratio
     only with the classifier (Inception features of 60,000 training images take long on a CPU)."""
@@ -440,94 +318,15 @@ def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "cla
     )
 
 
-def write_training_provenance(evaluator: Evaluator, config, workdir: Path) -> Path:
+def write_training_provenance(evaluator: Evaluator, config, workdir: Path, inception: Evaluator | None = None) -> Path:
     """``workdir/eval/provenance.json``: what the in-training evaluation's numbers are made of. It
     scores one fixed draw (the same latents at every step: cheap, comparable across steps); the
     spread over draws comes from ``python -m dcgan_jax.evaluation --draws=K``."""
     latents = f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
     provenance = {**evaluator.provenance, "num_samples": config.eval.num_samples, "latents": latents, "truncation": 1.0}
+    if inception is not None:
+        provenance["inception_fid"] = inception.provenance
     path = workdir / "eval" / "provenance.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(provenance, indent=2) + "\n")
     return path
-
-
-def _score_draw(run, evaluator: Evaluator, num: int, seed: int | None, truncation: float) -> tuple[dict, np.ndarray]:
-    """One draw of ``num`` latents scored, with what the number depends on (provenance), and the
-    samples' features."""
-    started = time.monotonic()
-    if seed is None:
-        images, labels = run.evaluation_samples(num, truncation)
-        latents = f"evaluation stream of seed {run.config.seed}"  # The in-training evaluation's fixed draw.
-    else:
-        labels = sampling.eval_labels(num, run.num_classes)
-        images = run.sample(num, seed, labels, truncation)
-        latents = f"key({seed})"
-    features, probs = evaluator.features_of(images)
-    asked = labels is not None and conditioned_on_classes(run.config)  # Cluster labels name no class.
-    scores = evaluator.score_features(features, probs, np.asarray(labels) if asked else None)
-    provenance = {**evaluator.provenance, "num_samples": num, "latents": latents, "truncation": truncation}
-    row = {
-        "step": run.step,
-        "latents": latents,
-        "num_samples": num,
-        "truncation": truncation,
-        **scores,
-        "seconds": time.monotonic() - started,
-        "provenance": provenance,
-    }
-    return row, features
-
-
-def evaluate_run(
-    workdir: str | Path,
-    steps: list[int] | None = None,
-    num_samples: int | None = None,
-    seed: int | None = None,
-    truncation: float = 1.0,
-    output_dir: str | Path | None = None,
-    draws: int = 1,
-    export_path: str | Path | None = None,
-    feature_network: str = "classifier",
-) -> list[dict]:
-    """Scores the checkpoints ``steps`` of a run (newest when None) and writes
-    ``step_<N>[_seed<S>][_truncation<psi>].json`` for each into ``output_dir`` (default ``workdir/eval``).
-
-    By default (``seed`` None) it scores the draw the in-training evaluation scored,
-    ``num_samples`` (default ``eval.num_samples``) latents of the run's evaluation stream, so its
-    FID for a step is the one that step's ``eval`` log line reports; ``seed`` scores another draw
-    (``dcgan_jax.load(...).sample(num, seed)``). ``draws`` > 1 scores that many independent draws,
-    seeds ``seed`` (default 0) onwards, and writes ``step_<N>_draws<K>_seed<S>.json`` with each
-    draw and their mean and sd. ``truncation`` < 1 scales the latents: a point on the run's
-    precision/recall trade-off. ``export_path`` (.npz): the features of the (first) draw and of the
-    real reference (:func:`export_features`), for one step. ``feature_network="inception"`` scores
-    in Inception-v3's features (:mod:`dcgan_jax.feature_networks`), for any dataset and image shape,
-    stored with ``_inception`` in the file names. Returns one row per draw scored."""
-    workdir = Path(workdir)
-    output_dir = Path(output_dir or workdir / "eval")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    rows, evaluator = [], None
-    for requested in [None] if steps is None else steps:  # None: the newest good checkpoint.
-        run = trained.load(workdir, requested)
-        if evaluator is None:
-            evaluator = evaluator_for(run.config, feature_network)
-        num = num_samples or run.config.eval.num_samples
-        cut = ("" if truncation == 1.0 else f"_truncation{truncation:g}") + (
-            "" if feature_network == "classifier" else f"_{feature_network}"
-        )
-        first = seed if draws == 1 else seed or 0
-        scored = [
-            _score_draw(run, evaluator, num, None if first is None else first + d, truncation) for d in range(draws)
-        ]
-        if export_path is not None:
-            export_features(scored[0][0], scored[0][1], evaluator, export_path)
-        scored = [row for row, _ in scored]
-        if draws == 1:
-            name = f"step_{run.step:07d}{'' if seed is None else f'_seed{seed}'}{cut}.json"
-            (output_dir / name).write_text(json.dumps(scored[0], indent=2) + "\n")
-        else:
-            summary = {"step": run.step, "draws": draws, "num_samples": num, "spread": spread(scored), "runs": scored}
-            name = f"step_{run.step:07d}_draws{draws}_seed{first}{cut}.json"
-            (output_dir / name).write_text(json.dumps(summary, indent=2) + "\n")
-        rows.extend(scored)
-    return rows

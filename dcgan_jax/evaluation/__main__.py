@@ -9,7 +9,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import checkpoints, cli, control, evaluation, trained
+from dcgan_jax import checkpoints, cli, control, reports, scoring, trained
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
@@ -25,7 +25,7 @@ flags.DEFINE_enum(
     "feature_network",
     "classifier",
     ["classifier", "inception"],
-    "classifier: the dataset's shipped classifier; inception: Inception-v3 (pip install -e '.[inception]').",
+    "classifier: the dataset's shipped classifier; inception: Inception-v3 pool3, the FID of published tables.",
 )
 flags.DEFINE_string("export_features", None, "Also write the samples' and the real reference's features to this .npz.")
 FLAGS = flags.FLAGS
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
         checkpointer = checkpoints.Checkpointer(FLAGS.workdir, create=False)
         steps = checkpointer.all_steps()
         checkpointer.close()
-    rows = evaluation.evaluate_run(
+    rows = scoring.evaluate_run(
         FLAGS.workdir,
         steps,
         FLAGS.num_samples,
@@ -62,10 +62,10 @@ def main(argv: list[str]) -> None:
     )
     summary = out / "results.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n")
-    print(evaluation.markdown_table(rows))
+    print(reports.markdown_table(rows))
     for start in range(0, len(rows), FLAGS.draws) if FLAGS.draws > 1 else []:
         draws = rows[start : start + FLAGS.draws]
-        spread = evaluation.spread_line(evaluation.spread(draws), FLAGS.draws, draws[0]["num_samples"])
+        spread = reports.spread_line(reports.spread(draws), FLAGS.draws, draws[0]["num_samples"])
         print(f"step {draws[0]['step']}, {spread}")
     print(f"Scored with {rows[0]['provenance']['feature_network']} against {rows[0]['provenance']['reference']}")
     if FLAGS.export_features:
