@@ -11,7 +11,6 @@ import errno
 import hashlib
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -82,62 +81,13 @@ def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
     return {_path_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-# Checkpoints written before GanState (dcgan_jax <= ee61291) hold one flat state: these names, in this order.
-OLD_LAYOUT = (
-    "step",
-    "rng",
-    "g_params",
-    "g_batch_stats",
-    "g_opt_state",
-    "g_ema_params",
-    "d_params",
-    "d_batch_stats",
-    "d_opt_state",
-)
-
-
-def to_old_layout(state: GanState) -> dict:
-    """``state``'s arrays under the names of the flat layout, to read an old checkpoint into."""
-    arrays = (
-        state.step,
-        state.rng,
-        state.g.params,
-        state.g.batch_stats,
-        state.g.opt_state,
-        state.g_ema,
-        state.d.params,
-        state.d.batch_stats,
-        state.d.opt_state,
-    )
-    return dict(zip(OLD_LAYOUT, arrays, strict=True))
-
-
-def from_old_layout(old: dict, like: GanState) -> GanState:
-    """The GanState of an old checkpoint's flat arrays, in the structure of ``like``."""
-    g = like.g.replace(params=old["g_params"], batch_stats=old["g_batch_stats"], opt_state=old["g_opt_state"])
-    d = like.d.replace(params=old["d_params"], batch_stats=old["d_batch_stats"], opt_state=old["d_opt_state"])
-    return like.replace(step=old["step"], rng=old["rng"], g=g, d=d, g_ema=old["g_ema_params"])
-
-
-def generator_target(params, batch_stats, ema: bool, old_layout: bool) -> dict:
-    """The part of a checkpoint's state that holds G for sampling, in either layout."""
-    if old_layout:
-        return {"g_ema_params" if ema else "g_params": params, "g_batch_stats": batch_stats}
+def generator_target(params, batch_stats, ema: bool) -> dict:
+    """The part of a checkpoint's state that holds G for sampling (its EMA parameters with ``ema``)."""
     return (
         {"g_ema": params, "g": {"batch_stats": batch_stats}}
         if ema
         else {"g": {"params": params, "batch_stats": batch_stats}}
     )
-
-
-def generator_variables(restored: dict, ema: bool, old_layout: bool) -> dict:
-    """{'params', 'batch_stats'} of what :func:`generator_target` restored."""
-    if old_layout:
-        return {"params": restored["g_ema_params" if ema else "g_params"], "batch_stats": restored["g_batch_stats"]}
-    return {
-        "params": restored["g_ema"] if ema else restored["g"]["params"],
-        "batch_stats": restored["g"]["batch_stats"],
-    }
 
 
 HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with each checkpoint.
@@ -154,33 +104,13 @@ def _sha256(array) -> str:
 
 
 def verify(restored, hashes: dict[str, str], where: Path) -> None:
-    """CheckpointError unless every restored array hashes to what was saved (checkpoints written
-    before hashes existed: unless every float array is finite, as a saved state always is)."""
+    """CheckpointError unless every restored array hashes to what was saved with it."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(restored):
-        name, values = _path_name(path), np.asarray(leaf)
-        if name in hashes and _sha256(values) != hashes[name]:
+        name = _path_name(path)
+        if name not in hashes:
+            raise CheckpointError(f"{where}: {name} has no SHA-256 saved with it; not a checkpoint of this dcgan_jax")
+        if _sha256(np.asarray(leaf)) != hashes[name]:
             raise CheckpointError(f"{where}: {name} does not match the SHA-256 saved with it (its files were changed)")
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-            raise CheckpointError(f"{where}: {name} holds NaN or inf, which no saved state does")
-
-
-def _quiet_closed_loop_callbacks() -> None:
-    """Once a read of a damaged checkpoint fails, tensorstore still calls back into the asyncio loop
-    Orbax has closed, and Python prints each "Event loop is closed" as a traceback (dozens per
-    checkpoint). Those go to train.log as one line each; any other unraisable exception is printed."""
-    previous = sys.unraisablehook
-    if getattr(previous, "dcgan_jax", False):
-        return
-
-    def hook(unraisable) -> None:
-        error = unraisable.exc_value
-        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-            logging.info("After a failed checkpoint read: %s (ignored)", error, extra=writers.FILE_ONLY)
-        else:
-            previous(unraisable)
-
-    hook.dcgan_jax = True
-    sys.unraisablehook = hook
 
 
 def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path:
@@ -192,7 +122,6 @@ class Checkpointer:
 
     def __init__(self, workdir: str | Path, keep: int = 3, create: bool = True, subdir: str = CHECKPOINT_SUBDIR):
         self.directory = checkpoint_dir(workdir, subdir)
-        _quiet_closed_loop_callbacks()
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints folder at {self.directory}")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
@@ -283,7 +212,8 @@ class Checkpointer:
         damaged = []
         for step in reversed(steps):
             try:
-                result = restore_step(step)
+                with writers.unraisable_to_log_while():  # A failed read's coroutines: to train.log.
+                    result = restore_step(step)
             except CheckpointMismatchError:
                 raise
             except CheckpointError as e:
@@ -316,14 +246,17 @@ class Checkpointer:
         except Exception as e:
             raise CheckpointError(f"cannot read the metadata of {self.directory / str(step)}: {e}") from e
 
-    def is_old_layout(self, step: int) -> bool:
-        """Whether checkpoint ``step`` holds the flat state of before GanState (see :data:`OLD_LAYOUT`)."""
-        return any(path.startswith("g_params/") for path in self._stored_shapes(step))
-
     def _check_shapes(self, target, step: int) -> None:
         stored, wanted = self._stored_shapes(step), _shapes_by_path(target)
-        if wanted and not stored.keys() & wanted.keys():  # Not another model: no array metadata at all.
+        if not stored:  # Damaged: no array metadata at all.
             raise CheckpointError(f"{self.directory / str(step)}: its metadata lists none of the state's arrays")
+        groups = [{path.split("/")[0] for path in tree} for tree in (wanted, stored)]
+        if groups[0] - groups[1]:
+            raise CheckpointMismatchError(
+                f"{self.directory / str(step)} is a checkpoint of another layout, not written by this dcgan_jax: it "
+                f"lacks {', '.join(sorted(groups[0] - groups[1]))} (it holds {', '.join(sorted(groups[1]))}); "
+                "use another --workdir"
+            )
         differences = [
             f"{path}: checkpoint {stored.get(path, 'absent')}, this run {wanted.get(path, 'absent')}"
             # Parameters first: they say most about which model is which.
@@ -341,8 +274,6 @@ class Checkpointer:
 
     def _restore_tree(self, target, step: int, what: str):
         """The arrays of ``target`` (a subtree of the stored state, shapes checked first) placed like it.
-        Partial: a checkpoint written before a state field existed (e.g. the EMA, empty when off) still
-        restores; every array the target needs was checked to be there.
 
         The one restore path of both train() and load(): the checkpoint's config and meta must read,
         and the arrays must match the hashes saved with them, or the checkpoint counts as damaged."""
@@ -350,7 +281,7 @@ class Checkpointer:
         self._check_shapes(target, step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
-        restore = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=True)
+        restore = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=restore)).state
         except Exception as e:  # Orbax raises many types for unreadable data.
@@ -359,13 +290,10 @@ class Checkpointer:
         return restored
 
     def restore(self, target: GanState, step: int | None = None, set_aside_damaged: bool = False) -> GanState:
-        """The full state at ``step`` (newest good one when None), laid out like ``target``; a checkpoint of
-        the old flat layout is read through :func:`to_old_layout`."""
+        """The full state at ``step`` (newest good one when None), laid out like ``target``."""
         if step is None:
             return self.newest_good(lambda s: self.restore(target, s), set_aside_damaged)
         self._step_or_latest(step)
-        if self.is_old_layout(step):
-            return from_old_layout(self._restore_tree(to_old_layout(target), step, ""), target)
         return self._restore_tree(target, step, "")
 
     def restore_config(self, step: int | None = None) -> tuple[int, ml_collections.ConfigDict, dict]:
@@ -384,12 +312,15 @@ class Checkpointer:
         this machine's CPU whatever devices the run was trained on). Every array of the checkpoint is read
         and checked, as :meth:`restore` checks them, so a reader and a resumed run agree on which
         checkpoint is good; the shapes come from the checkpoint itself, G's are checked against ``params``."""
-        old = self.is_old_layout(step)
-        self._check_shapes(generator_target(params, batch_stats, ema, old), step)
+        self._check_shapes(generator_target(params, batch_stats, ema), step)
         sharding = jax.tree.leaves(params)[0].sharding
         stored = self.manager.item_metadata(step)["state"]
         everything = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored)
-        return generator_variables(self._restore_tree(everything, step, " the generator"), ema, old)
+        restored = self._restore_tree(everything, step, " the generator")
+        return {
+            "params": restored["g_ema"] if ema else restored["g"]["params"],
+            "batch_stats": restored["g"]["batch_stats"],
+        }
 
     def close(self) -> None:
         self.manager.close()

@@ -64,9 +64,9 @@ def run(main: Callable[[list[str]], None]) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         writers.quiet_library_info()
-        sys.unraisablehook = writers.unraisable_to_log
         try:
-            main(argv)
+            with writers.unraisable_to_log_while():
+                main(argv)
         except control.Interrupted as e:  # The loop has logged how it stopped.
             sys.exit(e.exit_status)
         except RunError as e:

@@ -124,7 +124,7 @@ class Discriminator(nn.Module):
                 use_bias=not normalised,
                 algorithm=self.conv_algorithm,
                 dtype=self.dtype,
-                name=f"Conv_{i}",  # nn.Conv's names: older checkpoints still load.
+                name=f"down{i}",
             )
             x = layer(conv, x)
             if normalised:

@@ -5,8 +5,12 @@ TensorBoard files come from tensorboardX, which needs no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging as std_logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +110,18 @@ class ConsoleFilter(OwnInfoFilter):
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         return not getattr(record, "file_only", False) and super().filter(record)
+
+
+@contextlib.contextmanager
+def unraisable_to_log_while() -> Iterator[None]:
+    """:func:`unraisable_to_log` as ``sys.unraisablehook`` for the block, garbage collected at its end
+    (an abandoned read's coroutines are reported then): the one place the hook is changed."""
+    previous, sys.unraisablehook = sys.unraisablehook, unraisable_to_log
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
 
 
 def unraisable_to_log(unraisable) -> None:

@@ -73,8 +73,8 @@ def test_reference_experiment_has_the_pytorch_reference_architecture():
         "up1": {"kernel": (5, 5, 64, 1)},  # ConvTranspose2d(64, 1, 5, 2, ..., bias=False)
     }
     assert shapes["d"] == {
-        "Conv_0": {"bias": (64,), "kernel": (5, 5, 1, 64)},
-        "Conv_1": {"bias": (128,), "kernel": (5, 5, 64, 128)},
+        "down0": {"bias": (64,), "kernel": (5, 5, 1, 64)},
+        "down1": {"bias": (128,), "kernel": (5, 5, 64, 128)},
         "Dense_0": {"bias": (1,), "kernel": (128 * 7 * 7, 1)},
     }
     assert "batch_stats" not in d  # No BatchNorm in the reference's D.
@@ -97,7 +97,7 @@ def test_depth_follows_the_image_size(image_shape, upsampling_blocks):
     assert sorted(k for k in g_params if k.startswith("up")) == [f"up{i}" for i in range(upsampling_blocks)]
     d_params = jax.eval_shape(lambda: discriminator.init(jax.random.key(0), jnp.zeros((2, *image_shape)), False))
     d_params = d_params["params"]
-    assert len([k for k in d_params if k.startswith("Conv")]) == upsampling_blocks
+    assert len([k for k in d_params if k.startswith("down")]) == upsampling_blocks
 
 
 def test_conditional_generator_honours_its_labels():
@@ -136,7 +136,7 @@ def test_spectral_norm_estimates_each_layers_largest_singular_value():
     for _ in range(30):  # Power iterations, one per training-mode call.
         variables = {"params": variables["params"], **apply(variables)}
     layer = variables["batch_stats"]["SpectralNorm_1"]
-    kernel = np.asarray(variables["params"]["Conv_1"]["kernel"])
+    kernel = np.asarray(variables["params"]["down1"]["kernel"])
     true_sigma = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
     sigma = float(next(v for k, v in layer.items() if "sigma" in k))
     assert sigma == pytest.approx(true_sigma, rel=0.02)

@@ -137,48 +137,28 @@ def test_checkpoint_restores_identical_state(trained_run):
     assert trees_equal(restored, state)
 
 
-@pytest.mark.parametrize("with_ema_field", [True, False])
-def test_checkpoint_of_the_old_flat_layout_restores_and_resumes(trained_run, tmp_path, with_ema_field):
-    """A checkpoint written before GanState (one flat state of g_params, d_opt_state, ...), with or
-    without the later g_ema_params key, is not "damaged": it restores, loads, and a run resumes from it."""
+def test_a_checkpoint_of_another_layout_is_refused_in_one_line_naming_what_it_lacks(trained_run, tmp_path):
+    """A flat state (g_params, d_opt_state, ..., as no released version wrote) is neither restored nor
+    taken for damage: train() and load() refuse it, naming the run folder and the arrays it lacks."""
     workdir, state = trained_run
     old = checkpoints.Checkpointer(tmp_path, create=True)
-    fields = checkpoints.to_old_layout(jax.device_get(state))
-    if not with_ema_field:
-        del fields["g_ema_params"]
-    config = json.loads((workdir / "config.json").read_text())
+    host = jax.device_get(state)
+    fields = {"g_params": host.g.params, "d_params": host.d.params, "step": host.step}
     old.manager.save(
         int(state.step),
         args=ocp.args.Composite(
             state=ocp.args.PyTreeSave(fields),
-            config=ocp.args.JsonSave(config),
-            meta=ocp.args.JsonSave({"image_shape": [28, 28, 1]}),
+            config=ocp.args.JsonSave(json.loads((workdir / "config.json").read_text())),
+            meta=ocp.args.JsonSave({"image_shape": [28, 28, 1], checkpoints.HASHES_KEY: {}}),
         ),
     )
     old.wait()
-    assert old.is_old_layout(int(state.step))
-    assert trees_equal(old.restore(jax.tree.map(np.zeros_like, state)), state)
-    assert trees_equal(dcgan_jax.load(tmp_path).variables["params"], state.g.params)
-    resumed = dcgan_jax.train(tiny_config(num_steps=int(state.step) + 1), tmp_path)
-    assert int(resumed.step) == int(state.step) + 1
-
-
-def test_a_checkpoint_written_by_the_code_before_gan_state_restores_loads_and_resumes(tmp_path):
-    """tests/data/old_layout_run: tiny_config(num_steps=3) with train.ema_decay=0.9, trained and saved by
-    dcgan_jax at ee61291 (one flat TrainState). It restores into the GanState that today's code computes
-    for the same 3 steps, loads its EMA generator, and a run resumes from it."""
-    workdir = tmp_path / "run"
-    shutil.copytree(REPO / "tests" / "data" / "old_layout_run", workdir)
-    config = tiny_config(num_steps=3)
-    config.train.ema_decay = 0.9
-    old = restore_full_state(workdir, config)
-    new = dcgan_jax.train(config, tmp_path / "new")
-    for a, b in zip(jax.tree.leaves(jax.device_get(old)), jax.tree.leaves(jax.device_get(new)), strict=True):
-        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)  # Float reordering (fusion) only.
-    run = dcgan_jax.load(workdir)
-    assert run.step == 3 and run.ema and trees_equal(run.variables["params"], old.g_ema)
-    config.train.num_steps = 4
-    assert int(dcgan_jax.train(config, workdir).step) == 4
+    for attempt in (lambda: dcgan_jax.load(tmp_path), lambda: dcgan_jax.train(tiny_config(num_steps=4), tmp_path)):
+        with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+            attempt()
+        message = str(error.value)
+        assert str(tmp_path) in message and "another layout" in message and re.search(r"lacks (d, )?g\b", message)
+        assert "\n" not in message
 
 
 def test_time_limit_stops_with_a_checkpoint(tmp_path):
@@ -352,7 +332,7 @@ def test_checkpoint_of_another_model_shape_names_the_differences(trained_run, tm
         dcgan_jax.train(wider, workdir)
     message = str(error.value)
     assert "holds a model of other shapes than this run's config" in message
-    assert "d/params/Conv_0/kernel: checkpoint (4, 4, 1, 8), this run (4, 4, 1, 16)" in message
+    assert "d/params/down0/kernel: checkpoint (4, 4, 1, 8), this run (4, 4, 1, 16)" in message
     assert "model.base_width: 8 -> 16" in message
 
 
