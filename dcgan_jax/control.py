@@ -120,8 +120,13 @@ class Interrupted(Exception):
         self.signal_name, self.exit_status = signal_name, 128 + signum
 
 
+# SIGTERM (schedulers, kill), SIGINT (Ctrl-C) and SIGHUP (the ssh session or terminal closing):
+# each a request to stop with a final checkpoint.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 class StopRequests:
-    """SIGTERM (schedulers, ``kill``) and SIGINT (Ctrl-C), recorded in :attr:`received`. The handler
+    """The :data:`STOP_SIGNALS`, recorded in :attr:`received`. The handler
     only records: an exception raised from it could land inside a library that swallows exceptions
     (``logging`` does) and be lost. A run still setting up calls :meth:`check` between its phases,
     which unwinds it (releasing its lock); once training, the loop honours the request at the end of
@@ -152,13 +157,13 @@ class StopRequests:
 
 @contextlib.contextmanager
 def stop_requests() -> Iterator[StopRequests]:
-    """:class:`StopRequests` installed for SIGTERM and SIGINT for the duration (not off the main
+    """:class:`StopRequests` installed for the :data:`STOP_SIGNALS` for the duration (not off the main
     thread, where Python cannot install handlers: there signals keep their default)."""
     requests = StopRequests()
     if threading.current_thread() is not threading.main_thread():
         yield requests
         return
-    previous = {sig: signal.signal(sig, requests) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, requests) for sig in STOP_SIGNALS}
     try:
         yield requests
     finally:

@@ -34,6 +34,7 @@ from dcgan_jax import (
     writers,
 )
 from dcgan_jax import config as config_lib
+from dcgan_jax import state as state_lib
 from dcgan_jax.state import GanState, nonfinite_networks
 
 
@@ -192,20 +193,75 @@ def _config_changes(stored: ml_collections.ConfigDict, current: ml_collections.C
     return ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in sorted(new.items()) if old.get(k) != v)
 
 
+# Fields a resume may not change: the checkpoint's random stream and batch order follow the seed,
+# and its weights were fitted to this data; a change would half-apply or mix two runs.
+FIXED_ON_RESUME = (
+    "seed",
+    "dataset.name",
+    "dataset.split",
+    "dataset.labels",
+    "dataset.image_size",
+    "dataset.num_synthetic",
+)
+RATE_FIELDS = ("optimizer.learning_rate", "optimizer.g_learning_rate", "optimizer.d_learning_rate")
+
+
+def _check_resumable(stored: ml_collections.ConfigDict, config: ml_collections.ConfigDict, where: Path) -> None:
+    old, new = config_lib.flatten(stored), config_lib.flatten(config)
+    for key in FIXED_ON_RESUME:
+        if old.get(key) != new.get(key):
+            raise checkpoints.CheckpointMismatchError(
+                f"--config.{key}={new.get(key)!r}: {where} was trained with {old.get(key)!r}, and a resume cannot "
+                f"change it; use another --workdir, or --config.{key}={old.get(key)!r} to resume"
+            )
+    if bool(old.get("train.ema_decay")) != bool(new.get("train.ema_decay")):
+        raise checkpoints.CheckpointMismatchError(
+            f"--config.train.ema_decay={new.get('train.ema_decay')}: {where} was trained with "
+            f"{old.get('train.ema_decay')}; an EMA can be neither started nor dropped on resume (use another --workdir)"
+        )
+
+
+def _with_changed_rates(state: GanState, stored, config, workdir: Path) -> GanState:
+    """The rates the user set anew since the checkpoint, applied from its step on (the state holds the
+    rates in force, so a rate the divergence policy lowered stays when the user changed nothing)."""
+    old, new = state_lib.learning_rates(stored.optimizer), state_lib.learning_rates(config.optimizer)
+    g_rate, d_rate = (n if n != o else float(held) for n, o, held in zip(new, old, _learning_rates(state), strict=True))
+    if (g_rate, d_rate) != _learning_rates(state):
+        state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
+        record_rates(workdir, int(parallel.to_host(state.step)), (g_rate, d_rate), "changed by the user on resume")
+    return state
+
+
+def record_rates(workdir: Path, step: int, rates: tuple[float, float], why: str) -> None:
+    """Appends to ``workdir/learning_rates.jsonl`` the rates in force from ``step`` on, and why."""
+    if jax.process_index() == 0:
+        with (workdir / "learning_rates.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, "g": rates[0], "d": rates[1], "why": why}) + "\n")
+
+
 def _restore_or_init(run: assembly.Run, ckpt: checkpoints.Checkpointer) -> GanState:
     """The newest good checkpoint, or the initial state; a model-shape mismatch also names the config
-    fields that changed."""
+    fields that changed, a change a resume cannot make is refused, a new learning rate applied."""
     state = run.init()
+    workdir = ckpt.directory.parent
     if not ckpt.all_steps():
+        if not (workdir / "learning_rates.jsonl").exists():
+            record_rates(workdir, 0, state_lib.learning_rates(run.config.optimizer), "the config's")
         return state
     try:
         state = ckpt.restore(state, set_aside_damaged=True)
     except checkpoints.CheckpointMismatchError as e:
         stored = ckpt.restore_config()[1]
+        _check_resumable(stored, run.config, workdir)  # The field at fault, when it is one of these.
         raise checkpoints.CheckpointMismatchError(f"{e} Changed fields: {_config_changes(stored, run.config)}") from e
     step = int(parallel.to_host(state.step))
-    if changes := _config_changes(ckpt.restore_config(step)[1], run.config):
-        logging.warning("Resuming with a config that differs from the checkpoint's: %s", changes)
+    stored = ckpt.restore_config(step)[1]
+    _check_resumable(stored, run.config, workdir)
+    if changes := _config_changes(stored, run.config):
+        logging.warning(
+            "Resuming with a config that differs from the checkpoint's (in force from step %d): %s", step, changes
+        )
+    state = _with_changed_rates(state, stored, run.config, workdir)
     logging.info("Resumed from %s at step %d.", ckpt.directory, step)
     return state
 
@@ -259,6 +315,7 @@ def _recover(run: assembly.Run, ckpt: checkpoints.Checkpointer, divergence, rest
     state = _restore_or_init(run, ckpt)
     g_rate, d_rate = control.lowered_rates(run.config.train, divergence, _learning_rates(state))
     state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
+    record_rates(ckpt.directory.parent, int(parallel.to_host(state.step)), (g_rate, d_rate), "lowered after divergence")
     state = jax.device_put(state, parallel.replicated(run.mesh))
     step = int(parallel.to_host(state.step))
     taken = f"checkpoint {ckpt.directory / str(step)}" if ckpt.all_steps() else "the initial state"

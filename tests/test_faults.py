@@ -6,6 +6,7 @@ where this machine cannot mount).
 """
 
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -331,3 +332,69 @@ def test_an_exception_reported_at_garbage_collection_goes_to_the_log_file_not_th
     code = "import sys; from dcgan_jax import cli; cli.run(lambda argv: print(sys.unraisablehook.__name__))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "unraisable_to_log", result.stderr[-2000:]
+
+
+# Issue 33: a probe of 232 bad inputs, the 28 not handled.
+
+
+def _rates_in_state(workdir, config):
+    from conftest import restore_full_state
+
+    state = restore_full_state(workdir, config)
+    return float(state.g.learning_rate), float(state.d.learning_rate)
+
+
+def test_a_resume_with_a_new_learning_rate_applies_it_and_records_from_which_step(tmp_path):
+    workdir = tmp_path / "run"
+    dcgan_jax.train(tiny_config(num_steps=3), workdir)
+    config = tiny_config(num_steps=6)
+    config.optimizer.d_learning_rate = 1e-4  # D's rate changed; G's stays at the config's 2e-4.
+    changed = dcgan_jax.train(config, workdir)
+    assert float(changed.d.learning_rate) == pytest.approx(1e-4) and float(changed.g.learning_rate) == pytest.approx(
+        2e-4
+    )
+    plain = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "plain_a")
+    assert not trees_equal(changed.d.params, plain.d.params)  # The new rate was used.
+    rows = [json.loads(line) for line in (workdir / "learning_rates.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["d"]) for r in rows] == [(0, pytest.approx(2e-4)), (3, pytest.approx(1e-4))]
+    assert "user" in rows[1]["why"]
+    assert dcgan_jax.load(workdir).config.optimizer.d_learning_rate == pytest.approx(1e-4)
+
+
+def test_a_resume_that_changes_nothing_keeps_a_rate_the_divergence_policy_lowered(tmp_path):
+    workdir = tmp_path / "run"
+    dcgan_jax.train(tiny_config(num_steps=3), workdir)
+    ckpt = checkpoints.Checkpointer(workdir, create=False)
+    from conftest import restore_full_state
+
+    state = restore_full_state(workdir, tiny_config())
+    lowered = state.replace(g=state.g.with_learning_rate(5e-5))  # As _recover leaves it.
+    ckpt.save(lowered.replace(step=lowered.step + 1), tiny_config(num_steps=6), {"image_shape": [28, 28, 1]})
+    ckpt.wait()
+    resumed = dcgan_jax.train(tiny_config(num_steps=6), workdir)
+    assert float(resumed.g.learning_rate) == pytest.approx(5e-5)
+
+
+@pytest.mark.parametrize("field, value", [("seed", 3), ("dataset.num_synthetic", 256), ("train.ema_decay", 0.9)])
+def test_a_resume_that_changes_the_seed_the_data_or_the_ema_is_refused_naming_the_field(tmp_path, field, value):
+    workdir = tmp_path / "run"
+    dcgan_jax.train(tiny_config(num_steps=3), workdir)
+    flags = tiny_flags(num_steps=6)
+    result = subprocess.run(
+        [*LAUNCH, f"--workdir={workdir}", *flags, f"--config.{field}={value}"], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"--config.{field}={value}" in errors[0] and "resume" in errors[0], errors
+
+
+def test_a_synthetic_run_resumed_on_fashion_mnist_is_refused(tmp_path):
+    folder = shared_dataset_dir("fashion_mnist")
+    workdir = tmp_path / "run"
+    dcgan_jax.train(tiny_config(num_steps=3), workdir)
+    config = tiny_config(num_steps=6)
+    config.dataset.update(name="fashion_mnist", data_dir=str(folder))
+    with pytest.raises(
+        checkpoints.CheckpointMismatchError, match=r"--config.dataset.name='fashion_mnist'.*'synthetic'"
+    ):
+        dcgan_jax.train(config, workdir)

@@ -227,7 +227,7 @@ def test_killed_run_resumes_to_the_same_parameters_as_an_unbroken_one(tmp_path, 
     assert trees_equal(restore_full_state(workdir, tiny_config(**overrides)), unbroken)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_sigterm_and_ctrl_c_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(tmp_path, sig):
     args = [
         sys.executable,
@@ -250,6 +250,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_with_a_final_checkpoint_and_a_signal_st
     assert stopped, log[-3000:]
     step = int(stopped.group(1))
     assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [step]
+    assert not list((tmp_path / "checkpoints").glob("*tmp*")) and not (tmp_path / control.LOCK_NAME).exists()
     assert dcgan_jax.load(tmp_path).step == step
     status = control.read_status(tmp_path)
     assert (status["ended"], status["step"], status["finished"]) == ("signal", step, False)
