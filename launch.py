@@ -9,8 +9,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from dcgan_jax import classifier, cli, loop, parallel, sweep
-from dcgan_jax import config as config_lib
+from dcgan_jax import cli, loop, parallel, sweep
 
 LAUNCHER = Path(__file__).resolve()
 EXPERIMENTS_DIR = LAUNCHER.parent / "experiments"
@@ -32,11 +31,9 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
     config = FLAGS.config
+    if FLAGS.workdir == "":
+        cli.fail("--workdir is empty (an unset shell variable?): name a folder, or leave the flag out for runs/NAME")
     workdir = FLAGS.workdir or str(Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else "")))
-    if config.get("task") == "classifier":  # The evaluation's feature network (experiments/*_classifier.py).
-        classifier.train_classifier(config, config.output_dir or None)
-        return
-    config_lib.validate(config)
     parallel.initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
     )

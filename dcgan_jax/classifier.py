@@ -4,8 +4,9 @@ FID and its relatives need a feature space. Inception-v3 weights must be
 downloaded and know nothing of 28x28 grey clothes, so, as is usual for these
 datasets, we use the penultimate layer of a classifier trained on them. Its
 weights ship in ``dcgan_jax/assets/classifiers/<dataset>/`` so that every user
-scores with the same network; ``launch.py --experiment=fashion_classifier``
-reproduces them.
+scores with the same network; its own command reproduces them::
+
+    python -m dcgan_jax.classifier [--config.dataset.name=mnist] [--config.FIELD=VALUE ...]
 """
 
 from __future__ import annotations
@@ -26,12 +27,30 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from dcgan_jax import data
-from dcgan_jax.config import ConfigError, RunError
+from dcgan_jax.config import EVAL_DATASETS, ConfigError, RunError
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "classifiers"
 NUM_CLASSES = 10
 FEATURE_DIM = 128
-EXPERIMENTS = {"fashion_mnist": "fashion_classifier", "mnist": "mnist_classifier"}
+COMMAND = "python -m dcgan_jax.classifier --config.dataset.name={}"
+
+
+def default_config(dataset: str = "fashion_mnist") -> ml_collections.ConfigDict:
+    """The classifier's training config; every field a ``--config.FIELD`` flag of the command."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = dataset
+    config.dataset.data_dir = ""  # As for the GANs: empty means $DCGAN_JAX_DATA_DIR/<name>, else TFDS.
+    config.dataset.split = "train"  # MNIST here has only its test split: --config.dataset.split=test.
+    config.dataset.image_size = 0  # The MNISTs keep their 28x28.
+    config.eval_split = "test"
+    config.holdout = 2000  # Images held out of the training split when it is also the eval split.
+    config.batch_size = 128
+    config.num_epochs = 8
+    config.learning_rate = 1e-3
+    config.output_dir = ""  # Empty: dcgan_jax/assets/classifiers/<dataset>, the weights the evaluation uses.
+    return config
 
 
 class ClassifierMissingError(RunError, FileNotFoundError):
@@ -61,11 +80,10 @@ def load_params(dataset: str) -> tuple[Any, dict]:
     """(params, info) of the shipped classifier; ``info`` holds its test accuracy and a weights hash."""
     folder = weights_dir(dataset)
     if not (folder / "params").is_dir():
-        experiment = EXPERIMENTS.get(dataset)
         how = (
-            f"train them with: python launch.py --experiment={experiment} (a few minutes on a CPU)"
-            if experiment
-            else f"the evaluation supports {', '.join(EXPERIMENTS)}"
+            f"train them with: {COMMAND.format(dataset)} (a few minutes on a CPU)"
+            if dataset in EVAL_DATASETS
+            else f"the evaluation supports {', '.join(EVAL_DATASETS)}"
         )
         raise ClassifierMissingError(f"no classifier weights for {dataset!r} at {folder}; {how}")
     shapes = jax.eval_shape(lambda: Classifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"])
@@ -184,8 +202,25 @@ def train_classifier(config: ml_collections.ConfigDict, output_dir: str | Path |
         else f"last {config.holdout} images of the {config.dataset.split} split",
         "params_hash": params_hash(params),
         "config": json.loads(config.to_json()),
-        "command": f"python launch.py --experiment={EXPERIMENTS.get(config.dataset.name, '...')}",
+        "command": COMMAND.format(config.dataset.name),
     }
     (output_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     logging.info("Held-out accuracy %.2f%%; weights in %s", 100 * final, output_dir)
     return final
+
+
+if __name__ == "__main__":
+    from absl import flags
+    from ml_collections import config_flags
+
+    from dcgan_jax import cli
+
+    config_flags.DEFINE_config_dict("config", default_config(), "The classifier's config; --config.FIELD=VALUE.")
+
+    def main(argv: list[str]) -> None:
+        config = flags.FLAGS.config
+        if config.dataset.name not in EVAL_DATASETS:
+            cli.fail(f"--config.dataset.name={config.dataset.name!r}: one of {', '.join(EVAL_DATASETS)}")
+        train_classifier(config, config.output_dir or None)
+
+    cli.run(main)

@@ -39,9 +39,11 @@ def fail(message: str) -> NoReturn:
 def experiment_config(argv: list[str], experiments_dir: Path) -> tuple[str, ml_collections.ConfigDict]:
     """(name, config) of ``--experiment``, read before flag parsing since it decides which config the
     ``--config.X`` flags override; an unknown experiment or field fails here, naming it."""
-    name = next((a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")), None)
-    if name is None and "--experiment" in argv[:-1]:
-        name = argv[argv.index("--experiment") + 1]
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")]
+    given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--experiment"]
+    if len(given) > 1:
+        fail(f"--experiment is given {len(given)} times ({', '.join(given)}): give it once")
+    name = given[0] if given else None
     listed = f"Available experiments: {', '.join(available_experiments(experiments_dir))}"
     if name is None and HELP_FLAGS & set(argv):
         print(f"{listed}\nRun one with --experiment=NAME; its config fields are flags --config.FIELD=VALUE.\n")
@@ -76,6 +78,6 @@ def run(main: Callable[[list[str]], None]) -> None:
     try:
         app.run(guarded)
     except SystemExit as e:
-        if e.code == 1 and HELP_FLAGS & set(sys.argv):  # absl exits 1 after printing the help asked for.
-            sys.exit(0)
+        if e.code == 1:  # absl exits 1 after the help asked for (0 then) and after a flag it cannot parse.
+            sys.exit(0 if HELP_FLAGS & set(sys.argv) else 2)
         raise

@@ -155,6 +155,12 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
         others = ", ".join(p.name for p in files[:3])
         found = f"; it holds {len(files)} other files ({others}{', ...' if len(files) > 3 else ''})" if files else ""
         raise DataError(f"no PNG or JPEG images under {folder}{found}")
+    loose = [p.name for p in paths if p.parent == folder]
+    if len({p.relative_to(folder).parts[0] for p in paths if p.parent != folder}) >= 2 and loose:
+        raise DataError(
+            f"{folder} has class sub-folders and also {len(loose)} images beside them ({', '.join(loose[:3])}"
+            f"{', ...' if len(loose) > 3 else ''}), which would belong to no class: move them into a class's folder"
+        )
     size = image_size or DEFAULT_IMAGE_SIZE
     pictures, unreadable = [], []
     for path in paths:
@@ -189,7 +195,7 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
     top_level = [path.relative_to(folder).parts for path, _, _ in pictures]
     classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
     if len(classes) >= 2:
-        labels = np.array([classes.index(parts[0]) if len(parts) > 1 else 0 for parts in top_level], np.int64)
+        labels = np.array([classes.index(parts[0]) for parts in top_level], np.int64)
         logging.info("image_folder %s: %d classes from its sub-folders: %s", folder, len(classes), ", ".join(classes))
     else:
         labels = np.zeros(len(images), np.int64)

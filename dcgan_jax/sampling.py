@@ -110,21 +110,21 @@ def sample_in_chunks(
 ) -> np.ndarray:
     """Images for many latents, ``chunk`` at a time (bounded memory, one compiled shape), as NumPy.
     ``place`` puts each chunk where the generator's variables are (e.g. replicated over a mesh)."""
-    images = []
+    images = None  # One array, filled chunk by chunk: never the chunks and their concatenation at once.
     for start in range(0, len(z), chunk):
         z_chunk = place(z[start : start + chunk])
         labels_chunk = None if labels is None else place(labels[start : start + chunk])
-        images.append(parallel.to_host(sample(variables, z_chunk, labels_chunk)))
-    return np.concatenate(images)
+        done = parallel.to_host(sample(variables, z_chunk, labels_chunk))
+        images = np.empty((len(z), *done.shape[1:]), done.dtype) if images is None else images
+        images[start : start + len(done)] = done
+    return images
 
 
 def grid_draw(config) -> tuple[int | None, jax.Array, jax.Array | None]:
-    """(columns, latents, labels) of a run's sample grids: ``train.num_samples`` fixed latents, one row
-    per class for a conditional model (columns None: a square grid)."""
+    """(columns, latents, labels) of a run's sample grids: ``train.num_samples`` fixed latents in a
+    square grid (columns None), a conditional model's labels cycling through its classes (or clusters)."""
     num, num_classes = config.train.num_samples, config.model.num_classes
-    columns, labels = grid_labels(num, num_classes) if num_classes else (None, None)
-    z = grid_latents(config.seed, num if labels is None else len(labels), config.model.latent_dim)
-    return columns, z, labels
+    return None, grid_latents(config.seed, num, config.model.latent_dim), eval_labels(num, num_classes)
 
 
 def eval_draw(config) -> tuple[jax.Array, jax.Array | None]:

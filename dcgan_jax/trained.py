@@ -28,8 +28,8 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 
 def check_truncation(truncation: float) -> None:
-    if not truncation >= 0:  # Also NaN.
-        raise ValueError(f"truncation must be >= 0 (1 = none), got {truncation}")
+    if not truncation > 0:  # Also NaN; 0 would make every sample the same image.
+        raise ValueError(f"truncation must be > 0 (1 = none), got {truncation}")
 
 
 @dataclasses.dataclass
@@ -169,6 +169,10 @@ def load(
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
+    if step is not None:
+        if not str(step).strip().isdigit():
+            raise checkpoints.CheckpointError(f"step={step!r}: a checkpoint's step number is expected")
+        step = int(step)
     if experiment is not None:
         _check_experiment(workdir, experiment)
     subdir = checkpoints.BEST_SUBDIR if best else checkpoints.CHECKPOINT_SUBDIR

@@ -128,7 +128,9 @@ def test_bad_images_are_a_clear_error(evaluator, images_, message):
 
 def test_missing_classifier_weights_say_how_to_train_them(tmp_path, monkeypatch):
     monkeypatch.setattr(classifier, "ASSETS_DIR", tmp_path)
-    with pytest.raises(classifier.ClassifierMissingError, match="python launch.py --experiment=fashion_classifier"):
+    with pytest.raises(
+        classifier.ClassifierMissingError, match="python -m dcgan_jax.classifier --config.dataset.name=fashion_mnist"
+    ):
         evaluation.Evaluator("fashion_mnist")
 
 
@@ -145,8 +147,9 @@ def test_classifier_experiment_reproduces_weights(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "launch.py",
-            "--experiment=mnist_classifier",
+            "-m",
+            "dcgan_jax.classifier",
+            "--config.dataset.name=mnist",
             "--config.dataset.split=test",
             "--config.num_epochs=1",
             "--config.holdout=8000",

@@ -398,3 +398,42 @@ def test_a_synthetic_run_resumed_on_fashion_mnist_is_refused(tmp_path):
         checkpoints.CheckpointMismatchError, match=r"--config.dataset.name='fashion_mnist'.*'synthetic'"
     ):
         dcgan_jax.train(config, workdir)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workdir="], "--workdir is empty"),
+        (
+            ["--experiment=mnist_dcgan", "--workdir=/tmp/never"],
+            "--experiment is given 2 times (fashion_dcgan, mnist_dcgan)",
+        ),
+    ],
+)
+def test_an_empty_workdir_or_a_second_experiment_is_one_error_line(args, message, tmp_path):
+    result = subprocess.run([*LAUNCH, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith(f"error: {message}"), result.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--no_such_flag=1", "--sweep_max_parallel=many"])
+def test_an_unknown_or_mistyped_flag_exits_2_like_every_usage_error(flag, tmp_path):
+    result = subprocess.run([*LAUNCH, f"--workdir={tmp_path}", flag], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_load_takes_a_step_given_as_a_string_and_names_a_step_that_is_not_a_number(trained):
+    assert dcgan_jax.load(trained, step="3").step == 3
+    with pytest.raises(checkpoints.CheckpointError, match=r"step='latest': a checkpoint's step number"):
+        dcgan_jax.load(trained, step="latest")
+
+
+def test_an_image_folder_with_images_beside_its_class_folders_is_refused_naming_them(tmp_path):
+    from PIL import Image
+
+    for where in ("cats/a.png", "dogs/b.png", "loose1.png", "loose2.png"):
+        (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / where)
+    with pytest.raises(data.DataError, match=r"also 2 images beside them \(loose1.png, loose2.png\)"):
+        data.load_image_folder(tmp_path)

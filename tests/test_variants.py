@@ -10,7 +10,7 @@ from conftest import tiny_config, trees_equal
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax import checkpoints, images
+from dcgan_jax import analysis, checkpoints, images
 from dcgan_jax.config import flatten, resolved
 
 VARIANT_RUNS = {
@@ -85,10 +85,13 @@ def test_conditional_run_honours_labels_and_shows_a_row_per_class(variant_run):
     assert np.abs(same - other).max() > 1e-3 * np.abs(same).max()
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
         run.sample(2, labels=10)
-    # tiny_config: 16 grid samples -> 10 rows (classes) of 1 column.
+    # tiny_config: 16 grid samples in a square grid whatever the classes, their labels cycling.
     grid = Image.open(workdir / "samples" / "step_0000004.png")
-    expected = images.make_grid(np.zeros((10, 28, 28, 1)), columns=1)
-    assert grid.size == (2 * expected.shape[1], 2 * expected.shape[0])
+    expected = images.make_grid(np.zeros((16, 28, 28, 1)))
+    assert grid.size == (2 * expected.shape[1], 2 * expected.shape[0]) and grid.size[0] == grid.size[1]
+    by_class = Image.open(analysis.sample_grid(run, workdir / "by_class.png", num=20, by_class=True))
+    rows = images.make_grid(np.zeros((20, 28, 28, 1)), columns=2)  # One row per class.
+    assert by_class.size == (2 * rows.shape[1], 2 * rows.shape[0])
 
 
 def test_unconditional_run_refuses_labels(variant_run):

@@ -30,10 +30,13 @@ def _output(workdir: Path, path: str | Path | None, name: str) -> Path:
     return Path(path) / name if Path(path).is_dir() else Path(path)
 
 
-def sample_grid(run: TrainedGenerator, path: str | Path | None = None, num: int = 64, seed: int = 0) -> Path:
-    """A grid of ``num`` samples drawn with ``seed``; for a conditional model one row per class."""
+def sample_grid(
+    run: TrainedGenerator, path: str | Path | None = None, num: int = 64, seed: int = 0, by_class: bool = False
+) -> Path:
+    """A square grid of ``num`` samples drawn with ``seed`` (a conditional model's labels cycling);
+    ``by_class``: one row per class (or cluster) instead."""
     out = _output(run.workdir, path, f"samples_step{run.step}_seed{seed}.png")
-    if not run.num_classes:
+    if not run.num_classes or not by_class:
         return images.save_grid(run.sample(num, seed), out)
     columns, labels = sampling.grid_labels(num, run.num_classes)
     return images.save_grid(run.sample(len(labels), seed, labels), out, columns=columns)

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     try:  # Before any loading.
         trained.check_truncation(FLAGS.truncation)
     except ValueError:
-        cli.fail(f"--truncation={FLAGS.truncation}: must be >= 0 (1 = none)")
+        cli.fail(f"--truncation={FLAGS.truncation}: must be > 0 (1 = none)")
     if FLAGS.draws < 1:
         cli.fail(f"--draws={FLAGS.draws}: must be at least 1")
     if FLAGS.export_features and FLAGS.all_steps:
