@@ -165,6 +165,11 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
     except ValueError as e:
         raise config_lib.ConfigError(f"dataset {config.dataset.name}: {e}") from e
     if config.dataset.labels == "clusters" and config.model.num_classes:
+        if config.model.num_classes > len(images):
+            raise config_lib.ConfigError(
+                f"--config.model.num_classes={config.model.num_classes} clusters of {len(images)} images: "
+                f"at most one cluster per image; use --config.model.num_classes={min(20, len(images))} or fewer"
+            )
         labels = cluster_labels(images, config)
     check_labels(config, labels)
     batches = data.BatchOrder(images, config.train.batch_size, config.seed, labels)

@@ -274,8 +274,20 @@ _UNIT_INTERVAL = {  # [0, 1)
 }
 
 
+_AT_MOST = {  # Far beyond any published setting: a typo, whose run would only diverge.
+    "loss.r1_gamma": (1e4, "0.1 to 100 is usual"),
+    "loss.gp_weight": (1e4, "10 is usual"),
+}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first impossible value, naming its flag."""
+    for field, value in flatten(config).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--config.{field}={value}: must be a finite number")
+    for field, (limit, usual) in _AT_MOST.items():
+        if (value := _get(config, field)) > limit:
+            raise ConfigError(f"--config.{field}={value:g}: at most {limit:g} ({usual})")
     for field, choices in _CHOICES.items():
         if (value := _get(config, field)) not in choices:
             raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")

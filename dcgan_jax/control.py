@@ -219,20 +219,36 @@ class Divergence:
         return f"step {self.step}: non-finite {'; '.join(self.problems)}"
 
 
-def check_restore_allowed(train_config, divergence: Divergence, restores_done: int, kept: str) -> None:
+def divergence_advice(config, divergence: Divergence) -> str:
+    """What to change: the field most likely at fault (a penalty that went non-finite, or a penalty
+    weight far above its usual range, else the learning rate), and a policy not already in force."""
+    loss, train = config.loss, config.train
+    if any(p.startswith("r1_penalty") for p in divergence.problems) or loss.r1_gamma > 100:
+        field = f"--config.loss.r1_gamma (now {loss.r1_gamma:g}; 0.1 to 100 is usual)"
+    elif any(p.startswith("gradient_penalty") for p in divergence.problems) or loss.gp_weight > 100:
+        field = f"--config.loss.gp_weight (now {loss.gp_weight:g}; 10 is usual)"
+    else:
+        field = f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate:g})"
+    if train.on_divergence == "restore":
+        policy = f"allow more restores than --config.train.max_divergence_restores={train.max_divergence_restores}"
+    else:
+        policy = "set --config.train.on_divergence=restore to go on from the last good checkpoint with lower rates"
+    return f"Lower {field}, or {policy}."
+
+
+def check_restore_allowed(config, divergence: Divergence, restores_done: int, kept: str) -> None:
     """The policy of ``train.on_divergence``: TrainingDiverged unless it says restore and restores
     are left. ``kept`` says which checkpoint is the last good state."""
-    if train_config.on_divergence == "restore" and restores_done < train_config.max_divergence_restores:
+    train = config.train
+    if train.on_divergence == "restore" and restores_done < train.max_divergence_restores:
         return
     why = (
         ""
-        if train_config.on_divergence == "stop"
-        else (f" after {restores_done} restores (train.max_divergence_restores={train_config.max_divergence_restores})")
+        if train.on_divergence == "stop"
+        else (f" after {restores_done} restores (train.max_divergence_restores={train.max_divergence_restores})")
     )
     raise TrainingDiverged(
-        f"training diverged at {divergence}{why}. {kept} Lower --config.optimizer.learning_rate, or set "
-        "--config.train.on_divergence=restore to go on from the last good checkpoint with lower learning rates.",
-        divergence.step,
+        f"training diverged at {divergence}{why}. {kept} {divergence_advice(config, divergence)}", divergence.step
     )
 
 

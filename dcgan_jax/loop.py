@@ -311,7 +311,7 @@ def _recover(run: assembly.Run, ckpt: checkpoints.Checkpointer, divergence, rest
         if steps
         else "No checkpoint had been written yet."
     )
-    control.check_restore_allowed(run.config.train, divergence, restores_done, kept)
+    control.check_restore_allowed(run.config, divergence, restores_done, kept)
     state = _restore_or_init(run, ckpt)
     g_rate, d_rate = control.lowered_rates(run.config.train, divergence, _learning_rates(state))
     state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))

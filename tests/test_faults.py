@@ -437,3 +437,39 @@ def test_an_image_folder_with_images_beside_its_class_folders_is_refused_naming_
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / where)
     with pytest.raises(data.DataError, match=r"also 2 images beside them \(loose1.png, loose2.png\)"):
         data.load_image_folder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--config.loss.r1_gamma=1e30", "--config.loss.r1_gamma=1e+30: at most 10000 (0.1 to 100 is usual)"),
+        ("--config.train.max_seconds=nan", "--config.train.max_seconds=nan: must be a finite number"),
+        ("--config.model.num_classes=200", "--config.model.num_classes=200 clusters of 128 images"),
+    ],
+)
+def test_an_out_of_range_field_is_one_error_line(flag, message, tmp_path):
+    flags = [f for f in tiny_flags(num_steps=2) if not f.startswith("--config.model.num_classes")]
+    flags += ["--config.dataset.labels=clusters"] if "num_classes" in flag else []
+    result = subprocess.run([*LAUNCH, f"--workdir={tmp_path}", *flags, flag], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"error: {message}" in result.stderr, result.stderr[-2000:]
+
+
+def test_divergence_advice_names_the_field_at_fault_and_no_policy_already_in_force():
+    config = tiny_config()
+    config.loss.r1_gamma = 5000.0
+    config.train.on_divergence = "restore"
+    divergence = control.Divergence(4, ["d_loss=nan (discriminator)"], (2e-4, 2e-4))
+    advice = control.divergence_advice(config, divergence)
+    assert "--config.loss.r1_gamma (now 5000" in advice and "learning_rate" not in advice
+    assert "on_divergence=restore" not in advice and "max_divergence_restores" in advice
+    config.loss.r1_gamma, config.train.on_divergence = 0.0, "stop"
+    advice = control.divergence_advice(config, divergence)
+    assert "--config.optimizer.learning_rate" in advice and "--config.train.on_divergence=restore" in advice
+
+
+def test_analysis_with_a_missing_comparison_run_is_one_error_line(trained, tmp_path):
+    command = [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={trained}", f"--output_dir={tmp_path}"]
+    result = subprocess.run([*command, f"--compare={tmp_path / 'nowhere'}"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"error: --compare: no run's metrics.jsonl in {tmp_path / 'nowhere'}" in result.stderr

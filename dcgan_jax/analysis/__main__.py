@@ -49,6 +49,8 @@ def main(argv: list[str]) -> None:
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
     run = analysis.load(FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment)
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
+    if missing := [folder for folder in FLAGS.compare if not (Path(folder) / "metrics.jsonl").is_file()]:
+        cli.fail(f"--compare: no run's metrics.jsonl in {', '.join(missing)}")
     metrics = _metrics([FLAGS.workdir, *FLAGS.compare])
     train_images = analysis.training_images(run)  # Read once for both neighbour pictures.
     written = [
