@@ -473,3 +473,16 @@ def test_analysis_with_a_missing_comparison_run_is_one_error_line(trained, tmp_p
     result = subprocess.run([*command, f"--compare={tmp_path / 'nowhere'}"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"error: --compare: no run's metrics.jsonl in {tmp_path / 'nowhere'}" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["folder", "read_only_parent"])
+def test_a_sweep_slurm_path_that_cannot_be_written_is_one_error_line_before_any_work(where, tmp_path, mount):
+    point, read_only = mount
+    read_only()
+    script = tmp_path if where == "folder" else point / "a.sbatch"
+    args = [f"--workdir={tmp_path / 'sweep'}", "--sweep=seed=0,1", f"--sweep_slurm={script}", *tiny_flags(num_steps=2)]
+    result = subprocess.run([*LAUNCH, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    named = script if where == "folder" else point  # The folder it would be written in.
+    assert result.stderr.startswith(f"error: --sweep_slurm={named}"), result.stderr[-2000:]
+    assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").iterdir())

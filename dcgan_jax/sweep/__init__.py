@@ -30,7 +30,13 @@ from absl import logging
 
 from dcgan_jax import config as config_lib
 from dcgan_jax import images
-from dcgan_jax.control import Interrupted, TrainingDiverged, read_status  # Every run writes its status.json.
+from dcgan_jax.control import (  # Every run writes its status.json.
+    Interrupted,
+    TrainingDiverged,
+    WorkdirError,
+    check_writable_folder,
+    read_status,
+)
 from dcgan_jax.sweep import slurm
 
 FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
@@ -132,15 +138,20 @@ class Plan:
     max_parallel: int = 4  # Array tasks running at once (sbatch --array=0-N%P).
     submit: bool = False  # Also hand the script to sbatch.
     metric: str | None = None  # Plotted over steps in the results.
+    config_flags: tuple[str, ...] = ()  # The command's --config.FIELD=VALUE flags, repeated in every run's.
 
 
 def launch(
     experiment: str, base: ml_collections.ConfigDict, sweep_dir: Path, spec: str, train_fn, launcher: Path, plan: Plan
 ) -> None:
     """``launch.py --sweep=SPEC``: the grid's commands, a SLURM array of them, or its runs one after another."""
+    if plan.slurm and not plan.dry_run:  # Both folders checked before any work, as --workdir is.
+        if Path(plan.slurm).is_dir():
+            raise WorkdirError(f"--sweep_slurm={plan.slurm}: a folder; name the script file to write")
+        check_writable_folder(Path(plan.slurm).absolute().parent, "--sweep_slurm")
+        check_writable_folder(Path(sweep_dir), "--workdir")
     runs = expand(spec, base)
-    base_flags = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
-    argvs = commands(experiment, sweep_dir, runs, base_flags, launcher)
+    argvs = commands(experiment, sweep_dir, runs, list(plan.config_flags), launcher)
     if plan.dry_run:
         print("\n".join(shlex.join(argv) for argv in argvs))
     elif plan.slurm:
