@@ -206,24 +206,23 @@ class Checkpointer:
         logged. A model mismatch is not damage and stops at once. ``set_aside_damaged`` (for the
         training run, never for readers) renames them ``<step>.damaged``: kept for inspection, and
         out of the way of the resumed run's own saves at those steps."""
-        steps = self.all_steps()
+        steps, damaged = self.all_steps(), []
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        damaged = []
-        for step in reversed(steps):
+        while steps:
+            step = steps.pop()
             try:
                 with writers.unraisable_to_log_while():  # A failed read's coroutines: to train.log.
                     result = restore_step(step)
             except CheckpointMismatchError:
                 raise
             except CheckpointError as e:
-                reason = str(e).splitlines()[0]
-                logging.warning(
-                    "Damaged checkpoint %s (%s); trying the previous one.",
-                    self.directory / str(step),
-                    reason[:200] + ("..." if len(reason) > 200 else ""),
-                )
-                logging.info("Why %s is damaged, in full: %s", self.directory / str(step), e, extra=writers.FILE_ONLY)
+                self.manager.reload()  # A running run may have pruned it while it was read: not damage.
+                if step not in (listed := self.all_steps()):
+                    logging.info("Checkpoint %s was removed while it was read; re-listing.", self.directory / str(step))
+                    steps = [s for s in listed if s not in damaged]
+                    continue
+                self._log_damage(step, e)
                 damaged.append(step)
                 continue
             if damaged and set_aside_damaged:
@@ -239,6 +238,16 @@ class Checkpointer:
         raise CheckpointError(
             f"no restorable checkpoint in {self.directory}: steps {sorted(damaged)} are all damaged (see the warnings)"
         )
+
+    def _log_damage(self, step: int, error: CheckpointError) -> None:
+        reason = str(error).splitlines()[0]
+        where = self.directory / str(step)
+        logging.warning(
+            "Damaged checkpoint %s (%s); trying the previous one.",
+            where,
+            reason[:200] + ("..." if len(reason) > 200 else ""),
+        )
+        logging.info("Why %s is damaged, in full: %s", where, error, extra=writers.FILE_ONLY)
 
     def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
         try:

@@ -486,3 +486,35 @@ def test_a_sweep_slurm_path_that_cannot_be_written_is_one_error_line_before_any_
     named = script if where == "folder" else point  # The folder it would be written in.
     assert result.stderr.startswith(f"error: --sweep_slurm={named}"), result.stderr[-2000:]
     assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "older_layout"])
+def test_a_damaged_reference_cache_is_rebuilt_with_one_warning(damage, tmp_path, caplog):
+    folder = shared_dataset_dir("fashion_mnist")
+    first = evaluation.Evaluator("fashion_mnist", "test", folder, cache_dir=tmp_path, memorisation=False)
+    (cache,) = tmp_path.glob("reference_fashion_mnist_test_*.npz")
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:1000])
+    else:  # As an older version wrote it: other names, features of another width.
+        np.savez(cache, features=np.zeros((10, 64), np.float32), images_sha256=np.array("x"))
+    with caplog.at_level("WARNING"):
+        again = evaluation.Evaluator("fashion_mnist", "test", folder, cache_dir=tmp_path, memorisation=False)
+    assert "Rebuilding the reference features" in caplog.text and str(cache) in caplog.text
+    np.testing.assert_array_equal(again.real_features, first.real_features)
+
+
+def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp_path, caplog):
+    """A reader racing a run that saves and prunes: the checkpoint it was reading is gone (the run
+    removed it), which is re-listed, not reported as damage."""
+    shutil.copytree(trained, tmp_path / "run")
+    ckpt = checkpoints.Checkpointer(tmp_path / "run", create=False)
+
+    def restore(step):
+        if step == 6 and (ckpt.directory / "6").exists():
+            shutil.rmtree(ckpt.directory / "6")  # Pruned by the run in the middle of the read.
+            raise checkpoints.CheckpointError("cannot restore: a file vanished")
+        return step
+
+    with caplog.at_level("INFO"):
+        assert ckpt.newest_good(restore) == 3
+    assert "Damaged" not in caplog.text and "removed while it was read" in caplog.text

@@ -95,13 +95,30 @@ def _cache_file(dataset_config, network: feature_networks.FeatureNetwork, cache_
     return folder / f"reference_{name}_{split}_{tag}.npz"
 
 
+REFERENCE_KEYS = ("features", "labels", "images_sha256", "image_shape")
+
+
+def _cached_reference(cache: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a reference cache, or None (with one warning: it is rebuilt) when the file is
+    unreadable, truncated or of another layout."""
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            reference = dict(stored)
+        features, labels = reference["features"], reference["labels"]
+        if features.ndim != 2 or len(features) != len(labels) or not set(REFERENCE_KEYS) <= reference.keys():
+            raise ValueError(f"not the arrays of a reference (keys {sorted(reference)})")
+        return reference
+    except Exception as e:  # BadZipFile, EOFError, KeyError, ValueError...: any damage is rebuilt.
+        logging.warning("Rebuilding the reference features: %s is unreadable (%s)", cache, str(e).splitlines()[0])
+        return None
+
+
 def _reference(dataset_config, network: feature_networks.FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:
     """Features, class probabilities (when the network has them), labels and the SHA-256 of the
     uint8 images of a real split: computed once and cached as ``.npz``."""
     cache = _cache_file(dataset_config, network, cache_dir)
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as stored:
-            return dict(stored)
+    if cache.exists() and (stored := _cached_reference(cache)) is not None:
+        return stored
     uint8_images, labels = data.load_dataset(dataset_config)
     features, probs = network.apply(data.to_model_range(uint8_images))
     digest = hashlib.sha256(np.ascontiguousarray(uint8_images).tobytes()).hexdigest()
