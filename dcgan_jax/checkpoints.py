@@ -212,7 +212,7 @@ class Checkpointer:
         while steps:
             step = steps.pop()
             try:
-                with writers.unraisable_to_log_while():  # A failed read's coroutines: to train.log.
+                with writers.library_noise_to_log():  # A failed read's coroutines: to train.log.
                     result = restore_step(step)
             except CheckpointMismatchError:
                 raise

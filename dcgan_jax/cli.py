@@ -67,7 +67,7 @@ def run(main: Callable[[list[str]], None]) -> None:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         writers.quiet_library_info()
         try:
-            with writers.unraisable_to_log_while():
+            with writers.library_noise_to_log(until_exit=True):
                 main(argv)
         except control.Interrupted as e:  # The loop has logged how it stopped.
             sys.exit(e.exit_status)

@@ -9,7 +9,9 @@ import contextlib
 import gc
 import json
 import logging as std_logging
+import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,30 +108,37 @@ FILE_ONLY = {"file_only": True}  # ``logging.info(..., extra=FILE_ONLY)``: the f
 
 
 class ConsoleFilter(OwnInfoFilter):
-    """The console's view: :class:`OwnInfoFilter`, less the details meant for train.log only."""
+    """The console's view: :class:`OwnInfoFilter`, less the details meant for train.log only: those
+    marked so, and Orbax's and asyncio's (its abandoned tasks) at any level, since every failed
+    checkpoint write or read is reported by one line of ours (a full disk: hundreds of theirs)."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return not getattr(record, "file_only", False) and super().filter(record)
+        checkpointing = record.name == "asyncio" or f"{os.sep}orbax{os.sep}" in record.pathname
+        return not getattr(record, "file_only", False) and not checkpointing and super().filter(record)
 
 
 @contextlib.contextmanager
-def unraisable_to_log_while() -> Iterator[None]:
-    """:func:`unraisable_to_log` as ``sys.unraisablehook`` for the block, garbage collected at its end
-    (an abandoned read's coroutines are reported then): the one place the hook is changed."""
-    previous, sys.unraisablehook = sys.unraisablehook, unraisable_to_log
+def library_noise_to_log(until_exit: bool = False) -> Iterator[None]:
+    """For the block (a command: ``until_exit``, since Orbax's abandoned writes are reported as the
+    interpreter shuts down), exceptions of background threads and those Python reports at garbage
+    collection (collected at the block's end) go to train.log only: the one place the hooks change."""
+    previous = sys.unraisablehook, threading.excepthook
+    sys.unraisablehook, threading.excepthook = unraisable_to_log, unraisable_to_log
     try:
         yield
     finally:
         gc.collect()
-        sys.unraisablehook = previous
+        if not until_exit:
+            sys.unraisablehook, threading.excepthook = previous
 
 
 def unraisable_to_log(unraisable) -> None:
     """``sys.unraisablehook``: exceptions Python can only report when it collects their object (an
     abandoned Orbax read of a damaged checkpoint) go to train.log, not as a traceback on the console
     after the one warning line that says what happened."""
-    what = unraisable.err_msg or "Exception ignored in"
-    logging.info("%s %r: %r", what, unraisable.object, unraisable.exc_value, extra=FILE_ONLY)
+    what = getattr(unraisable, "err_msg", None) or "Exception ignored in"
+    where = getattr(unraisable, "object", None) or getattr(unraisable, "thread", None)
+    logging.info("%s %r: %r", what, where, unraisable.exc_value, extra=FILE_ONLY)
 
 
 def quiet_library_info(handler: std_logging.Handler | None = None) -> None:

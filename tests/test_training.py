@@ -416,8 +416,18 @@ def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small
         dcgan_jax.train(tiny_config(num_steps=6), workdir)
     # The same when the disk fills up during the save itself (the space check is told it fits).
     monkeypatch.setattr(checkpoints, "_bytes_needed", lambda *args: 0)
-    with pytest.raises(checkpoints.DiskFullError, match="no space to write checkpoint 6") as error:
-        dcgan_jax.train(tiny_config(num_steps=6), workdir)
+    console = std_logging.Handler()  # What the console would show: writers.ConsoleFilter's records.
+    console.addFilter(writers.ConsoleFilter())
+    shown = []
+    console.emit = shown.append
+    std_logging.getLogger().addHandler(console)
+    try:
+        with pytest.raises(checkpoints.DiskFullError, match="no space to write checkpoint 6") as error:
+            dcgan_jax.train(tiny_config(num_steps=6), workdir)
+    finally:
+        std_logging.getLogger().removeHandler(console)
+    noise = [r.getMessage()[:200] for r in shown if "dcgan_jax" not in r.pathname]
+    assert not noise, noise  # Orbax's errors and tracebacks went to train.log only.
     assert intact in str(error.value) and checkpoints.out_of_space(error.value.__cause__)
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["3"]  # The partial save was removed.
     assert dcgan_jax.load(workdir).step == 3
