@@ -9,7 +9,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from dcgan_jax import cli, loop, parallel, sweep
+from dcgan_jax import cli, control, loop, sweep
 
 LAUNCHER = Path(__file__).resolve()
 EXPERIMENTS_DIR = LAUNCHER.parent / "experiments"
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.workdir == "":
         cli.fail("--workdir is empty (an unset shell variable?): name a folder, or leave the flag out for runs/NAME")
     workdir = FLAGS.workdir or str(Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else "")))
-    parallel.initialize_distributed(
+    control.initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
     )
     if FLAGS.sweep is not None:  # Also --sweep='', an error there rather than a plain run.

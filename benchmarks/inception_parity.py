@@ -23,8 +23,8 @@ import numpy as np
 from absl import app, flags
 
 import dcgan_jax
-from dcgan_jax import data, metrics
-from dcgan_jax.evaluation import inception, networks
+from dcgan_jax import data, evaluation, metrics
+from dcgan_jax.evaluation import inception
 
 REPO = Path(__file__).resolve().parent.parent
 flags.DEFINE_string("torch_python", None, "Python of an environment with torch.", required=True)
@@ -64,7 +64,7 @@ def main(argv):
     config.update(name="fashion_mnist", split="test")
     real = data.load_dataset(config)[0][: FLAGS.num]
     generated = generated_images(FLAGS.num)
-    params, digest = inception.load_params(networks.cache_dir())
+    params, digest = inception.load_params(evaluation.cache_dir())
     ours_apply = inception.make_apply(params)
     lines = [f"# JAX Inception against torch, {time.strftime('%Y-%m-%d')}", ""]
     lines += [f"`python benchmarks/inception_parity.py {' '.join(sys.argv[1:])}`", ""]

@@ -21,7 +21,7 @@ import ml_collections
 # loading an experiment file loads no Flax; the modules that implement them import these names.
 LOSSES = ("bce", "hinge", "lsgan", "wgan_gp")  # dcgan_jax/losses.py
 GENERATOR_LOSSES = ("non_saturating", "minimax")  # Variants of the bce generator loss.
-CONV_ALGORITHMS = ("auto", "direct", "fourier")  # dcgan_jax/convolutions.py
+CONV_ALGORITHMS = ("auto", "direct", "fourier")  # = convolutions.ALGORITHMS (tests/test_convolutions.py)
 COMPUTE_DTYPES = ("float32", "bfloat16")  # dcgan_jax/models.py
 G_ACTIVATIONS = ("relu", "leaky_relu")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder", "synthetic")
@@ -66,10 +66,9 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
     # celeb_a and image_folder: centre-cropped and resized to this many pixels a side (0: celeb_a 64,
     # image_folder the smallest image's shorter side). cifar10 and the MNISTs keep their own size.
     dataset.image_size = 0
-    # Where a conditional model (model.num_classes > 0) gets its labels: the dataset's classes, or
-    # "clusters": model.num_classes balanced k-means clusters of the training images' pixels, found
-    # without labels (a self-conditioned GAN, dcgan_jax/clusters.py), so the model stays unsupervised.
-    # An unconditional model (model.num_classes=0) reads no labels either way.
+    # A conditional model's labels (model.num_classes > 0): the dataset's classes, or "clusters":
+    # balanced k-means clusters of the training images' pixels, found without labels (a self-conditioned
+    # GAN, dcgan_jax/clusters.py). An unconditional model reads no labels either way.
     dataset.labels = "dataset"
     return dataset
 
@@ -147,9 +146,8 @@ def _train_defaults() -> ml_collections.ConfigDict:
     # Exponential moving average of G's parameters (Yazici et al. 2019); samples, grids and the
     # evaluation use it when on. 0 = off; 0.999 is typical. Warmed up: min(decay, (1+step)/(10+step)).
     train.ema_decay = 0.0
-    # Before sampling (grids, evaluations, dcgan_jax.load), G's BatchNorm statistics are measured anew
-    # for the weights that sample (the EMA's when kept): PreciseBN (Wu & Johnson 2021), dcgan_jax/sampling.py.
-    # Off: the running averages of the raw G's training, which belong to other weights when the EMA is on.
+    # Before sampling (grids, evaluations, load), G's BatchNorm statistics measured anew for the weights
+    # that sample, the EMA's when kept (PreciseBN, Wu & Johnson 2021); off: the raw G's running averages.
     train.recompute_bn = False
     # DiffAugment (Zhao et al. 2020): transformations of every image D sees, real and fake, in both
     # updates: color, translation, cutout (dcgan_jax/augment.py), joined by "," or "+" (a sweep's
@@ -162,9 +160,8 @@ def _train_defaults() -> ml_collections.ConfigDict:
     train.top_k_min = 0.5
     # bfloat16: activations and matmuls in bfloat16, parameters and optimizer state in float32.
     train.compute_dtype = "float32"
-    # Steps per call into the device (a lax.scan), so the host never waits on a single small step;
-    # logs, samples, checkpoints and evaluations still happen at their exact steps. 0 = automatic:
-    # 10 on accelerators, 1 on the CPU (a ~0.5 s step hides the dispatch, and XLA's CPU loops are slower).
+    # Steps per call into the device (a lax.scan; logs, samples, checkpoints and evaluations still at
+    # their exact steps). 0 = automatic: 10 on accelerators, 1 on the CPU (XLA's CPU loops are slower).
     train.steps_per_dispatch = 0
     train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
     train.log_every = 100
@@ -174,8 +171,8 @@ def _train_defaults() -> ml_collections.ConfigDict:
     train.num_samples = 64  # Images in each sample grid (fixed latents).
     # The log lines of the sample-grid steps (train.sample_every) report the diversity of the grid's
     # samples (mean pairwise pixel distance over that of as many training images) and warn below this
-    # share: a mode-collapsed G reads near 0. 0 = no alarm.
-    # Not before collapse_warmup steps: a fresh G gives near-identical blobs (0.1 at step 20 on Fashion-MNIST).
+    # share: a mode-collapsed G reads near 0. 0 = no alarm. Not before collapse_warmup steps: a fresh
+    # G gives near-identical blobs.
     train.collapse_threshold = 0.2
     train.collapse_warmup = 500
     # Non-finite losses or parameters: "stop" (the newest checkpoint stays the last good one), or
@@ -232,33 +229,18 @@ _CHOICES = {
     "eval.split": SPLITS,
 }
 _POSITIVE = (
-    "dataset.num_synthetic",
-    "model.latent_dim",
-    "model.base_width",
-    "model.kernel_size",
-    "optimizer.learning_rate",
-    "train.batch_size",
-    "train.num_steps",
-    "loss.r1_every",
-    "train.log_every",
-    "train.sample_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.num_samples",
-)
+    "dataset.num_synthetic model.latent_dim model.base_width model.kernel_size optimizer.learning_rate "
+    "train.batch_size train.num_steps loss.r1_every train.log_every train.sample_every train.checkpoint_every "
+    "train.keep_checkpoints train.num_samples"
+).split()
 _NON_NEGATIVE = {
-    "loss.gp_weight": "",
-    "loss.r1_gamma": "",
-    "model.num_classes": "",
-    "train.d_steps": "",
-    "train.steps_per_dispatch": "",
-    "dataset.image_size": "",
-    "model.g_base_features": "",
-    "model.g_stride1_layers": "",
-    "train.max_divergence_restores": "",
+    **dict.fromkeys(
+        "loss.gp_weight loss.r1_gamma model.num_classes train.d_steps train.steps_per_dispatch dataset.image_size "
+        "model.g_base_features model.g_stride1_layers train.max_divergence_restores train.collapse_warmup".split(),
+        "",
+    ),
     "eval.every": " (0 = off)",
     "train.max_seconds": " (0 = no limit)",
-    "train.collapse_warmup": "",
 }
 _UNIT_INTERVAL = {  # [0, 1)
     "train.ema_decay": " (0 = off)",

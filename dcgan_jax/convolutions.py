@@ -32,11 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcgan_jax.config import CONV_ALGORITHMS
-
 # Radford et al.: "All weights were initialized from a zero-centered Normal distribution
 # with standard deviation 0.02."
 DCGAN_INIT = nn.initializers.normal(0.02)
+ALGORITHMS = ("auto", "direct", "fourier")  # config.CONV_ALGORITHMS, which config validates against.
 
 Padding = tuple[int, int]
 
@@ -125,8 +124,8 @@ def _fourier_pays(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], paddi
 def _use_fourier(
     algorithm: str, x_shape: tuple[int, ...], dtype, kernel_shape: tuple[int, ...], padding: Padding
 ) -> bool:
-    if algorithm not in CONV_ALGORITHMS:
-        raise ValueError(f"convolution algorithm {algorithm!r}: expected one of {CONV_ALGORITHMS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"convolution algorithm {algorithm!r}: expected one of {ALGORITHMS}")
     if algorithm == "auto":
         on_cpu = dtype == jnp.float32 and jax.default_backend() == "cpu"
         return on_cpu and _fourier_pays(x_shape, kernel_shape, padding)

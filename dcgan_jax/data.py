@@ -139,6 +139,16 @@ def crop_and_resize(image: np.ndarray, size: int, crop: int | None = None) -> np
     return resized.reshape(size, size, channels)
 
 
+def _check_no_loose_images(folder: Path, paths: list[Path]) -> None:
+    """Images beside class sub-folders would belong to no class: a DataError naming them."""
+    loose = [p.name for p in paths if p.parent == folder]
+    if len({p.relative_to(folder).parts[0] for p in paths if p.parent != folder}) >= 2 and loose:
+        raise DataError(
+            f"{folder} has class sub-folders and also {len(loose)} images beside them ({', '.join(loose[:3])}"
+            f"{', ...' if len(loose) > 3 else ''}), which would belong to no class: move them into a class's folder"
+        )
+
+
 def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Every PNG/JPEG under ``folder`` (recursively), centre-cropped and resized, as uint8 NHWC with
     one channel when all are grey, else RGB. Labels: the index of each file's top-level sub-folder
@@ -155,12 +165,7 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
         others = ", ".join(p.name for p in files[:3])
         found = f"; it holds {len(files)} other files ({others}{', ...' if len(files) > 3 else ''})" if files else ""
         raise DataError(f"no PNG or JPEG images under {folder}{found}")
-    loose = [p.name for p in paths if p.parent == folder]
-    if len({p.relative_to(folder).parts[0] for p in paths if p.parent != folder}) >= 2 and loose:
-        raise DataError(
-            f"{folder} has class sub-folders and also {len(loose)} images beside them ({', '.join(loose[:3])}"
-            f"{', ...' if len(loose) > 3 else ''}), which would belong to no class: move them into a class's folder"
-        )
+    _check_no_loose_images(folder, paths)
     size = image_size or DEFAULT_IMAGE_SIZE
     pictures, unreadable = [], []
     for path in paths:

@@ -6,77 +6,18 @@ XLA inserts the cross-device reductions, so BatchNorm statistics and gradients
 are those of the global batch whatever the device or process count. The
 training set is replicated on every device, and each device gathers its own
 rows of a batch; with several processes (``jax.distributed``) every process
-loads the dataset and computes the same batch indices.
+loads the dataset and computes the same batch indices (joining them: control.initialize_distributed).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dcgan_jax.config import RunError
-
 DATA_AXIS = "data"
-
-
-class DistributedError(RunError, RuntimeError):
-    """A process could not join its multi-process run."""
-
-
-def initialize_distributed(
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-    timeout_s: int = 300,
-) -> bool:
-    """Joins a multi-process run when flags ask for one or SLURM started several tasks.
-
-    Returns whether it did. Must run before any other JAX call. A coordinator that
-    cannot be reached within ``timeout_s`` seconds is an error, not a hang.
-    """
-    explicit = coordinator_address is not None or num_processes is not None or process_id is not None
-    if not explicit and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
-        return False
-    if explicit and None in (coordinator_address, num_processes, process_id):
-        raise DistributedError(
-            "a multi-process run needs all of --coordinator_address, --num_processes and --process_id "
-            f"(got {coordinator_address}, {num_processes}, {process_id}); under SLURM give none of them"
-        )
-    if explicit and process_id != 0:
-        # XLA aborts the process (no Python error) when it cannot reach the coordinator; say why first.
-        _wait_for_coordinator(coordinator_address, process_id, timeout_s)
-    try:
-        jax.distributed.initialize(coordinator_address, num_processes, process_id, initialization_timeout=timeout_s)
-    except Exception as e:  # XLA reports an unreachable coordinator as a generic error.
-        where = coordinator_address or "the address SLURM provides"
-        raise DistributedError(
-            f"process {process_id} could not join the run coordinated at {where} within {timeout_s} s: {e}"
-        ) from e
-    return True
-
-
-def _wait_for_coordinator(address: str, process_id: int, timeout_s: float) -> None:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise DistributedError(f"--coordinator_address={address}: expected host:port")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout_s)):
-                return
-        except OSError as e:
-            if time.monotonic() >= deadline:
-                raise DistributedError(
-                    f"process {process_id} could not join the run coordinated at {address} within {timeout_s} s "
-                    f"({e}); is process 0 running, and is the address reachable from this host?"
-                ) from e
-            time.sleep(0.5)
 
 
 def make_mesh(devices: list | None = None) -> Mesh:

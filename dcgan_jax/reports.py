@@ -3,6 +3,9 @@ over draws. Numbers in, text out: nothing here computes a score."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 FEATURE_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")  # Any feature network.
@@ -111,3 +114,17 @@ def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> s
         f"{metric_name(k, num)} {v['mean']:.4g} +- {v['sd']:.2g}" for k, v in summary.items() if k != "kid_std"
     )
     return f"mean +- sd over {draws} draws of {num} latents: {cells}"
+
+
+def write_training_provenance(evaluator, config, workdir: Path, inception=None) -> Path:
+    """``workdir/eval/provenance.json``: what the in-training evaluation's numbers are made of. It
+    scores one fixed draw (the same latents at every step: cheap, comparable across steps); the
+    spread over draws comes from ``python -m dcgan_jax.evaluation --draws=K``."""
+    latents = f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
+    provenance = {**evaluator.provenance, "num_samples": config.eval.num_samples, "latents": latents, "truncation": 1.0}
+    if inception is not None:
+        provenance["inception_fid"] = inception.provenance
+    path = workdir / "eval" / "provenance.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(provenance, indent=2) + "\n")
+    return path

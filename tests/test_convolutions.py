@@ -101,3 +101,9 @@ def test_auto_picks_fourier_only_where_it_saves_work():
     assert not convolutions._fourier_pays((64, 14, 14, 64), (3, 3, 64, 4), (1, 1))
     with pytest.raises(ValueError, match="'winograd'"):
         convolutions.conv(jnp.zeros((1, 7, 7, 2)), jnp.zeros((3, 3, 2, 2)), (1, 1), "winograd")
+
+
+def test_the_configs_algorithm_choices_are_the_convolutions_own():
+    from dcgan_jax import config, convolutions
+
+    assert config.CONV_ALGORITHMS == convolutions.ALGORITHMS

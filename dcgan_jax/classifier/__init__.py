@@ -29,7 +29,7 @@ from absl import logging
 from dcgan_jax import data
 from dcgan_jax.config import EVAL_DATASETS, ConfigError, RunError
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "classifiers"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "classifiers"
 NUM_CLASSES = 10
 FEATURE_DIM = 128
 COMMAND = "python -m dcgan_jax.classifier --config.dataset.name={}"
@@ -207,20 +207,3 @@ def train_classifier(config: ml_collections.ConfigDict, output_dir: str | Path |
     (output_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     logging.info("Held-out accuracy %.2f%%; weights in %s", 100 * final, output_dir)
     return final
-
-
-if __name__ == "__main__":
-    from absl import flags
-    from ml_collections import config_flags
-
-    from dcgan_jax import cli
-
-    config_flags.DEFINE_config_dict("config", default_config(), "The classifier's config; --config.FIELD=VALUE.")
-
-    def main(argv: list[str]) -> None:
-        config = flags.FLAGS.config
-        if config.dataset.name not in EVAL_DATASETS:
-            cli.fail(f"--config.dataset.name={config.dataset.name!r}: one of {', '.join(EVAL_DATASETS)}")
-        train_classifier(config, config.output_dir or None)
-
-    cli.run(main)

@@ -1,0 +1,22 @@
+"""``python -m dcgan_jax.classifier [--config.dataset.name=mnist] [--config.FIELD=VALUE ...]``: trains
+the evaluation's classifier of a dataset and writes its weights (by default the shipped ones)."""
+
+from absl import flags
+from ml_collections import config_flags
+
+from dcgan_jax import cli
+from dcgan_jax.classifier import default_config, train_classifier
+from dcgan_jax.config import EVAL_DATASETS
+
+config_flags.DEFINE_config_dict("config", default_config(), "The classifier's config; --config.FIELD=VALUE.")
+
+
+def main(argv: list[str]) -> None:
+    config = flags.FLAGS.config
+    if config.dataset.name not in EVAL_DATASETS:
+        cli.fail(f"--config.dataset.name={config.dataset.name!r}: one of {', '.join(EVAL_DATASETS)}")
+    train_classifier(config, config.output_dir or None)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,168 @@
+"""Going on from a checkpoint: resuming a run, and returning to the last good state after a divergence.
+
+A field that shaped the checkpoint and would not take effect (the seed, the data, whether an EMA is
+kept) is refused; a learning rate the user changed is applied from the resumed step on and
+recorded in ``learning_rates.jsonl`` with the rates the divergence policy set, so the run says
+which rate held from which step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dcgan_jax import checkpoints, control, parallel
+from dcgan_jax import config as config_lib
+from dcgan_jax import state as state_lib
+from dcgan_jax.state import GanState, nonfinite_networks
+
+
+def learning_rates(state: GanState) -> tuple[float, float]:
+    """G's and D's learning rates as the state holds them."""
+    return float(parallel.to_host(state.g.learning_rate)), float(parallel.to_host(state.d.learning_rate))
+
+
+def config_changes(stored: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> str:
+    old, new = config_lib.flatten(stored), config_lib.flatten(current)
+    return ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in sorted(new.items()) if old.get(k) != v)
+
+
+# Fields a resume may not change: the checkpoint's random stream and batch order follow the seed,
+# and its weights were fitted to this data; a change would half-apply or mix two runs.
+FIXED_ON_RESUME = (
+    "seed",
+    "dataset.name",
+    "dataset.split",
+    "dataset.labels",
+    "dataset.image_size",
+    "dataset.num_synthetic",
+)
+RATE_FIELDS = ("optimizer.learning_rate", "optimizer.g_learning_rate", "optimizer.d_learning_rate")
+
+
+def _check_resumable(stored: ml_collections.ConfigDict, config: ml_collections.ConfigDict, where: Path) -> None:
+    old, new = config_lib.flatten(stored), config_lib.flatten(config)
+    for key in FIXED_ON_RESUME:
+        if old.get(key) != new.get(key):
+            raise checkpoints.CheckpointMismatchError(
+                f"--config.{key}={new.get(key)!r}: {where} was trained with {old.get(key)!r}, and a resume cannot "
+                f"change it; use another --workdir, or --config.{key}={old.get(key)!r} to resume"
+            )
+    if bool(old.get("train.ema_decay")) != bool(new.get("train.ema_decay")):
+        raise checkpoints.CheckpointMismatchError(
+            f"--config.train.ema_decay={new.get('train.ema_decay')}: {where} was trained with "
+            f"{old.get('train.ema_decay')}; an EMA can be neither started nor dropped on resume (use another --workdir)"
+        )
+
+
+def _with_changed_rates(state: GanState, stored, config, workdir: Path) -> GanState:
+    """The rates the user set anew since the checkpoint, applied from its step on (the state holds the
+    rates in force, so a rate the divergence policy lowered stays when the user changed nothing)."""
+    old, new = state_lib.learning_rates(stored.optimizer), state_lib.learning_rates(config.optimizer)
+    g_rate, d_rate = (n if n != o else float(held) for n, o, held in zip(new, old, learning_rates(state), strict=True))
+    if (g_rate, d_rate) != learning_rates(state):
+        state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
+        record_rates(workdir, int(parallel.to_host(state.step)), (g_rate, d_rate), "changed by the user on resume")
+    return state
+
+
+def record_rates(workdir: Path, step: int, rates: tuple[float, float], why: str) -> None:
+    """Appends to ``workdir/learning_rates.jsonl`` the rates in force from ``step`` on, and why."""
+    if jax.process_index() == 0:
+        with (workdir / "learning_rates.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, "g": rates[0], "d": rates[1], "why": why}) + "\n")
+
+
+def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:
+    """The newest good checkpoint, or the initial state; a model-shape mismatch also names the config
+    fields that changed, a change a resume cannot make is refused, a new learning rate applied."""
+    state = run.init()
+    workdir = ckpt.directory.parent
+    if not ckpt.all_steps():
+        if not (workdir / "learning_rates.jsonl").exists():
+            record_rates(workdir, 0, state_lib.learning_rates(run.config.optimizer), "the config's")
+        return state
+    try:
+        state = ckpt.restore(state, set_aside_damaged=True)
+    except checkpoints.CheckpointMismatchError as e:
+        stored = ckpt.restore_config()[1]
+        _check_resumable(stored, run.config, workdir)  # The field at fault, when it is one of these.
+        raise checkpoints.CheckpointMismatchError(f"{e} Changed fields: {config_changes(stored, run.config)}") from e
+    step = int(parallel.to_host(state.step))
+    stored = ckpt.restore_config(step)[1]
+    _check_resumable(stored, run.config, workdir)
+    if changes := config_changes(stored, run.config):
+        logging.warning(
+            "Resuming with a config that differs from the checkpoint's (in force from step %d): %s", step, changes
+        )
+    state = _with_changed_rates(state, stored, run.config, workdir)
+    logging.info("Resumed from %s at step %d.", ckpt.directory, step)
+    return state
+
+
+def _network(metric: str) -> str:
+    return {"d": "discriminator", "g": "generator"}.get(metric.split("_")[0], "model")
+
+
+_nonfinite = jax.jit(nonfinite_networks)
+
+
+HEALTH_MONITORS = ("g_grad_norm", "d_grad_norm", "d_logit_gap")  # Named only when no loss is non-finite.
+
+
+def divergence(state: GanState, step: int, stacked: dict | None) -> control.Divergence | None:
+    """Non-finite metrics (of the steps of ``stacked``, up to ``step``) or parameters, naming the
+    first bad step and what went bad; None when all is finite. The health monitors come from the
+    same gradients as the losses, so they are named only when they alone are non-finite (e.g. a
+    gradient that overflows while the loss is finite)."""
+    problems, first_bad = [], step
+    if stacked:
+        bad_rows = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
+        if bad_rows.any():
+            row = int(np.argmax(bad_rows))
+            first_bad = step - len(bad_rows) + row + 1
+            named = [name for name, values in stacked.items() if not np.isfinite(values[row])]
+            primary = [name for name in named if name not in HEALTH_MONITORS]
+            problems += [f"{name}={stacked[name][row]} ({_network(name)})" for name in primary or named]
+    bad = parallel.to_host(_nonfinite(state))
+    problems += [f"{name} parameters" for name, b in zip(("generator", "discriminator"), bad, strict=True) if b]
+    if not problems:
+        return None
+    return control.Divergence(first_bad, problems, learning_rates(state))
+
+
+def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done: int) -> GanState:
+    """``train.on_divergence=restore``: the last good state with lower learning rates; else TrainingDiverged."""
+    ckpt.wait()
+    steps = ckpt.all_steps()
+    kept = (
+        f"The newest checkpoint, {ckpt.directory / str(steps[-1])}, is the last good state."
+        if steps
+        else "No checkpoint had been written yet."
+    )
+    control.check_restore_allowed(run.config, divergence, restores_done, kept)
+    state = restore_or_init(run, ckpt)
+    g_rate, d_rate = control.lowered_rates(run.config.train, divergence, learning_rates(state))
+    state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
+    record_rates(ckpt.directory.parent, int(parallel.to_host(state.step)), (g_rate, d_rate), "lowered after divergence")
+    state = jax.device_put(state, parallel.replicated(run.mesh))
+    step = int(parallel.to_host(state.step))
+    taken = f"checkpoint {ckpt.directory / str(step)}" if ckpt.all_steps() else "the initial state"
+    logging.warning(
+        "Diverged at %s. %s Going on from step %d (%s) with learning rates G %.3g, D %.3g (restore %d of %d).",
+        divergence,
+        kept,
+        step,
+        taken,
+        g_rate,
+        d_rate,
+        restores_done + 1,
+        run.config.train.max_divergence_restores,
+    )
+    return state
