@@ -64,7 +64,7 @@ def main(argv):
     config.update(name="fashion_mnist", split="test")
     real = data.load_dataset(config)[0][: FLAGS.num]
     generated = generated_images(FLAGS.num)
-    params, digest = inception.load_params(evaluation.cache_dir())
+    params, digest = inception.load_params(evaluation.default_cache_dir())
     ours_apply = inception.make_apply(params)
     lines = [f"# JAX Inception against torch, {time.strftime('%Y-%m-%d')}", ""]
     lines += [f"`python benchmarks/inception_parity.py {' '.join(sys.argv[1:])}`", ""]

@@ -80,7 +80,7 @@ def evaluate_run(
     draw and their mean and sd. ``truncation`` < 1 scales the latents: a point on the run's
     precision/recall trade-off. ``export_path`` (.npz): the features of the (first) draw and of the
     real reference (:func:`export_features`), for one step. ``feature_network="inception"`` scores
-    in Inception-v3's features (:mod:`dcgan_jax.feature_networks`), for any dataset and image shape,
+    in Inception-v3's features (:mod:`dcgan_jax.evaluation.inception`), for any dataset and image shape,
     stored with ``_inception`` in the file names. Returns one row per draw scored."""
     workdir = Path(workdir)
     output_dir = Path(output_dir or workdir / "eval")

@@ -60,7 +60,7 @@ class FeatureNetwork:
         }
 
 
-def cache_dir() -> Path:
+def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dcgan_jax"))
 
 
@@ -79,7 +79,7 @@ def classifier_network(dataset: str) -> FeatureNetwork:
 
 
 def inception_network() -> FeatureNetwork:
-    params, digest = inception.load_params(cache_dir())
+    params, digest = inception.load_params(default_cache_dir())
     features = inception.make_apply(params)
 
     def apply(images: np.ndarray) -> tuple[np.ndarray, None]:
@@ -101,11 +101,9 @@ def inception_network() -> FeatureNetwork:
 
 def network_for(name: str, dataset: str) -> FeatureNetwork:
     """The feature network ``name`` (one of :data:`NAMES`) for scoring images of ``dataset``."""
-    if name == "classifier":
-        return classifier_network(dataset)
-    if name == "inception":
-        return inception_network()
-    raise EvaluationError(f"feature_network={name!r}: one of {', '.join(NAMES)}")
+    if name not in NAMES:
+        raise EvaluationError(f"feature_network={name!r}: one of {', '.join(NAMES)}")
+    return classifier_network(dataset) if name == "classifier" else inception_network()
 
 
 def check_images(
@@ -142,9 +140,7 @@ def _dataset_config(dataset: str, split: str, data_dir: str | Path | None) -> ml
 
 def _with_split(dataset_config: ml_collections.ConfigDict, split: str) -> ml_collections.ConfigDict:
     """A copy of ``dataset_config`` reading ``split``."""
-    copy = ml_collections.ConfigDict(dataset_config.to_dict())
-    copy.split = split
-    return copy
+    return ml_collections.ConfigDict({**dataset_config.to_dict(), "split": split})
 
 
 def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path | None) -> Path:
@@ -161,7 +157,7 @@ def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path |
     data_dir = data.resolve_data_dir(dataset_config) if dataset_config.name != "image_folder" else None
     if folder is None and data_dir is not None and os.access(data_dir, os.W_OK):
         folder = data_dir
-    folder = folder or cache_dir() / dataset_config.name
+    folder = folder or default_cache_dir() / dataset_config.name
     return folder / f"reference_{name}_{split}_{tag}.npz"
 
 
@@ -205,14 +201,12 @@ def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, 
 
 
 class Evaluator:
-    """A feature network and the real reference of one dataset and split, loaded once, to score
-    any number of image sets.
-
-    ``feature_network``: "classifier" (the dataset's shipped classifier; the default) or
-    "inception" (:mod:`dcgan_jax.feature_networks`; any image shape, and the only choice for a
-    dataset without a classifier, e.g. an image folder passed as ``dataset_config``). The
-    memorisation ratio needs the training split's features too (cached like the reference); it is
-    computed for the datasets with train and test splits unless ``memorisation=False``."""
+    """A feature network and the real reference of one dataset and split, loaded once, to score any
+    number of image sets. ``feature_network``: "classifier" (the dataset's shipped one, the default)
+    or "inception" (any image shape; the only choice for a dataset without a classifier, e.g. an
+    image folder passed as ``dataset_config``). The memorisation ratio (the training split's
+    features too) is computed with the classifier, for datasets with both splits, unless
+    ``memorisation=False``."""
 
     def __init__(
         self,
