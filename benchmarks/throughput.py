@@ -98,7 +98,7 @@ def time_ours(config, batch_size: int, steps: int):
 
     def one_step_flops(nets) -> float:
         # Costs of one step without a loop (XLA counts a loop's body once, whatever its trip count).
-        lowered = step.jit_train_steps(nets, run.config, run.mesh).lower(
+        lowered = step.jit_train_steps(step.make_update(nets, run.config), run.mesh).lower(
             holder["state"], run.dataset, run.indices(0, 1)
         )
         return _flops(step.compile_lowered(lowered))

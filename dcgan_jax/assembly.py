@@ -98,6 +98,7 @@ class Run:
     batches: data.BatchOrder
     dataset: step.DeviceDataset  # The same, resident on the devices.
     nets: models.Nets
+    update: step.Update  # Networks, config and optimizer, as every update reads them.
     compiled: dict[int, Callable] = dataclasses.field(default_factory=dict)  # By steps per dispatch.
 
     @property
@@ -125,7 +126,7 @@ class Run:
         first = num_steps not in self.compiled
         with memory_check(self.config, "the training step"):
             if first:
-                jitted = step.jit_train_steps(self.nets, self.config, self.mesh)
+                jitted = step.jit_train_steps(self.update, self.mesh)
                 self.compiled[num_steps] = step.compile_lowered(jitted.lower(gan_state, self.dataset, indices))
                 logging.info(
                     "Compiled the train step (%d per dispatch) in %.1f s.", num_steps, time.monotonic() - started
@@ -176,7 +177,7 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
     nets = models.build(config.model, tuple(images.shape[1:]), config.train.compute_dtype)
     with memory_check(config, "the dataset"):
         dataset = step.put_on_devices(images, batches.labels, mesh)
-    return Run(config, mesh, images, batches, dataset, nets)
+    return Run(config, mesh, images, batches, dataset, nets, step.make_update(nets, config))
 
 
 def log_setup(run: Run) -> None:

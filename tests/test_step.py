@@ -14,7 +14,7 @@ def _setup(config=None):
     state = assembly.initial_state(config, nets, (28, 28, 1))
     images, _ = data.synthetic_images(64, seed=0)
     real = data.to_model_range(images[: config.train.batch_size])
-    return config, state, nets, real
+    return config, state, step.make_update(nets, config), real
 
 
 def _batches(config, num_images=256):
@@ -29,24 +29,27 @@ def _batches(config, num_images=256):
     return batch
 
 
-def _jit_step(nets, config):
-    return jax.jit(lambda state, real, labels: step.train_step(state, real, labels, nets, config))
+def _jit_step(u):
+    return jax.jit(lambda state, real, labels: step.train_step(state, real, labels, u))
 
 
-def _d_update(nets, config):
+def _d_update(u):
     """D's update on ``real`` and a fake batch generated from ``key``, jitted."""
 
     def update(state, real, key):
-        fake, fake_labels, _ = step.generate(nets, state.g.params, state.g, key, len(real), config.model)
-        return step.d_update(state, real, None, fake, fake_labels, key, nets, config)
+        return step.d_update(state, (real, None), step.generate(u, state.g, key, len(real)), key, u)
 
     return jax.jit(update)
 
 
+def _g_update(u, n, keep=None):
+    """G's update on a fresh fake batch of ``n`` from ``key``, jitted."""
+    return jax.jit(lambda state, key: step.g_update(state, step.generate(u, state.g, key, n), key, u, keep))
+
+
 def test_generator_update_leaves_discriminator_untouched():
-    config, state, nets, real = _setup()
-    g_update = jax.jit(lambda state, key: step.g_update(state, key, len(real), nets, config))
-    new, metrics = g_update(state, jax.random.key(0))
+    config, state, u, real = _setup()
+    new, metrics = _g_update(u, len(real))(state, jax.random.key(0))
     assert trees_equal(new.d, state.d)
     assert not trees_equal(new.g.params, state.g.params)
     assert not trees_equal(new.g.batch_stats, state.g.batch_stats)
@@ -54,8 +57,8 @@ def test_generator_update_leaves_discriminator_untouched():
 
 
 def test_discriminator_update_leaves_generator_untouched():
-    config, state, nets, real = _setup()
-    new, metrics = _d_update(nets, config)(state, real, jax.random.key(0))
+    config, state, u, real = _setup()
+    new, metrics = _d_update(u)(state, real, jax.random.key(0))
     assert trees_equal(new.g, state.g)
     assert not trees_equal(new.d.params, state.d.params)
     assert not trees_equal(new.d.batch_stats, state.d.batch_stats)
@@ -63,20 +66,18 @@ def test_discriminator_update_leaves_generator_untouched():
 
 
 def test_gradient_norms_are_those_of_each_networks_own_gradient():
-    config, state, nets, real = _setup()
+    config, state, u, real = _setup()
     key = jax.random.key(3)
-    fake, fake_labels, _ = step.generate(nets, state.g.params, state.g, key, len(real), config.model)
-    _, d_metrics = _d_update(nets, config)(state, real, key)
-    d_grads, _ = jax.grad(step.d_loss, has_aux=True)(
-        state.d.params, state, real, None, fake, fake_labels, key, nets, config
-    )
+    fakes = step.generate(u, state.g, key, len(real))
+    _, d_metrics = _d_update(u)(state, real, key)
+    d_grads, _ = jax.grad(step.d_loss, has_aux=True)(state.d.params, state, ((real, None), fakes), key, u)
     by_hand = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(d_grads)))
     assert float(d_metrics["d_grad_norm"]) == pytest.approx(float(by_hand), rel=1e-4)
-    _, g_metrics = jax.jit(lambda s, k: step.g_update(s, k, len(real), nets, config))(state, key)
+    _, g_metrics = _g_update(u, len(real))(state, key)
 
     def g_loss(params):
-        fake, labels, _ = step.generate(nets, params, state.g, key, len(real), config.model)
-        return step.g_loss(state, fake, labels, key, nets, config)
+        fakes = step.generate(u, state.g.replace(params=params), key, len(real))
+        return step.g_loss(state, fakes, fakes.images, key, u)
 
     g_grads = jax.grad(g_loss)(state.g.params)
     by_hand = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(g_grads)))
@@ -84,8 +85,8 @@ def test_gradient_norms_are_those_of_each_networks_own_gradient():
 
 
 def test_training_steps_move_the_losses_and_d_learns():
-    config, state, nets, real = _setup()
-    train_step = _jit_step(nets, config)
+    config, state, u, real = _setup()
+    train_step = _jit_step(u)
     batch = _batches(config)
     history = []
     for i in range(12):
@@ -98,8 +99,8 @@ def test_training_steps_move_the_losses_and_d_learns():
 
 
 def test_discriminator_updates_alone_learn_to_separate_real_from_generated():
-    config, state, nets, real = _setup()
-    d_update = _d_update(nets, config)
+    config, state, u, real = _setup()
+    d_update = _d_update(u)
     history = []
     for i in range(15):
         state, metrics = d_update(state, real, jax.random.key(i))
@@ -111,8 +112,8 @@ def test_discriminator_updates_alone_learn_to_separate_real_from_generated():
 
 
 def test_d_steps_consume_one_real_batch_each():
-    config, state, nets, real = _setup()
-    train_step = _jit_step(nets, config)
+    config, state, u, real = _setup()
+    train_step = _jit_step(u)
     labels = np.zeros((1, len(real)), np.int32)
     one, _ = train_step(state, real[None], labels)
     two, _ = train_step(state, np.stack([real, real]), np.concatenate([labels, labels]))
@@ -134,8 +135,8 @@ def test_batch_size_not_divisible_by_devices_names_nearest_sizes():
 
 
 def _trains_and_stays_finite(config, steps=4):
-    config, state, nets, _ = _setup(config)
-    train_step = _jit_step(nets, config)
+    config, state, u, _ = _setup(config)
+    train_step = _jit_step(u)
     batch = _batches(config)
     history = []
     for i in range(steps):
@@ -182,8 +183,8 @@ def test_lazy_r1_and_ttur_in_the_step(overrides):
 def test_ema_is_the_moving_average_of_the_generator_weights():
     config = tiny_config()
     config.train.ema_decay = 0.75
-    config, state, nets, _ = _setup(config)
-    train_step = _jit_step(nets, config)
+    config, state, u, _ = _setup(config)
+    train_step = _jit_step(u)
     batch = _batches(config)
     state = state.replace(step=state.step + 100)  # Past the warm-up: min(0.75, 101/110) = 0.75.
     after, _ = train_step(state, *batch(0))
@@ -198,23 +199,23 @@ def test_ema_is_the_moving_average_of_the_generator_weights():
 
 
 def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminator():
-    """reuse_fake: G's update from D's fake batch (its forward pass kept as a VJP) equals the plain
+    """reuse_fake: G's update on D's fake batch (its forward pass kept as a VJP) equals the plain
     gradient of G's loss on that same batch through the updated D."""
     import optax
 
     from dcgan_jax import losses
 
-    config, state, nets, real = _setup()
-    d_key, g_key = jax.random.key(1), jax.random.key(2)
+    config, state, u, real = _setup()
+    nets, d_key, g_key = u.nets, jax.random.key(1), jax.random.key(2)
 
     @jax.jit  # One program: op by op, this test would spend its time dispatching.
     def reused(state, real):
-        fake, labels, pullback, g_batch_stats = step.generate_with_pullback(state, d_key, len(real), nets, config)
-        after_d, _ = step.d_update(state, real, None, fake, labels, d_key, nets, config)
-        fresh, fresh_labels, _ = step.generate(nets, state.g.params, state.g, d_key, len(real), config.model)
-        fresh_d, _ = step.d_update(state, real, None, fresh, fresh_labels, d_key, nets, config)  # The same batch.
-        after_g, metrics = step.g_update_through(after_d, fake, labels, pullback, g_batch_stats, g_key, nets, config)
-        return after_d, fresh_d, after_g, metrics, g_batch_stats, labels
+        fakes = step.generate(u, state.g, d_key, len(real))
+        after_d, _ = step.d_update(state, (real, None), fakes, d_key, u)
+        fresh = step.generate(u, state.g, d_key, len(real))  # The same batch, made again.
+        fresh_d, _ = step.d_update(state, (real, None), fresh, d_key, u)
+        after_g, metrics = step.g_update(after_d, fakes, g_key, u)
+        return after_d, fresh_d, after_g, metrics, fakes.batch_stats, fakes.labels
 
     after_d, fresh_d, after_g, metrics, g_batch_stats, labels = reused(state, real)
     assert labels is None
@@ -235,7 +236,7 @@ def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminato
         return losses.generator_loss(logits, config.loss.name, config.loss.generator)
 
     loss, grads = jax.jit(jax.value_and_grad(direct_loss))(state.g.params)
-    step_updates, _ = step.optimizer(config).update(grads, state.g.opt_state, state.g.params)
+    step_updates, _ = u.tx.update(grads, state.g.opt_state, state.g.params)
     expected = optax.apply_updates(state.g.params, step_updates)
     np.testing.assert_allclose(float(metrics["g_loss"]), float(loss), rtol=1e-5)
     for ours, theirs in zip(jax.tree.leaves(after_g.g.params), jax.tree.leaves(expected), strict=True):
@@ -256,11 +257,11 @@ def test_reuse_fake_option_trains_and_differs_from_fresh_batches():
 def test_a_dispatch_of_several_steps_equals_single_steps():
     """Three steps in one dispatch of the compiled step (a scan, gathering its batches on the device)
     end where three single steps on host-made batches end, with the same metrics."""
-    config, state, nets, _ = _setup(tiny_config())
+    config, state, u, _ = _setup(tiny_config())
     mesh = parallel.make_mesh()
     images, labels = data.synthetic_images(256, seed=1)
     order = data.BatchOrder(images, config.train.batch_size, seed=0, labels=labels)
-    single, batch = _jit_step(nets, config), _batches(config)
+    single, batch = _jit_step(u), _batches(config)
     expected = jax.tree.map(np.array, jax.device_get(state))  # A copy: the dispatch donates its state.
     singles = []
     for i in range(3):
@@ -268,7 +269,7 @@ def test_a_dispatch_of_several_steps_equals_single_steps():
         singles.append(metrics)
     indices = order.step_indices(0, 3, d_steps=1)
     np.testing.assert_array_equal(indices[:, 0], [order.indices(i) for i in range(3)])
-    steps = step.jit_train_steps(nets, config, mesh)
+    steps = step.jit_train_steps(u, mesh)
     final, stacked = steps(state, step.put_on_devices(images, labels, mesh), indices)
     assert int(final.step) == 3
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # Donated: updated in place.
@@ -297,22 +298,21 @@ def test_top_k_generator_update_is_the_gradient_over_the_fakes_d_rates_best():
 
     from dcgan_jax import losses, sampling
 
-    config, state, nets, real = _setup()
+    config, state, u, real = _setup()
     key = jax.random.key(5)
-    g_update = jax.jit(lambda s: step.g_update(s, key, len(real), nets, config, keep=jax.numpy.float32(0.25)))
-    after, metrics = g_update(state)
+    after, metrics = _g_update(u, len(real), keep=jax.numpy.float32(0.25))(state, key)
 
     def logits_of(g_params):
-        fake, labels, _ = step.generate(nets, g_params, state.g, key, len(real), config.model)
+        fakes = step.generate(u, state.g.replace(params=g_params), key, len(real))
         dropout_key = jax.random.fold_in(key, sampling.FAKE_DROPOUT)
-        return step.discriminate(nets, state.d.params, state.d.batch_stats, fake, labels, dropout_key)[0]
+        return step.discriminate(u, state.d.variables, fakes.images, fakes.labels, dropout_key)[0]
 
     best = np.argsort(np.asarray(jax.jit(logits_of)(state.g.params)))[-4:]
     by_hand = lambda p: jax.numpy.mean(jax.nn.softplus(-logits_of(p)[best]))  # noqa: E731
     loss, grads = jax.jit(jax.value_and_grad(by_hand))(state.g.params)
     full = float(losses.generator_loss(jax.jit(logits_of)(state.g.params)))
     assert float(metrics["g_loss"]) == pytest.approx(float(loss), rel=1e-5) and float(loss) < full
-    updates, _ = step.optimizer(config).update(grads, state.g.opt_state, state.g.params)
+    updates, _ = u.tx.update(grads, state.g.opt_state, state.g.params)
     expected = optax.apply_updates(state.g.params, updates)
     for ours, theirs in zip(jax.tree.leaves(after.g.params), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
@@ -321,10 +321,10 @@ def test_top_k_generator_update_is_the_gradient_over_the_fakes_d_rates_best():
 def test_train_step_with_top_k_reports_the_share_and_needs_the_dataset_size():
     config = tiny_config()
     config.train.top_k_decay = 0.5
-    config, state, nets, _ = _setup(config)
+    config, state, u, _ = _setup(config)
     batch = _batches(config)
-    jitted = jax.jit(lambda s, r, lab: step.train_step(s, r, lab, nets, config, dataset_size=32))
+    jitted = jax.jit(lambda s, r, lab: step.train_step(s, r, lab, u, dataset_size=32))
     _, metrics = jitted(state.replace(step=state.step + 2), *batch(0))  # One epoch: 32 / 16 steps.
     assert float(metrics["top_k_keep"]) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="dataset_size"):
-        _jit_step(nets, config)(state, *batch(0))
+        _jit_step(u)(state, *batch(0))
