@@ -10,10 +10,9 @@ outputs and gradients, in tests/test_convolutions.py):
 - Fourier convolution: on the small maps of a DCGAN (7x7 at Fashion-MNIST's
   base), a stride-1 convolution is a product per frequency. The transforms are
   small dense DFT matrices, so the whole layer, forward and backward, is matrix
-  products: for the reference's 5x5 256->128 layer at 7x7 that is 45
-  frequencies x 4 real products instead of 49 pixels x 25 taps, 3x faster on
-  this project's CPU. Float32 round-off differs from the direct sum by ~1e-6
-  relative.
+  products: for the reference's 5x5 256->128 layer at 7x7, 45 frequencies x 4
+  real products instead of 49 pixels x 25 taps (timings: benchmarks/RESULTS.md).
+  Float32 round-off differs from the direct sum at the 1e-6 level.
 
 ``algorithm``: ``"direct"`` (XLA's convolution), ``"fourier"``, or ``"auto"``:
 Fourier where it needs at most half the multiply-adds of the direct sum, on the

@@ -260,8 +260,7 @@ class _Outputs:
     ) -> None:
         """The log line and metrics row of the steps since the last one; ``with_diversity`` (at the
         sample-grid steps) adds the grid's diversity and its collapse alarm. Only there: with
-        ``train.recompute_bn`` the grid's generator costs a BatchNorm pass of 2,048 latents (~0.3 s on
-        the CPU), 6% of the training time if it ran at every log line."""
+        ``train.recompute_bn`` the grid's generator costs a BatchNorm pass of 2,048 latents."""
         cfg = self.run.config.train
         means = {name: float(np.mean(values)) for name, values in stacked.items()}
         means.update(steps_per_sec=rate, images_per_sec=rate * cfg.batch_size)

@@ -3,7 +3,7 @@
 The generator's convolutions are the exact rewrites of
 :mod:`dcgan_jax.convolutions` (sub-pixel upsampling, Fourier convolution on
 small maps): the same linear maps with the same parameters as ``nn.Conv`` and
-``nn.ConvTranspose``, several times faster to differentiate on XLA's CPU backend.
+``nn.ConvTranspose``, faster to differentiate on XLA's CPU backend (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def train_steps(state: GanState, dataset: DeviceDataset, indices, u: Update, mes
     """``len(indices)`` steps in one call, each gathering its real batches from the device-resident
     ``dataset`` by ``indices`` (num_steps, d_steps, batch); metrics stacked, (num_steps,) each.
     Several steps run as a ``lax.scan`` so the host need not wait on each; one step runs without the
-    loop, which XLA's CPU backend executes ~8% slower even at one iteration."""
+    loop, which XLA's CPU backend runs slower even at one iteration (benchmarks/RESULTS.md)."""
     batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
 
     def one_step(state, step_indices):
@@ -243,7 +243,7 @@ def jit_train_steps(u: Update, mesh) -> Callable:
 
 
 # XLA's CPU backend (jax 0.10) hands dot products to YNNPACK fusions; for the many small batched
-# products of the Fourier convolutions its own dot emitter makes the reference step ~20% faster
+# products of the Fourier convolutions its own dot emitter makes the step faster
 # (benchmarks/RESULTS.md). Convolutions stay with YNNPACK.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
 
