@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 from dcgan_jax.config import RunError
 
@@ -128,24 +129,6 @@ def _digest(flat: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}{key}/") if isinstance(value, dict) else {prefix + key: value})
-    return flat
-
-
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for name, value in flat.items():
-        *path, leaf = name.split("/")
-        node = tree
-        for key in path:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
-
-
 def _cached(cache: Path) -> dict[str, np.ndarray] | None:
     """The converted arrays of ``cache`` when they match the digest stored with them."""
     try:
@@ -173,12 +156,12 @@ def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]
     cache = cache_dir / f"inception-2015-12-05-{SOURCE_SHA256[:16]}.npz"
     flat = _cached(cache) if cache.exists() else None
     if flat is None:
-        flat = _flatten(_convert(read_torchscript(source).net.layers))
+        flat = traverse_util.flatten_dict(_convert(read_torchscript(source).net.layers), sep="/")
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npz")
         np.savez(partial, digest=np.array(_digest(flat)), **flat)
         os.replace(partial, cache)
-    return {"params": _unflatten(flat)}, _digest(flat)
+    return {"params": traverse_util.unflatten_dict(flat, sep="/")}, _digest(flat)
 
 
 class ConvBN(nn.Module):
