@@ -87,10 +87,12 @@ def test_the_step_augments_what_d_and_g_see():
     real, fake = _images(16, 1), _images(16, 2)
     key = sampling.update_key(state.rng, state.step)
 
+    u, fakes = step.make_update(nets, c), step.Fakes(fake, None, None, {})
+
     def losses(policy):
-        c.train.diffaugment = policy
-        d, _ = step.d_loss(state.d.params, state, real, None, fake, None, key, nets, c)
-        return float(d), float(step.g_loss(state, fake, None, key, nets, c))
+        c.train.diffaugment = policy  # u holds c itself.
+        d, _ = step.d_loss(state.d.params, state, ((real, None), fakes), key, u)
+        return float(d), float(step.g_loss(state, fakes, fake, key, u))
 
     plain, augmented = losses(""), losses("translation,cutout")
     assert plain[0] != augmented[0] and plain[1] != augmented[1]
