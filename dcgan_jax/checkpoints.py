@@ -212,11 +212,11 @@ class Checkpointer:
         while steps:
             step = steps.pop()
             try:
-                with writers.library_noise_to_log():  # A failed read's coroutines: to train.log.
-                    result = restore_step(step)
+                result = restore_step(step)
             except CheckpointMismatchError:
                 raise
             except CheckpointError as e:
+                writers.library_noise_to_log()  # The failed read's coroutines report until exit.
                 self.manager.reload()  # A running run may have pruned it while it was read: not damage.
                 if step not in (listed := self.all_steps()):
                     logging.info("Checkpoint %s was removed while it was read; re-listing.", self.directory / str(step))

@@ -65,9 +65,9 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv: list[str]) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
-        writers.quiet_library_info()
+        writers.library_noise_to_log()
         try:
-            with writers.library_noise_to_log(until_exit=True):
+            with writers.logging_to():
                 main(argv)
         except control.Interrupted as e:  # The loop has logged how it stopped.
             sys.exit(e.exit_status)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging as std_logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,15 +149,9 @@ def _session(workdir: Path) -> Iterator[bool]:
     its log verbosity, ``train.log``, the workdir's lock, and a full disk as a DiskFullError."""
     is_main = jax.process_index() == 0
     control.check_writable_folder(workdir, "--workdir")
-    if not is_main:  # The other processes report only problems.
-        logging.set_verbosity(logging.WARNING)
-    elif not logging.level_info():  # Called from Python rather than launch.py: still show progress.
-        logging.set_verbosity(logging.INFO)
-    writers.quiet_library_info()  # The console: our INFO, libraries' warnings; train.log gets the details too.
-    handler = _log_to_file(workdir) if is_main else None
     try:
         # Process 0 holds the lock for a multi-process run; the others share its workdir.
-        with control.hold(workdir) if is_main else contextlib.nullcontext():
+        with writers.logging_to(workdir, is_main), control.hold(workdir) if is_main else contextlib.nullcontext():
             yield is_main
     except OSError as e:  # Logs, metrics or sample grids on a full disk.
         if checkpoints.out_of_space(e):
@@ -167,18 +160,6 @@ def _session(workdir: Path) -> Iterator[bool]:
                 "space and rerun the same command to resume from the newest."
             ) from e
         raise
-    finally:
-        if handler is not None:
-            logging.get_absl_logger().removeHandler(handler)
-            handler.close()
-
-
-def _log_to_file(workdir: Path) -> std_logging.Handler:
-    handler = std_logging.FileHandler(workdir / "train.log")
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    writers.quiet_library_info(handler)
-    logging.get_absl_logger().addHandler(handler)
-    return handler
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: Path, is_main: bool) -> None:

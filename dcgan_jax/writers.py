@@ -6,7 +6,6 @@ TensorBoard files come from tensorboardX, which needs no TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging as std_logging
 import os
@@ -117,19 +116,11 @@ class ConsoleFilter(OwnInfoFilter):
         return not getattr(record, "file_only", False) and not checkpointing and super().filter(record)
 
 
-@contextlib.contextmanager
-def library_noise_to_log(until_exit: bool = False) -> Iterator[None]:
-    """For the block (a command: ``until_exit``, since Orbax's abandoned writes are reported as the
-    interpreter shuts down), exceptions of background threads and those Python reports at garbage
-    collection (collected at the block's end) go to train.log only: the one place the hooks change."""
-    previous = sys.unraisablehook, threading.excepthook
-    sys.unraisablehook, threading.excepthook = unraisable_to_log, unraisable_to_log
-    try:
-        yield
-    finally:
-        gc.collect()
-        if not until_exit:
-            sys.unraisablehook, threading.excepthook = previous
+def library_noise_to_log() -> None:
+    """From now until the process exits, exceptions of background threads and those Python reports
+    at garbage collection (Orbax's abandoned reads and writes, many at exit) go to train.log only:
+    the one place these hooks change, called by every command and after a failed checkpoint read."""
+    sys.unraisablehook = threading.excepthook = unraisable_to_log
 
 
 def unraisable_to_log(unraisable) -> None:
@@ -141,8 +132,31 @@ def unraisable_to_log(unraisable) -> None:
     logging.info("%s %r: %r", what, where, unraisable.exc_value, extra=FILE_ONLY)
 
 
-def quiet_library_info(handler: std_logging.Handler | None = None) -> None:
-    """Installs :class:`OwnInfoFilter` on ``handler``, or :class:`ConsoleFilter` on absl's console handler."""
-    handler, kind = (handler, OwnInfoFilter) if handler else (logging.get_absl_handler(), ConsoleFilter)
+def _filter(handler: std_logging.Handler, kind: type) -> None:
     if not any(isinstance(f, OwnInfoFilter) for f in handler.filters):
         handler.addFilter(kind())
+
+
+@contextlib.contextmanager
+def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[None]:
+    """The one place logging is configured, for a command (no ``workdir``) or a run: the console
+    shows our INFO and libraries' warnings (:class:`ConsoleFilter`); a run's process 0 also writes
+    everything of ours and libraries' warnings to ``workdir/train.log``, the other processes report
+    only problems."""
+    if not is_main:
+        logging.set_verbosity(logging.WARNING)
+    elif not logging.level_info():  # Called from Python rather than a command: still show progress.
+        logging.set_verbosity(logging.INFO)
+    _filter(logging.get_absl_handler(), ConsoleFilter)
+    handler = None
+    if workdir is not None and is_main:
+        handler = std_logging.FileHandler(Path(workdir) / "train.log")
+        handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        _filter(handler, OwnInfoFilter)
+        logging.get_absl_logger().addHandler(handler)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logging.get_absl_logger().removeHandler(handler)
+            handler.close()
