@@ -199,8 +199,10 @@ def test_the_command_without_the_wheel_ends_in_one_line_with_the_pip_command(eva
 
 
 def test_the_in_training_evaluation_adds_the_inception_fid_when_asked(stand_in, tmp_path):
+    folder = tmp_path / "fashion_mnist"  # A copy: the stand-in's reference cache is written beside the data.
+    shutil.copytree(shared_dataset_dir("fashion_mnist"), folder, ignore=shutil.ignore_patterns("*.npz"))
     config = tiny_config(num_steps=2)
-    config.dataset.update(name="fashion_mnist", data_dir=str(shared_dataset_dir("fashion_mnist")))
+    config.dataset.update(name="fashion_mnist", data_dir=str(folder))
     config.eval.update(every=2, num_samples=1000, inception_fid=True)
     dcgan_jax.train(config, tmp_path / "run")
     log = (tmp_path / "run" / "train.log").read_text()
