@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -42,3 +43,15 @@ def global_array(local_rows: np.ndarray, sharding: NamedSharding, global_shape: 
 def to_host(tree: Any) -> Any:
     """NumPy copies of replicated arrays; works when other processes hold devices too."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)
+
+
+def compile_lowered(lowered, cpu_options: dict[str, str]):
+    """``lowered.compile()``, with XLA's ``cpu_options`` on the CPU where this XLA knows them."""
+    if jax.default_backend() == "cpu":
+        try:
+            return lowered.compile(compiler_options=cpu_options)
+        except jax.errors.JaxRuntimeError as e:
+            if "option" not in str(e):
+                raise
+            logging.warning("Compiling without %s, which this XLA does not take: %s", cpu_options, e)
+    return lowered.compile()

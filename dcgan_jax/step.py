@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
 from dcgan_jax import augment, data, losses, models, parallel, sampling
 from dcgan_jax import state as state_lib
@@ -250,11 +249,4 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_
 
 def compile_lowered(lowered):
     """``lowered.compile()``, with :data:`CPU_COMPILER_OPTIONS` on the CPU where this XLA knows them."""
-    if jax.default_backend() == "cpu":
-        try:
-            return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
-        except jax.errors.JaxRuntimeError as e:
-            if "option" not in str(e):
-                raise
-            logging.warning("Compiling without %s, which this XLA does not take: %s", CPU_COMPILER_OPTIONS, e)
-    return lowered.compile()
+    return parallel.compile_lowered(lowered, CPU_COMPILER_OPTIONS)
