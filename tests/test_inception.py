@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -211,3 +212,20 @@ def test_the_in_training_evaluation_adds_the_inception_fid_when_asked(stand_in, 
     assert any("eval/inception_fid" in row for row in scalars)
     provenance = json.loads((tmp_path / "run" / "eval" / "provenance.json").read_text())
     assert provenance["inception_fid"]["feature_network"].startswith("Inception-v3")
+
+
+@needs_wheel
+def test_features_split_over_several_devices_are_the_same(tmp_path):
+    """Four simulated devices: each batch split over them, the features those torch computed."""
+    code = (
+        "import sys, jax, numpy as np; from pathlib import Path; from dcgan_jax.evaluation import inception; "
+        "params, _ = inception.load_params(Path(sys.argv[1])); stored = np.load(sys.argv[2]); "
+        "ours = inception.make_apply(params, batch_size=6)(stored['grey']); theirs = stored['grey_features']; "
+        "print(len(jax.local_devices()), np.abs(ours - theirs).max() / np.abs(theirs).max())"
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), str(FIXTURE)], capture_output=True, text=True, env=env, timeout=300
+    )
+    devices, difference = result.stdout.split()
+    assert devices == "4" and float(difference) < 1e-3, result.stderr[-2000:]
