@@ -118,6 +118,7 @@ def score(samples: np.ndarray, dataset: str, cache: Path, inception: bool) -> di
         started = time.monotonic()
         stored["inception_fid"] = dcgan_jax.evaluate(samples, dataset=dataset, feature_network="inception")["fid"]
         stored["inception_seconds"] = round(time.monotonic() - started, 1)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(stored, indent=2, default=float) + "\n")
     return stored
 
