@@ -192,6 +192,7 @@ class Checkpointer:
         )
 
     def _step_or_latest(self, step: int | None) -> int:
+        writers.library_noise_to_log(everything=False)  # Before any read: a failed one's callbacks to train.log.
         steps = self.all_steps()
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
@@ -216,7 +217,6 @@ class Checkpointer:
             except CheckpointMismatchError:
                 raise
             except CheckpointError as e:
-                writers.library_noise_to_log()  # The failed read's coroutines report until exit.
                 self.manager.reload()  # A running run may have pruned it while it was read: not damage.
                 if step not in (listed := self.all_steps()):
                     logging.info("Checkpoint %s was removed while it was read; re-listing.", self.directory / str(step))
@@ -250,6 +250,7 @@ class Checkpointer:
         logging.info("Why %s is damaged, in full: %s", where, error, extra=writers.FILE_ONLY)
 
     def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        writers.library_noise_to_log(everything=False)  # As in _step_or_latest.
         try:
             return _shapes_by_path(self.manager.item_metadata(step)["state"])
         except Exception as e:

@@ -116,11 +116,27 @@ class ConsoleFilter(OwnInfoFilter):
         return not getattr(record, "file_only", False) and not checkpointing and super().filter(record)
 
 
-def library_noise_to_log() -> None:
-    """From now until the process exits, exceptions of background threads and those Python reports
-    at garbage collection (Orbax's abandoned reads and writes, many at exit) go to train.log only:
-    the one place these hooks change, called by every command and after a failed checkpoint read."""
-    sys.unraisablehook = threading.excepthook = unraisable_to_log
+def library_noise_to_log(everything: bool = True) -> None:
+    """The one place ``sys.unraisablehook`` changes, for the rest of the process: exceptions Python
+    reports at garbage collection or from a library's callbacks go to train.log only. A command
+    (``everything``) routes all of them, and background threads' exceptions; a checkpoint read
+    only the "Event loop is closed" errors that tensorstore's callbacks raise when a read fails,
+    leaving a script's others as Python shows them."""
+    previous = sys.unraisablehook
+    if not everything and getattr(previous, "dcgan_jax", False):
+        return  # Already routed.
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if everything or (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            unraisable_to_log(unraisable)
+        else:
+            previous(unraisable)
+
+    hook.dcgan_jax = True
+    sys.unraisablehook = hook
+    if everything:
+        threading.excepthook = unraisable_to_log
 
 
 def unraisable_to_log(unraisable) -> None:

@@ -130,8 +130,9 @@ def test_a_truncated_array_file_costs_one_warning_line_on_resume_and_load(traine
     assert "Why " in (workdir / "train.log").read_text()  # The full text, in the log file.
     shutil.copytree(ckpt_dir / "6.damaged", ckpt_dir / "9")  # Damaged again, as the newest.
     code = "import dcgan_jax, sys; print(dcgan_jax.load(sys.argv[1]).step)"
-    loaded = subprocess.run([sys.executable, "-c", code, str(workdir)], capture_output=True, text=True, timeout=120)
-    assert loaded.stdout.split() == ["8"] and len(loaded.stderr.strip().splitlines()) <= 2, loaded.stderr
+    for _ in range(4):  # Orbax's callbacks into its closed loop came in about one load of three.
+        loaded = subprocess.run([sys.executable, "-c", code, str(workdir)], capture_output=True, text=True, timeout=120)
+        assert loaded.stdout.split() == ["8"] and len(loaded.stderr.strip().splitlines()) <= 2, loaded.stderr
 
 
 def test_every_checkpoint_damaged_is_one_error_line(trained, tmp_path):
