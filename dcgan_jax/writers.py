@@ -123,20 +123,21 @@ def library_noise_to_log(everything: bool = True) -> None:
     only the "Event loop is closed" errors that tensorstore's callbacks raise when a read fails,
     leaving a script's others as Python shows them."""
     previous = sys.unraisablehook
-    if not everything and getattr(previous, "dcgan_jax", False):
+    if everything:
+        sys.unraisablehook = threading.excepthook = unraisable_to_log
+        return
+    if previous is unraisable_to_log or getattr(previous, "closed_loop_only", False):
         return  # Already routed.
 
-    def hook(unraisable) -> None:
+    def closed_loop_to_log(unraisable) -> None:
         error = unraisable.exc_value
-        if everything or (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
             unraisable_to_log(unraisable)
         else:
             previous(unraisable)
 
-    hook.dcgan_jax = True
-    sys.unraisablehook = hook
-    if everything:
-        threading.excepthook = unraisable_to_log
+    closed_loop_to_log.closed_loop_only = True
+    sys.unraisablehook = closed_loop_to_log
 
 
 def unraisable_to_log(unraisable) -> None:
