@@ -130,7 +130,7 @@ def _eval_defaults() -> ml_collections.ConfigDict:
     eval.num_samples = 10_000
     eval.split = "test"  # The real images the samples are compared with.
     # Also the Inception FID of the same samples (Inception-v3 pool3, the FID of published tables):
-    # seconds on a GPU, tens of minutes per evaluation on a CPU (docs/evaluation.md), so off.
+    # cheap on a GPU, minutes per evaluation on a CPU (docs/evaluation.md), so off.
     eval.inception_fid = False
     return eval
 
