@@ -43,7 +43,6 @@ FIXED_ON_RESUME = (
     "dataset.image_size",
     "dataset.num_synthetic",
 )
-RATE_FIELDS = ("optimizer.learning_rate", "optimizer.g_learning_rate", "optimizer.d_learning_rate")
 
 
 def _check_resumable(stored: ml_collections.ConfigDict, config: ml_collections.ConfigDict, where: Path) -> None:
