@@ -389,10 +389,9 @@ def run_lucic(out: Path) -> None:
 
     publish("10,000 real training images against the test split (the floor)", floor_row(bench))
     ours = f"fashion_dcgan, {steps} steps (unsupervised: self-conditioned on 20 pixel clusters)"
-    publish(ours, train_ours(bench, bench.headline, seeds[0], steps=steps))
-    publish(f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", train_reference(bench, True))
-    for seed in seeds[1:2]:
+    for seed in seeds[:2]:
         publish(ours, train_ours(bench, bench.headline, seed, steps=steps))
+    publish(f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", train_reference(bench, True))
     flags_ = " ".join(f"--config.{o}" for o in bench.plain)
     publish(f"plain DCGAN `{flags_}`, {steps} steps", train_ours(bench, bench.headline, seeds[0], True, steps))
     for seed in seeds[2:]:
