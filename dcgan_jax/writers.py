@@ -116,12 +116,25 @@ class ConsoleFilter(OwnInfoFilter):
         return not getattr(record, "file_only", False) and not checkpointing and super().filter(record)
 
 
+class _AbandonedFutures(std_logging.Filter):
+    """asyncio's reports of futures no one awaited (Orbax's, after a failed read): to train.log only."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if "exception was never retrieved" not in record.getMessage():
+            return True
+        logging.info("asyncio: %s", record.getMessage().splitlines()[0], extra=FILE_ONLY)
+        return False
+
+
 def library_noise_to_log(everything: bool = True) -> None:
     """The one place ``sys.unraisablehook`` changes, for the rest of the process: exceptions Python
     reports at garbage collection or from a library's callbacks go to train.log only. A command
     (``everything``) routes all of them, and background threads' exceptions; a checkpoint read
     only the "Event loop is closed" errors that tensorstore's callbacks raise when a read fails,
     leaving a script's others as Python shows them."""
+    asyncio_logger = std_logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedFutures) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_AbandonedFutures())
     previous = sys.unraisablehook
     if everything:
         sys.unraisablehook = threading.excepthook = unraisable_to_log
