@@ -193,6 +193,7 @@ def train_reference(bench: Benchmark, inception: bool = False) -> dict:
     facts = {"steps": report["steps"], "seconds": report["seconds"], "batch": report["batch"]}
     return {
         "name": "PyTorch reference",
+        "seed": "-",  # The reference seeds itself.
         **facts,
         "scores": score(samples, bench.dataset, samples_path.with_name(samples_path.stem + "_scores.json"), inception),
         "samples": samples,
