@@ -34,9 +34,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.workdir == "":
         cli.fail("--workdir is empty (an unset shell variable?): name a folder, or leave the flag out for runs/NAME")
     workdir = FLAGS.workdir or str(Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else "")))
-    control.initialize_distributed(
-        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
-    )
+    distributed = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s)
+    control.initialize_distributed(*distributed)
     if FLAGS.sweep is not None:  # Also --sweep='', an error there rather than a plain run.
         sweep_flags = ("dry_run", "slurm", "max_parallel", "submit", "metric")
         config_flags = tuple(arg for arg in sys.argv[1:] if arg.startswith("--config."))

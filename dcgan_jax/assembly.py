@@ -1,8 +1,5 @@
-"""A run put together from its config: mesh, data, batch order, networks, initial state, compiled step.
-
-The training loop, ``benchmarks/throughput.py`` and the tests all start from
-:func:`assemble`, so they time and test the program that trains.
-"""
+"""A run put together from its config: mesh, data, batch order, networks, initial state, compiled
+step. The loop, ``benchmarks/throughput.py`` and the tests all start from :func:`assemble`."""
 
 from __future__ import annotations
 
@@ -57,8 +54,7 @@ def check_labels(config, labels: np.ndarray) -> None:
 
 
 def initial_state(config, nets: models.Nets, image_shape) -> GanState:
-    """The state at step 0 of ``config``'s run; with ``train.ema_decay`` an average of G's parameters
-    starting at G's own."""
+    """The state at step 0 of ``config``'s run (the EMA of G's parameters starts at G's own)."""
     g_vars, d_vars = models.init_variables(nets, sampling.init_key(config.seed), image_shape, config.model.latent_dim)
     g_rate, d_rate = state.learning_rates(config.optimizer)
     return GanState(
@@ -72,8 +68,7 @@ def initial_state(config, nets: models.Nets, image_shape) -> GanState:
 
 @contextlib.contextmanager
 def memory_check(config, what: str) -> Iterator[None]:
-    """XLA's out-of-memory error while ``what`` runs, as a ConfigError naming the batch size that does
-    not fit and a smaller one to try."""
+    """XLA's out-of-memory error while ``what`` runs as a ConfigError naming a smaller batch size."""
     try:
         yield
     except jax.errors.JaxRuntimeError as e:
@@ -107,10 +102,8 @@ class Run:
 
     def init(self) -> GanState:
         """The state at step 0, created inside jit so that it is born replicated over the whole mesh."""
-        return jax.jit(
-            lambda: initial_state(self.config, self.nets, self.image_shape),
-            out_shardings=parallel.replicated(self.mesh),
-        )()
+        create = lambda: initial_state(self.config, self.nets, self.image_shape)  # noqa: E731
+        return jax.jit(create, out_shardings=parallel.replicated(self.mesh))()
 
     def indices(self, first_step: int, num_steps: int) -> jax.Array:
         """The dataset rows of steps ``first_step ..`` (num_steps, d_steps, batch); every process
@@ -119,8 +112,8 @@ class Run:
         return parallel.global_array(rows, parallel.replicated(self.mesh), rows.shape)
 
     def train_steps(self, gan_state: GanState, first_step: int, num_steps: int) -> tuple[GanState, dict, float]:
-        """Runs steps ``first_step .. first_step + num_steps - 1``: (state, stacked metrics, seconds
-        spent compiling). The first dispatch of each length compiles."""
+        """Runs steps ``first_step ..`` (the first dispatch of each length compiles): (state, stacked
+        metrics, seconds spent compiling)."""
         indices = self.indices(first_step, num_steps)
         started = time.monotonic()
         first = num_steps not in self.compiled
@@ -128,9 +121,8 @@ class Run:
             if first:
                 jitted = step.jit_train_steps(self.update, self.mesh)
                 self.compiled[num_steps] = step.compile_lowered(jitted.lower(gan_state, self.dataset, indices))
-                logging.info(
-                    "Compiled the train step (%d per dispatch) in %.1f s.", num_steps, time.monotonic() - started
-                )
+                seconds = time.monotonic() - started
+                logging.info("Compiled the train step (%d per dispatch) in %.1f s.", num_steps, seconds)
             compile_s = time.monotonic() - started
             new_state, metrics = self.compiled[num_steps](gan_state, self.dataset, indices)
             if first:  # Memory that does not fit fails at a program's first run: here, not at a later read.
@@ -142,16 +134,9 @@ def cluster_labels(images: np.ndarray, config: ml_collections.ConfigDict) -> np.
     """``dataset.labels=clusters``: the images' balanced k-means clusters replace their labels."""
     started = time.monotonic()
     labels = clusters.balanced_kmeans(images, config.model.num_classes, config.seed)
-    sizes = np.bincount(labels, minlength=config.model.num_classes)
-    logging.info(
-        "Labels: %d balanced k-means clusters of the %d training images' pixels (no labels read), %d to %d "
-        "images each, found in %.1f s.",
-        len(sizes),
-        len(images),
-        sizes.min(),
-        sizes.max(),
-        time.monotonic() - started,
-    )
+    sizes, seconds = np.bincount(labels, minlength=config.model.num_classes), time.monotonic() - started
+    found = f"{len(sizes)} balanced k-means clusters of the {len(images)} training images' pixels (no labels read)"
+    logging.info("Labels: %s, %d to %d images each, found in %.1f s.", found, sizes.min(), sizes.max(), seconds)
     return labels
 
 
@@ -181,26 +166,14 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
 
 
 def log_setup(run: Run) -> None:
-    config, mesh = run.config, run.mesh
-    logging.info(
-        "Data: %s/%s, %d images of shape %s. Devices: %d (%s), %d images each per step (global batch "
-        "%d); process %d of %d.",
-        config.dataset.name,
-        config.dataset.split,
-        len(run.images),
-        run.image_shape,
-        mesh.size,
-        jax.devices()[0].platform,
-        config.train.batch_size // mesh.size,
-        config.train.batch_size,
-        jax.process_index(),
-        jax.process_count(),
-    )
+    config, mesh, batch = run.config, run.mesh, run.config.train.batch_size
+    data_line = f"{config.dataset.name}/{config.dataset.split}, {len(run.images)} images of shape {run.image_shape}"
+    devices = f"{mesh.size} ({jax.devices()[0].platform}), {batch // mesh.size} images each per step"
+    where = f"global batch {batch}); process {jax.process_index()} of {jax.process_count()}"
+    logging.info("Data: %s. Devices: %s (%s.", data_line, devices, where)
     if config.dataset.name not in config_lib.EVAL_DATASETS:
         logging.info(
-            "No built-in evaluation for %s: FID/KID/precision-recall here use classifiers trained on "
-            "the 28x28 grey datasets, and FID with Inception features needs weights this package does not "
-            "download. Judge the sample grids, or score samples from dcgan_jax.load(...).sample() with "
-            "your own tools.",
+            "No built-in evaluation for %s during training (its classifiers know the 28x28 grey datasets); "
+            "score the checkpoints with python -m dcgan_jax.evaluation --workdir=RUN --feature_network=inception.",
             config.dataset.name,
         )

@@ -1,19 +1,7 @@
-"""Differentiable augmentation (DiffAugment, Zhao et al. 2020) of the images D sees.
-
-The same kinds of random transformation (drawn afresh for each batch) are applied to real and
-generated images, in D's update and in G's, and they are differentiable, so G learns through
-them; D can no longer fit the training set by heart, which is what makes small data or short
-runs fail. ``train.diffaugment`` names the transformations, joined by "," or "+" (a sweep's
-values are comma-separated), applied in this order (the authors' ranges):
-
-- ``color``: brightness (+ U(-0.5, 0.5) per image), saturation (colour images only: the
-  deviation from the pixel's channel mean scaled by U(0, 2)) and contrast (the deviation from the
-  image's mean scaled by U(0.5, 1.5));
-- ``translation``: shifted by up to 1/8 of the size each way, whole pixels, the border filled with 0;
-- ``cutout``: a square of half the size at a random place set to 0.
-
-Images are (N, H, W, C) in [-1, 1]; the randomness comes only from the key the step passes in.
-"""
+"""Differentiable augmentation (DiffAugment, Zhao et al. 2020) of every image D sees, real and fake,
+in both updates, so D cannot learn the training set by heart. ``train.diffaugment``: ``color``
+(brightness, saturation, contrast), ``translation`` (up to 1/8 of the size, zero border), ``cutout``
+(a square of half the size set to 0), joined by "," or "+", in the authors' ranges."""
 
 from __future__ import annotations
 
@@ -73,8 +61,7 @@ _TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(images: jax.Array, key: jax.Array, policy: str) -> jax.Array:
-    """``images`` through the transformations of ``policy`` (see the module docstring); unchanged
-    for an empty policy."""
+    """``images`` (N, H, W, C) through the transformations of ``policy``, with randomness from ``key``."""
     names = parse(policy)
     for name, name_key in zip(names, jax.random.split(key, max(len(names), 1)), strict=False):
         images = _TRANSFORMS[name](images, name_key)

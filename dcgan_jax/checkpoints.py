@@ -1,9 +1,5 @@
-"""Orbax checkpoints of the whole training state, plus the run's config as JSON.
-
-Each step's checkpoint is written to a temporary folder and renamed into place
-only when complete (Orbax's commit protocol), so a run killed during a save
-leaves the previous checkpoint as the newest restorable one.
-"""
+"""Orbax checkpoints of the whole training state with the run's config and the SHA-256 of every
+array; a save is renamed into place only when complete, so a killed run keeps its previous one."""
 
 from __future__ import annotations
 
@@ -54,25 +50,16 @@ def out_of_space(error: BaseException | None) -> bool:
     return False
 
 
-def _bytes_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def _bytes_needed(directory: Path, state: GanState, steps: list[int]) -> int:
     """A checkpoint's size: that of the newest on disk, else the state's arrays, with some room to spare."""
-    size = _bytes_on_disk(directory / str(steps[-1])) if steps else sum(x.nbytes for x in jax.tree.leaves(state))
-    return int(size * 1.2) + (1 << 20)
+    newest = directory / str(steps[-1]) if steps else None
+    size = sum(f.stat().st_size for f in newest.rglob("*") if f.is_file()) if newest else 0
+    return int((size or sum(x.nbytes for x in jax.tree.leaves(state))) * 1.2) + (1 << 20)
 
 
 def _path_name(path) -> str:
     """'g/params/Dense_0/kernel' for a key path of a state, or of Orbax's metadata of one."""
-
-    def name(key) -> str:
-        for attribute in ("key", "name", "idx"):
-            if hasattr(key, attribute):
-                return str(getattr(key, attribute))
-        return str(key)
-
+    name = lambda key: next((str(getattr(key, a)) for a in ("key", "name", "idx") if hasattr(key, a)), str(key))  # noqa: E731
     return "/".join(name(k) for k in path)
 
 
@@ -81,21 +68,11 @@ def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
     return {_path_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def generator_target(params, batch_stats, ema: bool) -> dict:
-    """The part of a checkpoint's state that holds G for sampling (its EMA parameters with ``ema``)."""
-    return (
-        {"g_ema": params, "g": {"batch_stats": batch_stats}}
-        if ema
-        else {"g": {"params": params, "batch_stats": batch_stats}}
-    )
-
-
 HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with each checkpoint.
 
 
 def array_hashes(tree) -> dict[str, str]:
-    """{path: SHA-256 of the array's bytes} for every array of a (host) tree: what a checkpoint's
-    arrays must hash to when they are read back."""
+    """{path: SHA-256 of the array's bytes} for every array of a (host) tree."""
     return {_path_name(path): _sha256(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
@@ -137,12 +114,8 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def save(self, state: GanState, config: ml_collections.ConfigDict, meta: dict) -> None:
-        """Starts an asynchronous save of ``state`` at its step; training continues meanwhile.
-
-        ``meta`` holds what is derived rather than configured (the image shape), so that
-        the generator can be rebuilt from the checkpoint alone; a SHA-256 of every array is added
-        to it, which every restore checks.
-        """
+        """Starts an asynchronous save of ``state`` at its step. ``meta`` holds what is derived, not
+        configured (the image shape), to rebuild G from the checkpoint alone; the arrays' SHA-256 join it."""
         step = int(parallel.to_host(state.step))
         self.wait()  # The previous save's errors surface here, before another one starts.
         needed, free = _bytes_needed(self.directory, state, self.all_steps()), shutil.disk_usage(self.directory).free
@@ -150,14 +123,9 @@ class Checkpointer:
             raise DiskFullError(self._disk_full_message(step, f"; it needs about {needed / 2**20:.1f} MiB"))
         self._saving = step
         try:
-            self.manager.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.PyTreeSave(state),
-                    config=ocp.args.JsonSave(json.loads(config.to_json())),
-                    meta=ocp.args.JsonSave({**meta, HASHES_KEY: array_hashes(parallel.to_host(state))}),
-                ),
-            )
+            meta = {**meta, HASHES_KEY: array_hashes(parallel.to_host(state))}
+            saved = {"config": ocp.args.JsonSave(json.loads(config.to_json())), "meta": ocp.args.JsonSave(meta)}
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state), **saved))
         except Exception as e:
             self._raise_disk_full(e)
             raise
@@ -178,18 +146,11 @@ class Checkpointer:
         raise DiskFullError(self._disk_full_message(self._saving, "")) from error
 
     def _disk_full_message(self, step: int | None, needed: str) -> str:
-        free = shutil.disk_usage(self.directory).free
-        steps = [s for s in self.all_steps() if s != step]
-        kept = (
-            f"the newest complete checkpoint, {self.directory / str(steps[-1])}, is intact"
-            if steps
-            else "there is no earlier checkpoint"
-        )
-        return (
-            f"disk full: no space to write checkpoint {step} in {self.directory} "
-            f"({free / 2**20:.1f} MiB free{needed}); {kept}. "
-            "Free some space and rerun the same command to resume from it."
-        )
+        free, steps = shutil.disk_usage(self.directory).free, [s for s in self.all_steps() if s != step]
+        kept = f"the newest complete checkpoint, {self.directory / str(steps[-1])}, is intact" if steps else ""
+        kept = kept or "there is no earlier checkpoint"
+        where = f"checkpoint {step} in {self.directory} ({free / 2**20:.1f} MiB free{needed})"
+        return f"disk full: no space to write {where}; {kept}. Free some space and rerun the same command to resume."
 
     def _step_or_latest(self, step: int | None) -> int:
         writers.library_noise_to_log(everything=False)  # Before any read: a failed one's callbacks to train.log.
@@ -203,10 +164,9 @@ class Checkpointer:
         return step
 
     def newest_good(self, restore_step: Callable[[int], T], set_aside_damaged: bool = False) -> T:
-        """``restore_step(step)`` for the newest checkpoint it succeeds on; damaged newer ones are
-        logged. A model mismatch is not damage and stops at once. ``set_aside_damaged`` (for the
-        training run, never for readers) renames them ``<step>.damaged``: kept for inspection, and
-        out of the way of the resumed run's own saves at those steps."""
+        """``restore_step(step)`` for the newest checkpoint it succeeds on, damaged newer ones logged (a
+        model mismatch stops at once). ``set_aside_damaged`` (the training run's) renames them
+        ``<step>.damaged``: kept for inspection, out of the way of the resumed run's saves."""
         steps, damaged = self.all_steps(), []
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
@@ -229,10 +189,9 @@ class Checkpointer:
                 for bad in damaged:
                     (self.directory / str(bad)).rename(self.directory / f"{bad}{DAMAGED_SUFFIX}")
                 self.manager.reload()
+                renamed = ", ".join(f"{bad}{DAMAGED_SUFFIX}" for bad in damaged)
                 logging.warning(
-                    "Using checkpoint %s; damaged newer ones renamed to %s",
-                    self.directory / str(step),
-                    ", ".join(f"{bad}{DAMAGED_SUFFIX}" for bad in damaged),
+                    "Using checkpoint %s; damaged newer ones renamed to %s", self.directory / str(step), renamed
                 )
             return result
         raise CheckpointError(
@@ -240,13 +199,9 @@ class Checkpointer:
         )
 
     def _log_damage(self, step: int, error: CheckpointError) -> None:
-        reason = str(error).splitlines()[0]
-        where = self.directory / str(step)
-        logging.warning(
-            "Damaged checkpoint %s (%s); trying the previous one.",
-            where,
-            reason[:200] + ("..." if len(reason) > 200 else ""),
-        )
+        reason, where = str(error).splitlines()[0], self.directory / str(step)
+        reason = reason[:200] + ("..." if len(reason) > 200 else "")
+        logging.warning("Damaged checkpoint %s (%s); trying the previous one.", where, reason)
         logging.info("Why %s is damaged, in full: %s", where, error, extra=writers.FILE_ONLY)
 
     def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
@@ -267,26 +222,20 @@ class Checkpointer:
                 f"lacks {', '.join(sorted(groups[0] - groups[1]))} (it holds {', '.join(sorted(groups[1]))}); "
                 "use another --workdir"
             )
-        differences = [
-            f"{path}: checkpoint {stored.get(path, 'absent')}, this run {wanted.get(path, 'absent')}"
-            # Parameters first: they say most about which model is which.
-            for path in sorted(stored.keys() | wanted.keys(), key=lambda p: ("params/" not in p, p))
-            if path in wanted and stored.get(path) != wanted.get(path)
-        ]
+        paths = sorted(wanted, key=lambda p: ("params/" not in p, p))  # Parameters first: the most telling.
+        changed = [p for p in paths if stored.get(p) != wanted[p]]
+        differences = [f"{p}: checkpoint {stored.get(p, 'absent')}, this run {wanted[p]}" for p in changed]
         if differences:
+            listed = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
             raise CheckpointMismatchError(
                 f"{self.directory / str(step)} holds a model of other shapes than this run's config "
-                f"({len(differences)} arrays differ): "
-                + "; ".join(differences[:6])
-                + ("; ..." if len(differences) > 6 else "")
-                + ". Use another --workdir, or the config the checkpoint was trained with."
+                f"({len(differences)} arrays differ): {listed}. Use another --workdir, or the config the checkpoint "
+                "was trained with."
             )
 
     def _restore_tree(self, target, step: int, what: str):
-        """The arrays of ``target`` (a subtree of the stored state, shapes checked first) placed like it.
-
-        The one restore path of both train() and load(): the checkpoint's config and meta must read,
-        and the arrays must match the hashes saved with them, or the checkpoint counts as damaged."""
+        """The arrays of ``target`` (a subtree of the stored state) placed like it: the one restore path of
+        train() and load(). Config and meta must read and the arrays match their hashes, or it is damaged."""
         meta = self.restore_config(step)[2]
         self._check_shapes(target, step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -318,19 +267,16 @@ class Checkpointer:
         return step, ml_collections.ConfigDict(restored.config), dict(restored.meta)
 
     def restore_generator(self, params, batch_stats, ema: bool, step: int) -> dict:
-        """G's {'params', 'batch_stats'} (the EMA parameters with ``ema``), placed like ``params`` (e.g. on
-        this machine's CPU whatever devices the run was trained on). Every array of the checkpoint is read
-        and checked, as :meth:`restore` checks them, so a reader and a resumed run agree on which
-        checkpoint is good; the shapes come from the checkpoint itself, G's are checked against ``params``."""
-        self._check_shapes(generator_target(params, batch_stats, ema), step)
+        """G's {'params', 'batch_stats'} (EMA parameters with ``ema``) placed like ``params``, every array
+        checked as :meth:`restore` does: a reader and a resumed run agree on which checkpoint is good."""
+        g = {"params": params, "batch_stats": batch_stats}
+        self._check_shapes({"g_ema": params, "g": {"batch_stats": batch_stats}} if ema else {"g": g}, step)
         sharding = jax.tree.leaves(params)[0].sharding
         stored = self.manager.item_metadata(step)["state"]
         everything = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored)
         restored = self._restore_tree(everything, step, " the generator")
-        return {
-            "params": restored["g_ema"] if ema else restored["g"]["params"],
-            "batch_stats": restored["g"]["batch_stats"],
-        }
+        params = restored["g_ema"] if ema else restored["g"]["params"]
+        return {"params": params, "batch_stats": restored["g"]["batch_stats"]}
 
     def close(self) -> None:
         self.manager.close()

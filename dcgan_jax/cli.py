@@ -1,12 +1,6 @@
-"""The one convention of the four commands (``launch.py`` and ``python -m dcgan_jax.{analysis,evaluation,sweep}``).
-
-Each defines its absl flags in its own ``__main__`` module and runs its ``main``
-through :func:`run`: a user's mistake (a bad flag, data, checkpoint or a run that
-diverged) ends as one ``error: ...`` line on stderr and exit status 2, never a
-traceback; a run stopped by a signal exits with 128 + the signal's number (143
-for SIGTERM, 130 for Ctrl-C), as a shell reports it; library INFO chatter stays
-off the console.
-"""
+"""The one convention of the commands (``launch.py``, ``python -m dcgan_jax.{analysis,classifier,
+evaluation,sweep}``), each running its ``main`` through :func:`run`: a user's mistake is one
+``error: ...`` line and exit 2, never a traceback; a signal exits 128 + its number, as shells report."""
 
 from __future__ import annotations
 

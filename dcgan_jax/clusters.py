@@ -1,17 +1,7 @@
-"""Clusters of the training images, found without their labels: the classes of a self-conditioned GAN.
-
-An unconditional generator maps one connected latent space onto classes that lie apart, so between
-them it draws hybrids: a bag fused with a top, a boot melting into a blob (Khayatkhoei et al. 2018,
-"Disconnected manifold learning"; Tanielian et al. 2020). Conditioning G and D on clusters of the
-data gives each mode its own input, as self-conditioned GANs do (Liu et al. 2020, who cluster D's
-features; here the pixels, once, before training: no labels and no trained network are read, so
-the model stays unsupervised). ``dataset.labels=clusters`` makes these the labels of
-``model.num_classes`` classes.
-
-The clusters are kept equal in size (each Lloyd iteration assigns the images under a capacity of
-N / K per cluster), so that the uniform draw of fake labels in training and sampling matches the
-share of each cluster in the data.
-"""
+"""Clusters of the training images' pixels, found without labels: the classes of a self-conditioned
+GAN (``dataset.labels=clusters``; Liu et al. 2020 cluster D's features). A connected latent space
+mapped onto separate modes draws hybrids between them (Khayatkhoei et al. 2018); a cluster per mode
+avoids them. Clusters are equal in size, matching the uniform draw of fake labels (docs/model.md)."""
 
 from __future__ import annotations
 
@@ -30,10 +20,8 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
 
 
 def balance(sq_distances: np.ndarray) -> np.ndarray:
-    """Each row's cluster, every cluster getting N // K or N // K + 1 rows: in rounds, each row not yet
-    placed asks for its nearest cluster with room, and a cluster takes the nearest of those asking
-    while it has room. At most K rounds; near-identical rows are split too (a soft balancing, such
-    as Sinkhorn's, assigns them all to the same cluster)."""
+    """Each row's cluster, every cluster getting N // K or N // K + 1 rows: in rounds, each unplaced row
+    asks for its nearest cluster with room, which takes the nearest askers while it has room."""
     n, k = sq_distances.shape
     room = np.full(k, n // k)
     room[: n % k] += 1

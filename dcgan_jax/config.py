@@ -1,10 +1,5 @@
-"""Run configuration: the defaults every experiment starts from, and their validation.
-
-Experiments (``experiments/NAME.py``) return a full ``ml_collections.ConfigDict``
-built on :func:`default_config`; ``launch.py`` lets any field be overridden by a
-``--config.FIELD=VALUE`` flag. :func:`validate` turns impossible values into a
-:class:`ConfigError` that names the flag, before any work starts.
-"""
+"""Run configuration: the defaults every experiment (``experiments/NAME.py``) starts from, and their
+validation: an impossible value is a :class:`ConfigError` naming its ``--config.FIELD`` flag."""
 
 from __future__ import annotations
 
@@ -33,9 +28,8 @@ EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (d
 
 
 class RunError(Exception):
-    """The base of the errors a command reports as one ``error:`` line (exit 2) rather than a
-    traceback: a bad flag, dataset or checkpoint, a locked workdir, a run that diverged. Each names
-    what to fix; the modules that raise them subclass this one."""
+    """The base of the errors a command reports as one ``error:`` line (exit 2), not a traceback: a
+    bad flag, dataset or checkpoint, a locked workdir, a run that diverged. Each names what to fix."""
 
 
 class ConfigError(RunError, ValueError):
@@ -43,7 +37,7 @@ class ConfigError(RunError, ValueError):
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every field a run reads, with the DCGAN paper's defaults."""
+    """Every field a run reads, with the DCGAN paper's defaults (each described in docs/configuration.md)."""
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.dataset = _dataset_defaults()
@@ -58,18 +52,11 @@ def default_config() -> ml_collections.ConfigDict:
 def _dataset_defaults() -> ml_collections.ConfigDict:
     dataset = ml_collections.ConfigDict()
     dataset.name = "fashion_mnist"
-    # A folder with the four IDX .gz files. Empty: $DCGAN_JAX_DATA_DIR/<name>
-    # when that variable is set, otherwise TFDS (which downloads).
-    dataset.data_dir = ""
+    dataset.data_dir = ""  # The four IDX .gz files; "": $DCGAN_JAX_DATA_DIR/<name> if set, else TFDS.
     dataset.split = "train"
     dataset.num_synthetic = 2048  # Images in the in-memory synthetic set.
-    # celeb_a and image_folder: centre-cropped and resized to this many pixels a side (0: celeb_a 64,
-    # image_folder the smallest image's shorter side). cifar10 and the MNISTs keep their own size.
-    dataset.image_size = 0
-    # A conditional model's labels (model.num_classes > 0): the dataset's classes, or "clusters":
-    # balanced k-means clusters of the training images' pixels, found without labels (a self-conditioned
-    # GAN, dcgan_jax/clusters.py). An unconditional model reads no labels either way.
-    dataset.labels = "dataset"
+    dataset.image_size = 0  # celeb_a, image_folder: resized to this a side (0: 64); others keep theirs.
+    dataset.labels = "dataset"  # A conditional model's labels: the dataset's, or "clusters" of the pixels.
     return dataset
 
 
@@ -87,14 +74,9 @@ def _model_defaults() -> ml_collections.ConfigDict:
     model.d_batch_norm = True  # BatchNorm on D's layers after the first.
     model.d_dropout = 0.0  # Dropout after each of D's convolutions.
     model.spectral_norm = False  # On D's layers (Miyato et al. 2018).
-    # D sees, before its last layer, the standard deviation over groups of 4 images of its features
-    # (Karras et al. 2018): a batch of near-identical fakes is then easy to tell from real ones.
-    model.minibatch_std = False
-    # > 0: conditional, on the labels of dataset.labels: a label embedding into G and a projection D.
-    model.num_classes = 0
-    # G's convolutions: "auto" (Fourier on small maps on the CPU, in float32), "direct" or "fourier";
-    # the same mathematics and parameters either way (dcgan_jax/convolutions.py).
-    model.conv_algorithm = "auto"
+    model.minibatch_std = False  # D sees its features' spread over groups of 4 images (Karras et al. 2018).
+    model.num_classes = 0  # > 0: conditional on dataset.labels (label embedding into G, projection D).
+    model.conv_algorithm = "auto"  # G's convolutions: auto, direct or fourier (dcgan_jax/convolutions.py).
     return model
 
 
@@ -114,9 +96,7 @@ def _loss_defaults() -> ml_collections.ConfigDict:
     loss.name = "bce"  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
     loss.generator = "non_saturating"  # For bce: or "minimax".
     loss.gp_weight = 10.0  # wgan_gp's gradient penalty weight (Gulrajani et al.).
-    # bce only: D's target for real images is 1 - label_smoothing (one-sided, Salimans et al. 2016;
-    # theirs 0.1). 0 = off.
-    loss.label_smoothing = 0.0
+    loss.label_smoothing = 0.0  # bce: D's target for real images 1 - this (Salimans et al. 2016: 0.1).
     loss.r1_gamma = 0.0  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
     loss.r1_every = 1  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
     return loss
@@ -124,13 +104,10 @@ def _loss_defaults() -> ml_collections.ConfigDict:
 
 def _eval_defaults() -> ml_collections.ConfigDict:
     eval = ml_collections.ConfigDict()
-    # FID, KID, precision/recall, IS and class coverage on classifier features (fashion_mnist and
-    # mnist), logged with the other metrics; the best checkpoint by FID is kept in best_checkpoint/.
-    eval.every = 2000  # 0 = off.
+    eval.every = 2000  # FID and more on classifier features; the best checkpoint kept. 0 = off.
     eval.num_samples = 10_000
     eval.split = "test"  # The real images the samples are compared with.
-    # Also the Inception FID of the same samples (Inception-v3 pool3, the FID of published tables):
-    # cheap on a GPU, minutes per evaluation on a CPU (docs/evaluation.md), so off.
+    # Also the Inception FID (of published tables): cheap on a GPU, minutes on a CPU (docs/evaluation.md).
     eval.inception_fid = False
     return eval
 
@@ -140,45 +117,23 @@ def _train_defaults() -> ml_collections.ConfigDict:
     train.batch_size = 64  # Global: split across all devices.
     train.num_steps = 10_000  # Generator updates.
     train.d_steps = 0  # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
-    # G trains on the fake batch of D's (last) update, as the PyTorch DCGAN example does: one
-    # generator forward pass per step instead of two. Off: G gets a fresh batch (the paper's way).
-    train.reuse_fake = False
-    # Exponential moving average of G's parameters (Yazici et al. 2019); samples, grids and the
-    # evaluation use it when on. 0 = off; 0.999 is typical. Warmed up: min(decay, (1+step)/(10+step)).
-    train.ema_decay = 0.0
-    # Before sampling (grids, evaluations, load), G's BatchNorm statistics measured anew for the weights
-    # that sample, the EMA's when kept (PreciseBN, Wu & Johnson 2021); off: the raw G's running averages.
-    train.recompute_bn = False
-    # DiffAugment (Zhao et al. 2020): transformations of every image D sees, real and fake, in both
-    # updates: color, translation, cutout (dcgan_jax/augment.py), joined by "," or "+" (a sweep's
-    # values are comma-separated: --sweep="train.diffaugment=translation+cutout,color"). "" = off.
-    train.diffaugment = ""
-    # Top-k generator updates (Sinha et al. 2020): G learns only from the fakes D rates most real, a
-    # share of each batch that starts at 1 and is multiplied by top_k_decay per epoch (their 0.99),
-    # down to top_k_min. 0 = off (every fake counts).
-    train.top_k_decay = 0.0
+    train.reuse_fake = False  # G trains on D's fake batch (one G pass a step fewer), as PyTorch's example.
+    train.ema_decay = 0.0  # EMA of G's weights for sampling (Yazici et al. 2019), warmed up; 0 = off.
+    train.recompute_bn = False  # G's BatchNorm statistics measured anew for the weights that sample.
+    train.diffaugment = ""  # DiffAugment: color, translation, cutout, joined by "," or "+"; "" = off.
+    train.top_k_decay = 0.0  # Top-k G updates (Sinha et al. 2020): share kept times this per epoch; 0 = off.
     train.top_k_min = 0.5
-    # bfloat16: activations and matmuls in bfloat16, parameters and optimizer state in float32.
-    train.compute_dtype = "float32"
-    # Steps per call into the device (a lax.scan; logs, samples, checkpoints and evaluations still at
-    # their exact steps). 0 = automatic: 10 on accelerators, 1 on the CPU (XLA's CPU loops are slower).
-    train.steps_per_dispatch = 0
+    train.compute_dtype = "float32"  # bfloat16: activations and matmuls; parameters stay float32.
+    train.steps_per_dispatch = 0  # Steps per call into the device; 0: 10 on accelerators, 1 on the CPU.
     train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
     train.log_every = 100
     train.sample_every = 500
     train.checkpoint_every = 1000
     train.keep_checkpoints = 3
     train.num_samples = 64  # Images in each sample grid (fixed latents).
-    # The log lines of the sample-grid steps (train.sample_every) report the diversity of the grid's
-    # samples (mean pairwise pixel distance over that of as many training images) and warn below this
-    # share: a mode-collapsed G reads near 0. 0 = no alarm. Not before collapse_warmup steps: a fresh
-    # G gives near-identical blobs.
-    train.collapse_threshold = 0.2
+    train.collapse_threshold = 0.2  # Warn when the grid's diversity falls below this; 0 = no alarm.
     train.collapse_warmup = 500
-    # Non-finite losses or parameters: "stop" (the newest checkpoint stays the last good one), or
-    # "restore" it and go on with both learning rates times divergence_lr_factor, at most
-    # max_divergence_restores times per run.
-    train.on_divergence = "stop"
+    train.on_divergence = "stop"  # On NaN/inf: stop, or restore the last good checkpoint with lower rates.
     train.divergence_lr_factor = 0.5
     train.max_divergence_restores = 3
     return train
@@ -206,12 +161,6 @@ def with_defaults(stored: dict | ml_collections.ConfigDict) -> ml_collections.Co
     """A stored config (a checkpoint's) with the fields added since it was written at their defaults."""
     config = default_config()
     config.update(ml_collections.ConfigDict(dict(stored)))
-    return config
-
-
-def _get(config, field: str):
-    for part in field.split("."):
-        config = config[part]
     return config
 
 
@@ -243,16 +192,10 @@ _NON_NEGATIVE = {
     "train.max_seconds": " (0 = no limit)",
 }
 _UNIT_INTERVAL = {  # [0, 1)
-    "train.ema_decay": " (0 = off)",
-    "optimizer.g_learning_rate": " (0 = optimizer.learning_rate)",
-    "optimizer.d_learning_rate": " (0 = optimizer.learning_rate)",
-    "model.d_dropout": "",
-    "optimizer.beta1": "",
-    "optimizer.beta2": "",
-    "model.bn_momentum": "",
+    **dict.fromkeys("train.ema_decay train.top_k_decay loss.label_smoothing".split(), " (0 = off)"),
+    **dict.fromkeys(("optimizer.g_learning_rate", "optimizer.d_learning_rate"), " (0 = optimizer.learning_rate)"),
+    **dict.fromkeys("model.d_dropout optimizer.beta1 optimizer.beta2 model.bn_momentum".split(), ""),
     "train.collapse_threshold": " (0 = no alarm)",
-    "train.top_k_decay": " (0 = off)",
-    "loss.label_smoothing": " (0 = off)",
 }
 
 
@@ -264,40 +207,37 @@ _AT_MOST = {  # Far beyond any published setting: a typo, whose run would only d
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first impossible value, naming its flag."""
-    for field, value in flatten(config).items():
+    flat = flatten(config)
+    for field, value in flat.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--config.{field}={value}: must be a finite number")
     for field, (limit, usual) in _AT_MOST.items():
-        if (value := _get(config, field)) > limit:
+        if (value := flat[field]) > limit:
             raise ConfigError(f"--config.{field}={value:g}: at most {limit:g} ({usual})")
     for field, choices in _CHOICES.items():
-        if (value := _get(config, field)) not in choices:
+        if (value := flat[field]) not in choices:
             raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")
     for field in _POSITIVE:
-        if not (value := _get(config, field)) > 0:
+        if not (value := flat[field]) > 0:
             raise ConfigError(f"--config.{field}={value}: must be > 0")
     for field, note in _NON_NEGATIVE.items():
-        if (value := _get(config, field)) < 0:
+        if (value := flat[field]) < 0:
             raise ConfigError(f"--config.{field}={value}: must be >= 0{note}")
     for field, note in _UNIT_INTERVAL.items():
-        if not 0.0 <= (value := _get(config, field)) < 1.0:
+        if not 0.0 <= (value := flat[field]) < 1.0:
             raise ConfigError(f"--config.{field}={value}: must be in [0, 1){note}")
     _check_combinations(config)
 
 
-def _check_augmentations(policy: str) -> None:
+def _check_combinations(config: ml_collections.ConfigDict) -> None:
+    """The rules that involve more than one field, or more than a range."""
+    policy = config.train.diffaugment
     for name in (p.strip() for p in re.split(r"[,+]", policy) if p.strip()):
         if name not in AUGMENTATIONS:
-            close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
-            hint = f" Did you mean {close[0]}?" if close else ""
+            hint = "".join(f" Did you mean {c}?" for c in difflib.get_close_matches(name, AUGMENTATIONS, n=1))
             raise ConfigError(
                 f"--config.train.diffaugment={policy!r}: {name!r} is not one of {', '.join(AUGMENTATIONS)}.{hint}"
             )
-
-
-def _check_combinations(config: ml_collections.ConfigDict) -> None:
-    """The rules that involve more than one field, or more than a range."""
-    _check_augmentations(config.train.diffaugment)
     if config.loss.name == "wgan_gp" and config.model.d_batch_norm:
         raise ConfigError(
             "--config.loss.name=wgan_gp: the gradient penalty is per image, and BatchNorm in D mixes the "
@@ -312,7 +252,7 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         )
     if config.eval.every and config.eval.num_samples < 1000:
         raise ConfigError(f"--config.eval.num_samples={config.eval.num_samples}: at least 1000 for a stable FID")
-    if not math.isfinite(config.optimizer.learning_rate) or config.optimizer.learning_rate >= 1.0:
+    if config.optimizer.learning_rate >= 1.0:  # (Every float is finite by now.)
         raise ConfigError(
             f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
             "must be finite and below 1 (Adam's usual range is 1e-5 to 1e-3)"
@@ -350,6 +290,7 @@ def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> 
 
 
 def unknown_field_message(field: str, known) -> str:
+    """One line naming the unknown ``field``, the closest known ones and all of them."""
     close = difflib.get_close_matches(field, sorted(known), n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return f"{field}: no such config field.{hint} Known fields: {', '.join(sorted(known))}"

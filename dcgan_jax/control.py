@@ -1,16 +1,6 @@
-"""How a run is held, stopped and judged, apart from what it computes.
-
-- One run per workdir: a lock file naming the process that holds it. Two runs
-  writing one workdir would interleave checkpoints and metrics. A lock left by a
-  killed run is stale when its process no longer exists on this host, and is
-  then taken over.
-- Stop requests: SIGTERM and SIGINT become a request the loop honours at the end
-  of a step, and every process of a multi-process run agrees on the step.
-- The time budget (``train.max_seconds``).
-- The divergence policy (``train.on_divergence``): stop, or go back to the last
-  good checkpoint with lower learning rates.
-- ``status.json``: where a run stopped and why, what a sweep reads.
-"""
+"""How a run is held, stopped and judged: the workdir lock (a stale one, whose process is gone, is
+taken over), stop signals agreed on by every process, the time budget, the divergence policy and
+``status.json`` (where a run stopped and why, what a sweep reads)."""
 
 from __future__ import annotations
 
@@ -49,17 +39,16 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # Exists, owned by someone else.
-        return True
+        pass
     return True
 
 
 def _try_create(path: Path, owner: dict) -> bool:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with open(path, "x") as f:
+            json.dump(owner, f)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(owner, f)
     return True
 
 
@@ -111,26 +100,21 @@ def hold(workdir: str | Path) -> Iterator[Path]:
 
 
 class Interrupted(Exception):
-    """The run was stopped by a signal: before training started (nothing to save), or after the final
-    checkpoint of the step it reached. Commands exit with ``128 + signum``, as shells report a process
-    a signal ended, so a scheduler never takes a pre-empted run for a finished one; a rerun resumes."""
+    """The run was stopped by a signal, after its final checkpoint (or before training: nothing to save).
+    Commands exit ``128 + signum``, so a scheduler never takes a pre-empted run for a finished one."""
 
     def __init__(self, signal_name: str, signum: int, message: str):
         super().__init__(message)
         self.signal_name, self.exit_status = signal_name, 128 + signum
 
 
-# SIGTERM (schedulers, kill), SIGINT (Ctrl-C) and SIGHUP (the ssh session or terminal closing):
-# each a request to stop with a final checkpoint.
+# Schedulers and kill, Ctrl-C, a closed terminal or ssh session: each a request to stop with a checkpoint.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class StopRequests:
-    """The :data:`STOP_SIGNALS`, recorded in :attr:`received`. The handler
-    only records: an exception raised from it could land inside a library that swallows exceptions
-    (``logging`` does) and be lost. A run still setting up calls :meth:`check` between its phases,
-    which unwinds it (releasing its lock); once training, the loop honours the request at the end of
-    a step, with a final checkpoint."""
+    """The :data:`STOP_SIGNALS` received; the handler only records (a library could swallow an exception
+    raised from it). Set-up calls :meth:`check` between phases; the loop stops at the end of a step."""
 
     def __init__(self):
         self.received: list[str] = []
@@ -142,7 +126,6 @@ class StopRequests:
             logging.warning("%s received: stopping with a final checkpoint.", self.received[-1])
 
     def check(self) -> None:
-        """Interrupted if a signal came during set-up (logged once, here)."""
         if self.received and not self.training:
             name = self.received[0]
             message = f"{name} received before training started; nothing was trained or saved"
@@ -150,15 +133,14 @@ class StopRequests:
             raise Interrupted(name, signal.Signals[name].value, message)
 
     def start_training(self) -> None:
-        """From here a signal stops the run at the end of a step (one received just before, too)."""
         self.check()
         self.training = True
 
 
 @contextlib.contextmanager
 def stop_requests() -> Iterator[StopRequests]:
-    """:class:`StopRequests` installed for the :data:`STOP_SIGNALS` for the duration (not off the main
-    thread, where Python cannot install handlers: there signals keep their default)."""
+    """:class:`StopRequests` handling the :data:`STOP_SIGNALS` for the duration (off the main thread,
+    where Python installs no handler, signals keep their default)."""
     requests = StopRequests()
     if threading.current_thread() is not threading.main_thread():
         yield requests
@@ -220,8 +202,8 @@ class Divergence:
 
 
 def divergence_advice(config, divergence: Divergence) -> str:
-    """What to change: the field most likely at fault (a penalty that went non-finite, or a penalty
-    weight far above its usual range, else the learning rate), and a policy not already in force."""
+    """The field most likely at fault (a non-finite penalty, a weight far above its usual range, else
+    the learning rate), and a policy not already in force."""
     loss, train = config.loss, config.train
     if any(p.startswith("r1_penalty") for p in divergence.problems) or loss.r1_gamma > 100:
         field = f"--config.loss.r1_gamma (now {loss.r1_gamma:g}; 0.1 to 100 is usual)"
@@ -237,24 +219,20 @@ def divergence_advice(config, divergence: Divergence) -> str:
 
 
 def check_restore_allowed(config, divergence: Divergence, restores_done: int, kept: str) -> None:
-    """The policy of ``train.on_divergence``: TrainingDiverged unless it says restore and restores
-    are left. ``kept`` says which checkpoint is the last good state."""
+    """TrainingDiverged unless ``train.on_divergence`` says restore and restores are left; ``kept``
+    names the last good checkpoint."""
     train = config.train
     if train.on_divergence == "restore" and restores_done < train.max_divergence_restores:
         return
-    why = (
-        ""
-        if train.on_divergence == "stop"
-        else (f" after {restores_done} restores (train.max_divergence_restores={train.max_divergence_restores})")
-    )
+    why = f" after {restores_done} restores (train.max_divergence_restores={train.max_divergence_restores})"
+    why = why if train.on_divergence == "restore" else ""
     raise TrainingDiverged(
         f"training diverged at {divergence}{why}. {kept} {divergence_advice(config, divergence)}", divergence.step
     )
 
 
 def lowered_rates(train_config, divergence: Divergence, stored: tuple[float, float]) -> tuple[float, float]:
-    """G's and D's learning rates to go on with from the last good checkpoint: lower than both its
-    rates and those that diverged (a checkpoint may predate an earlier restore of this run)."""
+    """G's and D's rates to go on with: below both the checkpoint's and those that diverged."""
     factor = train_config.divergence_lr_factor
     return tuple(min(s, d) * factor for s, d in zip(stored, divergence.learning_rates, strict=True))
 
@@ -268,10 +246,9 @@ def read_status(workdir: str | Path) -> dict:
 
 
 def write_status(workdir: Path, num_steps: int, step: int, ended: str, seconds: float, detail: str = "") -> None:
-    """``status.json``: where the run stopped and how it ended (``finished``, ``time_limit``, ``signal``
-    or ``diverged``, with ``detail``), and its wall time over all its sessions: what a sweep reads to
-    skip runs and to tabulate. Only a run stopped by a signal is unfinished: rerunning a time-limited
-    or diverged one would only spend another budget or diverge again."""
+    """``status.json``: the step, how the run ended (``finished``, ``time_limit``, ``signal``,
+    ``diverged``) and its wall time over all sessions. Only a signal leaves it unfinished (a sweep
+    reruns it): a time-limited or diverged run would only spend its budget or diverge again."""
     status = {
         "step": step,
         "num_steps": num_steps,
@@ -294,11 +271,8 @@ def initialize_distributed(
     process_id: int | None = None,
     timeout_s: int = 300,
 ) -> bool:
-    """Joins a multi-process run when flags ask for one or SLURM started several tasks.
-
-    Returns whether it did. Must run before any other JAX call. A coordinator that
-    cannot be reached within ``timeout_s`` seconds is an error, not a hang.
-    """
+    """Joins a multi-process run when flags ask for one or SLURM started several tasks (before any
+    other JAX call); returns whether it did. An unreachable coordinator is an error, not a hang."""
     explicit = coordinator_address is not None or num_processes is not None or process_id is not None
     if not explicit and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
         return False

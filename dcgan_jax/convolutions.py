@@ -1,24 +1,13 @@
-"""Fast, exact rewrites of the generator's convolutions; parameters as ``nn.Conv``/``nn.ConvTranspose``.
+"""Fast, exact rewrites of the generator's convolutions, parameters as ``nn.Conv``/``nn.ConvTranspose``
+(each the same linear map as the plain layer, outputs and gradients: tests/test_convolutions.py).
 
-Two rewrites, each the same linear map as the plain layer (tested against it,
-outputs and gradients, in tests/test_convolutions.py):
+- Sub-pixel upsampling: a stride-2 transposed convolution as four stride-1 "phase" convolutions and
+  depth-to-space (XLA's CPU gradient of the dilated convolution is far slower, jax#23783).
+- Fourier convolution: on a DCGAN's small maps a stride-1 convolution is a product per frequency,
+  the transforms small dense DFT matrices: all matrix products (benchmarks/RESULTS.md).
 
-- Sub-pixel upsampling: a stride-2 transposed convolution is four stride-1
-  "phase" convolutions followed by depth-to-space. XLA's CPU kernel gradient of
-  the dilated convolution behind ``ConvTranspose`` is an order of magnitude
-  slower than that of a plain one (jax#23783).
-- Fourier convolution: on the small maps of a DCGAN (7x7 at Fashion-MNIST's
-  base), a stride-1 convolution is a product per frequency. The transforms are
-  small dense DFT matrices, so the whole layer, forward and backward, is matrix
-  products: for the reference's 5x5 256->128 layer at 7x7, 45 frequencies x 4
-  real products instead of 49 pixels x 25 taps (timings: benchmarks/RESULTS.md).
-  Float32 round-off differs from the direct sum at the 1e-6 level.
-
-``algorithm``: ``"direct"`` (XLA's convolution), ``"fourier"``, or ``"auto"``:
-Fourier where it needs at most half the multiply-adds of the direct sum, on the
-CPU in float32 (GPU convolution libraries already use Winograd/FFT kernels,
-and bfloat16 has too little precision for the transforms).
-"""
+``algorithm``: ``"direct"`` (XLA's), ``"fourier"``, or ``"auto"``: Fourier where it needs at most half
+the direct sum's multiply-adds, on the CPU in float32 (GPU libraries have their own fast kernels)."""
 
 from __future__ import annotations
 
@@ -39,21 +28,12 @@ ALGORITHMS = ("auto", "direct", "fourier")  # config.CONV_ALGORITHMS, which conf
 Padding = tuple[int, int]
 
 
-# ---------------------------------------------------------------- Fourier convolution
-
-
 @functools.cache
 def _fourier_matrices(size: int, kernel_size: int, padding: Padding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Real DFT matrices of a stride-1 cross-correlation of a ``size`` x ``size`` map:
-    (input transform (2F, size^2), kernel transform (2F, k^2), inverse (out^2, 2F)),
-    rows/columns ordered (frequency, real|imaginary).
-
-    The circular period ``n = size + max(padding)`` is the smallest for which the
-    wrapped-around terms fall on zero padding, so the circular correlation equals
-    the padded linear one on every output pixel. Frequencies are the half-plane
-    ``(u in [0, n), v in [0, n // 2])`` of a real signal; the inverse counts the
-    other half through the multiplicity of each column.
-    """
+    """Real DFT matrices of a stride-1 cross-correlation of a ``size`` x ``size`` map: (input transform
+    (2F, size^2), kernel transform (2F, k^2), inverse (out^2, 2F)), ordered (frequency, re|im). The
+    period ``n = size + max(padding)`` makes the wrapped terms fall on zero padding; frequencies are
+    a real signal's half-plane, the inverse counting the other half by each column's multiplicity."""
     low, high = padding
     out = size + low + high - kernel_size + 1
     n = size + max(low, high, 0)
@@ -143,17 +123,10 @@ def conv(x: jax.Array, kernel: jax.Array, padding: Padding, algorithm: str = "au
     return _xla_conv(x, kernel, 1, (padding, padding))
 
 
-# ---------------------------------------------------------------- Sub-pixel upsampling
-
-
 def _phase_taps(kernel_size: int) -> tuple[int, int, list[list[tuple[int, int]]]]:
-    """For a stride-2 'SAME' transposed convolution along one axis: the input offsets
-    (lo, hi) the phase convolutions span, and for each output phase the pairs
-    (kernel tap, offset index) that contribute.
-
-    Output ``y[2i + a] = sum_t x[i + (a + t - pad) / 2] * w[t]`` over taps t with
-    ``a + t - pad`` even, where ``pad`` is lax.conv_transpose's leading padding.
-    """
+    """A stride-2 'SAME' transposed convolution along one axis, ``y[2i + a] = sum_t x[i + (a + t - pad)
+    / 2] w[t]`` over taps with ``a + t - pad`` even (``pad``: lax.conv_transpose's leading padding): the
+    input offsets (lo, hi) the phases span, and for each phase its (kernel tap, offset index) pairs."""
     pad = kernel_size - 1 if 2 > kernel_size - 1 else math.ceil(kernel_size / 2)
     offsets = {a: [((a + t - pad) // 2, t) for t in range(kernel_size) if (a + t - pad) % 2 == 0] for a in (0, 1)}
     all_offsets = [d for pairs in offsets.values() for d, _ in pairs]
@@ -183,9 +156,6 @@ def upsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") -> j
     batch, height, width, channels = y.shape
     y = y.reshape(batch, height, width, 2, 2, channels // 4)
     return y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, channels // 4)
-
-
-# ---------------------------------------------------------------- Space-to-depth downsampling
 
 
 def _same_padding(size: int, kernel_size: int, stride: int) -> Padding:
@@ -220,9 +190,6 @@ def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") ->
     phases = jnp.einsum("aiy,bjx,yxco->ijabco", select, select, kernel).reshape(n, n, 4 * channels, features)
     x = x.reshape(batch, height // 2, 2, width // 2, 2, channels).transpose(0, 1, 3, 2, 4, 5).reshape(s2d_shape)
     return fourier_conv(x, phases.astype(x.dtype), (-lo, hi))
-
-
-# ---------------------------------------------------------------- Layers
 
 
 class _KernelLayer(nn.Module):

@@ -1,12 +1,6 @@
-"""Datasets held whole in memory as uint8 NHWC, and a batch order that is a pure
-function of (seed, batch index) so that a resumed run sees exactly the batches
-an uninterrupted run would have seen.
-
-Sources: a folder of the four standard IDX ``.gz`` files (offline), TFDS
-(imported lazily: TensorFlow is only needed to download and prepare; cifar10 and
-celeb_a come only this way), a researcher's folder of PNG/JPEG files
-(``image_folder``), or an in-memory synthetic set for tests.
-"""
+"""Datasets held whole in memory as uint8 NHWC, from a folder of the four IDX ``.gz`` files, TFDS
+(imported only to download and prepare), a folder of PNG/JPEG files or a synthetic set; and a batch
+order that is a pure function of (seed, batch index), so a resumed run sees the same batches."""
 
 from __future__ import annotations
 
@@ -63,12 +57,9 @@ def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
     if len(raw) < header_len:
         raise DataError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4:header_len])
-    expected = int(np.prod(shape))
-    if len(raw) - header_len != expected:
-        raise DataError(
-            f"{path}: header promises shape {shape} ({expected} bytes) but the file holds "
-            f"{len(raw) - header_len} bytes; the file is truncated or corrupt"
-        )
+    if len(raw) - header_len != (expected := int(np.prod(shape))):
+        held = f"the file holds {len(raw) - header_len} bytes; the file is truncated or corrupt"
+        raise DataError(f"{path}: header promises shape {shape} ({expected} bytes) but {held}")
     return np.frombuffer(raw, np.uint8, offset=header_len).reshape(shape)
 
 
@@ -93,18 +84,12 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
 def load_tfds(
     name: str, split: str, image_size: int = 0, data_dir: str | os.PathLike | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a TFDS dataset with ``tfds.data_source`` (downloading it first if needed) into
-    memory; celeb_a is cropped to its central face square and resized to ``image_size`` on the way,
-    and, having no class labels, gets label 0 everywhere."""
+    """A TFDS dataset in memory (downloaded first if needed); celeb_a cropped to its central face
+    square, resized to ``image_size``, every label 0."""
     import tensorflow_datasets as tfds
 
-    logging.info(
-        "No dataset.data_dir: reading %s/%s through TFDS, which downloads and prepares it on first use. "
-        "Offline this fails after some minutes of retries; use --config.dataset.data_dir=DIR or %s instead.",
-        name,
-        split,
-        DATA_DIR_ENV,
-    )
+    offline = f"Offline this fails after minutes of retries; use --config.dataset.data_dir=DIR or {DATA_DIR_ENV}."
+    logging.info("No dataset.data_dir: reading %s/%s through TFDS, which downloads it. %s", name, split, offline)
     try:
         source = tfds.data_source(name, split=split, data_dir=str(data_dir) if data_dir else None)
     except Exception as e:  # TFDS raises many types for "cannot download / prepare".
@@ -150,10 +135,9 @@ def _check_no_loose_images(folder: Path, paths: list[Path]) -> None:
 
 
 def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Every PNG/JPEG under ``folder`` (recursively), centre-cropped and resized, as uint8 NHWC with
-    one channel when all are grey, else RGB. Labels: the index of each file's top-level sub-folder
-    (sorted by name) when there are at least two, else 0. A few unreadable files are skipped with a
-    warning; more than a tenth of them, or no image at all, is a DataError."""
+    """Every PNG/JPEG under ``folder``, centre-cropped and resized, uint8 NHWC (grey if all are, else
+    RGB); labels: the top-level sub-folder's index when there are two or more, else 0. A few unreadable
+    files are skipped with a warning; over a tenth, or no image, is a DataError."""
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder).expanduser()
@@ -189,14 +173,11 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
             folder,
             unreadable[0][0],
         )
-    all_grey = all(grey for _, _, grey in pictures)
-    images = []
-    for _, pixels, grey in pictures:
-        if pixels.ndim == 2:
-            pixels = pixels[..., None]
-        if not all_grey and grey:
-            pixels = np.repeat(pixels, 3, axis=2)
-        images.append(crop_and_resize(pixels, size))
+    channels = 1 if all(grey for _, _, grey in pictures) else 3
+    images = [
+        crop_and_resize(np.broadcast_to(p.reshape(*p.shape[:2], -1), (*p.shape[:2], channels)), size)
+        for _, p, _ in pictures
+    ]
     top_level = [path.relative_to(folder).parts for path, _, _ in pictures]
     classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
     if len(classes) >= 2:
@@ -225,9 +206,7 @@ def resolve_data_dir(dataset_config) -> Path | None:
     if dataset_config.data_dir:
         return Path(dataset_config.data_dir).expanduser()
     root = os.environ.get(DATA_DIR_ENV)
-    if root:
-        return Path(root).expanduser() / dataset_config.name
-    return None
+    return Path(root).expanduser() / dataset_config.name if root else None
 
 
 def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -240,9 +219,9 @@ def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     if name not in IDX_DATASETS:  # data_dir, if any, is a TFDS data folder holding the prepared dataset.
         return load_tfds(name, dataset_config.split, image_size, dataset_config.data_dir or None)
     data_dir = resolve_data_dir(dataset_config)
-    if data_dir is None:
-        return load_tfds(name, dataset_config.split)
-    return load_idx_folder(data_dir, dataset_config.split)
+    return (
+        load_tfds(name, dataset_config.split) if data_dir is None else load_idx_folder(data_dir, dataset_config.split)
+    )
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
@@ -255,22 +234,16 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 class BatchOrder:
-    """Batch ``i`` of a run: epochs of a fresh permutation drawn from (seed, epoch).
-
-    Stateless, so resuming at any step needs nothing but the step. The last
-    partial batch of each epoch is dropped so that every batch has the same shape.
-    """
+    """Batch ``i`` of a run: epochs of a permutation drawn from (seed, epoch), so resuming needs only
+    the step; each epoch's last partial batch is dropped."""
 
     def __init__(self, images: np.ndarray, batch_size: int, seed: int, labels: np.ndarray | None = None):
         if len(images) < batch_size:
             raise DataError(f"the dataset has {len(images)} images, fewer than one batch of {batch_size}")
-        self.images = images
+        self.images, self.batch_size, self.seed = images, batch_size, seed
         self.labels = np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
-        self.batch_size = batch_size
-        self.seed = seed
         self.batches_per_epoch = len(images) // batch_size
-        self._epoch = -1
-        self._permutation = None
+        self._epoch, self._permutation = -1, None
 
     def indices(self, batch_index: int) -> np.ndarray:
         epoch, position = divmod(batch_index, self.batches_per_epoch)

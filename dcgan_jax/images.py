@@ -44,9 +44,7 @@ def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None, 
 
 def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def _pyplot():
@@ -65,7 +63,13 @@ def _plot_series(axis, rows: list[dict], key: str, label: str) -> None:
     axis.plot([r["step"] for r in kept], [r[key] for r in kept], label=label, marker="." if len(kept) < 30 else "")
 
 
-def _save(fig, out_path: str | Path) -> Path:
+def _save(fig, out_path: str | Path, axis=None, ylabel: str = "") -> Path:
+    """Writes ``fig``; with ``axis``, labelled (steps, ``ylabel``) and its legend drawn first."""
+    if axis is not None:
+        axis.set_xlabel("step")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -79,11 +83,8 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     rows = read_metrics(metrics_path)
     if not rows:
         return None
-    panels = [
-        ("losses", ("d_loss", "g_loss")),
-        ("discriminator accuracy", ("d_real_acc", "d_fake_acc")),
-        ("mean D output", ("d_real", "d_fake")),
-    ]
+    panels = [("losses", ("d_loss", "g_loss")), ("discriminator accuracy", ("d_real_acc", "d_fake_acc"))]
+    panels.append(("mean D output", ("d_real", "d_fake")))
     if any("eval/fid" in r for r in rows):
         panels.append(("FID (classifier features)", ("eval/fid",)))
     fig, axes = _pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
@@ -113,17 +114,12 @@ def plot_metric(run_dirs: list[Path], metric: str, out_path: Path) -> Path:
     fig, axis = _pyplot().subplots(figsize=(8, 4.5))
     for run_dir, rows in zip(run_dirs, rows_per_run, strict=True):
         _plot_series(axis, rows, metric, label=Path(run_dir).name)
-    axis.set_xlabel("step")
-    axis.set_ylabel(metric)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    return _save(fig, out_path)
+    return _save(fig, out_path, axis, metric)
 
 
 def _band_points(series: list[dict[int, float]]) -> tuple[list[float], np.ndarray]:
-    """(steps, values of shape (runs, steps)): the steps every run logged and, when the runs ended at
-    different steps (a time limit), their last values at the mean last step, so that an evaluation
-    made only at the end still gives a point."""
+    """(steps, values (runs, steps)): the steps every run logged and, when runs ended at different
+    steps (a time limit), their last values at the mean last step (a final evaluation's point)."""
     steps = sorted(set.intersection(*(set(s) for s in series)))
     values = [[s[step] for step in steps] for s in series]
     last_steps = [max(s) for s in series]
@@ -152,8 +148,4 @@ def plot_metric_bands(groups: dict[str, list[Path]], metric: str, out_path: Path
         axis.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
         if few:
             axis.errorbar(steps, mean, yerr=sd, fmt="none", ecolor=line.get_color(), capsize=3)
-    axis.set_xlabel("step")
-    axis.set_ylabel(f"{metric}, mean +- sd over seeds")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    return _save(fig, out_path)
+    return _save(fig, out_path, axis, f"{metric}, mean +- sd over seeds")

@@ -1,10 +1,6 @@
-"""The training loop, :func:`train_and_evaluate`, read top to bottom.
-
-Rerunning in the same workdir resumes from the newest checkpoint. Because the
-batch order and the step's random keys are functions of (seed, step), a resumed
-run continues exactly as an uninterrupted one would. What the step computes is
-in :mod:`dcgan_jax.step`; how the run is held and stopped in :mod:`dcgan_jax.control`.
-"""
+"""The training loop, :func:`train_and_evaluate`, read top to bottom. A rerun in the same workdir
+resumes exactly: batch order and random keys are functions of (seed, step). The step itself is
+:mod:`dcgan_jax.step`; holding and stopping a run, :mod:`dcgan_jax.control`."""
 
 from __future__ import annotations
 
@@ -38,10 +34,8 @@ from dcgan_jax.state import GanState
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> GanState:
-    """Trains (or resumes) the run of ``config`` in ``workdir``, evaluating, sampling and
-    checkpointing on the way; returns the final state. A run stopped by SIGTERM or SIGINT raises
-    :class:`~dcgan_jax.control.Interrupted` after its final checkpoint (before training started,
-    at once)."""
+    """Trains (or resumes) the run of ``config`` in ``workdir``; returns the final state. A stop signal
+    raises :class:`~dcgan_jax.control.Interrupted` after the final checkpoint."""
     started = time.monotonic()
     config_lib.validate(config)
     workdir = Path(workdir)
@@ -62,31 +56,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             _write_config(run.config, workdir, is_main)
             state, step, stop = _train(run, out, state, started, stops)
             out.finish()
+            seconds = time.monotonic() - started
             if is_main:
-                control.write_status(
-                    workdir, cfg.num_steps, step, stop.ended, time.monotonic() - started, stop.signal or ""
-                )
+                control.write_status(workdir, cfg.num_steps, step, stop.ended, seconds, stop.signal or "")
                 curves = images.plot_curves(out.writer.metrics_path, workdir / "curves.png")
                 logging.info(
-                    "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
-                    step,
-                    time.monotonic() - started,
-                    ckpt.directory,
-                    curves,
+                    "Done at step %d in %.0f s. Checkpoints: %s; curves: %s", step, seconds, ckpt.directory, curves
                 )
             if stop.signal:
+                resume_hint = "with a final checkpoint; rerun the same command to resume"
                 raise control.Interrupted(
-                    stop.signal,
-                    stop.signum,
-                    f"stopped by {stop.signal} at step {step} "
-                    "with a final checkpoint; rerun the same command to resume",
+                    stop.signal, stop.signum, f"stopped by {stop.signal} at step {step} {resume_hint}"
                 )
             return state
         except control.TrainingDiverged as e:
             if is_main:
-                control.write_status(
-                    workdir, cfg.num_steps, int(e.step), "diverged", time.monotonic() - started, str(e)
-                )
+                control.write_status(workdir, cfg.num_steps, e.step, "diverged", time.monotonic() - started, str(e))
             raise
         finally:
             out.close()
@@ -137,9 +122,7 @@ def _steps_to_next_event(config, step: int) -> int:
     """Steps in the next dispatch: at most ``train.steps_per_dispatch``, ending at the next log,
     sample, checkpoint or evaluation step or at ``train.num_steps``."""
     cfg = config.train
-    intervals = [cfg.log_every, cfg.sample_every, cfg.checkpoint_every] + (
-        [config.eval.every] * bool(config.eval.every)
-    )
+    intervals = [cfg.log_every, cfg.sample_every, cfg.checkpoint_every] + [config.eval.every] * bool(config.eval.every)
     return min([cfg.steps_per_dispatch, cfg.num_steps - step] + [k - step % k for k in intervals])
 
 
@@ -170,8 +153,8 @@ def _write_config(config: ml_collections.ConfigDict, workdir: Path, is_main: boo
 
 
 class _Interval:
-    """The metrics of the dispatches since the last log line, and the time they took (compilation and
-    evaluation excluded)."""
+    """The metrics of the dispatches since the last log line, and their time (compilation and evaluation
+    excluded)."""
 
     def __init__(self):
         self.pending: list[tuple[dict, int]] = []  # (stacked metrics of a dispatch, steps it ran)
@@ -239,9 +222,8 @@ class _Outputs:
     def log_interval(
         self, state: GanState, step: int, stacked: dict, rate: float, started: float, with_diversity: bool
     ) -> None:
-        """The log line and metrics row of the steps since the last one; ``with_diversity`` (at the
-        sample-grid steps) adds the grid's diversity and its collapse alarm. Only there: with
-        ``train.recompute_bn`` the grid's generator costs a BatchNorm pass of 2,048 latents."""
+        """The log line and metrics row of the steps since the last one; ``with_diversity`` (at sample
+        steps only: with ``train.recompute_bn`` it costs a BatchNorm pass) adds the collapse alarm."""
         cfg = self.run.config.train
         means = {name: float(np.mean(values)) for name, values in stacked.items()}
         means.update(steps_per_sec=rate, images_per_sec=rate * cfg.batch_size)
@@ -250,18 +232,14 @@ class _Outputs:
         seconds_left = cfg.max_seconds - (time.monotonic() - started) if cfg.max_seconds > 0 else None
         logging.info(writers.format_log_line(step, cfg.num_steps, means, seconds_left))
         if with_diversity and step >= cfg.collapse_warmup and means["diversity"] < cfg.collapse_threshold:
-            logging.warning(
-                "Step %d: the sample grid's diversity is %.3f of the real images' (train.collapse_threshold=%g): "
-                "G may have collapsed to a few images; look at the newest samples/step_*.png.",
-                step,
-                means["diversity"],
-                cfg.collapse_threshold,
-            )
+            why = f"the sample grid's diversity is {means['diversity']:.3f} of the real images'"
+            look = "G may have collapsed to a few images; look at the newest samples/step_*.png."
+            logging.warning("Step %d: %s (train.collapse_threshold=%g): %s", step, why, cfg.collapse_threshold, look)
         self.writer.write_scalars(step, means)
 
     def sampling_variables(self, state: GanState) -> dict:
-        """G's variables as it samples (the EMA's when kept; ``train.recompute_bn``: with statistics
-        measured for them, once per step), as ``dcgan_jax.load`` gives them."""
+        """G's variables as it samples (the EMA's when kept, BatchNorm statistics measured anew with
+        ``train.recompute_bn``, once per step), as ``dcgan_jax.load`` gives them."""
         step = int(state.step)
         if self._sampling_variables is None or self._sampling_variables[0] != step:
             variables = state.generator_variables()
@@ -270,32 +248,26 @@ class _Outputs:
             self._sampling_variables = step, variables
         return self._sampling_variables[1]
 
-    def grid_samples(self, state: GanState) -> np.ndarray:
-        """The images of the run's fixed grid latents (EMA generator when kept)."""
-        return sampling.sample_in_chunks(
-            self.sample, self.sampling_variables(state), self.grid_z, self.grid_labels, self.place
-        )
+    def samples(self, state: GanState, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        return sampling.sample_in_chunks(self.sample, self.sampling_variables(state), z, labels, self.place)
 
     def diversity(self, state: GanState) -> float:
         """The grid's :func:`~dcgan_jax.metrics.sample_diversity`: the run's cheap mode-collapse signal."""
-        return metrics.sample_diversity(self.grid_samples(state), self.real_spread)
+        return metrics.sample_diversity(self.samples(state, self.grid_z, self.grid_labels), self.real_spread)
 
     def save_grid(self, state: GanState, step: int) -> None:
-        """The grid of the run's fixed latents, with the EMA generator when kept (one row per class when
-        conditional); ``dcgan_jax.load(...).training_grid()`` makes the same picture."""
-        grid = self.grid_samples(state)
+        """The grid of the run's fixed latents, as ``dcgan_jax.load(...).training_grid()`` draws it."""
+        grid = self.samples(state, self.grid_z, self.grid_labels)
         if self.is_main:
             path = images.save_grid(grid, self.workdir / "samples" / f"step_{step:07d}.png", self.grid_columns)
             self.writer.write_image(step, "samples", images.make_grid(grid, columns=self.grid_columns))
             logging.info("Wrote %s", path)
 
     def evaluate(self, state: GanState, step: int) -> float:
-        """Scores the run's fixed evaluation draw (one draw, the same at every evaluation: cheap and
-        comparable across steps); a new lowest FID replaces best_checkpoint/. Returns the seconds spent."""
+        """Scores the run's fixed evaluation draw (the same at every evaluation: comparable across steps);
+        a new lowest FID replaces best_checkpoint/. Returns the seconds spent."""
         started = time.monotonic()
-        samples = sampling.sample_in_chunks(
-            self.sample, self.sampling_variables(state), self.eval_z, self.eval_labels, self.place
-        )
+        samples = self.samples(state, self.eval_z, self.eval_labels)
         asked = self.eval_labels if config_lib.conditioned_on_classes(self.run.config) else None  # Not clusters.
         scores = self.evaluator(samples, labels=asked)
         if self.inception is not None:

@@ -1,9 +1,5 @@
-"""GAN losses on discriminator logits, the gradient penalties, and the discriminator's health signals.
-
-``loss.name`` picks the game: ``bce`` (Goodfellow et al. 2014, the DCGAN paper's), ``hinge``
-(Lim & Ye 2017; Miyato et al. 2018), ``lsgan`` (Mao et al. 2017, a-b-c = 0-1-1) or ``wgan_gp``
-(Gulrajani et al. 2017: a critic's scores and a gradient penalty on interpolates).
-"""
+"""GAN losses on D's logits (``loss.name``: ``bce`` as in the DCGAN paper, ``hinge``, ``lsgan`` with
+a-b-c = 0-1-1, ``wgan_gp``), the gradient penalties and D's health signals."""
 
 from __future__ import annotations
 
@@ -24,9 +20,8 @@ def bce_with_logits(logits: jax.Array, label: float) -> jax.Array:
 def discriminator_loss(
     real_logits: jax.Array, fake_logits: jax.Array, name: str = "bce", real_label: float = 1.0
 ) -> jax.Array:
-    """D's loss, averaged over each batch (without any gradient penalty). ``real_label`` below 1 is
-    ``bce`` with one-sided label smoothing (Salimans et al. 2016): D is asked for that much
-    confidence on real images, never less on fakes, so it cannot grow extreme logits on the reals."""
+    """D's loss, averaged over each batch (without penalties); ``real_label`` below 1: ``bce`` with
+    one-sided label smoothing (Salimans et al. 2016)."""
     real_logits, fake_logits = real_logits.astype(jnp.float32), fake_logits.astype(jnp.float32)
     if name == "bce":  # -log D(x) - log(1 - D(G(z)))
         return bce_with_logits(real_logits, real_label) + bce_with_logits(fake_logits, 0.0)
@@ -42,13 +37,10 @@ def discriminator_loss(
 def generator_loss(
     fake_logits: jax.Array, name: str = "bce", bce_kind: str = "non_saturating", weights: jax.Array | None = None
 ) -> jax.Array:
-    """G's loss, averaged over the fakes (weighted by ``weights`` where given: see :func:`top_k_weights`).
-    For ``bce``, ``bce_kind`` ``non_saturating`` is -log D(G(z)) (strong early gradients, Goodfellow
-    et al.'s practical choice) and ``minimax`` is log(1 - D(G(z)))."""
+    """G's loss, averaged over the fakes (weighted by :func:`top_k_weights` where given); for ``bce``,
+    ``non_saturating`` -log D(G(z)) or ``minimax`` log(1 - D(G(z)))."""
     per_fake = generator_loss_per_fake(fake_logits.astype(jnp.float32), name, bce_kind)
-    if weights is None:
-        return jnp.mean(per_fake)
-    return jnp.sum(per_fake * weights) / jnp.sum(weights)
+    return jnp.mean(per_fake) if weights is None else jnp.sum(per_fake * weights) / jnp.sum(weights)
 
 
 def generator_loss_per_fake(fake_logits: jax.Array, name: str, bce_kind: str) -> jax.Array:
@@ -67,10 +59,8 @@ def generator_loss_per_fake(fake_logits: jax.Array, name: str, bce_kind: str) ->
 
 
 def top_k_weights(fake_logits: jax.Array, keep: jax.Array) -> jax.Array:
-    """1 for the ``ceil(keep * N)`` fakes D rates most real (highest logits), 0 for the rest: G's
-    top-k update (Sinha et al. 2020), in which the fakes D finds worst give no gradient, since
-    pulling them toward the data can push them further from their nearest mode. ``keep`` may be a
-    traced value (an annealed fraction); ties at the k-th logit are all kept."""
+    """1 for the ``ceil(keep * N)`` fakes D rates most real, 0 for the rest (Sinha et al. 2020: pulling
+    the worst fakes toward the data can push them from their mode); ties at the k-th are kept."""
     n = fake_logits.shape[0]
     k = jnp.clip(jnp.ceil(keep * n).astype(jnp.int32), 1, n)
     kth_highest = jnp.sort(fake_logits)[n - k]
@@ -78,9 +68,8 @@ def top_k_weights(fake_logits: jax.Array, keep: jax.Array) -> jax.Array:
 
 
 def input_gradients(critic: Callable[[jax.Array], jax.Array], images: jax.Array) -> jax.Array:
-    """d critic(x_i) / d x_i for each image, flattened to (N, H*W*C). ``critic`` maps a batch to one
-    score per image; with no cross-sample layers (no BatchNorm), the gradient of the sum is the
-    per-sample gradient."""
+    """d critic(x_i) / d x_i for each image, flattened to (N, H*W*C): with no cross-sample layers (no
+    BatchNorm), the gradient of the sum of the scores."""
     grads = jax.grad(lambda x: jnp.sum(critic(x).astype(jnp.float32)))(images)
     return grads.reshape(grads.shape[0], -1).astype(jnp.float32)
 
@@ -103,10 +92,8 @@ def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax
 
 
 def discriminator_metrics(real_logits: jax.Array, fake_logits: jax.Array) -> dict[str, jax.Array]:
-    """Accuracy on each side (near 50% at equilibrium, near 100% when D wins), the real-minus-fake
-    gap of the mean logits, and mean D outputs
-    (sigmoid of the logit; for the hinge, least-squares and Wasserstein losses read d_real and
-    d_fake as a squashed score, the accuracies as the sign test they are)."""
+    """Accuracy on each side (near 50% at equilibrium, 100% when D wins), the gap of the mean logits,
+    and mean sigmoid outputs (for the non-bce losses a squashed score, the accuracies a sign test)."""
     real_logits, fake_logits = real_logits.astype(jnp.float32), fake_logits.astype(jnp.float32)
     return {
         "d_real_acc": jnp.mean(real_logits > 0),

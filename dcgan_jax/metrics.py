@@ -1,9 +1,5 @@
-"""Sample-quality metrics on classifier features and class probabilities.
-
-Pure functions of arrays; :mod:`dcgan_jax.evaluation` supplies the features.
-Heavy parts (kernels, pairwise distances) run jitted in blocks of rows, so
-memory stays bounded at any number of samples.
-"""
+"""Sample-quality metrics: pure functions of features and class probabilities; pairwise parts run
+jitted in blocks of rows, so memory stays bounded at any number of samples (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -33,14 +29,10 @@ def mean_and_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @jax.jit
 def _mmd2_unbiased(x: jax.Array, y: jax.Array) -> jax.Array:
     """Unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3 of Binkowski et al. 2018."""
-    d = x.shape[1]
-    kxx = (x @ x.T / d + 1) ** 3
-    kyy = (y @ y.T / d + 1) ** 3
-    kxy = (x @ y.T / d + 1) ** 3
-    m = x.shape[0]
-    sum_xx = (jnp.sum(kxx) - jnp.trace(kxx)) / (m * (m - 1))
-    sum_yy = (jnp.sum(kyy) - jnp.trace(kyy)) / (m * (m - 1))
-    return sum_xx + sum_yy - 2 * jnp.mean(kxy)
+    (m, d), kernel = x.shape, lambda a, b: (a @ b.T / d + 1) ** 3
+    kxx, kyy = kernel(x, x), kernel(y, y)
+    within = (jnp.sum(kxx) - jnp.trace(kxx) + jnp.sum(kyy) - jnp.trace(kyy)) / (m * (m - 1))
+    return within - 2 * jnp.mean(kernel(x, y))
 
 
 def kernel_inception_distance(
@@ -49,15 +41,8 @@ def kernel_inception_distance(
     """(mean, std) of the unbiased MMD^2 over random subsets, as in Binkowski et al. 2018."""
     size = min(subset_size, len(real), len(fake))
     rng = np.random.default_rng(seed)
-    values = [
-        float(
-            _mmd2_unbiased(
-                jnp.asarray(real[rng.choice(len(real), size, replace=False)]),
-                jnp.asarray(fake[rng.choice(len(fake), size, replace=False)]),
-            )
-        )
-        for _ in range(num_subsets)
-    ]
+    subset = lambda x: jnp.asarray(x[rng.choice(len(x), size, replace=False)])  # noqa: E731
+    values = [float(_mmd2_unbiased(subset(real), subset(fake))) for _ in range(num_subsets)]
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -67,13 +52,8 @@ def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.sum(a * a, 1)[:, None] - 2 * a @ b.T + jnp.sum(b * b, 1)[None, :], 0.0)
 
 
-def kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
-    """Squared distance of each point to its k-th nearest other point."""
-    return neighbour_radii(features, (k,))[0]
-
-
 def neighbour_radii(features: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarray]:
-    """:func:`kth_neighbour_radii` for each of ``ks``, from one pass over the pairwise distances."""
+    """For each k of ``ks``, each point's squared distance to its k-th nearest other point (one pass)."""
     radii = [[] for _ in ks]
     all_points = jnp.asarray(features)
     for start in range(0, len(features), BLOCK):
@@ -98,13 +78,10 @@ def precision_recall(
     real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): the share of fakes on the real
-    manifold (fidelity) and of reals on the fake manifold (diversity), each manifold being the
-    union of balls reaching every point's k-th nearest neighbour. ``real_radii`` (from
-    :func:`kth_neighbour_radii`) saves recomputing the real side when scoring many sets."""
-    real_radii = kth_neighbour_radii(real, k) if real_radii is None else real_radii
-    precision = _fraction_inside(fake, real, real_radii)
-    recall = _fraction_inside(real, fake, kth_neighbour_radii(fake, k))
-    return precision, recall
+    manifold and of reals on the fake one, a manifold being the union of balls reaching each point's
+    k-th nearest neighbour. ``real_radii`` (:func:`neighbour_radii`) saves recomputing them."""
+    real_radii = neighbour_radii(real, (k,))[0] if real_radii is None else real_radii
+    return _fraction_inside(fake, real, real_radii), _fraction_inside(real, fake, neighbour_radii(fake, (k,))[0])
 
 
 @jax.jit
@@ -118,14 +95,9 @@ def _ball_counts(points: jax.Array, centres: jax.Array, radii: jax.Array) -> tup
 def density_coverage(
     real: np.ndarray, fake: np.ndarray, k: int = 5, real_radii: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """Density and coverage (Naeem et al. 2020), on the real side's balls only, which a few outlier
-    fakes cannot inflate as they do the fake manifold of recall. Density: the mean number of real
-    k-NN balls holding a fake, over k (about 1 for fakes distributed like the reals; above 1 when
-    they pile up where reals are dense). Coverage: the share of real balls holding at least one
-    fake (about 1 - 2^-k for a second draw of the real distribution, 0.97 at k=5; lower when modes
-    are missing). Strict inequalities, as the authors' code; ``real_radii`` from
-    :func:`kth_neighbour_radii` with the same ``k``."""
-    real_radii = kth_neighbour_radii(real, k) if real_radii is None else real_radii
+    """Density (real k-NN balls holding a fake, on average, over k; about 1 for fakes like the reals) and
+    coverage (the share of real balls holding a fake), Naeem et al. 2020, strict as their code."""
+    real_radii = neighbour_radii(real, (k,))[0] if real_radii is None else real_radii
     centres, radii = jnp.asarray(real), jnp.asarray(real_radii)
     inside, nearest = 0, np.full(len(real), np.inf)
     for start in range(0, len(fake), BLOCK):
@@ -136,23 +108,16 @@ def density_coverage(
 
 
 def nearest_distances(queries: np.ndarray, keys: np.ndarray, block: int = 500) -> np.ndarray:
-    """Squared distance of each query row to its nearest key row (blocks of ``block`` queries:
-    500 x 60,000 float32 is 120 MB)."""
+    """Squared distance of each query row to its nearest key row, ``block`` queries at a time."""
     keys_j = jnp.asarray(keys)
-    return np.concatenate(
-        [
-            np.asarray(jnp.min(squared_distances(jnp.asarray(queries[i : i + block]), keys_j), axis=1))
-            for i in range(0, len(queries), block)
-        ]
-    )
+    nearest = lambda rows: np.asarray(jnp.min(squared_distances(jnp.asarray(rows), keys_j), axis=1))  # noqa: E731
+    return np.concatenate([nearest(queries[i : i + block]) for i in range(0, len(queries), block)])
 
 
 def memorisation_ratio(sample_to_train: np.ndarray, heldout_to_train: np.ndarray, quantile: float = 0.05) -> float:
-    """How much more often samples lie near a training image than unseen real images do: the share
-    of samples closer to their nearest training image than the ``quantile`` of held-out (test)
-    images' nearest-training distances, over that quantile. About 1 for samples as new as the test
-    images; 1 / quantile (20) when every sample copies a training image. Both arguments are
-    :func:`nearest_distances` to the same training features."""
+    """How much more often samples lie near a training image than held-out real images do: the share
+    of samples nearer than the ``quantile`` of the held-out images' :func:`nearest_distances`, over
+    that quantile. About 1 for novel samples; 1 / quantile when every sample copies one."""
     threshold = np.quantile(heldout_to_train, quantile)
     return float(np.mean(sample_to_train < threshold) / max(np.mean(heldout_to_train < threshold), 1e-12))
 
@@ -183,13 +148,10 @@ def class_histogram(probs: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def class_coverage(sample_hist: np.ndarray, real_hist: np.ndarray, min_share: float = 0.1) -> tuple[int, float]:
-    """(classes covered, KL(samples || real) of the predicted-class histograms). A class counts as
-    covered when it gets at least ``min_share`` of its real share: a collapsed generator that
-    draws a class once in a thousand does not cover it."""
-    covered = int(np.sum(sample_hist >= min_share * real_hist))
-    eps = 1e-6
-    kl = float(np.sum(sample_hist * (np.log(sample_hist + eps) - np.log(real_hist + eps))))
-    return covered, kl
+    """(classes given at least ``min_share`` of their real share, KL(samples || real) of the
+    predicted-class histograms)."""
+    covered, eps = int(np.sum(sample_hist >= min_share * real_hist)), 1e-6
+    return covered, float(np.sum(sample_hist * (np.log(sample_hist + eps) - np.log(real_hist + eps))))
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:
@@ -201,7 +163,6 @@ def mean_pairwise_distance(images: np.ndarray) -> float:
 
 
 def sample_diversity(samples: np.ndarray, real_spread: float) -> float:
-    """How spread out ``samples`` are, as a share of the real images' spread (``real_spread``, their
-    :func:`mean_pairwise_distance`): near 1 for samples as varied as the data, near 0 when G gives
-    one image whatever z (mode collapse). Cheap on a grid of 64: the log lines of grid steps show it."""
+    """``samples``' :func:`mean_pairwise_distance` over the real images' (``real_spread``): near 1 for
+    samples as varied as the data, near 0 for mode collapse."""
     return mean_pairwise_distance(samples) / max(real_spread, 1e-12)

@@ -1,10 +1,5 @@
-"""DCGAN generator and discriminator (Radford et al. 2016) as pure Flax modules.
-
-The generator's convolutions are the exact rewrites of
-:mod:`dcgan_jax.convolutions` (sub-pixel upsampling, Fourier convolution on
-small maps): the same linear maps with the same parameters as ``nn.Conv`` and
-``nn.ConvTranspose``, faster to differentiate on XLA's CPU backend (benchmarks/RESULTS.md).
-"""
+"""DCGAN generator and discriminator (Radford et al. 2016) as pure Flax modules, their convolutions
+the exact rewrites of :mod:`dcgan_jax.convolutions` (same parameters as ``nn.Conv``)."""
 
 from __future__ import annotations
 
@@ -39,12 +34,9 @@ def _batch_norm(momentum: float, train: bool, dtype) -> nn.BatchNorm:
 
 
 class Generator(nn.Module):
-    """z (N, latent_dim) [and labels (N,)] -> images (N, H, W, C) in [-1, 1]: project to a small map,
-    optionally some stride-1 convolutions there, then stride-2 upsampling, BatchNorm and ReLU (or
-    LeakyReLU) between layers, tanh out. Every convolution halves the channels. Conditional
-    (``num_classes`` > 0): z times a learned label embedding, elementwise (as the PyTorch cGAN
-    examples do). Concatenating the embedding instead let G ignore z within a class (recall 0.000
-    after 937 steps of fashion_cdcgan, against 0.123 after 670 steps with the product)."""
+    """z (N, latent_dim) [and labels (N,)] -> images (N, H, W, C) in [-1, 1]: a projected small map, optional
+    stride-1 layers, stride-2 upsampling halving the channels, BatchNorm and (Leaky)ReLU, tanh out.
+    Conditional: z times a learned label embedding (concatenated, G ignored z: docs/model.md)."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     base_width: int = 64
@@ -92,10 +84,9 @@ def _check_labels(labels: jax.Array | None, batch_size: int) -> None:
 
 
 class Discriminator(nn.Module):
-    """images [and labels] -> one logit each: stride-2 convolutions (no pooling), LeakyReLU(0.2),
-    BatchNorm on every layer but the input one (or nowhere), optional dropout and spectral
-    normalisation, and a linear read-out. Conditional: a projection discriminator (Miyato &
-    Koyama 2018), logit = w.h + embed(y).h on the flattened features h."""
+    """images [and labels] -> one logit each: stride-2 convolutions, LeakyReLU(0.2), BatchNorm but on
+    the input layer (or nowhere), optional dropout and spectral norm, a linear read-out. Conditional:
+    a projection discriminator (Miyato & Koyama 2018), logit = w.h + embed(y).h."""
 
     base_width: int = 64
     kernel_size: int = 5
@@ -118,15 +109,8 @@ class Discriminator(nn.Module):
         x = x.astype(self.dtype)
         for i in range(num_resolution_steps(x.shape[1])):
             normalised = self.batch_norm and i > 0
-            conv = DownsampleConv(
-                self.base_width * 2**i,
-                self.kernel_size,
-                use_bias=not normalised,
-                algorithm=self.conv_algorithm,
-                dtype=self.dtype,
-                name=f"down{i}",
-            )
-            x = layer(conv, x)
+            features, options = self.base_width * 2**i, {"algorithm": self.conv_algorithm, "dtype": self.dtype}
+            x = layer(DownsampleConv(features, self.kernel_size, not normalised, **options, name=f"down{i}"), x)
             if normalised:
                 x = _batch_norm(self.bn_momentum, train, self.dtype)(x)
             x = nn.leaky_relu(x, 0.2)
@@ -144,10 +128,9 @@ class Discriminator(nn.Module):
 
 
 def minibatch_stddev(x: jax.Array, group_size: int = 4) -> jax.Array:
-    """``x`` (N, H, W, C) with one more channel: the standard deviation of each feature over a group
-    of images (image i with i + N/G, ...; G the largest divisor of N up to ``group_size``), averaged
-    over the features, the same for the group's images (Karras et al. 2018). Fakes that all look
-    alike have a small spread, which D then sees."""
+    """``x`` (N, H, W, C) with one more channel: each feature's standard deviation over a group of
+    images (i, i + N/G, ...; G the largest divisor of N up to ``group_size``), averaged over the
+    features (Karras et al. 2018): fakes that all look alike show a small spread."""
     n, h, w, _ = x.shape
     groups = max(g for g in range(1, min(group_size, n) + 1) if n % g == 0)
     y = x.astype(jnp.float32).reshape(groups, n // groups, h, w, -1)
@@ -158,8 +141,7 @@ def minibatch_stddev(x: jax.Array, group_size: int = 4) -> jax.Array:
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     """Inverted dropout whose mask comes from 16-bit random numbers, two per 32-bit draw: half the
-    random-number work of ``nn.Dropout`` (threefry on the CPU costs as much as D's convolutions),
-    with the drop probability within 2^-17 of ``rate`` and the scaling matched to it exactly."""
+    random-number work of ``nn.Dropout``, drop probability within 2^-17 of ``rate``, scaling exact."""
     threshold = round(rate * 2**16)
     words = jax.random.bits(key, ((x.size + 1) // 2,), jnp.uint32)
     bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[: x.size].reshape(x.shape)
@@ -180,14 +162,8 @@ class Nets(NamedTuple):
 
 def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = "float32") -> Nets:
     """G and D for ``config.model``; ``compute_dtype`` is ``train.compute_dtype``."""
-    shared = {
-        "base_width": model_config.base_width,
-        "kernel_size": model_config.kernel_size,
-        "bn_momentum": model_config.bn_momentum,
-        "num_classes": model_config.num_classes,
-        "conv_algorithm": model_config.conv_algorithm,
-        "dtype": DTYPES[compute_dtype],
-    }
+    shared = {k: model_config[k] for k in ("base_width", "kernel_size", "bn_momentum", "num_classes", "conv_algorithm")}
+    shared["dtype"] = DTYPES[compute_dtype]
     generator = Generator(
         image_shape=tuple(image_shape),
         base_features=model_config.g_base_features,

@@ -1,13 +1,6 @@
-"""Devices and processes: a one-axis data-parallel mesh over every device of every process.
-
-``jax.jit`` with ``NamedSharding`` (rather than the maintenance-mode ``jax.pmap``):
-the batch is split along its batch axis, the training state is replicated, and
-XLA inserts the cross-device reductions, so BatchNorm statistics and gradients
-are those of the global batch whatever the device or process count. The
-training set is replicated on every device, and each device gathers its own
-rows of a batch; with several processes (``jax.distributed``) every process
-loads the dataset and computes the same batch indices (joining them: control.initialize_distributed).
-"""
+"""A one-axis data-parallel mesh over every device of every process: ``jax.jit`` with
+``NamedSharding`` splits the batch and replicates the state, so BatchNorm statistics and gradients
+are the global batch's whatever the device count (docs/distributed.md)."""
 
 from __future__ import annotations
 

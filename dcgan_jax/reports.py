@@ -26,26 +26,15 @@ def scalar_metrics(scores: dict, prefix: str = "eval/") -> dict[str, float]:
 
 # How the table and the log show each summary score.
 _FORMATS = {
-    "fid": ".3f",
-    "kid": ".4f",
-    "kid_std": ".4f",
-    "precision": ".3f",
-    "recall": ".3f",
-    "density": ".3f",
-    "coverage": ".3f",
-    "inception_score": ".2f",
+    **dict.fromkeys(("kid", "kid_std"), ".4f"),
+    **dict.fromkeys(("inception_score", "memorisation_ratio"), ".2f"),
     "classes_covered": "d",
-    "class_kl": ".3f",
-    "memorisation_ratio": ".2f",
-    "intra_fid": ".3f",
-    "class_agreement": ".3f",
-    "inception_fid": ".3f",
-}
+}  # Others: .3f.
 
 
 def score_lines(scores: dict, seconds: float) -> list[str]:
-    """The evaluation's log lines (after "eval step N: "): the scores, and for a conditional model
-    the intra-class FID and how often the classifier agrees with the requested class."""
+    """The evaluation's log lines (after "eval step N: "); a conditional model's intra-class FID and
+    class agreement on lines of their own."""
     parts = [
         f"FID {scores['fid']:.3f}",
         f"KID {scores['kid']:.4f} +- {scores['kid_std']:.4f}",
@@ -65,10 +54,8 @@ def score_lines(scores: dict, seconds: float) -> list[str]:
         lines.append(f"intra-class FID {scores['intra_fid']:.3f} (per class: {per_class})")
     if "class_agreement" in scores:
         per_class = " ".join(f"{a:.2f}" for a in scores["class_agreement_per_class"])
-        lines.append(
-            f"the classifier agrees with the requested class for {100 * scores['class_agreement']:.1f}% "
-            f"of samples ({per_class})"
-        )
+        agreement = f"{100 * scores['class_agreement']:.1f}% of samples ({per_class})"
+        lines.append(f"the classifier agrees with the requested class for {agreement}")
     return lines
 
 
@@ -96,7 +83,7 @@ def markdown_table(rows: list[dict]) -> str:
     names = [metric_name(k, *counts) for k in keys] if len(counts) == 1 else list(keys)
     lines = ["| step | latents | " + " | ".join(names) + " | seconds |", "|" + "---|" * (len(keys) + 3)]
     for row in rows:
-        cells = [format(row[k], _FORMATS[k]) for k in keys]
+        cells = [format(row[k], _FORMATS.get(k, ".3f")) for k in keys]
         lines.append(f"| {row['step']} | {row['latents']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
     return "\n".join(lines)
 
@@ -117,9 +104,8 @@ def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> s
 
 
 def write_training_provenance(evaluator, config, workdir: Path, inception=None) -> Path:
-    """``workdir/eval/provenance.json``: what the in-training evaluation's numbers are made of. It
-    scores one fixed draw (the same latents at every step: cheap, comparable across steps); the
-    spread over draws comes from ``python -m dcgan_jax.evaluation --draws=K``."""
+    """``workdir/eval/provenance.json``: what the in-training evaluation's numbers are made of (one
+    fixed draw; ``python -m dcgan_jax.evaluation --draws=K`` gives the spread over draws)."""
     latents = f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
     provenance = {**evaluator.provenance, "num_samples": config.eval.num_samples, "latents": latents, "truncation": 1.0}
     if inception is not None:

@@ -1,10 +1,6 @@
-"""Going on from a checkpoint: resuming a run, and returning to the last good state after a divergence.
-
-A field that shaped the checkpoint and would not take effect (the seed, the data, whether an EMA is
-kept) is refused; a learning rate the user changed is applied from the resumed step on and
-recorded in ``learning_rates.jsonl`` with the rates the divergence policy set, so the run says
-which rate held from which step.
-"""
+"""Going on from a checkpoint: resuming a run (a change that would not take effect is refused, a new
+learning rate applied), and returning to the last good state after a divergence; the rates in force
+from each step, and why, go to ``learning_rates.jsonl``."""
 
 from __future__ import annotations
 
@@ -35,13 +31,8 @@ def config_changes(stored: ml_collections.ConfigDict, current: ml_collections.Co
 
 # Fields a resume may not change: the checkpoint's random stream and batch order follow the seed,
 # and its weights were fitted to this data; a change would half-apply or mix two runs.
-FIXED_ON_RESUME = (
-    "seed",
-    "dataset.name",
-    "dataset.split",
-    "dataset.labels",
-    "dataset.image_size",
-    "dataset.num_synthetic",
+FIXED_ON_RESUME = tuple(
+    "seed dataset.name dataset.split dataset.labels dataset.image_size dataset.num_synthetic".split()
 )
 
 
@@ -61,8 +52,8 @@ def _check_resumable(stored: ml_collections.ConfigDict, config: ml_collections.C
 
 
 def _with_changed_rates(state: GanState, stored, config, workdir: Path) -> GanState:
-    """The rates the user set anew since the checkpoint, applied from its step on (the state holds the
-    rates in force, so a rate the divergence policy lowered stays when the user changed nothing)."""
+    """The rates the user set anew since the checkpoint, from its step on; else the state's (which may
+    have been lowered after a divergence)."""
     old, new = state_lib.learning_rates(stored.optimizer), state_lib.learning_rates(config.optimizer)
     g_rate, d_rate = (n if n != o else float(held) for n, o, held in zip(new, old, learning_rates(state), strict=True))
     if (g_rate, d_rate) != learning_rates(state):
@@ -97,16 +88,10 @@ def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:
     stored = ckpt.restore_config(step)[1]
     _check_resumable(stored, run.config, workdir)
     if changes := config_changes(stored, run.config):
-        logging.warning(
-            "Resuming with a config that differs from the checkpoint's (in force from step %d): %s", step, changes
-        )
+        logging.warning("Resuming with a config that differs from the checkpoint's (from step %d): %s", step, changes)
     state = _with_changed_rates(state, stored, run.config, workdir)
     logging.info("Resumed from %s at step %d.", ckpt.directory, step)
     return state
-
-
-def _network(metric: str) -> str:
-    return {"d": "discriminator", "g": "generator"}.get(metric.split("_")[0], "model")
 
 
 _nonfinite = jax.jit(nonfinite_networks)
@@ -116,10 +101,8 @@ HEALTH_MONITORS = ("g_grad_norm", "d_grad_norm", "d_logit_gap")  # Named only wh
 
 
 def divergence(state: GanState, step: int, stacked: dict | None) -> control.Divergence | None:
-    """Non-finite metrics (of the steps of ``stacked``, up to ``step``) or parameters, naming the
-    first bad step and what went bad; None when all is finite. The health monitors come from the
-    same gradients as the losses, so they are named only when they alone are non-finite (e.g. a
-    gradient that overflows while the loss is finite)."""
+    """Non-finite metrics (of the steps of ``stacked``, up to ``step``) or parameters: the first bad step
+    and what went bad (the health monitors only when they alone are); None when all is finite."""
     problems, first_bad = [], step
     if stacked:
         bad_rows = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
@@ -128,23 +111,19 @@ def divergence(state: GanState, step: int, stacked: dict | None) -> control.Dive
             first_bad = step - len(bad_rows) + row + 1
             named = [name for name, values in stacked.items() if not np.isfinite(values[row])]
             primary = [name for name in named if name not in HEALTH_MONITORS]
-            problems += [f"{name}={stacked[name][row]} ({_network(name)})" for name in primary or named]
+            network = {"d": "discriminator", "g": "generator"}
+            problems += [f"{n}={stacked[n][row]} ({network.get(n.split('_')[0], 'model')})" for n in primary or named]
     bad = parallel.to_host(_nonfinite(state))
     problems += [f"{name} parameters" for name, b in zip(("generator", "discriminator"), bad, strict=True) if b]
-    if not problems:
-        return None
-    return control.Divergence(first_bad, problems, learning_rates(state))
+    return control.Divergence(first_bad, problems, learning_rates(state)) if problems else None
 
 
 def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done: int) -> GanState:
     """``train.on_divergence=restore``: the last good state with lower learning rates; else TrainingDiverged."""
     ckpt.wait()
     steps = ckpt.all_steps()
-    kept = (
-        f"The newest checkpoint, {ckpt.directory / str(steps[-1])}, is the last good state."
-        if steps
-        else "No checkpoint had been written yet."
-    )
+    kept = f"The newest checkpoint, {ckpt.directory / str(steps[-1])}, is the last good state." if steps else ""
+    kept = kept or "No checkpoint had been written yet."
     control.check_restore_allowed(run.config, divergence, restores_done, kept)
     state = restore_or_init(run, ckpt)
     g_rate, d_rate = control.lowered_rates(run.config.train, divergence, learning_rates(state))
@@ -153,15 +132,9 @@ def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done:
     state = jax.device_put(state, parallel.replicated(run.mesh))
     step = int(parallel.to_host(state.step))
     taken = f"checkpoint {ckpt.directory / str(step)}" if ckpt.all_steps() else "the initial state"
+    rates = f"learning rates G {g_rate:.3g}, D {d_rate:.3g}"
+    count = f"restore {restores_done + 1} of {run.config.train.max_divergence_restores}"
     logging.warning(
-        "Diverged at %s. %s Going on from step %d (%s) with learning rates G %.3g, D %.3g (restore %d of %d).",
-        divergence,
-        kept,
-        step,
-        taken,
-        g_rate,
-        d_rate,
-        restores_done + 1,
-        run.config.train.max_divergence_restores,
+        "Diverged at %s. %s Going on from step %d (%s) with %s (%s).", divergence, kept, step, taken, rates, count
     )
     return state

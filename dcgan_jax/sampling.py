@@ -1,11 +1,6 @@
-"""Every random stream of a run, and sampling from a generator in inference mode.
-
-All randomness comes from the run's ``seed``, split here into streams that no two
-uses share: initialisation, the training updates (folded with the step), the
-latents of the sample grids and those of the in-training evaluation. The grids,
-the evaluation, ``dcgan_jax.load(...)`` and ``python -m dcgan_jax.evaluation``
-all draw through these functions, so each can reproduce the others exactly.
-"""
+"""Every random stream of a run, and sampling from a generator in inference mode. The run's ``seed``
+splits here into streams no two uses share (initialisation, updates, grids, evaluation); training,
+``dcgan_jax.load(...)`` and the evaluation command all draw through these functions."""
 
 from __future__ import annotations
 
@@ -36,8 +31,7 @@ def init_key(seed: int) -> jax.Array:
 
 
 def update_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
-    """The key of training step ``step``, from the state's raw key data: a function of (seed, step),
-    so that a resumed run draws exactly what an unbroken one does."""
+    """The key of training step ``step`` from the state's key data: a function of (seed, step) only."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(rng_data), TRAIN_STREAM), step)
 
 
@@ -82,11 +76,8 @@ def make_sampler(generator) -> Sampler:
 
 
 def make_bn_recomputer(generator, model_config, batch_size: int, num_batches: int = BN_BATCHES) -> Callable:
-    """``recompute(variables, seed)``, jitted: ``variables`` with G's BatchNorm statistics measured for
-    its parameters, each layer's batch mean and variance in training mode averaged over ``num_batches``
-    batches of ``batch_size`` latents (and labels) of the run's BN stream (PreciseBN, Wu & Johnson
-    2021). An EMA of G's weights otherwise samples with the running averages of the raw G's
-    training, statistics of other weights; ``train.recompute_bn`` turns this on."""
+    """``recompute(variables, seed)``: ``variables`` with BatchNorm statistics measured for their weights
+    over ``num_batches`` batches of the BN stream (PreciseBN; else an EMA samples with the raw G's)."""
     probe = generator.clone(bn_momentum=0.0)  # Its "running average" is then the batch's statistics.
 
     def batch_stats(variables, z, labels):
@@ -108,8 +99,8 @@ def make_bn_recomputer(generator, model_config, batch_size: int, num_batches: in
 def sample_in_chunks(
     sample: Sampler, variables, z, labels=None, place: Callable = lambda x: x, chunk: int = EVAL_CHUNK
 ) -> np.ndarray:
-    """Images for many latents, ``chunk`` at a time (bounded memory, one compiled shape), as NumPy.
-    ``place`` puts each chunk where the generator's variables are (e.g. replicated over a mesh)."""
+    """Images for many latents, ``chunk`` at a time (bounded memory, one compiled shape), as NumPy;
+    ``place`` puts each chunk where the generator's variables are."""
     images = None  # One array, filled chunk by chunk: never the chunks and their concatenation at once.
     for start in range(0, len(z), chunk):
         z_chunk = place(z[start : start + chunk])
@@ -121,8 +112,7 @@ def sample_in_chunks(
 
 
 def grid_draw(config) -> tuple[int | None, jax.Array, jax.Array | None]:
-    """(columns, latents, labels) of a run's sample grids: ``train.num_samples`` fixed latents in a
-    square grid (columns None), a conditional model's labels cycling through its classes (or clusters)."""
+    """(columns (None: square), latents, labels cycling through the classes) of a run's sample grids."""
     num, num_classes = config.train.num_samples, config.model.num_classes
     return None, grid_latents(config.seed, num, config.model.latent_dim), eval_labels(num, num_classes)
 

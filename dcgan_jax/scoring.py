@@ -20,20 +20,16 @@ def export_features(row: dict, sample_features: np.ndarray, evaluator: Evaluator
     labels, the layer's name and the provenance (JSON) of ``row``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    real = {"real_features": evaluator.real_features, "real_labels": evaluator.real_labels}
+    provenance = np.array(json.dumps(row["provenance"]))
     np.savez(
-        path,
-        sample_features=sample_features,
-        real_features=evaluator.real_features,
-        real_labels=evaluator.real_labels,
-        layer=np.array(evaluator.network.layer),
-        provenance=np.array(json.dumps(row["provenance"])),
+        path, sample_features=sample_features, **real, layer=np.array(evaluator.network.layer), provenance=provenance
     )
     return path
 
 
 def _score_draw(run, evaluator: Evaluator, num: int, seed: int | None, truncation: float) -> tuple[dict, np.ndarray]:
-    """One draw of ``num`` latents scored, with what the number depends on (provenance), and the
-    samples' features."""
+    """(One draw of ``num`` latents scored, with its provenance; the samples' features)."""
     started = time.monotonic()
     if seed is None:
         images, labels = run.evaluation_samples(num, truncation)
@@ -46,16 +42,8 @@ def _score_draw(run, evaluator: Evaluator, num: int, seed: int | None, truncatio
     asked = labels is not None and conditioned_on_classes(run.config)  # Cluster labels name no class.
     scores = evaluator.score_features(features, probs, np.asarray(labels) if asked else None)
     provenance = {**evaluator.provenance, "num_samples": num, "latents": latents, "truncation": truncation}
-    row = {
-        "step": run.step,
-        "latents": latents,
-        "num_samples": num,
-        "truncation": truncation,
-        **scores,
-        "seconds": time.monotonic() - started,
-        "provenance": provenance,
-    }
-    return row, features
+    row = {"step": run.step, "latents": latents, "num_samples": num, "truncation": truncation, **scores}
+    return {**row, "seconds": time.monotonic() - started, "provenance": provenance}, features
 
 
 def evaluate_run(
@@ -69,19 +57,12 @@ def evaluate_run(
     export_path: str | Path | None = None,
     feature_network: str = "classifier",
 ) -> list[dict]:
-    """Scores the checkpoints ``steps`` of a run (newest when None) and writes
-    ``step_<N>[_seed<S>][_truncation<psi>].json`` for each into ``output_dir`` (default ``workdir/eval``).
-
-    By default (``seed`` None) it scores the draw the in-training evaluation scored,
-    ``num_samples`` (default ``eval.num_samples``) latents of the run's evaluation stream, so its
-    FID for a step is the one that step's ``eval`` log line reports; ``seed`` scores another draw
-    (``dcgan_jax.load(...).sample(num, seed)``). ``draws`` > 1 scores that many independent draws,
-    seeds ``seed`` (default 0) onwards, and writes ``step_<N>_draws<K>_seed<S>.json`` with each
-    draw and their mean and sd. ``truncation`` < 1 scales the latents: a point on the run's
-    precision/recall trade-off. ``export_path`` (.npz): the features of the (first) draw and of the
-    real reference (:func:`export_features`), for one step. ``feature_network="inception"`` scores
-    in Inception-v3's features (:mod:`dcgan_jax.evaluation.inception`), for any dataset and image shape,
-    stored with ``_inception`` in the file names. Returns one row per draw scored."""
+    """Scores the checkpoints ``steps`` of a run (newest when None), writing
+    ``step_<N>[_seed<S>][_truncation<psi>][_inception].json`` into ``output_dir`` (``workdir/eval``);
+    returns a row per draw. By default the in-training evaluation's draw (so a step's FID is its
+    ``eval`` log line's); ``seed``: ``load(...).sample(num, seed)``; ``draws`` > 1: that many draws
+    from ``seed`` on, with mean and sd; ``truncation`` < 1 scales the latents; ``export_path``: the
+    features as .npz (:func:`export_features`); ``feature_network="inception"``: any dataset."""
     workdir = Path(workdir)
     output_dir = Path(output_dir or workdir / "eval")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -91,28 +72,19 @@ def evaluate_run(
         if evaluator is None:
             evaluator = evaluator_for(run.config, feature_network)
         num = num_samples or run.config.eval.num_samples
-        cut = ("" if truncation == 1.0 else f"_truncation{truncation:g}") + (
-            "" if feature_network == "classifier" else f"_{feature_network}"
-        )
+        cut = ("" if truncation == 1.0 else f"_truncation{truncation:g}") + f"_{feature_network}"
+        cut = cut.removesuffix("_classifier")
         first = seed if draws == 1 else seed or 0
-        scored = [
-            _score_draw(run, evaluator, num, None if first is None else first + d, truncation) for d in range(draws)
-        ]
+        draw_seeds = [None if first is None else first + d for d in range(draws)]
+        scored = [_score_draw(run, evaluator, num, draw_seed, truncation) for draw_seed in draw_seeds]
         if export_path is not None:
             export_features(scored[0][0], scored[0][1], evaluator, export_path)
         scored = [row for row, _ in scored]
-        if draws == 1:
-            name = f"step_{run.step:07d}{'' if seed is None else f'_seed{seed}'}{cut}.json"
-            (output_dir / name).write_text(json.dumps(scored[0], indent=2) + "\n")
-        else:
-            summary = {
-                "step": run.step,
-                "draws": draws,
-                "num_samples": num,
-                "spread": reports.spread(scored),
-                "runs": scored,
-            }
+        name, result = f"step_{run.step:07d}{'' if seed is None else f'_seed{seed}'}{cut}.json", scored[0]
+        if draws > 1:
             name = f"step_{run.step:07d}_draws{draws}_seed{first}{cut}.json"
-            (output_dir / name).write_text(json.dumps(summary, indent=2) + "\n")
+            result = {"step": run.step, "draws": draws, "num_samples": num}
+            result.update(spread=reports.spread(scored), runs=scored)
+        (output_dir / name).write_text(json.dumps(result, indent=2) + "\n")
         rows.extend(scored)
     return rows

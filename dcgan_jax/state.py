@@ -1,13 +1,6 @@
-"""The training state: one :class:`NetState` per network inside a :class:`GanState`.
-
-A ``NetState`` is what one network's update changes (parameters, BatchNorm
-statistics and spectral-norm vectors, Adam's state), in the spirit of
-``flax.training.train_state.TrainState``. Code about "a network" is written
-once and applied to ``state.g`` and ``state.d``. The state holds arrays only:
-the optimizer (:func:`make_optimizer`) keeps each network's learning rate in
-that network's optimizer state, so one transformation built from the config
-updates both, and a restored state has the same structure as a fresh one.
-"""
+"""The training state: a :class:`NetState` per network (what its update changes, as Flax's
+``TrainState``) in a :class:`GanState`. Arrays only: each network's learning rate lives in its
+optimizer state, so one optimizer updates both and a restored state is shaped like a fresh one."""
 
 from __future__ import annotations
 
@@ -66,9 +59,8 @@ class GanState:
 
 
 def make_optimizer(optimizer_config, learning_rate: float) -> optax.GradientTransformation:
-    """Adam whose learning rate lives in its state (``hyperparams['learning_rate']``), so that a run
-    can lower it after a divergence and a checkpoint keeps the lowered value. ``learning_rate`` is
-    only the initial value :meth:`NetState.create` stores; updates read the state's."""
+    """Adam whose learning rate lives in its state (lowered after a divergence, kept by checkpoints);
+    ``learning_rate`` is only the initial value :meth:`NetState.create` stores."""
 
     def adam(learning_rate):
         return optax.adam(learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)

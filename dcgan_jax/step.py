@@ -1,15 +1,9 @@
 """The adversarial update as pure functions: GanState in, GanState and metrics out.
 
-Per step (:func:`train_step`): ``train.d_steps`` discriminator updates
-(:func:`d_update`), each on a real batch and a generated one, then one generator
-update through the discriminator (:func:`g_update`). Each update changes only its
-own network's ``NetState``: the generator's pass inside D's update and D's pass
-inside G's update run in training mode but their statistics are discarded, the
-functional form of a "frozen" network. The functions read the config sections
-they need (``loss``, ``train``, ``model``); randomness comes only from the keys
-of :mod:`dcgan_jax.sampling`. :func:`jit_train_steps` is the one place the step
-is compiled, over the device mesh, with its shardings and donation.
-"""
+Per step (:func:`train_step`): ``train.d_steps`` D updates on a real and a generated batch, then
+one G update through D. Each update changes only its own network's ``NetState`` (the other's
+statistics are discarded: a "frozen" network); randomness only from :mod:`dcgan_jax.sampling`'s
+keys. :func:`jit_train_steps` compiles it over the device mesh, with shardings and donation."""
 
 from __future__ import annotations
 
@@ -33,9 +27,8 @@ Metrics = dict[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class Update:
-    """What every update reads besides the state, built once per run (:func:`make_update`): the
-    networks, the config (its ``loss``, ``train`` and ``model`` sections) and the optimizer, whose
-    learning rate each network's optimizer state holds (TTUR, divergence restores)."""
+    """What every update reads besides the state, built once per run: the networks, the config and
+    the optimizer (each network's optimizer state holds its learning rate)."""
 
     nets: models.Nets
     config: ml_collections.ConfigDict
@@ -79,14 +72,12 @@ def discriminate(u: Update, variables: dict, images, labels, key: jax.Array):
 
 
 def penalties(critic: Callable, real, fake, key: jax.Array, *, step, loss_config) -> tuple[jax.Array, Metrics]:
-    """WGAN-GP's gradient penalty (interpolation weights from ``key``) and R1, weighted, as
-    ``loss`` configures them (0 when off)."""
+    """WGAN-GP's gradient penalty and R1 (lazy: every ``r1_every``-th step, scaled up), weighted."""
     total, metrics = jnp.zeros((), jnp.float32), {}
     if loss_config.name == "wgan_gp":
         penalty = losses.gradient_penalty(critic, real, fake, key)
         total, metrics["gradient_penalty"] = total + loss_config.gp_weight * penalty, penalty
     if loss_config.r1_gamma:
-        # Lazy regularisation: every r1_every-th step, scaled up by r1_every.
         r1 = jax.lax.cond(
             step % loss_config.r1_every == 0,
             lambda: losses.r1_penalty(critic, real),
@@ -132,9 +123,8 @@ def d_update(state: GanState, real: tuple, fakes: Fakes, key: jax.Array, u: Upda
 
 
 def top_k_keep(step: jax.Array, batch_size: int, dataset_size: int, train_config) -> jax.Array | None:
-    """The share of each fake batch G learns from (``train.top_k_decay``, Sinha et al. 2020): all of
-    it at first, times the decay per epoch of the training set, never below ``train.top_k_min``;
-    None when off."""
+    """The share of each fake batch G learns from (Sinha et al. 2020): 1 times ``train.top_k_decay``
+    per epoch, at least ``train.top_k_min``; None when off."""
     if not train_config.top_k_decay:
         return None
     epochs = step.astype(jnp.float32) * batch_size / dataset_size
@@ -142,9 +132,8 @@ def top_k_keep(step: jax.Array, batch_size: int, dataset_size: int, train_config
 
 
 def g_loss(state: GanState, fakes: Fakes, fake, key: jax.Array, u: Update, *, keep: jax.Array | None = None):
-    """G's loss through D for the images ``fake`` (``fakes``' images, as a variable to differentiate),
-    augmented as D's update augments them (``train.diffaugment``); with ``keep``, only over that
-    share of the fakes D rates best (:func:`top_k_keep`)."""
+    """G's loss through D for ``fake`` (``fakes``' images, as a variable), augmented as in D's update;
+    with ``keep``, over that share of the fakes D rates best (:func:`top_k_keep`)."""
     fake = augment.diff_augment(fake, jax.random.fold_in(key, sampling.AUGMENT_FAKE), u.config.train.diffaugment)
     dropout_key = jax.random.fold_in(key, sampling.FAKE_DROPOUT)
     fake_logits, _ = discriminate(u, state.d.variables, fake, fakes.labels, dropout_key)
@@ -174,10 +163,9 @@ def g_update(state: GanState, fakes: Fakes, key: jax.Array, u: Update, keep: jax
 def train_step(
     state: GanState, real_batches, real_labels, u: Update, dataset_size: int = 0
 ) -> tuple[GanState, Metrics]:
-    """One step on ``real_batches`` (d_steps, batch, H, W, C) and their labels (d_steps, batch), the
-    labels ignored by an unconditional model: ``train.d_steps`` D updates, then one G update, on a
-    fresh fake batch or, with ``train.reuse_fake``, on that of D's last update (as the PyTorch DCGAN
-    example does: one generator pass fewer). ``dataset_size`` sets the epochs of ``train.top_k_decay``."""
+    """One step on ``real_batches`` (d_steps, batch, H, W, C) and labels (d_steps, batch): ``d_steps``
+    D updates, then one G update on a fresh fake batch or, with ``train.reuse_fake``, D's last one (one
+    generator pass fewer). ``dataset_size`` sets the epochs of ``train.top_k_decay``."""
     config = u.config
     d_steps, batch_size = real_batches.shape[:2]
     if config.train.top_k_decay and not dataset_size:
@@ -205,8 +193,7 @@ class DeviceDataset(NamedTuple):
 
 
 def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh) -> DeviceDataset:
-    """Copies the whole dataset, as uint8, to every device of ``mesh`` (each process gives its full copy):
-    each dispatch of the training step then sends only the batches' indices."""
+    """The whole dataset, as uint8, on every device of ``mesh``: a dispatch then sends only indices."""
     replicated = parallel.replicated(mesh)
     return DeviceDataset(
         parallel.global_array(np.asarray(images, np.uint8), replicated, images.shape),
@@ -215,10 +202,8 @@ def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh) -> DeviceDatase
 
 
 def train_steps(state: GanState, dataset: DeviceDataset, indices, u: Update, mesh):
-    """``len(indices)`` steps in one call, each gathering its real batches from the device-resident
-    ``dataset`` by ``indices`` (num_steps, d_steps, batch); metrics stacked, (num_steps,) each.
-    Several steps run as a ``lax.scan`` so the host need not wait on each; one step runs without the
-    loop, which XLA's CPU backend runs slower even at one iteration (benchmarks/RESULTS.md)."""
+    """``len(indices)`` steps in one call, real batches gathered from ``dataset`` by ``indices`` (num_steps,
+    d_steps, batch), metrics stacked; a ``lax.scan`` but for one step (XLA's CPU loops are slower)."""
     batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
 
     def one_step(state, step_indices):
@@ -233,17 +218,15 @@ def train_steps(state: GanState, dataset: DeviceDataset, indices, u: Update, mes
 
 
 def jit_train_steps(u: Update, mesh) -> Callable:
-    """:func:`train_steps` jitted over ``mesh``: the state donated (updated in place); state,
-    dataset, indices and metrics replicated, the batches split over the devices inside, where they
-    are gathered."""
+    """:func:`train_steps` jitted over ``mesh``, the state donated; everything replicated but the
+    batches, split over the devices where they are gathered."""
     replicated = parallel.replicated(mesh)
     steps = functools.partial(train_steps, u=u, mesh=mesh)
     return jax.jit(steps, in_shardings=replicated, out_shardings=replicated, donate_argnums=0)
 
 
-# XLA's CPU backend (jax 0.10) hands dot products to YNNPACK fusions; for the many small batched
-# products of the Fourier convolutions its own dot emitter makes the step faster
-# (benchmarks/RESULTS.md). Convolutions stay with YNNPACK.
+# On the CPU, XLA's own dot emitter runs the Fourier convolutions' small batched products faster than
+# YNNPACK's fusions (benchmarks/RESULTS.md); convolutions stay with YNNPACK.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
 
 

@@ -5,10 +5,7 @@
     images = run.sample(64, seed=0)                  # (64, 28, 28, 1) float32 in [-1, 1]
     grid, columns = run.training_grid()              # exactly samples/step_<N>.png's images
 
-Needs only the workdir: the config and image shape travel inside each checkpoint.
-The latents of the run's own grids and evaluation come from
-:mod:`dcgan_jax.sampling`, so they are the ones training used.
-"""
+Needs only the workdir: config and image shape travel inside each checkpoint."""
 
 from __future__ import annotations
 
@@ -49,14 +46,13 @@ class TrainedGenerator:
         return self.generator.num_classes
 
     def latents(self, num: int, seed: int = 0, truncation: float = 1.0) -> jax.Array:
-        """``num`` latent vectors drawn with ``seed``, times ``truncation`` (the truncation trick:
-        below 1, samples nearer the prior's mean, trading diversity, i.e. recall, for fidelity)."""
+        """``num`` latent vectors drawn with ``seed``, times ``truncation`` (below 1: nearer the prior's
+        mean, trading diversity for fidelity)."""
         check_truncation(truncation)
         return truncation * sampling.seeded_latents(seed, num, self.config.model.latent_dim)
 
     def _labels(self, num: int, labels) -> jax.Array | None:
-        """Class labels for ``num`` images: ``labels`` (an int, or one per image), or for a conditional
-        model without them each class in turn (0, 1, ..., 0, 1, ...)."""
+        """Class labels for ``num`` images: ``labels`` (an int, or one per image), else each class in turn."""
         if not self.num_classes:
             if labels is not None:
                 raise ValueError("labels given to an unconditional generator (trained with model.num_classes=0)")
@@ -74,52 +70,39 @@ class TrainedGenerator:
         return jnp.asarray(labels, jnp.int32)
 
     def generate(self, z: jax.Array, labels=None) -> np.ndarray:
-        """Images (N, H, W, C) for latent vectors ``z`` (N, latent_dim), or one vector (latent_dim,) as
-        N = 1, and for a conditional model ``labels`` (an int or one per vector); many latents go
-        through the generator 1,000 at a time, as in training."""
+        """Images (N, H, W, C) for latent vectors ``z`` (N, latent_dim) or (latent_dim,), and ``labels``
+        (an int or one per vector) for a conditional model; in chunks of 1,000, as in training."""
         z = self._check_latents(z)
         return sampling.sample_in_chunks(self._sample, self.variables, z, self._labels(len(z), labels))
 
     def _check_latents(self, z) -> jax.Array:
         """``z`` as a float32 (N, latent_dim) batch, or a ValueError naming what is wrong with it."""
-        given = np.shape(z)
-        z = np.asarray(z, np.float32)
-        z = z[None] if z.ndim == 1 else z
-        latent_dim = self.config.model.latent_dim
+        given, latent_dim = np.shape(z), self.config.model.latent_dim
+        z = np.atleast_2d(np.asarray(z, np.float32))
         if z.ndim != 2 or z.shape[1] != latent_dim or not len(z):
             raise ValueError(
                 f"z: latent vectors of shape (N, {latent_dim}) (model.latent_dim={latent_dim}) "
                 f"or one of shape ({latent_dim},), got shape {given}"
             )
         if not np.isfinite(z).all():
-            raise ValueError(
-                f"z: {int(np.sum(~np.isfinite(z).all(axis=1)))} of {len(z)} latent vectors hold NaN or inf"
-            )
+            raise ValueError(f"z: {np.sum(~np.isfinite(z).all(axis=1))} of {len(z)} latent vectors hold NaN or inf")
         return jnp.asarray(z)
 
     def sample(self, num: int, seed: int = 0, labels=None, truncation: float = 1.0) -> np.ndarray:
-        """``num`` images (num, H, W, C), float32 in [-1, 1], from latents drawn with ``seed``;
-        ``labels`` (an int or one per image) picks the classes of a conditional model (its clusters,
-        for ``dataset.labels=clusters``), and
-        ``truncation`` < 1 scales the latents toward 0 (see :meth:`latents`).
-
-        BatchNorm uses its running averages (inference mode): a sample depends only
-        on its latent vector, so ``sample(1)`` equals the first of ``sample(64)``.
-        """
+        """``num`` images (num, H, W, C) in [-1, 1] from latents drawn with ``seed``, ``labels`` (an int or
+        one per image) for a conditional model; inference mode: ``sample(1)`` is the first of ``sample(64)``."""
         if num <= 0:
             raise ValueError(f"num must be positive, got {num}")
         return self.generate(self.latents(num, seed, truncation), labels)
 
     def training_grid(self) -> tuple[np.ndarray, int | None]:
-        """(images, columns) of the run's sample grids, ``samples/step_<N>.png``: its fixed latents (and
-        one row per class when conditional); ``images.save_grid(images, path, columns)`` draws it."""
+        """(images, columns) of the run's ``samples/step_<N>.png``; ``images.save_grid`` draws it."""
         columns, z, labels = sampling.grid_draw(self.config)
         return self.generate(z, labels), columns
 
     def evaluation_samples(self, num: int | None = None, truncation: float = 1.0) -> tuple[np.ndarray, Any]:
-        """(images, requested labels or None) of ``num`` latents of the run's evaluation stream, scaled by
-        ``truncation``: with the default ``num`` (``eval.num_samples``), the draw the in-training
-        evaluation scored at every step."""
+        """(images, requested labels or None) of ``num`` (default ``eval.num_samples``) latents of the
+        run's evaluation stream, the draw the in-training evaluation scored, times ``truncation``."""
         config = ml_collections.ConfigDict(self.config.to_dict())
         config.eval.num_samples = num or config.eval.num_samples
         check_truncation(truncation)
@@ -135,9 +118,7 @@ class TrainedGenerator:
         if any(len(e) != 1 for e in ends):
             raise ValueError(f"z_start, z_end: one latent vector each, got {len(ends[0])} and {len(ends[1])}")
         z = slerp(ends[0][0], ends[1][0], np.linspace(0.0, 1.0, num))
-        if self.num_classes and label is None:
-            label = 0  # One class along the whole strip.
-        return self.generate(z, label)
+        return self.generate(z, 0 if self.num_classes and label is None else label)
 
 
 def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -160,12 +141,9 @@ def load(
     ema: bool = True,
     recompute_bn: bool | None = None,
 ) -> TrainedGenerator:
-    """The generator of the run in ``workdir`` at ``step`` (newest checkpoint when None), or the
-    one with the lowest FID seen during training when ``best``. With ``experiment``, a run whose
-    dataset or model differs from that experiment's is an error naming the path. A run that kept
-    an EMA of G's weights (``train.ema_decay`` > 0) gives the EMA weights unless ``ema=False``.
-    ``recompute_bn`` (None: as the run's ``train.recompute_bn``) measures G's BatchNorm statistics
-    for the weights it gives, exactly as training's grids and evaluations did."""
+    """The generator of the run in ``workdir`` at ``step`` (newest good checkpoint when None), or with
+    the lowest FID when ``best``. ``experiment``: refuse a run of another dataset or model. ``ema``:
+    the EMA weights when kept. ``recompute_bn`` (None: as the run did) measures BatchNorm statistics."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
@@ -178,7 +156,6 @@ def load(
     subdir = checkpoints.BEST_SUBDIR if best else checkpoints.CHECKPOINT_SUBDIR
     checkpointer = checkpoints.Checkpointer(workdir, create=False, subdir=subdir)
     try:
-        # The newest readable checkpoint: a damaged newest one is skipped with a warning.
         restore = lambda s: _restore(checkpointer, s, workdir, ema, recompute_bn)  # noqa: E731
         return checkpointer.newest_good(restore) if step is None else restore(step)
     finally:

@@ -1,7 +1,5 @@
-"""Where metrics go: the console log, ``metrics.jsonl`` and TensorBoard event files.
-
-TensorBoard files come from tensorboardX, which needs no TensorFlow.
-"""
+"""Where metrics and logs go: the console, ``train.log``, ``metrics.jsonl`` and TensorBoard event
+files (tensorboardX: no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -27,11 +25,8 @@ class MetricsWriter:
             return
         if resume_step and self.metrics_path.exists():
             # Rows after the checkpoint we resume from were recomputed; keep one copy of each step.
-            kept = [
-                line
-                for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
-            ]
+            lines = self.metrics_path.read_text().splitlines()
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= resume_step]
             self.metrics_path.write_text("".join(line + "\n" for line in kept))
         from tensorboardX import SummaryWriter
 
@@ -57,32 +52,21 @@ class MetricsWriter:
 def format_log_line(step: int, num_steps: int, scalars: dict[str, float], seconds_left: float | None = None) -> str:
     """One log line; the ETA is the time to ``num_steps`` or, when sooner, ``seconds_left`` of a
     time limit (``train.max_seconds``)."""
-    parts = [f"step {step}/{num_steps}"]
-    for key in ("d_loss", "g_loss"):
-        parts.append(f"{key} {scalars[key]:.4f}")
+    parts = [f"step {step}/{num_steps}", *(f"{key} {scalars[key]:.4f}" for key in ("d_loss", "g_loss"))]
     parts.append(f"D acc real {scalars['d_real_acc']:.1%} fake {scalars['d_fake_acc']:.1%}")
     parts.append(f"D(x) {scalars['d_real']:.3f} D(G(z)) {scalars['d_fake']:.3f}")
-    parts += _health(scalars)
+    if "g_grad_norm" in scalars:  # The health monitors.
+        parts.append(f"|grad| G {scalars['g_grad_norm']:.3g} D {scalars['d_grad_norm']:.3g}")
+    parts += [f"{label} {scalars[key]:.2f}" for key, label in HEALTH if key in scalars]
     if "steps_per_sec" in scalars:
         eta = (num_steps - step) / max(scalars["steps_per_sec"], 1e-9)
         parts.append(f"{scalars['steps_per_sec']:.2f} steps/s {scalars['images_per_sec']:.0f} img/s")
-        if seconds_left is not None and seconds_left < eta:
-            parts.append(f"ETA {_duration(max(seconds_left, 0))} (time limit)")
-        else:
-            parts.append(f"ETA {_duration(eta)}")
+        limited = seconds_left is not None and seconds_left < eta
+        parts.append(f"ETA {_duration(max(seconds_left, 0))} (time limit)" if limited else f"ETA {_duration(eta)}")
     return " | ".join(parts)
 
 
-def _health(scalars: dict[str, float]) -> list[str]:
-    """The health monitors' part of the log line: gradient norms, D's logit gap, sample diversity."""
-    parts = []
-    if "g_grad_norm" in scalars:
-        parts.append(f"|grad| G {scalars['g_grad_norm']:.3g} D {scalars['d_grad_norm']:.3g}")
-    if "d_logit_gap" in scalars:
-        parts.append(f"logit gap {scalars['d_logit_gap']:.2f}")
-    if "diversity" in scalars:
-        parts.append(f"diversity {scalars['diversity']:.2f}")
-    return parts
+HEALTH = (("d_logit_gap", "logit gap"), ("diversity", "diversity"))
 
 
 def _duration(seconds: float) -> str:
@@ -92,8 +76,8 @@ def _duration(seconds: float) -> str:
 
 
 class OwnInfoFilter(std_logging.Filter):
-    """Keeps INFO records from this project and WARNING and above from libraries (Orbax
-    logs every save step at INFO through the same absl logger)."""
+    """Keeps INFO records from this project and WARNING and above from libraries (Orbax logs every
+    save at INFO through the same absl logger)."""
 
     _OWN = str(Path(__file__).resolve().parent.parent)
 
@@ -107,9 +91,8 @@ FILE_ONLY = {"file_only": True}  # ``logging.info(..., extra=FILE_ONLY)``: the f
 
 
 class ConsoleFilter(OwnInfoFilter):
-    """The console's view: :class:`OwnInfoFilter`, less the details meant for train.log only: those
-    marked so, and Orbax's and asyncio's (its abandoned tasks) at any level, since every failed
-    checkpoint write or read is reported by one line of ours (a full disk: hundreds of theirs)."""
+    """The console's view: :class:`OwnInfoFilter` less what is meant for train.log only: records marked
+    so, and Orbax's and asyncio's (a failed checkpoint write or read is one line of ours)."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         checkpointing = record.name == "asyncio" or f"{os.sep}orbax{os.sep}" in record.pathname
@@ -127,11 +110,10 @@ class _AbandonedFutures(std_logging.Filter):
 
 
 def library_noise_to_log(everything: bool = True) -> None:
-    """The one place ``sys.unraisablehook`` changes, for the rest of the process: exceptions Python
-    reports at garbage collection or from a library's callbacks go to train.log only. A command
-    (``everything``) routes all of them, and background threads' exceptions; a checkpoint read
-    only the "Event loop is closed" errors that tensorstore's callbacks raise when a read fails,
-    leaving a script's others as Python shows them."""
+    """The one place ``sys.unraisablehook`` changes: exceptions Python reports at garbage collection or
+    from library callbacks go to train.log only. Commands pass ``everything`` (all of them, and
+    background threads'); a checkpoint read in a script routes only tensorstore's "Event loop is
+    closed" errors of a failed read, leaving the script's others as Python shows them."""
     asyncio_logger = std_logging.getLogger("asyncio")
     if not any(isinstance(f, _AbandonedFutures) for f in asyncio_logger.filters):
         asyncio_logger.addFilter(_AbandonedFutures())
@@ -154,9 +136,8 @@ def library_noise_to_log(everything: bool = True) -> None:
 
 
 def unraisable_to_log(unraisable) -> None:
-    """``sys.unraisablehook``: exceptions Python can only report when it collects their object (an
-    abandoned Orbax read of a damaged checkpoint) go to train.log, not as a traceback on the console
-    after the one warning line that says what happened."""
+    """``sys.unraisablehook``: exceptions Python reports when it collects their object (an abandoned
+    Orbax read) go to train.log, not as a console traceback after our one warning line."""
     what = getattr(unraisable, "err_msg", None) or "Exception ignored in"
     where = getattr(unraisable, "object", None) or getattr(unraisable, "thread", None)
     logging.info("%s %r: %r", what, where, unraisable.exc_value, extra=FILE_ONLY)
@@ -169,10 +150,8 @@ def _filter(handler: std_logging.Handler, kind: type) -> None:
 
 @contextlib.contextmanager
 def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[None]:
-    """The one place logging is configured, for a command (no ``workdir``) or a run: the console
-    shows our INFO and libraries' warnings (:class:`ConsoleFilter`); a run's process 0 also writes
-    everything of ours and libraries' warnings to ``workdir/train.log``, the other processes report
-    only problems."""
+    """The one place logging is configured, for a command (no ``workdir``) or a run: the console shows our
+    INFO and libraries' warnings; a run's process 0 also writes ``workdir/train.log``, others only problems."""
     if not is_main:
         logging.set_verbosity(logging.WARNING)
     elif not logging.level_info():  # Called from Python rather than a command: still show progress.

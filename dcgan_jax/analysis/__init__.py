@@ -7,13 +7,11 @@
     analysis.interpolation_strips(run, "strips.png")
     analysis.nearest_training_images(run, "nearest.png")
 
-Every picture can also be made from the shell, into ``<workdir>/analysis/``::
-
-    python -m dcgan_jax.analysis --workdir=runs/fashion_dcgan [--step=N] [--seed=0]
-"""
+From the shell, into ``<workdir>/analysis/``: ``python -m dcgan_jax.analysis --workdir=RUN [--step=N]``."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +21,9 @@ from dcgan_jax.trained import TrainedGenerator, load
 
 
 def _output(workdir: Path, path: str | Path | None, name: str) -> Path:
-    """Where a picture goes: ``path`` (a PNG file, or an existing folder to put ``name`` in), by
-    default ``<workdir>/analysis/<name>``."""
-    if path is None:
-        return Path(workdir) / "analysis" / name
-    return Path(path) / name if Path(path).is_dir() else Path(path)
+    """Where a picture goes: ``path`` (a PNG file, or a folder for ``name``), else ``<workdir>/analysis/<name>``."""
+    folder = Path(workdir) / "analysis" if path is None else Path(path)
+    return folder / name if path is None or folder.is_dir() else folder
 
 
 def sample_grid(
@@ -68,8 +64,7 @@ def interpolation_strips(
     if starts.shape != ends.shape:
         raise ValueError(f"endpoints: starts and ends of the same shape expected, got {starts.shape} and {ends.shape}")
     strips = np.concatenate([run.interpolate(a, b, num_points) for a, b in zip(starts, ends, strict=True)])
-    out = _output(run.workdir, path, name)
-    return images.save_grid(strips, out, columns=num_points)
+    return images.save_grid(strips, _output(run.workdir, path, name), columns=num_points)
 
 
 def training_images(run: TrainedGenerator) -> np.ndarray:
@@ -87,11 +82,9 @@ def nearest_training_images(
     space: str = "pixel",
     train_images: np.ndarray | None = None,
 ) -> Path:
-    """Each row: a sample, then its ``k`` nearest training images, by pixel L2 or in the
-    evaluation classifier's feature space (``space="feature"``). Copies of training images
-    (memorisation) show as near-identical neighbours."""
-    if train_images is None:
-        train_images = training_images(run)
+    """Each row: a sample, then its ``k`` nearest training images, by pixel L2 or in the evaluation
+    classifier's feature space (``space="feature"``): a copied training image shows as a twin."""
+    train_images = training_images(run) if train_images is None else train_images
     samples = run.sample(num, seed)
     nearest = nearest_indices(samples, train_images, k, space, run.config.dataset.name)
     rows = [np.concatenate([samples[i : i + 1], train_images[nearest[i]]]) for i in range(num)]
@@ -110,10 +103,8 @@ def nearest_indices(
         query, keys = features(samples)[0], features(train_images)[0]
     else:
         raise ValueError(f"space must be 'pixel' or 'feature', got {space!r}")
-    distances = np.concatenate(
-        [np.asarray(metrics.squared_distances(query, keys[i : i + 10_000])) for i in range(0, len(keys), 10_000)],
-        axis=1,
-    )
+    block = lambda i: np.asarray(metrics.squared_distances(query, keys[i : i + 10_000]))  # noqa: E731
+    distances = np.concatenate([block(i) for i in range(0, len(keys), 10_000)], axis=1)
     return np.argsort(distances, axis=1)[:, :k]
 
 
@@ -125,11 +116,8 @@ def memorisation(
     num_samples: int = 10_000,
     seed: int = 0,
 ) -> tuple[float, Path]:
-    """(memorisation ratio of ``num_samples`` samples, a picture), with ``evaluator`` (a
-    :class:`dcgan_jax.evaluation.Evaluator` of the run's dataset): the evaluation's
-    :func:`~dcgan_jax.metrics.memorisation_ratio` (about 1: as new as test images; 20: every
-    sample a copy), and the ``num`` samples nearest a training image, each beside that image
-    (feature space), the most suspicious first."""
+    """(:func:`~dcgan_jax.metrics.memorisation_ratio` of ``num_samples`` samples, a picture of the
+    ``num`` samples nearest a training image, each beside it), with ``evaluator`` of the run's dataset."""
     samples = run.sample(num_samples, seed)
     features, _ = evaluator.features_of(samples, min_samples=1)
     to_train = metrics.nearest_distances(features, evaluator.train_features)
@@ -148,16 +136,12 @@ def progress_grid(
     """One row per checkpoint (all kept ones by default), the same ``num`` latent vectors in every
     row: how the generator's answer to one z changes as training goes on."""
     workdir = Path(workdir)
-    checkpointer = checkpoints.Checkpointer(workdir, create=False)
-    try:
+    with contextlib.closing(checkpoints.Checkpointer(workdir, create=False)) as checkpointer:
         steps = steps or checkpointer.all_steps()
-    finally:
-        checkpointer.close()
     runs = [load(workdir, step) for step in steps]
     z = runs[0].latents(num, seed)
     rows = np.concatenate([run.generate(z) for run in runs])
-    out = _output(workdir, path, f"progress_seed{seed}.png")
-    return images.save_grid(rows, out, columns=num)
+    return images.save_grid(rows, _output(workdir, path, f"progress_seed{seed}.png"), columns=num)
 
 
 def metric_curves(workdirs: list[str | Path], path: str | Path, metric: str = "g_loss") -> Path:

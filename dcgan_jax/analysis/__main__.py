@@ -18,8 +18,7 @@ FLAGS = flags.FLAGS
 
 
 def _metrics(runs: list[str]) -> list[str]:
-    """The metrics to plot: the default list less what no run logged (eval/fid without evaluation);
-    a metric named by --metrics must exist (checked before any picture is made)."""
+    """The metrics to plot: the default list less what no run logged; one named by --metrics must exist."""
     rows_per_run = [images.read_metrics(Path(w) / "metrics.jsonl") for w in runs]
     if not FLAGS["metrics"].present:
         logged = {key for rows in rows_per_run for row in rows for key in row}
@@ -30,8 +29,7 @@ def _metrics(runs: list[str]) -> list[str]:
 
 
 def _memorisation(run: analysis.TrainedGenerator, out: Path) -> list[Path]:
-    """The memorisation picture (and the ratio on the console) when the dataset has a classifier
-    and a training split to compare with."""
+    """The memorisation picture (and the ratio) when the dataset has a classifier and a training split."""
     try:
         evaluator = evaluation.evaluator_for(run.config)
     except (classifier.ClassifierMissingError, evaluation.EvaluationError) as e:
@@ -61,9 +59,8 @@ def main(argv: list[str]) -> None:
         analysis.progress_grid(FLAGS.workdir, out, seed=FLAGS.seed),
     ]
     try:
-        written.append(
-            analysis.nearest_training_images(run, out, seed=FLAGS.seed, space="feature", train_images=train_images)
-        )
+        feature = {"space": "feature", "train_images": train_images}
+        written.append(analysis.nearest_training_images(run, out, seed=FLAGS.seed, **feature))
     except classifier.ClassifierMissingError as e:
         print(f"skipped the feature-space neighbours: {e}")
     written += _memorisation(run, out)

@@ -1,13 +1,6 @@
-"""The feature network of the evaluation: a small CNN classifier trained on the dataset itself.
-
-FID and its relatives need a feature space. Inception-v3 weights must be
-downloaded and know nothing of 28x28 grey clothes, so, as is usual for these
-datasets, we use the penultimate layer of a classifier trained on them. Its
-weights ship in ``dcgan_jax/assets/classifiers/<dataset>/`` so that every user
-scores with the same network; its own command reproduces them::
-
-    python -m dcgan_jax.classifier [--config.dataset.name=mnist] [--config.FIELD=VALUE ...]
-"""
+"""The evaluation's default feature network: the penultimate layer of a small CNN classifier trained
+on the dataset itself (as usual for 28x28 grey datasets). Its weights ship in
+``dcgan_jax/assets/classifiers/<dataset>/``; ``python -m dcgan_jax.classifier`` reproduces them."""
 
 from __future__ import annotations
 
@@ -39,11 +32,8 @@ def default_config(dataset: str = "fashion_mnist") -> ml_collections.ConfigDict:
     """The classifier's training config; every field a ``--config.FIELD`` flag of the command."""
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.dataset = ml_collections.ConfigDict()
-    config.dataset.name = dataset
-    config.dataset.data_dir = ""  # As for the GANs: empty means $DCGAN_JAX_DATA_DIR/<name>, else TFDS.
-    config.dataset.split = "train"  # MNIST here has only its test split: --config.dataset.split=test.
-    config.dataset.image_size = 0  # The MNISTs keep their 28x28.
+    # As for the GANs (data_dir "": $DCGAN_JAX_DATA_DIR/<name>, else TFDS); MNIST here has only its test split.
+    config.dataset = ml_collections.ConfigDict({"name": dataset, "data_dir": "", "split": "train", "image_size": 0})
     config.eval_split = "test"
     config.holdout = 2000  # Images held out of the training split when it is also the eval split.
     config.batch_size = 128
@@ -80,17 +70,13 @@ def load_params(dataset: str) -> tuple[Any, dict]:
     """(params, info) of the shipped classifier; ``info`` holds its test accuracy and a weights hash."""
     folder = weights_dir(dataset)
     if not (folder / "params").is_dir():
-        how = (
-            f"train them with: {COMMAND.format(dataset)} (a few minutes on a CPU)"
-            if dataset in EVAL_DATASETS
-            else f"the evaluation supports {', '.join(EVAL_DATASETS)}"
-        )
+        how = f"train them with: {COMMAND.format(dataset)} (a few minutes on a CPU)"
+        how = how if dataset in EVAL_DATASETS else f"the evaluation supports {', '.join(EVAL_DATASETS)}"
         raise ClassifierMissingError(f"no classifier weights for {dataset!r} at {folder}; {how}")
     shapes = jax.eval_shape(lambda: Classifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"])
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(folder / "params", shapes)
-    info = json.loads((folder / "info.json").read_text())
-    return params, info
+    return params, json.loads((folder / "info.json").read_text())
 
 
 def params_hash(params: Any) -> str:
@@ -102,15 +88,14 @@ def params_hash(params: Any) -> str:
 
 @jax.jit
 def _features_and_probs_batch(params: Any, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # Parameters as an argument, not a closure constant: one compiled program serves every set of
-    # weights (each epoch's accuracy check, the shipped ones).
+    # Parameters as an argument, not a closure constant: one program serves every set of weights.
     features, logits = Classifier().apply({"params": params}, batch)
     return features, jax.nn.softmax(logits)
 
 
 def make_apply(params: Any, batch_size: int = 1000):
-    """``features_and_probs(images)`` -> (features (N, 128), class probabilities (N, 10)) as NumPy,
-    jitted in fixed-size batches so that memory stays bounded and one program serves any N."""
+    """``features_and_probs(images)`` -> (features (N, 128), class probabilities (N, 10)) as NumPy, in
+    fixed-size batches: bounded memory, one program for any N."""
 
     def features_and_probs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features, probs = [], []
@@ -134,15 +119,10 @@ def _split(config: ml_collections.ConfigDict):
         eval_images, eval_labels = train_images[-config.holdout :], train_labels[-config.holdout :]
         train_images, train_labels = train_images[: -config.holdout], train_labels[: -config.holdout]
     else:
-        eval_config = ml_collections.ConfigDict(dict(config.dataset))
-        eval_config.split = config.eval_split
+        eval_config = ml_collections.ConfigDict({**config.dataset, "split": config.eval_split})
         eval_images, eval_labels = data.load_dataset(eval_config, config.seed)
-    return (
-        data.to_model_range(train_images),
-        np.asarray(train_labels),
-        data.to_model_range(eval_images),
-        np.asarray(eval_labels),
-    )
+    to_range = data.to_model_range
+    return to_range(train_images), np.asarray(train_labels), to_range(eval_images), np.asarray(eval_labels)
 
 
 def accuracy(params: Any, images: np.ndarray, labels: np.ndarray) -> float:
@@ -151,17 +131,14 @@ def accuracy(params: Any, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def train_classifier(config: ml_collections.ConfigDict, output_dir: str | Path | None = None) -> float:
-    """Trains the classifier, writes its weights and info to ``output_dir`` (the shipped assets
-    folder of the dataset by default) and returns its held-out accuracy."""
+    """Trains the classifier, writes its weights and info to ``output_dir`` (default: the shipped
+    assets folder) and returns its held-out accuracy."""
     output_dir = Path(output_dir) if output_dir else weights_dir(config.dataset.name)
     train_images, train_labels, eval_images, eval_labels = _split(config)
-    logging.info(
-        "Classifier on %s: %d training, %d held-out images.", config.dataset.name, len(train_images), len(eval_images)
-    )
-    model = Classifier()
-    key = jax.random.key(config.seed)
+    sizes = len(train_images), len(eval_images)
+    logging.info("Classifier on %s: %d training, %d held-out images.", config.dataset.name, *sizes)
+    model, key, optimizer = Classifier(), jax.random.key(config.seed), optax.adam(config.learning_rate)
     params = model.init(key, jnp.zeros((1, *train_images.shape[1:])))["params"]
-    optimizer = optax.adam(config.learning_rate)
     opt_state = optimizer.init(params)
 
     @jax.jit
@@ -183,23 +160,24 @@ def train_classifier(config: ml_collections.ConfigDict, output_dir: str | Path |
             params, opt_state, train_images[rows], train_labels[rows], jax.random.fold_in(key, i)
         )
         if (i + 1) % batches.batches_per_epoch == 0:
+            epoch, seconds = (i + 1) // batches.batches_per_epoch, time.monotonic() - started
+            held_out = 100 * accuracy(params, eval_images, eval_labels)
             logging.info(
                 "epoch %d/%d: loss %.4f, held-out accuracy %.2f%% (%.0f s)",
-                (i + 1) // batches.batches_per_epoch,
+                epoch,
                 config.num_epochs,
-                float(loss),
-                100 * accuracy(params, eval_images, eval_labels),
-                time.monotonic() - started,
+                loss,
+                held_out,
+                seconds,
             )
     final = accuracy(params, eval_images, eval_labels)
     output_dir.mkdir(parents=True, exist_ok=True)
     ocp.PyTreeCheckpointer().save((output_dir / "params").absolute(), params, force=True)
+    heldout = f"last {config.holdout} images of the {config.dataset.split} split"
     info = {
         "dataset": config.dataset.name,
         "heldout_accuracy": final,
-        "heldout": f"{config.eval_split} split"
-        if config.dataset.split != config.eval_split
-        else f"last {config.holdout} images of the {config.dataset.split} split",
+        "heldout": f"{config.eval_split} split" if config.dataset.split != config.eval_split else heldout,
         "params_hash": params_hash(params),
         "config": json.loads(config.to_json()),
         "command": COMMAND.format(config.dataset.name),

@@ -1,13 +1,6 @@
-"""The scoring library: feature networks, reference features and metrics (FID, KID, precision/recall,
-density/coverage, IS, class coverage); nothing here loads a checkpoint.
-
-    scores = dcgan_jax.evaluate(images, dataset="fashion_mnist")  # (N, 28, 28, 1) in [-1, 1]
-
-Features: the dataset's shipped classifier (:mod:`dcgan_jax.classifier`), or Inception-v3 pool3
-(:mod:`dcgan_jax.evaluation.inception`), the FID of published tables. A real split's features are
-cached as ``.npz``. A run's checkpoints are scored by :mod:`dcgan_jax.scoring` (``python -m
-dcgan_jax.evaluation``); tables and log lines are :mod:`dcgan_jax.reports`.
-"""
+"""The scoring library: feature networks (the dataset's shipped classifier, or Inception-v3 pool3),
+cached reference features and metrics; nothing here loads a checkpoint (that is
+:mod:`dcgan_jax.scoring`). ``dcgan_jax.evaluate(images, dataset="fashion_mnist")`` scores images."""
 
 from __future__ import annotations
 
@@ -52,12 +45,8 @@ class FeatureNetwork:
     apply: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
     def provenance(self) -> dict:
-        return {
-            "feature_network": self.description,
-            "feature_layer": self.layer,
-            "feature_weights_hash": self.weights_hash,
-            "preprocessing": self.preprocessing,
-        }
+        names = {"feature_network": self.description, "feature_layer": self.layer}
+        return {**names, "feature_weights_hash": self.weights_hash, "preprocessing": self.preprocessing}
 
 
 def default_cache_dir() -> Path:
@@ -66,7 +55,6 @@ def default_cache_dir() -> Path:
 
 def classifier_network(dataset: str) -> FeatureNetwork:
     params, info = classifier.load_params(dataset)
-    apply = classifier.make_apply(params)
     return FeatureNetwork(
         name="classifier",
         description=f"dcgan_jax's {dataset} classifier (dcgan_jax/assets/classifiers/{dataset})",
@@ -74,7 +62,7 @@ def classifier_network(dataset: str) -> FeatureNetwork:
         weights_hash=f"sha256:{info['params_hash']} (first 16 hex digits, over the weights' arrays)",
         preprocessing="none: 28x28x1 in [-1, 1], as the generator writes them",
         image_shape=(28, 28, 1),
-        apply=apply,
+        apply=classifier.make_apply(params),
     )
 
 
@@ -132,21 +120,14 @@ def check_images(
 PR_K, DC_K = 3, 5  # Neighbours of precision/recall (Kynkaanniemi et al.) and density/coverage (Naeem et al.).
 
 
-def _dataset_config(dataset: str, split: str, data_dir: str | Path | None) -> ml_collections.ConfigDict:
-    dataset_config = default_config().dataset
-    dataset_config.update(name=dataset, data_dir=str(data_dir or ""), split=split)
-    return dataset_config
-
-
-def _with_split(dataset_config: ml_collections.ConfigDict, split: str) -> ml_collections.ConfigDict:
-    """A copy of ``dataset_config`` reading ``split``."""
-    return ml_collections.ConfigDict({**dataset_config.to_dict(), "split": split})
+def _with_split(dataset_config: ml_collections.ConfigDict, split: str, **fields) -> ml_collections.ConfigDict:
+    """A copy of ``dataset_config`` reading ``split`` (and ``fields`` changed)."""
+    return ml_collections.ConfigDict({**dataset_config.to_dict(), "split": split, **fields})
 
 
 def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path | None) -> Path:
-    """Where a split's reference features are cached: ``cache_dir``, else beside the IDX data when
-    writable, else ``~/.cache/dcgan_jax/<dataset>`` (always there for an image folder, which holds
-    nothing but images)."""
+    """A split's reference cache: in ``cache_dir``, else beside the IDX data when writable, else in
+    ``~/.cache/dcgan_jax/<dataset>``."""
     name, split = dataset_config.name, dataset_config.split
     digest = network.weights_hash.removeprefix("sha256:")[:16]
     tag = digest if network.name == "classifier" else f"{network.name}-{digest}"
@@ -180,8 +161,7 @@ def _cached_reference(cache: Path) -> dict[str, np.ndarray] | None:
 
 
 def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:
-    """Features, class probabilities (when the network has them), labels and the SHA-256 of the
-    uint8 images of a real split: computed once and cached as ``.npz``."""
+    """Features, class probabilities (if any), labels and images' SHA-256 of a real split, cached."""
     cache = _cache_file(dataset_config, network, cache_dir)
     if cache.exists() and (stored := _cached_reference(cache)) is not None:
         return stored
@@ -189,9 +169,7 @@ def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, 
     features, probs = network.apply(data.to_model_range(uint8_images))
     digest = hashlib.sha256(np.ascontiguousarray(uint8_images).tobytes()).hexdigest()
     reference = {"features": features, "labels": labels, "images_sha256": np.array(digest)}
-    reference["image_shape"] = np.array(uint8_images.shape[1:])
-    if probs is not None:
-        reference["probs"] = probs
+    reference.update(image_shape=np.array(uint8_images.shape[1:]), **({} if probs is None else {"probs": probs}))
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npz")
     np.savez(partial, **reference)
@@ -201,12 +179,8 @@ def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, 
 
 
 class Evaluator:
-    """A feature network and the real reference of one dataset and split, loaded once, to score any
-    number of image sets. ``feature_network``: "classifier" (the dataset's shipped one, the default)
-    or "inception" (any image shape; the only choice for a dataset without a classifier, e.g. an
-    image folder passed as ``dataset_config``). The memorisation ratio (the training split's
-    features too) is computed with the classifier, for datasets with both splits, unless
-    ``memorisation=False``."""
+    """A feature network ("classifier" or "inception": any image shape, e.g. an image folder given as
+    ``dataset_config``) and the real reference of one split, loaded once to score many image sets."""
 
     def __init__(
         self,
@@ -218,7 +192,8 @@ class Evaluator:
         feature_network: str = "classifier",
         dataset_config: ml_collections.ConfigDict | None = None,
     ):
-        self.dataset_config = dataset_config or _dataset_config(dataset, split, data_dir)
+        defaults = default_config().dataset
+        self.dataset_config = dataset_config or _with_split(defaults, split, name=dataset, data_dir=str(data_dir or ""))
         self.dataset, self.split, self.cache_dir = self.dataset_config.name, self.dataset_config.split, cache_dir
         self.network = network_for(feature_network, self.dataset)
         self.features_and_probs = self.network.apply
@@ -230,20 +205,13 @@ class Evaluator:
         self.real_radii, self.real_radii_dc = metrics.neighbour_radii(self.real_features, (PR_K, DC_K))
         if self.real_probs is not None:
             self.real_hist = metrics.class_histogram(self.real_probs, classifier.NUM_CLASSES)
-        classes = np.unique(self.real_labels)
-        self.class_stats = [
-            metrics.mean_and_cov(self.real_features[self.real_labels == c]) for c in range(classes.max() + 1)
-        ]
+        features, labels = self.real_features, self.real_labels
+        self.class_stats = [metrics.mean_and_cov(features[labels == c]) for c in range(labels.max() + 1)]
+        split = self.split if self.dataset != "image_folder" else f"all images of {self.dataset_config.data_dir}"
+        reference = {"dataset": self.dataset, "split": split, "num_images": len(self.real_features)}
         self.provenance = {
             **self.network.provenance(),
-            "reference": {
-                "dataset": self.dataset,
-                "split": self.split
-                if self.dataset != "image_folder"
-                else f"all images of {self.dataset_config.data_dir}",
-                "num_images": len(self.real_features),
-                "images_sha256": str(real["images_sha256"]),
-            },
+            "reference": {**reference, "images_sha256": str(real["images_sha256"])},
             "neighbours": {"precision_recall_k": PR_K, "density_coverage_k": DC_K},
             "kid": "mean over 100 subsets of 1000",
         }
@@ -259,8 +227,8 @@ class Evaluator:
         return data.load_dataset(_with_split(self.dataset_config, "train"))[0]
 
     def _load_memorisation_reference(self, real: dict) -> None:
-        """The training split's features and the test images' distances to them; without a training
-        split (MNIST on this project's machine has only its test split) the ratio is left out."""
+        """The training split's features and the test images' distances to them (no ratio without a
+        training split)."""
         try:
             train = real if self.split == "train" else self._reference("train")
             test = real if self.split == "test" else self._reference("test")
@@ -300,16 +268,9 @@ class Evaluator:
         kid, kid_std = metrics.kernel_inception_distance(self.real_features, features)
         precision, recall = metrics.precision_recall(self.real_features, features, PR_K, self.real_radii)
         density, coverage = metrics.density_coverage(self.real_features, features, DC_K, self.real_radii_dc)
-        scores = {
-            "fid": metrics.frechet_distance(mu, cov, self.real_mu, self.real_cov),
-            "kid": kid,
-            "kid_std": kid_std,
-            "precision": precision,
-            "recall": recall,
-            "density": density,
-            "coverage": coverage,
-            "num_samples": len(features),
-        }
+        fid = metrics.frechet_distance(mu, cov, self.real_mu, self.real_cov)
+        scores = dict(fid=fid, kid=kid, kid_std=kid_std, precision=precision, recall=recall)
+        scores.update(density=density, coverage=coverage, num_samples=len(features))
         if self.train_features is not None:
             to_train = metrics.nearest_distances(features, self.train_features)
             scores["memorisation_ratio"] = metrics.memorisation_ratio(to_train, self.heldout_to_train)
@@ -343,9 +304,8 @@ def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def features(images: np.ndarray, dataset: str = "fashion_mnist", feature_network: str = "classifier") -> np.ndarray:
-    """(N, D) features of ``images`` (N, H, W, C) in [-1, 1] in the evaluation's feature space: by
-    default the penultimate layer (128) of ``dataset``'s shipped classifier, to score with one's own
-    tools; ``feature_network="inception"``: Inception-v3 pool3 (2048)."""
+    """(N, D) features of ``images`` (N, H, W, C) in [-1, 1], to score with one's own tools: ``dataset``'s
+    classifier's penultimate layer (128), or with ``feature_network="inception"`` pool3 (2048)."""
     if feature_network == "classifier" and dataset not in EVAL_DATASETS:
         raise EvaluationError(f"dataset={dataset!r}: the evaluation's classifiers are for {', '.join(EVAL_DATASETS)}")
     network = network_for(feature_network, dataset)
@@ -366,14 +326,10 @@ def evaluate(
     labels: np.ndarray | None = None,
     feature_network: str = "classifier",
 ) -> dict:
-    """Scores ``images`` (N, 28, 28, 1) in [-1, 1] against the real ``split`` of ``dataset``.
-
-    Returns fid, kid, kid_std, precision, recall, density, coverage, memorisation_ratio,
-    num_samples and, with the classifier, inception_score, classes_covered, class_kl and
-    class_histogram; with ``labels`` (the classes a conditional generator was asked for) also
-    intra_fid, intra_fid_per_class, class_agreement and class_agreement_per_class. The network and
-    reference are loaded once per (dataset, split, data_dir, cache_dir, network) in this process.
-    """
+    """Scores of ``images`` (N, 28, 28, 1) in [-1, 1] against the real ``split`` of ``dataset``: fid,
+    kid, precision, recall, density, coverage, memorisation_ratio, with the classifier inception_score
+    and class coverage, with ``labels`` intra_fid and class_agreement (docs/evaluation.md). Network and
+    reference are loaded once per (dataset, split, data_dir, cache_dir, network) in a process."""
     if split not in SPLITS:
         raise EvaluationError(f"split={split!r}: the real images compared with are one of {', '.join(SPLITS)}")
     if dataset not in EVAL_DATASETS:
@@ -385,8 +341,7 @@ def evaluate(
 
 
 def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "classifier") -> Evaluator:
-    """The Evaluator of a run's config: its dataset, against ``eval.split``. The memorisation ratio
-    only with the classifier (Inception features of 60,000 training images take long on a CPU)."""
+    """The Evaluator of a run's config: its dataset, against ``eval.split``."""
     if feature_network == "classifier" and config.dataset.name not in EVAL_DATASETS:
         raise EvaluationError(
             f"the run's dataset {config.dataset.name!r} has no shipped classifier (those: "

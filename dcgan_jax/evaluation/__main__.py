@@ -4,6 +4,7 @@ and ``W/eval/results.json``, prints a table (and, with ``--draws``, each score's
 draws). Without ``--seed`` it scores the latents of the in-training evaluation, so a step's FID is
 its log line's."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -18,15 +19,9 @@ flags.DEFINE_integer("num_samples", None, "Samples to score per checkpoint (defa
 flags.DEFINE_integer("seed", None, "Score latents drawn with this seed instead of the training evaluation's.")
 flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
 flags.DEFINE_string("output_dir", None, "Where the JSON results go (default: <workdir>/eval).")
-flags.DEFINE_integer(
-    "draws", 1, "Score this many independent draws of latents (seeds --seed onwards) and their spread."
-)
-flags.DEFINE_enum(
-    "feature_network",
-    "classifier",
-    ["classifier", "inception"],
-    "classifier: the dataset's shipped classifier; inception: Inception-v3 pool3, the FID of published tables.",
-)
+flags.DEFINE_integer("draws", 1, "Score this many independent draws of latents (seeds --seed on) and their spread.")
+networks = ["classifier", "inception"]
+flags.DEFINE_enum("feature_network", "classifier", networks, "The dataset's classifier, or Inception-v3 pool3.")
 flags.DEFINE_string("export_features", None, "Also write the samples' and the real reference's features to this .npz.")
 FLAGS = flags.FLAGS
 
@@ -46,19 +41,11 @@ def main(argv: list[str]) -> None:
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
     steps = [FLAGS.step] if FLAGS.step is not None else None
     if FLAGS.all_steps:
-        checkpointer = checkpoints.Checkpointer(FLAGS.workdir, create=False)
-        steps = checkpointer.all_steps()
-        checkpointer.close()
+        with contextlib.closing(checkpoints.Checkpointer(FLAGS.workdir, create=False)) as checkpointer:
+            steps = checkpointer.all_steps()
+    f = FLAGS
     rows = scoring.evaluate_run(
-        FLAGS.workdir,
-        steps,
-        FLAGS.num_samples,
-        FLAGS.seed,
-        FLAGS.truncation,
-        out,
-        FLAGS.draws,
-        FLAGS.export_features,
-        FLAGS.feature_network,
+        f.workdir, steps, f.num_samples, f.seed, f.truncation, out, f.draws, f.export_features, f.feature_network
     )
     summary = out / "results.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n")

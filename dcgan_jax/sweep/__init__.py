@@ -1,16 +1,7 @@
-"""Grids of runs over config fields, and the table that compares them.
-
-    python launch.py --experiment=fashion_dcgan --workdir=runs/lr_width \\
-        --sweep='optimizer.learning_rate=1e-4,2e-4 model.base_width=32,64'
-
-runs the four combinations one after another, each in ``runs/lr_width/<its
-overrides>``; ``--sweep_dry_run`` prints their commands instead, one a line, for
-a scheduler or ``xargs -P``. A rerun skips finished runs and resumes an
-unfinished one. The results (``results.md``, ``results.csv`` and a plot of one
-metric for all runs) can also be made for any folder of runs::
-
-    python -m dcgan_jax.sweep --runs=runs/lr_width [--metric=eval/fid]
-"""
+"""Grids of runs over config fields, and the tables that compare them (docs/benchmarks.md):
+``launch.py --sweep='optimizer.learning_rate=1e-4,2e-4 model.base_width=32,64'`` runs the grid, each
+run in ``WORKDIR/<its overrides>`` (a rerun skips finished runs); ``python -m dcgan_jax.sweep
+--runs=DIR`` tabulates any folder of runs."""
 
 from __future__ import annotations
 
@@ -77,9 +68,7 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
         if field not in known:
             raise config_lib.ConfigError(f"--sweep: {config_lib.unknown_field_message(field, known)}")
         if field in (axis[0][0] for axis in axes):
-            raise config_lib.ConfigError(
-                f"--sweep: {field} is given twice; list all its values once, e.g. {field}=V1,V2,V3"
-            )
+            raise config_lib.ConfigError(f"--sweep: {field} is given twice; list its values once: {field}=V1,V2,V3")
         texts = values.split(",")
         if not values or any(not t for t in texts):
             raise config_lib.ConfigError(f"--sweep: {field} has an empty value in {values!r}")
@@ -100,33 +89,18 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
 
 def configure(base: ml_collections.ConfigDict, run: SweepRun) -> ml_collections.ConfigDict:
     config = copy.deepcopy(base)
-    for field, value in run.overrides.items():
-        *parents, leaf = field.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(run.overrides)
     return config
 
 
 def commands(
     experiment: str, sweep_dir: Path, runs: list[SweepRun], base_flags: list[str], launcher: Path
 ) -> list[list[str]]:
-    """One ``launch.py`` argv a run, with the sweep's other flags (``base_flags``) before its own; the
-    interpreter (``sys.executable``), ``launcher`` and the workdir absolute, so a command runs the same
-    from any folder or shell (a scheduler's, an ``xargs`` without the virtualenv on its PATH)."""
-    sweep_dir = Path(sweep_dir).absolute()
-    return [
-        [
-            sys.executable,
-            str(Path(launcher).absolute()),
-            f"--experiment={experiment}",
-            f"--workdir={sweep_dir / run.name}",
-            *base_flags,
-            *run.flags,
-        ]
-        for run in runs
-    ]
+    """One ``launch.py`` argv a run, the sweep's other flags (``base_flags``) before its own; interpreter,
+    launcher and workdir absolute, so it runs the same from any folder or shell (a scheduler's)."""
+    sweep_dir, launcher = Path(sweep_dir).absolute(), str(Path(launcher).absolute())
+    start = [sys.executable, launcher, f"--experiment={experiment}"]
+    return [[*start, f"--workdir={sweep_dir / run.name}", *base_flags, *run.flags] for run in runs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,9 +139,8 @@ def launch(
 def run_sweep(
     base: ml_collections.ConfigDict, runs: list[SweepRun], sweep_dir: Path, train_fn, metric: str | None = None
 ) -> list[dict]:
-    """Trains the runs one after another with ``train_fn(config, workdir)``; a run stopped by a signal
-    stops the sweep (Interrupted), one that diverges is marked so in its status.json and the sweep goes
-    on. Returns the results rows."""
+    """Trains the runs one after another with ``train_fn(config, workdir)`` (a signal stops the sweep, a
+    diverged run is a result); returns the results rows."""
     for i, run in enumerate(runs, 1):
         workdir = sweep_dir / run.name
         if read_status(workdir).get("finished"):
@@ -190,9 +163,8 @@ def _run_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def results(sweep_dir: str | Path) -> list[dict]:
-    """One row per run folder under ``sweep_dir``: the config fields that differ between the runs,
-    steps, wall time, the final training metrics, and when evaluated the last evaluation's scores
-    and the best FID."""
+    """One row per run folder under ``sweep_dir``: the config fields that differ, steps, wall time,
+    the final training metrics, the last evaluation's scores and the best FID."""
     sweep_dir = Path(sweep_dir)
     run_dirs = _run_dirs(sweep_dir)
     if not run_dirs:
@@ -226,22 +198,14 @@ def _metric_columns() -> list[str]:
     return ["steps", "wall_s", "status", *FINAL_METRICS, *finals, "best_fid"]
 
 
-SETTING_METRICS = (
-    "steps",
-    "final_fid",
-    "best_fid",
-    "final_kid",
-    "final_precision",
-    "final_recall",
-    "final_density",
-    "final_coverage",
+SETTING_METRICS = tuple(
+    "steps final_fid best_fid final_kid final_precision final_recall final_density final_coverage".split()
 )
 
 
 def settings(rows: list[dict]) -> list[dict]:
-    """One row per setting (the runs that differ only in ``seed``): its fields, n, the seeds, and
-    the mean and sample standard deviation of each of :data:`SETTING_METRICS` over its runs
-    (sd None for one run; a metric some run lacks, e.g. never evaluated, is left out of its mean)."""
+    """One row per setting (runs differing only in ``seed``): its fields, n, the seeds, and the mean and
+    sd (None for one run) of each of :data:`SETTING_METRICS` over the runs that have it."""
     fields = [k for k in rows[0] if k not in ("run", "seed", *_metric_columns())]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -285,9 +249,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict]:
-    """Prints the Markdown tables and writes results.md, results.csv (one row per run), settings.csv
-    (one per setting: mean and sd over its seeds) and the metric plots: every run, and when some
-    setting has several seeds, each setting's mean with a +- sd band."""
+    """Prints the Markdown tables and writes results.md, results.csv (a row per run), settings.csv (per
+    setting: mean and sd over its seeds) and the plots of ``metric``: every run, and +- sd bands."""
     sweep_dir = Path(sweep_dir)
     rows = results(sweep_dir)
     table = settings(rows)
@@ -303,20 +266,15 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
     if any(setting["n"] > 1 for setting in table):
         plots.append(images.plot_metric_bands(_groups(sweep_dir, rows, table), metric, sweep_dir / f"{name}_bands.png"))
     print(text)
-    logging.info(
-        "Results: %s, %s, %s; %s over steps: %s",
-        *(sweep_dir / n for n in ("results.md", "results.csv", "settings.csv")),
-        metric,
-        ", ".join(map(str, plots)),
-    )
+    tables = ", ".join(str(sweep_dir / n) for n in ("results.md", "results.csv", "settings.csv"))
+    logging.info("Results: %s; %s over steps: %s", tables, metric, ", ".join(map(str, plots)))
     return rows
 
 
 def provenance_note(run_dirs: list[Path]) -> str:
-    """What the evaluation scores were made with (each run's ``eval/provenance.json``): one line
-    when the runs agree, one per kind when they do not; empty without evaluations."""
+    """What the evaluation scores were made with (each run's ``eval/provenance.json``): a line per kind."""
     found = sorted(
-        {(d / "eval" / "provenance.json").read_text() for d in run_dirs if (d / "eval" / "provenance.json").exists()}
+        {(d / "eval/provenance.json").read_text() for d in run_dirs if (d / "eval/provenance.json").exists()}
     )
     lines = []
     for text in found:

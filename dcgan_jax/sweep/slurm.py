@@ -1,15 +1,6 @@
-"""A sweep as a SLURM job array: one grid point per array task.
-
-    python launch.py --experiment=fashion_dcgan --workdir=/shared/runs/lr \\
-        --sweep='optimizer.learning_rate=1e-4,2e-4 seed=0,1' --sweep_slurm=/shared/runs/lr/sweep.sbatch
-    sbatch /shared/runs/lr/sweep.sbatch          # or add --sweep_submit to the line above
-
-writes the script and ``sweep.manifest.json`` beside it: task ``i`` runs the
-``i``-th command of the manifest (the same absolute command ``--sweep_dry_run``
-prints), skipping a run that finished and resuming one that did not, as a
-local sweep does. When the array is done, ``python -m dcgan_jax.sweep
---runs=/shared/runs/lr`` makes the same tables and plots as a local sweep.
-"""
+"""A sweep as a SLURM job array (``launch.py --sweep=... --sweep_slurm=FILE [--sweep_submit]``): the
+script and its manifest, task ``i`` running the manifest's ``i``-th command (a finished run skipped);
+``python -m dcgan_jax.sweep --runs=DIR`` then tabulates the runs."""
 
 from __future__ import annotations
 
@@ -38,10 +29,8 @@ def write_array(script: Path, runs: list, argvs: list[list[str]], sweep_dir: Pat
     script, sweep_dir = script.absolute(), sweep_dir.absolute()
     script.parent.mkdir(parents=True, exist_ok=True)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [
-        {"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv}
-        for run, argv in zip(runs, argvs, strict=True)
-    ]
+    pairs = zip(runs, argvs, strict=True)
+    tasks = [{"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv} for run, argv in pairs]
     manifest = manifest_path(script)
     manifest.write_text(json.dumps({"sweep_dir": str(sweep_dir), "tasks": tasks}, indent=2) + "\n")
     task = shlex.join([sys.executable, "-m", "dcgan_jax.sweep", f"--manifest={manifest}"])
