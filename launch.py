@@ -39,8 +39,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.sweep is not None:  # Also --sweep='', an error there rather than a plain run.
         sweep_flags = ("dry_run", "slurm", "max_parallel", "submit", "metric")
         config_flags = tuple(arg for arg in sys.argv[1:] if arg.startswith("--config."))
-        plan = sweep.Plan(*(FLAGS[f"sweep_{name}"].value for name in sweep_flags), config_flags)
-        sweep.launch(FLAGS.experiment, config, Path(workdir), FLAGS.sweep, loop.train_and_evaluate, LAUNCHER, plan)
+        plan = sweep.Plan(*(FLAGS[f"sweep_{name}"].value for name in sweep_flags), config_flags, LAUNCHER)
+        sweep.launch(FLAGS.experiment, config, Path(workdir), FLAGS.sweep, train_fn=loop.train_and_evaluate, plan=plan)
     else:
         loop.train_and_evaluate(config, workdir)
 

@@ -245,7 +245,7 @@ def read_status(workdir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_status(workdir: Path, num_steps: int, step: int, ended: str, seconds: float, detail: str = "") -> None:
+def write_status(workdir: Path, num_steps: int, step: int, ended: str, seconds: float, *, detail: str = "") -> None:
     """``status.json``: the step, how the run ended (``finished``, ``time_limit``, ``signal``,
     ``diverged``) and its wall time over all sessions. Only a signal leaves it unfinished (a sweep
     reruns it): a time-limited or diverged run would only spend its budget or diverge again."""

@@ -58,7 +58,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             out.finish()
             seconds = time.monotonic() - started
             if is_main:
-                control.write_status(workdir, cfg.num_steps, step, stop.ended, seconds, stop.signal or "")
+                control.write_status(workdir, cfg.num_steps, step, stop.ended, seconds, detail=stop.signal or "")
                 curves = images.plot_curves(out.writer.metrics_path, workdir / "curves.png")
                 logging.info(
                     "Done at step %d in %.0f s. Checkpoints: %s; curves: %s", step, seconds, ckpt.directory, curves
@@ -71,7 +71,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             return state
         except control.TrainingDiverged as e:
             if is_main:
-                control.write_status(workdir, cfg.num_steps, e.step, "diverged", time.monotonic() - started, str(e))
+                control.write_status(
+                    workdir, cfg.num_steps, e.step, "diverged", time.monotonic() - started, detail=str(e)
+                )
             raise
         finally:
             out.close()
@@ -220,7 +222,7 @@ class _Outputs:
         return _Interval()
 
     def log_interval(
-        self, state: GanState, step: int, stacked: dict, rate: float, started: float, with_diversity: bool
+        self, state: GanState, step: int, stacked: dict, rate: float, started: float, *, with_diversity: bool
     ) -> None:
         """The log line and metrics row of the steps since the last one; ``with_diversity`` (at sample
         steps only: with ``train.recompute_bn`` it costs a BatchNorm pass) adds the collapse alarm."""
@@ -249,7 +251,7 @@ class _Outputs:
         return self._sampling_variables[1]
 
     def samples(self, state: GanState, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        return sampling.sample_in_chunks(self.sample, self.sampling_variables(state), z, labels, self.place)
+        return sampling.sample_in_chunks(self.sample, self.sampling_variables(state), z, labels, place=self.place)
 
     def diversity(self, state: GanState) -> float:
         """The grid's :func:`~dcgan_jax.metrics.sample_diversity`: the run's cheap mode-collapse signal."""

@@ -97,7 +97,7 @@ def make_bn_recomputer(generator, model_config, batch_size: int, num_batches: in
 
 
 def sample_in_chunks(
-    sample: Sampler, variables, z, labels=None, place: Callable = lambda x: x, chunk: int = EVAL_CHUNK
+    sample: Sampler, variables, z, labels=None, *, place: Callable = lambda x: x, chunk: int = EVAL_CHUNK
 ) -> np.ndarray:
     """Images for many latents, ``chunk`` at a time (bounded memory, one compiled shape), as NumPy;
     ``place`` puts each chunk where the generator's variables are."""

@@ -52,6 +52,7 @@ def evaluate_run(
     num_samples: int | None = None,
     seed: int | None = None,
     truncation: float = 1.0,
+    *,
     output_dir: str | Path | None = None,
     draws: int = 1,
     export_path: str | Path | None = None,

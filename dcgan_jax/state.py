@@ -25,9 +25,8 @@ class NetState:
     def apply_gradients(self, tx: optax.GradientTransformation, grads, batch_stats) -> NetState:
         """One step of ``tx`` on ``grads``, with the BatchNorm statistics of the pass that made them."""
         updates, opt_state = tx.update(grads, self.opt_state, self.params)
-        return self.replace(
-            params=optax.apply_updates(self.params, updates), batch_stats=batch_stats, opt_state=opt_state
-        )
+        params = optax.apply_updates(self.params, updates)
+        return self.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
 
     @property
     def learning_rate(self) -> jax.Array:
@@ -35,10 +34,8 @@ class NetState:
 
     def with_learning_rate(self, rate: float) -> NetState:
         """The same network with another learning rate (kept in the optimizer state, so checkpoints keep it)."""
-        rate = jnp.asarray(rate, self.learning_rate.dtype)
-        return self.replace(
-            opt_state=self.opt_state._replace(hyperparams={**self.opt_state.hyperparams, "learning_rate": rate})
-        )
+        hyperparams = {**self.opt_state.hyperparams, "learning_rate": jnp.asarray(rate, self.learning_rate.dtype)}
+        return self.replace(opt_state=self.opt_state._replace(hyperparams=hyperparams))
 
     @staticmethod
     def create(variables: dict, tx: optax.GradientTransformation) -> NetState:

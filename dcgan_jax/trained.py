@@ -136,6 +136,7 @@ def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
 def load(
     workdir: str | Path,
     step: int | None = None,
+    *,
     best: bool = False,
     experiment: str | None = None,
     ema: bool = True,

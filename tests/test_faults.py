@@ -525,13 +525,7 @@ def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(tmp_path, sig):
-    args = [
-        sys.executable,
-        str(REPO / "launch.py"),
-        "--experiment=fashion_dcgan",
-        f"--workdir={tmp_path}",
-        *tiny_flags(num_steps=100_000, checkpoint_every=1000, log_every=1),
-    ]
+    args = [*LAUNCH, f"--workdir={tmp_path}", *tiny_flags(num_steps=100_000, checkpoint_every=1000, log_every=1)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines = []
     for line in process.stderr:  # Wait until training is under way.

@@ -198,7 +198,7 @@ def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
             workdir.mkdir(parents=True)
             (workdir / "config.json").write_text(config.to_json())
             message = "training diverged at step 1: non-finite d_loss=nan (discriminator)"
-            control.write_status(workdir, 2, 1, "diverged", 0.5, message)
+            control.write_status(workdir, 2, 1, "diverged", 0.5, detail=message)
             raise TrainingDiverged(message, 1)
         return dcgan_jax.train(config, workdir)
 

@@ -50,6 +50,7 @@ def interpolation_strips(
     num_strips: int = 8,
     num_points: int = 10,
     seed: int = 0,
+    *,
     endpoints: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """One row per pair of latent vectors (random from ``seed``, or the given ``endpoints``, each
@@ -69,17 +70,17 @@ def interpolation_strips(
 
 def training_images(run: TrainedGenerator) -> np.ndarray:
     """The run's training split in [-1, 1], read as its config says."""
-    train_uint8, _ = data.load_dataset(run.config.dataset, run.config.seed)
-    return data.to_model_range(train_uint8)
+    return data.to_model_range(data.load_dataset(run.config.dataset, run.config.seed)[0])
 
 
 def nearest_training_images(
     run: TrainedGenerator,
     path: str | Path | None = None,
+    *,
     num: int = 8,
+    space: str = "pixel",
     k: int = 5,
     seed: int = 0,
-    space: str = "pixel",
     train_images: np.ndarray | None = None,
 ) -> Path:
     """Each row: a sample, then its ``k`` nearest training images, by pixel L2 or in the evaluation
@@ -112,6 +113,7 @@ def memorisation(
     run: TrainedGenerator,
     evaluator,
     path: str | Path | None = None,
+    *,
     num: int = 8,
     num_samples: int = 10_000,
     seed: int = 0,

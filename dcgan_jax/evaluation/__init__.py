@@ -94,9 +94,7 @@ def network_for(name: str, dataset: str) -> FeatureNetwork:
     return classifier_network(dataset) if name == "classifier" else inception_network()
 
 
-def check_images(
-    images: np.ndarray, min_samples: int = MIN_SAMPLES, shape: tuple[int, ...] = IMAGE_SHAPE
-) -> np.ndarray:
+def check_images(images: np.ndarray, min_samples: int = MIN_SAMPLES, shape: tuple = IMAGE_SHAPE) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -188,6 +186,7 @@ class Evaluator:
         split: str = "test",
         data_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
+        *,
         memorisation: bool = True,
         feature_network: str = "classifier",
         dataset_config: ml_collections.ConfigDict | None = None,
@@ -322,6 +321,7 @@ def evaluate(
     split: str = "test",
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    *,
     min_samples: int = MIN_SAMPLES,
     labels: np.ndarray | None = None,
     feature_network: str = "classifier",

@@ -43,9 +43,9 @@ def main(argv: list[str]) -> None:
     if FLAGS.all_steps:
         with contextlib.closing(checkpoints.Checkpointer(FLAGS.workdir, create=False)) as checkpointer:
             steps = checkpointer.all_steps()
-    f = FLAGS
+    f, where = FLAGS, {"output_dir": out, "export_path": FLAGS.export_features}
     rows = scoring.evaluate_run(
-        f.workdir, steps, f.num_samples, f.seed, f.truncation, out, f.draws, f.export_features, f.feature_network
+        f.workdir, steps, f.num_samples, f.seed, f.truncation, **where, draws=f.draws, feature_network=f.feature_network
     )
     summary = out / "results.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n")

@@ -67,17 +67,14 @@ class _TorchScriptUnpickler(pickle.Unpickler):
         self.archive, self.prefix = archive, prefix
 
     def find_class(self, module: str, name: str):
+        allowed = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor, ("collections", "OrderedDict"): OrderedDict}
+        allowed |= {("torch", k): dtype for k, dtype in self.DTYPES.items()}
+        allowed |= {("torch.jit._pickle", f"build_{k}list"): list for k in ("int", "double", "bool")}
         if module.startswith("__torch__"):
             return _Node
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
-        if module == "torch" and name in self.DTYPES:
-            return self.DTYPES[name]
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        if module == "torch.jit._pickle" and name in ("build_intlist", "build_doublelist", "build_boollist"):
-            return list
-        raise pickle.UnpicklingError(f"unexpected global {module}.{name} in a TorchScript file")
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"unexpected global {module}.{name} in a TorchScript file")
+        return allowed[module, name]
 
     def persistent_load(self, pid):
         _, dtype, key, _, numel = pid  # ('storage', dtype, key, location, numel)

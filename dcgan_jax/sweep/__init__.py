@@ -113,10 +113,11 @@ class Plan:
     submit: bool = False  # Also hand the script to sbatch.
     metric: str | None = None  # Plotted over steps in the results.
     config_flags: tuple[str, ...] = ()  # The command's --config.FIELD=VALUE flags, repeated in every run's.
+    launcher: Path = Path("launch.py")  # The script each run's command calls.
 
 
 def launch(
-    experiment: str, base: ml_collections.ConfigDict, sweep_dir: Path, spec: str, train_fn, launcher: Path, plan: Plan
+    experiment: str, base: ml_collections.ConfigDict, sweep_dir: Path, spec: str, *, train_fn, plan: Plan
 ) -> None:
     """``launch.py --sweep=SPEC``: the grid's commands, a SLURM array of them, or its runs one after another."""
     if plan.slurm and not plan.dry_run:  # Both folders checked before any work, as --workdir is.
@@ -125,7 +126,7 @@ def launch(
         check_writable_folder(Path(plan.slurm).absolute().parent, "--sweep_slurm")
         check_writable_folder(Path(sweep_dir), "--workdir")
     runs = expand(spec, base)
-    argvs = commands(experiment, sweep_dir, runs, list(plan.config_flags), launcher)
+    argvs = commands(experiment, sweep_dir, runs, list(plan.config_flags), plan.launcher)
     if plan.dry_run:
         print("\n".join(shlex.join(argv) for argv in argvs))
     elif plan.slurm:
