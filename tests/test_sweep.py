@@ -134,20 +134,20 @@ def test_sweep_submit_hands_the_script_to_sbatch_and_says_so_without_one(tmp_pat
     fake = bin_dir / "sbatch"
     fake.write_text(f'#!/bin/sh\necho "$@" > {record}\necho "Submitted batch job 4242"\n')
     fake.chmod(0o755)
-    plan = sweep.Plan(slurm=str(tmp_path / "a.sbatch"), max_parallel=2, submit=True)
-    launch = functools.partial(sweep.launch, "fashion_dcgan", tiny_config(), tmp_path / "runs", "seed=0,1,2")
+    plan = sweep.Plan(slurm=str(tmp_path / "a.sbatch"), max_parallel=2, submit=True, launcher=REPO / "launch.py")
+    launch = functools.partial(sweep.launch, "fashion_dcgan", tiny_config(), tmp_path / "runs", "seed=0,1,2", plan=plan)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    launch(lambda *_: pytest.fail("a SLURM sweep trains nothing here"), REPO / "launch.py", plan)
+    launch(train_fn=lambda *_: pytest.fail("a SLURM sweep trains nothing here"))
     assert record.read_text().split() == [str(tmp_path / "a.sbatch")]
     assert "Submitted batch job 4242" in capsys.readouterr().out
     assert "#SBATCH --array=0-2%2" in (tmp_path / "a.sbatch").read_text()
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with pytest.raises(config_lib.ConfigError, match=f"no sbatch on PATH here; on the cluster run: sbatch {tmp_path}"):
-        launch(None, REPO / "launch.py", plan)
+        launch(train_fn=None)
     fake.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n")
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     with pytest.raises(config_lib.ConfigError, match="failed \\(1\\): sbatch: error: invalid partition"):
-        launch(None, REPO / "launch.py", plan)
+        launch(train_fn=None)
 
 
 def test_sweep_runs_the_grid_skips_finished_runs_resumes_unfinished_and_tabulates(tmp_path):
