@@ -49,6 +49,22 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
+def save_npz(path: Path, **arrays) -> None:
+    """``arrays`` written to ``path`` atomically (a reader sees all or nothing): a cache. A folder that
+    cannot be written (a read-only home, a full disk) is one warning; the caller's result stands."""
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(partial, **arrays)
+        os.replace(partial, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        logging.warning("Could not write the cache %s (%s); it is computed anew next time.", path, e)
+    else:
+        logging.info("Cached %s", path)
+
+
 def format_log_line(step: int, num_steps: int, scalars: dict[str, float], seconds_left: float | None = None) -> str:
     """One log line; the ETA is the time to ``num_steps`` or, when sooner, ``seconds_left`` of a
     time limit (``train.max_seconds``)."""
@@ -143,11 +159,6 @@ def unraisable_to_log(unraisable) -> None:
     logging.info("%s %r: %r", what, where, unraisable.exc_value, extra=FILE_ONLY)
 
 
-def _filter(handler: std_logging.Handler, kind: type) -> None:
-    if not any(isinstance(f, OwnInfoFilter) for f in handler.filters):
-        handler.addFilter(kind())
-
-
 @contextlib.contextmanager
 def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[None]:
     """The one place logging is configured, for a command (no ``workdir``) or a run: the console shows our
@@ -156,12 +167,13 @@ def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[No
         logging.set_verbosity(logging.WARNING)
     elif not logging.level_info():  # Called from Python rather than a command: still show progress.
         logging.set_verbosity(logging.INFO)
-    _filter(logging.get_absl_handler(), ConsoleFilter)
+    console = logging.get_absl_handler()
+    console.filters = [f for f in console.filters if not isinstance(f, OwnInfoFilter)] + [ConsoleFilter()]
     handler = None
     if workdir is not None and is_main:
         handler = std_logging.FileHandler(Path(workdir) / "train.log")
         handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        _filter(handler, OwnInfoFilter)
+        handler.addFilter(OwnInfoFilter())
         logging.get_absl_logger().addHandler(handler)
     try:
         yield

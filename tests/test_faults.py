@@ -506,6 +506,19 @@ def test_a_damaged_reference_cache_is_rebuilt_with_one_warning(damage, tmp_path,
     np.testing.assert_array_equal(again.real_features, first.real_features)
 
 
+def test_a_cache_folder_that_cannot_be_written_is_one_warning_and_the_scores_stand(tmp_path, caplog):
+    folder, blocked = shared_dataset_dir("fashion_mnist"), tmp_path / "a_file"
+    blocked.write_text("a file where the cache folder would go")  # As a read-only home: no folder can be made.
+    with caplog.at_level("WARNING"):
+        uncached = evaluation.Evaluator(
+            "fashion_mnist", "test", folder, cache_dir=blocked / "cache", memorisation=False
+        )
+    assert "Could not write the cache" in caplog.text and str(blocked / "cache") in caplog.text
+    assert not list(tmp_path.rglob("*.npz"))  # No partial file left behind.
+    cached = evaluation.Evaluator("fashion_mnist", "test", folder, cache_dir=tmp_path / "cache", memorisation=False)
+    np.testing.assert_array_equal(uncached.real_features, cached.real_features)
+
+
 def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp_path, caplog):
     """A reader racing a run that saves and prunes: the checkpoint it was reading is gone (the run
     removed it), which is re-listed, not reported as damage."""

@@ -65,6 +65,10 @@ def test_the_converted_weights_are_cached_and_a_cache_failing_its_digest_is_rebu
     with caplog.at_level(logging.WARNING):
         assert inception.load_params(tmp_path)[1] == digest
     assert "unreadable" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # A cache folder that cannot be made: converted anew, one warning.
+        assert inception.load_params(cache / "folder")[1] == digest
+    assert "Could not write the cache" in caplog.text
 
 
 @needs_wheel

