@@ -168,9 +168,11 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
 def log_setup(run: Run) -> None:
     config, mesh, batch = run.config, run.mesh, run.config.train.batch_size
     data_line = f"{config.dataset.name}/{config.dataset.split}, {len(run.images)} images of shape {run.image_shape}"
-    devices = f"{mesh.size} ({jax.devices()[0].platform}), {batch // mesh.size} images each per step"
-    where = f"global batch {batch}); process {jax.process_index()} of {jax.process_count()}"
-    logging.info("Data: %s. Devices: %s (%s.", data_line, devices, where)
+    devices = (
+        f"{mesh.size} ({jax.devices()[0].platform}), {batch // mesh.size} images each per step (global batch {batch})"
+    )
+    where = f"process {jax.process_index()} of {jax.process_count()}"
+    logging.info("Data: %s. Devices: %s; %s.", data_line, devices, where)
     if config.dataset.name not in config_lib.EVAL_DATASETS:
         logging.info(
             "No built-in evaluation for %s during training (its classifiers know the 28x28 grey datasets); "

@@ -4,6 +4,7 @@ array; a save is renamed into place only when complete, so a killed run keeps it
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import shutil
@@ -52,15 +53,13 @@ def out_of_space(error: BaseException | None) -> bool:
 
 def _bytes_needed(directory: Path, state: GanState, steps: list[int]) -> int:
     """A checkpoint's size: that of the newest on disk, else the state's arrays, with some room to spare."""
-    newest = directory / str(steps[-1]) if steps else None
-    size = sum(f.stat().st_size for f in newest.rglob("*") if f.is_file()) if newest else 0
-    return int((size or sum(x.nbytes for x in jax.tree.leaves(state))) * 1.2) + (1 << 20)
+    arrays = sum(x.nbytes for x in jax.tree.leaves(state))
+    size = sum(f.stat().st_size for f in (directory / str(steps[-1])).rglob("*") if f.is_file()) if steps else arrays
+    return int(size * 1.2) + (1 << 20)
 
 
-def _path_name(path) -> str:
-    """'g/params/Dense_0/kernel' for a key path of a state, or of Orbax's metadata of one."""
-    name = lambda key: next((str(getattr(key, a)) for a in ("key", "name", "idx") if hasattr(key, a)), str(key))  # noqa: E731
-    return "/".join(name(k) for k in path)
+# 'g/params/Dense_0/kernel' for a key path of a state, or of Orbax's metadata of one.
+_path_name = functools.partial(jax.tree_util.keystr, simple=True, separator="/")
 
 
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
@@ -147,8 +146,9 @@ class Checkpointer:
 
     def _disk_full_message(self, step: int | None, needed: str) -> str:
         free, steps = shutil.disk_usage(self.directory).free, [s for s in self.all_steps() if s != step]
-        kept = f"the newest complete checkpoint, {self.directory / str(steps[-1])}, is intact" if steps else ""
-        kept = kept or "there is no earlier checkpoint"
+        kept = "there is no earlier checkpoint"
+        if steps:
+            kept = f"the newest complete checkpoint, {self.directory / str(steps[-1])}, is intact"
         where = f"checkpoint {step} in {self.directory} ({free / 2**20:.1f} MiB free{needed})"
         return f"disk full: no space to write {where}; {kept}. Free some space and rerun the same command to resume."
 

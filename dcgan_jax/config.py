@@ -234,7 +234,8 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
     policy = config.train.diffaugment
     for name in (p.strip() for p in re.split(r"[,+]", policy) if p.strip()):
         if name not in AUGMENTATIONS:
-            hint = "".join(f" Did you mean {c}?" for c in difflib.get_close_matches(name, AUGMENTATIONS, n=1))
+            close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
             raise ConfigError(
                 f"--config.train.diffaugment={policy!r}: {name!r} is not one of {', '.join(AUGMENTATIONS)}.{hint}"
             )

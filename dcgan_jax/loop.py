@@ -53,7 +53,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if step >= cfg.num_steps:
                 logging.info("Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", step, cfg.num_steps)
                 return state
-            _write_config(run.config, workdir, is_main)
+            if is_main:
+                resolved = json.dumps(json.loads(run.config.to_json()), indent=2, sort_keys=True)
+                (workdir / "config.json").write_text(resolved + "\n")
+                logging.info("Config:\n%s", run.config)
             state, step, stop = _train(run, out, state, started, stops)
             out.finish()
             seconds = time.monotonic() - started
@@ -145,13 +148,6 @@ def _session(workdir: Path) -> Iterator[bool]:
                 "space and rerun the same command to resume from the newest."
             ) from e
         raise
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: Path, is_main: bool) -> None:
-    if is_main:
-        resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
-        (workdir / "config.json").write_text(resolved + "\n")
-        logging.info("Config:\n%s", config)
 
 
 class _Interval:

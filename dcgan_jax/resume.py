@@ -122,8 +122,9 @@ def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done:
     """``train.on_divergence=restore``: the last good state with lower learning rates; else TrainingDiverged."""
     ckpt.wait()
     steps = ckpt.all_steps()
-    kept = f"The newest checkpoint, {ckpt.directory / str(steps[-1])}, is the last good state." if steps else ""
-    kept = kept or "No checkpoint had been written yet."
+    kept = "No checkpoint had been written yet."
+    if steps:
+        kept = f"The newest checkpoint, {ckpt.directory / str(steps[-1])}, is the last good state."
     control.check_restore_allowed(run.config, divergence, restores_done, kept)
     state = restore_or_init(run, ckpt)
     g_rate, d_rate = control.lowered_rates(run.config.train, divergence, learning_rates(state))

@@ -73,8 +73,8 @@ def evaluate_run(
         if evaluator is None:
             evaluator = evaluator_for(run.config, feature_network)
         num = num_samples or run.config.eval.num_samples
-        cut = ("" if truncation == 1.0 else f"_truncation{truncation:g}") + f"_{feature_network}"
-        cut = cut.removesuffix("_classifier")
+        cut = "" if truncation == 1.0 else f"_truncation{truncation:g}"
+        cut += "" if feature_network == "classifier" else f"_{feature_network}"
         first = seed if draws == 1 else seed or 0
         draw_seeds = [None if first is None else first + d for d in range(draws)]
         scored = [_score_draw(run, evaluator, num, draw_seed, truncation) for draw_seed in draw_seeds]

@@ -167,7 +167,9 @@ def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, 
     features, probs = network.apply(data.to_model_range(uint8_images))
     digest = hashlib.sha256(np.ascontiguousarray(uint8_images).tobytes()).hexdigest()
     reference = {"features": features, "labels": labels, "images_sha256": np.array(digest)}
-    reference.update(image_shape=np.array(uint8_images.shape[1:]), **({} if probs is None else {"probs": probs}))
+    reference["image_shape"] = np.array(uint8_images.shape[1:])
+    if probs is not None:
+        reference["probs"] = probs
     writers.save_npz(cache, **reference)
     return reference
 
@@ -331,8 +333,9 @@ def evaluate(
     if dataset not in EVAL_DATASETS:
         raise EvaluationError(f"dataset={dataset!r}: the evaluation scores {', '.join(EVAL_DATASETS)}")
     key = (dataset, split, str(data_dir), str(cache_dir), feature_network)
-    evaluator = _EVALUATORS.get(key) or Evaluator(dataset, split, data_dir, cache_dir, feature_network=feature_network)
-    return _EVALUATORS.setdefault(key, evaluator)(images, min_samples, labels)
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = Evaluator(dataset, split, data_dir, cache_dir, feature_network=feature_network)
+    return _EVALUATORS[key](images, min_samples, labels)
 
 
 def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "classifier") -> Evaluator:

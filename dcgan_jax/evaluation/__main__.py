@@ -10,7 +10,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import checkpoints, cli, control, reports, scoring, trained
+from dcgan_jax import checkpoints, cli, control, evaluation, reports, scoring, trained
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
@@ -20,8 +20,9 @@ flags.DEFINE_integer("seed", None, "Score latents drawn with this seed instead o
 flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
 flags.DEFINE_string("output_dir", None, "Where the JSON results go (default: <workdir>/eval).")
 flags.DEFINE_integer("draws", 1, "Score this many independent draws of latents (seeds --seed on) and their spread.")
-networks = ["classifier", "inception"]
-flags.DEFINE_enum("feature_network", "classifier", networks, "The dataset's classifier, or Inception-v3 pool3.")
+flags.DEFINE_enum(
+    "feature_network", "classifier", list(evaluation.NAMES), "The dataset's classifier or Inception pool3."
+)
 flags.DEFINE_string("export_features", None, "Also write the samples' and the real reference's features to this .npz.")
 FLAGS = flags.FLAGS
 
@@ -43,10 +44,9 @@ def main(argv: list[str]) -> None:
     if FLAGS.all_steps:
         with contextlib.closing(checkpoints.Checkpointer(FLAGS.workdir, create=False)) as checkpointer:
             steps = checkpointer.all_steps()
-    f, where = FLAGS, {"output_dir": out, "export_path": FLAGS.export_features}
-    rows = scoring.evaluate_run(
-        f.workdir, steps, f.num_samples, f.seed, f.truncation, **where, draws=f.draws, feature_network=f.feature_network
-    )
+    options = {"output_dir": out, "draws": FLAGS.draws, "export_path": FLAGS.export_features}
+    options["feature_network"] = FLAGS.feature_network
+    rows = scoring.evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation, **options)
     summary = out / "results.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n")
     print(reports.markdown_table(rows))
