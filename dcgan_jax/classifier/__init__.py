@@ -73,9 +73,9 @@ def load_params(dataset: str) -> tuple[Any, dict]:
         how = f"train them with: {COMMAND.format(dataset)} (a few minutes on a CPU)"
         how = how if dataset in EVAL_DATASETS else f"the evaluation supports {', '.join(EVAL_DATASETS)}"
         raise ClassifierMissingError(f"no classifier weights for {dataset!r} at {folder}; {how}")
-    shapes = jax.eval_shape(lambda: Classifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"])
+    target = Classifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]  # Here, not on the saver's CPU.
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(folder / "params", shapes)
+        params = checkpointer.restore(folder / "params", target)
     return params, json.loads((folder / "info.json").read_text())
 
 
