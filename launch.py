@@ -1,4 +1,5 @@
-"""Runs an experiment: ``python launch.py --experiment=NAME [--workdir=DIR] [--config.FIELD=VALUE ...]``.
+"""Runs an experiment: ``python launch.py --experiment=NAME [--workdir=DIR] [--config.FIELD=VALUE
+...]``.
 
 ``experiments/NAME.py`` returns the run's config; any field can be overridden by a flag.
 """
@@ -9,22 +10,38 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from dcgan_jax import cli, control, loop, sweep
+from dcgan_jax.run import cli, control
+from dcgan_jax.run.train import train_and_evaluate
+from dcgan_jax.tools import sweep
 
 LAUNCHER = Path(__file__).resolve()
 EXPERIMENTS_DIR = LAUNCHER.parent / "experiments"
 
 flags.DEFINE_string("experiment", None, "Name of a file in experiments/ (without .py).")
 flags.DEFINE_string("workdir", None, "Where the run writes everything; default runs/<experiment>.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a multi-process run (jax.distributed).")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0, for a multi-process run (jax.distributed).",
+)
 flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
-flags.DEFINE_integer("distributed_timeout_s", 300, "Give up joining a multi-process run after this many seconds.")
-flags.DEFINE_string("sweep", None, "A grid of runs, 'FIELD=V1,V2 FIELD=V3', each in --workdir/<overrides>.")
+flags.DEFINE_integer(
+    "distributed_timeout_s", 300, "Give up joining a multi-process run after this many seconds."
+)
+flags.DEFINE_string(
+    "sweep", None, "A grid of runs, 'FIELD=V1,V2 FIELD=V3', each in --workdir/<overrides>."
+)
 flags.DEFINE_bool("sweep_dry_run", False, "Only print the sweep's commands, one a line.")
-flags.DEFINE_string("sweep_metric", None, "Metric the sweep plots over steps (default eval/fid, else g_loss).")
-flags.DEFINE_string("sweep_slurm", None, "Write the sweep as a SLURM job-array script at this path (no run here).")
-flags.DEFINE_integer("sweep_max_parallel", 4, "Array tasks at once in the --sweep_slurm script (--array=0-N%P).")
+flags.DEFINE_string(
+    "sweep_metric", None, "Metric the sweep plots over steps (default eval/fid, else g_loss)."
+)
+flags.DEFINE_string(
+    "sweep_slurm", None, "Write the sweep as a SLURM job-array script at this path (no run here)."
+)
+flags.DEFINE_integer(
+    "sweep_max_parallel", 4, "Array tasks at once in the --sweep_slurm script (--array=0-N%P)."
+)
 flags.DEFINE_bool("sweep_submit", False, "With --sweep_slurm: also submit the script with sbatch.")
 FLAGS = flags.FLAGS
 
@@ -32,20 +49,39 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     config = FLAGS.config
     if FLAGS.workdir == "":
-        cli.fail("--workdir is empty (an unset shell variable?): name a folder, or leave the flag out for runs/NAME")
-    workdir = FLAGS.workdir or str(Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else "")))
-    distributed = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s)
-    control.initialize_distributed(*distributed)
-    if FLAGS.sweep is not None:  # Also --sweep='', an error there rather than a plain run.
-        sweep_flags = ("dry_run", "slurm", "max_parallel", "submit", "metric")
-        config_flags = tuple(arg for arg in sys.argv[1:] if arg.startswith("--config."))
-        plan = sweep.Plan(*(FLAGS[f"sweep_{name}"].value for name in sweep_flags), config_flags, LAUNCHER)
-        sweep.launch(FLAGS.experiment, config, Path(workdir), FLAGS.sweep, train_fn=loop.train_and_evaluate, plan=plan)
-    else:
-        loop.train_and_evaluate(config, workdir)
+        cli.fail(
+            "--workdir is empty (an unset shell variable?): name a folder, or leave the flag out "
+            "for runs/NAME"
+        )
+    workdir = FLAGS.workdir or str(
+        Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else ""))
+    )
+    control.initialize_distributed(
+        FLAGS.coordinator_address,
+        FLAGS.num_processes,
+        FLAGS.process_id,
+        timeout_s=FLAGS.distributed_timeout_s,
+    )
+    if FLAGS.sweep is None:
+        train_and_evaluate(config, workdir)
+        return
+    plan = sweep.Plan(  # --sweep='' too: an error there rather than a plain run.
+        dry_run=FLAGS.sweep_dry_run,
+        slurm=FLAGS.sweep_slurm,
+        max_parallel=FLAGS.sweep_max_parallel,
+        submit=FLAGS.sweep_submit,
+        metric=FLAGS.sweep_metric,
+        config_flags=tuple(arg for arg in sys.argv[1:] if arg.startswith("--config.")),
+        launcher=LAUNCHER,
+    )
+    sweep.launch(
+        FLAGS.experiment, config, Path(workdir), FLAGS.sweep, train_fn=train_and_evaluate, plan=plan
+    )
 
 
 if __name__ == "__main__":
     _, experiment = cli.experiment_config(sys.argv, EXPERIMENTS_DIR)
-    config_flags.DEFINE_config_dict("config", experiment, "The experiment's config; override with --config.X=V.")
+    config_flags.DEFINE_config_dict(
+        "config", experiment, "The experiment's config; override with --config.X=V."
+    )
     cli.run(main)

@@ -1,9 +1,10 @@
 """Seconds to score 10,000 images with dcgan_jax.evaluate (target: under 10 s on a 2-core CPU).
 
-    DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/evaluation_speed.py [--workdir=runs/fashion_dcgan]
+    export DCGAN_JAX_DATA_DIR=../shared/data
+    python benchmarks/evaluation_speed.py [--workdir=runs/fashion_dcgan]
 
-Scores samples of the run in --workdir when given, else 10,000 real training images.
-The first call also computes (and caches) the reference features; the timed call is the second.
+Scores samples of the run in --workdir when given, else 10,000 real training images. The first call
+also computes (and caches) the reference features; the timed call is the second.
 """
 
 import time
@@ -12,7 +13,9 @@ import numpy as np
 from absl import app, flags
 
 import dcgan_jax
-from dcgan_jax import data, evaluation, reports
+from dcgan_jax import evaluation
+from dcgan_jax.evaluation import reports
+from dcgan_jax.gan import data
 
 flags.DEFINE_string("workdir", None, "A run whose samples to score.")
 flags.DEFINE_integer("num_samples", 10_000, "Images per scored set.")
@@ -21,11 +24,16 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     started = time.monotonic()
-    evaluator = evaluation.Evaluator("fashion_mnist", "test")
-    print(f"classifier and reference: {time.monotonic() - started:.1f} s (includes the cache on a first run)")
+    evaluator = evaluation.Evaluator(evaluation.reference_config("fashion_mnist", "test"))
+    print(
+        f"classifier and reference: {time.monotonic() - started:.1f} s (includes the cache on a "
+        "first run)"
+    )
     if FLAGS.workdir:
         run = dcgan_jax.load(FLAGS.workdir)
-        images = np.concatenate([run.sample(1000, seed=i) for i in range(FLAGS.num_samples // 1000)])
+        images = np.concatenate(
+            [run.sample(1000, seed=i) for i in range(FLAGS.num_samples // 1000)]
+        )
         source = f"samples of {FLAGS.workdir} step {run.step}"
     else:
         train_images, _ = data.load_dataset(evaluator_config())

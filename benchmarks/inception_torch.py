@@ -22,8 +22,12 @@ def nv_bilinear(x: torch.Tensor) -> torch.Tensor:
     theta = torch.eye(2, 3).clone()
     theta[0, 2] += 1 / w - 1 / SIZE
     theta[1, 2] += 1 / h - 1 / SIZE
-    grid = torch.nn.functional.affine_grid(theta[None].repeat(n, 1, 1), [n, c, SIZE, SIZE], align_corners=False)
-    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = torch.nn.functional.affine_grid(
+        theta[None].repeat(n, 1, 1), [n, c, SIZE, SIZE], align_corners=False
+    )
+    return torch.nn.functional.grid_sample(
+        x, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def main(images_path: str, model_path: str, out_path: str) -> None:

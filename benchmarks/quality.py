@@ -10,18 +10,19 @@ starts after its data loading):
 
 - fashion: the unsupervised ``fashion_dcgan`` for each of ``--seeds`` (the headline: like for like
   with the reference, which is not given labels either; it conditions on clusters of the pixels it
-  finds itself), the same without clusters (the plain DCGAN, a row of its own), the class-conditional
-  ``fashion_cdcgan`` (a second, labelled row), and ``../shared/bench/torch_reference.py``; 10,000
-  samples of each scored by ``dcgan_jax.evaluate`` against the Fashion-MNIST test split.
+  finds itself), the same without clusters (the plain DCGAN, a row of its own), the
+  class-conditional ``fashion_cdcgan`` (a second, labelled row), and
+  ``../shared/bench/torch_reference.py``; 10,000 samples of each scored by
+  ``dcgan_jax.evaluate`` against the Fashion-MNIST test split.
 - mnist: ``mnist_dcgan`` and the reference, both trained on the MNIST images this machine has
   (the 10,000 of the test split: the reference reads them from a folder where they are its
   ``train-images``), scored against that same split.
 
 Our runs go to ``--workdir/<experiment>[_plain]_seed<S>``, the reference's samples to
-``--workdir/reference_<dataset>.npz``; a rerun reuses each that is already there (a run folder
-only if it stopped at the time limit with exactly the config it would be given, ``train.num_steps``
-aside), so an interrupted benchmark goes on where it stopped. Writes ``results.md`` (the tables,
-the targets of issue 18 checked, the commands), ``results.json`` and sample grids into ``--out``.
+``--workdir/reference_<dataset>.npz``; a rerun reuses each that is already there (a run folder only
+if it stopped at the time limit with exactly the config it would be given, ``train.num_steps``
+aside), so an interrupted benchmark goes on where it stopped. Writes ``results.md`` (the tables, the
+targets of issue 18 checked, the commands), ``results.json`` and sample grids into ``--out``.
 ``--truncations`` adds rows for the first seed sampled with its latents scaled toward 0: points on
 its precision/recall trade-off, labelled as such.
 """
@@ -45,8 +46,10 @@ import numpy as np
 from absl import app, flags
 
 import dcgan_jax
-from dcgan_jax import config as config_lib
-from dcgan_jax import control, data, images, sweep
+from dcgan_jax.gan import config as config_lib
+from dcgan_jax.gan import data
+from dcgan_jax.run import control, images
+from dcgan_jax.tools import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
@@ -60,50 +63,86 @@ class Benchmark:
     headline: str  # The unsupervised experiment, against the reference.
     conditional: str | None  # A class-conditional experiment, its own labelled row.
     overrides: tuple[str, ...] = ()  # FIELD=VALUE for every run of ours.
-    plain: tuple[str, ...] = ()  # FIELD=VALUE making the headline the plain DCGAN (a row for each seed); () = none.
+    plain: tuple[
+        str, ...
+    ] = ()  # FIELD=VALUE making the headline the plain DCGAN (a row for each seed); () = none.
     reference_images: str = "train-images-idx3-ubyte.gz"  # The IDX file the reference trains on.
 
 
 BENCHMARKS = {
     "fashion": Benchmark(
-        "fashion_mnist", "fashion_dcgan", "fashion_cdcgan", plain=("model.num_classes=0", "dataset.labels=dataset")
+        "fashion_mnist",
+        "fashion_dcgan",
+        "fashion_cdcgan",
+        plain=("model.num_classes=0", "dataset.labels=dataset"),
     ),
     "mnist": Benchmark(
-        "mnist", "mnist_dcgan", None, overrides=("dataset.split=test",), reference_images="t10k-images-idx3-ubyte.gz"
+        "mnist",
+        "mnist_dcgan",
+        None,
+        overrides=("dataset.split=test",),
+        reference_images="t10k-images-idx3-ubyte.gz",
     ),
 }
 
 flags.DEFINE_float("seconds", 600, "Wall-clock training budget of each run.")
 flags.DEFINE_list("seeds", ["0", "1"], "Seeds of the headline (unsupervised) fashion_dcgan runs.")
 flags.DEFINE_list("benchmarks", ["fashion", "mnist"], f"Which of {', '.join(BENCHMARKS)}.")
-flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch (see benchmarks/throughput.py).")
-flags.DEFINE_string("workdir", str(Path(tempfile.gettempdir()) / "dcgan_jax_quality"), "Runs and samples go here.")
-flags.DEFINE_string("out", str(REPO / "benchmarks" / "quality"), "Where the tables and the grids go.")
-flags.DEFINE_bool("references_only", False, "Only train the references (a later invocation reuses them).")
-flags.DEFINE_list("truncations", ["0.9", "0.8"], "Also score the first headline seed with its latents times these.")
-flags.DEFINE_bool("inception", False, "Add an Inception FID column to every table (tens of minutes a row on a CPU).")
-flags.DEFINE_integer("lucic_steps", 15_600, "The lucic benchmark's budget: G steps at batch 64 (20 epochs of 50k).")
+flags.DEFINE_string(
+    "torch_python", None, "Python of a virtualenv with torch (see benchmarks/throughput.py)."
+)
+flags.DEFINE_string(
+    "workdir", str(Path(tempfile.gettempdir()) / "dcgan_jax_quality"), "Runs and samples go here."
+)
+flags.DEFINE_string(
+    "out", str(REPO / "benchmarks" / "quality"), "Where the tables and the grids go."
+)
+flags.DEFINE_bool(
+    "references_only", False, "Only train the references (a later invocation reuses them)."
+)
+flags.DEFINE_list(
+    "truncations",
+    ["0.9", "0.8"],
+    "Also score the first headline seed with its latents times these.",
+)
+flags.DEFINE_bool(
+    "inception",
+    False,
+    "Add an Inception FID column to every table (tens of minutes a row on a CPU).",
+)
+flags.DEFINE_integer(
+    "lucic_steps", 15_600, "The lucic benchmark's budget: G steps at batch 64 (20 epochs of 50k)."
+)
 flags.DEFINE_list("lucic_seeds", ["0", "1", "2"], "Seeds of fashion_dcgan in the lucic benchmark.")
 FLAGS = flags.FLAGS
 
 
 def _overrides(bench: Benchmark, seed: int, steps: int = 0) -> list[str]:
-    """FIELD=VALUE of one run of ours: the benchmark's, the seed, the time limit (or ``steps`` at batch 64)."""
+    """FIELD=VALUE of one run of ours: the benchmark's, the seed, the time limit (or ``steps`` at
+    batch 64)."""
     limit = [f"train.max_seconds={FLAGS.seconds:g}", "train.num_steps=100000000"]
     budget = [f"train.num_steps={steps}", "train.batch_size=64"] if steps else limit
     return [*bench.overrides, f"seed={seed}", *budget]
 
 
 def _reusable(workdir: Path, experiment: str, overrides: list[str], ended: str) -> bool:
-    """Whether ``workdir`` holds a run that ended as ``ended`` with the config ``overrides`` give."""
+    """Whether ``workdir`` holds a run that ended as ``ended`` with the config ``overrides``
+    give."""
     if control.read_status(workdir).get("ended") != ended or not (workdir / "config.json").exists():
         return False
     base = config_lib.load_experiment(experiment, REPO / "experiments")
-    (run,) = sweep.expand(" ".join(overrides), base)  # The sweep's parsing: each field typed as its default.
+    # The sweep's parsing: each field typed as its default.
+    (run,) = sweep.expand(" ".join(overrides), base)
     wanted = config_lib.flatten(config_lib.resolved(sweep.configure(base, run)))
     # Fields added since the run was written had their defaults then, as load() reads them.
-    stored = config_lib.flatten(config_lib.with_defaults(config_lib.read_json(workdir / "config.json")))
-    return all(stored.get(k) == v for k, v in wanted.items() if k != "train.num_steps" or ended == "finished")
+    stored = config_lib.flatten(
+        config_lib.with_defaults(config_lib.read_json(workdir / "config.json"))
+    )
+    return all(
+        stored.get(k) == v
+        for k, v in wanted.items()
+        if k != "train.num_steps" or ended == "finished"
+    )
 
 
 def score(samples: np.ndarray, dataset: str, cache: Path, inception: bool) -> dict:
@@ -116,17 +155,21 @@ def score(samples: np.ndarray, dataset: str, cache: Path, inception: bool) -> di
         stored = {"samples_sha256": digest, **dcgan_jax.evaluate(samples, dataset=dataset)}
     if inception and "inception_fid" not in stored:
         started = time.monotonic()
-        stored["inception_fid"] = dcgan_jax.evaluate(samples, dataset=dataset, feature_network="inception")["fid"]
+        stored["inception_fid"] = dcgan_jax.evaluate(
+            samples, dataset=dataset, feature_network="inception"
+        )["fid"]
         stored["inception_seconds"] = round(time.monotonic() - started, 1)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(stored, indent=2, default=float) + "\n")
     return stored
 
 
-def train_ours(bench: Benchmark, experiment: str, seed: int, plain: bool = False, steps: int = 0) -> dict:
-    """Trains (or reuses) one run of ours (``plain``: with the benchmark's ``plain`` overrides; ``steps``:
-    that many steps at batch 64 instead of ``--seconds``); its facts, its 10,000 samples' scores and
-    its command."""
+def train_ours(
+    bench: Benchmark, experiment: str, seed: int, plain: bool = False, steps: int = 0
+) -> dict:
+    """Trains (or reuses) one run of ours (``plain``: with the benchmark's ``plain`` overrides;
+    ``steps``: that many steps at batch 64 instead of ``--seconds``); its facts, its 10,000 samples'
+    scores and its command."""
     name = f"{experiment}{'_plain' if plain else ''}{f'_steps{steps}' if steps else ''}_seed{seed}"
     workdir = Path(FLAGS.workdir) / name
     overrides = [*(bench.plain if plain else ()), *_overrides(bench, seed, steps)]
@@ -139,7 +182,11 @@ def train_ours(bench: Benchmark, experiment: str, seed: int, plain: bool = False
     status = control.read_status(workdir)
     samples = sample(run)
     scores = score(samples, bench.dataset, workdir / "scores.json", FLAGS.inception or bool(steps))
-    facts = {"steps": status["step"], "seconds": round(status["wall_seconds"], 1), "batch": run.config.train.batch_size}
+    facts = {
+        "steps": status["step"],
+        "seconds": round(status["wall_seconds"], 1),
+        "batch": run.config.train.batch_size,
+    }
     return {
         "name": experiment,
         "seed": seed,
@@ -159,11 +206,16 @@ def _labels(config) -> str:
         return "unsupervised, unconditional"
     if config_lib.conditioned_on_classes(config):
         return "class-conditional: given the labels"
-    return f"unsupervised: conditioned on {config.model.num_classes} clusters of the pixels it found, no labels"
+    return (
+        f"unsupervised: conditioned on {config.model.num_classes} clusters of the pixels it "
+        "found, no labels"
+    )
 
 
 def sample(run: dcgan_jax.TrainedGenerator, truncation: float = 1.0) -> np.ndarray:
-    return np.concatenate([run.sample(1000, seed=i, truncation=truncation) for i in range(NUM_SAMPLES // 1000)])
+    return np.concatenate(
+        [run.sample(1000, seed=i, truncation=truncation) for i in range(NUM_SAMPLES // 1000)]
+    )
 
 
 def train_reference(bench: Benchmark, inception: bool = False) -> dict:
@@ -173,17 +225,30 @@ def train_reference(bench: Benchmark, inception: bool = False) -> dict:
     report_path = samples_path.with_suffix(".json")
     if not report_path.exists():
         if not FLAGS.torch_python:
-            raise app.UsageError(f"give --torch_python to train the reference (no {report_path} to reuse)")
+            raise app.UsageError(
+                f"give --torch_python to train the reference (no {report_path} to reuse)"
+            )
         source = data.resolve_data_dir(_dataset_config(bench))
         if source is None:
-            raise app.UsageError(f"set DCGAN_JAX_DATA_DIR: the reference reads {bench.dataset}'s IDX files")
+            raise app.UsageError(
+                f"set DCGAN_JAX_DATA_DIR: the reference reads {bench.dataset}'s IDX files"
+            )
         folder = Path(FLAGS.workdir) / f"reference_{bench.dataset}_data"
         folder.mkdir(parents=True, exist_ok=True)
         link = folder / "train-images-idx3-ubyte.gz"
         link.unlink(missing_ok=True)
         link.symlink_to((source / bench.reference_images).absolute())
-        args = ["--data", str(folder), "--seconds", f"{FLAGS.seconds:g}", "--samples", str(samples_path)]
-        result = subprocess.run([FLAGS.torch_python, str(TORCH_REFERENCE), *args], capture_output=True, text=True)
+        args = [
+            "--data",
+            str(folder),
+            "--seconds",
+            f"{FLAGS.seconds:g}",
+            "--samples",
+            str(samples_path),
+        ]
+        result = subprocess.run(
+            [FLAGS.torch_python, str(TORCH_REFERENCE), *args], capture_output=True, text=True
+        )
         if result.returncode:
             sys.exit(f"the reference failed:\n{result.stderr[-2000:]}")
         report_path.write_text(result.stdout.strip().splitlines()[-1] + "\n")
@@ -195,7 +260,12 @@ def train_reference(bench: Benchmark, inception: bool = False) -> dict:
         "name": "PyTorch reference",
         "seed": "-",  # The reference seeds itself.
         **facts,
-        "scores": score(samples, bench.dataset, samples_path.with_name(samples_path.stem + "_scores.json"), inception),
+        "scores": score(
+            samples,
+            bench.dataset,
+            samples_path.with_name(samples_path.stem + "_scores.json"),
+            inception,
+        ),
         "samples": samples,
     }
 
@@ -212,7 +282,9 @@ def _columns() -> tuple[str, ...]:
 
 def _row(label: str, r: dict) -> str:
     s = r["scores"]
-    values = " | ".join(f"{s[c]:.3f}" if c != "classes_covered" else f"{s[c]}/10" for c in _columns())
+    values = " | ".join(
+        f"{s[c]:.3f}" if c != "classes_covered" else f"{s[c]}/10" for c in _columns()
+    )
     return f"| {label} | {values} | {r['steps']} | {r['batch']} |"
 
 
@@ -225,16 +297,36 @@ def _mean_row(label: str, runs: list[dict]) -> str:
             each, mean = ", ".join(f"{v:g}/10" for v in values), f"{statistics.mean(values):g}/10"
         else:
             each = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values)
-            mean = f"{statistics.mean(values):.3f}" if c != "steps" else f"{statistics.mean(values):.0f}"
+            mean = (
+                f"{statistics.mean(values):.3f}"
+                if c != "steps"
+                else f"{statistics.mean(values):.0f}"
+            )
         cells.append(f"**{mean}** ({each})" if len(values) > 1 else each)
     seeds = f", mean (seeds {', '.join(str(r['seed']) for r in runs)})" if len(runs) > 1 else ""
     return f"| {label}{seeds} | {' | '.join(cells)} | {runs[0]['batch']} |"
 
 
-def table(bench: Benchmark, ours: list[dict], plain: list[dict], conditional, truncated: dict, reference: dict) -> str:
-    header = "| | " + " | ".join(_columns()) + " | steps | batch |\n" + "|---" * (len(_columns()) + 3) + "|"
+def table(
+    bench: Benchmark,
+    ours: list[dict],
+    plain: list[dict],
+    conditional,
+    truncated: dict,
+    reference: dict,
+) -> str:
+    header = (
+        "| | "
+        + " | ".join(_columns())
+        + " | steps | batch |\n"
+        + "|---" * (len(_columns()) + 3)
+        + "|"
+    )
     lines = [header, _mean_row(f"{ours[0]['name']} ({ours[0]['labels']})", ours)]
-    lines += [_row(f"{ours[0]['name']} seed {ours[0]['seed']}, truncation {psi}", r) for psi, r in truncated.items()]
+    lines += [
+        _row(f"{ours[0]['name']} seed {ours[0]['seed']}, truncation {psi}", r)
+        for psi, r in truncated.items()
+    ]
     if plain:
         flags_ = " ".join(f"--config.{o}" for o in bench.plain)
         lines.append(_mean_row(f"{plain[0]['name']} `{flags_}` ({plain[0]['labels']})", plain))
@@ -256,11 +348,15 @@ def targets(ours: list[dict], conditional: dict | None, reference: dict) -> list
                 s["fid"] <= 0.1 * ref["fid"],
             ),
             (
-                f"seed {r['seed']}: precision {s['precision']:.3f} >= reference {ref['precision']:.3f} + 0.05",
+                f"seed {r['seed']}: precision {s['precision']:.3f} >= reference "
+                f"{ref['precision']:.3f} + 0.05",
                 s["precision"] >= ref["precision"] + 0.05,
             ),
             (f"seed {r['seed']}: recall {s['recall']:.3f} >= 0.5", s["recall"] >= 0.5),
-            (f"seed {r['seed']}: {s['classes_covered']}/10 classes covered", s["classes_covered"] == 10),
+            (
+                f"seed {r['seed']}: {s['classes_covered']}/10 classes covered",
+                s["classes_covered"] == 10,
+            ),
         ]
     if conditional:
         fid = conditional["scores"]["fid"]
@@ -268,12 +364,18 @@ def targets(ours: list[dict], conditional: dict | None, reference: dict) -> list
     return [f"- {'met' if ok else '**not met**'}: {text}" for text, ok in checks]
 
 
-def save_grids(out: Path, dataset: str, ours: list[dict], conditional: dict | None, reference: dict) -> list[str]:
+def save_grids(
+    out: Path, dataset: str, ours: list[dict], conditional: dict | None, reference: dict
+) -> list[str]:
     """8x8 of our first seed's scored samples, a white column, 8x8 of the reference's; the
     conditional model's own grid. Returns the file names."""
     shape = reference["samples"].shape[1:]
     blank = np.ones((8, 1, *shape), np.float32)
-    pair = [ours[0]["samples"][:64].reshape(8, 8, *shape), blank, reference["samples"][:64].reshape(8, 8, *shape)]
+    pair = [
+        ours[0]["samples"][:64].reshape(8, 8, *shape),
+        blank,
+        reference["samples"][:64].reshape(8, 8, *shape),
+    ]
     names = [f"samples_{dataset}.png"]
     images.save_grid(np.concatenate(pair, axis=1).reshape(-1, *shape), out / names[0], columns=17)
     if conditional:
@@ -286,7 +388,11 @@ def run_benchmark(name: str, out: Path) -> tuple[str, dict]:
     bench = BENCHMARKS[name]
     seeds = [int(s) for s in FLAGS.seeds] if name == "fashion" else [0]
     ours = [train_ours(bench, bench.headline, seed) for seed in seeds]
-    plain = [train_ours(bench, bench.headline, seed, plain=True) for seed in seeds] if bench.plain else []
+    plain = (
+        [train_ours(bench, bench.headline, seed, plain=True) for seed in seeds]
+        if bench.plain
+        else []
+    )
     conditional = train_ours(bench, bench.conditional, 0) if bench.conditional else None
     reference = train_reference(bench, FLAGS.inception)
     first = ours[0]["run"]
@@ -296,11 +402,19 @@ def run_benchmark(name: str, out: Path) -> tuple[str, dict]:
         truncated[psi] = {**ours[0], "scores": scores}
     grids = save_grids(out, bench.dataset, ours, conditional, reference)
     runs = [*ours, *plain, *([conditional] if conditional else [])]
-    lines = [f"## {bench.dataset}", "", table(bench, ours, plain, conditional, truncated, reference), ""]
+    lines = [
+        f"## {bench.dataset}",
+        "",
+        table(bench, ours, plain, conditional, truncated, reference),
+        "",
+    ]
     if name == "fashion":
         lines += ["Targets (issue 18):", "", *targets(ours, conditional, reference), ""]
     lines += [f"Our runs, each `python launch.py` for {FLAGS.seconds:g} s:", ""]
-    lines += [f"- `{r['command']}`{' (reused from an earlier invocation)' if r['reused'] else ''}" for r in runs]
+    lines += [
+        f"- `{r['command']}`{' (reused from an earlier invocation)' if r['reused'] else ''}"
+        for r in runs
+    ]
     lines += ["", *[f"![{g}]({g})" for g in grids], ""]
     keep = ("name", "seed", "steps", "seconds", "batch", "reused", "command", "scores")
     record = {
@@ -321,7 +435,8 @@ LUCIC_ROWS = (
     ("DRAGAN", "27.7 +- 1.2"),
     ("BEGAN", "22.9 +- 0.9"),
 )
-LUCIC_TARGET = 15.8  # The best Fashion-MNIST Inception FID found in that protocol (PA-GAN, longer training).
+# The best Fashion-MNIST Inception FID found in that protocol (PA-GAN, longer training).
+LUCIC_TARGET = 15.8
 
 
 def floor_row(bench: Benchmark) -> dict:
@@ -382,7 +497,8 @@ def run_lucic(out: Path) -> None:
             groups.append((label, [run]))
         header = (
             f"# Inception FID in Lucic et al.'s protocol\n\n{time.strftime('%Y-%m-%d')}, "
-            f"{platform.machine()}, {jax.devices()[0].platform}; `DCGAN_JAX_DATA_DIR=../shared/data python "
+            f"{platform.machine()}, {jax.devices()[0].platform}; "
+            "`DCGAN_JAX_DATA_DIR=../shared/data python "
             f"benchmarks/quality.py {shlex.join(sys.argv[1:])}`\n\n"
         )
         (out / "lucic.md").write_text(header + lucic_text(groups) + "\n")
@@ -392,9 +508,14 @@ def run_lucic(out: Path) -> None:
     ours = f"fashion_dcgan, {steps} steps (unsupervised: self-conditioned on 20 pixel clusters)"
     for seed in seeds[:2]:
         publish(ours, train_ours(bench, bench.headline, seed, steps=steps))
-    publish(f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", train_reference(bench, True))
+    publish(
+        f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", train_reference(bench, True)
+    )
     flags_ = " ".join(f"--config.{o}" for o in bench.plain)
-    publish(f"plain DCGAN `{flags_}`, {steps} steps", train_ours(bench, bench.headline, seeds[0], True, steps))
+    publish(
+        f"plain DCGAN `{flags_}`, {steps} steps",
+        train_ours(bench, bench.headline, seeds[0], True, steps),
+    )
     for seed in seeds[2:]:
         publish(ours, train_ours(bench, bench.headline, seed, steps=steps))
 
@@ -405,10 +526,19 @@ def main(argv):
         return run_lucic(Path(FLAGS.out))
     unknown = [b for b in FLAGS.benchmarks if b not in BENCHMARKS]
     if unknown:
-        raise app.UsageError(f"--benchmarks: {', '.join(unknown)} not among {', '.join(BENCHMARKS)}")
+        raise app.UsageError(
+            f"--benchmarks: {', '.join(unknown)} not among {', '.join(BENCHMARKS)}"
+        )
     if FLAGS.references_only:
         for name in FLAGS.benchmarks:
-            print(name, {k: v for k, v in train_reference(BENCHMARKS[name], FLAGS.inception).items() if k != "samples"})
+            print(
+                name,
+                {
+                    k: v
+                    for k, v in train_reference(BENCHMARKS[name], FLAGS.inception).items()
+                    if k != "samples"
+                },
+            )
         return
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -417,13 +547,16 @@ def main(argv):
     for name in FLAGS.benchmarks:
         text, records[name] = run_benchmark(name, out)
         sections.append(text)
-    machine = f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}"
+    machine = (
+        f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+        f"jax {jax.__version__}"
+    )
     text = (
         f"# Quality after {FLAGS.seconds:g} s of wall clock: ours against the PyTorch reference\n\n"
         f"{started}, {machine}; each run alone, one after another. Scores: `dcgan_jax.evaluate`, "
         f"{NUM_SAMPLES} samples against the test split.\n\n"
-        f"Benchmark: `DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py {shlex.join(sys.argv[1:])}`\n\n"
-        + "\n".join(sections)
+        "Benchmark: `DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/quality.py "
+        f"{shlex.join(sys.argv[1:])}`\n\n" + "\n".join(sections)
     )
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(records, indent=2, default=str) + "\n")

@@ -21,16 +21,25 @@ COLUMNS = ("fid", "precision", "recall", "density", "coverage", "classes_covered
 def score(workdir: str, recompute_bn: bool) -> dict:
     run = dcgan_jax.load(workdir, recompute_bn=recompute_bn)
     samples, labels = run.evaluation_samples()
-    return {"step": run.step, "ema": run.ema, **evaluation.evaluator_for(run.config)(samples, labels=labels)}
+    return {
+        "step": run.step,
+        "ema": run.ema,
+        **evaluation.evaluator_for(run.config)(samples, labels=labels),
+    }
 
 
 def main(workdirs: list[str]) -> None:
     print("| run | step | EMA | BatchNorm statistics | " + " | ".join(COLUMNS) + " |")
     print("|---" * (4 + len(COLUMNS)) + "|")
     for workdir in workdirs:
-        for recompute_bn, name in ((False, "stored (raw G's running averages)"), (True, "recomputed")):
+        for recompute_bn, name in (
+            (False, "stored (raw G's running averages)"),
+            (True, "recomputed"),
+        ):
             s = score(workdir, recompute_bn)
-            values = " | ".join(f"{s[c]:.3f}" if isinstance(s[c], float) else str(s[c]) for c in COLUMNS)
+            values = " | ".join(
+                f"{s[c]:.3f}" if isinstance(s[c], float) else str(s[c]) for c in COLUMNS
+            )
             print(f"| {workdir} | {s['step']} | {s['ema']} | {name} | {values} |", flush=True)
 
 

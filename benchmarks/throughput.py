@@ -1,25 +1,25 @@
-"""Training throughput of the compiled step, beside an sgemm and (when available) the PyTorch reference.
+"""Training throughput of the compiled step, beside an sgemm and (when available) the PyTorch
+reference.
 
     DCGAN_JAX_DATA_DIR=../shared/data python benchmarks/throughput.py \\
         [--experiment=fashion_dcgan] [--batch_sizes=64,256] [--steps=30] [--rounds=2] \\
         [--torch_python=/tmp/torch-ref/bin/python]
 
-For each batch size: compile time (apart), steady-state images/s of the training
-loop's step (the median of --rounds timed rounds of --steps steps, alternating
-with the PyTorch reference's rounds when --torch_python is given), FLOPs per
-step from XLA's cost analysis, achieved GFLOP/s and its fraction of a float32
-4096^3 matmul measured in the same run, and the peak resident memory. Prints a
+For each batch size: compile time (apart), steady-state images/s of the training loop's step (the
+median of --rounds timed rounds of --steps steps, alternating with the PyTorch reference's rounds
+when --torch_python is given), FLOPs per step from XLA's cost analysis, achieved GFLOP/s and its
+fraction of a float32 4096^3 matmul measured in the same run, and the peak resident memory. Prints a
 Markdown table.
 
 Two FLOP counts: "model", XLA's count for the step with plain convolutions
-(model.conv_algorithm=direct), the work the model's mathematics takes and what
-a direct implementation such as PyTorch's does; and "executed", the count for
-the step as it runs, lower where Fourier convolutions replace taps by products
-per frequency. Achieved GFLOP/s is model FLOPs per second, the convention for
-FFT and Winograd convolutions: it can exceed what the machine executes.
+(model.conv_algorithm=direct), the work the model's mathematics takes and what a direct
+implementation such as PyTorch's does; and "executed", the count for the step as it runs, lower
+where Fourier convolutions replace taps by products per frequency. Achieved GFLOP/s is model FLOPs
+per second, the convention for FFT and Winograd convolutions: it can exceed what the machine
+executes.
 
-The PyTorch reference (../shared/bench/torch_reference.py) runs in its own
-virtualenv: python3 -m venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install torch==2.13.0 numpy
+The PyTorch reference (../shared/bench/torch_reference.py) runs in its own virtualenv: python3 -m
+venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install torch==2.13.0 numpy
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ import numpy as np
 import yaml
 from absl import app, flags
 
-from dcgan_jax import assembly, data, models, step
-from dcgan_jax import config as config_lib
+from dcgan_jax.gan import config as config_lib
+from dcgan_jax.gan import data, models, step
+from dcgan_jax.gan import loop
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
@@ -51,13 +52,18 @@ flags.DEFINE_list("batch_sizes", ["64", "256"], "Global batch sizes.")
 flags.DEFINE_integer("steps", 30, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 2, "Timed rounds (ours and the reference's alternate).")
 flags.DEFINE_bool("reuse_fake", None, "Override train.reuse_fake (G trains on D's fake batch).")
-flags.DEFINE_multi_string("set", [], "FIELD=VALUE config overrides, e.g. --set=model.conv_algorithm=direct.")
-flags.DEFINE_string("torch_python", None, "Python of a virtualenv with torch, to time the reference too.")
+flags.DEFINE_multi_string(
+    "set", [], "FIELD=VALUE config overrides, e.g. --set=model.conv_algorithm=direct."
+)
+flags.DEFINE_string(
+    "torch_python", None, "Python of a virtualenv with torch, to time the reference too."
+)
 FLAGS = flags.FLAGS
 
 
 def sgemm_gflops(n: int = 4096, repeats: int = 5) -> float:
-    """The machine's float32 matmul rate: the better of NumPy's BLAS and XLA's, (n x n) @ (n x n)."""
+    """The machine's float32 matmul rate: the better of NumPy's BLAS and XLA's, (n x n) @ (n x
+    n)."""
     a = np.random.default_rng(0).standard_normal((n, n), np.float32)
     on_device = jnp.asarray(a)
     matmul = jax.jit(lambda x, y: x @ y)
@@ -81,14 +87,14 @@ def _flops(compiled) -> float:
 
 def time_ours(config, batch_size: int, steps: int):
     """(compile seconds, a function timing ``steps`` steps -> images/s, model FLOPs per step,
-    executed FLOPs per step), for the training loop's own run (``assembly.assemble``) and dispatch:
+    executed FLOPs per step), for the training loop's own run (``loop.assemble``) and dispatch:
     ``train.steps_per_dispatch`` steps per call, batches gathered from the device-resident dataset.
 
     Model FLOPs: XLA's cost analysis of the step with plain convolutions
     (``model.conv_algorithm=direct``), the work the model's mathematics needs. Executed FLOPs: the
     same analysis of the step as run, whose Fourier convolutions do fewer."""
     config.train.batch_size = batch_size
-    run = assembly.assemble(config)
+    run = loop.assemble(config)
     per_dispatch = run.config.train.steps_per_dispatch
     holder = {"state": run.init(), "step": 0}
     started = time.perf_counter()
@@ -106,11 +112,15 @@ def time_ours(config, batch_size: int, steps: int):
     executed_flops = one_step_flops(run.nets)
     direct = ml_collections.ConfigDict(run.config.to_dict())
     direct.model.conv_algorithm = "direct"
-    model_flops = one_step_flops(models.build(direct.model, run.image_shape, direct.train.compute_dtype))
+    model_flops = one_step_flops(
+        models.build(direct.model, run.image_shape, direct.train.compute_dtype)
+    )
 
     def advance(num_steps):
         for _ in range(0, num_steps, per_dispatch):
-            holder["state"], metrics, _ = run.train_steps(holder["state"], holder["step"], per_dispatch)
+            holder["state"], metrics, _ = run.train_steps(
+                holder["state"], holder["step"], per_dispatch
+            )
             holder["step"] += per_dispatch
         jax.block_until_ready(metrics)
 
@@ -125,7 +135,9 @@ def time_ours(config, batch_size: int, steps: int):
 
 
 def time_torch(batch_size: int, steps: int) -> float:
-    data_dir = data.resolve_data_dir(config_lib.load_experiment(FLAGS.experiment, REPO / "experiments").dataset)
+    data_dir = data.resolve_data_dir(
+        config_lib.load_experiment(FLAGS.experiment, REPO / "experiments").dataset
+    )
     result = subprocess.run(
         [
             FLAGS.torch_python,
@@ -181,7 +193,8 @@ def main(argv):
         )
     devices = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
     print(
-        f"Machine: {platform.machine()}, {devices}, jax {jax.__version__}; sgemm 4096^3: {gemm:.0f} GFLOP/s; "
+        f"Machine: {platform.machine()}, {devices}, jax {jax.__version__}; sgemm 4096^3: "
+        f"{gemm:.0f} GFLOP/s; "
         f"experiment {FLAGS.experiment}, train.reuse_fake={config.train.reuse_fake}, "
         f"steps per dispatch {config_lib.resolved(config).train.steps_per_dispatch}"
     )
@@ -201,7 +214,11 @@ def main(argv):
     print("|" + "---|" * len(header))
     for r in rows:
         torch_cell = f"{r['torch_images_per_s']:.0f}" if r["torch_images_per_s"] else "-"
-        ratio = f"{r['images_per_s'] / r['torch_images_per_s']:.2f}x" if r["torch_images_per_s"] else "-"
+        ratio = (
+            f"{r['images_per_s'] / r['torch_images_per_s']:.2f}x"
+            if r["torch_images_per_s"]
+            else "-"
+        )
         cells = (
             r["batch"],
             f"{r['compile_s']:.1f}",

@@ -2,7 +2,7 @@
 (through TFDS; one more upsampling block than the 32x32 model). No built-in evaluation: FID with
 Inception features needs weights this package does not download (see the README)."""
 
-from dcgan_jax.config import default_config
+from dcgan_jax.gan.config import default_config
 
 
 def get_config():

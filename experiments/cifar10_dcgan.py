@@ -1,7 +1,7 @@
 """DCGAN on CIFAR-10 (32x32 colour, through TFDS). No built-in evaluation: FID with Inception
 features needs weights this package does not download (see the README); judge the sample grids."""
 
-from dcgan_jax.config import default_config
+from dcgan_jax.gan.config import default_config
 
 
 def get_config():

@@ -9,7 +9,7 @@ fashion_dcgan's width, EMA and recomputed BatchNorm statistics, chosen by 10-min
 (benchmarks/sweeps/fashion_cdcgan_600s_lr).
 """
 
-from dcgan_jax.config import default_config
+from dcgan_jax.gan.config import default_config
 
 
 def get_config():

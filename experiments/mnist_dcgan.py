@@ -2,12 +2,13 @@
 k-means clusters of the pixels, found without labels; ``--config.model.num_classes=0`` for the plain
 DCGAN). Offline here only the 10k test split exists: add --config.dataset.split=test.
 
-    DCGAN_JAX_DATA_DIR=../shared/data python launch.py --experiment=mnist_dcgan --config.dataset.split=test
+    export DCGAN_JAX_DATA_DIR=../shared/data
+    python launch.py --experiment=mnist_dcgan --config.dataset.split=test
 """
 
 from pathlib import Path
 
-from dcgan_jax.config import load_experiment
+from dcgan_jax.gan.config import load_experiment
 
 
 def get_config():

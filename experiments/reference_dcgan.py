@@ -9,7 +9,7 @@ BCE on logits, non-saturating G loss, Adam(2e-4, beta1=0.5), one D and one G upd
 Only the initialisation differs: N(0, 0.02) (DCGAN paper) rather than PyTorch's defaults.
 """
 
-from dcgan_jax.config import default_config
+from dcgan_jax.gan.config import default_config
 
 
 def get_config():

@@ -1,4 +1,5 @@
-"""The analysis toolkit on a short synthetic run: pictures from any checkpoint, from Python and the shell."""
+"""The analysis toolkit on a short synthetic run: pictures from any checkpoint, from Python and the
+shell."""
 
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from conftest import REPO, python, tiny_config
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax import analysis, checkpoints, data, images, trained
+from dcgan_jax.gan import data
+from dcgan_jax.run import checkpoints, images
+from dcgan_jax.tools import analysis, trained
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +54,23 @@ def test_interpolation_arguments_are_checked_and_endpoint_strips_keep_their_own_
     run = dcgan_jax.load(run_dir)
     z = np.asarray(run.latents(4, seed=5))
     for num in (0, 1):
-        with pytest.raises(ValueError, match=f"num: points along the path including both ends, at least 2, got {num}"):
+        with pytest.raises(
+            ValueError,
+            match=f"num: points along the path including both ends, at least 2, got {num}",
+        ):
             run.interpolate(z[0], z[1], num)
     with pytest.raises(ValueError, match="z_start, z_end: one latent vector each, got 2 and 1"):
         run.interpolate(z[:2], z[2], 4)
     random_strips = analysis.interpolation_strips(run, num_strips=2, num_points=4, seed=0)
     before = random_strips.read_bytes()
-    chosen = analysis.interpolation_strips(run, num_strips=2, num_points=4, endpoints=(z[:2], z[2:]))
+    chosen = analysis.interpolation_strips(
+        run, num_strips=2, num_points=4, endpoints=(z[:2], z[2:])
+    )
     assert chosen.name == "interpolation_step6_endpoints.png" != random_strips.name
     assert random_strips.read_bytes() == before  # Not overwritten.
-    with pytest.raises(ValueError, match=r"starts and ends of the same shape expected, got \(2, 16\) and \(1, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"starts and ends of the same shape expected, got \(2, 16\) and \(1, 16\)"
+    ):
         analysis.interpolation_strips(run, endpoints=(z[:2], z[3]))
 
 
@@ -74,7 +84,9 @@ def test_sample_grid_of_any_checkpoint_and_seed(run_dir, tmp_path):
 
 def test_truncation_scales_the_latents_toward_the_mean(run_dir):
     run = dcgan_jax.load(run_dir)
-    np.testing.assert_allclose(run.latents(8, seed=3, truncation=0.5), 0.5 * np.asarray(run.latents(8, seed=3)))
+    np.testing.assert_allclose(
+        run.latents(8, seed=3, truncation=0.5), 0.5 * np.asarray(run.latents(8, seed=3))
+    )
     np.testing.assert_array_equal(run.sample(4, seed=3, truncation=1.0), run.sample(4, seed=3))
     assert np.abs(run.sample(4, seed=3, truncation=0.5) - run.sample(4, seed=3)).max() > 1e-3
     for bad in (-0.5, 0.0, float("nan")):  # 0 would make every sample one image, across labels too.
@@ -90,7 +102,12 @@ def test_nearest_training_images_find_a_copied_sample(run_dir):
     nearest = analysis.nearest_indices(samples, train_images, k=3)
     assert nearest.shape == (4, 3) and nearest[2, 0] == 123
     # In the Fashion-MNIST classifier's feature space too (any 28x28 grey images have features).
-    assert analysis.nearest_indices(samples, train_images, k=3, space="feature", dataset="fashion_mnist")[2, 0] == 123
+    assert (
+        analysis.nearest_indices(
+            samples, train_images, k=3, space="feature", dataset="fashion_mnist"
+        )[2, 0]
+        == 123
+    )
     path = analysis.nearest_training_images(run, num=4, k=3, train_images=train_images)
     assert _size(path) == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))  # Sample + 3 neighbours, 4 rows.
 
@@ -105,7 +122,10 @@ def test_progress_grid_has_a_row_per_checkpoint(run_dir, tmp_path):
 def test_metric_curves_of_several_runs_and_a_typo_names_the_logged_metrics(run_dir, tmp_path):
     path = analysis.metric_curves([run_dir, run_dir], tmp_path / "g_loss.png", "g_loss")
     assert path.stat().st_size > 1000
-    with pytest.raises(images.MetricError, match=r"metric 'g_los' is in no run's metrics.jsonl. Did you mean: g_loss"):
+    with pytest.raises(
+        images.MetricError,
+        match=r"metric 'g_los' is in no run's metrics.jsonl. Did you mean: g_loss",
+    ):
         analysis.metric_curves([run_dir], tmp_path / "typo.png", "g_los")
     assert not (tmp_path / "typo.png").exists()
 
@@ -129,13 +149,20 @@ def test_analysis_command_writes_its_pictures_and_names_bad_paths(run_dir, tmp_p
         "g_loss.png",
     ):
         assert name in written
-    assert "skipped the feature-space neighbours" in result.stdout  # No classifier for synthetic data.
-    # The console shows the pictures' paths and nothing else: Orbax's and absl's INFO lines go to no console.
+    # No classifier for synthetic data.
+    assert "skipped the feature-space neighbours" in result.stdout
+    # The console shows the pictures' paths and nothing else: Orbax's and absl's INFO lines go to no
+    # console.
     paths = [line for line in result.stdout.splitlines() if not line.startswith("skipped")]
-    assert len(paths) >= 6 and all((run_dir / "analysis" / line).is_file() or Path(line).is_file() for line in paths)
+    assert len(paths) >= 6 and all(
+        (run_dir / "analysis" / line).is_file() or Path(line).is_file() for line in paths
+    )
     assert " INFO " not in result.stderr and "I1" not in result.stderr[:2]
     typo = python("-m", "dcgan_jax.analysis", f"--workdir={run_dir}", "--metrics=eval/fidd")
-    assert typo.returncode == 2 and "error: metric 'eval/fidd' is in no run's metrics.jsonl" in typo.stderr
+    assert (
+        typo.returncode == 2
+        and "error: metric 'eval/fidd' is in no run's metrics.jsonl" in typo.stderr
+    )
     assert "Traceback" not in typo.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={tmp_path / 'none'}"],

@@ -1,4 +1,5 @@
-"""DiffAugment and the minibatch standard deviation: what each computes, and that the step uses them."""
+"""DiffAugment and the minibatch standard deviation: what each computes, and that the step uses
+them."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,9 @@ import pytest
 from conftest import tiny_config
 
 import dcgan_jax
-from dcgan_jax import assembly, augment, config, images, models, sampling, step
+from dcgan_jax.gan import augment, config, models, sampling, step
+from dcgan_jax.gan import loop
+from dcgan_jax.run import images
 
 KEY = jax.random.key(0)
 
@@ -30,7 +33,9 @@ def test_color_shifts_each_mean_by_at_most_a_half_and_scales_its_spread_by_half_
     assert np.all((scale >= 0.5 - 1e-5) & (scale <= 1.5 + 1e-5)) and scale.std() > 0.1  # Contrast.
     colour = jnp.concatenate([x, -x, x * 0.5], axis=-1)
     z = np.asarray(augment.color(colour, KEY))
-    assert not np.allclose(z[..., 0] - z[..., 1], (np.asarray(colour)[..., 0] - np.asarray(colour)[..., 1]))
+    assert not np.allclose(
+        z[..., 0] - z[..., 1], (np.asarray(colour)[..., 0] - np.asarray(colour)[..., 1])
+    )
 
 
 def test_translation_moves_each_image_whole_by_at_most_an_eighth_with_zero_borders():
@@ -53,16 +58,22 @@ def test_cutout_zeroes_one_square_of_half_the_size_clipped_at_the_edges():
     for image in y:
         rows, cols = np.nonzero(image == 0)
         height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
-        assert 7 <= height <= 14 and 7 <= width <= 14 and len(rows) == height * width  # One rectangle.
+        # One rectangle.
+        assert 7 <= height <= 14 and 7 <= width <= 14 and len(rows) == height * width
     assert (y == 0).sum(axis=(1, 2)).max() == 14 * 14
 
 
 def test_augmentation_is_differentiable_and_keyed():
     x = _images()
-    grad = jax.grad(lambda x: jnp.sum(augment.diff_augment(x, KEY, "color,translation,cutout") ** 2))(x)
+    grad = jax.grad(
+        lambda x: jnp.sum(augment.diff_augment(x, KEY, "color,translation,cutout") ** 2)
+    )(x)
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
     policy = "color,translation,cutout"
-    same = augment.diff_augment(x, KEY, policy), augment.diff_augment(x, KEY, "color+translation+cutout")
+    same = (
+        augment.diff_augment(x, KEY, policy),
+        augment.diff_augment(x, KEY, "color+translation+cutout"),
+    )
     other = augment.diff_augment(x, jax.random.key(1), policy)
     np.testing.assert_array_equal(*same)
     assert not np.allclose(same[0], other)
@@ -72,7 +83,8 @@ def test_an_unknown_transformation_is_a_config_error_with_the_closest_name():
     c = tiny_config()
     c.train.diffaugment = "color,cutuot"
     with pytest.raises(
-        config.ConfigError, match=r"'cutuot' is not one of color, translation, cutout. Did you mean cutout\?"
+        config.ConfigError,
+        match=r"'cutuot' is not one of color, translation, cutout. Did you mean cutout\?",
     ):
         config.validate(c)
 
@@ -83,7 +95,7 @@ def test_the_step_augments_what_d_and_g_see():
     c = tiny_config()
     c.dataset.name, c.model.base_width = "synthetic", 8
     nets = models.build(c.model, (28, 28, 1))
-    state = assembly.initial_state(c, nets, (28, 28, 1))
+    state = loop.initial_state(c, nets, (28, 28, 1))
     real, fake = _images(16, 1), _images(16, 2)
     key = sampling.update_key(state.rng, state.step)
 
@@ -126,4 +138,5 @@ def test_a_run_with_both_trains_and_d_has_the_extra_channel(tmp_path):
     plain = models.build(tiny_config().model, (28, 28, 1))
     _, d_vars = models.init_variables(plain, KEY, (28, 28, 1), 16)
     extra = dense.shape[0] - d_vars["params"]["Dense_0"]["kernel"].shape[0]
-    assert extra > 0 and d_vars["params"]["Dense_0"]["kernel"].shape[0] % extra == 0  # One H x W map more.
+    # One H x W map more.
+    assert extra > 0 and d_vars["params"]["Dense_0"]["kernel"].shape[0] % extra == 0

@@ -11,8 +11,10 @@ from conftest import REPO, shared_dataset_dir, tiny_config
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax import assembly, clusters, data, images
-from dcgan_jax.config import ConfigError, validate
+from dcgan_jax.gan import data
+from dcgan_jax.gan import loop
+from dcgan_jax.gan.config import ConfigError, validate
+from dcgan_jax.run import images
 
 
 def _blobs(sizes, seed=0):
@@ -33,46 +35,55 @@ def _same_partition(a, b) -> bool:
 
 def test_separated_blobs_are_found_exactly_and_the_same_for_the_same_seed():
     images_, truth = _blobs([50, 50, 50, 50])
-    found = clusters.balanced_kmeans(images_, 4, seed=0)
+    found = data.balanced_kmeans(images_, 4, seed=0)
     assert _same_partition(found, truth)
-    np.testing.assert_array_equal(found, clusters.balanced_kmeans(images_, 4, seed=0))
+    np.testing.assert_array_equal(found, data.balanced_kmeans(images_, 4, seed=0))
 
 
 def test_balancing_splits_a_crowded_cluster_to_equal_shares():
     """Plain k-means keeps blobs of 150 and 30 images as they are; the balanced assignment gives
     every cluster about a third, so a uniform draw of labels matches the data."""
     images_, truth = _blobs([150, 30, 30], seed=1)
-    x = clusters.pixel_features(images_)
+    x = data.pixel_features(images_)
     centres = np.stack([x[truth == j].mean(axis=0) for j in range(3)])
     sq = ((x[:, None] - centres) ** 2).sum(axis=-1)
     assert np.bincount(sq.argmin(axis=1)).tolist() == [150, 30, 30]
-    sizes = np.bincount(clusters.balance(sq), minlength=3)
+    sizes = np.bincount(data.balance(sq), minlength=3)
     assert sizes.tolist() == [70, 70, 70], sizes
-    sizes = np.bincount(clusters.balanced_kmeans(images_, 3, seed=0), minlength=3)
+    sizes = np.bincount(data.balanced_kmeans(images_, 3, seed=0), minlength=3)
     assert sizes.tolist() == [70, 70, 70], sizes
 
 
 def test_pixel_features_average_pool_large_images_and_keep_small_ones():
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
-    np.testing.assert_allclose(clusters.pixel_features(small), small.reshape(2, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(data.pixel_features(small), small.reshape(2, -1) / 255.0, rtol=1e-6)
     large = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     pooled = (large / 255.0).reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4)).reshape(2, -1)
-    np.testing.assert_allclose(clusters.pixel_features(large), pooled, rtol=1e-5)
+    np.testing.assert_allclose(data.pixel_features(large), pooled, rtol=1e-5)
 
 
 def test_one_cluster_is_a_config_error_and_an_unconditional_model_clusters_nothing(monkeypatch):
     config = tiny_config()
     config.dataset.labels = "clusters"
     config.model.num_classes = 1
-    with pytest.raises(ConfigError, match=r"--config.model.num_classes=1 with --config.dataset.labels=clusters"):
+    with pytest.raises(
+        ConfigError, match=r"--config.model.num_classes=1 with --config.dataset.labels=clusters"
+    ):
         validate(config)
-    config.model.num_classes = 0  # model.num_classes=0 swept beside clustered models: plain DCGAN, no k-means.
+    # model.num_classes=0 swept beside clustered models: plain DCGAN, no k-means.
+    config.model.num_classes = 0
     validate(config)
-    monkeypatch.setattr(clusters, "balanced_kmeans", lambda *args: pytest.fail("clustered for an unconditional model"))
-    assert assembly.assemble(config).nets.generator.num_classes == 0
+    monkeypatch.setattr(
+        clusters,
+        "balanced_kmeans",
+        lambda *args: pytest.fail("clustered for an unconditional model"),
+    )
+    assert loop.assemble(config).nets.generator.num_classes == 0
     config.dataset.labels = "kmeans"
-    with pytest.raises(ConfigError, match="--config.dataset.labels='kmeans': must be one of dataset, clusters"):
+    with pytest.raises(
+        ConfigError, match="--config.dataset.labels='kmeans': must be one of dataset, clusters"
+    ):
         validate(config)
 
 
@@ -80,9 +91,9 @@ def test_a_clustered_run_trains_on_the_clusters_not_the_dataset_labels():
     config = tiny_config()
     config.model.num_classes = 4
     config.dataset.labels = "clusters"
-    run = assembly.assemble(config)
+    run = loop.assemble(config)
     loaded, dataset_labels = data.load_dataset(config.dataset, config.seed)
-    np.testing.assert_array_equal(run.batches.labels, clusters.balanced_kmeans(loaded, 4, config.seed))
+    np.testing.assert_array_equal(run.batches.labels, data.balanced_kmeans(loaded, 4, config.seed))
     assert not np.array_equal(run.batches.labels, dataset_labels)
 
 
@@ -94,17 +105,23 @@ def test_a_folder_without_class_sub_folders_trains_on_clusters(tmp_path):
     config = tiny_config()
     config.dataset.update(name="image_folder", data_dir=str(tmp_path))
     config.model.num_classes = 4
-    with pytest.raises(ConfigError, match="has no class sub-folders.*--config.dataset.labels=clusters"):
-        assembly.assemble(config)
+    with pytest.raises(
+        ConfigError, match="has no class sub-folders.*--config.dataset.labels=clusters"
+    ):
+        loop.assemble(config)
     config.dataset.labels = "clusters"
-    assert np.bincount(assembly.assemble(config).batches.labels).tolist() == [10, 10, 10, 10]
+    assert np.bincount(loop.assemble(config).batches.labels).tolist() == [10, 10, 10, 10]
 
 
 @pytest.fixture(scope="module", params=["dataset", "clusters"])
 def fashion_run(request, tmp_path_factory):
     """Two steps of a 10-label model on Fashion-MNIST, labelled by its classes or by clusters."""
     config = tiny_config(num_steps=2, checkpoint_every=2, sample_every=2, log_every=2)
-    config.dataset.update(name="fashion_mnist", data_dir=str(shared_dataset_dir("fashion_mnist")), labels=request.param)
+    config.dataset.update(
+        name="fashion_mnist",
+        data_dir=str(shared_dataset_dir("fashion_mnist")),
+        labels=request.param,
+    )
     config.model.num_classes = 10
     config.eval.update(every=2, num_samples=1000)
     workdir = tmp_path_factory.mktemp(request.param)
@@ -113,13 +130,23 @@ def fashion_run(request, tmp_path_factory):
 
 
 def test_class_agreement_is_scored_for_classes_and_not_for_clusters(fashion_run):
-    """A sample asked for cluster 3 is not asked for the class 3 (Dress): no classifier can check it."""
+    """A sample asked for cluster 3 is not asked for the class 3 (Dress): no classifier can check
+    it."""
     labels, workdir = fashion_run
     row = next(r for r in images.read_metrics(workdir / "metrics.jsonl") if "eval/fid" in r)
     log = (workdir / "train.log").read_text()
     assert ("eval/class_agreement" in row) == (labels == "dataset")
-    assert ("balanced k-means clusters of the 60000 training images" in log) == (labels == "clusters")
-    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={workdir}", "--seed=1", "--num_samples=1000"]
+    assert ("balanced k-means clusters of the 60000 training images" in log) == (
+        labels == "clusters"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "dcgan_jax.evaluation",
+        f"--workdir={workdir}",
+        "--seed=1",
+        "--num_samples=1000",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads((workdir / "eval" / "step_0000002_seed1.json").read_text())

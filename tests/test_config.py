@@ -4,7 +4,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from dcgan_jax import config as config_lib
+from dcgan_jax.gan import config as config_lib
 
 EXPERIMENTS = REPO / "experiments"
 
@@ -28,8 +28,10 @@ def test_evaluation_needs_a_dataset_with_a_classifier():
 def test_required_fields_exist():
     fields = config_lib.flatten(config_lib.load_experiment("fashion_dcgan", EXPERIMENTS))
     for name in (
-        "seed dataset.name dataset.data_dir dataset.split train.batch_size train.num_steps train.log_every "
-        "train.sample_every train.checkpoint_every model.latent_dim optimizer.learning_rate optimizer.beta1 "
+        "seed dataset.name dataset.data_dir dataset.split train.batch_size train.num_steps "
+        "train.log_every "
+        "train.sample_every train.checkpoint_every model.latent_dim optimizer.learning_rate "
+        "optimizer.beta1 "
         "loss.generator train.d_steps"
     ).split():
         assert name in fields, name
@@ -39,28 +41,68 @@ def test_required_fields_exist():
     "field, value, flag",
     [
         ("optimizer.learning_rate", -1e-4, "--config.optimizer.learning_rate=-0.0001: must be > 0"),
-        ("optimizer.learning_rate", 5.0, "--config.optimizer.learning_rate=5.0: must be finite and below 1"),
+        (
+            "optimizer.learning_rate",
+            5.0,
+            "--config.optimizer.learning_rate=5.0: must be finite and below 1",
+        ),
         ("train.batch_size", 0, "--config.train.batch_size=0: must be > 0"),
         ("train.num_steps", -5, "--config.train.num_steps=-5"),
         ("train.d_steps", -1, "--config.train.d_steps=-1: must be >= 0"),
-        ("loss.name", "wgan", "--config.loss.name='wgan': must be one of bce, hinge, lsgan, wgan_gp"),
-        ("loss.name", "wgan_gp", "--config.loss.name=wgan_gp: .*add --config.model.d_batch_norm=false"),
+        (
+            "loss.name",
+            "wgan",
+            "--config.loss.name='wgan': must be one of bce, hinge, lsgan, wgan_gp",
+        ),
+        (
+            "loss.name",
+            "wgan_gp",
+            "--config.loss.name=wgan_gp: .*add --config.model.d_batch_norm=false",
+        ),
         ("loss.r1_every", 0, "--config.loss.r1_every=0: must be > 0"),
         ("train.ema_decay", 1.0, r"--config.train.ema_decay=1.0: must be in \[0, 1\)"),
-        ("train.compute_dtype", "float16", "--config.train.compute_dtype='float16': must be one of float32, bfloat16"),
-        ("optimizer.d_learning_rate", 2.0, r"--config.optimizer.d_learning_rate=2.0: must be in \[0, 1\)"),
+        (
+            "train.compute_dtype",
+            "float16",
+            "--config.train.compute_dtype='float16': must be one of float32, bfloat16",
+        ),
+        (
+            "optimizer.d_learning_rate",
+            2.0,
+            r"--config.optimizer.d_learning_rate=2.0: must be in \[0, 1\)",
+        ),
         ("model.num_classes", -1, "--config.model.num_classes=-1: must be >= 0"),
-        ("model.conv_algorithm", "fft", "--config.model.conv_algorithm='fft': must be one of auto, direct, fourier"),
+        (
+            "model.conv_algorithm",
+            "fft",
+            "--config.model.conv_algorithm='fft': must be one of auto, direct, fourier",
+        ),
         ("train.steps_per_dispatch", -1, "--config.train.steps_per_dispatch=-1: must be >= 0"),
-        ("dataset.name", "image_folder", "--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR"),
+        (
+            "dataset.name",
+            "image_folder",
+            "--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR",
+        ),
         ("optimizer.beta1", 1.0, r"--config.optimizer.beta1=1.0: must be in \[0, 1\)"),
-        ("loss.generator", "hinge", "--config.loss.generator='hinge': must be one of non_saturating, minimax"),
+        (
+            "loss.generator",
+            "hinge",
+            "--config.loss.generator='hinge': must be one of non_saturating, minimax",
+        ),
         ("dataset.name", "cifar", "--config.dataset.name='cifar'"),
         ("dataset.split", "validation", "--config.dataset.split='validation'"),
         ("train.max_seconds", -1.0, "--config.train.max_seconds=-1.0"),
-        ("train.top_k_decay", 1.0, r"--config.train.top_k_decay=1.0: must be in \[0, 1\) \(0 = off\)"),
+        (
+            "train.top_k_decay",
+            1.0,
+            r"--config.train.top_k_decay=1.0: must be in \[0, 1\) \(0 = off\)",
+        ),
         ("loss.label_smoothing", 1.0, r"--config.loss.label_smoothing=1.0: must be in \[0, 1\)"),
-        ("train.top_k_min", 0.0, r"--config.train.top_k_min=0.0: must be in \(0, 1\], a share of the batch"),
+        (
+            "train.top_k_min",
+            0.0,
+            r"--config.train.top_k_min=0.0: must be in \(0, 1\], a share of the batch",
+        ),
     ],
 )
 def test_impossible_values_name_their_flag(field, value, flag):
@@ -76,12 +118,18 @@ def test_unknown_override_suggests_the_closest_field():
     message = r"--config.train.batchsize: no such config field.*train.batch_size"
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.check_override_names(["launch.py", "--config.train.batchsize=32"], config)
-    config_lib.check_override_names(["launch.py", "--config.train.batch_size=32", "--workdir=x"], config)
+    config_lib.check_override_names(
+        ["launch.py", "--config.train.batch_size=32", "--workdir=x"], config
+    )
 
 
 def _launch(*args, timeout=120):
     return subprocess.run(
-        [sys.executable, str(REPO / "launch.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+        [sys.executable, str(REPO / "launch.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 
@@ -97,18 +145,33 @@ def test_launch_help_without_an_experiment_lists_the_experiments_and_the_flags()
         result = _launch(flag)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "Available experiments: " in result.stdout and "fashion_dcgan" in result.stdout
-        assert "--experiment: Name of a file in experiments/" in result.stdout and "--sweep_slurm" in result.stdout
+        assert (
+            "--experiment: Name of a file in experiments/" in result.stdout
+            and "--sweep_slurm" in result.stdout
+        )
         assert "--experiment is required" not in result.stderr
 
 
 def test_launch_rejects_unknown_field_wrong_type_and_bad_value_before_work(tmp_path):
     workdir = tmp_path / "run"
-    unknown = _launch("--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.train.batchsize=8")
-    assert unknown.returncode == 2 and "--config.train.batchsize: no such config field" in unknown.stderr
-    wrong_type = _launch("--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.train.batch_size=big")
+    unknown = _launch(
+        "--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.train.batchsize=8"
+    )
+    assert (
+        unknown.returncode == 2
+        and "--config.train.batchsize: no such config field" in unknown.stderr
+    )
+    wrong_type = _launch(
+        "--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.train.batch_size=big"
+    )
     assert wrong_type.returncode != 0 and "--config.train.batch_size=big" in wrong_type.stderr
-    bad_value = _launch("--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.optimizer.learning_rate=-1")
-    assert bad_value.returncode == 2 and "--config.optimizer.learning_rate=-1.0: must be > 0" in bad_value.stderr
+    bad_value = _launch(
+        "--experiment=fashion_dcgan", f"--workdir={workdir}", "--config.optimizer.learning_rate=-1"
+    )
+    assert (
+        bad_value.returncode == 2
+        and "--config.optimizer.learning_rate=-1.0: must be > 0" in bad_value.stderr
+    )
     assert not workdir.exists()  # Nothing was started.
     missing = _launch()
     assert missing.returncode == 2 and "--experiment is required" in missing.stderr
@@ -116,7 +179,9 @@ def test_launch_rejects_unknown_field_wrong_type_and_bad_value_before_work(tmp_p
 
 def test_launch_without_data_says_how_to_point_at_local_files(tmp_path):
     result = _launch(
-        "--experiment=fashion_dcgan", f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={tmp_path / 'none'}"
+        "--experiment=fashion_dcgan",
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.dataset.data_dir={tmp_path / 'none'}",
     )
     assert result.returncode == 2
     assert f"dataset.data_dir {tmp_path / 'none'} is not a folder" in result.stderr
@@ -130,7 +195,10 @@ def test_automatic_fields_resolve_as_the_run_uses_them():
     config.train.d_steps = 2
     assert config_lib.resolved(config).train.d_steps == 2
     # One step per dispatch on this CPU, several where steps are short (accelerators).
-    assert config.train.steps_per_dispatch == 0 and config_lib.resolved(config).train.steps_per_dispatch == 1
+    assert (
+        config.train.steps_per_dispatch == 0
+        and config_lib.resolved(config).train.steps_per_dispatch == 1
+    )
     config.train.steps_per_dispatch = 4
     assert config_lib.resolved(config).train.steps_per_dispatch == 4
 
@@ -140,7 +208,11 @@ def test_a_stored_config_from_before_a_field_existed_gets_its_default():
     del stored["train"]["ema_decay"], stored["loss"]["name"]
     stored["model"]["base_width"] = 32
     config = config_lib.with_defaults(stored)
-    assert config.train.ema_decay == 0.0 and config.loss.name == "bce" and config.model.base_width == 32
+    assert (
+        config.train.ema_decay == 0.0
+        and config.loss.name == "bce"
+        and config.model.base_width == 32
+    )
 
 
 def test_label_smoothing_needs_the_bce_loss():

@@ -6,7 +6,7 @@ import sys
 import pytest
 from conftest import REPO, tiny_flags
 
-from dcgan_jax import control
+from dcgan_jax.run import control
 
 
 def test_second_holder_is_refused_with_the_first_ones_pid_and_host(tmp_path):
@@ -22,7 +22,9 @@ def test_second_holder_is_refused_with_the_first_ones_pid_and_host(tmp_path):
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (tmp_path / control.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    (tmp_path / control.LOCK_NAME).write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname()})
+    )
     with control.hold(tmp_path) as path:
         assert json.loads(path.read_text())["pid"] != dead.pid
 
@@ -34,14 +36,24 @@ def test_half_written_lock_is_stale(tmp_path):
 
 
 def test_lock_from_another_host_is_refused_with_a_hint(tmp_path):
-    (tmp_path / control.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
-    with pytest.raises(control.WorkdirLockedError, match="on host elsewhere .* if that run is dead, delete the lock"):
+    (tmp_path / control.LOCK_NAME).write_text(
+        json.dumps({"pid": 1, "host": "elsewhere", "started": "then"})
+    )
+    with pytest.raises(
+        control.WorkdirLockedError,
+        match="on host elsewhere .* if that run is dead, delete the lock",
+    ):
         with control.hold(tmp_path):
             pass
 
 
 def test_second_run_on_the_same_workdir_refuses_naming_the_first(tmp_path):
-    args = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={tmp_path}"]
+    args = [
+        sys.executable,
+        str(REPO / "launch.py"),
+        "--experiment=fashion_dcgan",
+        f"--workdir={tmp_path}",
+    ]
     first = subprocess.Popen(
         [*args, *tiny_flags(num_steps=100_000, log_every=1)],
         stdout=subprocess.DEVNULL,
@@ -53,10 +65,13 @@ def test_second_run_on_the_same_workdir_refuses_naming_the_first(tmp_path):
         for line in first.stderr:
             if " step 2/100000 " in line:
                 break
-        second = subprocess.run([*args, *tiny_flags()], capture_output=True, text=True, cwd=REPO, timeout=120)
+        second = subprocess.run(
+            [*args, *tiny_flags()], capture_output=True, text=True, cwd=REPO, timeout=120
+        )
         assert second.returncode == 2
         assert f"is in use by process {first.pid} on {socket.gethostname()}" in second.stderr
     finally:
         first.terminate()
         first.communicate(timeout=120)
-    assert first.returncode == 143  # Stopped by the SIGTERM of terminate(), with a final checkpoint.
+    # Stopped by the SIGTERM of terminate(), with a final checkpoint.
+    assert first.returncode == 143

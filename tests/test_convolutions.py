@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcgan_jax import convolutions
+from dcgan_jax.gan import convolutions
 
 
 def _same_values_and_gradients(ours, reference, x, kernel, atol):
@@ -29,13 +29,17 @@ def _same_values_and_gradients(ours, reference, x, kernel, atol):
 def _plain_conv(padding):
     def conv(x, kernel):
         dimensions = ("NHWC", "HWIO", "NHWC")
-        return jax.lax.conv_general_dilated(x, kernel, (1, 1), (padding, padding), dimension_numbers=dimensions)
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), (padding, padding), dimension_numbers=dimensions
+        )
 
     return conv
 
 
 def _plain_conv_transpose(x, kernel):
-    return jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_transpose(
+        x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 @pytest.mark.parametrize(
@@ -61,12 +65,16 @@ def test_downsample_conv_equals_strided_convolution(size, kernel_size):
         return convolutions.downsample_conv(x, kernel, "fourier")
 
     def reference(x, kernel):
-        return jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
     _same_values_and_gradients(ours, reference, x, kernel, atol=1e-4)
 
 
-@pytest.mark.parametrize("kernel_size, algorithm", [(3, "direct"), (4, "fourier"), (5, "direct"), (5, "fourier")])
+@pytest.mark.parametrize(
+    "kernel_size, algorithm", [(3, "direct"), (4, "fourier"), (5, "direct"), (5, "fourier")]
+)
 def test_upsample_conv_equals_transposed_convolution(kernel_size, algorithm):
     x = jax.random.normal(jax.random.key(0), (2, 7, 7, 8))
     kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 8, 6))
@@ -80,30 +88,48 @@ def test_upsample_conv_equals_transposed_convolution(kernel_size, algorithm):
 def test_modules_are_parameter_compatible_with_flax_layers():
     x = jax.random.normal(jax.random.key(0), (3, 7, 7, 4))
     pairs = [
-        (convolutions.UpsampleConv(5, kernel_size=5), nn.ConvTranspose(5, (5, 5), strides=(2, 2), padding="SAME")),
-        (convolutions.Conv(6, kernel_size=5, algorithm="fourier"), nn.Conv(6, (5, 5), padding="SAME", use_bias=False)),
-        (convolutions.Conv(6, kernel_size=4, algorithm="fourier"), nn.Conv(6, (4, 4), padding="SAME", use_bias=False)),
-        (convolutions.DownsampleConv(6, 5, algorithm="fourier"), nn.Conv(6, (5, 5), strides=(2, 2), padding="SAME")),
+        (
+            convolutions.UpsampleConv(5, kernel_size=5),
+            nn.ConvTranspose(5, (5, 5), strides=(2, 2), padding="SAME"),
+        ),
+        (
+            convolutions.Conv(6, kernel_size=5, algorithm="fourier"),
+            nn.Conv(6, (5, 5), padding="SAME", use_bias=False),
+        ),
+        (
+            convolutions.Conv(6, kernel_size=4, algorithm="fourier"),
+            nn.Conv(6, (4, 4), padding="SAME", use_bias=False),
+        ),
+        (
+            convolutions.DownsampleConv(6, 5, algorithm="fourier"),
+            nn.Conv(6, (5, 5), strides=(2, 2), padding="SAME"),
+        ),
     ]
     for ours, theirs in pairs:
         variables = theirs.init(jax.random.key(1), x)
         variables = jax.tree.map(lambda v: v + 0.1, variables)  # Non-zero bias.
-        assert jax.tree.structure(jax.eval_shape(ours.init, jax.random.key(1), x)) == jax.tree.structure(variables)
+        assert jax.tree.structure(
+            jax.eval_shape(ours.init, jax.random.key(1), x)
+        ) == jax.tree.structure(variables)
         np.testing.assert_allclose(
-            jax.jit(ours.apply)(variables, x), jax.jit(theirs.apply)(variables, x), atol=1e-4, rtol=1e-5
+            jax.jit(ours.apply)(variables, x),
+            jax.jit(theirs.apply)(variables, x),
+            atol=1e-4,
+            rtol=1e-5,
         )
 
 
 def test_auto_picks_fourier_only_where_it_saves_work():
     # The reference generator's 5x5 256->128 layer at 7x7: ~1/4 of the multiply-adds.
     assert convolutions._fourier_pays((64, 7, 7, 256), (5, 5, 256, 128), (2, 2))
-    # The output layer's phase convolution to 4 channels: the transforms would cost more than the taps.
+    # The output layer's phase convolution to 4 channels: the transforms would cost more than the
+    # taps.
     assert not convolutions._fourier_pays((64, 14, 14, 64), (3, 3, 64, 4), (1, 1))
     with pytest.raises(ValueError, match="'winograd'"):
         convolutions.conv(jnp.zeros((1, 7, 7, 2)), jnp.zeros((3, 3, 2, 2)), (1, 1), "winograd")
 
 
 def test_the_configs_algorithm_choices_are_the_convolutions_own():
-    from dcgan_jax import config, convolutions
+    from dcgan_jax.gan import config, convolutions
 
     assert config.CONV_ALGORITHMS == convolutions.ALGORITHMS

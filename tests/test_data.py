@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 from conftest import shared_dataset_dir
 
-from dcgan_jax import data
-from dcgan_jax.config import default_config
+from dcgan_jax.gan import data
+from dcgan_jax.gan.config import default_config
 
 
 def _write_idx(path, array, magic_dtype=0x08):
-    header = struct.pack(">HBB", 0, magic_dtype, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">HBB", 0, magic_dtype, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -91,7 +93,7 @@ def test_real_fashion_mnist_files():
 
 
 def test_data_dir_from_config_or_environment(monkeypatch, tmp_path):
-    from dcgan_jax.config import default_config
+    from dcgan_jax.gan.config import default_config
 
     dataset = default_config().dataset
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
@@ -138,7 +140,9 @@ def test_batch_order_is_a_reshuffled_permutation_each_epoch():
     assert not np.array_equal(epoch0, epoch1)
     # Stateless: asking again, out of order, gives the same batches.
     np.testing.assert_array_equal(order.indices(1), data.BatchOrder(images, 3, seed=7).indices(1))
-    assert not np.array_equal(epoch0, np.concatenate([data.BatchOrder(images, 3, seed=8).indices(i) for i in range(3)]))
+    assert not np.array_equal(
+        epoch0, np.concatenate([data.BatchOrder(images, 3, seed=8).indices(i) for i in range(3)])
+    )
 
 
 def test_dataset_smaller_than_a_batch_is_an_error():
@@ -146,7 +150,9 @@ def test_dataset_smaller_than_a_batch_is_an_error():
         data.BatchOrder(np.zeros((4, 28, 28, 1), np.uint8), batch_size=8, seed=0)
 
 
-@pytest.mark.parametrize("name, shape, labelled", [("cifar10", (32, 32, 3), True), ("celeb_a", (64, 64, 3), False)])
+@pytest.mark.parametrize(
+    "name, shape, labelled", [("cifar10", (32, 32, 3), True), ("celeb_a", (64, 64, 3), False)]
+)
 def test_colour_datasets_through_tfds_mock_data(name, shape, labelled):
     tfds = pytest.importorskip("tensorflow_datasets")
     config = default_config().dataset
@@ -165,7 +171,9 @@ def _write_pictures(folder, count, mode="RGB", size=(40, 30), suffix=".png"):
     channels = 3 if mode == "RGB" else 1
     for i in range(count):
         pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
-        Image.fromarray(pixels if channels == 3 else pixels[..., 0], mode).save(folder / f"{i}{suffix}")
+        Image.fromarray(pixels if channels == 3 else pixels[..., 0], mode).save(
+            folder / f"{i}{suffix}"
+        )
 
 
 def test_image_folder_reads_colour_and_grey_recursively_with_subfolder_labels(tmp_path):
@@ -182,7 +190,8 @@ def test_image_folder_reads_colour_and_grey_recursively_with_subfolder_labels(tm
 def test_image_folder_without_images_names_the_folder_and_what_it_holds(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(
-        data.DataError, match=rf"no PNG or JPEG images under {tmp_path}; it holds 1 other files \(notes.txt\)"
+        data.DataError,
+        match=rf"no PNG or JPEG images under {tmp_path}; it holds 1 other files \(notes.txt\)",
     ):
         data.load_image_folder(tmp_path)
     with pytest.raises(data.DataError, match="is not a folder"):
@@ -198,7 +207,9 @@ def test_image_folder_skips_a_few_unreadable_files_and_refuses_many(tmp_path, ca
     assert "Skipped 1 of 21 image files" in caplog.text and "broken.png" in caplog.text
     for i in range(3):
         (tmp_path / f"fake{i}.jpg").write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(data.DataError, match=r"4 of 24 image files under .* cannot be read, e.g. .*broken.png"):
+    with pytest.raises(
+        data.DataError, match=r"4 of 24 image files under .* cannot be read, e.g. .*broken.png"
+    ):
         data.load_image_folder(tmp_path)
 
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, restore_full_state, tiny_config, tiny_flags
 
 import dcgan_jax
-from dcgan_jax import checkpoints, control, images
+from dcgan_jax.run import checkpoints, control, images
 
 # Sums over 8 shards or 2 processes round differently from one device (measured: 2.7e-6 after
 # 5 steps); Adam's early steps, about lr * sign(g), bound what a flipped sign could add.
@@ -29,7 +29,13 @@ def _free_port() -> int:
 
 
 def _launch(workdir, *extra):
-    return [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={workdir}", *extra]
+    return [
+        sys.executable,
+        str(REPO / "launch.py"),
+        "--experiment=fashion_dcgan",
+        f"--workdir={workdir}",
+        *extra,
+    ]
 
 
 def _max_param_difference(a, b) -> float:
@@ -45,10 +51,10 @@ def test_eight_devices_match_one_device_and_the_run_loads_on_one(tmp_path):
     code = """
 import jax, numpy as np
 from conftest import tiny_config
-from dcgan_jax import assembly, parallel
+from dcgan_jax.gan import loop, parallel
 finals = []
 for devices in (jax.devices()[:1], jax.devices()):
-    run = assembly.assemble(tiny_config(), parallel.make_mesh(devices))
+    run = loop.assemble(tiny_config(), parallel.make_mesh(devices))
     state = run.init()
     for i in range(5):
         state, metrics, _ = run.train_steps(state, i, 1)
@@ -58,15 +64,26 @@ import sys, dcgan_jax
 dcgan_jax.train(tiny_config(num_steps=2), sys.argv[1])  # For the parent to load on one device.
 print(len(jax.devices()), diff, "tensorflow" in sys.modules)
 """
-    env = {**ONE_DEVICE_ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO / "tests")}
+    env = {
+        **ONE_DEVICE_ENV,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "PYTHONPATH": str(REPO / "tests"),
+    }
     result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     devices, difference, imported_tensorflow = result.stdout.split()
     assert devices == "8" and imported_tensorflow == "False"
     assert float(difference) < PARAM_ATOL
-    assert "Devices: 8 (cpu), 2 images each per step (global batch 16)" in (tmp_path / "train.log").read_text()
+    assert (
+        "Devices: 8 (cpu), 2 images each per step (global batch 16)"
+        in (tmp_path / "train.log").read_text()
+    )
     run = dcgan_jax.load(tmp_path)
     assert run.step == 2 and run.sample(4).shape == (4, 28, 28, 1)
 
@@ -98,7 +115,9 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     metrics = tmp_path / "two" / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        while time.monotonic() < deadline and not (
+            metrics.exists() and len(metrics.read_text().splitlines()) >= 2
+        ):
             time.sleep(0.05)
         processes[1].send_signal(signal.SIGTERM)  # Only the second process is told.
         for p in processes:
@@ -108,8 +127,12 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
             p.kill()
     outputs = [log.read_text() for log in logs]
     for p, output in zip(processes, outputs, strict=True):
-        assert p.returncode == 128 + signal.SIGTERM, output[-3000:]  # Both stopped by process 1's signal.
-    stopped = re.search(r"Stopped by SIGTERM \(to process 1\) at step (\d+); writing the final checkpoint", outputs[0])
+        # Both stopped by process 1's signal.
+        assert p.returncode == 128 + signal.SIGTERM, output[-3000:]
+    stopped = re.search(
+        r"Stopped by SIGTERM \(to process 1\) at step (\d+); writing the final checkpoint",
+        outputs[0],
+    )
     assert stopped, outputs[0][-3000:]
     steps = int(stopped.group(1))
     assert steps >= 4 and steps % 2 == 0  # Processes agree on stopping at a log step (log_every=2).
@@ -118,7 +141,9 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     two = restore_full_state(tmp_path / "two", config)
     assert int(two.step) == int(single.step) == steps
     assert checkpoints.Checkpointer(tmp_path / "two", create=False).all_steps() == [steps]
-    difference = _max_param_difference((two.g.params, two.d.params), (single.g.params, single.d.params))
+    difference = _max_param_difference(
+        (two.g.params, two.d.params), (single.g.params, single.d.params)
+    )
     print(f"two processes vs one after {steps} steps: max |parameter difference| {difference:.2e}")
     assert difference < PARAM_ATOL
     # Process 0 alone wrote the log, metrics and samples.
@@ -147,12 +172,17 @@ def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_
         timeout=180,
     )
     assert result.returncode != 0
-    assert f"process 1 could not join the run coordinated at 127.0.0.1:{port} within 5 s" in result.stderr
+    assert (
+        f"process 1 could not join the run coordinated at 127.0.0.1:{port} within 5 s"
+        in result.stderr
+    )
     assert time.monotonic() - started < 90
 
 
 def test_partial_distributed_flags_are_an_error():
-    with pytest.raises(control.DistributedError, match="needs all of --coordinator_address, --num_processes"):
+    with pytest.raises(
+        control.DistributedError, match="needs all of --coordinator_address, --num_processes"
+    ):
         control.initialize_distributed(num_processes=2)
     assert control.initialize_distributed() is False  # Single process: nothing to join.
 
@@ -168,5 +198,8 @@ def test_batch_not_divisible_by_devices_stops_at_start_with_the_nearest_sizes(tm
         timeout=120,
     )
     assert result.returncode == 2
-    assert "error: --config.train.batch_size=60 does not split over 8 devices; use 56 or 64" in result.stderr
+    assert (
+        "error: --config.train.batch_size=60 does not split over 8 devices; use 56 or 64"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
-"""The README is a front door to docs/*.md: every relative link in them leads to a file that exists."""
+"""The README is a front door to docs/*.md: every relative link in them leads to a file that
+exists."""
 
 import re
 

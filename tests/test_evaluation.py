@@ -11,7 +11,11 @@ import pytest
 from conftest import REPO, shared_dataset_dir, tiny_config, tmpfs
 
 import dcgan_jax
-from dcgan_jax import checkpoints, classifier, data, evaluation, images, reports, scoring
+from dcgan_jax import evaluation
+from dcgan_jax.evaluation import classifier, reports
+from dcgan_jax.gan import data
+from dcgan_jax.run import checkpoints, images
+from dcgan_jax.tools import scoring
 
 N = 2000  # Per scored set: enough to rank, quick on a CPU.
 
@@ -26,7 +30,10 @@ def fashion():
 
 @pytest.fixture(scope="module")
 def evaluator(fashion, tmp_path_factory):
-    return evaluation.Evaluator("fashion_mnist", "test", fashion[2], cache_dir=tmp_path_factory.mktemp("cache"))
+    return evaluation.Evaluator(
+        evaluation.reference_config("fashion_mnist", "test", fashion[2]),
+        cache_dir=tmp_path_factory.mktemp("cache"),
+    )
 
 
 def _blur(x, passes=2):
@@ -57,7 +64,10 @@ def test_metrics_rank_real_above_noisy_above_blurred_collapsed_and_random(fashio
     assert scores["real"]["precision"] > 0.6 and scores["real"]["recall"] > 0.6
     assert scores["collapsed"]["recall"] < 0.3 < scores["real"]["recall"]
     # k-NN precision is lenient with outliers (real outliers have wide balls); recall is not.
-    assert scores["random"]["recall"] < 0.01 and scores["random"]["precision"] < scores["real"]["precision"] / 2
+    assert (
+        scores["random"]["recall"] < 0.01
+        and scores["random"]["precision"] < scores["real"]["precision"] / 2
+    )
     assert scores["real"]["classes_covered"] == 10 and scores["collapsed"]["classes_covered"] <= 2
     assert scores["real"]["inception_score"] > 7 > scores["collapsed"]["inception_score"]
     # Density ~1 for real images. Coverage ~1 - e^-1 = 0.63 with 2,000 samples against 10,000 real
@@ -74,51 +84,78 @@ def test_memorisation_ratio_tells_copies_of_training_images_from_new_images(fash
     test_images = data.to_model_range(data.load_idx_folder(fashion[2], "test")[0])
     new = evaluator(test_images[:N])["memorisation_ratio"]
     copies = evaluator(fashion[0][-N:])["memorisation_ratio"]
-    half = evaluator(np.concatenate([fashion[0][-N // 2 :], test_images[-N // 2 :]]))["memorisation_ratio"]
+    half = evaluator(np.concatenate([fashion[0][-N // 2 :], test_images[-N // 2 :]]))[
+        "memorisation_ratio"
+    ]
     assert 0.7 < new < 1.3 and copies > 15 and 8 < half < 13, (new, copies, half)
 
 
 def test_evaluate_takes_an_array_and_returns_the_documented_keys(fashion, tmp_path):
-    scores = dcgan_jax.evaluate(fashion[0][:1000], dataset="fashion_mnist", data_dir=fashion[2], cache_dir=tmp_path)
-    for key in ("fid", "kid", "kid_std", "precision", "recall", "inception_score", "classes_covered"):
+    scores = dcgan_jax.evaluate(
+        fashion[0][:1000], dataset="fashion_mnist", data_dir=fashion[2], cache_dir=tmp_path
+    )
+    for key in (
+        "fid",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "inception_score",
+        "classes_covered",
+    ):
         assert np.isfinite(scores[key]), key
     assert len(list(tmp_path.glob("reference_fashion_mnist_test_*.npz"))) == 1
 
 
-def test_class_agreement_counts_samples_the_classifier_puts_in_their_requested_class(fashion, evaluator):
+def test_class_agreement_counts_samples_the_classifier_puts_in_their_requested_class(
+    fashion, evaluator
+):
     images_, labels = fashion[0][:N], fashion[1][:N]
     true = evaluator(images_, labels=labels)
     assert true["class_agreement"] > 0.85  # The classifier's accuracy on training images.
     assert min(true["class_agreement_per_class"]) > 0.5
     assert "eval/class_agreement" in reports.scalar_metrics(true)
-    assert len(true["intra_fid_per_class"]) == 10 and "eval/intra_fid" in reports.scalar_metrics(true)
+    assert len(true["intra_fid_per_class"]) == 10 and "eval/intra_fid" in reports.scalar_metrics(
+        true
+    )
     asked_wrong = evaluator(images_, labels=(labels + 1) % 10)
     assert asked_wrong["intra_fid"] > 5 * true["intra_fid"] and asked_wrong["fid"] == true["fid"]
     _, probs = evaluator.features_and_probs(images_)
-    wrong = evaluation.class_agreement(probs, (labels + 1) % 10)  # Every image asked for another class.
+    # Every image asked for another class.
+    wrong = evaluation.class_agreement(probs, (labels + 1) % 10)
     assert wrong["class_agreement"] < 0.1
     with pytest.raises(evaluation.EvaluationError, match="one per image"):
         evaluation.class_agreement(probs, labels[:10])
 
 
 def test_reference_features_are_cached_and_reused(fashion, tmp_path, monkeypatch):
-    first = evaluation.Evaluator("fashion_mnist", "test", fashion[2], cache_dir=tmp_path)
+    first = evaluation.Evaluator(
+        evaluation.reference_config("fashion_mnist", "test", fashion[2]), cache_dir=tmp_path
+    )
 
     def no_data(*args, **kwargs):
         raise AssertionError("the cached reference should have been used")
 
     monkeypatch.setattr(data, "load_dataset", no_data)
-    second = evaluation.Evaluator("fashion_mnist", "test", fashion[2], cache_dir=tmp_path)
+    second = evaluation.Evaluator(
+        evaluation.reference_config("fashion_mnist", "test", fashion[2]), cache_dir=tmp_path
+    )
     np.testing.assert_array_equal(first.real_features, second.real_features)
 
 
 @pytest.mark.parametrize(
     "images_, message",
     [
-        (np.zeros((1000, 32, 32, 3), np.float32), r"shape \(N, 28, 28, 1\), got \(1000, 32, 32, 3\)"),
+        (
+            np.zeros((1000, 32, 32, 3), np.float32),
+            r"shape \(N, 28, 28, 1\), got \(1000, 32, 32, 3\)",
+        ),
         (np.zeros((10, 28, 28, 1), np.float32), "10 images are too few for a stable FID"),
         (np.full((1000, 28, 28, 1), np.nan, np.float32), "1000 of 1000 images contain NaN"),
-        (np.full((1000, 28, 28, 1), 255.0, np.float32), r"\[-1, 1\], got values in \[255, 255\] \(uint8 pixels"),
+        (
+            np.full((1000, 28, 28, 1), 255.0, np.float32),
+            r"\[-1, 1\], got values in \[255, 255\] \(uint8 pixels",
+        ),
     ],
 )
 def test_bad_images_are_a_clear_error(evaluator, images_, message):
@@ -129,9 +166,10 @@ def test_bad_images_are_a_clear_error(evaluator, images_, message):
 def test_missing_classifier_weights_say_how_to_train_them(tmp_path, monkeypatch):
     monkeypatch.setattr(classifier, "ASSETS_DIR", tmp_path)
     with pytest.raises(
-        classifier.ClassifierMissingError, match="python -m dcgan_jax.classifier --config.dataset.name=fashion_mnist"
+        classifier.ClassifierMissingError,
+        match="python -m dcgan_jax.classifier --config.dataset.name=fashion_mnist",
     ):
-        evaluation.Evaluator("fashion_mnist")
+        evaluation.Evaluator(evaluation.reference_config("fashion_mnist"))
 
 
 def test_shipped_classifier_is_small_and_accurate():
@@ -139,7 +177,9 @@ def test_shipped_classifier_is_small_and_accurate():
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert size < 5 * 2**20
     params, info = classifier.load_params("fashion_mnist")
-    assert info["heldout_accuracy"] >= 0.92 and info["params_hash"] == classifier.params_hash(params)
+    assert info["heldout_accuracy"] >= 0.92 and info["params_hash"] == classifier.params_hash(
+        params
+    )
 
 
 def test_classifier_experiment_reproduces_weights(tmp_path):
@@ -163,7 +203,9 @@ def test_classifier_experiment_reproduces_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((tmp_path / "info.json").read_text())
     # One epoch on 2,000 images: far from the shipped weights, far above chance.
-    assert info["heldout"] == "last 8000 images of the test split" and info["heldout_accuracy"] > 0.5
+    assert (
+        info["heldout"] == "last 8000 images of the test split" and info["heldout_accuracy"] > 0.5
+    )
     assert (tmp_path / "params").is_dir()
 
 
@@ -182,9 +224,9 @@ def test_training_logs_the_metrics_and_keeps_the_best_checkpoint(evaluated_run):
     rows = [r for r in images.read_metrics(evaluated_run / "metrics.jsonl") if "eval/fid" in r]
     assert [r["step"] for r in rows] == [2, 4]
     best_row = min(rows, key=lambda r: r["eval/fid"])
-    assert checkpoints.Checkpointer(evaluated_run, create=False, subdir=checkpoints.BEST_SUBDIR).all_steps() == [
-        best_row["step"]
-    ]
+    assert checkpoints.Checkpointer(
+        evaluated_run, create=False, subdir=checkpoints.BEST_SUBDIR
+    ).all_steps() == [best_row["step"]]
     assert dcgan_jax.load(evaluated_run, best=True).step == best_row["step"]
     log = (evaluated_run / "train.log").read_text()
     assert "eval step 4: FID" in log and "classes covered" in log
@@ -206,7 +248,8 @@ def test_evaluation_command_scores_every_checkpoint(evaluated_run):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| step | latents | fid1k | kid1k | kid1k_std | precision |" in result.stdout  # N in the names.
+    # N in the names.
+    assert "| step | latents | fid1k | kid1k | kid1k_std | precision |" in result.stdout
     rows = json.loads((evaluated_run / "eval" / "results.json").read_text())
     assert [r["step"] for r in rows] == [3, 4] and all(np.isfinite(r["fid"]) for r in rows)
     assert (evaluated_run / "eval" / "step_0000004.json").exists()
@@ -220,7 +263,13 @@ def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_ru
         for r in images.read_metrics(evaluated_run / "metrics.jsonl")
         if r["step"] == 4 and "eval/fid" in r
     )
-    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", "--step=4"]
+    command = [
+        sys.executable,
+        "-m",
+        "dcgan_jax.evaluation",
+        f"--workdir={evaluated_run}",
+        "--step=4",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     stored = json.loads((evaluated_run / "eval" / "step_0000004.json").read_text())
@@ -228,37 +277,65 @@ def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_ru
     assert stored["num_samples"] == 1000  # The run's eval.num_samples.
     assert f"| 4 | evaluation stream of seed 0 | {logged:.3f} |" in result.stdout
     assert f"eval step 4: FID {logged:.3f} |" in (evaluated_run / "train.log").read_text()
-    other = subprocess.run([*command, "--seed=1"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    other = subprocess.run(
+        [*command, "--seed=1"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert other.returncode == 0, other.stderr[-3000:]
     seeded = json.loads((evaluated_run / "eval" / "step_0000004_seed1.json").read_text())
-    assert seeded["latents"] == "key(1)" and seeded["fid"] != logged and "| 4 | key(1) |" in other.stdout
+    assert (
+        seeded["latents"] == "key(1)"
+        and seeded["fid"] != logged
+        and "| 4 | key(1) |" in other.stdout
+    )
 
 
-def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_output_dir(evaluated_run, tmp_path):
+def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_output_dir(
+    evaluated_run, tmp_path
+):
     with tmpfs(tmp_path / "mount", "64m") as point:
         shutil.copytree(evaluated_run, point / "run")
         subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
-        command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={point / 'run'}", "--step=4"]
+        command = [
+            sys.executable,
+            "-m",
+            "dcgan_jax.evaluation",
+            f"--workdir={point / 'run'}",
+            "--step=4",
+        ]
         refused = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1 and errors[0].startswith(f"error: --output_dir={point / 'run' / 'eval'}: cannot ")
-        assert errors[0].endswith("(Read-only file system); choose another --output_dir")  # Create it, or write.
+        assert len(errors) == 1 and errors[0].startswith(
+            f"error: --output_dir={point / 'run' / 'eval'}: cannot "
+        )
+        # Create it, or write.
+        assert errors[0].endswith("(Read-only file system); choose another --output_dir")
         assert "| step |" not in refused.stdout
         result = subprocess.run(
-            [*command, f"--output_dir={tmp_path / 'scores'}"], capture_output=True, text=True, cwd=REPO, timeout=300
+            [*command, f"--output_dir={tmp_path / 'scores'}"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        assert (tmp_path / "scores" / "step_0000004.json").exists() and (tmp_path / "scores" / "results.json").exists()
+        assert (tmp_path / "scores" / "step_0000004.json").exists() and (
+            tmp_path / "scores" / "results.json"
+        ).exists()
 
 
 def test_truncated_evaluation_is_stored_beside_the_plain_one(evaluated_run):
-    plain, truncated = (scoring.evaluate_run(evaluated_run, [4], 1000, truncation=t)[0] for t in (1.0, 0.5))
+    plain, truncated = (
+        scoring.evaluate_run(evaluated_run, [4], 1000, truncation=t)[0] for t in (1.0, 0.5)
+    )
     assert (plain["truncation"], truncated["truncation"]) == (1.0, 0.5)
     assert plain["fid"] != truncated["fid"]
     stored = json.loads((evaluated_run / "eval" / "step_0000004_truncation0.5.json").read_text())
     assert stored["fid"] == truncated["fid"] and stored["truncation"] == 0.5
-    assert json.loads((evaluated_run / "eval" / "step_0000004.json").read_text())["fid"] == plain["fid"]
+    assert (
+        json.loads((evaluated_run / "eval" / "step_0000004.json").read_text())["fid"]
+        == plain["fid"]
+    )
 
 
 def test_evaluation_command_names_a_missing_run(tmp_path):
@@ -273,14 +350,27 @@ def test_evaluation_command_names_a_missing_run(tmp_path):
 
 
 def test_draws_give_a_spread_and_every_json_names_its_provenance(evaluated_run, fashion):
-    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", "--step=4"]
-    result = subprocess.run([*command, "--draws=3", "--seed=5"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "dcgan_jax.evaluation",
+        f"--workdir={evaluated_run}",
+        "--step=4",
+    ]
+    result = subprocess.run(
+        [*command, "--draws=3", "--seed=5"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stored = json.loads((evaluated_run / "eval" / "step_0000004_draws3_seed5.json").read_text())
     fids = [r["fid"] for r in stored["runs"]]
-    assert [r["latents"] for r in stored["runs"]] == ["key(5)", "key(6)", "key(7)"] and len(set(fids)) == 3
+    assert [r["latents"] for r in stored["runs"]] == ["key(5)", "key(6)", "key(7)"] and len(
+        set(fids)
+    ) == 3
     assert stored["spread"]["fid"]["mean"] == pytest.approx(np.mean(fids))
-    assert stored["spread"]["fid"]["sd"] == pytest.approx(np.std(fids, ddof=1)) and stored["spread"]["fid"]["sd"] > 0
+    assert (
+        stored["spread"]["fid"]["sd"] == pytest.approx(np.std(fids, ddof=1))
+        and stored["spread"]["fid"]["sd"] > 0
+    )
     assert "step 4, mean +- sd over 3 draws of 1000 latents: fid1k " in result.stdout
     provenance = stored["runs"][0]["provenance"]
     test_uint8 = data.load_idx_folder(fashion[2], "test")[0]
@@ -291,48 +381,87 @@ def test_draws_give_a_spread_and_every_json_names_its_provenance(evaluated_run, 
         "images_sha256": hashlib.sha256(test_uint8.tobytes()).hexdigest(),
     }
     info = classifier.load_params("fashion_mnist")[1]
-    assert info["params_hash"] in provenance["feature_weights_hash"] and "penultimate" in provenance["feature_layer"]
-    assert (provenance["num_samples"], provenance["latents"], provenance["truncation"]) == (1000, "key(5)", 1.0)
-    training = json.loads((evaluated_run / "eval" / "provenance.json").read_text())  # The in-training evaluation.
+    assert (
+        info["params_hash"] in provenance["feature_weights_hash"]
+        and "penultimate" in provenance["feature_layer"]
+    )
+    assert (provenance["num_samples"], provenance["latents"], provenance["truncation"]) == (
+        1000,
+        "key(5)",
+        1.0,
+    )
+    # The in-training evaluation.
+    training = json.loads((evaluated_run / "eval" / "provenance.json").read_text())
     assert training["reference"] == provenance["reference"] and training["num_samples"] == 1000
     assert "one fixed draw" in training["latents"]
-    bad = subprocess.run([*command, "--draws=0"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    bad = subprocess.run(
+        [*command, "--draws=0"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert bad.returncode == 2 and "error: --draws=0: must be at least 1" in bad.stderr
 
 
 def test_features_are_exported_for_samples_and_reference(evaluated_run, fashion, tmp_path):
     out = tmp_path / "features.npz"
-    command = [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={evaluated_run}", f"--export_features={out}"]
+    command = [
+        sys.executable,
+        "-m",
+        "dcgan_jax.evaluation",
+        f"--workdir={evaluated_run}",
+        f"--export_features={out}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     stored = np.load(out)
-    assert stored["sample_features"].shape == (1000, 128) and stored["real_features"].shape == (10_000, 128)
+    assert stored["sample_features"].shape == (1000, 128) and stored["real_features"].shape == (
+        10_000,
+        128,
+    )
     assert stored["real_labels"].shape == (10_000,) and "penultimate" in str(stored["layer"])
     assert json.loads(str(stored["provenance"]))["latents"] == "evaluation stream of seed 0"
     samples, _ = dcgan_jax.load(evaluated_run).evaluation_samples()
-    np.testing.assert_allclose(dcgan_jax.features(samples), stored["sample_features"], rtol=1e-5, atol=1e-5)
-    refused = subprocess.run([*command, "--all_steps"], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert refused.returncode == 2 and "error: --export_features writes one step's features" in refused.stderr
+    np.testing.assert_allclose(
+        dcgan_jax.features(samples), stored["sample_features"], rtol=1e-5, atol=1e-5
+    )
+    refused = subprocess.run(
+        [*command, "--all_steps"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert (
+        refused.returncode == 2
+        and "error: --export_features writes one step's features" in refused.stderr
+    )
 
 
-def test_analysis_memorisation_gives_the_ratio_and_the_most_suspicious_samples(evaluated_run, tmp_path):
+def test_analysis_memorisation_gives_the_ratio_and_the_most_suspicious_samples(
+    evaluated_run, tmp_path
+):
     from PIL import Image
 
-    from dcgan_jax import analysis
+    from dcgan_jax.tools import analysis
 
     run = dcgan_jax.load(evaluated_run)
-    ratio, path = analysis.memorisation(run, evaluation.evaluator_for(run.config), tmp_path, num=4, num_samples=1000)
+    ratio, path = analysis.memorisation(
+        run, evaluation.evaluator_for(run.config), tmp_path, num=4, num_samples=1000
+    )
     assert path.name == "memorisation_step4_seed0.png" and 0 <= ratio <= 20
     width, height = Image.open(path).size
     assert width < height  # 4 rows of (sample, nearest training image).
 
 
 def test_scores_biased_by_n_are_named_with_n():
-    names = [reports.metric_name(k, n) for k, n in (("fid", 10_000), ("kid", 50_000), ("intra_fid", 2500))]
+    names = [
+        reports.metric_name(k, n)
+        for k, n in (("fid", 10_000), ("kid", 50_000), ("intra_fid", 2500))
+    ]
     assert names == ["fid10k", "kid50k", "intra_fid2500"]
     assert reports.metric_name("precision", 10_000) == "precision"
     rows = [
-        {"step": 1, "latents": "key(0)", "seconds": 1.0, "num_samples": n, **dict.fromkeys(reports.SUMMARY_KEYS, 1)}
+        {
+            "step": 1,
+            "latents": "key(0)",
+            "seconds": 1.0,
+            "num_samples": n,
+            **dict.fromkeys(reports.SUMMARY_KEYS, 1),
+        }
         for n in (1000, 2000)
     ]
     assert "| fid | kid |" in reports.markdown_table(rows)  # Different N: no single name to give.

@@ -1,8 +1,9 @@
-"""Bad inputs and faults end the right way: one ``error:`` line (exit 2), a signal's status, nothing lost.
+"""Bad inputs and faults end the right way: one ``error:`` line (exit 2), a signal's status, nothing
+lost.
 
-One test per row of the probe in issue 21; the corruption tests change real bytes of
-real checkpoints, the read-only tests use a real read-only mount (skipped, saying why,
-where this machine cannot mount).
+One test per row of the probe in issue 21; the corruption tests change real bytes of real
+checkpoints, the read-only tests use a real read-only mount (skipped, saying why, where this machine
+cannot mount).
 """
 
 import gzip
@@ -22,8 +23,10 @@ import pytest
 from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, trees_equal
 
 import dcgan_jax
-from dcgan_jax import checkpoints, control, data, evaluation, sweep, writers
-from dcgan_jax.config import ConfigError
+from dcgan_jax import evaluation
+from dcgan_jax.gan import ConfigError, data
+from dcgan_jax.run import checkpoints, control, writers
+from dcgan_jax.tools import sweep
 
 LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
 
@@ -43,7 +46,9 @@ def unbroken(tmp_path_factory):
 
 
 def _launch(*args, timeout=300, **kwargs):
-    return subprocess.run([*LAUNCH, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [*LAUNCH, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, **kwargs
+    )
 
 
 def _one_error_line(result, *parts):
@@ -61,7 +66,8 @@ def _copy_run(trained, tmp_path):
 
 
 def _overwrite_4k(checkpoint):
-    """4 KiB of the largest array file of ``checkpoint`` replaced by other bytes (each byte flipped)."""
+    """4 KiB of the largest array file of ``checkpoint`` replaced by other bytes (each byte
+    flipped)."""
     files = [p for p in (checkpoint / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
     target = max(files, key=lambda p: p.stat().st_size)
     raw = bytearray(target.read_bytes())
@@ -71,7 +77,8 @@ def _overwrite_4k(checkpoint):
 
 
 def _resume_and_match(workdir, unbroken):
-    """The run resumes from step 3 with checkpoint 6 set aside, and ends where an unbroken run ends."""
+    """The run resumes from step 3 with checkpoint 6 set aside, and ends where an unbroken run
+    ends."""
     resumed = dcgan_jax.train(tiny_config(num_steps=8), workdir)
     ckpt_dir = checkpoints.checkpoint_dir(workdir)
     assert (ckpt_dir / "6.damaged").is_dir()
@@ -82,7 +89,9 @@ def _resume_and_match(workdir, unbroken):
     assert trees_equal(resumed, unbroken)
 
 
-def test_overwritten_bytes_are_caught_by_the_saved_hashes_in_load_and_train(trained, unbroken, tmp_path, caplog):
+def test_overwritten_bytes_are_caught_by_the_saved_hashes_in_load_and_train(
+    trained, unbroken, tmp_path, caplog
+):
     workdir, ckpt_dir = _copy_run(trained, tmp_path)
     _overwrite_4k(ckpt_dir / "6")
     with pytest.raises(checkpoints.CheckpointError, match=str(ckpt_dir / "6")):
@@ -100,11 +109,13 @@ def test_a_checkpoint_saves_a_hash_of_every_array():
     changed = {"g": {"w": np.array([0, 1, 2, 4], np.float32)}, "step": np.int32(3)}
     with pytest.raises(checkpoints.CheckpointError, match="here: g/w does not match the SHA-256"):
         checkpoints.verify(changed, hashes, "here")
-    with pytest.raises(checkpoints.CheckpointError, match="old: g/w has no SHA-256 saved with it"):  # Pre-release.
+    # Pre-release.
+    with pytest.raises(checkpoints.CheckpointError, match="old: g/w has no SHA-256 saved with it"):
         checkpoints.verify({"g": {"w": np.array([np.nan], np.float32)}}, {}, "old")
 
 
-@pytest.mark.parametrize("metadata", ["meta/metadata", "state/_METADATA"])  # JSON items; Orbax array metadata.
+# JSON items; Orbax array metadata.
+@pytest.mark.parametrize("metadata", ["meta/metadata", "state/_METADATA"])
 def test_a_deleted_metadata_file_makes_load_and_train_agree_on_the_previous_checkpoint(
     trained, unbroken, tmp_path, metadata
 ):
@@ -122,17 +133,27 @@ def test_a_truncated_array_file_costs_one_warning_line_on_resume_and_load(traine
     result = _launch(f"--workdir={workdir}", *tiny_flags(num_steps=8))
     assert result.returncode == 0, result.stderr[-3000:]
     before = result.stderr.split("Resumed from")[0]
-    noisy = [  # absl's console lines: I... INFO; the run asks for 8 steps where the checkpoint's config said 6.
-        line for line in before.splitlines() if not line.startswith("I") and "Resuming with a config" not in line
+    # absl's console lines: I... INFO; the run asks for 8 steps where the checkpoint's config said
+    # 6.
+    noisy = [
+        line
+        for line in before.splitlines()
+        if not line.startswith("I") and "Resuming with a config" not in line
     ]
-    assert len(noisy) == 2 and "Damaged checkpoint" in noisy[0] and "Using checkpoint" in noisy[1], noisy
+    assert (
+        len(noisy) == 2 and "Damaged checkpoint" in noisy[0] and "Using checkpoint" in noisy[1]
+    ), noisy
     assert "Traceback" not in result.stderr and "Why" not in result.stderr
     assert "Why " in (workdir / "train.log").read_text()  # The full text, in the log file.
     shutil.copytree(ckpt_dir / "6.damaged", ckpt_dir / "9")  # Damaged again, as the newest.
     code = "import dcgan_jax, sys; print(dcgan_jax.load(sys.argv[1]).step)"
     for _ in range(4):  # Orbax's callbacks into its closed loop came in about one load of three.
-        loaded = subprocess.run([sys.executable, "-c", code, str(workdir)], capture_output=True, text=True, timeout=120)
-        assert loaded.stdout.split() == ["8"] and len(loaded.stderr.strip().splitlines()) <= 2, loaded.stderr
+        loaded = subprocess.run(
+            [sys.executable, "-c", code, str(workdir)], capture_output=True, text=True, timeout=120
+        )
+        assert loaded.stdout.split() == ["8"] and len(loaded.stderr.strip().splitlines()) <= 2, (
+            loaded.stderr
+        )
 
 
 def test_every_checkpoint_damaged_is_one_error_line(trained, tmp_path):
@@ -140,18 +161,25 @@ def test_every_checkpoint_damaged_is_one_error_line(trained, tmp_path):
     for step in (3, 6):
         _overwrite_4k(ckpt_dir / str(step))
     result = _launch(f"--workdir={workdir}", *tiny_flags(num_steps=8))
-    _one_error_line(result, f"no restorable checkpoint in {ckpt_dir}", "steps [3, 6] are all damaged")
+    _one_error_line(
+        result, f"no restorable checkpoint in {ckpt_dir}", "steps [3, 6] are all damaged"
+    )
     assert len(result.stderr.splitlines()) < 15, result.stderr
 
 
 def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path):
     (tmp_path / "run").write_text("not a folder")
-    _one_error_line(_launch(f"--workdir={tmp_path / 'run'}", *tiny_flags()), f"--workdir={tmp_path / 'run'}", "file")
+    _one_error_line(
+        _launch(f"--workdir={tmp_path / 'run'}", *tiny_flags()),
+        f"--workdir={tmp_path / 'run'}",
+        "file",
+    )
 
 
 @pytest.fixture
 def mount(tmp_path):
-    """A small tmpfs of its own, remountable read-only (needs the right to mount, as root has here)."""
+    """A small tmpfs of its own, remountable read-only (needs the right to mount, as root has
+    here)."""
     with tmpfs(tmp_path / "mount", "64m") as point:
         yield point, lambda: subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
 
@@ -163,15 +191,29 @@ def test_a_read_only_workdir_is_one_error_line(mount):
     _one_error_line(result, f"--workdir={point / 'run'}", "Read-only file system")
 
 
-def test_analysis_of_a_read_only_run_checks_before_the_work_and_takes_an_output_dir(trained, mount, tmp_path):
+def test_analysis_of_a_read_only_run_checks_before_the_work_and_takes_an_output_dir(
+    trained, mount, tmp_path
+):
     point, read_only = mount
     shutil.copytree(trained, point / "run")
     read_only()
-    command = [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={point / 'run'}", "--metrics=g_loss"]
+    command = [
+        sys.executable,
+        "-m",
+        "dcgan_jax.analysis",
+        f"--workdir={point / 'run'}",
+        "--metrics=g_loss",
+    ]
     refused = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
-    _one_error_line(refused, f"--output_dir={point / 'run' / 'analysis'}", "(Read-only file system)")
+    _one_error_line(
+        refused, f"--output_dir={point / 'run' / 'analysis'}", "(Read-only file system)"
+    )
     result = subprocess.run(
-        [*command, f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=REPO, timeout=300
+        [*command, f"--output_dir={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "training_grid_step6.png").exists()
@@ -180,29 +222,57 @@ def test_analysis_of_a_read_only_run_checks_before_the_work_and_takes_an_output_
 def test_an_invalid_config_json_names_the_file(trained, tmp_path):
     workdir, _ = _copy_run(trained, tmp_path)
     (workdir / "config.json").write_text('{"model": ')
-    with pytest.raises(ConfigError, match=f"{workdir / 'config.json'}: cannot read the run's config"):
+    with pytest.raises(
+        ConfigError, match=f"{workdir / 'config.json'}: cannot read the run's config"
+    ):
         dcgan_jax.load(workdir, experiment="fashion_dcgan")
-    command = [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={workdir}", "--experiment=fashion_dcgan"]
+    command = [
+        sys.executable,
+        "-m",
+        "dcgan_jax.analysis",
+        f"--workdir={workdir}",
+        "--experiment=fashion_dcgan",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     _one_error_line(result, str(workdir / "config.json"))
 
 
 def test_a_batch_that_does_not_fit_in_memory_names_the_batch_and_a_smaller_one(tmp_path):
-    """A real out-of-memory: the run's address space is capped at 4 GiB (a JAX process here takes about
-    2 GiB), and the tiny model's step at batch 65536 needs 3.4 GiB more (XLA's memory analysis: 53 KiB
-    an image)."""
+    """A real out-of-memory: the run's address space is capped at 4 GiB (a JAX process here takes
+    about 2 GiB), and the tiny model's step at batch 65536 needs 3.4 GiB more (XLA's memory
+    analysis: 53 KiB an image)."""
     flags = [f for f in tiny_flags(num_steps=1, batch_size=65536) if "num_synthetic" not in f]
-    limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
-    code = limit + "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    args = [sys.executable, "-c", code, str(REPO / "launch.py"), "--experiment=fashion_dcgan", f"--workdir={tmp_path}"]
-    result = subprocess.run(
-        [*args, *flags, "--config.dataset.num_synthetic=65536"], capture_output=True, text=True, cwd=REPO, timeout=600
+    limit = (
+        "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
     )
-    _one_error_line(result, "--config.train.batch_size=65536", "does not fit", "try --config.train.batch_size=32768")
+    code = limit + "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    args = [
+        sys.executable,
+        "-c",
+        code,
+        str(REPO / "launch.py"),
+        "--experiment=fashion_dcgan",
+        f"--workdir={tmp_path}",
+    ]
+    result = subprocess.run(
+        [*args, *flags, "--config.dataset.num_synthetic=65536"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    _one_error_line(
+        result,
+        "--config.train.batch_size=65536",
+        "does not fit",
+        "try --config.train.batch_size=32768",
+    )
 
 
 def test_an_empty_sweep_is_an_error_even_as_a_dry_run(tmp_path):
-    result = _launch(f"--workdir={tmp_path / 'sweep'}", "--sweep=", "--sweep_dry_run", *tiny_flags())
+    result = _launch(
+        f"--workdir={tmp_path / 'sweep'}", "--sweep=", "--sweep_dry_run", *tiny_flags()
+    )
     _one_error_line(result, "--sweep is empty")
     assert not (tmp_path / "sweep").exists()
 
@@ -223,15 +293,22 @@ def test_a_conditional_model_on_an_image_folder_without_classes_names_both_fixes
     with pytest.raises(ConfigError) as error:
         dcgan_jax.train(config, tmp_path / "run")
     assert "has no class sub-folders" in str(error.value)
-    assert "--config.model.num_classes=0" in str(error.value) and "sub-folder of its own" in str(error.value)
+    assert "--config.model.num_classes=0" in str(error.value) and "sub-folder of its own" in str(
+        error.value
+    )
 
 
 def test_a_corrupt_label_byte_is_reported_as_a_corrupt_file(tmp_path):
     images = np.zeros((20, 28, 28), np.uint8)
     labels = np.arange(20, dtype=np.uint8) % 10
     labels[7] = 200
-    for name, array in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
-        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    for name, array in (
+        ("train-images-idx3-ubyte.gz", images),
+        ("train-labels-idx1-ubyte.gz", labels),
+    ):
+        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(
+            f">{array.ndim}I", *array.shape
+        )
         with gzip.open(tmp_path / name, "wb") as f:
             f.write(header + array.tobytes())
     with pytest.raises(data.DataError) as error:
@@ -248,13 +325,17 @@ def test_evaluate_validates_its_split_and_labels():
     with pytest.raises(evaluation.EvaluationError, match="dataset='cifar10'"):
         evaluation.evaluate(images, dataset="cifar10")
     shared_dataset_dir("fashion_mnist")
-    with pytest.raises(evaluation.EvaluationError, match=r"class indices in \[0, 10\) expected, got \[12\]"):
+    with pytest.raises(
+        evaluation.EvaluationError, match=r"class indices in \[0, 10\) expected, got \[12\]"
+    ):
         evaluation.evaluate(images, labels=np.full(1000, 12))
 
 
 def _start(workdir, **overrides):
     args = [*LAUNCH, f"--workdir={workdir}", *tiny_flags(**overrides)]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
 
 
 def test_sigterm_while_the_step_compiles_exits_143_with_a_checkpoint(tmp_path):
@@ -268,7 +349,10 @@ def test_sigterm_while_the_step_compiles_exits_143_with_a_checkpoint(tmp_path):
     log = "".join(lines) + process.communicate(timeout=180)[1]
     assert process.returncode == 143, log[-3000:]
     step = checkpoints.Checkpointer(tmp_path, create=False).all_steps()
-    assert step == [control.read_status(tmp_path)["step"]] and control.read_status(tmp_path)["ended"] == "signal"
+    assert (
+        step == [control.read_status(tmp_path)["step"]]
+        and control.read_status(tmp_path)["ended"] == "signal"
+    )
 
 
 def test_sigterm_during_initialisation_logs_one_line_releases_the_lock_and_exits_143(tmp_path):
@@ -276,19 +360,27 @@ def test_sigterm_during_initialisation_logs_one_line_releases_the_lock_and_exits
     deadline = time.monotonic() + 120
     while not (tmp_path / control.LOCK_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.001)
-    process.send_signal(signal.SIGTERM)  # Set-up has begun: the lock is held, the data not yet loaded.
+    # Set-up has begun: the lock is held, the data not yet loaded.
+    process.send_signal(signal.SIGTERM)
     log = process.communicate(timeout=120)[1]
     assert process.returncode == 143, log[-3000:]
     warnings = [line for line in log.splitlines() if line.startswith(("W", "E"))]
-    assert len(warnings) == 1 and "SIGTERM received before training started; nothing was trained" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "SIGTERM received before training started; nothing was trained" in warnings[0]
+    )
     assert not (tmp_path / control.LOCK_NAME).exists() and "Traceback" not in log
-    assert not checkpoints.checkpoint_dir(tmp_path).exists() or not list(checkpoints.checkpoint_dir(tmp_path).iterdir())
+    assert not checkpoints.checkpoint_dir(tmp_path).exists() or not list(
+        checkpoints.checkpoint_dir(tmp_path).iterdir()
+    )
 
 
-def test_status_records_a_time_limit_and_a_divergence_and_the_sweep_table_shows_them(tmp_path, monkeypatch):
+def test_status_records_a_time_limit_and_a_divergence_and_the_sweep_table_shows_them(
+    tmp_path, monkeypatch
+):
     from test_training import _adam_that_diverges_above
 
-    from dcgan_jax import state as state_lib
+    from dcgan_jax.gan import state as state_lib
 
     dcgan_jax.train(tiny_config(num_steps=100_000, max_seconds=1e-3), tmp_path / "limited")
     monkeypatch.setattr(state_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
@@ -296,7 +388,11 @@ def test_status_records_a_time_limit_and_a_divergence_and_the_sweep_table_shows_
         dcgan_jax.train(tiny_config(num_steps=8, log_every=1), tmp_path / "diverged")
     assert control.read_status(tmp_path / "limited")["ended"] == "time_limit"
     diverged = control.read_status(tmp_path / "diverged")
-    assert diverged["ended"] == "diverged" and "non-finite" in diverged["detail"] and diverged["finished"]
+    assert (
+        diverged["ended"] == "diverged"
+        and "non-finite" in diverged["detail"]
+        and diverged["finished"]
+    )
     rows = {row["run"]: row["status"] for row in sweep.results(tmp_path)}
     assert rows == {"diverged": "diverged", "limited": "time_limit"}
 
@@ -306,34 +402,46 @@ def test_an_experiment_outside_the_experiments_folder_is_refused(tmp_path):
     (tmp_path / "x.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     relative = os.path.relpath(tmp_path / "x", REPO / "experiments")
     result = subprocess.run(
-        [sys.executable, "launch.py", f"--experiment={relative}"], capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "launch.py", f"--experiment={relative}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     _one_error_line(result, f"--experiment={relative}", "not a path")
     assert not marker.exists()
 
 
 def test_an_exception_reported_at_garbage_collection_goes_to_the_log_file_not_the_console():
-    """Python prints such exceptions (an abandoned Orbax read of a damaged checkpoint) as a traceback on
-    stderr at whatever moment it collects them; the commands route them to train.log only."""
+    """Python prints such exceptions (an abandoned Orbax read of a damaged checkpoint) as a
+    traceback on stderr at whatever moment it collects them; the commands route them to train.log
+    only."""
     import logging as std_logging
     import types
 
-    from dcgan_jax import writers
+    from dcgan_jax.run import writers
 
     records = []
     handler = std_logging.Handler()
     handler.emit = records.append
     std_logging.getLogger("absl").addHandler(handler)
     try:
-        unraisable = types.SimpleNamespace(err_msg=None, object="<coroutine read>", exc_value=RuntimeError("shard"))
+        unraisable = types.SimpleNamespace(
+            err_msg=None, object="<coroutine read>", exc_value=RuntimeError("shard")
+        )
         writers.unraisable_to_log(unraisable)
     finally:
         std_logging.getLogger("absl").removeHandler(handler)
     (record,) = records
     assert "Exception ignored in '<coroutine read>': RuntimeError('shard')" in record.getMessage()
     assert not writers.ConsoleFilter().filter(record)  # Not for the console.
-    code = "import sys; from dcgan_jax import cli; cli.run(lambda argv: print(sys.unraisablehook.__name__))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from dcgan_jax import cli; cli.run(lambda argv: "
+        "print(sys.unraisablehook.__name__))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.stdout.strip() == "unraisable_to_log", result.stderr[-2000:]
 
 
@@ -353,13 +461,18 @@ def test_a_resume_with_a_new_learning_rate_applies_it_and_records_from_which_ste
     config = tiny_config(num_steps=6)
     config.optimizer.d_learning_rate = 1e-4  # D's rate changed; G's stays at the config's 2e-4.
     changed = dcgan_jax.train(config, workdir)
-    assert float(changed.d.learning_rate) == pytest.approx(1e-4) and float(changed.g.learning_rate) == pytest.approx(
-        2e-4
-    )
+    assert float(changed.d.learning_rate) == pytest.approx(1e-4) and float(
+        changed.g.learning_rate
+    ) == pytest.approx(2e-4)
     plain = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "plain_a")
     assert not trees_equal(changed.d.params, plain.d.params)  # The new rate was used.
-    rows = [json.loads(line) for line in (workdir / "learning_rates.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["d"]) for r in rows] == [(0, pytest.approx(2e-4)), (3, pytest.approx(1e-4))]
+    rows = [
+        json.loads(line) for line in (workdir / "learning_rates.jsonl").read_text().splitlines()
+    ]
+    assert [(r["step"], r["d"]) for r in rows] == [
+        (0, pytest.approx(2e-4)),
+        (3, pytest.approx(1e-4)),
+    ]
     assert "user" in rows[1]["why"]
     assert dcgan_jax.load(workdir).config.optimizer.d_learning_rate == pytest.approx(1e-4)
 
@@ -372,23 +485,36 @@ def test_a_resume_that_changes_nothing_keeps_a_rate_the_divergence_policy_lowere
 
     state = restore_full_state(workdir, tiny_config())
     lowered = state.replace(g=state.g.with_learning_rate(5e-5))  # As _recover leaves it.
-    ckpt.save(lowered.replace(step=lowered.step + 1), tiny_config(num_steps=6), {"image_shape": [28, 28, 1]})
+    ckpt.save(
+        lowered.replace(step=lowered.step + 1),
+        tiny_config(num_steps=6),
+        {"image_shape": [28, 28, 1]},
+    )
     ckpt.wait()
     resumed = dcgan_jax.train(tiny_config(num_steps=6), workdir)
     assert float(resumed.g.learning_rate) == pytest.approx(5e-5)
 
 
-@pytest.mark.parametrize("field, value", [("seed", 3), ("dataset.num_synthetic", 256), ("train.ema_decay", 0.9)])
-def test_a_resume_that_changes_the_seed_the_data_or_the_ema_is_refused_naming_the_field(tmp_path, field, value):
+@pytest.mark.parametrize(
+    "field, value", [("seed", 3), ("dataset.num_synthetic", 256), ("train.ema_decay", 0.9)]
+)
+def test_a_resume_that_changes_the_seed_the_data_or_the_ema_is_refused_naming_the_field(
+    tmp_path, field, value
+):
     workdir = tmp_path / "run"
     dcgan_jax.train(tiny_config(num_steps=3), workdir)
     flags = tiny_flags(num_steps=6)
     result = subprocess.run(
-        [*LAUNCH, f"--workdir={workdir}", *flags, f"--config.{field}={value}"], capture_output=True, text=True, cwd=REPO
+        [*LAUNCH, f"--workdir={workdir}", *flags, f"--config.{field}={value}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and f"--config.{field}={value}" in errors[0] and "resume" in errors[0], errors
+    assert (
+        len(errors) == 1 and f"--config.{field}={value}" in errors[0] and "resume" in errors[0]
+    ), errors
 
 
 def test_a_synthetic_run_resumed_on_fashion_mnist_is_refused(tmp_path):
@@ -398,7 +524,8 @@ def test_a_synthetic_run_resumed_on_fashion_mnist_is_refused(tmp_path):
     config = tiny_config(num_steps=6)
     config.dataset.update(name="fashion_mnist", data_dir=str(folder))
     with pytest.raises(
-        checkpoints.CheckpointMismatchError, match=r"--config.dataset.name='fashion_mnist'.*'synthetic'"
+        checkpoints.CheckpointMismatchError,
+        match=r"--config.dataset.name='fashion_mnist'.*'synthetic'",
     ):
         dcgan_jax.train(config, workdir)
 
@@ -414,7 +541,9 @@ def test_a_synthetic_run_resumed_on_fashion_mnist_is_refused(tmp_path):
     ],
 )
 def test_an_empty_workdir_or_a_second_experiment_is_one_error_line(args, message, tmp_path):
-    result = subprocess.run([*LAUNCH, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [*LAUNCH, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.startswith(f"error: {message}"), result.stderr[-2000:]
     assert not (tmp_path / "runs").exists()
@@ -422,13 +551,17 @@ def test_an_empty_workdir_or_a_second_experiment_is_one_error_line(args, message
 
 @pytest.mark.parametrize("flag", ["--no_such_flag=1", "--sweep_max_parallel=many"])
 def test_an_unknown_or_mistyped_flag_exits_2_like_every_usage_error(flag, tmp_path):
-    result = subprocess.run([*LAUNCH, f"--workdir={tmp_path}", flag], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*LAUNCH, f"--workdir={tmp_path}", flag], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
 def test_load_takes_a_step_given_as_a_string_and_names_a_step_that_is_not_a_number(trained):
     assert dcgan_jax.load(trained, step="3").step == 3
-    with pytest.raises(checkpoints.CheckpointError, match=r"step='latest': a checkpoint's step number"):
+    with pytest.raises(
+        checkpoints.CheckpointError, match=r"step='latest': a checkpoint's step number"
+    ):
         dcgan_jax.load(trained, step="latest")
 
 
@@ -438,22 +571,32 @@ def test_an_image_folder_with_images_beside_its_class_folders_is_refused_naming_
     for where in ("cats/a.png", "dogs/b.png", "loose1.png", "loose2.png"):
         (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / where)
-    with pytest.raises(data.DataError, match=r"also 2 images beside them \(loose1.png, loose2.png\)"):
+    with pytest.raises(
+        data.DataError, match=r"also 2 images beside them \(loose1.png, loose2.png\)"
+    ):
         data.load_image_folder(tmp_path)
 
 
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--config.loss.r1_gamma=1e30", "--config.loss.r1_gamma=1e+30: at most 10000 (0.1 to 100 is usual)"),
-        ("--config.train.max_seconds=nan", "--config.train.max_seconds=nan: must be a finite number"),
+        (
+            "--config.loss.r1_gamma=1e30",
+            "--config.loss.r1_gamma=1e+30: at most 10000 (0.1 to 100 is usual)",
+        ),
+        (
+            "--config.train.max_seconds=nan",
+            "--config.train.max_seconds=nan: must be a finite number",
+        ),
         ("--config.model.num_classes=200", "--config.model.num_classes=200 clusters of 128 images"),
     ],
 )
 def test_an_out_of_range_field_is_one_error_line(flag, message, tmp_path):
     flags = [f for f in tiny_flags(num_steps=2) if not f.startswith("--config.model.num_classes")]
     flags += ["--config.dataset.labels=clusters"] if "num_classes" in flag else []
-    result = subprocess.run([*LAUNCH, f"--workdir={tmp_path}", *flags, flag], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [*LAUNCH, f"--workdir={tmp_path}", *flags, flag], capture_output=True, text=True, cwd=REPO
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"error: {message}" in result.stderr, result.stderr[-2000:]
 
@@ -468,22 +611,40 @@ def test_divergence_advice_names_the_field_at_fault_and_no_policy_already_in_for
     assert "on_divergence=restore" not in advice and "max_divergence_restores" in advice
     config.loss.r1_gamma, config.train.on_divergence = 0.0, "stop"
     advice = control.divergence_advice(config, divergence)
-    assert "--config.optimizer.learning_rate" in advice and "--config.train.on_divergence=restore" in advice
+    assert (
+        "--config.optimizer.learning_rate" in advice
+        and "--config.train.on_divergence=restore" in advice
+    )
 
 
 def test_analysis_with_a_missing_comparison_run_is_one_error_line(trained, tmp_path):
-    command = [sys.executable, "-m", "dcgan_jax.analysis", f"--workdir={trained}", f"--output_dir={tmp_path}"]
-    result = subprocess.run([*command, f"--compare={tmp_path / 'nowhere'}"], capture_output=True, text=True, cwd=REPO)
+    command = [
+        sys.executable,
+        "-m",
+        "dcgan_jax.analysis",
+        f"--workdir={trained}",
+        f"--output_dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        [*command, f"--compare={tmp_path / 'nowhere'}"], capture_output=True, text=True, cwd=REPO
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"error: --compare: no run's metrics.jsonl in {tmp_path / 'nowhere'}" in result.stderr
 
 
 @pytest.mark.parametrize("where", ["folder", "read_only_parent"])
-def test_a_sweep_slurm_path_that_cannot_be_written_is_one_error_line_before_any_work(where, tmp_path, mount):
+def test_a_sweep_slurm_path_that_cannot_be_written_is_one_error_line_before_any_work(
+    where, tmp_path, mount
+):
     point, read_only = mount
     read_only()
     script = tmp_path if where == "folder" else point / "a.sbatch"
-    args = [f"--workdir={tmp_path / 'sweep'}", "--sweep=seed=0,1", f"--sweep_slurm={script}", *tiny_flags(num_steps=2)]
+    args = [
+        f"--workdir={tmp_path / 'sweep'}",
+        "--sweep=seed=0,1",
+        f"--sweep_slurm={script}",
+        *tiny_flags(num_steps=2),
+    ]
     result = subprocess.run([*LAUNCH, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     named = script if where == "folder" else point  # The folder it would be written in.
@@ -494,28 +655,45 @@ def test_a_sweep_slurm_path_that_cannot_be_written_is_one_error_line_before_any_
 @pytest.mark.parametrize("damage", ["truncated", "older_layout"])
 def test_a_damaged_reference_cache_is_rebuilt_with_one_warning(damage, tmp_path, caplog):
     folder = shared_dataset_dir("fashion_mnist")
-    first = evaluation.Evaluator("fashion_mnist", "test", folder, cache_dir=tmp_path, memorisation=False)
+    first = evaluation.Evaluator(
+        evaluation.reference_config("fashion_mnist", "test", folder),
+        cache_dir=tmp_path,
+        memorisation=False,
+    )
     (cache,) = tmp_path.glob("reference_fashion_mnist_test_*.npz")
     if damage == "truncated":
         cache.write_bytes(cache.read_bytes()[:1000])
     else:  # As an older version wrote it: other names, features of another width.
         np.savez(cache, features=np.zeros((10, 64), np.float32), images_sha256=np.array("x"))
     with caplog.at_level("WARNING"):
-        again = evaluation.Evaluator("fashion_mnist", "test", folder, cache_dir=tmp_path, memorisation=False)
+        again = evaluation.Evaluator(
+            evaluation.reference_config("fashion_mnist", "test", folder),
+            cache_dir=tmp_path,
+            memorisation=False,
+        )
     assert "Rebuilding the reference features" in caplog.text and str(cache) in caplog.text
     np.testing.assert_array_equal(again.real_features, first.real_features)
 
 
-def test_a_cache_folder_that_cannot_be_written_is_one_warning_and_the_scores_stand(tmp_path, caplog):
+def test_a_cache_folder_that_cannot_be_written_is_one_warning_and_the_scores_stand(
+    tmp_path, caplog
+):
     folder, blocked = shared_dataset_dir("fashion_mnist"), tmp_path / "a_file"
-    blocked.write_text("a file where the cache folder would go")  # As a read-only home: no folder can be made.
+    # As a read-only home: no folder can be made.
+    blocked.write_text("a file where the cache folder would go")
     with caplog.at_level("WARNING"):
         uncached = evaluation.Evaluator(
-            "fashion_mnist", "test", folder, cache_dir=blocked / "cache", memorisation=False
+            evaluation.reference_config("fashion_mnist", "test", folder),
+            cache_dir=blocked / "cache",
+            memorisation=False,
         )
     assert "Could not write the cache" in caplog.text and str(blocked / "cache") in caplog.text
     assert not list(tmp_path.rglob("*.npz"))  # No partial file left behind.
-    cached = evaluation.Evaluator("fashion_mnist", "test", folder, cache_dir=tmp_path / "cache", memorisation=False)
+    cached = evaluation.Evaluator(
+        evaluation.reference_config("fashion_mnist", "test", folder),
+        cache_dir=tmp_path / "cache",
+        memorisation=False,
+    )
     np.testing.assert_array_equal(uncached.real_features, cached.real_features)
 
 
@@ -537,9 +715,17 @@ def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(tmp_path, sig):
-    args = [*LAUNCH, f"--workdir={tmp_path}", *tiny_flags(num_steps=100_000, checkpoint_every=1000, log_every=1)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(
+    tmp_path, sig
+):
+    args = [
+        *LAUNCH,
+        f"--workdir={tmp_path}",
+        *tiny_flags(num_steps=100_000, checkpoint_every=1000, log_every=1),
+    ]
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
     lines = []
     for line in process.stderr:  # Wait until training is under way.
         lines.append(line)
@@ -548,12 +734,16 @@ def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_si
     process.send_signal(sig)
     _, rest = process.communicate(timeout=120)
     log = "".join(lines) + rest
-    assert process.returncode == 128 + sig, log[-3000:]  # 143 for SIGTERM, 130 for Ctrl-C, as a shell says.
+    # 143 for SIGTERM, 130 for Ctrl-C, as a shell says.
+    assert process.returncode == 128 + sig, log[-3000:]
     stopped = re.search(rf"Stopped by {sig.name} at step (\d+); writing the final checkpoint", log)
     assert stopped, log[-3000:]
     step = int(stopped.group(1))
     assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [step]
-    assert not list((tmp_path / "checkpoints").glob("*tmp*")) and not (tmp_path / control.LOCK_NAME).exists()
+    assert (
+        not list((tmp_path / "checkpoints").glob("*tmp*"))
+        and not (tmp_path / control.LOCK_NAME).exists()
+    )
     assert dcgan_jax.load(tmp_path).step == step
     status = control.read_status(tmp_path)
     assert (status["ended"], status["step"], status["finished"]) == ("signal", step, False)
@@ -561,13 +751,15 @@ def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_si
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MiB filesystem of its own (tmpfs; needs the right to mount, as root in a container has)."""
+    """A 4 MiB filesystem of its own (tmpfs; needs the right to mount, as root in a container
+    has)."""
     with tmpfs(tmp_path / "disk", "4m") as mount_point:
         yield mount_point
 
 
 def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small_disk, monkeypatch):
-    # Orbax leaves its failed write tasks to the garbage collector, and asyncio logs each one at exit.
+    # Orbax leaves its failed write tasks to the garbage collector, and asyncio logs each one at
+    # exit.
     std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
     workdir = small_disk / "run"
     dcgan_jax.train(tiny_config(num_steps=3), workdir)
@@ -576,7 +768,10 @@ def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small
     ckpt_dir = checkpoints.checkpoint_dir(workdir)
     intact = f"the newest complete checkpoint, {ckpt_dir / '3'}, is intact"
     # Seen before the save starts: the free space is smaller than the last checkpoint.
-    with pytest.raises(checkpoints.DiskFullError, match=r"disk full: no space to write checkpoint 6 in .* needs about"):
+    with pytest.raises(
+        checkpoints.DiskFullError,
+        match=r"disk full: no space to write checkpoint 6 in .* needs about",
+    ):
         dcgan_jax.train(tiny_config(num_steps=6), workdir)
     # The same when the disk fills up during the save itself (the space check is told it fits).
     monkeypatch.setattr(checkpoints, "_bytes_needed", lambda *args: 0)
@@ -586,7 +781,9 @@ def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small
     console.emit = shown.append
     std_logging.getLogger().addHandler(console)
     try:
-        with pytest.raises(checkpoints.DiskFullError, match="no space to write checkpoint 6") as error:
+        with pytest.raises(
+            checkpoints.DiskFullError, match="no space to write checkpoint 6"
+        ) as error:
             dcgan_jax.train(tiny_config(num_steps=6), workdir)
     finally:
         std_logging.getLogger().removeHandler(console)

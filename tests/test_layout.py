@@ -21,8 +21,8 @@ MAX_PACKAGE_LINES = 5600  # Issue 32: what a newcomer reads; removals pay for wh
 
 
 def _module_name(path: Path) -> str:
-    """``step``; ``evaluation`` for a sub-package; ``evaluation.__main__`` for its command, which sits on
-    top of the graph like launch.py."""
+    """``step``; ``evaluation`` for a sub-package; ``evaluation.__main__`` for its command, which
+    sits on top of the graph like launch.py."""
     parts = path.relative_to(PACKAGE).with_suffix("").parts
     return parts[0] if parts[-1] == "__init__" else ".".join(parts)
 
@@ -39,13 +39,22 @@ def _imported(node: ast.AST, known: set[str]) -> set[str]:
     """The package's modules that one import statement names."""
     names = set()
     if isinstance(node, ast.Import):
-        names = {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("dcgan_jax.")}
-    elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "dcgan_jax":
+        names = {
+            alias.name.split(".")[1] for alias in node.names if alias.name.startswith("dcgan_jax.")
+        }
+    elif (
+        isinstance(node, ast.ImportFrom)
+        and node.module
+        and node.module.split(".")[0] == "dcgan_jax"
+    ):
         if node.module == "dcgan_jax":
             names = {alias.name for alias in node.names}
         else:  # A sub-package's own module (evaluation.inception) counts as itself.
             package = node.module.split(".")[1]
-            names = {f"{package}.{a.name}" if f"{package}.{a.name}" in known else package for a in node.names}
+            names = {
+                f"{package}.{a.name}" if f"{package}.{a.name}" in known else package
+                for a in node.names
+            }
     return names & known
 
 
@@ -76,9 +85,15 @@ def test_import_graph_is_at_most_six_levels_deep_and_config_imports_nothing_of_o
     depths = _depth(graph)
     deepest = max(depths, key=depths.get)
     print({name: depths[name] for name in sorted(depths, key=depths.get)})
-    launch_imports = set().union(*(_imported(n, set(graph)) for n in ast.parse((REPO / "launch.py").read_text()).body))
+    launch_imports = set().union(
+        *(_imported(n, set(graph)) for n in ast.parse((REPO / "launch.py").read_text()).body)
+    )
     launch_depth = 1 + max(depths[name] for name in launch_imports)
-    assert depths[deepest] <= MAX_DEPTH and launch_depth <= MAX_DEPTH, (deepest, depths[deepest], launch_depth)
+    assert depths[deepest] <= MAX_DEPTH and launch_depth <= MAX_DEPTH, (
+        deepest,
+        depths[deepest],
+        launch_depth,
+    )
     assert graph["config"] == set()
     assert "analysis" not in graph["evaluation"]
 
@@ -98,19 +113,26 @@ def test_no_function_is_over_sixty_lines_and_the_launcher_is_thin():
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     lines = node.end_lineno - node.lineno + 1
                     if lines > MAX_FUNCTION_LINES:
-                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+                        long.append(
+                            f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)"
+                        )
     assert not long, long
     assert len((REPO / "launch.py").read_text().splitlines()) < 60
 
 
 def test_no_module_is_over_four_hundred_lines_and_the_package_keeps_its_budget():
-    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    sizes = {
+        str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")
+    }
     assert not {p: n for p, n in sizes.items() if n > MAX_MODULE_LINES}, sizes
     total = sum(sizes.values()) + len((REPO / "launch.py").read_text().splitlines())
-    assert total <= MAX_PACKAGE_LINES, f"dcgan_jax/ and launch.py: {total} lines, over {MAX_PACKAGE_LINES}"
+    assert total <= MAX_PACKAGE_LINES, (
+        f"dcgan_jax/ and launch.py: {total} lines, over {MAX_PACKAGE_LINES}"
+    )
 
 
 def test_the_depth_measure_sees_a_chain():
-    """The measure itself: a chain a -> b -> c is three levels, and a cycle-free fan-out one more than its leaves."""
+    """The measure itself: a chain a -> b -> c is three levels, and a cycle-free fan-out one more
+    than its leaves."""
     assert _depth({"a": {"b"}, "b": {"c"}, "c": set()}) == {"a": 3, "b": 2, "c": 1}
     assert _depth({"top": {"x", "y"}, "x": set(), "y": {"x"}})["top"] == 3

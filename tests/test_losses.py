@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcgan_jax import losses
+from dcgan_jax.gan import losses
 
 LOG2 = float(np.log(2.0))
 
@@ -35,13 +35,19 @@ def test_one_sided_label_smoothing_targets_reals_only():
     real, fake = jnp.array([np.log(3.0)]), jnp.array([-np.log(3.0)])  # D = 0.75 on both.
     # Real target 0.9: -(0.9 log .75 + 0.1 log .25); the fake's term is unchanged, -log .75.
     expected = -(0.9 * np.log(0.75) + 0.1 * np.log(0.25)) - np.log(0.75)
-    assert float(losses.discriminator_loss(real, fake, "bce", real_label=0.9)) == pytest.approx(expected, rel=1e-6)
+    assert float(losses.discriminator_loss(real, fake, "bce", real_label=0.9)) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_generator_losses_by_hand():
     fake = jnp.array([np.log(3.0)])  # D(G(z)) = 0.75
-    assert float(losses.generator_loss(fake, "bce", "non_saturating")) == pytest.approx(-np.log(0.75), rel=1e-6)
-    assert float(losses.generator_loss(fake, "bce", "minimax")) == pytest.approx(np.log(0.25), rel=1e-6)
+    assert float(losses.generator_loss(fake, "bce", "non_saturating")) == pytest.approx(
+        -np.log(0.75), rel=1e-6
+    )
+    assert float(losses.generator_loss(fake, "bce", "minimax")) == pytest.approx(
+        np.log(0.25), rel=1e-6
+    )
     with pytest.raises(ValueError, match="non_saturating, minimax"):
         losses.generator_loss(fake, "bce", "hinge")
     with pytest.raises(ValueError, match="bce, hinge, lsgan, wgan_gp"):
@@ -59,14 +65,18 @@ def test_hinge_by_hand():
 
 def test_least_squares_by_hand():
     # D: .5 mean((r - 1)^2) + .5 mean(f^2) = .5 (1 + .25 + 4) / 3 + .5 (4 + 0 + 2.25) / 3.
-    assert float(losses.discriminator_loss(REAL, FAKE, "lsgan")) == pytest.approx(0.5 * 5.25 / 3 + 0.5 * 6.25 / 3)
+    assert float(losses.discriminator_loss(REAL, FAKE, "lsgan")) == pytest.approx(
+        0.5 * 5.25 / 3 + 0.5 * 6.25 / 3
+    )
     # G: .5 mean((f - 1)^2) = .5 (9 + 1 + .25) / 3.
     assert float(losses.generator_loss(FAKE, "lsgan")) == pytest.approx(0.5 * 10.25 / 3)
 
 
 def test_wasserstein_by_hand():
     # D: mean(f) - mean(r) = -.5/3 - 1.5/3; G: -mean(f).
-    assert float(losses.discriminator_loss(REAL, FAKE, "wgan_gp")) == pytest.approx(-0.5 / 3 - 1.5 / 3)
+    assert float(losses.discriminator_loss(REAL, FAKE, "wgan_gp")) == pytest.approx(
+        -0.5 / 3 - 1.5 / 3
+    )
     assert float(losses.generator_loss(FAKE, "wgan_gp")) == pytest.approx(0.5 / 3)
 
 
@@ -96,7 +106,9 @@ def test_gradient_penalty_against_finite_differences():
     real = np.asarray(jax.random.normal(jax.random.key(1), (3, 4, 4, 1)), np.float64)
     fake = np.asarray(jax.random.normal(jax.random.key(2), (3, 4, 4, 1)), np.float64)
     penalty = float(
-        losses.gradient_penalty(_critic, jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32), key)
+        losses.gradient_penalty(
+            _critic, jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32), key
+        )
     )
     # The same interpolation weights the penalty draws.
     eps = np.asarray(jax.random.uniform(key, (3, 1, 1, 1), jnp.float32), np.float64)
@@ -119,14 +131,17 @@ def test_discriminator_metrics_by_hand():
     assert float(metrics["d_real_acc"]) == pytest.approx(0.75)
     assert float(metrics["d_fake_acc"]) == pytest.approx(0.5)
     assert float(metrics["d_fake"]) == pytest.approx(0.5)
-    assert float(metrics["d_logit_gap"]) == pytest.approx(1.25)  # Mean real logit 1.25, mean fake 0.
+    # Mean real logit 1.25, mean fake 0.
+    assert float(metrics["d_logit_gap"]) == pytest.approx(1.25)
 
 
 def test_top_k_weights_keep_the_fakes_d_rates_most_real():
     logits = jnp.array([0.1, 3.0, -2.0, 1.0, -0.5])
     np.testing.assert_array_equal(losses.top_k_weights(logits, 0.4), [0, 1, 0, 1, 0])  # k = 2.
-    np.testing.assert_array_equal(losses.top_k_weights(logits, 0.5), [1, 1, 0, 1, 0])  # ceil(2.5) = 3.
-    np.testing.assert_array_equal(losses.top_k_weights(logits, 0.01), [0, 1, 0, 0, 0])  # At least one.
+    # ceil(2.5) = 3.
+    np.testing.assert_array_equal(losses.top_k_weights(logits, 0.5), [1, 1, 0, 1, 0])
+    # At least one.
+    np.testing.assert_array_equal(losses.top_k_weights(logits, 0.01), [0, 1, 0, 0, 0])
     np.testing.assert_array_equal(losses.top_k_weights(logits, 1.0), [1, 1, 1, 1, 1])
 
 

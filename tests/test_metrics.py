@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dcgan_jax import metrics
+from dcgan_jax.evaluation import metrics
 
 
 def _gaussian(n, dim, mean=0.0, scale=1.0, seed=0):
@@ -14,8 +14,12 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
     var1, var2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(var1 + var2 - 2 * np.sqrt(var1 * var2))
-    assert metrics.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected)
-    assert metrics.frechet_distance(mu1, np.diag(var1), mu1, np.diag(var1)) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(
+        expected
+    )
+    assert metrics.frechet_distance(mu1, np.diag(var1), mu1, np.diag(var1)) == pytest.approx(
+        0.0, abs=1e-9
+    )
 
 
 def test_fid_grows_with_the_shift_between_two_samples():
@@ -28,7 +32,11 @@ def test_fid_grows_with_the_shift_between_two_samples():
 
 
 def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_another():
-    real, same, other = _gaussian(3000, 16), _gaussian(3000, 16, seed=1), _gaussian(3000, 16, mean=0.3, seed=1)
+    real, same, other = (
+        _gaussian(3000, 16),
+        _gaussian(3000, 16, seed=1),
+        _gaussian(3000, 16, mean=0.3, seed=1),
+    )
     kid_same, std_same = metrics.kernel_inception_distance(real, same, num_subsets=20)
     kid_other, _ = metrics.kernel_inception_distance(real, other, num_subsets=20)
     assert abs(kid_same) < 3 * std_same + 1e-3  # Unbiased: can be slightly negative.
@@ -54,7 +62,10 @@ def test_inception_score_and_class_coverage():
     one_class = np.eye(10)[np.zeros(1000, int)]
     assert metrics.inception_score(one_class) == pytest.approx(1.0)
     real_hist = np.full(10, 0.1)
-    assert metrics.class_coverage(metrics.class_histogram(confident_uniform, 10), real_hist) == (10, pytest.approx(0))
+    assert metrics.class_coverage(metrics.class_histogram(confident_uniform, 10), real_hist) == (
+        10,
+        pytest.approx(0),
+    )
     covered, kl = metrics.class_coverage(metrics.class_histogram(one_class, 10), real_hist)
     assert covered == 1 and kl == pytest.approx(np.log(10), rel=1e-3)
     # A class drawn once in a thousand is not covered.
@@ -64,7 +75,9 @@ def test_inception_score_and_class_coverage():
 
 def _clusters(rng, n, centres, spread=0.3):
     """``n`` points around ``centres`` (round-robin), Gaussian noise of sd ``spread``."""
-    return (centres[np.arange(n) % len(centres)] + spread * rng.normal(size=(n, centres.shape[1]))).astype(np.float32)
+    return (
+        centres[np.arange(n) % len(centres)] + spread * rng.normal(size=(n, centres.shape[1]))
+    ).astype(np.float32)
 
 
 def test_density_and_coverage_of_constructed_sets():
@@ -82,7 +95,8 @@ def test_density_and_coverage_of_constructed_sets():
     assert 0.85 < density_half < 1.15 and 0.45 < coverage_half < 0.52
     piled = _clusters(rng, 4000, centres, spread=0.05)
     density_piled, coverage_piled = metrics.density_coverage(real, piled, k=5)
-    assert density_piled > 3 and coverage_piled < 0.8  # Piled at the centres: the outskirts go uncovered.
+    # Piled at the centres: the outskirts go uncovered.
+    assert density_piled > 3 and coverage_piled < 0.8
     far = _clusters(rng, 4000, centres + 10)
     assert metrics.density_coverage(real, far, k=5) == (0.0, 0.0)
 
@@ -95,17 +109,27 @@ def test_memorisation_ratio_is_one_for_new_samples_and_high_for_copies():
     new = metrics.nearest_distances(_clusters(rng, 2000, centres), train)
     assert 0.7 < metrics.memorisation_ratio(new, heldout_to_train) < 1.3
     copies = train[rng.choice(len(train), 2000, replace=False)]
-    assert metrics.memorisation_ratio(metrics.nearest_distances(copies, train), heldout_to_train) == 20.0
+    assert (
+        metrics.memorisation_ratio(metrics.nearest_distances(copies, train), heldout_to_train)
+        == 20.0
+    )
     half_copies = np.concatenate([copies[:1000], _clusters(rng, 1000, centres)])
-    ratio = metrics.memorisation_ratio(metrics.nearest_distances(half_copies, train), heldout_to_train)
+    ratio = metrics.memorisation_ratio(
+        metrics.nearest_distances(half_copies, train), heldout_to_train
+    )
     assert 9.5 < ratio < 11.5  # Half the samples copied: (0.5 + 0.5 * 0.05) / 0.05.
 
 
 def test_nearest_distances_match_brute_force():
     rng = np.random.default_rng(2)
-    queries, keys = rng.normal(size=(1200, 8)).astype(np.float32), rng.normal(size=(700, 8)).astype(np.float32)
+    queries, keys = (
+        rng.normal(size=(1200, 8)).astype(np.float32),
+        rng.normal(size=(700, 8)).astype(np.float32),
+    )
     brute = ((queries[:, None] - keys[None]) ** 2).sum(-1).min(1)
-    np.testing.assert_allclose(metrics.nearest_distances(queries, keys, block=500), brute, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        metrics.nearest_distances(queries, keys, block=500), brute, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_intra_class_fid_is_low_for_the_right_classes_and_nan_for_a_missing_one():

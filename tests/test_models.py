@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcgan_jax import models, sampling
-from dcgan_jax.config import default_config
+from dcgan_jax.gan import models, sampling
+from dcgan_jax.gan.config import default_config
 
 
 @pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3)])
@@ -56,9 +56,11 @@ def test_reference_experiment_has_the_pytorch_reference_architecture():
     """The layer shapes of ../shared/bench/torch_reference.py (PyTorch's OIHW/IOHW as HWIO here)."""
     from pathlib import Path
 
-    from dcgan_jax.config import load_experiment
+    from dcgan_jax.gan.config import load_experiment
 
-    config = load_experiment("reference_dcgan", Path(__file__).resolve().parent.parent / "experiments")
+    config = load_experiment(
+        "reference_dcgan", Path(__file__).resolve().parent.parent / "experiments"
+    )
     generator, discriminator = models.build(config.model, (28, 28, 1))
     g = jax.eval_shape(lambda: generator.init(jax.random.key(0), jnp.zeros((2, 100)), train=False))
     d = discriminator.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)), train=False)
@@ -83,19 +85,29 @@ def test_reference_experiment_has_the_pytorch_reference_architecture():
     train_a = discriminator.apply(d, x, train=True, rngs={"dropout": jax.random.key(2)})
     train_b = discriminator.apply(d, x, train=True, rngs={"dropout": jax.random.key(3)})
     assert not np.allclose(train_a, train_b)
-    np.testing.assert_array_equal(discriminator.apply(d, x, train=False), discriminator.apply(d, x, train=False))
+    np.testing.assert_array_equal(
+        discriminator.apply(d, x, train=False), discriminator.apply(d, x, train=False)
+    )
 
 
-@pytest.mark.parametrize("image_shape, upsampling_blocks", [((28, 28, 1), 2), ((32, 32, 3), 2), ((64, 64, 3), 3)])
+@pytest.mark.parametrize(
+    "image_shape, upsampling_blocks", [((28, 28, 1), 2), ((32, 32, 3), 2), ((64, 64, 3), 3)]
+)
 def test_depth_follows_the_image_size(image_shape, upsampling_blocks):
     config = default_config().model
     config.base_width = 4
     generator, discriminator = models.build(config, image_shape)
     # Shapes only (nothing computed).
-    g_params = jax.eval_shape(lambda: generator.init(jax.random.key(0), jnp.zeros((2, config.latent_dim)), False))
+    g_params = jax.eval_shape(
+        lambda: generator.init(jax.random.key(0), jnp.zeros((2, config.latent_dim)), False)
+    )
     g_params = g_params["params"]
-    assert sorted(k for k in g_params if k.startswith("up")) == [f"up{i}" for i in range(upsampling_blocks)]
-    d_params = jax.eval_shape(lambda: discriminator.init(jax.random.key(0), jnp.zeros((2, *image_shape)), False))
+    assert sorted(k for k in g_params if k.startswith("up")) == [
+        f"up{i}" for i in range(upsampling_blocks)
+    ]
+    d_params = jax.eval_shape(
+        lambda: discriminator.init(jax.random.key(0), jnp.zeros((2, *image_shape)), False)
+    )
     d_params = d_params["params"]
     assert len([k for k in d_params if k.startswith("down")]) == upsampling_blocks
 
@@ -120,7 +132,9 @@ def test_projection_discriminator_scores_depend_on_the_label():
     config.update(base_width=8, num_classes=10, d_batch_norm=False)
     _, discriminator = models.build(config, (28, 28, 1))
     images = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
-    variables = discriminator.init(jax.random.key(1), images, train=False, labels=jnp.zeros((2,), jnp.int32))
+    variables = discriminator.init(
+        jax.random.key(1), images, train=False, labels=jnp.zeros((2,), jnp.int32)
+    )
     a = discriminator.apply(variables, images, train=False, labels=jnp.array([0, 0]))
     b = discriminator.apply(variables, images, train=False, labels=jnp.array([0, 5]))
     assert a[0] == b[0] and a[1] != b[1]
@@ -132,7 +146,9 @@ def test_spectral_norm_estimates_each_layers_largest_singular_value():
     _, discriminator = models.build(config, (28, 28, 1))
     images = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
     variables = discriminator.init(jax.random.key(1), images, train=False)
-    apply = jax.jit(lambda v: discriminator.apply(v, images, train=True, mutable=["batch_stats"])[1])
+    apply = jax.jit(
+        lambda v: discriminator.apply(v, images, train=True, mutable=["batch_stats"])[1]
+    )
     for _ in range(30):  # Power iterations, one per training-mode call.
         variables = {"params": variables["params"], **apply(variables)}
     layer = variables["batch_stats"]["SpectralNorm_1"]

@@ -38,7 +38,9 @@ def test_the_analysis_notebook_executes_on_a_real_run(project, monkeypatch):
     monkeypatch.setenv("DCGAN_JAX_RUN", str(run_dir))  # The kernel inherits the environment.
     monkeypatch.setenv("DCGAN_JAX_NOTEBOOK_EVAL_SAMPLES", "1000")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    ).execute()
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     text = "".join(out.get("text", "") for out in outputs)
@@ -49,7 +51,11 @@ def test_the_analysis_notebook_executes_on_a_real_run(project, monkeypatch):
     pictures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(pictures) >= 8  # Grids, strips, both neighbour pictures, progress, curves.
     written = {p.name for p in (run_dir / "analysis").iterdir()}
-    assert {"training_grid_step6.png", "nearest_feature_step6_seed0.png", "diversity.png"} <= written
+    assert {
+        "training_grid_step6.png",
+        "nearest_feature_step6_seed0.png",
+        "diversity.png",
+    } <= written
 
 
 def test_every_python_snippet_of_the_readme_runs(project, monkeypatch):
@@ -64,5 +70,7 @@ def test_every_python_snippet_of_the_readme_runs(project, monkeypatch):
     assert samples.shape == (64, 28, 28, 1) and samples.dtype == np.float32
     assert samples.min() >= -1 and samples.max() <= 1
     grid = np.asarray(Image.open(project / "grid.png"))
-    training = np.asarray(Image.open(project / "runs" / "fashion_dcgan" / "samples" / f"step_{run.step:07d}.png"))
+    training = np.asarray(
+        Image.open(project / "runs" / "fashion_dcgan" / "samples" / f"step_{run.step:07d}.png")
+    )
     np.testing.assert_array_equal(grid, training)

@@ -7,7 +7,8 @@ from conftest import tiny_config, trees_equal
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax import analysis, models, sampling
+from dcgan_jax.gan import models, sampling
+from dcgan_jax.tools import analysis
 
 
 def _generator_and_variables():
@@ -16,7 +17,9 @@ def _generator_and_variables():
     z = jnp.zeros((2, config.model.latent_dim))
     variables = generator.init(jax.random.key(0), z, train=False)
     # Weights other than those the stored statistics (zeros and ones at init) belong to.
-    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), variables["params"])
+    params = jax.tree.map(
+        lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), variables["params"]
+    )
     return config, generator, {"params": params, "batch_stats": variables["batch_stats"]}
 
 
@@ -46,7 +49,8 @@ def test_a_run_with_recompute_bn_samples_and_reloads_with_the_recomputed_statist
     assert trees_equal(stored.variables["batch_stats"], jax.device_get(state.g.batch_stats))
     assert trees_equal(run.variables["params"], stored.variables["params"])
     assert not trees_equal(run.variables["batch_stats"], stored.variables["batch_stats"])
-    # The training grid of the last step was drawn with the recomputed statistics, as load() gives them.
+    # The training grid of the last step was drawn with the recomputed statistics, as load() gives
+    # them.
     saved = np.asarray(Image.open(tmp_path / "samples" / "step_0000006.png"))
     remade = np.asarray(Image.open(analysis.training_grid(run, tmp_path / "remade.png")))
     np.testing.assert_array_equal(remade, saved)

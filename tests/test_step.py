@@ -3,15 +3,16 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_config, trees_equal
 
-from dcgan_jax import assembly, data, models, parallel, step
-from dcgan_jax.config import ConfigError, load_experiment, resolved
-from dcgan_jax.state import nonfinite_networks
+from dcgan_jax.gan import data, models, parallel, step
+from dcgan_jax.gan import loop
+from dcgan_jax.gan.config import ConfigError, load_experiment, resolved
+from dcgan_jax.gan.state import nonfinite_networks
 
 
 def _setup(config=None):
     config = resolved(config or tiny_config())
     nets = models.build(config.model, (28, 28, 1))
-    state = assembly.initial_state(config, nets, (28, 28, 1))
+    state = loop.initial_state(config, nets, (28, 28, 1))
     images, _ = data.synthetic_images(64, seed=0)
     real = data.to_model_range(images[: config.train.batch_size])
     return config, state, step.make_update(nets, config), real
@@ -44,7 +45,9 @@ def _d_update(u):
 
 def _g_update(u, n, keep=None):
     """G's update on a fresh fake batch of ``n`` from ``key``, jitted."""
-    return jax.jit(lambda state, key: step.g_update(state, step.generate(u, state.g, key, n), key, u, keep))
+    return jax.jit(
+        lambda state, key: step.g_update(state, step.generate(u, state.g, key, n), key, u, keep)
+    )
 
 
 def test_generator_update_leaves_discriminator_untouched():
@@ -62,7 +65,15 @@ def test_discriminator_update_leaves_generator_untouched():
     assert trees_equal(new.g, state.g)
     assert not trees_equal(new.d.params, state.d.params)
     assert not trees_equal(new.d.batch_stats, state.d.batch_stats)
-    assert set(metrics) == {"d_loss", "d_real_acc", "d_fake_acc", "d_real", "d_fake", "d_logit_gap", "d_grad_norm"}
+    assert set(metrics) == {
+        "d_loss",
+        "d_real_acc",
+        "d_fake_acc",
+        "d_real",
+        "d_fake",
+        "d_logit_gap",
+        "d_grad_norm",
+    }
 
 
 def test_gradient_norms_are_those_of_each_networks_own_gradient():
@@ -70,7 +81,9 @@ def test_gradient_norms_are_those_of_each_networks_own_gradient():
     key = jax.random.key(3)
     fakes = step.generate(u, state.g, key, len(real))
     _, d_metrics = _d_update(u)(state, real, key)
-    d_grads, _ = jax.grad(step.d_loss, has_aux=True)(state.d.params, state, ((real, None), fakes), key, u)
+    d_grads, _ = jax.grad(step.d_loss, has_aux=True)(
+        state.d.params, state, ((real, None), fakes), key, u
+    )
     by_hand = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(d_grads)))
     assert float(d_metrics["d_grad_norm"]) == pytest.approx(float(by_hand), rel=1e-4)
     _, g_metrics = _g_update(u, len(real))(state, key)
@@ -81,7 +94,9 @@ def test_gradient_norms_are_those_of_each_networks_own_gradient():
 
     g_grads = jax.grad(g_loss)(state.g.params)
     by_hand = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(g_grads)))
-    assert float(g_metrics["g_grad_norm"]) == pytest.approx(float(by_hand), rel=1e-4) and by_hand > 0
+    assert (
+        float(g_metrics["g_grad_norm"]) == pytest.approx(float(by_hand), rel=1e-4) and by_hand > 0
+    )
 
 
 def test_training_steps_move_the_losses_and_d_learns():
@@ -125,13 +140,15 @@ def test_d_steps_consume_one_real_batch_each():
 
 def test_batch_size_not_divisible_by_devices_names_nearest_sizes():
     mesh = parallel.make_mesh(jax.devices() * 1)
-    assembly.check_batch_size(64, mesh)
+    loop.check_batch_size(64, mesh)
 
     class EightDevices:
         size = 8
 
-    with pytest.raises(ConfigError, match=r"batch_size=60 does not split over 8 devices; use 56 or 64"):
-        assembly.check_batch_size(60, EightDevices())
+    with pytest.raises(
+        ConfigError, match=r"batch_size=60 does not split over 8 devices; use 56 or 64"
+    ):
+        loop.check_batch_size(60, EightDevices())
 
 
 def _trains_and_stays_finite(config, steps=4):
@@ -143,7 +160,10 @@ def _trains_and_stays_finite(config, steps=4):
         state, metrics = train_step(state, *batch(i))
         history.append({k: float(v) for k, v in metrics.items()})
     assert all(np.isfinite(list(m.values())).all() for m in history), history
-    assert history[0]["d_loss"] != history[-1]["d_loss"] and history[0]["g_loss"] != history[-1]["g_loss"]
+    assert (
+        history[0]["d_loss"] != history[-1]["d_loss"]
+        and history[0]["g_loss"] != history[-1]["g_loss"]
+    )
     assert not np.any(np.asarray(nonfinite_networks(state)))
     return state, history
 
@@ -152,7 +172,8 @@ def test_reference_architecture_trains_with_dropout_and_no_d_batch_norm():
     config = tiny_config()
     reference = load_experiment("reference_dcgan", REPO / "experiments").model
     variant = ("g_stride1_layers", "g_activation", "g_output_bias", "d_batch_norm", "d_dropout")
-    config.model.update({field: reference[field] for field in variant}, g_base_features=32)  # G at the tiny width.
+    # G at the tiny width.
+    config.model.update({field: reference[field] for field in variant}, g_base_features=32)
     state, _ = _trains_and_stays_finite(config)
     assert state.d.batch_stats == {}
 
@@ -160,7 +181,8 @@ def test_reference_architecture_trains_with_dropout_and_no_d_batch_norm():
 @pytest.mark.parametrize(
     "overrides",
     [
-        # The other variants train end to end in test_variants.py; these check what only the step shows.
+        # The other variants train end to end in test_variants.py; these check what only the step
+        # shows.
         {"loss.r1_gamma": 10.0, "loss.r1_every": 2},
         {"optimizer.g_learning_rate": 1e-4, "optimizer.d_learning_rate": 4e-4},
     ],
@@ -203,7 +225,7 @@ def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminato
     gradient of G's loss on that same batch through the updated D."""
     import optax
 
-    from dcgan_jax import losses
+    from dcgan_jax.gan import losses
 
     config, state, u, real = _setup()
     nets, d_key, g_key = u.nets, jax.random.key(1), jax.random.key(2)
@@ -219,12 +241,17 @@ def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminato
 
     after_d, fresh_d, after_g, metrics, g_batch_stats, labels = reused(state, real)
     assert labels is None
-    assert jax.tree.all(jax.tree.map(lambda a, b: np.allclose(a, b, atol=1e-6), after_d.d.params, fresh_d.d.params))
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: np.allclose(a, b, atol=1e-6), after_d.d.params, fresh_d.d.params)
+    )
 
     def direct_loss(g_params):
         z = jax.random.normal(d_key, (len(real), config.model.latent_dim))
         images = nets.generator.apply(
-            {"params": g_params, "batch_stats": state.g.batch_stats}, z, train=True, mutable=["batch_stats"]
+            {"params": g_params, "batch_stats": state.g.batch_stats},
+            z,
+            train=True,
+            mutable=["batch_stats"],
         )[0]
         logits = nets.discriminator.apply(
             after_d.d.variables,
@@ -239,7 +266,9 @@ def test_reused_fake_batch_gives_g_the_gradient_through_the_updated_discriminato
     step_updates, _ = u.tx.update(grads, state.g.opt_state, state.g.params)
     expected = optax.apply_updates(state.g.params, step_updates)
     np.testing.assert_allclose(float(metrics["g_loss"]), float(loss), rtol=1e-5)
-    for ours, theirs in zip(jax.tree.leaves(after_g.g.params), jax.tree.leaves(expected), strict=True):
+    for ours, theirs in zip(
+        jax.tree.leaves(after_g.g.params), jax.tree.leaves(expected), strict=True
+    ):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
     assert trees_equal(after_g.g.batch_stats, g_batch_stats)  # From the one forward pass.
     assert trees_equal(after_g.d.params, after_d.d.params)
@@ -255,14 +284,15 @@ def test_reuse_fake_option_trains_and_differs_from_fresh_batches():
 
 
 def test_a_dispatch_of_several_steps_equals_single_steps():
-    """Three steps in one dispatch of the compiled step (a scan, gathering its batches on the device)
-    end where three single steps on host-made batches end, with the same metrics."""
+    """Three steps in one dispatch of the compiled step (a scan, gathering its batches on the
+    device) end where three single steps on host-made batches end, with the same metrics."""
     config, state, u, _ = _setup(tiny_config())
     mesh = parallel.make_mesh()
     images, labels = data.synthetic_images(256, seed=1)
     order = data.BatchOrder(images, config.train.batch_size, seed=0, labels=labels)
     single, batch = _jit_step(u), _batches(config)
-    expected = jax.tree.map(np.array, jax.device_get(state))  # A copy: the dispatch donates its state.
+    # A copy: the dispatch donates its state.
+    expected = jax.tree.map(np.array, jax.device_get(state))
     singles = []
     for i in range(3):
         expected, metrics = single(expected, *batch(i))
@@ -273,7 +303,11 @@ def test_a_dispatch_of_several_steps_equals_single_steps():
     final, stacked = steps(state, step.put_on_devices(images, labels, mesh), indices)
     assert int(final.step) == 3
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))  # Donated: updated in place.
-    for a, b in zip(jax.tree.leaves(jax.device_get(final)), jax.tree.leaves(jax.device_get(expected)), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(jax.device_get(final)),
+        jax.tree.leaves(jax.device_get(expected)),
+        strict=True,
+    ):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
     for name, values in stacked.items():
         assert values.shape == (3,)
@@ -292,11 +326,11 @@ def test_top_k_share_starts_whole_decays_per_epoch_and_stops_at_its_floor():
 
 
 def test_top_k_generator_update_is_the_gradient_over_the_fakes_d_rates_best():
-    """keep = 0.25: G's loss and update are those of the 4 of 16 fakes with the highest logits, as if
-    the other 12 were not in the loss (they still pass through G's and D's BatchNorm)."""
+    """keep = 0.25: G's loss and update are those of the 4 of 16 fakes with the highest logits, as
+    if the other 12 were not in the loss (they still pass through G's and D's BatchNorm)."""
     import optax
 
-    from dcgan_jax import losses, sampling
+    from dcgan_jax.gan import losses, sampling
 
     config, state, u, real = _setup()
     key = jax.random.key(5)
@@ -314,7 +348,9 @@ def test_top_k_generator_update_is_the_gradient_over_the_fakes_d_rates_best():
     assert float(metrics["g_loss"]) == pytest.approx(float(loss), rel=1e-5) and float(loss) < full
     updates, _ = u.tx.update(grads, state.g.opt_state, state.g.params)
     expected = optax.apply_updates(state.g.params, updates)
-    for ours, theirs in zip(jax.tree.leaves(after.g.params), jax.tree.leaves(expected), strict=True):
+    for ours, theirs in zip(
+        jax.tree.leaves(after.g.params), jax.tree.leaves(expected), strict=True
+    ):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 

@@ -13,14 +13,15 @@ import pytest
 from conftest import REPO, python, tiny_config, tiny_flags
 
 import dcgan_jax
-from dcgan_jax import config as config_lib
-from dcgan_jax import control, images, sweep
-from dcgan_jax.sweep import slurm
+from dcgan_jax.gan import config as config_lib
+from dcgan_jax.run import control, images
+from dcgan_jax.tools import slurm, sweep
 
 
 def test_grid_of_all_combinations_with_typed_values_and_readable_names():
     runs = sweep.expand(
-        "optimizer.learning_rate=1e-4,2e-4 model.base_width=32,64 seed=0,1", config_lib.default_config()
+        "optimizer.learning_rate=1e-4,2e-4 model.base_width=32,64 seed=0,1",
+        config_lib.default_config(),
     )
     assert len(runs) == 8
     assert runs[0].name == "optimizer.learning_rate=1e-4,model.base_width=32,seed=0"
@@ -34,7 +35,10 @@ def test_grid_of_all_combinations_with_typed_values_and_readable_names():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("optimizer.learnin_rate=1e-4,2e-4", r"optimizer.learnin_rate: no such config field. Did you mean: optimizer"),
+        (
+            "optimizer.learnin_rate=1e-4,2e-4",
+            r"optimizer.learnin_rate: no such config field. Did you mean: optimizer",
+        ),
         ("model.base_width=", "model.base_width has an empty value"),
         ("model.base_width=32,,64", "model.base_width has an empty value"),
         ("model.base_width=32,wide", "model.base_width='wide' is not a valid int"),
@@ -66,7 +70,8 @@ def test_dry_run_prints_one_absolute_command_a_run_and_a_bad_spec_exits_2(tmp_pa
     assert dry.returncode == 0, dry.stderr[-2000:]
     lines = dry.stdout.strip().splitlines()
     assert len(lines) == 6
-    # The interpreter, launcher and workdir absolute: the line runs from any folder, in a shell without
+    # The interpreter, launcher and workdir absolute: the line runs from any folder, in a shell
+    # without
     # the virtualenv on its PATH (xargs, a scheduler).
     assert shlex.split(lines[0]) == [
         sys.executable,
@@ -78,13 +83,17 @@ def test_dry_run_prints_one_absolute_command_a_run_and_a_bad_spec_exits_2(tmp_pa
         "--config.loss.generator=minimax",
     ]
     assert not (REPO / "relative").exists()  # Nothing was run.
-    bad = subprocess.run([*args, "--sweep=seed=0,x"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    bad = subprocess.run(
+        [*args, "--sweep=seed=0,x"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert bad.returncode == 2 and "error: --sweep: seed='x' is not a valid int" in bad.stderr
 
 
-def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_results_read_it(tmp_path):
-    """No scheduler here: each task runs as SLURM would start it, SLURM_ARRAY_TASK_ID set, from another
-    folder with a PATH that lacks the virtualenv."""
+def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_results_read_it(
+    tmp_path,
+):
+    """No scheduler here: each task runs as SLURM would start it, SLURM_ARRAY_TASK_ID set, from
+    another folder with a PATH that lacks the virtualenv."""
     sweep_dir, script = tmp_path / "grid", tmp_path / "jobs" / "grid.sbatch"
     spec = "seed=0,1"
     made = python(
@@ -99,9 +108,13 @@ def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_res
     assert made.returncode == 0, made.stderr[-2000:]
     assert f"submit it with: sbatch {script}" in made.stdout
     text = script.read_text()
-    assert "#SBATCH --array=0-1%3\n" in text and f"#SBATCH --output={sweep_dir}/slurm_%A_%a.out" in text
+    assert (
+        "#SBATCH --array=0-1%3\n" in text
+        and f"#SBATCH --output={sweep_dir}/slurm_%A_%a.out" in text
+    )
     manifest = json.loads((tmp_path / "jobs" / "grid.manifest.json").read_text())
-    local_sweep = [str(sweep_dir / r.name) for r in sweep.expand(spec, tiny_config())]  # run_sweep's folders.
+    # run_sweep's folders.
+    local_sweep = [str(sweep_dir / r.name) for r in sweep.expand(spec, tiny_config())]
     assert [t["workdir"] for t in manifest["tasks"]] == local_sweep
     jax_cache = {k: v for k, v in os.environ.items() if k.startswith("JAX_")}
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **jax_cache}
@@ -117,10 +130,15 @@ def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_res
         assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["seed=0", "seed=1"]
     assert all(control.read_status(sweep_dir / name)["finished"] for name in ("seed=0", "seed=1"))
-    again = subprocess.run(["bash", str(script)], env={**env, slurm.TASK_ENV: "1"}, capture_output=True, text=True)
+    again = subprocess.run(
+        ["bash", str(script)], env={**env, slurm.TASK_ENV: "1"}, capture_output=True, text=True
+    )
     assert again.returncode == 0 and "Task 1 (seed=1): finished earlier, skipped." in again.stdout
     unset = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
-    assert unset.returncode != 0 and "run it with sbatch --array, or set SLURM_ARRAY_TASK_ID" in unset.stderr
+    assert (
+        unset.returncode != 0
+        and "run it with sbatch --array, or set SLURM_ARRAY_TASK_ID" in unset.stderr
+    )
     collected = python("-m", "dcgan_jax.sweep", f"--runs={sweep_dir}", cwd=tmp_path)
     assert collected.returncode == 0, collected.stderr[-2000:]
     with (sweep_dir / "settings.csv").open() as f:
@@ -128,25 +146,36 @@ def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_res
     assert (setting["n"], setting["seeds"], setting["steps_mean"]) == ("2", "0 1", "2.0")
 
 
-def test_sweep_submit_hands_the_script_to_sbatch_and_says_so_without_one(tmp_path, monkeypatch, capsys):
+def test_sweep_submit_hands_the_script_to_sbatch_and_says_so_without_one(
+    tmp_path, monkeypatch, capsys
+):
     bin_dir, record = tmp_path / "bin", tmp_path / "sbatch_args"
     bin_dir.mkdir()
     fake = bin_dir / "sbatch"
     fake.write_text(f'#!/bin/sh\necho "$@" > {record}\necho "Submitted batch job 4242"\n')
     fake.chmod(0o755)
-    plan = sweep.Plan(slurm=str(tmp_path / "a.sbatch"), max_parallel=2, submit=True, launcher=REPO / "launch.py")
-    launch = functools.partial(sweep.launch, "fashion_dcgan", tiny_config(), tmp_path / "runs", "seed=0,1,2", plan=plan)
+    plan = sweep.Plan(
+        slurm=str(tmp_path / "a.sbatch"), max_parallel=2, submit=True, launcher=REPO / "launch.py"
+    )
+    launch = functools.partial(
+        sweep.launch, "fashion_dcgan", tiny_config(), tmp_path / "runs", "seed=0,1,2", plan=plan
+    )
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     launch(train_fn=lambda *_: pytest.fail("a SLURM sweep trains nothing here"))
     assert record.read_text().split() == [str(tmp_path / "a.sbatch")]
     assert "Submitted batch job 4242" in capsys.readouterr().out
     assert "#SBATCH --array=0-2%2" in (tmp_path / "a.sbatch").read_text()
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    with pytest.raises(config_lib.ConfigError, match=f"no sbatch on PATH here; on the cluster run: sbatch {tmp_path}"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=f"no sbatch on PATH here; on the cluster run: sbatch {tmp_path}",
+    ):
         launch(train_fn=None)
     fake.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n")
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    with pytest.raises(config_lib.ConfigError, match="failed \\(1\\): sbatch: error: invalid partition"):
+    with pytest.raises(
+        config_lib.ConfigError, match="failed \\(1\\): sbatch: error: invalid partition"
+    ):
         launch(train_fn=None)
 
 
@@ -182,18 +211,25 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_unfinished_and_tabulate
 
 def test_results_command_on_a_folder_without_runs_names_it(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "dcgan_jax.sweep", f"--runs={tmp_path}"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "dcgan_jax.sweep", f"--runs={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert result.returncode != 0 and f"no runs (folders with a config.json) in {tmp_path}" in result.stderr
+    assert (
+        result.returncode != 0
+        and f"no runs (folders with a config.json) in {tmp_path}" in result.stderr
+    )
 
 
 def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
-    from dcgan_jax.control import TrainingDiverged
+    from dcgan_jax.run.control import TrainingDiverged
 
     base = tiny_config(num_steps=2)
     runs = sweep.expand("seed=0,1", base)
 
-    def train(config, workdir):  # Seed 0 ends as a diverged run does: its status.json says so, then it raises.
+    # Seed 0 ends as a diverged run does: its status.json says so, then it raises.
+    def train(config, workdir):
         if config.seed == 0:
             workdir.mkdir(parents=True)
             (workdir / "config.json").write_text(config.to_json())
@@ -203,7 +239,10 @@ def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):
         return dcgan_jax.train(config, workdir)
 
     rows = sweep.run_sweep(base, runs, tmp_path, train)
-    assert [(r["run"], r["status"]) for r in rows] == [("seed=0", "diverged"), ("seed=1", "finished")]
+    assert [(r["run"], r["status"]) for r in rows] == [
+        ("seed=0", "diverged"),
+        ("seed=1", "finished"),
+    ]
     assert "non-finite d_loss" in control.read_status(tmp_path / "seed=0")["detail"]
 
 
@@ -227,7 +266,9 @@ def _fake_run(folder, seed, fids, learning_rate=2e-4, steps=30):
         for i, fid in enumerate(fids)
     ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    (folder / control.STATUS_FILE).write_text(json.dumps({"step": steps, "finished": True, "wall_seconds": 12.0}))
+    (folder / control.STATUS_FILE).write_text(
+        json.dumps({"step": steps, "finished": True, "wall_seconds": 12.0})
+    )
 
 
 def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
@@ -235,26 +276,50 @@ def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
     _fake_run(tmp_path / "seed=0", 0, (200.0, 150.0, 160.0))
     _fake_run(tmp_path / "seed=1", 1, ())
     evaluated, not_evaluated = sweep.results(tmp_path)
-    assert (evaluated["final_fid"], evaluated["best_fid"], evaluated["final_kid"]) == (160.0, 150.0, 16.0)
-    last = (evaluated["final_precision"], evaluated["final_recall"], evaluated["final_classes_covered"])
+    assert (evaluated["final_fid"], evaluated["best_fid"], evaluated["final_kid"]) == (
+        160.0,
+        150.0,
+        16.0,
+    )
+    last = (
+        evaluated["final_precision"],
+        evaluated["final_recall"],
+        evaluated["final_classes_covered"],
+    )
     assert last == (0.7, 0.4, 10)
     assert not_evaluated["final_fid"] is None and not_evaluated["final_precision"] is None
     assert (evaluated["seed"], evaluated["steps"], evaluated["status"]) == (0, 30, "finished")
 
 
 def test_seeds_of_a_setting_are_grouped_with_mean_sd_and_a_banded_plot(tmp_path):
-    """2 learning rates x 3 seeds: a row per setting with mean +- sd (and n) beside a row per run."""
+    """2 learning rates x 3 seeds: a row per setting with mean +- sd (and n) beside a row per
+    run."""
     final_fids = {1e-4: (100.0, 110.0, 120.0), 2e-4: (50.0, 60.0, 61.0)}
     for lr, fids in final_fids.items():
         for seed, fid in enumerate(fids):
-            _fake_run(tmp_path / f"lr={lr},seed={seed}", seed, (fid + 40, fid), learning_rate=lr, steps=30 + seed)
+            _fake_run(
+                tmp_path / f"lr={lr},seed={seed}",
+                seed,
+                (fid + 40, fid),
+                learning_rate=lr,
+                steps=30 + seed,
+            )
     rows = sweep.write_results(tmp_path)
     assert len(rows) == 6
     with (tmp_path / "settings.csv").open() as f:
         table = {float(r["optimizer.learning_rate"]): r for r in csv.DictReader(f)}
     slow, fast = table[1e-4], table[2e-4]
-    assert (slow["n"], slow["seeds"], slow["final_fid_mean"], slow["final_fid_sd"]) == ("3", "0 1 2", "110.0", "10.0")
-    assert (fast["final_fid_mean"], fast["final_fid_sd"]) == ("57.0", "6.083")  # stdev(50, 60, 61), n - 1.
+    assert (slow["n"], slow["seeds"], slow["final_fid_mean"], slow["final_fid_sd"]) == (
+        "3",
+        "0 1 2",
+        "110.0",
+        "10.0",
+    )
+    # stdev(50, 60, 61), n - 1.
+    assert (fast["final_fid_mean"], fast["final_fid_sd"]) == (
+        "57.0",
+        "6.083",
+    )
     assert (fast["steps_mean"], fast["steps_sd"], fast["best_fid_mean"]) == ("31.0", "1.0", "57.0")
     text = (tmp_path / "results.md").read_text()
     assert "| optimizer.learning_rate | n | seeds | steps | final_fid | best_fid |" in text
@@ -264,7 +329,9 @@ def test_seeds_of_a_setting_are_grouped_with_mean_sd_and_a_banded_plot(tmp_path)
         assert len(list(csv.DictReader(f))) == 6  # The CSV keeps every run too.
     assert (tmp_path / "eval_fid.png").stat().st_size > 1000
     assert (tmp_path / "eval_fid_bands.png").stat().st_size > 1000
-    with pytest.raises(images.MetricError, match="'eval/fidd' is in no run's metrics.jsonl. Did you mean: eval/fid"):
+    with pytest.raises(
+        images.MetricError, match="'eval/fidd' is in no run's metrics.jsonl. Did you mean: eval/fid"
+    ):
         sweep.write_results(tmp_path, "eval/fidd")
 
 
@@ -296,7 +363,12 @@ def test_results_end_with_the_provenance_of_the_scores(tmp_path):
         "feature_network": "dcgan_jax's fashion_mnist classifier",
         "feature_layer": "penultimate",
         "feature_weights_hash": "sha256:abc",
-        "reference": {"dataset": "fashion_mnist", "split": "test", "num_images": 10000, "images_sha256": "f00"},
+        "reference": {
+            "dataset": "fashion_mnist",
+            "split": "test",
+            "num_images": 10000,
+            "images_sha256": "f00",
+        },
         "num_samples": 5000,
         "latents": "evaluation stream of seed 0 (one fixed draw)",
         "truncation": 1.0,

@@ -12,12 +12,19 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, restore_full_state, shared_dataset_dir, tiny_config, tiny_flags, trees_equal
+from conftest import (
+    REPO,
+    restore_full_state,
+    shared_dataset_dir,
+    tiny_config,
+    tiny_flags,
+    trees_equal,
+)
 
 import dcgan_jax
-from dcgan_jax import checkpoints, control, images, writers
-from dcgan_jax import state as state_lib
-from dcgan_jax.state import GanState
+from dcgan_jax.gan import state as state_lib
+from dcgan_jax.gan.state import GanState
+from dcgan_jax.run import checkpoints, control, images, writers
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +39,22 @@ def test_run_writes_config_samples_metrics_curves_and_checkpoints(trained_run):
     workdir, state = trained_run
     assert int(state.step) == 6
     assert json.loads((workdir / "config.json").read_text())["model"]["base_width"] == 8
-    assert sorted(p.name for p in (workdir / "samples").iterdir()) == ["step_0000003.png", "step_0000006.png"]
+    assert sorted(p.name for p in (workdir / "samples").iterdir()) == [
+        "step_0000003.png",
+        "step_0000006.png",
+    ]
     rows = images.read_metrics(workdir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [2, 4, 6]
-    for key in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc", "d_real", "d_fake", "steps_per_sec", "images_per_sec"):
+    for key in (
+        "d_loss",
+        "g_loss",
+        "d_real_acc",
+        "d_fake_acc",
+        "d_real",
+        "d_fake",
+        "steps_per_sec",
+        "images_per_sec",
+    ):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert (workdir / "curves.png").stat().st_size > 1000
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
@@ -51,9 +70,11 @@ def test_sample_grid_shows_the_fixed_latents(trained_run):
     # 16 samples: a 4x4 grid of 28px tiles with 2px borders, scaled 2x.
     assert grid.shape == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))
     # The public call that remakes it, pixel for pixel.
-    from dcgan_jax import analysis
+    from dcgan_jax.tools import analysis
 
-    remade = np.asarray(Image.open(analysis.training_grid(dcgan_jax.load(workdir), workdir / "remade.png")))
+    remade = np.asarray(
+        Image.open(analysis.training_grid(dcgan_jax.load(workdir), workdir / "remade.png"))
+    )
     np.testing.assert_array_equal(remade, grid)
 
 
@@ -75,7 +96,9 @@ def test_load_returns_config_step_variables_and_samples(trained_run):
 def test_load_an_earlier_step_and_clear_errors(trained_run, tmp_path):
     workdir, _ = trained_run
     assert dcgan_jax.load(workdir, step=3).step == 3
-    with pytest.raises(checkpoints.CheckpointError, match=r"no checkpoint for step 4 .*available steps: \[3, 6\]"):
+    with pytest.raises(
+        checkpoints.CheckpointError, match=r"no checkpoint for step 4 .*available steps: \[3, 6\]"
+    ):
         dcgan_jax.load(workdir, step=4)
     with pytest.raises(checkpoints.CheckpointError, match=str(tmp_path / "nothing")):
         dcgan_jax.load(tmp_path / "nothing")
@@ -91,9 +114,15 @@ def test_load_in_a_fresh_process_needs_only_the_workdir(trained_run):
         "print(run.step, s.shape, s.dtype, 'tensorflow' in sys.modules)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(workdir)], capture_output=True, text=True, timeout=120, cwd="/"
+        [sys.executable, "-c", code, str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
     )
-    assert result.stdout.split() == ["6", "(3,", "28,", "28,", "1)", "float32", "False"], result.stderr
+    assert result.stdout.split() == ["6", "(3,", "28,", "28,", "1)", "float32", "False"], (
+        result.stderr
+    )
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
@@ -104,27 +133,42 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     for field in ("g", "d", "g_ema", "step", "rng"):
         assert trees_equal(getattr(resumed, field), getattr(full, field)), field
     # Metrics were written once per step, not duplicated by the resume.
-    assert [r["step"] for r in images.read_metrics(tmp_path / "split" / "metrics.jsonl")] == [2, 3, 4, 6]
+    assert [r["step"] for r in images.read_metrics(tmp_path / "split" / "metrics.jsonl")] == [
+        2,
+        3,
+        4,
+        6,
+    ]
     assert "Resumed from" in (tmp_path / "split" / "train.log").read_text()
     again = dcgan_jax.train(tiny_config(num_steps=6), tmp_path / "split")
     assert trees_equal(again, resumed)
-    assert "Nothing to do: the checkpoint is at step 6" in (tmp_path / "split" / "train.log").read_text()
+    assert (
+        "Nothing to do: the checkpoint is at step 6"
+        in (tmp_path / "split" / "train.log").read_text()
+    )
 
 
 def test_several_steps_per_dispatch_train_like_one(trained_run, tmp_path):
-    """Dispatches of up to 4 steps (scans of 2, then 1, 1 and 2 steps, ending at each log, sample and
-    checkpoint) end where one step per dispatch (the shared run, on this CPU) ends, with the same
-    samples and metrics written."""
+    """Dispatches of up to 4 steps (scans of 2, then 1, 1 and 2 steps, ending at each log, sample
+    and checkpoint) end where one step per dispatch (the shared run, on this CPU) ends, with the
+    same samples and metrics written."""
     one_dir, one = trained_run
     four = dcgan_jax.train(tiny_config(steps_per_dispatch=4), tmp_path)
     assert int(four.step) == int(one.step) == 6
-    for a, b in zip(jax.tree.leaves(jax.device_get(four)), jax.tree.leaves(jax.device_get(one)), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(jax.device_get(four)), jax.tree.leaves(jax.device_get(one)), strict=True
+    ):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
     metrics = [images.read_metrics(workdir / "metrics.jsonl") for workdir in (one_dir, tmp_path)]
     assert [r["step"] for r in metrics[1]] == [r["step"] for r in metrics[0]] == [2, 4, 6]
-    np.testing.assert_allclose([r["d_loss"] for r in metrics[1]], [r["d_loss"] for r in metrics[0]], rtol=1e-4)
+    np.testing.assert_allclose(
+        [r["d_loss"] for r in metrics[1]], [r["d_loss"] for r in metrics[0]], rtol=1e-4
+    )
     for workdir in (one_dir, tmp_path):
-        assert sorted(p.name for p in (workdir / "samples").glob("*.png")) == ["step_0000003.png", "step_0000006.png"]
+        assert sorted(p.name for p in (workdir / "samples").glob("*.png")) == [
+            "step_0000003.png",
+            "step_0000006.png",
+        ]
     assert "Compiled the train step (2 per dispatch)" in (tmp_path / "train.log").read_text()
 
 
@@ -136,9 +180,12 @@ def test_checkpoint_restores_identical_state(trained_run):
     assert trees_equal(restored, state)
 
 
-def test_a_checkpoint_of_another_layout_is_refused_in_one_line_naming_what_it_lacks(trained_run, tmp_path):
-    """A flat state (g_params, d_opt_state, ..., as no released version wrote) is neither restored nor
-    taken for damage: train() and load() refuse it, naming the run folder and the arrays it lacks."""
+def test_a_checkpoint_of_another_layout_is_refused_in_one_line_naming_what_it_lacks(
+    trained_run, tmp_path
+):
+    """A flat state (g_params, d_opt_state, ..., as no released version wrote) is neither restored
+    nor taken for damage: train() and load() refuse it, naming the run folder and the arrays it
+    lacks."""
     workdir, state = trained_run
     old = checkpoints.Checkpointer(tmp_path, create=True)
     host = jax.device_get(state)
@@ -152,18 +199,27 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line_naming_what_it_la
         ),
     )
     old.wait()
-    for attempt in (lambda: dcgan_jax.load(tmp_path), lambda: dcgan_jax.train(tiny_config(num_steps=4), tmp_path)):
+    for attempt in (
+        lambda: dcgan_jax.load(tmp_path),
+        lambda: dcgan_jax.train(tiny_config(num_steps=4), tmp_path),
+    ):
         with pytest.raises(checkpoints.CheckpointMismatchError) as error:
             attempt()
         message = str(error.value)
-        assert str(tmp_path) in message and "another layout" in message and re.search(r"lacks (d, )?g\b", message)
+        assert (
+            str(tmp_path) in message
+            and "another layout" in message
+            and re.search(r"lacks (d, )?g\b", message)
+        )
         assert "\n" not in message
 
 
 def test_time_limit_stops_with_a_checkpoint(tmp_path):
     """The clock is read between dispatches: the run stops after its first one (2 steps, up to
     the first log) with a checkpoint there."""
-    state = dcgan_jax.train(tiny_config(num_steps=100_000, max_seconds=1e-3, steps_per_dispatch=5), tmp_path)
+    state = dcgan_jax.train(
+        tiny_config(num_steps=100_000, max_seconds=1e-3, steps_per_dispatch=5), tmp_path
+    )
     assert int(state.step) == 2
     assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [2]
 
@@ -180,8 +236,11 @@ def test_log_line_eta_follows_the_time_limit_when_it_comes_first():
         "images_per_sec": 256.0,
     }
     by_steps = writers.format_log_line(100, 2500, scalars)
-    assert "4.00 steps/s 256 img/s" in by_steps and by_steps.endswith("ETA 10m00s")  # 2400 steps at 4/s.
-    assert writers.format_log_line(100, 10**8, scalars, seconds_left=290.5).endswith("ETA 4m50s (time limit)")
+    # 2400 steps at 4/s.
+    assert "4.00 steps/s 256 img/s" in by_steps and by_steps.endswith("ETA 10m00s")
+    assert writers.format_log_line(100, 10**8, scalars, seconds_left=290.5).endswith(
+        "ETA 4m50s (time limit)"
+    )
     assert writers.format_log_line(100, 2500, scalars, seconds_left=3600).endswith("ETA 10m00s")
 
 
@@ -199,7 +258,9 @@ def test_killed_run_resumes_to_the_same_parameters_as_an_unbroken_one(tmp_path, 
         f"--workdir={workdir}",
         *tiny_flags(**overrides),
     ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
     ckpt_dir = checkpoints.checkpoint_dir(workdir)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(ckpt_dir.glob("[0-9]"))) < 2:
@@ -212,7 +273,9 @@ def test_killed_run_resumes_to_the_same_parameters_as_an_unbroken_one(tmp_path, 
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     if moment == "during_a_save":
-        assert list(ckpt_dir.glob("*.orbax-checkpoint-tmp*")), "the save finished before the kill landed"
+        assert list(ckpt_dir.glob("*.orbax-checkpoint-tmp*")), (
+            "the save finished before the kill landed"
+        )
     assert (workdir / ".lock").exists()  # Stale: must not block the restart below.
     steps = checkpoints.Checkpointer(workdir, create=False).all_steps()
     assert steps and steps[-1] < 20, f"killed too late or no complete checkpoint: {steps}"
@@ -240,7 +303,7 @@ def test_short_run_on_real_fashion_mnist(tmp_path):
 
 def test_mnist_experiment_on_its_local_test_split(tmp_path):
     shared_dataset_dir("mnist")
-    from dcgan_jax.config import load_experiment
+    from dcgan_jax.gan.config import load_experiment
 
     config = load_experiment("mnist_dcgan", REPO / "experiments")
     config.dataset.split = "test"
@@ -329,7 +392,9 @@ def _adam_that_diverges_above(threshold: float):
     return make_optimizer
 
 
-def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch
+):
     monkeypatch.setattr(state_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
     config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
     with pytest.raises(control.TrainingDiverged) as error:
@@ -338,8 +403,8 @@ def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_c
     ckpt_dir = checkpoints.checkpoint_dir(tmp_path)
     # D's 4th update made its parameters NaN, then G's loss through that D and G's update.
     assert (
-        "training diverged at step 4: non-finite g_loss=nan (generator); generator parameters; discriminator parameters"
-        in message
+        "training diverged at step 4: non-finite g_loss=nan (generator); generator parameters; "
+        "discriminator parameters" in message
     )
     assert f"The newest checkpoint, {ckpt_dir / '3'}, is the last good state" in message
     assert "--config.train.on_divergence=restore" in message
@@ -347,7 +412,9 @@ def test_divergence_stops_with_step_network_and_metric_and_keeps_the_last_good_c
     assert np.isfinite(dcgan_jax.load(tmp_path).sample(4)).all()
 
 
-def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate(tmp_path, monkeypatch):
+def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate(
+    tmp_path, monkeypatch
+):
 
     monkeypatch.setattr(state_lib, "make_optimizer", _adam_that_diverges_above(1e-4))
     config = tiny_config(num_steps=8, log_every=1, checkpoint_every=3)
@@ -357,7 +424,10 @@ def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
     log = (tmp_path / "train.log").read_text()
     assert "Diverged at step 4: non-finite g_loss=nan (generator)" in log
-    taken = f"Going on from step 3 (checkpoint {checkpoints.checkpoint_dir(tmp_path) / '3'}) with learning rates"
+    taken = (
+        f"Going on from step 3 (checkpoint {checkpoints.checkpoint_dir(tmp_path) / '3'}) with "
+        "learning rates"
+    )
     assert f"{taken} G 5e-05, D 5e-05 (restore 1 of 3)" in log
     # The lowered rate is part of the state: a resumed run keeps it.
     assert float(restore_full_state(tmp_path, config).g.learning_rate) == pytest.approx(5e-5)

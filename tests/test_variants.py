@@ -10,8 +10,9 @@ from conftest import tiny_config, trees_equal
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax import analysis, checkpoints, images
-from dcgan_jax.config import flatten, resolved
+from dcgan_jax.gan.config import flatten, resolved
+from dcgan_jax.run import checkpoints, images
+from dcgan_jax.tools import analysis
 
 VARIANT_RUNS = {
     # Several variants per run keep the suite short; every field below is exercised.
@@ -69,7 +70,8 @@ def test_load_of_a_variant_run_samples(variant_run):
         assert run.ema and trees_equal(run.variables["params"], jax.device_get(state.g_ema))
         raw = dcgan_jax.load(workdir, ema=False)
         assert not raw.ema and trees_equal(raw.variables["params"], jax.device_get(state.g.params))
-        assert np.abs(raw.sample(5, seed=1) - samples).max() > 1e-3 * np.abs(samples).max()  # Relative: tiny G.
+        # Relative: tiny G.
+        assert np.abs(raw.sample(5, seed=1) - samples).max() > 1e-3 * np.abs(samples).max()
     else:
         assert not run.ema
 
@@ -88,8 +90,12 @@ def test_conditional_run_honours_labels_and_shows_a_row_per_class(variant_run):
     # tiny_config: 16 grid samples in a square grid whatever the classes, their labels cycling.
     grid = Image.open(workdir / "samples" / "step_0000004.png")
     expected = images.make_grid(np.zeros((16, 28, 28, 1)))
-    assert grid.size == (2 * expected.shape[1], 2 * expected.shape[0]) and grid.size[0] == grid.size[1]
-    by_class = Image.open(analysis.sample_grid(run, workdir / "by_class.png", num=20, by_class=True))
+    assert (
+        grid.size == (2 * expected.shape[1], 2 * expected.shape[0]) and grid.size[0] == grid.size[1]
+    )
+    by_class = Image.open(
+        analysis.sample_grid(run, workdir / "by_class.png", num=20, by_class=True)
+    )
     rows = images.make_grid(np.zeros((20, 28, 28, 1)), columns=2)  # One row per class.
     assert by_class.size == (2 * rows.shape[1], 2 * rows.shape[0])
 
@@ -104,14 +110,17 @@ def test_unconditional_run_refuses_labels(variant_run):
 
 def test_latents_of_the_wrong_shape_or_value_are_named_on_every_model(variant_run):
     """One 1-D latent is one image on a conditional model as on an unconditional one; a wrong size
-    names model.latent_dim (not a Flax ScopeParamShapeError), NaN latents and mismatched labels fail."""
+    names model.latent_dim (not a Flax ScopeParamShapeError), NaN latents and mismatched labels
+    fail."""
     _, config, _, workdir = variant_run
     run = dcgan_jax.load(workdir)
     z = np.array(run.latents(3, seed=2))  # A writable copy.
     one = run.generate(z[0])
     assert one.shape == (1, 28, 28, 1)
     np.testing.assert_allclose(one[0], run.generate(z)[0], atol=1e-5)
-    wrong_size = r"z: latent vectors of shape \(N, 16\) \(model.latent_dim=16\).*got shape \(3, 15\)"
+    wrong_size = (
+        r"z: latent vectors of shape \(N, 16\) \(model.latent_dim=16\).*got shape \(3, 15\)"
+    )
     with pytest.raises(ValueError, match=wrong_size):
         run.generate(z[:, :15])
     with pytest.raises(ValueError, match=r"got shape \(100,\)"):
@@ -137,5 +146,6 @@ def test_image_folder_run_trains_on_a_researchers_pictures(tmp_path):
     config.dataset.update(name="image_folder", data_dir=str(folder), image_size=16)
     dcgan_jax.train(config, tmp_path / "run")
     assert dcgan_jax.load(tmp_path / "run").sample(2).shape == (2, 16, 16, 3)
-    # As for cifar10 and celeb_a (their loading is tested offline in test_data.py with TFDS mock data).
+    # As for cifar10 and celeb_a (their loading is tested offline in test_data.py with TFDS mock
+    # data).
     assert "No built-in evaluation for image_folder" in (tmp_path / "run" / "train.log").read_text()

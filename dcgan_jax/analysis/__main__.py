@@ -5,7 +5,10 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import analysis, classifier, cli, control, evaluation, images
+from dcgan_jax import evaluation
+from dcgan_jax.evaluation import classifier
+from dcgan_jax.run import cli, control, images
+from dcgan_jax.tools import analysis
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
@@ -18,7 +21,8 @@ FLAGS = flags.FLAGS
 
 
 def _metrics(runs: list[str]) -> list[str]:
-    """The metrics to plot: the default list less what no run logged; one named by --metrics must exist."""
+    """The metrics to plot: the default list less what no run logged; one named by --metrics must
+    exist."""
     rows_per_run = [images.read_metrics(Path(w) / "metrics.jsonl") for w in runs]
     if not FLAGS["metrics"].present:
         logged = {key for rows in rows_per_run for row in rows for key in row}
@@ -29,7 +33,8 @@ def _metrics(runs: list[str]) -> list[str]:
 
 
 def _memorisation(run: analysis.TrainedGenerator, out: Path) -> list[Path]:
-    """The memorisation picture (and the ratio) when the dataset has a classifier and a training split."""
+    """The memorisation picture (and the ratio) when the dataset has a classifier and a training
+    split."""
     try:
         evaluator = evaluation.evaluator_for(run.config)
     except (classifier.ClassifierMissingError, evaluation.EvaluationError) as e:
@@ -39,7 +44,10 @@ def _memorisation(run: analysis.TrainedGenerator, out: Path) -> list[Path]:
         print(f"skipped the memorisation check: {evaluator.provenance['memorisation']}")
         return []
     ratio, picture = analysis.memorisation(run, evaluator, out, seed=FLAGS.seed)
-    print(f"memorisation ratio {ratio:.2f} on 10000 samples (1: as new as test images; 20: all copies)")
+    print(
+        f"memorisation ratio {ratio:.2f} on 10000 samples (1: as new as test images; 20: all "
+        "copies)"
+    )
     return [picture]
 
 
@@ -47,7 +55,9 @@ def main(argv: list[str]) -> None:
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
     run = analysis.load(FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment)
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
-    if missing := [folder for folder in FLAGS.compare if not (Path(folder) / "metrics.jsonl").is_file()]:
+    if missing := [
+        folder for folder in FLAGS.compare if not (Path(folder) / "metrics.jsonl").is_file()
+    ]:
         cli.fail(f"--compare: no run's metrics.jsonl in {', '.join(missing)}")
     metrics = _metrics([FLAGS.workdir, *FLAGS.compare])
     train_images = analysis.training_images(run)  # Read once for both neighbour pictures.
@@ -55,7 +65,9 @@ def main(argv: list[str]) -> None:
         analysis.training_grid(run, out),
         analysis.sample_grid(run, out, seed=FLAGS.seed),
         analysis.interpolation_strips(run, out, seed=FLAGS.seed),
-        analysis.nearest_training_images(run, out, seed=FLAGS.seed, space="pixel", train_images=train_images),
+        analysis.nearest_training_images(
+            run, out, seed=FLAGS.seed, space="pixel", train_images=train_images
+        ),
         analysis.progress_grid(FLAGS.workdir, out, seed=FLAGS.seed),
     ]
     try:

@@ -1,21 +1,26 @@
-"""``python -m dcgan_jax.classifier [--config.dataset.name=mnist] [--config.FIELD=VALUE ...]``: trains
-the evaluation's classifier of a dataset and writes its weights (by default the shipped ones)."""
+"""``python -m dcgan_jax.classifier [--config.dataset.name=mnist] [--config.FIELD=VALUE ...]``:
+trains the evaluation's classifier of a dataset and writes its weights (by default the shipped
+ones)."""
 
 from absl import flags
 from ml_collections import config_flags
 
-from dcgan_jax import cli
-from dcgan_jax.classifier import default_config, train_classifier
-from dcgan_jax.config import EVAL_DATASETS
+from dcgan_jax.evaluation import classifier
+from dcgan_jax.run import cli
 
-config_flags.DEFINE_config_dict("config", default_config(), "The classifier's config; --config.FIELD=VALUE.")
+config_flags.DEFINE_config_dict(
+    "config", classifier.default_config(), "The classifier's config; --config.FIELD=VALUE."
+)
 
 
 def main(argv: list[str]) -> None:
     config = flags.FLAGS.config
-    if config.dataset.name not in EVAL_DATASETS:
-        cli.fail(f"--config.dataset.name={config.dataset.name!r}: one of {', '.join(EVAL_DATASETS)}")
-    train_classifier(config, config.output_dir or None)
+    if config.dataset.name not in classifier.datasets():
+        cli.fail(
+            f"--config.dataset.name={config.dataset.name!r}: one of "
+            f"{', '.join(classifier.datasets())}"
+        )
+    classifier.train_classifier(config, config.output_dir or None)
 
 
 if __name__ == "__main__":

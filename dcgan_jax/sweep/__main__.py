@@ -4,12 +4,16 @@ one task of a SLURM job array (the script ``launch.py --sweep_slurm`` writes cal
 
 from absl import flags
 
-from dcgan_jax import cli, sweep
-from dcgan_jax.sweep import slurm
+from dcgan_jax.run import cli
+from dcgan_jax.tools import slurm, sweep
 
 flags.DEFINE_string("runs", None, "A folder of runs (a sweep's --workdir).")
-flags.DEFINE_string("metric", None, "Metric to plot over steps (default eval/fid when evaluated, else g_loss).")
-flags.DEFINE_string("manifest", None, "A job array's manifest (written by launch.py --sweep_slurm).")
+flags.DEFINE_string(
+    "metric", None, "Metric to plot over steps (default eval/fid when evaluated, else g_loss)."
+)
+flags.DEFINE_string(
+    "manifest", None, "A job array's manifest (written by launch.py --sweep_slurm)."
+)
 flags.DEFINE_integer("task", None, "The array task's index into --manifest ($SLURM_ARRAY_TASK_ID).")
 FLAGS = flags.FLAGS
 
@@ -22,7 +26,9 @@ def main(argv: list[str]) -> None:
     elif FLAGS.runs is not None:
         sweep.write_results(FLAGS.runs, FLAGS.metric)
     else:
-        cli.fail("give --runs=DIR (a folder of runs) or --manifest=M --task=I (one task of a job array)")
+        cli.fail(
+            "give --runs=DIR (a folder of runs) or --manifest=M --task=I (one task of a job array)"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Needs only the workdir: config and image shape travel inside each checkpoint."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dcgan_jax import checkpoints, models, sampling
-from dcgan_jax import config as config_lib
+from dcgan_jax.gan import config as config_lib
+from dcgan_jax.gan import models, sampling
+from dcgan_jax.run import checkpoints
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -33,7 +35,8 @@ def check_truncation(truncation: float) -> None:
 class TrainedGenerator:
     config: ml_collections.ConfigDict
     step: int
-    variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}; params are the EMA ones when ``ema``.
+    # {'params': ..., 'batch_stats': ...}; params are the EMA ones when ``ema``.
+    variables: dict[str, Any]
     generator: models.Generator
     workdir: Path
     ema: bool = False  # Whether ``variables`` hold the moving average of G's weights.
@@ -46,37 +49,48 @@ class TrainedGenerator:
         return self.generator.num_classes
 
     def latents(self, num: int, seed: int = 0, truncation: float = 1.0) -> jax.Array:
-        """``num`` latent vectors drawn with ``seed``, times ``truncation`` (below 1: nearer the prior's
-        mean, trading diversity for fidelity)."""
+        """``num`` latent vectors drawn with ``seed``, times ``truncation`` (below 1: nearer the
+        prior's mean, trading diversity for fidelity)."""
         check_truncation(truncation)
         return truncation * sampling.seeded_latents(seed, num, self.config.model.latent_dim)
 
     def _labels(self, num: int, labels) -> jax.Array | None:
-        """Class labels for ``num`` images: ``labels`` (an int, or one per image), else each class in turn."""
+        """Class labels for ``num`` images: ``labels`` (an int, or one per image), else each class
+        in turn."""
         if not self.num_classes:
             if labels is not None:
-                raise ValueError("labels given to an unconditional generator (trained with model.num_classes=0)")
+                raise ValueError(
+                    "labels given to an unconditional generator (trained with model.num_classes=0)"
+                )
             return None
         if labels is None:
             return sampling.eval_labels(num, self.num_classes)
         labels = np.asarray(labels)
         if labels.ndim > 1 or (labels.ndim == 1 and len(labels) != num):
-            raise ValueError(f"labels: an int or one per latent vector, shape ({num},), got shape {labels.shape}")
+            raise ValueError(
+                f"labels: an int or one per latent vector, shape ({num},), got shape {labels.shape}"
+            )
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels: class indices (integers) expected, got dtype {labels.dtype}")
         labels = np.broadcast_to(labels.astype(np.int64), (num,))
         if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got {sorted(set(labels.tolist()))}")
+            raise ValueError(
+                f"labels must be in [0, {self.num_classes}), got {sorted(set(labels.tolist()))}"
+            )
         return jnp.asarray(labels, jnp.int32)
 
     def generate(self, z: jax.Array, labels=None) -> np.ndarray:
-        """Images (N, H, W, C) for latent vectors ``z`` (N, latent_dim) or (latent_dim,), and ``labels``
-        (an int or one per vector) for a conditional model; in chunks of 1,000, as in training."""
+        """Images (N, H, W, C) for latent vectors ``z`` (N, latent_dim) or (latent_dim,), and
+        ``labels`` (an int or one per vector) for a conditional model; in chunks of 1,000, as in
+        training."""
         z = self._check_latents(z)
-        return sampling.sample_in_chunks(self._sample, self.variables, z, self._labels(len(z), labels))
+        return sampling.sample_in_chunks(
+            self._sample, self.variables, z, self._labels(len(z), labels)
+        )
 
     def _check_latents(self, z) -> jax.Array:
-        """``z`` as a float32 (N, latent_dim) batch, or a ValueError naming what is wrong with it."""
+        """``z`` as a float32 (N, latent_dim) batch, or a ValueError naming what is wrong with
+        it."""
         given, latent_dim = np.shape(z), self.config.model.latent_dim
         z = np.atleast_2d(np.asarray(z, np.float32))
         if z.ndim != 2 or z.shape[1] != latent_dim or not len(z):
@@ -85,38 +99,52 @@ class TrainedGenerator:
                 f"or one of shape ({latent_dim},), got shape {given}"
             )
         if not np.isfinite(z).all():
-            raise ValueError(f"z: {np.sum(~np.isfinite(z).all(axis=1))} of {len(z)} latent vectors hold NaN or inf")
+            raise ValueError(
+                f"z: {np.sum(~np.isfinite(z).all(axis=1))} of {len(z)} latent vectors hold NaN or "
+                "inf"
+            )
         return jnp.asarray(z)
 
     def sample(self, num: int, seed: int = 0, labels=None, truncation: float = 1.0) -> np.ndarray:
-        """``num`` images (num, H, W, C) in [-1, 1] from latents drawn with ``seed``, ``labels`` (an int or
-        one per image) for a conditional model; inference mode: ``sample(1)`` is the first of ``sample(64)``."""
+        """``num`` images (num, H, W, C) in [-1, 1] from latents drawn with ``seed``, ``labels`` (an
+        int or one per image) for a conditional model; inference mode: ``sample(1)`` is the first of
+        ``sample(64)``."""
         if num <= 0:
             raise ValueError(f"num must be positive, got {num}")
         return self.generate(self.latents(num, seed, truncation), labels)
 
     def training_grid(self) -> tuple[np.ndarray, int | None]:
-        """(images, columns) of the run's ``samples/step_<N>.png``; ``images.save_grid`` draws it."""
+        """(images, columns) of the run's ``samples/step_<N>.png``; ``images.save_grid`` draws
+        it."""
         columns, z, labels = sampling.grid_draw(self.config)
         return self.generate(z, labels), columns
 
-    def evaluation_samples(self, num: int | None = None, truncation: float = 1.0) -> tuple[np.ndarray, Any]:
-        """(images, requested labels or None) of ``num`` (default ``eval.num_samples``) latents of the
-        run's evaluation stream, the draw the in-training evaluation scored, times ``truncation``."""
+    def evaluation_samples(
+        self, num: int | None = None, truncation: float = 1.0
+    ) -> tuple[np.ndarray, Any]:
+        """(images, requested labels or None) of ``num`` (default ``eval.num_samples``) latents of
+        the run's evaluation stream, the draw the in-training evaluation scored, times
+        ``truncation``."""
         config = ml_collections.ConfigDict(self.config.to_dict())
         config.eval.num_samples = num or config.eval.num_samples
         check_truncation(truncation)
         z, labels = sampling.eval_draw(config)
         return self.generate(truncation * z, labels), None if labels is None else np.asarray(labels)
 
-    def interpolate(self, z_start: np.ndarray, z_end: np.ndarray, num: int, label=None) -> np.ndarray:
+    def interpolate(
+        self, z_start: np.ndarray, z_end: np.ndarray, num: int, label=None
+    ) -> np.ndarray:
         """``num`` images along the great circle from ``z_start`` to ``z_end`` (both ends included),
         all of class ``label`` (default 0) for a conditional model."""
         if num < 2:
-            raise ValueError(f"num: points along the path including both ends, at least 2, got {num}")
+            raise ValueError(
+                f"num: points along the path including both ends, at least 2, got {num}"
+            )
         ends = [np.asarray(self._check_latents(e)) for e in (z_start, z_end)]
         if any(len(e) != 1 for e in ends):
-            raise ValueError(f"z_start, z_end: one latent vector each, got {len(ends[0])} and {len(ends[1])}")
+            raise ValueError(
+                f"z_start, z_end: one latent vector each, got {len(ends[0])} and {len(ends[1])}"
+            )
         z = slerp(ends[0][0], ends[1][0], np.linspace(0.0, 1.0, num))
         return self.generate(z, 0 if self.num_classes and label is None else label)
 
@@ -130,7 +158,9 @@ def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
     t = np.asarray(t, np.float64)[:, None]
     if omega < 1e-6:  # Parallel: the straight line is the arc.
         return ((1 - t) * a + t * b).astype(np.float32)
-    return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(np.float32)
+    return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(
+        np.float32
+    )
 
 
 def load(
@@ -142,40 +172,59 @@ def load(
     ema: bool = True,
     recompute_bn: bool | None = None,
 ) -> TrainedGenerator:
-    """The generator of the run in ``workdir`` at ``step`` (newest good checkpoint when None), or with
-    the lowest FID when ``best``. ``experiment``: refuse a run of another dataset or model. ``ema``:
-    the EMA weights when kept. ``recompute_bn`` (None: as the run did) measures BatchNorm statistics."""
+    """The generator of the run in ``workdir`` at ``step`` (newest good checkpoint when None), or
+    with the lowest FID when ``best``. ``experiment``: refuse a run of another dataset or model.
+    ``ema``: the EMA weights when kept. ``recompute_bn`` (None: as the run did) measures BatchNorm
+    statistics."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
     if step is not None:
         if not str(step).strip().isdigit():
-            raise checkpoints.CheckpointError(f"step={step!r}: a checkpoint's step number is expected")
+            raise checkpoints.CheckpointError(
+                f"step={step!r}: a checkpoint's step number is expected"
+            )
         step = int(step)
     if experiment is not None:
         _check_experiment(workdir, experiment)
     subdir = checkpoints.BEST_SUBDIR if best else checkpoints.CHECKPOINT_SUBDIR
     checkpointer = checkpoints.Checkpointer(workdir, create=False, subdir=subdir)
     try:
-        restore = lambda s: _restore(checkpointer, s, workdir, ema, recompute_bn)  # noqa: E731
+        restore = functools.partial(
+            _restore, checkpointer, workdir=workdir, ema=ema, recompute_bn=recompute_bn
+        )
         return checkpointer.newest_good(restore) if step is None else restore(step)
     finally:
         checkpointer.close()
 
 
 def _restore(
-    checkpointer: checkpoints.Checkpointer, step: int, workdir: Path, ema: bool, recompute_bn: bool | None
+    checkpointer: checkpoints.Checkpointer,
+    step: int,
+    *,
+    workdir: Path,
+    ema: bool,
+    recompute_bn: bool | None,
 ) -> TrainedGenerator:
     step, stored, meta = checkpointer.restore_config(step)
     config = config_lib.with_defaults(stored)  # A run from before a field existed had its default.
-    generator = models.build(config.model, tuple(meta["image_shape"]), config.train.compute_dtype).generator
+    generator = models.build(
+        config.model, tuple(meta["image_shape"]), config.train.compute_dtype
+    ).generator
     # Only the shapes (nothing is computed), placed on this machine's first device.
-    z, labels = jnp.zeros((2, config.model.latent_dim)), models.example_labels(generator.num_classes)
-    shapes = jax.eval_shape(lambda: generator.init(jax.random.key(0), z, train=False, labels=labels))
+    z, labels = (
+        jnp.zeros((2, config.model.latent_dim)),
+        models.example_labels(generator.num_classes),
+    )
+    shapes = jax.eval_shape(
+        lambda: generator.init(jax.random.key(0), z, train=False, labels=labels)
+    )
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     use_ema = ema and config.train.ema_decay > 0
-    variables = checkpointer.restore_generator(target["params"], target["batch_stats"], use_ema, step)
+    variables = checkpointer.restore_generator(
+        target["params"], target["batch_stats"], use_ema, step
+    )
     if config.train.recompute_bn if recompute_bn is None else recompute_bn:
         recompute = sampling.make_bn_recomputer(generator, config.model, config.train.batch_size)
         variables = recompute(variables, config.seed)
@@ -185,12 +234,21 @@ def _restore(
 def _check_experiment(workdir: Path, experiment: str) -> None:
     config_path = workdir / "config.json"
     if not config_path.exists():
-        raise checkpoints.CheckpointError(f"{config_path.absolute()} is missing: is {workdir} a run folder?")
+        raise checkpoints.CheckpointError(
+            f"{config_path.absolute()} is missing: is {workdir} a run folder?"
+        )
     stored = config_lib.flatten(config_lib.read_json(config_path))
     expected = config_lib.flatten(config_lib.load_experiment(experiment, EXPERIMENTS_DIR))
-    fields = [k for k in expected if k.startswith(("dataset.name", "model.")) and stored.get(k) != expected[k]]
+    fields = [
+        k
+        for k in expected
+        if k.startswith(("dataset.name", "model.")) and stored.get(k) != expected[k]
+    ]
     if fields:
-        differences = ", ".join(f"{k}: run {stored.get(k)!r}, {experiment} {expected[k]!r}" for k in fields)
+        differences = ", ".join(
+            f"{k}: run {stored.get(k)!r}, {experiment} {expected[k]!r}" for k in fields
+        )
         raise checkpoints.CheckpointError(
-            f"{workdir.absolute()} holds a run of another experiment than {experiment} ({differences})"
+            f"{workdir.absolute()} holds a run of another experiment than {experiment} "
+            f"({differences})"
         )

@@ -13,52 +13,75 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax import checkpoints, control, parallel
-from dcgan_jax import config as config_lib
-from dcgan_jax import state as state_lib
-from dcgan_jax.state import GanState, nonfinite_networks
+from dcgan_jax.gan import config as config_lib
+from dcgan_jax.gan import parallel
+from dcgan_jax.gan import state as state_lib
+from dcgan_jax.gan.state import GanState, nonfinite_networks
+from dcgan_jax.run import checkpoints, control
 
 
 def learning_rates(state: GanState) -> tuple[float, float]:
     """G's and D's learning rates as the state holds them."""
-    return float(parallel.to_host(state.g.learning_rate)), float(parallel.to_host(state.d.learning_rate))
+    return float(parallel.to_host(state.g.learning_rate)), float(
+        parallel.to_host(state.d.learning_rate)
+    )
 
 
 def config_changes(stored: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> str:
     old, new = config_lib.flatten(stored), config_lib.flatten(current)
-    return ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in sorted(new.items()) if old.get(k) != v)
+    return ", ".join(
+        f"{k}: {old.get(k)!r} -> {v!r}" for k, v in sorted(new.items()) if old.get(k) != v
+    )
 
 
 # Fields a resume may not change: the checkpoint's random stream and batch order follow the seed,
 # and its weights were fitted to this data; a change would half-apply or mix two runs.
 FIXED_ON_RESUME = tuple(
-    "seed dataset.name dataset.split dataset.labels dataset.image_size dataset.num_synthetic".split()
+    "seed dataset.name dataset.split dataset.labels dataset.image_size "
+    "dataset.num_synthetic".split()
 )
 
 
-def _check_resumable(stored: ml_collections.ConfigDict, config: ml_collections.ConfigDict, where: Path) -> None:
+def _check_resumable(
+    stored: ml_collections.ConfigDict, config: ml_collections.ConfigDict, where: Path
+) -> None:
     old, new = config_lib.flatten(stored), config_lib.flatten(config)
     for key in FIXED_ON_RESUME:
         if old.get(key) != new.get(key):
             raise checkpoints.CheckpointMismatchError(
-                f"--config.{key}={new.get(key)!r}: {where} was trained with {old.get(key)!r}, and a resume cannot "
+                f"--config.{key}={new.get(key)!r}: {where} was trained with {old.get(key)!r}, and "
+                "a resume cannot "
                 f"change it; use another --workdir, or --config.{key}={old.get(key)!r} to resume"
             )
     if bool(old.get("train.ema_decay")) != bool(new.get("train.ema_decay")):
         raise checkpoints.CheckpointMismatchError(
             f"--config.train.ema_decay={new.get('train.ema_decay')}: {where} was trained with "
-            f"{old.get('train.ema_decay')}; an EMA can be neither started nor dropped on resume (use another --workdir)"
+            f"{old.get('train.ema_decay')}; an EMA can be neither started nor dropped on resume "
+            "(use another --workdir)"
         )
 
 
 def _with_changed_rates(state: GanState, stored, config, workdir: Path) -> GanState:
-    """The rates the user set anew since the checkpoint, from its step on; else the state's (which may
-    have been lowered after a divergence)."""
-    old, new = state_lib.learning_rates(stored.optimizer), state_lib.learning_rates(config.optimizer)
-    g_rate, d_rate = (n if n != o else float(held) for n, o, held in zip(new, old, learning_rates(state), strict=True))
+    """The rates the user set anew since the checkpoint, from its step on; else the state's (which
+    may have been lowered after a divergence)."""
+    old, new = (
+        state_lib.learning_rates(stored.optimizer),
+        state_lib.learning_rates(config.optimizer),
+    )
+    g_rate, d_rate = (
+        n if n != o else float(held)
+        for n, o, held in zip(new, old, learning_rates(state), strict=True)
+    )
     if (g_rate, d_rate) != learning_rates(state):
-        state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
-        record_rates(workdir, int(parallel.to_host(state.step)), (g_rate, d_rate), "changed by the user on resume")
+        state = state.replace(
+            g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate)
+        )
+        record_rates(
+            workdir,
+            int(parallel.to_host(state.step)),
+            (g_rate, d_rate),
+            "changed by the user on resume",
+        )
     return state
 
 
@@ -70,8 +93,9 @@ def record_rates(workdir: Path, step: int, rates: tuple[float, float], why: str)
 
 
 def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:
-    """The newest good checkpoint, or the initial state; a model-shape mismatch also names the config
-    fields that changed, a change a resume cannot make is refused, a new learning rate applied."""
+    """The newest good checkpoint, or the initial state; a model-shape mismatch also names the
+    config fields that changed, a change a resume cannot make is refused, a new learning rate
+    applied."""
     state = run.init()
     workdir = ckpt.directory.parent
     if not ckpt.all_steps():
@@ -82,13 +106,20 @@ def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:
         state = ckpt.restore(state, set_aside_damaged=True)
     except checkpoints.CheckpointMismatchError as e:
         stored = ckpt.restore_config()[1]
-        _check_resumable(stored, run.config, workdir)  # The field at fault, when it is one of these.
-        raise checkpoints.CheckpointMismatchError(f"{e} Changed fields: {config_changes(stored, run.config)}") from e
+        # The field at fault, when it is one of these.
+        _check_resumable(stored, run.config, workdir)
+        raise checkpoints.CheckpointMismatchError(
+            f"{e} Changed fields: {config_changes(stored, run.config)}"
+        ) from e
     step = int(parallel.to_host(state.step))
     stored = ckpt.restore_config(step)[1]
     _check_resumable(stored, run.config, workdir)
     if changes := config_changes(stored, run.config):
-        logging.warning("Resuming with a config that differs from the checkpoint's (from step %d): %s", step, changes)
+        logging.warning(
+            "Resuming with a config that differs from the checkpoint's (from step %d): %s",
+            step,
+            changes,
+        )
     state = _with_changed_rates(state, stored, run.config, workdir)
     logging.info("Resumed from %s at step %d.", ckpt.directory, step)
     return state
@@ -97,12 +128,18 @@ def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:
 _nonfinite = jax.jit(nonfinite_networks)
 
 
-HEALTH_MONITORS = ("g_grad_norm", "d_grad_norm", "d_logit_gap")  # Named only when no loss is non-finite.
+# Named only when no loss is non-finite.
+HEALTH_MONITORS = (
+    "g_grad_norm",
+    "d_grad_norm",
+    "d_logit_gap",
+)
 
 
 def divergence(state: GanState, step: int, stacked: dict | None) -> control.Divergence | None:
-    """Non-finite metrics (of the steps of ``stacked``, up to ``step``) or parameters: the first bad step
-    and what went bad (the health monitors only when they alone are); None when all is finite."""
+    """Non-finite metrics (of the steps of ``stacked``, up to ``step``) or parameters: the first bad
+    step and what went bad (the health monitors only when they alone are); None when all is finite.
+    """
     problems, first_bad = [], step
     if stacked:
         bad_rows = ~np.all([np.isfinite(v) for v in stacked.values()], axis=0)
@@ -112,14 +149,22 @@ def divergence(state: GanState, step: int, stacked: dict | None) -> control.Dive
             named = [name for name, values in stacked.items() if not np.isfinite(values[row])]
             primary = [name for name in named if name not in HEALTH_MONITORS]
             network = {"d": "discriminator", "g": "generator"}
-            problems += [f"{n}={stacked[n][row]} ({network.get(n.split('_')[0], 'model')})" for n in primary or named]
+            problems += [
+                f"{n}={stacked[n][row]} ({network.get(n.split('_')[0], 'model')})"
+                for n in primary or named
+            ]
     bad = parallel.to_host(_nonfinite(state))
-    problems += [f"{name} parameters" for name, b in zip(("generator", "discriminator"), bad, strict=True) if b]
+    problems += [
+        f"{name} parameters"
+        for name, b in zip(("generator", "discriminator"), bad, strict=True)
+        if b
+    ]
     return control.Divergence(first_bad, problems, learning_rates(state)) if problems else None
 
 
 def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done: int) -> GanState:
-    """``train.on_divergence=restore``: the last good state with lower learning rates; else TrainingDiverged."""
+    """``train.on_divergence=restore``: the last good state with lower learning rates; else
+    TrainingDiverged."""
     ckpt.wait()
     steps = ckpt.all_steps()
     kept = "No checkpoint had been written yet."
@@ -128,14 +173,27 @@ def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done:
     control.check_restore_allowed(run.config, divergence, restores_done, kept)
     state = restore_or_init(run, ckpt)
     g_rate, d_rate = control.lowered_rates(run.config.train, divergence, learning_rates(state))
-    state = state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
-    record_rates(ckpt.directory.parent, int(parallel.to_host(state.step)), (g_rate, d_rate), "lowered after divergence")
+    state = state.replace(
+        g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate)
+    )
+    record_rates(
+        ckpt.directory.parent,
+        int(parallel.to_host(state.step)),
+        (g_rate, d_rate),
+        "lowered after divergence",
+    )
     state = jax.device_put(state, parallel.replicated(run.mesh))
     step = int(parallel.to_host(state.step))
     taken = f"checkpoint {ckpt.directory / str(step)}" if ckpt.all_steps() else "the initial state"
     rates = f"learning rates G {g_rate:.3g}, D {d_rate:.3g}"
     count = f"restore {restores_done + 1} of {run.config.train.max_divergence_restores}"
     logging.warning(
-        "Diverged at %s. %s Going on from step %d (%s) with %s (%s).", divergence, kept, step, taken, rates, count
+        "Diverged at %s. %s Going on from step %d (%s) with %s (%s).",
+        divergence,
+        kept,
+        step,
+        taken,
+        rates,
+        count,
     )
     return state

@@ -12,32 +12,22 @@ from pathlib import Path
 
 import ml_collections
 
-# The choices of the config's string fields. They live here, with no import of the package, so that
-# loading an experiment file loads no Flax; the modules that implement them import these names.
-LOSSES = ("bce", "hinge", "lsgan", "wgan_gp")  # dcgan_jax/losses.py
-GENERATOR_LOSSES = ("non_saturating", "minimax")  # Variants of the bce generator loss.
-CONV_ALGORITHMS = ("auto", "direct", "fourier")  # = convolutions.ALGORITHMS (tests/test_convolutions.py)
-COMPUTE_DTYPES = ("float32", "bfloat16")  # dcgan_jax/models.py
+from dcgan_jax.gan import ConfigError, data, losses
+
+# The choices of the config's string fields. Losses and datasets are registries (losses.LOSSES,
+# data.DATASETS): a new one registered there, or from a script, is a valid name here.
+COMPUTE_DTYPES = ("float32", "bfloat16")  # dcgan_jax/gan/models.py
+CONV_ALGORITHMS = ("auto", "direct", "fourier")  # = convolutions.ALGORITHMS (tests check)
 G_ACTIVATIONS = ("relu", "leaky_relu")
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder", "synthetic")
 SPLITS = ("train", "test")
-LABEL_SOURCES = ("dataset", "clusters")  # dcgan_jax/clusters.py
+LABEL_SOURCES = ("dataset", "clusters")  # data.balanced_kmeans
 ON_DIVERGENCE = ("stop", "restore")
-AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan_jax/augment.py
-EVAL_DATASETS = ("fashion_mnist", "mnist")  # Those with a shipped classifier (dcgan_jax/assets/classifiers).
-
-
-class RunError(Exception):
-    """The base of the errors a command reports as one ``error:`` line (exit 2), not a traceback: a
-    bad flag, dataset or checkpoint, a locked workdir, a run that diverged. Each names what to fix."""
-
-
-class ConfigError(RunError, ValueError):
-    """A config value that cannot work; the message names the flag to fix."""
+AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan_jax/gan/augment.py
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every field a run reads, with the DCGAN paper's defaults (each described in docs/configuration.md)."""
+    """Every field a run reads, with the DCGAN paper's defaults (each described in
+    docs/configuration.md)."""
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.dataset = _dataset_defaults()
@@ -52,11 +42,14 @@ def default_config() -> ml_collections.ConfigDict:
 def _dataset_defaults() -> ml_collections.ConfigDict:
     dataset = ml_collections.ConfigDict()
     dataset.name = "fashion_mnist"
-    dataset.data_dir = ""  # The four IDX .gz files; "": $DCGAN_JAX_DATA_DIR/<name> if set, else TFDS.
+    # The four IDX .gz files; "": $DCGAN_JAX_DATA_DIR/<name> if set, else TFDS.
+    dataset.data_dir = ""
     dataset.split = "train"
     dataset.num_synthetic = 2048  # Images in the in-memory synthetic set.
-    dataset.image_size = 0  # celeb_a, image_folder: resized to this a side (0: 64); others keep theirs.
-    dataset.labels = "dataset"  # A conditional model's labels: the dataset's, or "clusters" of the pixels.
+    # celeb_a, image_folder: resized to this a side (0: 64); others keep theirs.
+    dataset.image_size = 0
+    # A conditional model's labels: the dataset's, or "clusters" of the pixels.
+    dataset.labels = "dataset"
     return dataset
 
 
@@ -74,9 +67,12 @@ def _model_defaults() -> ml_collections.ConfigDict:
     model.d_batch_norm = True  # BatchNorm on D's layers after the first.
     model.d_dropout = 0.0  # Dropout after each of D's convolutions.
     model.spectral_norm = False  # On D's layers (Miyato et al. 2018).
-    model.minibatch_std = False  # D sees its features' spread over groups of 4 images (Karras et al. 2018).
-    model.num_classes = 0  # > 0: conditional on dataset.labels (label embedding into G, projection D).
-    model.conv_algorithm = "auto"  # G's convolutions: auto, direct or fourier (dcgan_jax/convolutions.py).
+    # D sees its features' spread over groups of 4 images (Karras et al. 2018).
+    model.minibatch_std = False
+    # > 0: conditional on dataset.labels (label embedding into G, projection D).
+    model.num_classes = 0
+    # G's convolutions: auto, direct or fourier (dcgan_jax/convolutions.py).
+    model.conv_algorithm = "auto"
     return model
 
 
@@ -96,7 +92,8 @@ def _loss_defaults() -> ml_collections.ConfigDict:
     loss.name = "bce"  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
     loss.generator = "non_saturating"  # For bce: or "minimax".
     loss.gp_weight = 10.0  # wgan_gp's gradient penalty weight (Gulrajani et al.).
-    loss.label_smoothing = 0.0  # bce: D's target for real images 1 - this (Salimans et al. 2016: 0.1).
+    # bce: D's target for real images 1 - this (Salimans et al. 2016: 0.1).
+    loss.label_smoothing = 0.0
     loss.r1_gamma = 0.0  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
     loss.r1_every = 1  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
     return loss
@@ -107,7 +104,8 @@ def _eval_defaults() -> ml_collections.ConfigDict:
     eval.every = 2000  # FID and more on classifier features; the best checkpoint kept. 0 = off.
     eval.num_samples = 10_000
     eval.split = "test"  # The real images the samples are compared with.
-    # Also the Inception FID (of published tables): cheap on a GPU, minutes on a CPU (docs/evaluation.md).
+    # Also the Inception FID (of published tables): cheap on a GPU, minutes on a CPU
+    # (docs/evaluation.md).
     eval.inception_fid = False
     return eval
 
@@ -116,15 +114,22 @@ def _train_defaults() -> ml_collections.ConfigDict:
     train = ml_collections.ConfigDict()
     train.batch_size = 64  # Global: split across all devices.
     train.num_steps = 10_000  # Generator updates.
-    train.d_steps = 0  # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
-    train.reuse_fake = False  # G trains on D's fake batch (one G pass a step fewer), as PyTorch's example.
-    train.ema_decay = 0.0  # EMA of G's weights for sampling (Yazici et al. 2019), warmed up; 0 = off.
-    train.recompute_bn = False  # G's BatchNorm statistics measured anew for the weights that sample.
-    train.diffaugment = ""  # DiffAugment: color, translation, cutout, joined by "," or "+"; "" = off.
-    train.top_k_decay = 0.0  # Top-k G updates (Sinha et al. 2020): share kept times this per epoch; 0 = off.
+    # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
+    train.d_steps = 0
+    # G trains on D's fake batch (one G pass a step fewer), as PyTorch's example.
+    train.reuse_fake = False
+    # EMA of G's weights for sampling (Yazici et al. 2019), warmed up; 0 = off.
+    train.ema_decay = 0.0
+    # G's BatchNorm statistics measured anew for the weights that sample.
+    train.recompute_bn = False
+    # DiffAugment: color, translation, cutout, joined by "," or "+"; "" = off.
+    train.diffaugment = ""
+    # Top-k G updates (Sinha et al. 2020): share kept times this per epoch; 0 = off.
+    train.top_k_decay = 0.0
     train.top_k_min = 0.5
     train.compute_dtype = "float32"  # bfloat16: activations and matmuls; parameters stay float32.
-    train.steps_per_dispatch = 0  # Steps per call into the device; 0: 10 on accelerators, 1 on the CPU.
+    # Steps per call into the device; 0: 10 on accelerators, 1 on the CPU.
+    train.steps_per_dispatch = 0
     train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
     train.log_every = 100
     train.sample_every = 500
@@ -133,17 +138,19 @@ def _train_defaults() -> ml_collections.ConfigDict:
     train.num_samples = 64  # Images in each sample grid (fixed latents).
     train.collapse_threshold = 0.2  # Warn when the grid's diversity falls below this; 0 = no alarm.
     train.collapse_warmup = 500
-    train.on_divergence = "stop"  # On NaN/inf: stop, or restore the last good checkpoint with lower rates.
+    # On NaN/inf: stop, or restore the last good checkpoint with lower rates.
+    train.on_divergence = "stop"
     train.divergence_lr_factor = 0.5
     train.max_divergence_restores = 3
     return train
 
 
 def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A copy with the "0 = automatic" fields filled in, as the run uses them (and config.json shows)."""
+    """A copy with the "0 = automatic" fields filled in, as the run uses them (and config.json
+    shows)."""
     config = ml_collections.ConfigDict(config.to_dict())
     if config.train.d_steps == 0:
-        config.train.d_steps = 5 if config.loss.name == "wgan_gp" else 1
+        config.train.d_steps = losses.LOSSES[config.loss.name].d_steps
     if config.train.steps_per_dispatch == 0:
         import jax  # Only here: config itself must load without JAX (experiment files import it).
 
@@ -158,7 +165,8 @@ def conditioned_on_classes(config: ml_collections.ConfigDict) -> bool:
 
 
 def with_defaults(stored: dict | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A stored config (a checkpoint's) with the fields added since it was written at their defaults."""
+    """A stored config (a checkpoint's) with the fields added since it was written at their
+    defaults."""
     config = default_config()
     config.update(ml_collections.ConfigDict(dict(stored)))
     return config
@@ -166,11 +174,11 @@ def with_defaults(stored: dict | ml_collections.ConfigDict) -> ml_collections.Co
 
 # What each field may be, checked in this order; a note says what 0 means where it means something.
 _CHOICES = {
-    "dataset.name": DATASETS,
+    "dataset.name": data.DATASETS,
     "dataset.split": SPLITS,
     "dataset.labels": LABEL_SOURCES,
-    "loss.name": LOSSES,
-    "loss.generator": GENERATOR_LOSSES,
+    "loss.name": losses.LOSSES,
+    "loss.generator": losses.GENERATOR_VARIANTS,
     "train.compute_dtype": COMPUTE_DTYPES,
     "model.conv_algorithm": CONV_ALGORITHMS,
     "train.on_divergence": ON_DIVERGENCE,
@@ -178,14 +186,18 @@ _CHOICES = {
     "eval.split": SPLITS,
 }
 _POSITIVE = (
-    "dataset.num_synthetic model.latent_dim model.base_width model.kernel_size optimizer.learning_rate "
-    "train.batch_size train.num_steps loss.r1_every train.log_every train.sample_every train.checkpoint_every "
+    "dataset.num_synthetic model.latent_dim model.base_width model.kernel_size "
+    "optimizer.learning_rate "
+    "train.batch_size train.num_steps loss.r1_every train.log_every train.sample_every "
+    "train.checkpoint_every "
     "train.keep_checkpoints train.num_samples"
 ).split()
 _NON_NEGATIVE = {
     **dict.fromkeys(
-        "loss.gp_weight loss.r1_gamma model.num_classes train.d_steps train.steps_per_dispatch dataset.image_size "
-        "model.g_base_features model.g_stride1_layers train.max_divergence_restores train.collapse_warmup".split(),
+        "loss.gp_weight loss.r1_gamma model.num_classes train.d_steps train.steps_per_dispatch "
+        "dataset.image_size "
+        "model.g_base_features model.g_stride1_layers train.max_divergence_restores "
+        "train.collapse_warmup".split(),
         "",
     ),
     "eval.every": " (0 = off)",
@@ -193,8 +205,12 @@ _NON_NEGATIVE = {
 }
 _UNIT_INTERVAL = {  # [0, 1)
     **dict.fromkeys("train.ema_decay train.top_k_decay loss.label_smoothing".split(), " (0 = off)"),
-    **dict.fromkeys(("optimizer.g_learning_rate", "optimizer.d_learning_rate"), " (0 = optimizer.learning_rate)"),
-    **dict.fromkeys("model.d_dropout optimizer.beta1 optimizer.beta2 model.bn_momentum".split(), ""),
+    **dict.fromkeys(
+        ("optimizer.g_learning_rate", "optimizer.d_learning_rate"), " (0 = optimizer.learning_rate)"
+    ),
+    **dict.fromkeys(
+        "model.d_dropout optimizer.beta1 optimizer.beta2 model.bn_momentum".split(), ""
+    ),
     "train.collapse_threshold": " (0 = no alarm)",
 }
 
@@ -237,22 +253,31 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
             close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
             raise ConfigError(
-                f"--config.train.diffaugment={policy!r}: {name!r} is not one of {', '.join(AUGMENTATIONS)}.{hint}"
+                f"--config.train.diffaugment={policy!r}: {name!r} is not one of "
+                f"{', '.join(AUGMENTATIONS)}.{hint}"
             )
-    if config.loss.name == "wgan_gp" and config.model.d_batch_norm:
+    if losses.LOSSES[config.loss.name].penalty and config.model.d_batch_norm:
         raise ConfigError(
-            "--config.loss.name=wgan_gp: the gradient penalty is per image, and BatchNorm in D mixes the "
-            "images of a batch (Gulrajani et al. drop it); add --config.model.d_batch_norm=false"
+            f"--config.loss.name={config.loss.name}: the gradient penalty is per image, and "
+            "BatchNorm in D "
+            "mixes the images of a batch (Gulrajani et al. drop it); add "
+            "--config.model.d_batch_norm=false"
         )
     if config.dataset.name == "image_folder" and not config.dataset.data_dir:
-        raise ConfigError("--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR (a folder of images)")
-    if config.eval.every and config.dataset.name not in EVAL_DATASETS:
         raise ConfigError(
-            f"--config.eval.every={config.eval.every}: the evaluation scores {', '.join(EVAL_DATASETS)}, "
+            "--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR (a folder of "
+            "images)"
+        )
+    if config.eval.every and not data.scored_by(config.dataset.name):
+        scored = [name for name in data.DATASETS if data.scored_by(name)]
+        raise ConfigError(
+            f"--config.eval.every={config.eval.every}: the evaluation scores {', '.join(scored)}, "
             f"not {config.dataset.name}; set --config.eval.every=0"
         )
     if config.eval.every and config.eval.num_samples < 1000:
-        raise ConfigError(f"--config.eval.num_samples={config.eval.num_samples}: at least 1000 for a stable FID")
+        raise ConfigError(
+            f"--config.eval.num_samples={config.eval.num_samples}: at least 1000 for a stable FID"
+        )
     if config.optimizer.learning_rate >= 1.0:  # (Every float is finite by now.)
         raise ConfigError(
             f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
@@ -260,19 +285,31 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         )
     if config.dataset.labels == "clusters" and config.model.num_classes == 1:
         raise ConfigError(
-            "--config.model.num_classes=1 with --config.dataset.labels=clusters: one cluster is no conditioning; "
+            "--config.model.num_classes=1 with --config.dataset.labels=clusters: one cluster is "
+            "no conditioning; "
             "use 2 or more (10 is usual), or 0 for an unconditional model"
         )
     if config.loss.label_smoothing and config.loss.name != "bce":
         raise ConfigError(
-            f"--config.loss.label_smoothing={config.loss.label_smoothing}: smooths bce's label for real images; "
-            f"--config.loss.name={config.loss.name} has no labels (set --config.loss.label_smoothing=0)"
+            f"--config.loss.label_smoothing={config.loss.label_smoothing}: smooths bce's label "
+            "for real images; "
+            f"--config.loss.name={config.loss.name} has no labels (set "
+            "--config.loss.label_smoothing=0)"
         )
     if not 0.0 < config.train.top_k_min <= 1.0:
-        raise ConfigError(f"--config.train.top_k_min={config.train.top_k_min}: must be in (0, 1], a share of the batch")
+        raise ConfigError(
+            f"--config.train.top_k_min={config.train.top_k_min}: must be in (0, 1], a share of "
+            "the batch"
+        )
     if not 0.0 < config.train.divergence_lr_factor < 1.0:
-        raise ConfigError(f"--config.train.divergence_lr_factor={config.train.divergence_lr_factor}: must be in (0, 1)")
-    if config.dataset.name == "synthetic" and config.dataset.num_synthetic < config.train.batch_size:
+        raise ConfigError(
+            f"--config.train.divergence_lr_factor={config.train.divergence_lr_factor}: must be in "
+            "(0, 1)"
+        )
+    if (
+        config.dataset.name == "synthetic"
+        and config.dataset.num_synthetic < config.train.batch_size
+    ):
         raise ConfigError(
             f"--config.dataset.num_synthetic={config.dataset.num_synthetic}: "
             f"smaller than one batch (--config.train.batch_size={config.train.batch_size})"
@@ -310,12 +347,14 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
 
 
 def read_json(path: Path) -> ml_collections.ConfigDict:
-    """A run's ``config.json``; an unreadable file or invalid JSON is a ConfigError naming the file."""
+    """A run's ``config.json``; an unreadable file or invalid JSON is a ConfigError naming the
+    file."""
     try:
         return ml_collections.ConfigDict(json.loads(Path(path).read_text()))
     except (OSError, ValueError) as e:
         raise ConfigError(
-            f"{Path(path).absolute()}: cannot read the run's config ({e}); the next training run in that folder "
+            f"{Path(path).absolute()}: cannot read the run's config ({e}); the next training run "
+            "in that folder "
             "rewrites it (the checkpoints carry their own copy)"
         ) from e
 
@@ -325,17 +364,21 @@ def available_experiments(experiments_dir: Path) -> list[str]:
 
 
 def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDict:
-    """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``. ``name`` is a file name in
-    that folder, never a path: ``--experiment=../x`` runs nothing."""
+    """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``. ``name`` is a file name
+    in that folder, never a path: ``--experiment=../x`` runs nothing."""
     known = available_experiments(experiments_dir)
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ConfigError(
-            f"--experiment={name}: the name of a file in {experiments_dir} without .py, not a path. "
+            f"--experiment={name}: the name of a file in {experiments_dir} without .py, not a "
+            "path. "
             f"Available experiments: {', '.join(known) or 'none'}"
         )
     path = Path(experiments_dir) / f"{name}.py"
     if not path.is_file():
-        raise ConfigError(f"--experiment={name}: no file {path}. Available experiments: {', '.join(known) or 'none'}")
+        raise ConfigError(
+            f"--experiment={name}: no file {path}. Available experiments: "
+            f"{', '.join(known) or 'none'}"
+        )
     spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,6 +1,6 @@
 """A sweep as a SLURM job array (``launch.py --sweep=... --sweep_slurm=FILE [--sweep_submit]``): the
-script and its manifest, task ``i`` running the manifest's ``i``-th command (a finished run skipped);
-``python -m dcgan_jax.sweep --runs=DIR`` then tabulates the runs."""
+script and its manifest, task ``i`` running the manifest's ``i``-th command (a finished run
+skipped); ``python -m dcgan_jax.sweep --runs=DIR`` then tabulates the runs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dcgan_jax.config import ConfigError
-from dcgan_jax.control import read_status
+from dcgan_jax.gan import ConfigError
+from dcgan_jax.run.control import read_status
 
 TASK_ENV = "SLURM_ARRAY_TASK_ID"
 
@@ -22,15 +22,21 @@ def manifest_path(script: Path) -> Path:
     return script.with_name(script.stem + ".manifest.json")
 
 
-def write_array(script: Path, runs: list, argvs: list[list[str]], sweep_dir: Path, max_parallel: int) -> Path:
-    """The job-array script for ``runs`` (their ``argvs``) and its manifest; returns the script's path."""
+def write_array(
+    script: Path, runs: list, argvs: list[list[str]], sweep_dir: Path, max_parallel: int
+) -> Path:
+    """The job-array script for ``runs`` (their ``argvs``) and its manifest; returns the script's
+    path."""
     if max_parallel < 1:
         raise ConfigError(f"--sweep_max_parallel={max_parallel}: must be >= 1")
     script, sweep_dir = script.absolute(), sweep_dir.absolute()
     script.parent.mkdir(parents=True, exist_ok=True)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     pairs = zip(runs, argvs, strict=True)
-    tasks = [{"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv} for run, argv in pairs]
+    tasks = [
+        {"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv}
+        for run, argv in pairs
+    ]
     manifest = manifest_path(script)
     manifest.write_text(json.dumps({"sweep_dir": str(sweep_dir), "tasks": tasks}, indent=2) + "\n")
     task = shlex.join([sys.executable, "-m", "dcgan_jax.sweep", f"--manifest={manifest}"])
@@ -40,7 +46,8 @@ def write_array(script: Path, runs: list, argvs: list[list[str]], sweep_dir: Pat
         f"#SBATCH --array=0-{len(tasks) - 1}%{max_parallel}\n"
         f"#SBATCH --output={sweep_dir}/slurm_%A_%a.out\n"
         "# Add your cluster's lines here (#SBATCH --gres=gpu:1, --time=..., --partition=...).\n"
-        f"# Task i runs the i-th command of {manifest.name}; a finished run is skipped, an unfinished one resumes.\n"
+        f"# Task i runs the i-th command of {manifest.name}; a finished run is skipped, an "
+        "unfinished one resumes.\n"
         "set -euo pipefail\n"
         f'exec {task} --task="${{{TASK_ENV}:?run it with sbatch --array, or set {TASK_ENV}}}"\n'
     )
@@ -51,7 +58,9 @@ def write_array(script: Path, runs: list, argvs: list[list[str]], sweep_dir: Pat
 def submit(script: Path) -> str:
     """Hands ``script`` to ``sbatch``; returns what sbatch printed (its job id)."""
     if shutil.which("sbatch") is None:
-        raise ConfigError(f"--sweep_submit: no sbatch on PATH here; on the cluster run: sbatch {script}")
+        raise ConfigError(
+            f"--sweep_submit: no sbatch on PATH here; on the cluster run: sbatch {script}"
+        )
     done = subprocess.run(["sbatch", str(script)], capture_output=True, text=True)
     if done.returncode != 0:
         raise ConfigError(f"sbatch {script} failed ({done.returncode}): {done.stderr.strip()}")
@@ -71,4 +80,5 @@ def run_task(manifest: str | Path, index: int) -> None:
         print(f"Task {index} ({task['name']}): finished earlier, skipped.")
         return
     print(f"Task {index} ({task['name']}): {shlex.join(task['argv'])}", flush=True)
-    os.execv(task["argv"][0], task["argv"])  # This task becomes the run: its exit status and signals are the run's.
+    # This task becomes the run: its exit status and signals are the run's.
+    os.execv(task["argv"][0], task["argv"])

@@ -26,7 +26,9 @@ class MetricsWriter:
         if resume_step and self.metrics_path.exists():
             # Rows after the checkpoint we resume from were recomputed; keep one copy of each step.
             lines = self.metrics_path.read_text().splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line for line in lines if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
             self.metrics_path.write_text("".join(line + "\n" for line in kept))
         from tensorboardX import SummaryWriter
 
@@ -49,26 +51,15 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
-def save_npz(path: Path, **arrays) -> None:
-    """``arrays`` written to ``path`` atomically (a reader sees all or nothing): a cache. A folder that
-    cannot be written (a read-only home, a full disk) is one warning; the caller's result stands."""
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(partial, **arrays)
-        os.replace(partial, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        logging.warning("Could not write the cache %s (%s); it is computed anew next time.", path, e)
-    else:
-        logging.info("Cached %s", path)
-
-
-def format_log_line(step: int, num_steps: int, scalars: dict[str, float], seconds_left: float | None = None) -> str:
+def format_log_line(
+    step: int, num_steps: int, scalars: dict[str, float], seconds_left: float | None = None
+) -> str:
     """One log line; the ETA is the time to ``num_steps`` or, when sooner, ``seconds_left`` of a
     time limit (``train.max_seconds``)."""
-    parts = [f"step {step}/{num_steps}", *(f"{key} {scalars[key]:.4f}" for key in ("d_loss", "g_loss"))]
+    parts = [
+        f"step {step}/{num_steps}",
+        *(f"{key} {scalars[key]:.4f}" for key in ("d_loss", "g_loss")),
+    ]
     parts.append(f"D acc real {scalars['d_real_acc']:.1%} fake {scalars['d_fake_acc']:.1%}")
     parts.append(f"D(x) {scalars['d_real']:.3f} D(G(z)) {scalars['d_fake']:.3f}")
     if "g_grad_norm" in scalars:  # The health monitors.
@@ -76,9 +67,15 @@ def format_log_line(step: int, num_steps: int, scalars: dict[str, float], second
     parts += [f"{label} {scalars[key]:.2f}" for key, label in HEALTH if key in scalars]
     if "steps_per_sec" in scalars:
         eta = (num_steps - step) / max(scalars["steps_per_sec"], 1e-9)
-        parts.append(f"{scalars['steps_per_sec']:.2f} steps/s {scalars['images_per_sec']:.0f} img/s")
+        parts.append(
+            f"{scalars['steps_per_sec']:.2f} steps/s {scalars['images_per_sec']:.0f} img/s"
+        )
         limited = seconds_left is not None and seconds_left < eta
-        parts.append(f"ETA {_duration(max(seconds_left, 0))} (time limit)" if limited else f"ETA {_duration(eta)}")
+        parts.append(
+            f"ETA {_duration(max(seconds_left, 0))} (time limit)"
+            if limited
+            else f"ETA {_duration(eta)}"
+        )
     return " | ".join(parts)
 
 
@@ -103,20 +100,24 @@ class OwnInfoFilter(std_logging.Filter):
         )
 
 
-FILE_ONLY = {"file_only": True}  # ``logging.info(..., extra=FILE_ONLY)``: the full text, for train.log only.
+# ``logging.info(..., extra=FILE_ONLY)``: the full text, for train.log only.
+FILE_ONLY = {"file_only": True}
 
 
 class ConsoleFilter(OwnInfoFilter):
-    """The console's view: :class:`OwnInfoFilter` less what is meant for train.log only: records marked
-    so, and Orbax's and asyncio's (a failed checkpoint write or read is one line of ours)."""
+    """The console's view: :class:`OwnInfoFilter` less what is meant for train.log only: records
+    marked so, and Orbax's and asyncio's (a failed checkpoint write or read is one line of ours)."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         checkpointing = record.name == "asyncio" or f"{os.sep}orbax{os.sep}" in record.pathname
-        return not getattr(record, "file_only", False) and not checkpointing and super().filter(record)
+        return (
+            not getattr(record, "file_only", False) and not checkpointing and super().filter(record)
+        )
 
 
 class _AbandonedFutures(std_logging.Filter):
-    """asyncio's reports of futures no one awaited (Orbax's, after a failed read): to train.log only."""
+    """asyncio's reports of futures no one awaited (Orbax's, after a failed read): to train.log
+    only."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         if "exception was never retrieved" not in record.getMessage():
@@ -126,8 +127,8 @@ class _AbandonedFutures(std_logging.Filter):
 
 
 def library_noise_to_log(everything: bool = True) -> None:
-    """The one place ``sys.unraisablehook`` changes: exceptions Python reports at garbage collection or
-    from library callbacks go to train.log only. Commands pass ``everything`` (all of them, and
+    """The one place ``sys.unraisablehook`` changes: exceptions Python reports at garbage collection
+    or from library callbacks go to train.log only. Commands pass ``everything`` (all of them, and
     background threads'); a checkpoint read in a script routes only tensorstore's "Event loop is
     closed" errors of a failed read, leaving the script's others as Python shows them."""
     asyncio_logger = std_logging.getLogger("asyncio")
@@ -161,14 +162,17 @@ def unraisable_to_log(unraisable) -> None:
 
 @contextlib.contextmanager
 def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[None]:
-    """The one place logging is configured, for a command (no ``workdir``) or a run: the console shows our
-    INFO and libraries' warnings; a run's process 0 also writes ``workdir/train.log``, others only problems."""
+    """The one place logging is configured, for a command (no ``workdir``) or a run: the console
+    shows our INFO and libraries' warnings; a run's process 0 also writes ``workdir/train.log``,
+    others only problems."""
     if not is_main:
         logging.set_verbosity(logging.WARNING)
     elif not logging.level_info():  # Called from Python rather than a command: still show progress.
         logging.set_verbosity(logging.INFO)
     console = logging.get_absl_handler()
-    console.filters = [f for f in console.filters if not isinstance(f, OwnInfoFilter)] + [ConsoleFilter()]
+    console.filters = [f for f in console.filters if not isinstance(f, OwnInfoFilter)] + [
+        ConsoleFilter()
+    ]
     handler = None
     if workdir is not None and is_main:
         handler = std_logging.FileHandler(Path(workdir) / "train.log")

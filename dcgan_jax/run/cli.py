@@ -1,6 +1,7 @@
 """The one convention of the commands (``launch.py``, ``python -m dcgan_jax.{analysis,classifier,
 evaluation,sweep}``), each running its ``main`` through :func:`run`: a user's mistake is one
-``error: ...`` line and exit 2, never a traceback; a signal exits 128 + its number, as shells report."""
+``error: ...`` line and exit 2, never a traceback; a signal exits 128 + its number, as shells
+report."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from typing import NoReturn
 import ml_collections
 from absl import app, logging
 
-from dcgan_jax import control, writers
-from dcgan_jax.config import (
-    ConfigError,
-    RunError,
+from dcgan_jax.gan import ConfigError, RunError
+from dcgan_jax.gan.config import (
     available_experiments,
     check_override_names,
     default_config,
     load_experiment,
 )
+from dcgan_jax.run import control, writers
 
 HELP_FLAGS = {"--help", "--helpshort", "--helpfull", "-?"}  # absl's; it has no -h.
 
@@ -30,9 +30,11 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def experiment_config(argv: list[str], experiments_dir: Path) -> tuple[str, ml_collections.ConfigDict]:
-    """(name, config) of ``--experiment``, read before flag parsing since it decides which config the
-    ``--config.X`` flags override; an unknown experiment or field fails here, naming it."""
+def experiment_config(
+    argv: list[str], experiments_dir: Path
+) -> tuple[str, ml_collections.ConfigDict]:
+    """(name, config) of ``--experiment``, read before flag parsing since it decides which config
+    the ``--config.X`` flags override; an unknown experiment or field fails here, naming it."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")]
     given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--experiment"]
     if len(given) > 1:
@@ -40,7 +42,10 @@ def experiment_config(argv: list[str], experiments_dir: Path) -> tuple[str, ml_c
     name = given[0] if given else None
     listed = f"Available experiments: {', '.join(available_experiments(experiments_dir))}"
     if name is None and HELP_FLAGS & set(argv):
-        print(f"{listed}\nRun one with --experiment=NAME; its config fields are flags --config.FIELD=VALUE.\n")
+        print(
+            f"{listed}\nRun one with --experiment=NAME; its config fields are flags "
+            "--config.FIELD=VALUE.\n"
+        )
         return "", default_config()  # absl then prints the flags and exits.
     if name is None:
         fail(f"--experiment is required. {listed}")
@@ -53,8 +58,8 @@ def experiment_config(argv: list[str], experiments_dir: Path) -> tuple[str, ml_c
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """``app.run(main)``, with a :class:`~dcgan_jax.config.RunError` (also logged, for train.log) as one
-    error line."""
+    """``app.run(main)``, with a :class:`~dcgan_jax.config.RunError` (also logged, for train.log) as
+    one error line."""
 
     def guarded(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -66,12 +71,14 @@ def run(main: Callable[[list[str]], None]) -> None:
         except control.Interrupted as e:  # The loop has logged how it stopped.
             sys.exit(e.exit_status)
         except RunError as e:
-            logging.error("%s", e, extra=writers.FILE_ONLY)  # For train.log; the console gets the error line.
+            # For train.log; the console gets the error line.
+            logging.error("%s", e, extra=writers.FILE_ONLY)
             fail(str(e))
 
     try:
         app.run(guarded)
     except SystemExit as e:
-        if e.code == 1:  # absl exits 1 after the help asked for (0 then) and after a flag it cannot parse.
+        # absl exits 1 after the help asked for (0 then) and after a flag it cannot parse.
+        if e.code == 1:
             sys.exit(0 if HELP_FLAGS & set(sys.argv) else 2)
         raise

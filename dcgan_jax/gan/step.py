@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from dcgan_jax import augment, data, losses, models, parallel, sampling
-from dcgan_jax import state as state_lib
-from dcgan_jax.state import GanState, NetState
+from dcgan_jax.gan import augment, data, losses, models, parallel, sampling
+from dcgan_jax.gan import state as state_lib
+from dcgan_jax.gan.state import GanState, NetState
 
 Metrics = dict[str, jax.Array]
 
@@ -36,12 +36,15 @@ class Update:
 
 
 def make_update(nets: models.Nets, config: ml_collections.ConfigDict) -> Update:
-    return Update(nets, config, state_lib.make_optimizer(config.optimizer, config.optimizer.learning_rate))
+    return Update(
+        nets, config, state_lib.make_optimizer(config.optimizer, config.optimizer.learning_rate)
+    )
 
 
 class Fakes(NamedTuple):
     """A generated batch with the VJP of the forward pass that made it: D trains on ``images``; G's
-    update pulls its loss's gradient back through ``pullback``, whether the batch is fresh or D's."""
+    update pulls its loss's gradient back through ``pullback``, whether the batch is fresh or D's.
+    """
 
     images: jax.Array
     labels: jax.Array | None
@@ -56,7 +59,9 @@ def generate(u: Update, g: NetState, key: jax.Array, batch_size: int) -> Fakes:
 
     def forward(g_params):
         variables = {"params": g_params, "batch_stats": g.batch_stats}
-        fake, updates = u.nets.generator.apply(variables, z, train=True, labels=labels, mutable=["batch_stats"])
+        fake, updates = u.nets.generator.apply(
+            variables, z, train=True, labels=labels, mutable=["batch_stats"]
+        )
         return fake, updates["batch_stats"]
 
     fake, pullback, stats = jax.vjp(forward, g.params, has_aux=True)
@@ -71,11 +76,14 @@ def discriminate(u: Update, variables: dict, images, labels, key: jax.Array):
     return logits, updates.get("batch_stats", {})
 
 
-def penalties(critic: Callable, real, fake, key: jax.Array, *, step, loss_config) -> tuple[jax.Array, Metrics]:
-    """WGAN-GP's gradient penalty and R1 (lazy: every ``r1_every``-th step, scaled up), weighted."""
+def penalties(
+    critic: Callable, real, fake, key: jax.Array, *, step, loss_config
+) -> tuple[jax.Array, Metrics]:
+    """The loss's gradient penalty (WGAN-GP's) and R1 (lazy: every ``r1_every``-th step, scaled up),
+    weighted."""
     total, metrics = jnp.zeros((), jnp.float32), {}
-    if loss_config.name == "wgan_gp":
-        penalty = losses.gradient_penalty(critic, real, fake, key)
+    if gradient_penalty := losses.get(loss_config.name).penalty:
+        penalty = gradient_penalty(critic, real, fake, key)
         total, metrics["gradient_penalty"] = total + loss_config.gp_weight * penalty, penalty
     if loss_config.r1_gamma:
         r1 = jax.lax.cond(
@@ -83,7 +91,10 @@ def penalties(critic: Callable, real, fake, key: jax.Array, *, step, loss_config
             lambda: losses.r1_penalty(critic, real),
             lambda: jnp.zeros((), jnp.float32),
         )
-        total, metrics["r1_penalty"] = total + 0.5 * loss_config.r1_gamma * loss_config.r1_every * r1, r1
+        total, metrics["r1_penalty"] = (
+            total + 0.5 * loss_config.r1_gamma * loss_config.r1_every * r1,
+            r1,
+        )
     return total, metrics
 
 
@@ -91,30 +102,47 @@ def d_loss(d_params, state: GanState, batches: tuple, key: jax.Array, u: Update)
     """D's loss on ``batches``, (real images, their labels) and the fakes, both through
     ``train.diffaugment``, with its penalties; (new statistics, metrics)."""
     ((images, labels), fakes), config = batches, u.config
-    images = augment.diff_augment(images, jax.random.fold_in(key, sampling.AUGMENT_REAL), config.train.diffaugment)
-    fake = augment.diff_augment(fakes.images, jax.random.fold_in(key, sampling.AUGMENT_FAKE), config.train.diffaugment)
+    images = augment.diff_augment(
+        images, jax.random.fold_in(key, sampling.AUGMENT_REAL), config.train.diffaugment
+    )
+    fake = augment.diff_augment(
+        fakes.images, jax.random.fold_in(key, sampling.AUGMENT_FAKE), config.train.diffaugment
+    )
     variables = {"params": d_params, "batch_stats": state.d.batch_stats}
-    real_logits, stats = discriminate(u, variables, images, labels, jax.random.fold_in(key, sampling.REAL_DROPOUT))
+    real_logits, stats = discriminate(
+        u, variables, images, labels, jax.random.fold_in(key, sampling.REAL_DROPOUT)
+    )
     variables = {"params": d_params, "batch_stats": stats}
-    fake_logits, stats = discriminate(u, variables, fake, fakes.labels, jax.random.fold_in(key, sampling.FAKE_DROPOUT))
+    fake_logits, stats = discriminate(
+        u, variables, fake, fakes.labels, jax.random.fold_in(key, sampling.FAKE_DROPOUT)
+    )
     # D as a function of its input alone, its state as after this update. Interpolates of an image
     # and a fake of another class are scored under the real label.
     penalty_key = jax.random.fold_in(key, sampling.PENALTY)
     variables = {"params": d_params, "batch_stats": stats}
-    critic = lambda x: discriminate(u, variables, x, labels, penalty_key)[0]  # noqa: E731
-    penalty, metrics = penalties(critic, images, fake, penalty_key, step=state.step, loss_config=config.loss)
+
+    def critic(images):
+        return discriminate(u, variables, images, labels, penalty_key)[0]
+
+    penalty, metrics = penalties(
+        critic, images, fake, penalty_key, step=state.step, loss_config=config.loss
+    )
     real_label = 1.0 - config.loss.label_smoothing
-    loss = losses.discriminator_loss(real_logits, fake_logits, config.loss.name, real_label) + penalty
+    loss = (
+        losses.discriminator_loss(real_logits, fake_logits, config.loss.name, real_label) + penalty
+    )
     return loss, (stats, {**losses.discriminator_metrics(real_logits, fake_logits), **metrics})
 
 
 def grad_norm(grads) -> jax.Array:
-    """The global L2 norm of a gradient pytree: the health monitors' ``g_grad_norm``/``d_grad_norm``."""
+    """The global L2 norm of a gradient pytree: the health monitors'
+    ``g_grad_norm``/``d_grad_norm``."""
     return jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
 
 
 def d_update(state: GanState, real: tuple, fakes: Fakes, key: jax.Array, u: Update):
-    """One discriminator update on ``real`` (images, labels) and the fakes (no gradient flows into G)."""
+    """One discriminator update on ``real`` (images, labels) and the fakes (no gradient flows into
+    G)."""
     fakes = fakes._replace(images=jax.lax.stop_gradient(fakes.images))
     grad_fn = jax.value_and_grad(d_loss, has_aux=True)
     (loss, (stats, metrics)), grads = grad_fn(state.d.params, state, (real, fakes), key, u)
@@ -122,7 +150,9 @@ def d_update(state: GanState, real: tuple, fakes: Fakes, key: jax.Array, u: Upda
     return new_state, {"d_loss": loss, "d_grad_norm": grad_norm(grads), **metrics}
 
 
-def top_k_keep(step: jax.Array, batch_size: int, dataset_size: int, train_config) -> jax.Array | None:
+def top_k_keep(
+    step: jax.Array, batch_size: int, dataset_size: int, train_config
+) -> jax.Array | None:
     """The share of each fake batch G learns from (Sinha et al. 2020): 1 times ``train.top_k_decay``
     per epoch, at least ``train.top_k_min``; None when off."""
     if not train_config.top_k_decay:
@@ -131,13 +161,19 @@ def top_k_keep(step: jax.Array, batch_size: int, dataset_size: int, train_config
     return jnp.maximum(train_config.top_k_min, train_config.top_k_decay**epochs)
 
 
-def g_loss(state: GanState, fakes: Fakes, fake, key: jax.Array, u: Update, *, keep: jax.Array | None = None):
-    """G's loss through D for ``fake`` (``fakes``' images, as a variable), augmented as in D's update;
-    with ``keep``, over that share of the fakes D rates best (:func:`top_k_keep`)."""
-    fake = augment.diff_augment(fake, jax.random.fold_in(key, sampling.AUGMENT_FAKE), u.config.train.diffaugment)
+def g_loss(
+    state: GanState, fakes: Fakes, fake, key: jax.Array, u: Update, *, keep: jax.Array | None = None
+):
+    """G's loss through D for ``fake`` (``fakes``' images, as a variable), augmented as in D's
+    update; with ``keep``, over that share of the fakes D rates best (:func:`top_k_keep`)."""
+    fake = augment.diff_augment(
+        fake, jax.random.fold_in(key, sampling.AUGMENT_FAKE), u.config.train.diffaugment
+    )
     dropout_key = jax.random.fold_in(key, sampling.FAKE_DROPOUT)
     fake_logits, _ = discriminate(u, state.d.variables, fake, fakes.labels, dropout_key)
-    weights = None if keep is None else jax.lax.stop_gradient(losses.top_k_weights(fake_logits, keep))
+    weights = (
+        None if keep is None else jax.lax.stop_gradient(losses.top_k_weights(fake_logits, keep))
+    )
     return losses.generator_loss(fake_logits, u.config.loss.name, u.config.loss.generator, weights)
 
 
@@ -150,10 +186,14 @@ def ema_update(ema, params, step: jax.Array, decay: float):
     return optax.incremental_update(params, ema, step_size=1.0 - decay)
 
 
-def g_update(state: GanState, fakes: Fakes, key: jax.Array, u: Update, keep: jax.Array | None = None):
+def g_update(
+    state: GanState, fakes: Fakes, key: jax.Array, u: Update, keep: jax.Array | None = None
+):
     """One generator update through the current D on ``fakes`` (``keep``: see :func:`g_loss`): the
     loss's gradient with respect to the images, pulled back through G's forward pass."""
-    loss, image_grads = jax.value_and_grad(lambda x: g_loss(state, fakes, x, key, u, keep=keep))(fakes.images)
+    loss, image_grads = jax.value_and_grad(lambda x: g_loss(state, fakes, x, key, u, keep=keep))(
+        fakes.images
+    )
     (grads,) = fakes.pullback(image_grads)
     g = state.g.apply_gradients(u.tx, grads, fakes.batch_stats)
     ema = ema_update(state.g_ema, g.params, state.step, u.config.train.ema_decay)
@@ -163,9 +203,10 @@ def g_update(state: GanState, fakes: Fakes, key: jax.Array, u: Update, keep: jax
 def train_step(
     state: GanState, real_batches, real_labels, u: Update, dataset_size: int = 0
 ) -> tuple[GanState, Metrics]:
-    """One step on ``real_batches`` (d_steps, batch, H, W, C) and labels (d_steps, batch): ``d_steps``
-    D updates, then one G update on a fresh fake batch or, with ``train.reuse_fake``, D's last one (one
-    generator pass fewer). ``dataset_size`` sets the epochs of ``train.top_k_decay``."""
+    """One step on ``real_batches`` (d_steps, batch, H, W, C) and labels (d_steps, batch):
+    ``d_steps`` D updates, then one G update on a fresh fake batch or, with ``train.reuse_fake``,
+    D's last one (one generator pass fewer). ``dataset_size`` sets the epochs of
+    ``train.top_k_decay``."""
     config = u.config
     d_steps, batch_size = real_batches.shape[:2]
     if config.train.top_k_decay and not dataset_size:
@@ -186,14 +227,16 @@ def train_step(
 
 
 class DeviceDataset(NamedTuple):
-    """The training set resident on the devices (replicated): uint8 images (N, H, W, C), int32 labels (N,)."""
+    """The training set resident on the devices (replicated): uint8 images (N, H, W, C), int32
+    labels (N,)."""
 
     images: jax.Array
     labels: jax.Array
 
 
 def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh) -> DeviceDataset:
-    """The whole dataset, as uint8, on every device of ``mesh``: a dispatch then sends only indices."""
+    """The whole dataset, as uint8, on every device of ``mesh``: a dispatch then sends only
+    indices."""
     replicated = parallel.replicated(mesh)
     return DeviceDataset(
         parallel.global_array(np.asarray(images, np.uint8), replicated, images.shape),
@@ -202,8 +245,9 @@ def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh) -> DeviceDatase
 
 
 def train_steps(state: GanState, dataset: DeviceDataset, indices, u: Update, mesh):
-    """``len(indices)`` steps in one call, real batches gathered from ``dataset`` by ``indices`` (num_steps,
-    d_steps, batch), metrics stacked; a ``lax.scan`` but for one step (XLA's CPU loops are slower)."""
+    """``len(indices)`` steps in one call, real batches gathered from ``dataset`` by ``indices``
+    (num_steps, d_steps, batch), metrics stacked; a ``lax.scan`` but for one step (XLA's CPU loops
+    are slower)."""
     batch_sharding = parallel.batch_sharded(mesh, leading_axes=1)
 
     def one_step(state, step_indices):
@@ -225,11 +269,15 @@ def jit_train_steps(u: Update, mesh) -> Callable:
     return jax.jit(steps, in_shardings=replicated, out_shardings=replicated, donate_argnums=0)
 
 
-# On the CPU, XLA's own dot emitter runs the Fourier convolutions' small batched products faster than
+# On the CPU, XLA's own dot emitter runs the Fourier convolutions' small batched products faster
+# than
 # YNNPACK's fusions (benchmarks/RESULTS.md); convolutions stay with YNNPACK.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+}
 
 
 def compile_lowered(lowered):
-    """``lowered.compile()``, with :data:`CPU_COMPILER_OPTIONS` on the CPU where this XLA knows them."""
+    """``lowered.compile()``, with :data:`CPU_COMPILER_OPTIONS` on the CPU where this XLA knows
+    them."""
     return parallel.compile_lowered(lowered, CPU_COMPILER_OPTIONS)

@@ -4,16 +4,19 @@ order that is a pure function of (seed, batch index), so a resumed run sees the 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 from absl import logging
 
-from dcgan_jax.config import RunError
+from dcgan_jax.gan import RunError
 
 DATA_DIR_ENV = "DCGAN_JAX_DATA_DIR"
 IDX_FILES = {
@@ -21,14 +24,13 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _IDX_UBYTE = 0x08
-IDX_DATASETS = ("fashion_mnist", "mnist")  # Also readable from a folder of IDX files.
 IDX_NUM_CLASSES = 10  # Both have classes 0..9; any other label byte is damage.
-UNLABELLED = ("celeb_a",)  # Every label 0 (image_folder too, without class sub-folders).
 SYNTHETIC_SHAPE = (28, 28, 1)
 DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
 CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MAX_UNREADABLE_FRACTION = 0.1  # image_folder: above this share of broken files, stop rather than skip.
+# image_folder: above this share of broken files, stop rather than skip.
+MAX_UNREADABLE_FRACTION = 0.1
 
 
 class DataError(RunError, RuntimeError):
@@ -44,7 +46,9 @@ def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: not a readable gzip file ({e}); the download may be truncated or corrupt") from e
+        raise DataError(
+            f"{path}: not a readable gzip file ({e}); the download may be truncated or corrupt"
+        ) from e
     if len(raw) < 4:
         raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
@@ -72,10 +76,14 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     images = read_idx(data_dir / image_file, expected_ndim=3)
     labels = read_idx(data_dir / label_file, expected_ndim=1)
     if len(images) != len(labels):
-        raise DataError(f"{data_dir}: {len(images)} images in {image_file} but {len(labels)} labels in {label_file}")
+        raise DataError(
+            f"{data_dir}: {len(images)} images in {image_file} but {len(labels)} labels in "
+            f"{label_file}"
+        )
     if (bad := np.flatnonzero(labels >= IDX_NUM_CLASSES)).size:
         raise DataError(
-            f"{data_dir / label_file}: {bad.size} labels outside 0..{IDX_NUM_CLASSES - 1} (e.g. {int(labels[bad[0]])} "
+            f"{data_dir / label_file}: {bad.size} labels outside 0..{IDX_NUM_CLASSES - 1} (e.g. "
+            f"{int(labels[bad[0]])} "
             f"at index {bad[0]}); the file is corrupt: fetch it again"
         )
     return images[..., None], labels
@@ -88,8 +96,16 @@ def load_tfds(
     square, resized to ``image_size``, every label 0."""
     import tensorflow_datasets as tfds
 
-    offline = f"Offline this fails after minutes of retries; use --config.dataset.data_dir=DIR or {DATA_DIR_ENV}."
-    logging.info("No dataset.data_dir: reading %s/%s through TFDS, which downloads it. %s", name, split, offline)
+    offline = (
+        "Offline this fails after minutes of retries; use --config.dataset.data_dir=DIR or "
+        f"{DATA_DIR_ENV}."
+    )
+    logging.info(
+        "No dataset.data_dir: reading %s/%s through TFDS, which downloads it. %s",
+        name,
+        split,
+        offline,
+    )
     try:
         source = tfds.data_source(name, split=split, data_dir=str(data_dir) if data_dir else None)
     except Exception as e:  # TFDS raises many types for "cannot download / prepare".
@@ -129,15 +145,19 @@ def _check_no_loose_images(folder: Path, paths: list[Path]) -> None:
     loose = [p.name for p in paths if p.parent == folder]
     if len({p.relative_to(folder).parts[0] for p in paths if p.parent != folder}) >= 2 and loose:
         raise DataError(
-            f"{folder} has class sub-folders and also {len(loose)} images beside them ({', '.join(loose[:3])}"
-            f"{', ...' if len(loose) > 3 else ''}), which would belong to no class: move them into a class's folder"
+            f"{folder} has class sub-folders and also {len(loose)} images beside them "
+            f"({', '.join(loose[:3])}"
+            f"{', ...' if len(loose) > 3 else ''}), which would belong to no class: move them "
+            "into a class's folder"
         )
 
 
-def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Every PNG/JPEG under ``folder``, centre-cropped and resized, uint8 NHWC (grey if all are, else
-    RGB); labels: the top-level sub-folder's index when there are two or more, else 0. A few unreadable
-    files are skipped with a warning; over a tenth, or no image, is a DataError."""
+def load_image_folder(
+    folder: str | os.PathLike, image_size: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every PNG/JPEG under ``folder``, centre-cropped and resized, uint8 NHWC (grey if all are,
+    else RGB); labels: the top-level sub-folder's index when there are two or more, else 0. A few
+    unreadable files are skipped with a warning; over a tenth, or no image, is a DataError."""
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder).expanduser()
@@ -147,7 +167,11 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
     paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
         others = ", ".join(p.name for p in files[:3])
-        found = f"; it holds {len(files)} other files ({others}{', ...' if len(files) > 3 else ''})" if files else ""
+        found = (
+            f"; it holds {len(files)} other files ({others}{', ...' if len(files) > 3 else ''})"
+            if files
+            else ""
+        )
         raise DataError(f"no PNG or JPEG images under {folder}{found}")
     _check_no_loose_images(folder, paths)
     size = image_size or DEFAULT_IMAGE_SIZE
@@ -163,7 +187,8 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
     if len(unreadable) > MAX_UNREADABLE_FRACTION * len(paths):
         path, error = unreadable[0]
         raise DataError(
-            f"{len(unreadable)} of {len(paths)} image files under {folder} cannot be read, e.g. {path}: {error}"
+            f"{len(unreadable)} of {len(paths)} image files under {folder} cannot be read, e.g. "
+            f"{path}: {error}"
         )
     if unreadable:
         logging.warning(
@@ -175,14 +200,21 @@ def load_image_folder(folder: str | os.PathLike, image_size: int = 0) -> tuple[n
         )
     channels = 1 if all(grey for _, _, grey in pictures) else 3
     images = [
-        crop_and_resize(np.broadcast_to(p.reshape(*p.shape[:2], -1), (*p.shape[:2], channels)), size)
+        crop_and_resize(
+            np.broadcast_to(p.reshape(*p.shape[:2], -1), (*p.shape[:2], channels)), size
+        )
         for _, p, _ in pictures
     ]
     top_level = [path.relative_to(folder).parts for path, _, _ in pictures]
     classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
     if len(classes) >= 2:
         labels = np.array([classes.index(parts[0]) for parts in top_level], np.int64)
-        logging.info("image_folder %s: %d classes from its sub-folders: %s", folder, len(classes), ", ".join(classes))
+        logging.info(
+            "image_folder %s: %d classes from its sub-folders: %s",
+            folder,
+            len(classes),
+            ", ".join(classes),
+        )
     else:
         labels = np.zeros(len(images), np.int64)
     return np.stack(images), labels
@@ -209,19 +241,69 @@ def resolve_data_dir(dataset_config) -> Path | None:
     return Path(root).expanduser() / dataset_config.name if root else None
 
 
-def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The configured split as (images uint8 NHWC, labels)."""
-    name, image_size = dataset_config.name, dataset_config.image_size
-    if name == "synthetic":
-        return synthetic_images(dataset_config.num_synthetic, seed, SYNTHETIC_SHAPE)
-    if name == "image_folder":
-        return load_image_folder(dataset_config.data_dir, image_size)
-    if name not in IDX_DATASETS:  # data_dir, if any, is a TFDS data folder holding the prepared dataset.
-        return load_tfds(name, dataset_config.split, image_size, dataset_config.data_dir or None)
+def _idx_or_tfds(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST or MNIST from a folder of IDX files when one is given or found, else TFDS."""
     data_dir = resolve_data_dir(dataset_config)
-    return (
-        load_tfds(name, dataset_config.split) if data_dir is None else load_idx_folder(data_dir, dataset_config.split)
-    )
+    if data_dir is None:
+        return load_tfds(dataset_config.name, dataset_config.split)
+    return load_idx_folder(data_dir, dataset_config.split)
+
+
+def _tfds(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A TFDS dataset; ``dataset.data_dir``, if any, is a TFDS data folder holding it prepared."""
+    name, data_dir = dataset_config.name, dataset_config.data_dir or None
+    return load_tfds(name, dataset_config.split, dataset_config.image_size, data_dir)
+
+
+def _image_folder(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return load_image_folder(dataset_config.data_dir, dataset_config.image_size)
+
+
+def _synthetic(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return synthetic_images(dataset_config.num_synthetic, seed, SYNTHETIC_SHAPE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset a run can train on. ``load(dataset_config, seed)``: (uint8 NHWC images, int labels)
+    of ``dataset_config.split``, held in memory. ``labelled``: whether its labels are classes, as a
+    conditional model needs (``labels_are`` says what they are, for the error when there are none).
+    ``scored_by``: the feature network of its evaluation: "classifier" (one ships in
+    dcgan_jax/assets/classifiers/NAME), "inception", or None (no built-in evaluation)."""
+
+    load: Callable[[ml_collections.ConfigDict, int], tuple[np.ndarray, np.ndarray]]
+    labelled: bool = True
+    scored_by: str | None = "inception"
+    labels_are: str = "class labels"
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register(name: str, dataset: Dataset) -> None:
+    """Makes ``dataset`` trainable as ``--config.dataset.name=NAME`` (from a script, a test or
+    here)."""
+    DATASETS[name] = dataset
+
+
+register("fashion_mnist", Dataset(_idx_or_tfds, scored_by="classifier"))
+register("mnist", Dataset(_idx_or_tfds, scored_by="classifier"))
+register("cifar10", Dataset(_tfds))
+register("celeb_a", Dataset(_tfds, labelled=False))
+sub_folders = "class sub-folders (or put each class's images in a sub-folder of its own)"
+register("image_folder", Dataset(_image_folder, labels_are=sub_folders))
+register("synthetic", Dataset(_synthetic, scored_by=None))
+
+
+def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The configured split as (images uint8 NHWC, labels), by the loader registered for its
+    name."""
+    return DATASETS[dataset_config.name].load(dataset_config, seed)
+
+
+def scored_by(name: str) -> str | None:
+    """The feature network of ``name``'s built-in evaluation (None: none; unknown names too)."""
+    return DATASETS[name].scored_by if name in DATASETS else None
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
@@ -234,21 +316,29 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 class BatchOrder:
-    """Batch ``i`` of a run: epochs of a permutation drawn from (seed, epoch), so resuming needs only
-    the step; each epoch's last partial batch is dropped."""
+    """Batch ``i`` of a run: epochs of a permutation drawn from (seed, epoch), so resuming needs
+    only the step; each epoch's last partial batch is dropped."""
 
-    def __init__(self, images: np.ndarray, batch_size: int, seed: int, labels: np.ndarray | None = None):
+    def __init__(
+        self, images: np.ndarray, batch_size: int, seed: int, labels: np.ndarray | None = None
+    ):
         if len(images) < batch_size:
-            raise DataError(f"the dataset has {len(images)} images, fewer than one batch of {batch_size}")
+            raise DataError(
+                f"the dataset has {len(images)} images, fewer than one batch of {batch_size}"
+            )
         self.images, self.batch_size, self.seed = images, batch_size, seed
-        self.labels = np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
+        self.labels = (
+            np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
+        )
         self.batches_per_epoch = len(images) // batch_size
         self._epoch, self._permutation = -1, None
 
     def indices(self, batch_index: int) -> np.ndarray:
         epoch, position = divmod(batch_index, self.batches_per_epoch)
         if epoch != self._epoch:
-            self._permutation = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+            self._permutation = np.random.default_rng([self.seed, epoch]).permutation(
+                len(self.images)
+            )
             self._epoch = epoch
         start = position * self.batch_size
         return self._permutation[start : start + self.batch_size]
@@ -256,5 +346,81 @@ class BatchOrder:
     def step_indices(self, first_step: int, num_steps: int, d_steps: int) -> np.ndarray:
         """The rows of steps ``first_step .. first_step + num_steps - 1``, each step's ``d_steps``
         batches in turn: int32 (num_steps, d_steps, batch_size)."""
-        batch_numbers = [[(first_step + i) * d_steps + j for j in range(d_steps)] for i in range(num_steps)]
+        batch_numbers = [
+            [(first_step + i) * d_steps + j for j in range(d_steps)] for i in range(num_steps)
+        ]
         return np.asarray([[self.indices(b) for b in row] for row in batch_numbers], np.int32)
+
+
+# Clusters of the training images' pixels, found without labels: the classes of a self-conditioned
+# GAN (dataset.labels=clusters). A connected latent space mapped onto separate modes draws hybrids
+# between them (Khayatkhoei et al. 2018); a cluster per mode avoids them. Clusters are equal in
+# size,
+# matching the uniform draw of fake labels (docs/model.md).
+# Larger images are average-pooled to about this many pixels a side before clustering.
+CLUSTER_MAX_SIDE = 32
+CLUSTER_ITERATIONS = 30  # Lloyd iterations, at most (it stops when no assignment changes).
+
+
+def pixel_features(images: np.ndarray) -> np.ndarray:
+    """(N, D) float32 in [0, 1]: uint8 NHWC images, average-pooled to at most ~``CLUSTER_MAX_SIDE``
+    a side."""
+    n, h, w, c = images.shape
+    f = -(-max(h, w) // CLUSTER_MAX_SIDE)  # Ceiling division: the pooling factor.
+    x = images[:, : h // f * f, : w // f * f].astype(np.float32) / 255.0
+    return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4)).reshape(n, -1)
+
+
+def balance(sq_distances: np.ndarray) -> np.ndarray:
+    """Each row's cluster, every cluster getting N // K or N // K + 1 rows: in rounds, each unplaced
+    row asks for its nearest cluster with room, which takes the nearest askers while it has room."""
+    n, k = sq_distances.shape
+    room = np.full(k, n // k)
+    room[: n % k] += 1
+    assignment = np.full(n, -1)
+    cost = sq_distances.astype(np.float64)  # A copy: full clusters get infinite cost.
+    while (unplaced := np.flatnonzero(assignment < 0)).size:
+        asked = cost[unplaced].argmin(axis=1)
+        for j in np.unique(asked):
+            askers = unplaced[asked == j]
+            taken = askers[np.argsort(sq_distances[askers, j], kind="stable")[: room[j]]]
+            assignment[taken] = j
+            room[j] -= len(taken)
+        cost[:, room == 0] = np.inf
+    return assignment
+
+
+def _squared_distances(x: np.ndarray, x_sq: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.maximum(x_sq[:, None] - 2 * x @ centres.T + (centres * centres).sum(axis=1), 0.0)
+
+
+def _kmeans_plus_plus(
+    x: np.ndarray, x_sq: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Initial centres spread over the data (Arthur & Vassilvitskii 2007)."""
+    centres = [x[rng.integers(len(x))]]
+    nearest = _squared_distances(x, x_sq, centres[0][None])[:, 0]
+    for _ in range(k - 1):
+        centres.append(x[rng.choice(len(x), p=nearest / nearest.sum())])
+        nearest = np.minimum(nearest, _squared_distances(x, x_sq, centres[-1][None])[:, 0])
+    return np.stack(centres)
+
+
+def balanced_kmeans(images: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
+    """(N,) int64 cluster of each uint8 NHWC image: k-means on pixels with balanced assignments;
+    the same for the same images and seed (so a resumed run gets the clusters it started with)."""
+    if not 2 <= num_clusters <= len(images):
+        raise ValueError(f"num_clusters must be in [2, {len(images)}], got {num_clusters}")
+    x = pixel_features(images)
+    x_sq = (x * x).sum(axis=1)
+    centres = _kmeans_plus_plus(x, x_sq, num_clusters, np.random.default_rng(seed))
+    assignment = None
+    for _ in range(CLUSTER_ITERATIONS):
+        new = balance(_squared_distances(x, x_sq, centres))
+        if assignment is not None and np.array_equal(new, assignment):
+            break
+        assignment = new
+        for j in range(num_clusters):
+            if np.any(members := assignment == j):
+                centres[j] = x[members].mean(axis=0)
+    return assignment.astype(np.int64)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcgan_jax import parallel
+from dcgan_jax.gan import parallel
 
 # Streams of the run's key.
 INIT_STREAM, TRAIN_STREAM, GRID_STREAM, EVAL_STREAM, BN_STREAM = 0, 1, 2, 3, 4
@@ -31,16 +31,22 @@ def init_key(seed: int) -> jax.Array:
 
 
 def update_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
-    """The key of training step ``step`` from the state's key data: a function of (seed, step) only."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(rng_data), TRAIN_STREAM), step)
+    """The key of training step ``step`` from the state's key data: a function of (seed, step)
+    only."""
+    return jax.random.fold_in(
+        jax.random.fold_in(jax.random.wrap_key_data(rng_data), TRAIN_STREAM), step
+    )
 
 
 def training_latents(key: jax.Array, batch_size: int, latent_dim: int, num_classes: int):
-    """(z, labels) of one update's fake batch; labels uniform over the classes, None when unconditional."""
+    """(z, labels) of one update's fake batch; labels uniform over the classes, None when
+    unconditional."""
     z = jax.random.normal(key, (batch_size, latent_dim))
     if not num_classes:
         return z, None
-    return z, jax.random.randint(jax.random.fold_in(key, FAKE_LABELS), (batch_size,), 0, num_classes)
+    return z, jax.random.randint(
+        jax.random.fold_in(key, FAKE_LABELS), (batch_size,), 0, num_classes
+    )
 
 
 def grid_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
@@ -55,12 +61,14 @@ def grid_labels(num_samples: int, num_classes: int) -> tuple[int, jax.Array]:
 
 
 def eval_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
-    """The latent vectors of the in-training evaluation: the same draw at every evaluation of a run."""
+    """The latent vectors of the in-training evaluation: the same draw at every evaluation of a
+    run."""
     return jax.random.normal(jax.random.fold_in(run_key(seed), EVAL_STREAM), (num, latent_dim))
 
 
 def eval_labels(num: int, num_classes: int) -> jax.Array | None:
-    """The requested classes of the evaluation's samples (each class equally often), None when unconditional."""
+    """The requested classes of the evaluation's samples (each class equally often), None when
+    unconditional."""
     return jnp.arange(num, dtype=jnp.int32) % num_classes if num_classes else None
 
 
@@ -72,13 +80,19 @@ def seeded_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
 def make_sampler(generator) -> Sampler:
     """``sample(variables, z, labels=None)``, jitted, with BatchNorm's running averages: each image
     then depends only on its own latent vector (and label), not on the rest of the batch."""
-    return jax.jit(lambda variables, z, labels=None: generator.apply(variables, z, train=False, labels=labels))
+    return jax.jit(
+        lambda variables, z, labels=None: generator.apply(variables, z, train=False, labels=labels)
+    )
 
 
-def make_bn_recomputer(generator, model_config, batch_size: int, num_batches: int = BN_BATCHES) -> Callable:
-    """``recompute(variables, seed)``: ``variables`` with BatchNorm statistics measured for their weights
-    over ``num_batches`` batches of the BN stream (PreciseBN; else an EMA samples with the raw G's)."""
-    probe = generator.clone(bn_momentum=0.0)  # Its "running average" is then the batch's statistics.
+def make_bn_recomputer(
+    generator, model_config, batch_size: int, num_batches: int = BN_BATCHES
+) -> Callable:
+    """``recompute(variables, seed)``: ``variables`` with BatchNorm statistics measured for their
+    weights over ``num_batches`` batches of the BN stream (PreciseBN; else an EMA samples with the
+    raw G's)."""
+    # Its "running average" is then the batch's statistics.
+    probe = generator.clone(bn_momentum=0.0)
 
     def batch_stats(variables, z, labels):
         _, updates = probe.apply(variables, z, train=True, labels=labels, mutable=["batch_stats"])
@@ -87,7 +101,9 @@ def make_bn_recomputer(generator, model_config, batch_size: int, num_batches: in
     @jax.jit
     def recompute(variables, seed):
         key = jax.random.fold_in(run_key(seed), BN_STREAM)
-        z, labels = training_latents(key, num_batches * batch_size, model_config.latent_dim, model_config.num_classes)
+        z, labels = training_latents(
+            key, num_batches * batch_size, model_config.latent_dim, model_config.num_classes
+        )
         z = z.reshape(num_batches, batch_size, -1)
         labels = None if labels is None else labels.reshape(num_batches, batch_size)
         per_batch = jax.vmap(batch_stats, in_axes=(None, 0, 0))(variables, z, labels)
@@ -97,11 +113,18 @@ def make_bn_recomputer(generator, model_config, batch_size: int, num_batches: in
 
 
 def sample_in_chunks(
-    sample: Sampler, variables, z, labels=None, *, place: Callable = lambda x: x, chunk: int = EVAL_CHUNK
+    sample: Sampler,
+    variables,
+    z,
+    labels=None,
+    *,
+    place: Callable = lambda x: x,
+    chunk: int = EVAL_CHUNK,
 ) -> np.ndarray:
     """Images for many latents, ``chunk`` at a time (bounded memory, one compiled shape), as NumPy;
     ``place`` puts each chunk where the generator's variables are."""
-    images = None  # One array, filled chunk by chunk: never the chunks and their concatenation at once.
+    # One array, filled chunk by chunk: never the chunks and their concatenation at once.
+    images = None
     for start in range(0, len(z), chunk):
         z_chunk = place(z[start : start + chunk])
         labels_chunk = None if labels is None else place(labels[start : start + chunk])
@@ -112,12 +135,20 @@ def sample_in_chunks(
 
 
 def grid_draw(config) -> tuple[int | None, jax.Array, jax.Array | None]:
-    """(columns (None: square), latents, labels cycling through the classes) of a run's sample grids."""
+    """(columns (None: square), latents, labels cycling through the classes) of a run's sample
+    grids."""
     num, num_classes = config.train.num_samples, config.model.num_classes
-    return None, grid_latents(config.seed, num, config.model.latent_dim), eval_labels(num, num_classes)
+    return (
+        None,
+        grid_latents(config.seed, num, config.model.latent_dim),
+        eval_labels(num, num_classes),
+    )
 
 
 def eval_draw(config) -> tuple[jax.Array, jax.Array | None]:
-    """(latents, labels) of the in-training evaluation: ``eval.num_samples`` of the run's evaluation stream."""
+    """(latents, labels) of the in-training evaluation: ``eval.num_samples`` of the run's evaluation
+    stream."""
     num = config.eval.num_samples
-    return eval_latents(config.seed, num, config.model.latent_dim), eval_labels(num, config.model.num_classes)
+    return eval_latents(config.seed, num, config.model.latent_dim), eval_labels(
+        num, config.model.num_classes
+    )

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dcgan_jax.convolutions import DCGAN_INIT, Conv, DownsampleConv, UpsampleConv
+from dcgan_jax.gan.convolutions import DCGAN_INIT, Conv, DownsampleConv, UpsampleConv
 
 
 def num_resolution_steps(image_size: int) -> int:
@@ -25,7 +25,9 @@ def num_resolution_steps(image_size: int) -> int:
         size //= 2
         steps += 1
     if size < 3:
-        raise ValueError(f"image size {image_size} is too small for a DCGAN (needs at least 3 pixels)")
+        raise ValueError(
+            f"image size {image_size} is too small for a DCGAN (needs at least 3 pixels)"
+        )
     return steps
 
 
@@ -34,9 +36,10 @@ def _batch_norm(momentum: float, train: bool, dtype) -> nn.BatchNorm:
 
 
 class Generator(nn.Module):
-    """z (N, latent_dim) [and labels (N,)] -> images (N, H, W, C) in [-1, 1]: a projected small map, optional
-    stride-1 layers, stride-2 upsampling halving the channels, BatchNorm and (Leaky)ReLU, tanh out.
-    Conditional: z times a learned label embedding (concatenated, G ignored z: docs/model.md)."""
+    """z (N, latent_dim) [and labels (N,)] -> images (N, H, W, C) in [-1, 1]: a projected small map,
+    optional stride-1 layers, stride-2 upsampling halving the channels, BatchNorm and (Leaky)ReLU,
+    tanh out. Conditional: z times a learned label embedding (concatenated, G ignored z:
+    docs/model.md)."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     base_width: int = 64
@@ -56,15 +59,27 @@ class Generator(nn.Module):
         steps = num_resolution_steps(height)
         base = height >> steps
         features = self.base_features or self.base_width * 2 ** (steps - 1)
-        act = nn.relu if self.activation == "relu" else functools.partial(nn.leaky_relu, negative_slope=0.2)
+        act = (
+            nn.relu
+            if self.activation == "relu"
+            else functools.partial(nn.leaky_relu, negative_slope=0.2)
+        )
         if self.num_classes:
             _check_labels(labels, z.shape[0])
-            embedding = nn.Embed(self.num_classes, z.shape[-1], embedding_init=nn.initializers.normal(1.0))
+            embedding = nn.Embed(
+                self.num_classes, z.shape[-1], embedding_init=nn.initializers.normal(1.0)
+            )
             z = z * embedding(labels)
-        x = nn.Dense(base * base * features, use_bias=False, kernel_init=DCGAN_INIT, dtype=self.dtype)(z)
+        x = nn.Dense(
+            base * base * features, use_bias=False, kernel_init=DCGAN_INIT, dtype=self.dtype
+        )(z)
         x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
         x = x.reshape(-1, base, base, features)
-        conv_args = {"kernel_size": self.kernel_size, "algorithm": self.conv_algorithm, "dtype": self.dtype}
+        conv_args = {
+            "kernel_size": self.kernel_size,
+            "algorithm": self.conv_algorithm,
+            "dtype": self.dtype,
+        }
         for i in range(self.stride1_layers):
             features //= 2
             x = Conv(features, **conv_args, name=f"same{i}")(x)
@@ -80,13 +95,15 @@ class Generator(nn.Module):
 def _check_labels(labels: jax.Array | None, batch_size: int) -> None:
     if labels is None or labels.shape != (batch_size,):
         got = None if labels is None else labels.shape
-        raise ValueError(f"a class-conditional model needs one label per image: shape ({batch_size},), got {got}")
+        raise ValueError(
+            f"a class-conditional model needs one label per image: shape ({batch_size},), got {got}"
+        )
 
 
 class Discriminator(nn.Module):
-    """images [and labels] -> one logit each: stride-2 convolutions, LeakyReLU(0.2), BatchNorm but on
-    the input layer (or nowhere), optional dropout and spectral norm, a linear read-out. Conditional:
-    a projection discriminator (Miyato & Koyama 2018), logit = w.h + embed(y).h."""
+    """images [and labels] -> one logit each: stride-2 convolutions, LeakyReLU(0.2), BatchNorm but
+    on the input layer (or nowhere), optional dropout and spectral norm, a linear read-out.
+    Conditional: a projection discriminator (Miyato & Koyama 2018), logit = w.h + embed(y).h."""
 
     base_width: int = 64
     kernel_size: int = 5
@@ -109,8 +126,16 @@ class Discriminator(nn.Module):
         x = x.astype(self.dtype)
         for i in range(num_resolution_steps(x.shape[1])):
             normalised = self.batch_norm and i > 0
-            features, options = self.base_width * 2**i, {"algorithm": self.conv_algorithm, "dtype": self.dtype}
-            x = layer(DownsampleConv(features, self.kernel_size, not normalised, **options, name=f"down{i}"), x)
+            features, options = (
+                self.base_width * 2**i,
+                {"algorithm": self.conv_algorithm, "dtype": self.dtype},
+            )
+            x = layer(
+                DownsampleConv(
+                    features, self.kernel_size, not normalised, **options, name=f"down{i}"
+                ),
+                x,
+            )
             if normalised:
                 x = _batch_norm(self.bn_momentum, train, self.dtype)(x)
             x = nn.leaky_relu(x, 0.2)
@@ -122,7 +147,9 @@ class Discriminator(nn.Module):
         logits = layer(nn.Dense(1, kernel_init=DCGAN_INIT, dtype=self.dtype), h)[:, 0]
         if self.num_classes:
             _check_labels(labels, h.shape[0])
-            embedding = nn.Embed(self.num_classes, h.shape[-1], embedding_init=DCGAN_INIT, dtype=self.dtype)
+            embedding = nn.Embed(
+                self.num_classes, h.shape[-1], embedding_init=DCGAN_INIT, dtype=self.dtype
+            )
             logits = logits + jnp.sum(embedding(labels) * h, axis=-1)
         return logits.astype(jnp.float32)
 
@@ -141,7 +168,8 @@ def minibatch_stddev(x: jax.Array, group_size: int = 4) -> jax.Array:
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     """Inverted dropout whose mask comes from 16-bit random numbers, two per 32-bit draw: half the
-    random-number work of ``nn.Dropout``, drop probability within 2^-17 of ``rate``, scaling exact."""
+    random-number work of ``nn.Dropout``, drop probability within 2^-17 of ``rate``, scaling exact.
+    """
     threshold = round(rate * 2**16)
     words = jax.random.bits(key, ((x.size + 1) // 2,), jnp.uint32)
     bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[: x.size].reshape(x.shape)
@@ -162,7 +190,10 @@ class Nets(NamedTuple):
 
 def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = "float32") -> Nets:
     """G and D for ``config.model``; ``compute_dtype`` is ``train.compute_dtype``."""
-    shared = {k: model_config[k] for k in ("base_width", "kernel_size", "bn_momentum", "num_classes", "conv_algorithm")}
+    shared = {
+        k: model_config[k]
+        for k in ("base_width", "kernel_size", "bn_momentum", "num_classes", "conv_algorithm")
+    }
     shared["dtype"] = DTYPES[compute_dtype]
     generator = Generator(
         image_shape=tuple(image_shape),
@@ -183,14 +214,18 @@ def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = 
 
 
 def example_labels(num_classes: int) -> jax.Array | None:
-    """Labels for a model's ``init`` (shapes only): two zeros, or None for an unconditional model."""
+    """Labels for a model's ``init`` (shapes only): two zeros, or None for an unconditional
+    model."""
     return jnp.zeros((2,), jnp.int32) if num_classes else None
 
 
 def init_variables(nets: Nets, key: jax.Array, image_shape, latent_dim: int) -> tuple[dict, dict]:
-    """(G's variables, D's variables) initialised from ``key``; D's ``batch_stats`` is {} when it has none."""
+    """(G's variables, D's variables) initialised from ``key``; D's ``batch_stats`` is {} when it
+    has none."""
     g_key, d_key = jax.random.split(key)
     labels = example_labels(nets.generator.num_classes)
     g_vars = nets.generator.init(g_key, jnp.zeros((2, latent_dim)), train=False, labels=labels)
-    d_vars = nets.discriminator.init(d_key, jnp.zeros((2, *image_shape)), train=False, labels=labels)
+    d_vars = nets.discriminator.init(
+        d_key, jnp.zeros((2, *image_shape)), train=False, labels=labels
+    )
     return dict(g_vars), {"params": d_vars["params"], "batch_stats": d_vars.get("batch_stats", {})}

@@ -1,13 +1,15 @@
-"""Fast, exact rewrites of the generator's convolutions, parameters as ``nn.Conv``/``nn.ConvTranspose``
-(each the same linear map as the plain layer, outputs and gradients: tests/test_convolutions.py).
+"""Fast, exact rewrites of the generator's convolutions, parameters as
+``nn.Conv``/``nn.ConvTranspose`` (each the same linear map as the plain layer, outputs and
+gradients: tests/test_convolutions.py).
 
 - Sub-pixel upsampling: a stride-2 transposed convolution as four stride-1 "phase" convolutions and
   depth-to-space (XLA's CPU gradient of the dilated convolution is far slower, jax#23783).
 - Fourier convolution: on a DCGAN's small maps a stride-1 convolution is a product per frequency,
   the transforms small dense DFT matrices: all matrix products (benchmarks/RESULTS.md).
 
-``algorithm``: ``"direct"`` (XLA's), ``"fourier"``, or ``"auto"``: Fourier where it needs at most half
-the direct sum's multiply-adds, on the CPU in float32 (GPU libraries have their own fast kernels)."""
+``algorithm``: ``"direct"`` (XLA's), ``"fourier"``, or ``"auto"``: Fourier where it needs at most
+half the direct sum's multiply-adds, on the CPU in float32 (GPU libraries have their own fast
+kernels)."""
 
 from __future__ import annotations
 
@@ -23,17 +25,25 @@ import numpy as np
 # Radford et al.: "All weights were initialized from a zero-centered Normal distribution
 # with standard deviation 0.02."
 DCGAN_INIT = nn.initializers.normal(0.02)
-ALGORITHMS = ("auto", "direct", "fourier")  # config.CONV_ALGORITHMS, which config validates against.
+# config.CONV_ALGORITHMS, which config validates against.
+ALGORITHMS = (
+    "auto",
+    "direct",
+    "fourier",
+)
 
 Padding = tuple[int, int]
 
 
 @functools.cache
-def _fourier_matrices(size: int, kernel_size: int, padding: Padding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Real DFT matrices of a stride-1 cross-correlation of a ``size`` x ``size`` map: (input transform
-    (2F, size^2), kernel transform (2F, k^2), inverse (out^2, 2F)), ordered (frequency, re|im). The
-    period ``n = size + max(padding)`` makes the wrapped terms fall on zero padding; frequencies are
-    a real signal's half-plane, the inverse counting the other half by each column's multiplicity."""
+def _fourier_matrices(
+    size: int, kernel_size: int, padding: Padding
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real DFT matrices of a stride-1 cross-correlation of a ``size`` x ``size`` map: (input
+    transform (2F, size^2), kernel transform (2F, k^2), inverse (out^2, 2F)), ordered (frequency,
+    re|im). The period ``n = size + max(padding)`` makes the wrapped terms fall on zero padding;
+    frequencies are a real signal's half-plane, the inverse counting the other half by each column's
+    multiplicity."""
     low, high = padding
     out = size + low + high - kernel_size + 1
     n = size + max(low, high, 0)
@@ -49,15 +59,26 @@ def _fourier_matrices(size: int, kernel_size: int, padding: Padding) -> tuple[np
 
     pixels, taps, outputs = np.arange(size), np.arange(kernel_size) - low, np.arange(out)
     x_transform = two_d(dft(rows, pixels, -1), dft(columns, pixels, -1))  # X = sum x e^{-i...}
-    k_transform = two_d(dft(rows, taps, 1), dft(columns, taps, 1))  # conj(DFT of the correlation kernel)
+    # conj(DFT of the correlation kernel)
+    k_transform = two_d(dft(rows, taps, 1), dft(columns, taps, 1))
     multiplicity = np.where((columns == 0) | (2 * columns == n), 1.0, 2.0)
-    inverse = two_d(dft(rows, outputs, 1), dft(columns, outputs, 1) * multiplicity[:, None]).T / n**2
+    inverse = (
+        two_d(dft(rows, outputs, 1), dft(columns, outputs, 1) * multiplicity[:, None]).T / n**2
+    )
 
     def interleave(matrix):  # (F, P) complex -> (2F, P) real, rows (f, re|im).
-        return np.stack([matrix.real, matrix.imag], axis=1).reshape(-1, matrix.shape[1]).astype(np.float32)
+        return (
+            np.stack([matrix.real, matrix.imag], axis=1)
+            .reshape(-1, matrix.shape[1])
+            .astype(np.float32)
+        )
 
     # Re(sum_f P_f Y_f) = sum_f Re(P_f) Re(Y_f) - Im(P_f) Im(Y_f).
-    inverse_real = np.stack([inverse.real, -inverse.imag], axis=2).reshape(inverse.shape[0], -1).astype(np.float32)
+    inverse_real = (
+        np.stack([inverse.real, -inverse.imag], axis=2)
+        .reshape(inverse.shape[0], -1)
+        .astype(np.float32)
+    )
     return interleave(x_transform), interleave(k_transform), inverse_real
 
 
@@ -67,13 +88,15 @@ def fourier_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array
     batch, size, width, channels = x.shape
     kernel_size, _, _, features = kernel.shape
     if size != width or kernel.shape[1] != kernel_size:
-        raise ValueError(f"fourier_conv needs square maps and kernels, got {x.shape} and {kernel.shape}")
+        raise ValueError(
+            f"fourier_conv needs square maps and kernels, got {x.shape} and {kernel.shape}"
+        )
     x_transform, k_transform, inverse = _fourier_matrices(size, kernel_size, tuple(padding))
     frequencies, out = x_transform.shape[0] // 2, math.isqrt(inverse.shape[0])
     # (F, [real; imaginary] x batch, C): both parts of X share one product with each kernel part.
-    spectrum = (x_transform @ x.transpose(1, 2, 0, 3).reshape(size * size, batch * channels)).reshape(
-        frequencies, 2 * batch, channels
-    )
+    spectrum = (
+        x_transform @ x.transpose(1, 2, 0, 3).reshape(size * size, batch * channels)
+    ).reshape(frequencies, 2 * batch, channels)
     k_spectrum = (k_transform @ kernel.reshape(kernel_size**2, channels * features)).reshape(
         frequencies, 2, channels, features
     )
@@ -81,13 +104,16 @@ def fourier_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array
     with_imag = jnp.einsum("fbc,fcd->fbd", spectrum, k_spectrum[:, 1])
     # (Xr + i Xi)(Kr + i Ki) = (Xr Kr - Xi Ki) + i (Xr Ki + Xi Kr)
     product = jnp.stack(
-        [with_real[:, :batch] - with_imag[:, batch:], with_imag[:, :batch] + with_real[:, batch:]], axis=1
+        [with_real[:, :batch] - with_imag[:, batch:], with_imag[:, :batch] + with_real[:, batch:]],
+        axis=1,
     )
     y = inverse @ product.reshape(2 * frequencies, batch * features)
     return y.reshape(out, out, batch, features).transpose(2, 0, 1, 3)
 
 
-def _fourier_pays(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], padding: Padding) -> bool:
+def _fourier_pays(
+    x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], padding: Padding
+) -> bool:
     """Whether the Fourier form needs at most half the direct convolution's multiply-adds."""
     _, size, _, channels = x_shape
     kernel_size, _, _, features = kernel_shape
@@ -96,7 +122,8 @@ def _fourier_pays(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], paddi
     frequencies = n * (n // 2 + 1)
     direct = out**2 * kernel_size**2 * channels * features
     products = 4 * frequencies * channels * features
-    transforms = 2 * frequencies * (size**2 * channels + out**2 * features)  # Per image; kernel's is shared.
+    # Per image; kernel's is shared.
+    transforms = 2 * frequencies * (size**2 * channels + out**2 * features)
     return 2 * (products + transforms) <= direct
 
 
@@ -113,7 +140,9 @@ def _use_fourier(
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding) -> jax.Array:
     dimensions = ("NHWC", "HWIO", "NHWC")
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=dimensions)
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), padding, dimension_numbers=dimensions
+    )
 
 
 def conv(x: jax.Array, kernel: jax.Array, padding: Padding, algorithm: str = "auto") -> jax.Array:
@@ -124,11 +153,15 @@ def conv(x: jax.Array, kernel: jax.Array, padding: Padding, algorithm: str = "au
 
 
 def _phase_taps(kernel_size: int) -> tuple[int, int, list[list[tuple[int, int]]]]:
-    """A stride-2 'SAME' transposed convolution along one axis, ``y[2i + a] = sum_t x[i + (a + t - pad)
-    / 2] w[t]`` over taps with ``a + t - pad`` even (``pad``: lax.conv_transpose's leading padding): the
-    input offsets (lo, hi) the phases span, and for each phase its (kernel tap, offset index) pairs."""
+    """A stride-2 'SAME' transposed convolution along one axis, ``y[2i + a] = sum_t x[i + (a + t -
+    pad) / 2] w[t]`` over taps with ``a + t - pad`` even (``pad``: lax.conv_transpose's leading
+    padding): the input offsets (lo, hi) the phases span, and for each phase its (kernel tap, offset
+    index) pairs."""
     pad = kernel_size - 1 if 2 > kernel_size - 1 else math.ceil(kernel_size / 2)
-    offsets = {a: [((a + t - pad) // 2, t) for t in range(kernel_size) if (a + t - pad) % 2 == 0] for a in (0, 1)}
+    offsets = {
+        a: [((a + t - pad) // 2, t) for t in range(kernel_size) if (a + t - pad) % 2 == 0]
+        for a in (0, 1)
+    }
     all_offsets = [d for pairs in offsets.values() for d, _ in pairs]
     lo, hi = min(all_offsets), max(all_offsets)
     return lo, hi, [[(t, d - lo) for d, t in offsets[a]] for a in (0, 1)]
@@ -150,7 +183,8 @@ def phase_kernel(kernel: jax.Array) -> jax.Array:
 
 
 def upsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") -> jax.Array:
-    """Exactly ``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` (NHWC, HWIO), computed sub-pixel."""
+    """Exactly ``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` (NHWC, HWIO), computed
+    sub-pixel."""
     lo, hi, _ = _phase_taps(kernel.shape[0])
     y = conv(x, phase_kernel(kernel).astype(x.dtype), (-lo, hi), algorithm)
     batch, height, width, channels = y.shape
@@ -167,7 +201,9 @@ def _same_padding(size: int, kernel_size: int, stride: int) -> Padding:
 def _strided_taps(kernel_size: int, pad_low: int) -> tuple[int, int, list[tuple[int, int, int]]]:
     """A stride-2 correlation ``y[i] = sum_t x[2i + t - pad_low] w[t]`` over the two phases
     ``x_p[j] = x[2j + p]``: (lowest offset, highest offset, (tap, phase, offset) triples)."""
-    triples = [(t, (t - pad_low) % 2, (t - pad_low - (t - pad_low) % 2) // 2) for t in range(kernel_size)]
+    triples = [
+        (t, (t - pad_low) % 2, (t - pad_low - (t - pad_low) % 2) // 2) for t in range(kernel_size)
+    ]
     offsets = [d for _, _, d in triples]
     return min(offsets), max(offsets), triples
 
@@ -182,18 +218,28 @@ def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") ->
     n = hi - lo + 1
     s2d_shape = (batch, height // 2, width // 2, 4 * channels)
     even = height % 2 == 0 and width % 2 == 0
-    if not (even and _use_fourier(algorithm, s2d_shape, x.dtype, (n, n, 4 * channels, features), (-lo, hi))):
+    if not (
+        even
+        and _use_fourier(algorithm, s2d_shape, x.dtype, (n, n, 4 * channels, features), (-lo, hi))
+    ):
         return _xla_conv(x, kernel, 2, "SAME")
     select = np.zeros((2, n, k), np.float32)  # (phase, offset, tap)
     for t, phase, d in triples:
         select[phase, d - lo, t] = 1.0
-    phases = jnp.einsum("aiy,bjx,yxco->ijabco", select, select, kernel).reshape(n, n, 4 * channels, features)
-    x = x.reshape(batch, height // 2, 2, width // 2, 2, channels).transpose(0, 1, 3, 2, 4, 5).reshape(s2d_shape)
+    phases = jnp.einsum("aiy,bjx,yxco->ijabco", select, select, kernel).reshape(
+        n, n, 4 * channels, features
+    )
+    x = (
+        x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+        .transpose(0, 1, 3, 2, 4, 5)
+        .reshape(s2d_shape)
+    )
     return fourier_conv(x, phases.astype(x.dtype), (-lo, hi))
 
 
 class _KernelLayer(nn.Module):
-    """A convolution layer with Flax's parameter names and shapes: "kernel" (k, k, in, out), "bias"."""
+    """A convolution layer with Flax's parameter names and shapes: "kernel" (k, k, in, out),
+    "bias"."""
 
     features: int
     kernel_size: int = 5

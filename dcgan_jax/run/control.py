@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from dcgan_jax.config import RunError
+from dcgan_jax.gan import RunError
 
 LOCK_NAME = ".lock"
 
@@ -62,20 +62,29 @@ def check_writable_folder(folder: Path, flag: str) -> None:
             f"{flag}={folder}: a file is in the way (a folder is needed); choose another {flag}"
         ) from None
     except OSError as e:
-        raise WorkdirError(f"{flag}={folder}: cannot create it ({e.strerror}); choose another {flag}") from None
+        raise WorkdirError(
+            f"{flag}={folder}: cannot create it ({e.strerror}); choose another {flag}"
+        ) from None
     try:  # os.access says yes to root on some read-only folders: try for real.
         probe = folder / f".write_probe_{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise WorkdirError(f"{flag}={folder}: cannot write there ({e.strerror}); choose another {flag}") from None
+        raise WorkdirError(
+            f"{flag}={folder}: cannot write there ({e.strerror}); choose another {flag}"
+        ) from None
 
 
 @contextlib.contextmanager
 def hold(workdir: str | Path) -> Iterator[Path]:
-    """Holds ``workdir/.lock`` for the duration; raises WorkdirLockedError if a live run holds it."""
+    """Holds ``workdir/.lock`` for the duration; raises WorkdirLockedError if a live run holds
+    it."""
     path = Path(workdir) / LOCK_NAME
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    owner = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     while not _try_create(path, owner):
         try:
             holder = json.loads(path.read_text())
@@ -84,13 +93,16 @@ def hold(workdir: str | Path) -> Iterator[Path]:
         same_host = holder.get("host") == owner["host"]
         if same_host and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
             raise WorkdirLockedError(
-                f"{workdir} is in use by process {holder['pid']} on {holder['host']} since {holder.get('started')} "
+                f"{workdir} is in use by process {holder['pid']} on {holder['host']} since "
+                f"{holder.get('started')} "
                 f"(lock file {path}); stop that run or choose another --workdir"
             )
         if holder and not same_host:
             raise WorkdirLockedError(
-                f"{workdir} is locked by process {holder.get('pid')} on host {holder.get('host')} since "
-                f"{holder.get('started')} (lock file {path}); if that run is dead, delete the lock file"
+                f"{workdir} is locked by process {holder.get('pid')} on host {holder.get('host')} "
+                "since "
+                f"{holder.get('started')} (lock file {path}); if that run is dead, delete the "
+                "lock file"
             )
         path.unlink(missing_ok=True)  # Stale: its process is gone.
     try:
@@ -100,21 +112,24 @@ def hold(workdir: str | Path) -> Iterator[Path]:
 
 
 class Interrupted(Exception):
-    """The run was stopped by a signal, after its final checkpoint (or before training: nothing to save).
-    Commands exit ``128 + signum``, so a scheduler never takes a pre-empted run for a finished one."""
+    """The run was stopped by a signal, after its final checkpoint (or before training: nothing to
+    save). Commands exit ``128 + signum``, so a scheduler never takes a pre-empted run for a
+    finished one."""
 
     def __init__(self, signal_name: str, signum: int, message: str):
         super().__init__(message)
         self.signal_name, self.exit_status = signal_name, 128 + signum
 
 
-# Schedulers and kill, Ctrl-C, a closed terminal or ssh session: each a request to stop with a checkpoint.
+# Schedulers and kill, Ctrl-C, a closed terminal or ssh session: each a request to stop with a
+# checkpoint.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class StopRequests:
-    """The :data:`STOP_SIGNALS` received; the handler only records (a library could swallow an exception
-    raised from it). Set-up calls :meth:`check` between phases; the loop stops at the end of a step."""
+    """The :data:`STOP_SIGNALS` received; the handler only records (a library could swallow an
+    exception raised from it). Set-up calls :meth:`check` between phases; the loop stops at the end
+    of a step."""
 
     def __init__(self):
         self.received: list[str] = []
@@ -139,8 +154,8 @@ class StopRequests:
 
 @contextlib.contextmanager
 def stop_requests() -> Iterator[StopRequests]:
-    """:class:`StopRequests` handling the :data:`STOP_SIGNALS` for the duration (off the main thread,
-    where Python installs no handler, signals keep their default)."""
+    """:class:`StopRequests` handling the :data:`STOP_SIGNALS` for the duration (off the main
+    thread, where Python installs no handler, signals keep their default)."""
     requests = StopRequests()
     if threading.current_thread() is not threading.main_thread():
         yield requests
@@ -173,18 +188,25 @@ def agreed_stop(signals: list[str], started: float, max_seconds: float) -> Stop:
     at the same step; a process stopping alone would leave the others waiting in a collective."""
     out_of_time = max_seconds > 0 and time.monotonic() - started >= max_seconds
     if jax.process_count() == 1:
-        return Stop(signals[0], out_of_time, signal.Signals[signals[0]].value) if signals else Stop(None, out_of_time)
+        return (
+            Stop(signals[0], out_of_time, signal.Signals[signals[0]].value)
+            if signals
+            else Stop(None, out_of_time)
+        )
     local = np.array([signal.Signals[signals[0]].value if signals else 0, out_of_time], np.int32)
     everyone = np.asarray(multihost_utils.process_allgather(local))
     received = [(process, int(sig)) for process, (sig, _) in enumerate(everyone) if sig]
     if not received:
         return Stop(None, bool(everyone[:, 1].any()))
     process, signum = received[0]
-    return Stop(f"{signal.Signals(signum).name} (to process {process})", bool(everyone[:, 1].any()), signum)
+    return Stop(
+        f"{signal.Signals(signum).name} (to process {process})", bool(everyone[:, 1].any()), signum
+    )
 
 
 class TrainingDiverged(RunError, RuntimeError):
-    """Non-finite losses or parameters; the message names the step, networks and metrics, and what was kept."""
+    """Non-finite losses or parameters; the message names the step, networks and metrics, and what
+    was kept."""
 
     def __init__(self, message: str, step: int = 0):
         super().__init__(message)
@@ -193,7 +215,8 @@ class TrainingDiverged(RunError, RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Divergence:
-    step: int  # The first step whose metrics (or, failing that, the step whose parameters) are non-finite.
+    # The first step whose metrics (or, failing that, the step whose parameters) are non-finite.
+    step: int
     problems: list[str]
     learning_rates: tuple[float, float]  # G's and D's when it diverged.
 
@@ -202,8 +225,8 @@ class Divergence:
 
 
 def divergence_advice(config, divergence: Divergence) -> str:
-    """The field most likely at fault (a non-finite penalty, a weight far above its usual range, else
-    the learning rate), and a policy not already in force."""
+    """The field most likely at fault (a non-finite penalty, a weight far above its usual range,
+    else the learning rate), and a policy not already in force."""
     loss, train = config.loss, config.train
     if any(p.startswith("r1_penalty") for p in divergence.problems) or loss.r1_gamma > 100:
         field = f"--config.loss.r1_gamma (now {loss.r1_gamma:g}; 0.1 to 100 is usual)"
@@ -212,9 +235,15 @@ def divergence_advice(config, divergence: Divergence) -> str:
     else:
         field = f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate:g})"
     if train.on_divergence == "restore":
-        policy = f"allow more restores than --config.train.max_divergence_restores={train.max_divergence_restores}"
+        policy = (
+            "allow more restores than "
+            f"--config.train.max_divergence_restores={train.max_divergence_restores}"
+        )
     else:
-        policy = "set --config.train.on_divergence=restore to go on from the last good checkpoint with lower rates"
+        policy = (
+            "set --config.train.on_divergence=restore to go on from the last good checkpoint "
+            "with lower rates"
+        )
     return f"Lower {field}, or {policy}."
 
 
@@ -224,14 +253,20 @@ def check_restore_allowed(config, divergence: Divergence, restores_done: int, ke
     train = config.train
     if train.on_divergence == "restore" and restores_done < train.max_divergence_restores:
         return
-    why = f" after {restores_done} restores (train.max_divergence_restores={train.max_divergence_restores})"
+    why = (
+        f" after {restores_done} restores "
+        f"(train.max_divergence_restores={train.max_divergence_restores})"
+    )
     why = why if train.on_divergence == "restore" else ""
     raise TrainingDiverged(
-        f"training diverged at {divergence}{why}. {kept} {divergence_advice(config, divergence)}", divergence.step
+        f"training diverged at {divergence}{why}. {kept} {divergence_advice(config, divergence)}",
+        divergence.step,
     )
 
 
-def lowered_rates(train_config, divergence: Divergence, stored: tuple[float, float]) -> tuple[float, float]:
+def lowered_rates(
+    train_config, divergence: Divergence, stored: tuple[float, float]
+) -> tuple[float, float]:
     """G's and D's rates to go on with: below both the checkpoint's and those that diverged."""
     factor = train_config.divergence_lr_factor
     return tuple(min(s, d) * factor for s, d in zip(stored, divergence.learning_rates, strict=True))
@@ -245,7 +280,9 @@ def read_status(workdir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_status(workdir: Path, num_steps: int, step: int, ended: str, seconds: float, *, detail: str = "") -> None:
+def write_status(
+    workdir: Path, num_steps: int, step: int, ended: str, seconds: float, *, detail: str = ""
+) -> None:
     """``status.json``: the step, how the run ended (``finished``, ``time_limit``, ``signal``,
     ``diverged``) and its wall time over all sessions. Only a signal leaves it unfinished (a sweep
     reruns it): a time-limited or diverged run would only spend its budget or diverge again."""
@@ -273,23 +310,31 @@ def initialize_distributed(
 ) -> bool:
     """Joins a multi-process run when flags ask for one or SLURM started several tasks (before any
     other JAX call); returns whether it did. An unreachable coordinator is an error, not a hang."""
-    explicit = coordinator_address is not None or num_processes is not None or process_id is not None
+    explicit = (
+        coordinator_address is not None or num_processes is not None or process_id is not None
+    )
     if not explicit and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
         return False
     if explicit and None in (coordinator_address, num_processes, process_id):
         raise DistributedError(
-            "a multi-process run needs all of --coordinator_address, --num_processes and --process_id "
-            f"(got {coordinator_address}, {num_processes}, {process_id}); under SLURM give none of them"
+            "a multi-process run needs all of --coordinator_address, --num_processes and "
+            "--process_id "
+            f"(got {coordinator_address}, {num_processes}, {process_id}); under SLURM give none "
+            "of them"
         )
     if explicit and process_id != 0:
-        # XLA aborts the process (no Python error) when it cannot reach the coordinator; say why first.
+        # XLA aborts the process (no Python error) when it cannot reach the coordinator; say why
+        # first.
         _wait_for_coordinator(coordinator_address, process_id, timeout_s)
     try:
-        jax.distributed.initialize(coordinator_address, num_processes, process_id, initialization_timeout=timeout_s)
+        jax.distributed.initialize(
+            coordinator_address, num_processes, process_id, initialization_timeout=timeout_s
+        )
     except Exception as e:  # XLA reports an unreachable coordinator as a generic error.
         where = coordinator_address or "the address SLURM provides"
         raise DistributedError(
-            f"process {process_id} could not join the run coordinated at {where} within {timeout_s} s: {e}"
+            f"process {process_id} could not join the run coordinated at {where} within "
+            f"{timeout_s} s: {e}"
         ) from e
     return True
 
@@ -306,7 +351,8 @@ def _wait_for_coordinator(address: str, process_id: int, timeout_s: float) -> No
         except OSError as e:
             if time.monotonic() >= deadline:
                 raise DistributedError(
-                    f"process {process_id} could not join the run coordinated at {address} within {timeout_s} s "
+                    f"process {process_id} could not join the run coordinated at {address} within "
+                    f"{timeout_s} s "
                     f"({e}); is process 0 running, and is the address reachable from this host?"
                 ) from e
             time.sleep(0.5)

@@ -27,14 +27,18 @@ def batch_sharded(mesh: Mesh, leading_axes: int = 0) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*([None] * leading_axes), DATA_AXIS))
 
 
-def global_array(local_rows: np.ndarray, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:
+def global_array(
+    local_rows: np.ndarray, sharding: NamedSharding, global_shape: tuple[int, ...]
+) -> jax.Array:
     """A global array assembled from each process's own rows (no copy of other processes' data)."""
     return jax.make_array_from_process_local_data(sharding, local_rows, global_shape)
 
 
 def to_host(tree: Any) -> Any:
     """NumPy copies of replicated arrays; works when other processes hold devices too."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)
+    return jax.tree.map(
+        lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree
+    )
 
 
 def compile_lowered(lowered, cpu_options: dict[str, str]):
@@ -45,5 +49,7 @@ def compile_lowered(lowered, cpu_options: dict[str, str]):
         except jax.errors.JaxRuntimeError as e:
             if "option" not in str(e):
                 raise
-            logging.warning("Compiling without %s, which this XLA does not take: %s", cpu_options, e)
+            logging.warning(
+                "Compiling without %s, which this XLA does not take: %s", cpu_options, e
+            )
     return lowered.compile()

@@ -36,13 +36,20 @@ def _mmd2_unbiased(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def kernel_inception_distance(
-    real: np.ndarray, fake: np.ndarray, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    real: np.ndarray,
+    fake: np.ndarray,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """(mean, std) of the unbiased MMD^2 over random subsets, as in Binkowski et al. 2018."""
     size = min(subset_size, len(real), len(fake))
     rng = np.random.default_rng(seed)
-    subset = lambda x: jnp.asarray(x[rng.choice(len(x), size, replace=False)])  # noqa: E731
-    values = [float(_mmd2_unbiased(subset(real), subset(fake))) for _ in range(num_subsets)]
+    values = []
+    for _ in range(num_subsets):
+        real_subset = jnp.asarray(real[rng.choice(len(real), size, replace=False)])
+        fake_subset = jnp.asarray(fake[rng.choice(len(fake), size, replace=False)])
+        values.append(float(_mmd2_unbiased(real_subset, fake_subset)))
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -53,7 +60,8 @@ def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def neighbour_radii(features: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarray]:
-    """For each k of ``ks``, each point's squared distance to its k-th nearest other point (one pass)."""
+    """For each k of ``ks``, each point's squared distance to its k-th nearest other point (one
+    pass)."""
     radii = [[] for _ in ks]
     all_points = jnp.asarray(features)
     for start in range(0, len(features), BLOCK):
@@ -65,7 +73,8 @@ def neighbour_radii(features: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarra
 
 
 def _fraction_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
-    """Fraction of ``points`` inside at least one ball (centre, radius) of the other set's manifold."""
+    """Fraction of ``points`` inside at least one ball (centre, radius) of the other set's
+    manifold."""
     inside = []
     centres_j, radii_j = jnp.asarray(centres), jnp.asarray(radii)
     for start in range(0, len(points), BLOCK):
@@ -81,11 +90,15 @@ def precision_recall(
     manifold and of reals on the fake one, a manifold being the union of balls reaching each point's
     k-th nearest neighbour. ``real_radii`` (:func:`neighbour_radii`) saves recomputing them."""
     real_radii = neighbour_radii(real, (k,))[0] if real_radii is None else real_radii
-    return _fraction_inside(fake, real, real_radii), _fraction_inside(real, fake, neighbour_radii(fake, (k,))[0])
+    return _fraction_inside(fake, real, real_radii), _fraction_inside(
+        real, fake, neighbour_radii(fake, (k,))[0]
+    )
 
 
 @jax.jit
-def _ball_counts(points: jax.Array, centres: jax.Array, radii: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _ball_counts(
+    points: jax.Array, centres: jax.Array, radii: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """For a block of points: how many balls (centre, squared radius) hold each point, and each
     centre's squared distance to its nearest point of the block."""
     d = squared_distances(points, centres)
@@ -95,13 +108,16 @@ def _ball_counts(points: jax.Array, centres: jax.Array, radii: jax.Array) -> tup
 def density_coverage(
     real: np.ndarray, fake: np.ndarray, k: int = 5, real_radii: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """Density (real k-NN balls holding a fake, on average, over k; about 1 for fakes like the reals) and
-    coverage (the share of real balls holding a fake), Naeem et al. 2020, strict as their code."""
+    """Density (real k-NN balls holding a fake, on average, over k; about 1 for fakes like the
+    reals) and coverage (the share of real balls holding a fake), Naeem et al. 2020, strict as their
+    code."""
     real_radii = neighbour_radii(real, (k,))[0] if real_radii is None else real_radii
     centres, radii = jnp.asarray(real), jnp.asarray(real_radii)
     inside, nearest = 0, np.full(len(real), np.inf)
     for start in range(0, len(fake), BLOCK):
-        counts, block_nearest = _ball_counts(jnp.asarray(fake[start : start + BLOCK]), centres, radii)
+        counts, block_nearest = _ball_counts(
+            jnp.asarray(fake[start : start + BLOCK]), centres, radii
+        )
         inside += int(jnp.sum(counts))
         nearest = np.minimum(nearest, np.asarray(block_nearest))
     return inside / (k * len(fake)), float(np.mean(nearest < real_radii))
@@ -110,16 +126,22 @@ def density_coverage(
 def nearest_distances(queries: np.ndarray, keys: np.ndarray, block: int = 500) -> np.ndarray:
     """Squared distance of each query row to its nearest key row, ``block`` queries at a time."""
     keys_j = jnp.asarray(keys)
-    nearest = lambda rows: np.asarray(jnp.min(squared_distances(jnp.asarray(rows), keys_j), axis=1))  # noqa: E731
-    return np.concatenate([nearest(queries[i : i + block]) for i in range(0, len(queries), block)])
+    blocks = (queries[i : i + block] for i in range(0, len(queries), block))
+    return np.concatenate(
+        [np.asarray(jnp.min(squared_distances(jnp.asarray(b), keys_j), axis=1)) for b in blocks]
+    )
 
 
-def memorisation_ratio(sample_to_train: np.ndarray, heldout_to_train: np.ndarray, quantile: float = 0.05) -> float:
+def memorisation_ratio(
+    sample_to_train: np.ndarray, heldout_to_train: np.ndarray, quantile: float = 0.05
+) -> float:
     """How much more often samples lie near a training image than held-out real images do: the share
     of samples nearer than the ``quantile`` of the held-out images' :func:`nearest_distances`, over
     that quantile. About 1 for novel samples; 1 / quantile when every sample copies one."""
     threshold = np.quantile(heldout_to_train, quantile)
-    return float(np.mean(sample_to_train < threshold) / max(np.mean(heldout_to_train < threshold), 1e-12))
+    return float(
+        np.mean(sample_to_train < threshold) / max(np.mean(heldout_to_train < threshold), 1e-12)
+    )
 
 
 def intra_class_fid(
@@ -130,7 +152,9 @@ def intra_class_fid(
     per_class = []
     for c, (mu, cov) in enumerate(real_stats):
         mine = features[labels == c]
-        per_class.append(frechet_distance(*mean_and_cov(mine), mu, cov) if len(mine) > 1 else float("nan"))
+        per_class.append(
+            frechet_distance(*mean_and_cov(mine), mu, cov) if len(mine) > 1 else float("nan")
+        )
     return per_class
 
 
@@ -147,11 +171,15 @@ def class_histogram(probs: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(np.argmax(probs, axis=1), minlength=num_classes) / len(probs)
 
 
-def class_coverage(sample_hist: np.ndarray, real_hist: np.ndarray, min_share: float = 0.1) -> tuple[int, float]:
+def class_coverage(
+    sample_hist: np.ndarray, real_hist: np.ndarray, min_share: float = 0.1
+) -> tuple[int, float]:
     """(classes given at least ``min_share`` of their real share, KL(samples || real) of the
     predicted-class histograms)."""
     covered, eps = int(np.sum(sample_hist >= min_share * real_hist)), 1e-6
-    return covered, float(np.sum(sample_hist * (np.log(sample_hist + eps) - np.log(real_hist + eps))))
+    return covered, float(
+        np.sum(sample_hist * (np.log(sample_hist + eps) - np.log(real_hist + eps)))
+    )
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:
@@ -163,6 +191,6 @@ def mean_pairwise_distance(images: np.ndarray) -> float:
 
 
 def sample_diversity(samples: np.ndarray, real_spread: float) -> float:
-    """``samples``' :func:`mean_pairwise_distance` over the real images' (``real_spread``): near 1 for
-    samples as varied as the data, near 0 for mode collapse."""
+    """``samples``' :func:`mean_pairwise_distance` over the real images' (``real_spread``): near 1
+    for samples as varied as the data, near 0 for mode collapse."""
     return mean_pairwise_distance(samples) / max(real_spread, 1e-12)

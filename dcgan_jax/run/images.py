@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dcgan_jax.config import RunError
-from dcgan_jax.data import to_uint8
+from dcgan_jax.gan import RunError
+from dcgan_jax.gan.data import to_uint8
 
 
 class MetricError(RunError, ValueError):
-    """A metric no run logged (a typo, or an evaluation that never ran); the message lists those logged."""
+    """A metric no run logged (a typo, or an evaluation that never ran); the message lists those
+    logged."""
 
 
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
@@ -24,15 +25,23 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
     n, h, w, c = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
-    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c), 255, np.uint8)
+    grid = np.full(
+        (rows * (h + padding) + padding, columns * (w + padding) + padding, c), 255, np.uint8
+    )
     for i in range(n):
-        top, left = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
+        top, left = (
+            padding + (i // columns) * (h + padding),
+            padding + (i % columns) * (w + padding),
+        )
         grid[top : top + h, left : left + w] = images[i]
     return grid
 
 
-def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None, scale: int = 2) -> Path:
-    grid = make_grid(images, columns).repeat(scale, axis=0).repeat(scale, axis=1)  # Nearest-neighbour upscaling.
+def save_grid(
+    images: np.ndarray, path: str | Path, columns: int | None = None, scale: int = 2
+) -> Path:
+    # Nearest-neighbour upscaling.
+    grid = make_grid(images, columns).repeat(scale, axis=0).repeat(scale, axis=1)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +51,11 @@ def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None, 
 
 def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if path.exists()
+        else []
+    )
 
 
 def _pyplot():
@@ -56,9 +69,15 @@ def _pyplot():
 
 
 def _plot_series(axis, rows: list[dict], key: str, label: str) -> None:
-    """``key`` over steps from the rows that have it (training and evaluation rows are logged apart)."""
+    """``key`` over steps from the rows that have it (training and evaluation rows are logged
+    apart)."""
     kept = [r for r in rows if key in r]
-    axis.plot([r["step"] for r in kept], [r[key] for r in kept], label=label, marker="." if len(kept) < 30 else "")
+    axis.plot(
+        [r["step"] for r in kept],
+        [r[key] for r in kept],
+        label=label,
+        marker="." if len(kept) < 30 else "",
+    )
 
 
 def _save(fig, out_path: str | Path, axis=None, ylabel: str = "") -> Path:
@@ -81,7 +100,10 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     rows = read_metrics(metrics_path)
     if not rows:
         return None
-    panels = [("losses", ("d_loss", "g_loss")), ("discriminator accuracy", ("d_real_acc", "d_fake_acc"))]
+    panels = [
+        ("losses", ("d_loss", "g_loss")),
+        ("discriminator accuracy", ("d_real_acc", "d_fake_acc")),
+    ]
     panels.append(("mean D output", ("d_real", "d_fake")))
     if any("eval/fid" in r for r in rows):
         panels.append(("FID (classifier features)", ("eval/fid",)))
@@ -102,7 +124,9 @@ def check_metric(rows_per_run: list[list[dict]], metric: str) -> None:
     if metric not in logged:
         close = difflib.get_close_matches(metric, logged, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise MetricError(f"metric {metric!r} is in no run's metrics.jsonl.{hint} Logged: {', '.join(logged)}")
+        raise MetricError(
+            f"metric {metric!r} is in no run's metrics.jsonl.{hint} Logged: {', '.join(logged)}"
+        )
 
 
 def plot_metric(run_dirs: list[Path], metric: str, out_path: Path) -> Path:
@@ -131,7 +155,10 @@ def _band_points(series: list[dict[int, float]]) -> tuple[list[float], np.ndarra
 def plot_metric_bands(groups: dict[str, list[Path]], metric: str, out_path: Path) -> Path:
     """``metric`` over steps, one mean curve per group of runs (a setting's seeds) with a band of
     +- one standard deviation, over the steps every run of the group logged."""
-    rows_per_group = {label: [read_metrics(Path(d) / "metrics.jsonl") for d in dirs] for label, dirs in groups.items()}
+    rows_per_group = {
+        label: [read_metrics(Path(d) / "metrics.jsonl") for d in dirs]
+        for label, dirs in groups.items()
+    }
     check_metric([rows for group in rows_per_group.values() for rows in group], metric)
     fig, axis = _pyplot().subplots(figsize=(8, 4.5))
     for label, runs in rows_per_group.items():
@@ -141,8 +168,11 @@ def plot_metric_bands(groups: dict[str, list[Path]], metric: str, out_path: Path
         steps, values = _band_points(series)
         mean = values.mean(axis=0)
         sd = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
-        few = len(steps) < 20  # Evaluations: markers and error bars, which a band of one point lacks.
-        (line,) = axis.plot(steps, mean, marker="o" if few else None, label=f"{label} (n={len(values)})")
+        # Evaluations: markers and error bars, which a band of one point lacks.
+        few = len(steps) < 20
+        (line,) = axis.plot(
+            steps, mean, marker="o" if few else None, label=f"{label} (n={len(values)})"
+        )
         axis.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
         if few:
             axis.errorbar(steps, mean, yerr=sd, fmt="none", ecolor=line.get_color(), capsize=3)

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dcgan_jax import reports, sampling, trained
-from dcgan_jax.config import conditioned_on_classes
-from dcgan_jax.evaluation import Evaluator, evaluator_for
+from dcgan_jax.evaluation import Evaluator, evaluator_for, reports
+from dcgan_jax.gan import sampling
+from dcgan_jax.gan.config import conditioned_on_classes
+from dcgan_jax.tools import trained
 
 
-def export_features(row: dict, sample_features: np.ndarray, evaluator: Evaluator, path: str | Path) -> Path:
+def export_features(
+    row: dict, sample_features: np.ndarray, evaluator: Evaluator, path: str | Path
+) -> Path:
     """Writes ``path`` (.npz): the scored samples' features, the real reference's features and
     labels, the layer's name and the provenance (JSON) of ``row``."""
     path = Path(path)
@@ -23,26 +26,45 @@ def export_features(row: dict, sample_features: np.ndarray, evaluator: Evaluator
     real = {"real_features": evaluator.real_features, "real_labels": evaluator.real_labels}
     provenance = np.array(json.dumps(row["provenance"]))
     np.savez(
-        path, sample_features=sample_features, **real, layer=np.array(evaluator.network.layer), provenance=provenance
+        path,
+        sample_features=sample_features,
+        **real,
+        layer=np.array(evaluator.network.layer),
+        provenance=provenance,
     )
     return path
 
 
-def _score_draw(run, evaluator: Evaluator, num: int, seed: int | None, truncation: float) -> tuple[dict, np.ndarray]:
+def _score_draw(
+    run, evaluator: Evaluator, num: int, seed: int | None, truncation: float
+) -> tuple[dict, np.ndarray]:
     """(One draw of ``num`` latents scored, with its provenance; the samples' features)."""
     started = time.monotonic()
     if seed is None:
         images, labels = run.evaluation_samples(num, truncation)
-        latents = f"evaluation stream of seed {run.config.seed}"  # The in-training evaluation's fixed draw.
+        # The in-training evaluation's fixed draw.
+        latents = f"evaluation stream of seed {run.config.seed}"
     else:
         labels = sampling.eval_labels(num, run.num_classes)
         images = run.sample(num, seed, labels, truncation)
         latents = f"key({seed})"
     features, probs = evaluator.features_of(images)
-    asked = labels is not None and conditioned_on_classes(run.config)  # Cluster labels name no class.
+    # Cluster labels name no class.
+    asked = labels is not None and conditioned_on_classes(run.config)
     scores = evaluator.score_features(features, probs, np.asarray(labels) if asked else None)
-    provenance = {**evaluator.provenance, "num_samples": num, "latents": latents, "truncation": truncation}
-    row = {"step": run.step, "latents": latents, "num_samples": num, "truncation": truncation, **scores}
+    provenance = {
+        **evaluator.provenance,
+        "num_samples": num,
+        "latents": latents,
+        "truncation": truncation,
+    }
+    row = {
+        "step": run.step,
+        "latents": latents,
+        "num_samples": num,
+        "truncation": truncation,
+        **scores,
+    }
     return {**row, "seconds": time.monotonic() - started, "provenance": provenance}, features
 
 
@@ -59,11 +81,12 @@ def evaluate_run(
     feature_network: str = "classifier",
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None), writing
-    ``step_<N>[_seed<S>][_truncation<psi>][_inception].json`` into ``output_dir`` (``workdir/eval``);
-    returns a row per draw. By default the in-training evaluation's draw (so a step's FID is its
-    ``eval`` log line's); ``seed``: ``load(...).sample(num, seed)``; ``draws`` > 1: that many draws
-    from ``seed`` on, with mean and sd; ``truncation`` < 1 scales the latents; ``export_path``: the
-    features as .npz (:func:`export_features`); ``feature_network="inception"``: any dataset."""
+    ``step_<N>[_seed<S>][_truncation<psi>][_inception].json`` into ``output_dir``
+    (``workdir/eval``); returns a row per draw. By default the in-training evaluation's draw (so a
+    step's FID is its ``eval`` log line's); ``seed``: ``load(...).sample(num, seed)``; ``draws`` >
+    1: that many draws from ``seed`` on, with mean and sd; ``truncation`` < 1 scales the latents;
+    ``export_path``: the features as .npz (:func:`export_features`);
+    ``feature_network="inception"``: any dataset."""
     workdir = Path(workdir)
     output_dir = Path(output_dir or workdir / "eval")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -77,11 +100,16 @@ def evaluate_run(
         cut += "" if feature_network == "classifier" else f"_{feature_network}"
         first = seed if draws == 1 else seed or 0
         draw_seeds = [None if first is None else first + d for d in range(draws)]
-        scored = [_score_draw(run, evaluator, num, draw_seed, truncation) for draw_seed in draw_seeds]
+        scored = [
+            _score_draw(run, evaluator, num, draw_seed, truncation) for draw_seed in draw_seeds
+        ]
         if export_path is not None:
             export_features(scored[0][0], scored[0][1], evaluator, export_path)
         scored = [row for row, _ in scored]
-        name, result = f"step_{run.step:07d}{'' if seed is None else f'_seed{seed}'}{cut}.json", scored[0]
+        name, result = (
+            f"step_{run.step:07d}{'' if seed is None else f'_seed{seed}'}{cut}.json",
+            scored[0],
+        )
         if draws > 1:
             name = f"step_{run.step:07d}_draws{draws}_seed{first}{cut}.json"
             result = {"step": run.step, "draws": draws, "num_samples": num}

@@ -61,7 +61,8 @@ _TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(images: jax.Array, key: jax.Array, policy: str) -> jax.Array:
-    """``images`` (N, H, W, C) through the transformations of ``policy``, with randomness from ``key``."""
+    """``images`` (N, H, W, C) through the transformations of ``policy``, with randomness from
+    ``key``."""
     names = parse(policy)
     for name, name_key in zip(names, jax.random.split(key, max(len(names), 1)), strict=False):
         images = _TRANSFORMS[name](images, name_key)

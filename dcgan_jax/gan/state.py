@@ -15,7 +15,9 @@ from flax import struct
 @struct.dataclass
 class NetState:
     params: Any
-    batch_stats: Any  # BatchNorm statistics and spectral-norm vectors; {} when the network has neither.
+    batch_stats: (
+        Any  # BatchNorm statistics and spectral-norm vectors; {} when the network has neither.
+    )
     opt_state: Any
 
     @property
@@ -23,7 +25,8 @@ class NetState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
     def apply_gradients(self, tx: optax.GradientTransformation, grads, batch_stats) -> NetState:
-        """One step of ``tx`` on ``grads``, with the BatchNorm statistics of the pass that made them."""
+        """One step of ``tx`` on ``grads``, with the BatchNorm statistics of the pass that made
+        them."""
         updates, opt_state = tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
         return self.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
@@ -33,13 +36,19 @@ class NetState:
         return self.opt_state.hyperparams["learning_rate"]
 
     def with_learning_rate(self, rate: float) -> NetState:
-        """The same network with another learning rate (kept in the optimizer state, so checkpoints keep it)."""
-        hyperparams = {**self.opt_state.hyperparams, "learning_rate": jnp.asarray(rate, self.learning_rate.dtype)}
+        """The same network with another learning rate (kept in the optimizer state, so checkpoints
+        keep it)."""
+        hyperparams = {
+            **self.opt_state.hyperparams,
+            "learning_rate": jnp.asarray(rate, self.learning_rate.dtype),
+        }
         return self.replace(opt_state=self.opt_state._replace(hyperparams=hyperparams))
 
     @staticmethod
     def create(variables: dict, tx: optax.GradientTransformation) -> NetState:
-        return NetState(variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"]))
+        return NetState(
+            variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"])
+        )
 
 
 @struct.dataclass
@@ -48,16 +57,21 @@ class GanState:
     rng: jax.Array  # Raw uint32 key data (checkpointable); folded with the step each update.
     g: NetState
     d: NetState
-    g_ema: Any = struct.field(default_factory=dict)  # EMA of G's parameters; {} when train.ema_decay = 0.
+    # EMA of G's parameters; {} when train.ema_decay = 0.
+    g_ema: Any = struct.field(default_factory=dict)
 
     def generator_variables(self, ema: bool = True) -> dict[str, Any]:
-        """G's variables; with ``ema`` (and an EMA kept) its averaged parameters, G's own statistics."""
-        return {"params": self.g_ema if ema and self.g_ema else self.g.params, "batch_stats": self.g.batch_stats}
+        """G's variables; with ``ema`` (and an EMA kept) its averaged parameters, G's own
+        statistics."""
+        return {
+            "params": self.g_ema if ema and self.g_ema else self.g.params,
+            "batch_stats": self.g.batch_stats,
+        }
 
 
 def make_optimizer(optimizer_config, learning_rate: float) -> optax.GradientTransformation:
-    """Adam whose learning rate lives in its state (lowered after a divergence, kept by checkpoints);
-    ``learning_rate`` is only the initial value :meth:`NetState.create` stores."""
+    """Adam whose learning rate lives in its state (lowered after a divergence, kept by
+    checkpoints); ``learning_rate`` is only the initial value :meth:`NetState.create` stores."""
 
     def adam(learning_rate):
         return optax.adam(learning_rate, b1=optimizer_config.beta1, b2=optimizer_config.beta2)
@@ -66,15 +80,22 @@ def make_optimizer(optimizer_config, learning_rate: float) -> optax.GradientTran
 
 
 def learning_rates(optimizer_config) -> tuple[float, float]:
-    """G's and D's rates: ``g_learning_rate`` and ``d_learning_rate`` (TTUR) where set, else ``learning_rate``."""
+    """G's and D's rates: ``g_learning_rate`` and ``d_learning_rate`` (TTUR) where set, else
+    ``learning_rate``."""
     base = optimizer_config.learning_rate
     return optimizer_config.g_learning_rate or base, optimizer_config.d_learning_rate or base
 
 
 def nonfinite_networks(state: GanState) -> jax.Array:
-    """[generator, discriminator]: True where any parameter or statistic (G's EMA included) is NaN or inf."""
+    """[generator, discriminator]: True where any parameter or statistic (G's EMA included) is NaN
+    or inf."""
 
     def bad(*trees) -> jax.Array:
         return jnp.any(jnp.array([~jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
 
-    return jnp.stack([bad(state.g.params, state.g.batch_stats, state.g_ema), bad(state.d.params, state.d.batch_stats)])
+    return jnp.stack(
+        [
+            bad(state.g.params, state.g.batch_stats, state.g_ema),
+            bad(state.d.params, state.d.batch_stats),
+        ]
+    )

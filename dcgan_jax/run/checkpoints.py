@@ -18,9 +18,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from dcgan_jax import parallel, writers
-from dcgan_jax.config import RunError
-from dcgan_jax.state import GanState
+from dcgan_jax.gan import RunError, parallel
+from dcgan_jax.gan.state import GanState
+from dcgan_jax.run import writers
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "best_checkpoint"  # The checkpoint of the lowest FID so far (when the run evaluates).
@@ -37,11 +37,13 @@ class CheckpointMismatchError(CheckpointError):
 
 
 class DiskFullError(CheckpointError):
-    """No space left to write a checkpoint; the message names the folder and the checkpoint that is intact."""
+    """No space left to write a checkpoint; the message names the folder and the checkpoint that is
+    intact."""
 
 
 def out_of_space(error: BaseException | None) -> bool:
-    """Whether ``error`` or one it came from is a full disk (or quota), however the library wrapped it."""
+    """Whether ``error`` or one it came from is a full disk (or quota), however the library wrapped
+    it."""
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -52,9 +54,14 @@ def out_of_space(error: BaseException | None) -> bool:
 
 
 def _bytes_needed(directory: Path, state: GanState, steps: list[int]) -> int:
-    """A checkpoint's size: that of the newest on disk, else the state's arrays, with some room to spare."""
+    """A checkpoint's size: that of the newest on disk, else the state's arrays, with some room to
+    spare."""
     arrays = sum(x.nbytes for x in jax.tree.leaves(state))
-    size = sum(f.stat().st_size for f in (directory / str(steps[-1])).rglob("*") if f.is_file()) if steps else arrays
+    size = (
+        sum(f.stat().st_size for f in (directory / str(steps[-1])).rglob("*") if f.is_file())
+        if steps
+        else arrays
+    )
     return int(size * 1.2) + (1 << 20)
 
 
@@ -64,7 +71,10 @@ _path_name = functools.partial(jax.tree_util.keystr, simple=True, separator="/")
 
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
     """'g/params/Dense_0/kernel' -> shape, for a state or for Orbax's metadata of one."""
-    return {_path_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        _path_name(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with each checkpoint.
@@ -72,7 +82,9 @@ HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with 
 
 def array_hashes(tree) -> dict[str, str]:
     """{path: SHA-256 of the array's bytes} for every array of a (host) tree."""
-    return {_path_name(path): _sha256(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        _path_name(path): _sha256(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def _sha256(array) -> str:
@@ -84,9 +96,13 @@ def verify(restored, hashes: dict[str, str], where: Path) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(restored):
         name = _path_name(path)
         if name not in hashes:
-            raise CheckpointError(f"{where}: {name} has no SHA-256 saved with it; not a checkpoint of this dcgan_jax")
+            raise CheckpointError(
+                f"{where}: {name} has no SHA-256 saved with it; not a checkpoint of this dcgan_jax"
+            )
         if _sha256(np.asarray(leaf)) != hashes[name]:
-            raise CheckpointError(f"{where}: {name} does not match the SHA-256 saved with it (its files were changed)")
+            raise CheckpointError(
+                f"{where}: {name} does not match the SHA-256 saved with it (its files were changed)"
+            )
 
 
 def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path:
@@ -96,7 +112,13 @@ def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path
 class Checkpointer:
     """Saves and restores GanStates under ``workdir/checkpoints/<step>``."""
 
-    def __init__(self, workdir: str | Path, keep: int = 3, create: bool = True, subdir: str = CHECKPOINT_SUBDIR):
+    def __init__(
+        self,
+        workdir: str | Path,
+        keep: int = 3,
+        create: bool = True,
+        subdir: str = CHECKPOINT_SUBDIR,
+    ):
         self.directory = checkpoint_dir(workdir, subdir)
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints folder at {self.directory}")
@@ -106,7 +128,9 @@ class Checkpointer:
             "config": ocp.JsonCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler(),
         }
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=handlers
+        )
         self._saving: int | None = None
 
     def all_steps(self) -> list[int]:
@@ -114,17 +138,28 @@ class Checkpointer:
 
     def save(self, state: GanState, config: ml_collections.ConfigDict, meta: dict) -> None:
         """Starts an asynchronous save of ``state`` at its step. ``meta`` holds what is derived, not
-        configured (the image shape), to rebuild G from the checkpoint alone; the arrays' SHA-256 join it."""
+        configured (the image shape), to rebuild G from the checkpoint alone; the arrays' SHA-256
+        join it."""
         step = int(parallel.to_host(state.step))
         self.wait()  # The previous save's errors surface here, before another one starts.
-        needed, free = _bytes_needed(self.directory, state, self.all_steps()), shutil.disk_usage(self.directory).free
+        needed, free = (
+            _bytes_needed(self.directory, state, self.all_steps()),
+            shutil.disk_usage(self.directory).free,
+        )
         if free < needed:
-            raise DiskFullError(self._disk_full_message(step, f"; it needs about {needed / 2**20:.1f} MiB"))
+            raise DiskFullError(
+                self._disk_full_message(step, f"; it needs about {needed / 2**20:.1f} MiB")
+            )
         self._saving = step
         try:
             meta = {**meta, HASHES_KEY: array_hashes(parallel.to_host(state))}
-            saved = {"config": ocp.args.JsonSave(json.loads(config.to_json())), "meta": ocp.args.JsonSave(meta)}
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state), **saved))
+            saved = {
+                "config": ocp.args.JsonSave(json.loads(config.to_json())),
+                "meta": ocp.args.JsonSave(meta),
+            }
+            self.manager.save(
+                step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state), **saved)
+            )
         except Exception as e:
             self._raise_disk_full(e)
             raise
@@ -141,32 +176,42 @@ class Checkpointer:
         if not out_of_space(error):
             return
         for partial in self.directory.glob(f"{self._saving}.orbax-checkpoint-tmp*"):
-            shutil.rmtree(partial, ignore_errors=True)  # Give the space back; it is not a checkpoint.
+            # Give the space back; it is not a checkpoint.
+            shutil.rmtree(partial, ignore_errors=True)
         raise DiskFullError(self._disk_full_message(self._saving, "")) from error
 
     def _disk_full_message(self, step: int | None, needed: str) -> str:
-        free, steps = shutil.disk_usage(self.directory).free, [s for s in self.all_steps() if s != step]
+        free, steps = (
+            shutil.disk_usage(self.directory).free,
+            [s for s in self.all_steps() if s != step],
+        )
         kept = "there is no earlier checkpoint"
         if steps:
             kept = f"the newest complete checkpoint, {self.directory / str(steps[-1])}, is intact"
         where = f"checkpoint {step} in {self.directory} ({free / 2**20:.1f} MiB free{needed})"
-        return f"disk full: no space to write {where}; {kept}. Free some space and rerun the same command to resume."
+        return (
+            f"disk full: no space to write {where}; {kept}. Free some space and rerun the same "
+            "command to resume."
+        )
 
     def _step_or_latest(self, step: int | None) -> int:
-        writers.library_noise_to_log(everything=False)  # Before any read: a failed one's callbacks to train.log.
+        # Before any read: a failed one's callbacks to train.log.
+        writers.library_noise_to_log(everything=False)
         steps = self.all_steps()
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         if step is None:
             return steps[-1]
         if step not in steps:
-            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available steps: {steps}")
+            raise CheckpointError(
+                f"no checkpoint for step {step} in {self.directory}; available steps: {steps}"
+            )
         return step
 
     def newest_good(self, restore_step: Callable[[int], T], set_aside_damaged: bool = False) -> T:
-        """``restore_step(step)`` for the newest checkpoint it succeeds on, damaged newer ones logged (a
-        model mismatch stops at once). ``set_aside_damaged`` (the training run's) renames them
-        ``<step>.damaged``: kept for inspection, out of the way of the resumed run's saves."""
+        """``restore_step(step)`` for the newest checkpoint it succeeds on, damaged newer ones
+        logged (a model mismatch stops at once). ``set_aside_damaged`` (the training run's) renames
+        them ``<step>.damaged``: kept for inspection, out of the way of the resumed run's saves."""
         steps, damaged = self.all_steps(), []
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
@@ -177,9 +222,13 @@ class Checkpointer:
             except CheckpointMismatchError:
                 raise
             except CheckpointError as e:
-                self.manager.reload()  # A running run may have pruned it while it was read: not damage.
+                # A running run may have pruned it while it was read: not damage.
+                self.manager.reload()
                 if step not in (listed := self.all_steps()):
-                    logging.info("Checkpoint %s was removed while it was read; re-listing.", self.directory / str(step))
+                    logging.info(
+                        "Checkpoint %s was removed while it was read; re-listing.",
+                        self.directory / str(step),
+                    )
                     steps = [s for s in listed if s not in damaged]
                     continue
                 self._log_damage(step, e)
@@ -191,11 +240,14 @@ class Checkpointer:
                 self.manager.reload()
                 renamed = ", ".join(f"{bad}{DAMAGED_SUFFIX}" for bad in damaged)
                 logging.warning(
-                    "Using checkpoint %s; damaged newer ones renamed to %s", self.directory / str(step), renamed
+                    "Using checkpoint %s; damaged newer ones renamed to %s",
+                    self.directory / str(step),
+                    renamed,
                 )
             return result
         raise CheckpointError(
-            f"no restorable checkpoint in {self.directory}: steps {sorted(damaged)} are all damaged (see the warnings)"
+            f"no restorable checkpoint in {self.directory}: steps {sorted(damaged)} are all "
+            "damaged (see the warnings)"
         )
 
     def _log_damage(self, step: int, error: CheckpointError) -> None:
@@ -209,33 +261,45 @@ class Checkpointer:
         try:
             return _shapes_by_path(self.manager.item_metadata(step)["state"])
         except Exception as e:
-            raise CheckpointError(f"cannot read the metadata of {self.directory / str(step)}: {e}") from e
+            raise CheckpointError(
+                f"cannot read the metadata of {self.directory / str(step)}: {e}"
+            ) from e
 
     def _check_shapes(self, target, step: int) -> None:
         stored, wanted = self._stored_shapes(step), _shapes_by_path(target)
         if not stored:  # Damaged: no array metadata at all.
-            raise CheckpointError(f"{self.directory / str(step)}: its metadata lists none of the state's arrays")
+            raise CheckpointError(
+                f"{self.directory / str(step)}: its metadata lists none of the state's arrays"
+            )
         groups = [{path.split("/")[0] for path in tree} for tree in (wanted, stored)]
         if groups[0] - groups[1]:
             raise CheckpointMismatchError(
-                f"{self.directory / str(step)} is a checkpoint of another layout, not written by this dcgan_jax: it "
-                f"lacks {', '.join(sorted(groups[0] - groups[1]))} (it holds {', '.join(sorted(groups[1]))}); "
+                f"{self.directory / str(step)} is a checkpoint of another layout, not written by "
+                "this dcgan_jax: it "
+                f"lacks {', '.join(sorted(groups[0] - groups[1]))} (it holds "
+                f"{', '.join(sorted(groups[1]))}); "
                 "use another --workdir"
             )
-        paths = sorted(wanted, key=lambda p: ("params/" not in p, p))  # Parameters first: the most telling.
+        # Parameters first: the most telling.
+        paths = sorted(wanted, key=lambda p: ("params/" not in p, p))
         changed = [p for p in paths if stored.get(p) != wanted[p]]
-        differences = [f"{p}: checkpoint {stored.get(p, 'absent')}, this run {wanted[p]}" for p in changed]
+        differences = [
+            f"{p}: checkpoint {stored.get(p, 'absent')}, this run {wanted[p]}" for p in changed
+        ]
         if differences:
             listed = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
             raise CheckpointMismatchError(
-                f"{self.directory / str(step)} holds a model of other shapes than this run's config "
-                f"({len(differences)} arrays differ): {listed}. Use another --workdir, or the config the checkpoint "
+                f"{self.directory / str(step)} holds a model of other shapes than this run's "
+                "config "
+                f"({len(differences)} arrays differ): {listed}. Use another --workdir, or the "
+                "config the checkpoint "
                 "was trained with."
             )
 
     def _restore_tree(self, target, step: int, what: str):
-        """The arrays of ``target`` (a subtree of the stored state) placed like it: the one restore path of
-        train() and load(). Config and meta must read and the arrays match their hashes, or it is damaged."""
+        """The arrays of ``target`` (a subtree of the stored state) placed like it: the one restore
+        path of train() and load(). Config and meta must read and the arrays match their hashes, or
+        it is damaged."""
         meta = self.restore_config(step)[2]
         self._check_shapes(target, step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -244,36 +308,50 @@ class Checkpointer:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=restore)).state
         except Exception as e:  # Orbax raises many types for unreadable data.
-            raise CheckpointError(f"cannot restore{what} from {self.directory / str(step)}: {e}") from e
+            raise CheckpointError(
+                f"cannot restore{what} from {self.directory / str(step)}: {e}"
+            ) from e
         verify(parallel.to_host(restored), meta.get(HASHES_KEY, {}), self.directory / str(step))
         return restored
 
-    def restore(self, target: GanState, step: int | None = None, set_aside_damaged: bool = False) -> GanState:
+    def restore(
+        self, target: GanState, step: int | None = None, set_aside_damaged: bool = False
+    ) -> GanState:
         """The full state at ``step`` (newest good one when None), laid out like ``target``."""
         if step is None:
             return self.newest_good(lambda s: self.restore(target, s), set_aside_damaged)
         self._step_or_latest(step)
         return self._restore_tree(target, step, "")
 
-    def restore_config(self, step: int | None = None) -> tuple[int, ml_collections.ConfigDict, dict]:
+    def restore_config(
+        self, step: int | None = None
+    ) -> tuple[int, ml_collections.ConfigDict, dict]:
         """(step, config, meta) of the checkpoint at ``step`` (newest when None)."""
         step = self._step_or_latest(step)
         try:
             restored = self.manager.restore(
-                step, args=ocp.args.Composite(config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+                step,
+                args=ocp.args.Composite(config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()),
             )
         except Exception as e:
-            raise CheckpointError(f"cannot read the config of {self.directory / str(step)}: {e}") from e
+            raise CheckpointError(
+                f"cannot read the config of {self.directory / str(step)}: {e}"
+            ) from e
         return step, ml_collections.ConfigDict(restored.config), dict(restored.meta)
 
     def restore_generator(self, params, batch_stats, ema: bool, step: int) -> dict:
-        """G's {'params', 'batch_stats'} (EMA parameters with ``ema``) placed like ``params``, every array
-        checked as :meth:`restore` does: a reader and a resumed run agree on which checkpoint is good."""
+        """G's {'params', 'batch_stats'} (EMA parameters with ``ema``) placed like ``params``, every
+        array checked as :meth:`restore` does: a reader and a resumed run agree on which checkpoint
+        is good."""
         g = {"params": params, "batch_stats": batch_stats}
-        self._check_shapes({"g_ema": params, "g": {"batch_stats": batch_stats}} if ema else {"g": g}, step)
+        self._check_shapes(
+            {"g_ema": params, "g": {"batch_stats": batch_stats}} if ema else {"g": g}, step
+        )
         sharding = jax.tree.leaves(params)[0].sharding
         stored = self.manager.item_metadata(step)["state"]
-        everything = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored)
+        everything = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored
+        )
         restored = self._restore_tree(everything, step, " the generator")
         params = restored["g_ema"] if ema else restored["g"]["params"]
         return {"params": params, "batch_stats": restored["g"]["batch_stats"]}

@@ -8,10 +8,30 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURE_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")  # Any feature network.
-CLASS_KEYS = ("inception_score", "classes_covered", "class_kl")  # A network with class probabilities.
+# Any feature network.
+FEATURE_KEYS = (
+    "fid",
+    "kid",
+    "kid_std",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+)
+# A network with class probabilities.
+CLASS_KEYS = (
+    "inception_score",
+    "classes_covered",
+    "class_kl",
+)
 SUMMARY_KEYS = FEATURE_KEYS + CLASS_KEYS  # Of every evaluation with the shipped classifier.
-OPTIONAL_KEYS = ("memorisation_ratio", "intra_fid", "class_agreement", "inception_fid")  # When computed.
+# When computed.
+OPTIONAL_KEYS = (
+    "memorisation_ratio",
+    "intra_fid",
+    "class_agreement",
+    "inception_fid",
+)
 
 
 def present_keys(scores: dict) -> tuple[str, ...]:
@@ -25,11 +45,12 @@ def scalar_metrics(scores: dict, prefix: str = "eval/") -> dict[str, float]:
 
 
 # How the table and the log show each summary score.
+# Others: .3f.
 _FORMATS = {
     **dict.fromkeys(("kid", "kid_std"), ".4f"),
     **dict.fromkeys(("inception_score", "memorisation_ratio"), ".2f"),
     "classes_covered": "d",
-}  # Others: .3f.
+}
 
 
 def score_lines(scores: dict, seconds: float) -> list[str]:
@@ -43,7 +64,9 @@ def score_lines(scores: dict, seconds: float) -> list[str]:
     ]
     if "inception_score" in scores:
         parts.append(f"IS {scores['inception_score']:.2f}")
-        parts.append(f"classes covered {scores['classes_covered']}/10 (KL {scores['class_kl']:.3f})")
+        parts.append(
+            f"classes covered {scores['classes_covered']}/10 (KL {scores['class_kl']:.3f})"
+        )
     if "inception_fid" in scores:
         parts.append(f"Inception FID {scores['inception_fid']:.3f}")
     if "memorisation_ratio" in scores:
@@ -61,10 +84,19 @@ def score_lines(scores: dict, seconds: float) -> list[str]:
 
 def _table_keys(rows: list[dict]) -> tuple[str, ...]:
     """The scores every row has (class agreement is left to the JSON)."""
-    return tuple(k for k in present_keys(rows[0]) if k != "class_agreement" and all(k in r for r in rows))
+    return tuple(
+        k for k in present_keys(rows[0]) if k != "class_agreement" and all(k in r for r in rows)
+    )
 
 
-N_DEPENDENT = ("fid", "kid", "kid_std", "intra_fid", "inception_fid")  # Biased by the number of samples: named with it.
+# Biased by the number of samples: named with it.
+N_DEPENDENT = (
+    "fid",
+    "kid",
+    "kid_std",
+    "intra_fid",
+    "inception_fid",
+)
 
 
 def metric_name(key: str, num_samples: int) -> str:
@@ -73,7 +105,11 @@ def metric_name(key: str, num_samples: int) -> str:
     if key not in N_DEPENDENT:
         return key
     count = f"{num_samples // 1000}k" if num_samples % 1000 == 0 else str(num_samples)
-    return key.replace("fid", f"fid{count}", 1) if "fid" in key else key.replace("kid", f"kid{count}", 1)
+    return (
+        key.replace("fid", f"fid{count}", 1)
+        if "fid" in key
+        else key.replace("kid", f"kid{count}", 1)
+    )
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -81,24 +117,37 @@ def markdown_table(rows: list[dict]) -> str:
     keys = _table_keys(rows)
     counts = {row["num_samples"] for row in rows}
     names = [metric_name(k, *counts) for k in keys] if len(counts) == 1 else list(keys)
-    lines = ["| step | latents | " + " | ".join(names) + " | seconds |", "|" + "---|" * (len(keys) + 3)]
+    lines = [
+        "| step | latents | " + " | ".join(names) + " | seconds |",
+        "|" + "---|" * (len(keys) + 3),
+    ]
     for row in rows:
         cells = [format(row[k], _FORMATS.get(k, ".3f")) for k in keys]
-        lines.append(f"| {row['step']} | {row['latents']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
+        lines.append(
+            f"| {row['step']} | {row['latents']} | "
+            + " | ".join(cells)
+            + f" | {row['seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def spread(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean and sample sd over draws of each summary score: how much a number moves with the latents."""
+    """Mean and sample sd over draws of each summary score: how much a number moves with the
+    latents."""
     return {
-        k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows], ddof=1))}
+        k: {
+            "mean": float(np.mean([r[k] for r in rows])),
+            "sd": float(np.std([r[k] for r in rows], ddof=1)),
+        }
         for k in _table_keys(rows)
     }
 
 
 def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> str:
     cells = " | ".join(
-        f"{metric_name(k, num)} {v['mean']:.4g} +- {v['sd']:.2g}" for k, v in summary.items() if k != "kid_std"
+        f"{metric_name(k, num)} {v['mean']:.4g} +- {v['sd']:.2g}"
+        for k, v in summary.items()
+        if k != "kid_std"
     )
     return f"mean +- sd over {draws} draws of {num} latents: {cells}"
 
@@ -106,8 +155,15 @@ def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> s
 def write_training_provenance(evaluator, config, workdir: Path, inception=None) -> Path:
     """``workdir/eval/provenance.json``: what the in-training evaluation's numbers are made of (one
     fixed draw; ``python -m dcgan_jax.evaluation --draws=K`` gives the spread over draws)."""
-    latents = f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
-    provenance = {**evaluator.provenance, "num_samples": config.eval.num_samples, "latents": latents, "truncation": 1.0}
+    latents = (
+        f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
+    )
+    provenance = {
+        **evaluator.provenance,
+        "num_samples": config.eval.num_samples,
+        "latents": latents,
+        "truncation": 1.0,
+    }
     if inception is not None:
         provenance["inception_fid"] = inception.provenance
     path = workdir / "eval" / "provenance.json"

@@ -1,0 +1,136 @@
+"""The real images' side of every score: each split's features under a feature network, computed
+once and cached as .npz (beside the IDX data when writable, else ``$DCGAN_JAX_CACHE_DIR`` or
+``~/.cache/dcgan_jax``), keyed by the network's weights; a damaged cache is rebuilt."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dcgan_jax.gan import data
+
+CACHE_ENV = "DCGAN_JAX_CACHE_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureNetwork:
+    """``apply(images)``: images (N, H, W, C) in [-1, 1] -> (features (N, D), class probabilities
+    (N, 10) or None). ``image_shape``: the one input shape it takes, None for any H x W x {1, 3}."""
+
+    name: str
+    description: str
+    layer: str
+    weights_hash: str
+    preprocessing: str
+    image_shape: tuple[int, ...] | None
+    apply: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+    def provenance(self) -> dict:
+        names = {"feature_network": self.description, "feature_layer": self.layer}
+        return {
+            **names,
+            "feature_weights_hash": self.weights_hash,
+            "preprocessing": self.preprocessing,
+        }
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dcgan_jax"))
+
+
+def save_npz(path: Path, **arrays) -> None:
+    """``arrays`` written to ``path`` atomically (a reader sees all or nothing): a cache. A folder
+    that cannot be written (a read-only home, a full disk) is one warning; the caller's result
+    stands."""
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(partial, **arrays)
+        os.replace(partial, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        logging.warning(
+            "Could not write the cache %s (%s); it is computed anew next time.", path, e
+        )
+    else:
+        logging.info("Cached %s", path)
+
+
+def with_split(
+    dataset_config: ml_collections.ConfigDict, split: str, **fields
+) -> ml_collections.ConfigDict:
+    """A copy of ``dataset_config`` reading ``split`` (and ``fields`` changed)."""
+    return ml_collections.ConfigDict({**dataset_config.to_dict(), "split": split, **fields})
+
+
+def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path | None) -> Path:
+    """A split's reference cache: in ``cache_dir``, else beside the IDX data when writable, else in
+    ``~/.cache/dcgan_jax/<dataset>``."""
+    name, split = dataset_config.name, dataset_config.split
+    digest = network.weights_hash.removeprefix("sha256:")[:16]
+    tag = digest if network.name == "classifier" else f"{network.name}-{digest}"
+    if name == "image_folder":
+        where = hashlib.sha256(str(Path(dataset_config.data_dir).resolve()).encode()).hexdigest()[
+            :12
+        ]
+        name, split = f"image_folder_{where}_{dataset_config.image_size}", "all"
+    folder = Path(cache_dir) if cache_dir else None
+    data_dir = (
+        data.resolve_data_dir(dataset_config) if dataset_config.name != "image_folder" else None
+    )
+    if folder is None and data_dir is not None and os.access(data_dir, os.W_OK):
+        folder = data_dir
+    folder = folder or default_cache_dir() / dataset_config.name
+    return folder / f"reference_{name}_{split}_{tag}.npz"
+
+
+REFERENCE_KEYS = ("features", "labels", "images_sha256", "image_shape")
+
+
+def _cached_reference(cache: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a reference cache, or None (with one warning: it is rebuilt) when the file is
+    unreadable, truncated or of another layout."""
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            reference = dict(stored)
+        features, labels = reference["features"], reference["labels"]
+        if (
+            features.ndim != 2
+            or len(features) != len(labels)
+            or not set(REFERENCE_KEYS) <= reference.keys()
+        ):
+            raise ValueError(f"not the arrays of a reference (keys {sorted(reference)})")
+        return reference
+    except Exception as e:  # BadZipFile, EOFError, KeyError, ValueError...: any damage is rebuilt.
+        logging.warning(
+            "Rebuilding the reference features: %s is unreadable (%s)",
+            cache,
+            str(e).splitlines()[0],
+        )
+        return None
+
+
+def reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:
+    """Features, class probabilities (if any), labels and images' SHA-256 of a real split,
+    cached."""
+    cache = _cache_file(dataset_config, network, cache_dir)
+    if cache.exists() and (stored := _cached_reference(cache)) is not None:
+        return stored
+    uint8_images, labels = data.load_dataset(dataset_config)
+    features, probs = network.apply(data.to_model_range(uint8_images))
+    digest = hashlib.sha256(np.ascontiguousarray(uint8_images).tobytes()).hexdigest()
+    reference = {"features": features, "labels": labels, "images_sha256": np.array(digest)}
+    reference["image_shape"] = np.array(uint8_images.shape[1:])
+    if probs is not None:
+        reference["probs"] = probs
+    save_npz(cache, **reference)
+    return reference

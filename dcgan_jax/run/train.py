@@ -1,0 +1,327 @@
+"""``dcgan_jax.train(config, workdir)``: the GAN's loop (dcgan_jax/gan/loop.py) run inside the
+harness that keeps it alive in a workdir. :class:`Harness` supplies the loop's hooks: resume from
+the newest good checkpoint, stops agreed on by every process, divergence recovery, the log line and
+metrics, sample grids, evaluations with the best checkpoint by FID, checkpoints and ``status.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dcgan_jax import evaluation
+from dcgan_jax.evaluation import metrics, reports
+from dcgan_jax.gan import config as config_lib
+from dcgan_jax.gan import data, loop, parallel, sampling
+from dcgan_jax.gan.state import GanState
+from dcgan_jax.run import checkpoints, control, images, resume, writers
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> GanState:
+    """Trains (or resumes) the run of ``config`` in ``workdir``; returns the final state. A stop
+    signal raises :class:`~dcgan_jax.run.control.Interrupted` after the final checkpoint."""
+    started = time.monotonic()
+    config_lib.validate(config)
+    workdir = Path(workdir)
+    with control.stop_requests() as stops, _session(workdir) as is_main:
+        harness = Harness(workdir, is_main, stops, started)
+        try:
+            return loop.train(config, harness)
+        except control.TrainingDiverged as e:
+            if is_main:
+                seconds = time.monotonic() - started
+                control.write_status(
+                    workdir, config.train.num_steps, e.step, "diverged", seconds, detail=str(e)
+                )
+            raise
+        finally:
+            harness.close()
+
+
+@contextlib.contextmanager
+def _session(workdir: Path) -> Iterator[bool]:
+    """This process's part in the run (yields whether it is process 0, which speaks for the run):
+    its log verbosity, ``train.log``, the workdir's lock, and a full disk as a DiskFullError."""
+    is_main = jax.process_index() == 0
+    control.check_writable_folder(workdir, "--workdir")
+    lock = control.hold(workdir) if is_main else contextlib.nullcontext()  # Process 0's, for all.
+    try:
+        with writers.logging_to(workdir, is_main), lock:
+            yield is_main
+    except OSError as e:  # Logs, metrics or sample grids on a full disk.
+        if checkpoints.out_of_space(e):
+            raise checkpoints.DiskFullError(
+                f"disk full while writing to {workdir}: {e}. Checkpoints already written are "
+                "complete; free "
+                "some space and rerun the same command to resume from the newest."
+            ) from e
+        raise
+
+
+class _Interval:
+    """The metrics of the dispatches since the last log line, and their time (compilation and
+    evaluation excluded)."""
+
+    def __init__(self):
+        self.pending: list[tuple[dict, int]] = []  # (stacked metrics of a dispatch, steps it ran)
+        self.start = time.monotonic()
+        self.steps = 0
+        self.rate = float("nan")
+
+    def add(self, metrics: dict, num_steps: int, compile_s: float) -> None:
+        for value in jax.tree.leaves(metrics):
+            # Ready by the next log line, which then waits on nothing else.
+            value.copy_to_host_async()
+        self.pending.append((metrics, num_steps))
+        self.steps += num_steps
+        self.exclude(compile_s)
+
+    def exclude(self, seconds: float) -> None:
+        self.start += seconds
+
+    def flush(self) -> dict[str, np.ndarray]:
+        """The interval's metrics, fetched at once (the only wait on the device between logs),
+        stacked per step; sets :attr:`rate` (steps/s) and starts the next interval."""
+        fetched = [(parallel.to_host(metrics), n) for metrics, n in self.pending]
+        stacked = {
+            name: np.concatenate([m[name][:n] for m, n in fetched]) for name in fetched[0][0]
+        }
+        self.rate = self.steps / (time.monotonic() - self.start)
+        self.pending, self.start, self.steps = [], time.monotonic(), 0
+        return stacked
+
+
+class Harness(loop.Hooks):
+    """The loop's hooks for a run in ``workdir``: what it reads and writes there, and when it
+    stops."""
+
+    def __init__(self, workdir: Path, is_main: bool, stops: control.StopRequests, started: float):
+        self.workdir, self.is_main, self.stops, self.started = workdir, is_main, stops, started
+        self.checkpointer: checkpoints.Checkpointer | None = None
+        self.best: checkpoints.Checkpointer | None = None
+        self.writer: writers.MetricsWriter | None = None
+        self.stop = control.Stop()
+        self.restores = 0
+        self.stacked: dict | None = None  # The metrics of the log interval just closed.
+
+    def start(self, run: loop.Run) -> GanState:
+        """Set-up between the loop's phases (a signal stops it there, releasing the lock), then the
+        newest good checkpoint or the initial state."""
+        self.stops.check()
+        config = run.config
+        self.checkpointer = checkpoints.Checkpointer(
+            self.workdir, keep=config.train.keep_checkpoints
+        )
+        self._set_up_samples(run)
+        if config.eval.every:
+            self._set_up_evaluation(run)
+        self.stops.check()
+        gan_state = resume.restore_or_init(run, self.checkpointer)
+        if self.is_main and int(parallel.to_host(gan_state.step)) < config.train.num_steps:
+            resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
+            (self.workdir / "config.json").write_text(resolved + "\n")
+            logging.info("Config:\n%s", config)
+        self._start_interval(int(parallel.to_host(gan_state.step)))
+        self.stops.start_training()
+        return gan_state
+
+    def _set_up_samples(self, run: loop.Run) -> None:
+        config = run.config
+        self.sampler = sampling.make_sampler(run.nets.generator)
+        self.recompute_bn = None
+        if config.train.recompute_bn:
+            generator, batch_size = run.nets.generator, config.train.batch_size
+            self.recompute_bn = sampling.make_bn_recomputer(generator, config.model, batch_size)
+        self.sampling_cache: tuple[int, dict] | None = None
+        self.grid_columns, self.grid_z, self.grid_labels = sampling.grid_draw(config)
+        rows = np.linspace(0, len(run.images) - 1, len(self.grid_z)).astype(int)
+        self.real_spread = metrics.mean_pairwise_distance(data.to_model_range(run.images[rows]))
+
+    def _set_up_evaluation(self, run: loop.Run) -> None:
+        config = run.config
+        self.evaluator = evaluation.evaluator_for(config)
+        self.inception = (
+            evaluation.evaluator_for(config, "inception") if config.eval.inception_fid else None
+        )
+        self.eval_z, self.eval_labels = sampling.eval_draw(config)
+        if self.is_main:
+            reports.write_training_provenance(self.evaluator, config, self.workdir, self.inception)
+        self.best = checkpoints.Checkpointer(self.workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
+        self.best_fid = float("inf")
+        if self.best.all_steps():
+            self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))
+
+    def _start_interval(self, step: int) -> None:
+        """A fresh metrics writer from ``step`` (rows after it, from abandoned steps, are
+        dropped)."""
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = writers.MetricsWriter(self.workdir, resume_step=step, enabled=self.is_main)
+        self.interval = _Interval()
+
+    def after_dispatch(
+        self, run: loop.Run, step: int, metrics: dict, compile_seconds: float
+    ) -> bool:
+        """Processes agree on a stop at log steps (every step when alone)."""
+        self.interval.add(metrics, len(jax.tree.leaves(metrics)[0]), compile_seconds)
+        if jax.process_count() == 1 or step % run.config.train.log_every == 0:
+            self.stop = control.agreed_stop(
+                self.stops.received, self.started, run.config.train.max_seconds
+            )
+        return bool(self.stop)
+
+    def checked(self, run: loop.Run, gan_state: GanState, step: int, *, at_log: bool) -> GanState:
+        """Never log, score or save a diverged state: the last good one instead, with lower learning
+        rates (``train.on_divergence=restore``), or TrainingDiverged."""
+        self.stacked = self.interval.flush() if at_log else None
+        divergence = resume.divergence(gan_state, step, self.stacked)
+        if divergence is None:
+            return gan_state
+        gan_state = resume.recover(run, self.checkpointer, divergence, self.restores)
+        self.restores += 1
+        self.stop = control.Stop()
+        step = int(parallel.to_host(gan_state.step))
+        self._start_interval(step)
+        logging.info("Training from step %d to %d.", step, run.config.train.num_steps)
+        return gan_state
+
+    def log(self, run: loop.Run, gan_state: GanState, step: int, *, at_sample: bool) -> None:
+        """The log line and metrics row of the steps since the last one; at sample steps (with
+        ``train.recompute_bn`` it costs a BatchNorm pass) also the collapse alarm."""
+        cfg = run.config.train
+        means = {name: float(np.mean(values)) for name, values in self.stacked.items()}
+        means.update(
+            steps_per_sec=self.interval.rate, images_per_sec=self.interval.rate * cfg.batch_size
+        )
+        if at_sample:
+            grid = self._samples(run, gan_state, self.grid_z, self.grid_labels)
+            means["diversity"] = metrics.sample_diversity(grid, self.real_spread)
+        seconds_left = (
+            cfg.max_seconds - (time.monotonic() - self.started) if cfg.max_seconds > 0 else None
+        )
+        logging.info(writers.format_log_line(step, cfg.num_steps, means, seconds_left))
+        if (
+            at_sample
+            and step >= cfg.collapse_warmup
+            and means["diversity"] < cfg.collapse_threshold
+        ):
+            why = f"the sample grid's diversity is {means['diversity']:.3f} of the real images'"
+            look = "G may have collapsed to a few images; look at the newest samples/step_*.png."
+            logging.warning(
+                "Step %d: %s (train.collapse_threshold=%g): %s",
+                step,
+                why,
+                cfg.collapse_threshold,
+                look,
+            )
+        self.writer.write_scalars(step, means)
+
+    def _samples(self, run: loop.Run, gan_state: GanState, z, labels) -> np.ndarray:
+        """Images of G as it samples (the EMA's weights when kept, BatchNorm statistics measured
+        anew with ``train.recompute_bn``, once per step), as ``dcgan_jax.load`` gives them."""
+        step = int(gan_state.step)
+        if self.sampling_cache is None or self.sampling_cache[0] != step:
+            variables = gan_state.generator_variables()
+            if self.recompute_bn is not None:
+                variables = self.recompute_bn(variables, run.config.seed)
+            self.sampling_cache = step, variables
+        replicated = parallel.replicated(run.mesh)
+        place = functools.partial(jax.device_put, device=replicated)
+        return sampling.sample_in_chunks(
+            self.sampler, self.sampling_cache[1], z, labels, place=place
+        )
+
+    def evaluate(self, run: loop.Run, gan_state: GanState, step: int) -> None:
+        """Scores the run's fixed evaluation draw (the same at every evaluation: comparable across
+        steps); a new lowest FID replaces best_checkpoint/. Not after a stop signal, nor counted in
+        steps/s."""
+        if self.stop.signal:
+            return
+        started = time.monotonic()
+        samples = self._samples(run, gan_state, self.eval_z, self.eval_labels)
+        # Not clusters.
+        asked = self.eval_labels if config_lib.conditioned_on_classes(run.config) else None
+        scores = self.evaluator(samples, labels=asked)
+        if self.inception is not None:
+            scores["inception_fid"] = self.inception(samples)["fid"]
+        self.writer.write_scalars(step, reports.scalar_metrics(scores))
+        for line in reports.score_lines(scores, time.monotonic() - started):
+            logging.info("eval step %d: %s", step, line)
+        if scores["fid"] < self.best_fid:
+            self.best_fid = scores["fid"]
+            self.best.save(
+                gan_state, run.config, {"image_shape": list(run.image_shape), "fid": scores["fid"]}
+            )
+            logging.info("New best FID %.3f: %s", scores["fid"], self.best.directory / str(step))
+        self.interval.exclude(time.monotonic() - started)
+
+    def sample(self, run: loop.Run, gan_state: GanState, step: int) -> None:
+        """The grid of the run's fixed latents, as ``dcgan_jax.load(...).training_grid()`` draws
+        it."""
+        grid = self._samples(run, gan_state, self.grid_z, self.grid_labels)
+        if self.is_main:
+            path = images.save_grid(
+                grid, self.workdir / "samples" / f"step_{step:07d}.png", self.grid_columns
+            )
+            self.writer.write_image(
+                step, "samples", images.make_grid(grid, columns=self.grid_columns)
+            )
+            logging.info("Wrote %s", path)
+
+    def checkpoint(self, run: loop.Run, gan_state: GanState, step: int) -> None:
+        self.checkpointer.save(gan_state, run.config, {"image_shape": list(run.image_shape)})
+        logging.info(
+            "Saving checkpoint %s (in the background).", self.checkpointer.directory / str(step)
+        )
+
+    def end(self, run: loop.Run, gan_state: GanState, step: int) -> None:
+        """Every background save on disk, ``status.json`` and the curves written; then, after a stop
+        signal, Interrupted."""
+        cfg = run.config.train
+        if self.stop.out_of_time:
+            logging.info("Stopped at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
+        if self.stop.signal:
+            logging.info(
+                "Stopped by %s at step %d; writing the final checkpoint.", self.stop.signal, step
+            )
+        self.checkpointer.wait()
+        if self.best is not None:
+            self.best.wait()
+        self.writer.close()
+        seconds = time.monotonic() - self.started
+        if self.is_main:
+            control.write_status(
+                self.workdir,
+                cfg.num_steps,
+                step,
+                self.stop.ended,
+                seconds,
+                detail=self.stop.signal or "",
+            )
+            curves = images.plot_curves(self.writer.metrics_path, self.workdir / "curves.png")
+            where = self.checkpointer.directory
+            logging.info(
+                "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
+                step,
+                seconds,
+                where,
+                curves,
+            )
+        if self.stop.signal:
+            resume_hint = "with a final checkpoint; rerun the same command to resume"
+            message = f"stopped by {self.stop.signal} at step {step} {resume_hint}"
+            raise control.Interrupted(self.stop.signal, self.stop.signum, message)
+
+    def close(self) -> None:
+        for closable in (self.writer, self.checkpointer, self.best):
+            if closable is not None:
+                closable.close()

@@ -1,0 +1,366 @@
+"""Grids of runs over config fields, and the tables that compare them (docs/benchmarks.md):
+``launch.py --sweep='optimizer.learning_rate=1e-4,2e-4 model.base_width=32,64'`` runs the grid, each
+run in ``WORKDIR/<its overrides>`` (a rerun skips finished runs); ``python -m dcgan_jax.sweep
+--runs=DIR`` tabulates any folder of runs."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import itertools
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from dcgan_jax.gan import config as config_lib
+from dcgan_jax.run import images
+from dcgan_jax.run.control import (  # Every run writes its status.json.
+    Interrupted,
+    TrainingDiverged,
+    WorkdirError,
+    check_writable_folder,
+    read_status,
+)
+from dcgan_jax.tools import slurm
+
+FINAL_METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
+FINAL_EVAL_METRICS = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "classes_covered",
+    "num_samples",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRun:
+    # Its sub-workdir: the overrides, e.g. "optimizer.learning_rate=1e-4,model.base_width=32".
+    name: str
+    overrides: dict[str, Any]  # Dotted field -> typed value.
+    flags: tuple[str, ...]  # The same as --config.FIELD=VALUE flags.
+
+
+def _typed(field: str, text: str, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise config_lib.ConfigError(
+            f"--sweep: {field}={text!r} is not a valid {kind.__name__}"
+        ) from None
+    return text
+
+
+def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
+    """The grid of ``spec`` ('FIELD=V1,V2 FIELD=V3'), every run's config validated before any
+    starts."""
+    known = config_lib.flatten(base)
+    axes = []
+    for item in spec.split():
+        field, equals, values = item.partition("=")
+        if not equals:
+            raise config_lib.ConfigError(f"--sweep: {item!r} is not FIELD=VALUE1,VALUE2,...")
+        if field not in known:
+            raise config_lib.ConfigError(
+                f"--sweep: {config_lib.unknown_field_message(field, known)}"
+            )
+        if field in (axis[0][0] for axis in axes):
+            raise config_lib.ConfigError(
+                f"--sweep: {field} is given twice; list its values once: {field}=V1,V2,V3"
+            )
+        texts = values.split(",")
+        if not values or any(not t for t in texts):
+            raise config_lib.ConfigError(f"--sweep: {field} has an empty value in {values!r}")
+        axes.append([(field, text, _typed(field, text, known[field])) for text in texts])
+    if not axes:
+        raise config_lib.ConfigError("--sweep is empty: give FIELD=VALUE1,VALUE2 ...")
+    runs = []
+    for combination in itertools.product(*axes):
+        run = SweepRun(
+            name=",".join(f"{field}={text}" for field, text, _ in combination),
+            overrides={field: value for field, _, value in combination},
+            flags=tuple(f"--config.{field}={text}" for field, text, _ in combination),
+        )
+        config_lib.validate(configure(base, run))  # Impossible values fail now, not hours in.
+        runs.append(run)
+    return runs
+
+
+def configure(base: ml_collections.ConfigDict, run: SweepRun) -> ml_collections.ConfigDict:
+    config = copy.deepcopy(base)
+    config.update_from_flattened_dict(run.overrides)
+    return config
+
+
+def commands(
+    experiment: str, sweep_dir: Path, runs: list[SweepRun], base_flags: list[str], launcher: Path
+) -> list[list[str]]:
+    """One ``launch.py`` argv a run, the sweep's other flags (``base_flags``) before its own;
+    interpreter, launcher and workdir absolute, so it runs the same from any folder or shell (a
+    scheduler's)."""
+    sweep_dir, launcher = Path(sweep_dir).absolute(), str(Path(launcher).absolute())
+    start = [sys.executable, launcher, f"--experiment={experiment}"]
+    return [[*start, f"--workdir={sweep_dir / run.name}", *base_flags, *run.flags] for run in runs]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What ``launch.py --sweep`` does with the grid: print it, write a SLURM job array, or run it
+    here."""
+
+    dry_run: bool = False
+    slurm: str | None = None  # Write the job array here (and its manifest beside it).
+    max_parallel: int = 4  # Array tasks running at once (sbatch --array=0-N%P).
+    submit: bool = False  # Also hand the script to sbatch.
+    metric: str | None = None  # Plotted over steps in the results.
+    config_flags: tuple[
+        str, ...
+    ] = ()  # The command's --config.FIELD=VALUE flags, repeated in every run's.
+    launcher: Path = Path("launch.py")  # The script each run's command calls.
+
+
+def launch(
+    experiment: str,
+    base: ml_collections.ConfigDict,
+    sweep_dir: Path,
+    spec: str,
+    *,
+    train_fn,
+    plan: Plan,
+) -> None:
+    """``launch.py --sweep=SPEC``: the grid's commands, a SLURM array of them, or its runs one after
+    another."""
+    if plan.slurm and not plan.dry_run:  # Both folders checked before any work, as --workdir is.
+        if Path(plan.slurm).is_dir():
+            raise WorkdirError(
+                f"--sweep_slurm={plan.slurm}: a folder; name the script file to write"
+            )
+        check_writable_folder(Path(plan.slurm).absolute().parent, "--sweep_slurm")
+        check_writable_folder(Path(sweep_dir), "--workdir")
+    runs = expand(spec, base)
+    argvs = commands(experiment, sweep_dir, runs, list(plan.config_flags), plan.launcher)
+    if plan.dry_run:
+        print("\n".join(shlex.join(argv) for argv in argvs))
+    elif plan.slurm:
+        script = slurm.write_array(
+            Path(plan.slurm), runs, argvs, Path(sweep_dir), plan.max_parallel
+        )
+        print(
+            slurm.submit(script)
+            if plan.submit
+            else f"Wrote {script}; submit it with: sbatch {script}"
+        )
+    else:
+        logging.info("Sweep of %d runs in %s", len(runs), sweep_dir)
+        run_sweep(base, runs, sweep_dir, train_fn, plan.metric)
+
+
+def run_sweep(
+    base: ml_collections.ConfigDict,
+    runs: list[SweepRun],
+    sweep_dir: Path,
+    train_fn,
+    metric: str | None = None,
+) -> list[dict]:
+    """Trains the runs one after another with ``train_fn(config, workdir)`` (a signal stops the
+    sweep, a diverged run is a result); returns the results rows."""
+    for i, run in enumerate(runs, 1):
+        workdir = sweep_dir / run.name
+        if read_status(workdir).get("finished"):
+            logging.info("Sweep run %d/%d %s: finished earlier, skipped.", i, len(runs), run.name)
+            continue
+        logging.info("Sweep run %d/%d: %s", i, len(runs), run.name)
+        try:
+            train_fn(configure(base, run), workdir)
+        except (
+            TrainingDiverged
+        ) as e:  # A result of the sweep (its status.json says so), not a reason to stop it.
+            logging.error("Sweep run %s diverged: %s", run.name, e)
+            continue
+        # A signal stops the sweep; the rerun skips what finished and resumes this run.
+        except Interrupted:
+            logging.warning("Sweep stopped during %s; rerun the same command to go on.", run.name)
+            raise
+    return write_results(sweep_dir, metric)
+
+
+def _run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(sweep_dir).iterdir() if (p / "config.json").exists())
+
+
+def results(sweep_dir: str | Path) -> list[dict]:
+    """One row per run folder under ``sweep_dir``: the config fields that differ, steps, wall time,
+    the final training metrics, the last evaluation's scores and the best FID."""
+    sweep_dir = Path(sweep_dir)
+    run_dirs = _run_dirs(sweep_dir)
+    if not run_dirs:
+        raise config_lib.ConfigError(f"no runs (folders with a config.json) in {sweep_dir}")
+    configs = {d: config_lib.flatten(config_lib.read_json(d / "config.json")) for d in run_dirs}
+    fields = sorted({k for c in configs.values() for k in c} - {"train.max_seconds"})
+    varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
+    rows = []
+    for d in run_dirs:
+        metrics_rows = images.read_metrics(d / "metrics.jsonl")
+        training = [r for r in metrics_rows if "d_loss" in r]
+        evals = [r for r in metrics_rows if "eval/fid" in r]
+        status = read_status(d)
+        row = {"run": d.name, **{f: configs[d].get(f) for f in varying}}
+        row["steps"] = status.get("step", training[-1]["step"] if training else 0)
+        row["wall_s"] = round(status.get("wall_seconds", float("nan")), 1)
+        row["status"] = status.get("ended") or (
+            "finished" if status.get("finished") else "unfinished"
+        )
+        for key in FINAL_METRICS:
+            row[key] = round(training[-1][key], 4) if training else None
+        for key in FINAL_EVAL_METRICS:
+            value = evals[-1].get(f"eval/{key}") if evals else None
+            row[f"final_{key}"] = None if value is None else round(value, 3)
+        row["best_fid"] = round(min(r["eval/fid"] for r in evals), 3) if evals else None
+        rows.append(row)
+    return rows
+
+
+def _metric_columns() -> list[str]:
+    """The columns of a results row that are measurements, not config fields."""
+    finals = [f"final_{key}" for key in FINAL_EVAL_METRICS]
+    return ["steps", "wall_s", "status", *FINAL_METRICS, *finals, "best_fid"]
+
+
+SETTING_METRICS = tuple(
+    "steps final_fid best_fid final_kid final_precision final_recall final_density "
+    "final_coverage".split()
+)
+
+
+def settings(rows: list[dict]) -> list[dict]:
+    """One row per setting (runs differing only in ``seed``): its fields, n, the seeds, and the mean
+    and sd (None for one run) of each of :data:`SETTING_METRICS` over the runs that have it."""
+    fields = [k for k in rows[0] if k not in ("run", "seed", *_metric_columns())]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(json.dumps(row[f]) for f in fields), []).append(row)
+    table = []
+    for members in groups.values():
+        setting = {f: members[0][f] for f in fields}
+        setting.update(
+            n=len(members), seeds=" ".join(str(r.get("seed", "")) for r in members).strip()
+        )
+        for key in SETTING_METRICS:
+            values = [r[key] for r in members if r[key] is not None]
+            setting[f"{key}_mean"] = round(statistics.fmean(values), 3) if values else None
+            setting[f"{key}_sd"] = round(statistics.stdev(values), 3) if len(values) > 1 else None
+        table.append(setting)
+    return table
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += [
+        "| " + " | ".join("" if r[k] is None else str(r[k]) for k in keys) + " |" for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def settings_markdown(table: list[dict]) -> str:
+    """The per-setting table with each metric as "mean +- sd" in one cell."""
+    shown = []
+    for setting in table:
+        row = {k: v for k, v in setting.items() if not k.endswith(("_mean", "_sd"))}
+        for key in SETTING_METRICS:
+            mean, sd = setting[f"{key}_mean"], setting[f"{key}_sd"]
+            row[key] = (
+                None if mean is None else (f"{mean:g}" if sd is None else f"{mean:g} +- {sd:g}")
+            )
+        shown.append(row)
+    return markdown(shown)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict]:
+    """Prints the Markdown tables and writes results.md, results.csv (a row per run), settings.csv
+    (per setting: mean and sd over its seeds) and the plots of ``metric``: every run, and +- sd
+    bands."""
+    sweep_dir = Path(sweep_dir)
+    rows = results(sweep_dir)
+    table = settings(rows)
+    text = "## Per setting (mean +- sd over seeds)\n\n" + settings_markdown(table)
+    text += "\n\n## Per run\n\n" + markdown(rows) + provenance_note(_run_dirs(sweep_dir))
+    (sweep_dir / "results.md").write_text(text + "\n")
+    _write_csv(sweep_dir / "results.csv", rows)
+    _write_csv(sweep_dir / "settings.csv", table)
+    if metric is None:
+        metric = "eval/fid" if any(r["best_fid"] is not None for r in rows) else "g_loss"
+    name = metric.replace("/", "_")
+    plots = [images.plot_metric(_run_dirs(sweep_dir), metric, sweep_dir / f"{name}.png")]
+    if any(setting["n"] > 1 for setting in table):
+        plots.append(
+            images.plot_metric_bands(
+                _groups(sweep_dir, rows, table), metric, sweep_dir / f"{name}_bands.png"
+            )
+        )
+    print(text)
+    tables = ", ".join(str(sweep_dir / n) for n in ("results.md", "results.csv", "settings.csv"))
+    logging.info("Results: %s; %s over steps: %s", tables, metric, ", ".join(map(str, plots)))
+    return rows
+
+
+def provenance_note(run_dirs: list[Path]) -> str:
+    """What the evaluation scores were made with (each run's ``eval/provenance.json``): a line per
+    kind."""
+    found = sorted(
+        {
+            (d / "eval/provenance.json").read_text()
+            for d in run_dirs
+            if (d / "eval/provenance.json").exists()
+        }
+    )
+    lines = []
+    for text in found:
+        p = json.loads(text)
+        ref = p["reference"]
+        lines.append(
+            f"Scores: {p['num_samples']} samples of each run's {p['latents']}, truncation "
+            f"{p['truncation']:g}; "
+            f"features: {p['feature_network']}, {p['feature_layer']}, weights "
+            f"{p['feature_weights_hash']}; "
+            f"reference: {ref['dataset']}/{ref['split']}, {ref['num_images']} images, "
+            f"sha256:{ref['images_sha256']}."
+        )
+    return "".join(f"\n\n{line}" for line in lines)
+
+
+def _groups(sweep_dir: Path, rows: list[dict], table: list[dict]) -> dict[str, list[Path]]:
+    """Each setting's label and run folders, for the banded plot."""
+    fields = [k for k in table[0] if k not in ("n", "seeds") and not k.endswith(("_mean", "_sd"))]
+    groups = {}
+    for setting in table:
+        label = ",".join(f"{f}={setting[f]}" for f in fields) or "all runs"
+        groups[label] = [
+            sweep_dir / r["run"] for r in rows if all(r[f] == setting[f] for f in fields)
+        ]
+    return groups
