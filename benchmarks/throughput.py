@@ -41,8 +41,7 @@ import yaml
 from absl import app, flags
 
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.gan import data, models, step
-from dcgan_jax.gan import loop
+from dcgan_jax.gan import data, loop, models, step
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"

@@ -61,8 +61,7 @@ def tiny_config(**train_overrides):
 
 def restore_full_state(workdir, config):
     """The newest checkpoint of a 28x28 run in ``workdir`` as a GanState."""
-    from dcgan_jax.gan import loop
-    from dcgan_jax.gan import models
+    from dcgan_jax.gan import loop, models
     from dcgan_jax.run import checkpoints
 
     target = loop.initial_state(config, models.build(config.model, (28, 28, 1)), (28, 28, 1))

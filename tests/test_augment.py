@@ -8,8 +8,7 @@ import pytest
 from conftest import tiny_config
 
 import dcgan_jax
-from dcgan_jax.gan import augment, config, models, sampling, step
-from dcgan_jax.gan import loop
+from dcgan_jax.gan import augment, config, loop, models, sampling, step
 from dcgan_jax.run import images
 
 KEY = jax.random.key(0)

@@ -11,8 +11,7 @@ from conftest import REPO, shared_dataset_dir, tiny_config
 from PIL import Image
 
 import dcgan_jax
-from dcgan_jax.gan import data
-from dcgan_jax.gan import loop
+from dcgan_jax.gan import clusters, data, loop
 from dcgan_jax.gan.config import ConfigError, validate
 from dcgan_jax.run import images
 
@@ -35,32 +34,34 @@ def _same_partition(a, b) -> bool:
 
 def test_separated_blobs_are_found_exactly_and_the_same_for_the_same_seed():
     images_, truth = _blobs([50, 50, 50, 50])
-    found = data.balanced_kmeans(images_, 4, seed=0)
+    found = clusters.balanced_kmeans(images_, 4, seed=0)
     assert _same_partition(found, truth)
-    np.testing.assert_array_equal(found, data.balanced_kmeans(images_, 4, seed=0))
+    np.testing.assert_array_equal(found, clusters.balanced_kmeans(images_, 4, seed=0))
 
 
 def test_balancing_splits_a_crowded_cluster_to_equal_shares():
     """Plain k-means keeps blobs of 150 and 30 images as they are; the balanced assignment gives
     every cluster about a third, so a uniform draw of labels matches the data."""
     images_, truth = _blobs([150, 30, 30], seed=1)
-    x = data.pixel_features(images_)
+    x = clusters.pixel_features(images_)
     centres = np.stack([x[truth == j].mean(axis=0) for j in range(3)])
     sq = ((x[:, None] - centres) ** 2).sum(axis=-1)
     assert np.bincount(sq.argmin(axis=1)).tolist() == [150, 30, 30]
-    sizes = np.bincount(data.balance(sq), minlength=3)
+    sizes = np.bincount(clusters.balance(sq), minlength=3)
     assert sizes.tolist() == [70, 70, 70], sizes
-    sizes = np.bincount(data.balanced_kmeans(images_, 3, seed=0), minlength=3)
+    sizes = np.bincount(clusters.balanced_kmeans(images_, 3, seed=0), minlength=3)
     assert sizes.tolist() == [70, 70, 70], sizes
 
 
 def test_pixel_features_average_pool_large_images_and_keep_small_ones():
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
-    np.testing.assert_allclose(data.pixel_features(small), small.reshape(2, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        clusters.pixel_features(small), small.reshape(2, -1) / 255.0, rtol=1e-6
+    )
     large = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     pooled = (large / 255.0).reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4)).reshape(2, -1)
-    np.testing.assert_allclose(data.pixel_features(large), pooled, rtol=1e-5)
+    np.testing.assert_allclose(clusters.pixel_features(large), pooled, rtol=1e-5)
 
 
 def test_one_cluster_is_a_config_error_and_an_unconditional_model_clusters_nothing(monkeypatch):
@@ -93,7 +94,9 @@ def test_a_clustered_run_trains_on_the_clusters_not_the_dataset_labels():
     config.dataset.labels = "clusters"
     run = loop.assemble(config)
     loaded, dataset_labels = data.load_dataset(config.dataset, config.seed)
-    np.testing.assert_array_equal(run.batches.labels, data.balanced_kmeans(loaded, 4, config.seed))
+    np.testing.assert_array_equal(
+        run.batches.labels, clusters.balanced_kmeans(loaded, 4, config.seed)
+    )
     assert not np.array_equal(run.batches.labels, dataset_labels)
 
 

@@ -7,8 +7,7 @@ from conftest import shared_dataset_dir, tiny_config
 
 import dcgan_jax
 from dcgan_jax.evaluation import metrics
-from dcgan_jax.gan import data
-from dcgan_jax.gan import loop
+from dcgan_jax.gan import data, loop
 from dcgan_jax.run import images
 
 HEALTH_KEYS = ("g_grad_norm", "d_grad_norm", "d_logit_gap", "diversity")

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_config, trees_equal
 
-from dcgan_jax.gan import data, models, parallel, step
-from dcgan_jax.gan import loop
+from dcgan_jax.gan import data, loop, models, parallel, step
 from dcgan_jax.gan.config import ConfigError, load_experiment, resolved
 from dcgan_jax.gan.state import nonfinite_networks
 

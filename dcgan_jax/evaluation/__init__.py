@@ -184,7 +184,8 @@ class Evaluator:
     ) -> dict:
         """Scores of ``images``; with ``labels`` (the classes a conditional generator was asked for)
         also the intra-class FID and how often the classifier agrees with them."""
-        return self.score_features(*self.features_of(images, min_samples), labels)
+        features, probs = self.features_of(images, min_samples)
+        return self.score_features(features, probs, labels)
 
     def features_of(
         self, images: np.ndarray, min_samples: int = MIN_SAMPLES

@@ -155,15 +155,13 @@ def train_classifier(
 ) -> float:
     """Trains the classifier, writes its weights and info to ``output_dir`` (default: the shipped
     assets folder) and returns its held-out accuracy."""
-    output_dir = Path(output_dir) if output_dir else weights_dir(config.dataset.name)
     train_images, train_labels, eval_images, eval_labels = _split(config)
-    sizes = len(train_images), len(eval_images)
-    logging.info("Classifier on %s: %d training, %d held-out images.", config.dataset.name, *sizes)
-    model, key, optimizer = (
-        Classifier(),
-        jax.random.key(config.seed),
-        optax.adam(config.learning_rate),
-    )
+    name = config.dataset.name
+    logging.info("Classifier on %s: %d training images.", name, len(train_images))
+    logging.info("Held out: %d images.", len(eval_images))
+    model = Classifier()
+    key = jax.random.key(config.seed)
+    optimizer = optax.adam(config.learning_rate)
     params = model.init(key, jnp.zeros((1, *train_images.shape[1:])))["params"]
     opt_state = optimizer.init(params)
 
@@ -178,38 +176,41 @@ def train_classifier(
         return optax.apply_updates(params, updates), opt_state, loss
 
     batches = data.BatchOrder(train_images, config.batch_size, config.seed)
-    steps = config.num_epochs * batches.batches_per_epoch
     started = time.monotonic()
-    for i in range(steps):
+    for i in range(config.num_epochs * batches.batches_per_epoch):
         rows = batches.indices(i)
+        batch_key = jax.random.fold_in(key, i)
         params, opt_state, loss = step(
-            params, opt_state, train_images[rows], train_labels[rows], jax.random.fold_in(key, i)
+            params, opt_state, train_images[rows], train_labels[rows], batch_key
         )
         if (i + 1) % batches.batches_per_epoch == 0:
-            epoch, seconds = (i + 1) // batches.batches_per_epoch, time.monotonic() - started
             held_out = 100 * accuracy(params, eval_images, eval_labels)
+            seconds = time.monotonic() - started
+            epoch = f"epoch {(i + 1) // batches.batches_per_epoch}/{config.num_epochs}"
             logging.info(
-                "epoch %d/%d: loss %.4f, held-out accuracy %.2f%% (%.0f s)",
-                epoch,
-                config.num_epochs,
-                loss,
-                held_out,
-                seconds,
+                "%s: loss %.4f, held-out accuracy %.2f%% (%.0f s)", epoch, loss, held_out, seconds
             )
     final = accuracy(params, eval_images, eval_labels)
+    _write_weights(Path(output_dir) if output_dir else weights_dir(name), params, config, final)
+    return final
+
+
+def _write_weights(
+    output_dir: Path, params: Any, config: ml_collections.ConfigDict, accuracy_: float
+) -> None:
+    """The weights and ``info.json`` (accuracy, held-out split, hash, config, command)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     ocp.PyTreeCheckpointer().save((output_dir / "params").absolute(), params, force=True)
     heldout = f"last {config.holdout} images of the {config.dataset.split} split"
+    if config.dataset.split != config.eval_split:
+        heldout = f"{config.eval_split} split"
     info = {
         "dataset": config.dataset.name,
-        "heldout_accuracy": final,
-        "heldout": f"{config.eval_split} split"
-        if config.dataset.split != config.eval_split
-        else heldout,
+        "heldout_accuracy": accuracy_,
+        "heldout": heldout,
         "params_hash": params_hash(params),
         "config": json.loads(config.to_json()),
         "command": COMMAND.format(config.dataset.name),
     }
     (output_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    logging.info("Held-out accuracy %.2f%%; weights in %s", 100 * final, output_dir)
-    return final
+    logging.info("Held-out accuracy %.2f%%; weights in %s", 100 * accuracy_, output_dir)

@@ -152,9 +152,11 @@ def intra_class_fid(
     per_class = []
     for c, (mu, cov) in enumerate(real_stats):
         mine = features[labels == c]
-        per_class.append(
-            frechet_distance(*mean_and_cov(mine), mu, cov) if len(mine) > 1 else float("nan")
-        )
+        if len(mine) < 2:
+            per_class.append(float("nan"))
+            continue
+        mine_mu, mine_cov = mean_and_cov(mine)
+        per_class.append(frechet_distance(mine_mu, mine_cov, mu, cov))
     return per_class
 
 

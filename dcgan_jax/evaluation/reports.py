@@ -115,8 +115,8 @@ def metric_name(key: str, num_samples: int) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """The rows' scores, the N-dependent ones named with N when all rows share it."""
     keys = _table_keys(rows)
-    counts = {row["num_samples"] for row in rows}
-    names = [metric_name(k, *counts) for k in keys] if len(counts) == 1 else list(keys)
+    counts = sorted({row["num_samples"] for row in rows})
+    names = [metric_name(k, counts[0]) for k in keys] if len(counts) == 1 else list(keys)
     lines = [
         "| step | latents | " + " | ".join(names) + " | seconds |",
         "|" + "---|" * (len(keys) + 3),

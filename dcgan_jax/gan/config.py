@@ -20,7 +20,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")  # dcgan_jax/gan/models.py
 CONV_ALGORITHMS = ("auto", "direct", "fourier")  # = convolutions.ALGORITHMS (tests check)
 G_ACTIVATIONS = ("relu", "leaky_relu")
 SPLITS = ("train", "test")
-LABEL_SOURCES = ("dataset", "clusters")  # data.balanced_kmeans
+LABEL_SOURCES = ("dataset", "clusters")  # dcgan_jax/gan/clusters.py
 ON_DIVERGENCE = ("stop", "restore")
 AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan_jax/gan/augment.py
 
@@ -246,72 +246,70 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_combinations(config: ml_collections.ConfigDict) -> None:
-    """The rules that involve more than one field, or more than a range."""
+    """The rules of training that involve more than one field, or more than a range."""
     policy = config.train.diffaugment
     for name in (p.strip() for p in re.split(r"[,+]", policy) if p.strip()):
         if name not in AUGMENTATIONS:
             close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
+            choices = ", ".join(AUGMENTATIONS)
             raise ConfigError(
-                f"--config.train.diffaugment={policy!r}: {name!r} is not one of "
-                f"{', '.join(AUGMENTATIONS)}.{hint}"
+                f"--config.train.diffaugment={policy!r}: {name!r} is not one of {choices}.{hint}"
             )
     if losses.LOSSES[config.loss.name].penalty and config.model.d_batch_norm:
         raise ConfigError(
             f"--config.loss.name={config.loss.name}: the gradient penalty is per image, and "
-            "BatchNorm in D "
-            "mixes the images of a batch (Gulrajani et al. drop it); add "
+            "BatchNorm in D mixes the images of a batch (Gulrajani et al. drop it); add "
             "--config.model.d_batch_norm=false"
-        )
-    if config.dataset.name == "image_folder" and not config.dataset.data_dir:
-        raise ConfigError(
-            "--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR (a folder of "
-            "images)"
-        )
-    if config.eval.every and not data.scored_by(config.dataset.name):
-        scored = [name for name in data.DATASETS if data.scored_by(name)]
-        raise ConfigError(
-            f"--config.eval.every={config.eval.every}: the evaluation scores {', '.join(scored)}, "
-            f"not {config.dataset.name}; set --config.eval.every=0"
-        )
-    if config.eval.every and config.eval.num_samples < 1000:
-        raise ConfigError(
-            f"--config.eval.num_samples={config.eval.num_samples}: at least 1000 for a stable FID"
         )
     if config.optimizer.learning_rate >= 1.0:  # (Every float is finite by now.)
         raise ConfigError(
             f"--config.optimizer.learning_rate={config.optimizer.learning_rate}: "
             "must be finite and below 1 (Adam's usual range is 1e-5 to 1e-3)"
         )
-    if config.dataset.labels == "clusters" and config.model.num_classes == 1:
-        raise ConfigError(
-            "--config.model.num_classes=1 with --config.dataset.labels=clusters: one cluster is "
-            "no conditioning; "
-            "use 2 or more (10 is usual), or 0 for an unconditional model"
-        )
     if config.loss.label_smoothing and config.loss.name != "bce":
         raise ConfigError(
             f"--config.loss.label_smoothing={config.loss.label_smoothing}: smooths bce's label "
-            "for real images; "
-            f"--config.loss.name={config.loss.name} has no labels (set "
+            f"for real images; --config.loss.name={config.loss.name} has no labels (set "
             "--config.loss.label_smoothing=0)"
         )
     if not 0.0 < config.train.top_k_min <= 1.0:
+        value = config.train.top_k_min
         raise ConfigError(
-            f"--config.train.top_k_min={config.train.top_k_min}: must be in (0, 1], a share of "
-            "the batch"
+            f"--config.train.top_k_min={value}: must be in (0, 1], a share of the batch"
         )
     if not 0.0 < config.train.divergence_lr_factor < 1.0:
+        value = config.train.divergence_lr_factor
+        raise ConfigError(f"--config.train.divergence_lr_factor={value}: must be in (0, 1)")
+    _check_data_combinations(config)
+
+
+def _check_data_combinations(config: ml_collections.ConfigDict) -> None:
+    """The rules of the data, its labels and its evaluation."""
+    dataset = config.dataset
+    if dataset.name == "image_folder" and not dataset.data_dir:
         raise ConfigError(
-            f"--config.train.divergence_lr_factor={config.train.divergence_lr_factor}: must be in "
-            "(0, 1)"
+            "--config.dataset.name=image_folder needs --config.dataset.data_dir=DIR (a folder of "
+            "images)"
         )
-    if (
-        config.dataset.name == "synthetic"
-        and config.dataset.num_synthetic < config.train.batch_size
-    ):
+    if config.eval.every and not data.scored_by(dataset.name):
+        scored = ", ".join(name for name in data.DATASETS if data.scored_by(name))
         raise ConfigError(
-            f"--config.dataset.num_synthetic={config.dataset.num_synthetic}: "
+            f"--config.eval.every={config.eval.every}: the evaluation scores {scored}, "
+            f"not {dataset.name}; set --config.eval.every=0"
+        )
+    if config.eval.every and config.eval.num_samples < 1000:
+        raise ConfigError(
+            f"--config.eval.num_samples={config.eval.num_samples}: at least 1000 for a stable FID"
+        )
+    if dataset.labels == "clusters" and config.model.num_classes == 1:
+        raise ConfigError(
+            "--config.model.num_classes=1 with --config.dataset.labels=clusters: one cluster is "
+            "no conditioning; use 2 or more (10 is usual), or 0 for an unconditional model"
+        )
+    if dataset.name == "synthetic" and dataset.num_synthetic < config.train.batch_size:
+        raise ConfigError(
+            f"--config.dataset.num_synthetic={dataset.num_synthetic}: "
             f"smaller than one batch (--config.train.batch_size={config.train.batch_size})"
         )
 

@@ -152,29 +152,27 @@ def _check_no_loose_images(folder: Path, paths: list[Path]) -> None:
         )
 
 
-def load_image_folder(
-    folder: str | os.PathLike, image_size: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every PNG/JPEG under ``folder``, centre-cropped and resized, uint8 NHWC (grey if all are,
-    else RGB); labels: the top-level sub-folder's index when there are two or more, else 0. A few
-    unreadable files are skipped with a warning; over a tenth, or no image, is a DataError."""
-    from PIL import Image, UnidentifiedImageError
-
-    folder = Path(folder).expanduser()
+def _image_files(folder: Path) -> list[Path]:
+    """The PNG/JPEG files under ``folder``; none is a DataError naming what is there instead."""
     if not folder.is_dir():
         raise DataError(f"dataset.data_dir {folder} is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
-        others = ", ".join(p.name for p in files[:3])
-        found = (
-            f"; it holds {len(files)} other files ({others}{', ...' if len(files) > 3 else ''})"
-            if files
-            else ""
-        )
+        found = ""
+        if files:
+            others = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "")
+            found = f"; it holds {len(files)} other files ({others})"
         raise DataError(f"no PNG or JPEG images under {folder}{found}")
     _check_no_loose_images(folder, paths)
-    size = image_size or DEFAULT_IMAGE_SIZE
+    return paths
+
+
+def _read_pictures(folder: Path, paths: list[Path]) -> list[tuple[Path, np.ndarray, bool]]:
+    """(path, pixels, is grey) of each readable file; a few unreadable ones are skipped with a
+    warning, over a tenth is a DataError."""
+    from PIL import Image, UnidentifiedImageError
+
     pictures, unreadable = [], []
     for path in paths:
         try:
@@ -191,32 +189,32 @@ def load_image_folder(
             f"{path}: {error}"
         )
     if unreadable:
-        logging.warning(
-            "Skipped %d of %d image files under %s that cannot be read, e.g. %s",
-            len(unreadable),
-            len(paths),
-            folder,
-            unreadable[0][0],
-        )
+        skipped = f"{len(unreadable)} of {len(paths)} image files under {folder}"
+        logging.warning("Skipped %s that cannot be read, e.g. %s", skipped, unreadable[0][0])
+    return pictures
+
+
+def load_image_folder(
+    folder: str | os.PathLike, image_size: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every PNG/JPEG under ``folder``, centre-cropped and resized, uint8 NHWC (grey if all are,
+    else RGB); labels: the top-level sub-folder's index when there are two or more, else 0. A few
+    unreadable files are skipped with a warning; over a tenth, or no image, is a DataError."""
+    folder = Path(folder).expanduser()
+    pictures = _read_pictures(folder, _image_files(folder))
     channels = 1 if all(grey for _, _, grey in pictures) else 3
-    images = [
-        crop_and_resize(
-            np.broadcast_to(p.reshape(*p.shape[:2], -1), (*p.shape[:2], channels)), size
-        )
-        for _, p, _ in pictures
-    ]
+    size = image_size or DEFAULT_IMAGE_SIZE
+    images = []
+    for _, pixels, _ in pictures:
+        height, width = pixels.shape[:2]
+        colour = np.broadcast_to(pixels.reshape(height, width, -1), (height, width, channels))
+        images.append(crop_and_resize(colour, size))
     top_level = [path.relative_to(folder).parts for path, _, _ in pictures]
     classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
-    if len(classes) >= 2:
-        labels = np.array([classes.index(parts[0]) for parts in top_level], np.int64)
-        logging.info(
-            "image_folder %s: %d classes from its sub-folders: %s",
-            folder,
-            len(classes),
-            ", ".join(classes),
-        )
-    else:
-        labels = np.zeros(len(images), np.int64)
+    if len(classes) < 2:
+        return np.stack(images), np.zeros(len(images), np.int64)
+    labels = np.array([classes.index(parts[0]) for parts in top_level], np.int64)
+    logging.info("image_folder %s: %d classes: %s", folder, len(classes), ", ".join(classes))
     return np.stack(images), labels
 
 
@@ -350,77 +348,3 @@ class BatchOrder:
             [(first_step + i) * d_steps + j for j in range(d_steps)] for i in range(num_steps)
         ]
         return np.asarray([[self.indices(b) for b in row] for row in batch_numbers], np.int32)
-
-
-# Clusters of the training images' pixels, found without labels: the classes of a self-conditioned
-# GAN (dataset.labels=clusters). A connected latent space mapped onto separate modes draws hybrids
-# between them (Khayatkhoei et al. 2018); a cluster per mode avoids them. Clusters are equal in
-# size,
-# matching the uniform draw of fake labels (docs/model.md).
-# Larger images are average-pooled to about this many pixels a side before clustering.
-CLUSTER_MAX_SIDE = 32
-CLUSTER_ITERATIONS = 30  # Lloyd iterations, at most (it stops when no assignment changes).
-
-
-def pixel_features(images: np.ndarray) -> np.ndarray:
-    """(N, D) float32 in [0, 1]: uint8 NHWC images, average-pooled to at most ~``CLUSTER_MAX_SIDE``
-    a side."""
-    n, h, w, c = images.shape
-    f = -(-max(h, w) // CLUSTER_MAX_SIDE)  # Ceiling division: the pooling factor.
-    x = images[:, : h // f * f, : w // f * f].astype(np.float32) / 255.0
-    return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4)).reshape(n, -1)
-
-
-def balance(sq_distances: np.ndarray) -> np.ndarray:
-    """Each row's cluster, every cluster getting N // K or N // K + 1 rows: in rounds, each unplaced
-    row asks for its nearest cluster with room, which takes the nearest askers while it has room."""
-    n, k = sq_distances.shape
-    room = np.full(k, n // k)
-    room[: n % k] += 1
-    assignment = np.full(n, -1)
-    cost = sq_distances.astype(np.float64)  # A copy: full clusters get infinite cost.
-    while (unplaced := np.flatnonzero(assignment < 0)).size:
-        asked = cost[unplaced].argmin(axis=1)
-        for j in np.unique(asked):
-            askers = unplaced[asked == j]
-            taken = askers[np.argsort(sq_distances[askers, j], kind="stable")[: room[j]]]
-            assignment[taken] = j
-            room[j] -= len(taken)
-        cost[:, room == 0] = np.inf
-    return assignment
-
-
-def _squared_distances(x: np.ndarray, x_sq: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return np.maximum(x_sq[:, None] - 2 * x @ centres.T + (centres * centres).sum(axis=1), 0.0)
-
-
-def _kmeans_plus_plus(
-    x: np.ndarray, x_sq: np.ndarray, k: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Initial centres spread over the data (Arthur & Vassilvitskii 2007)."""
-    centres = [x[rng.integers(len(x))]]
-    nearest = _squared_distances(x, x_sq, centres[0][None])[:, 0]
-    for _ in range(k - 1):
-        centres.append(x[rng.choice(len(x), p=nearest / nearest.sum())])
-        nearest = np.minimum(nearest, _squared_distances(x, x_sq, centres[-1][None])[:, 0])
-    return np.stack(centres)
-
-
-def balanced_kmeans(images: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
-    """(N,) int64 cluster of each uint8 NHWC image: k-means on pixels with balanced assignments;
-    the same for the same images and seed (so a resumed run gets the clusters it started with)."""
-    if not 2 <= num_clusters <= len(images):
-        raise ValueError(f"num_clusters must be in [2, {len(images)}], got {num_clusters}")
-    x = pixel_features(images)
-    x_sq = (x * x).sum(axis=1)
-    centres = _kmeans_plus_plus(x, x_sq, num_clusters, np.random.default_rng(seed))
-    assignment = None
-    for _ in range(CLUSTER_ITERATIONS):
-        new = balance(_squared_distances(x, x_sq, centres))
-        if assignment is not None and np.array_equal(new, assignment):
-            break
-        assignment = new
-        for j in range(num_clusters):
-            if np.any(members := assignment == j):
-                centres[j] = x[members].mean(axis=0)
-    return assignment.astype(np.int64)

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from dcgan_jax.gan import ConfigError, data, models, parallel, sampling, state, step
+from dcgan_jax.gan import ConfigError, clusters, data, models, parallel, sampling, state, step
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan.state import GanState, NetState
 
@@ -148,7 +148,7 @@ class Run:
 def cluster_labels(images: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
     """``dataset.labels=clusters``: the images' balanced k-means clusters replace their labels."""
     started = time.monotonic()
-    labels = data.balanced_kmeans(images, config.model.num_classes, config.seed)
+    labels = clusters.balanced_kmeans(images, config.model.num_classes, config.seed)
     sizes, seconds = (
         np.bincount(labels, minlength=config.model.num_classes),
         time.monotonic() - started,
@@ -192,7 +192,8 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
     nets = models.build(config.model, tuple(images.shape[1:]), config.train.compute_dtype)
     with memory_check(config, "the dataset"):
         dataset = step.put_on_devices(images, batches.labels, mesh)
-    return Run(config, mesh, images, batches, dataset, nets, step.make_update(nets, config))
+    update = step.make_update(nets, config)
+    return Run(config, mesh, images, batches=batches, dataset=dataset, nets=nets, update=update)
 
 
 def log_setup(run: Run) -> None:

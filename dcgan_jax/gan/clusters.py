@@ -1,0 +1,78 @@
+"""Clusters of the training images' pixels, found without labels: the classes of a self-conditioned
+GAN (``dataset.labels=clusters``; Liu et al. 2020 cluster D's features). A connected latent space
+mapped onto separate modes draws hybrids between them (Khayatkhoei et al. 2018); a cluster per
+mode avoids them. Clusters are equal in size, matching the uniform draw of fake labels
+(docs/model.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# matching the uniform draw of fake labels (docs/model.md).
+# Larger images are average-pooled to about this many pixels a side before clustering.
+MAX_SIDE = 32
+ITERATIONS = 30  # Lloyd iterations, at most (it stops when no assignment changes).
+
+
+def pixel_features(images: np.ndarray) -> np.ndarray:
+    """(N, D) float32 in [0, 1]: uint8 NHWC images, average-pooled to at most ~``MAX_SIDE``
+    a side."""
+    n, h, w, c = images.shape
+    f = -(-max(h, w) // MAX_SIDE)  # Ceiling division: the pooling factor.
+    x = images[:, : h // f * f, : w // f * f].astype(np.float32) / 255.0
+    return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4)).reshape(n, -1)
+
+
+def balance(sq_distances: np.ndarray) -> np.ndarray:
+    """Each row's cluster, every cluster getting N // K or N // K + 1 rows: in rounds, each unplaced
+    row asks for its nearest cluster with room, which takes the nearest askers while it has room."""
+    n, k = sq_distances.shape
+    room = np.full(k, n // k)
+    room[: n % k] += 1
+    assignment = np.full(n, -1)
+    cost = sq_distances.astype(np.float64)  # A copy: full clusters get infinite cost.
+    while (unplaced := np.flatnonzero(assignment < 0)).size:
+        asked = cost[unplaced].argmin(axis=1)
+        for j in np.unique(asked):
+            askers = unplaced[asked == j]
+            taken = askers[np.argsort(sq_distances[askers, j], kind="stable")[: room[j]]]
+            assignment[taken] = j
+            room[j] -= len(taken)
+        cost[:, room == 0] = np.inf
+    return assignment
+
+
+def _squared_distances(x: np.ndarray, x_sq: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.maximum(x_sq[:, None] - 2 * x @ centres.T + (centres * centres).sum(axis=1), 0.0)
+
+
+def _kmeans_plus_plus(
+    x: np.ndarray, x_sq: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Initial centres spread over the data (Arthur & Vassilvitskii 2007)."""
+    centres = [x[rng.integers(len(x))]]
+    nearest = _squared_distances(x, x_sq, centres[0][None])[:, 0]
+    for _ in range(k - 1):
+        centres.append(x[rng.choice(len(x), p=nearest / nearest.sum())])
+        nearest = np.minimum(nearest, _squared_distances(x, x_sq, centres[-1][None])[:, 0])
+    return np.stack(centres)
+
+
+def balanced_kmeans(images: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
+    """(N,) int64 cluster of each uint8 NHWC image: k-means on pixels with balanced assignments;
+    the same for the same images and seed (so a resumed run gets the clusters it started with)."""
+    if not 2 <= num_clusters <= len(images):
+        raise ValueError(f"num_clusters must be in [2, {len(images)}], got {num_clusters}")
+    x = pixel_features(images)
+    x_sq = (x * x).sum(axis=1)
+    centres = _kmeans_plus_plus(x, x_sq, num_clusters, np.random.default_rng(seed))
+    assignment = None
+    for _ in range(ITERATIONS):
+        new = balance(_squared_distances(x, x_sq, centres))
+        if assignment is not None and np.array_equal(new, assignment):
+            break
+        assignment = new
+        for j in range(num_clusters):
+            if np.any(members := assignment == j):
+                centres[j] = x[members].mean(axis=0)
+    return assignment.astype(np.int64)
