@@ -85,7 +85,8 @@ def test_an_unregistered_name_is_refused_with_the_registered_ones(tmp_path):
     )
     assert result.returncode == 2
     assert (
-        "--config.loss.name='softplus_gan': must be one of bce, hinge, lsgan, wgan_gp" in result.stderr
+        "--config.loss.name='softplus_gan': must be one of bce, hinge, lsgan, wgan_gp"
+        in result.stderr
     )
 
 

@@ -155,8 +155,8 @@ def test_the_token_count_ignores_layout_comments_and_docstrings(tmp_path):
 
 
 def _own_callables(trees: list[ast.AST]) -> set[str]:
-    """Names of the package's functions and classes that take no ``*args``: a call to one fills named
-    parameters (a call to ``reshape`` or ``logging.info`` passes a variable list instead)."""
+    """Names of the package's functions and classes that take no ``*args``: a call to one fills
+    named parameters (a call to ``reshape`` or ``logging.info`` passes a variable list instead)."""
     names, variadic = set(), set()
     for tree in trees:
         for node in ast.walk(tree):
@@ -175,7 +175,9 @@ def test_no_noqa_and_no_call_fills_many_parameters_by_position():
     own = _own_callables(trees)
     found = []
     for path, tree in zip(paths, trees, strict=True):
-        found += [f"{path.name}: noqa" for line in path.read_text().splitlines() if "# noqa" in line]
+        found += [
+            f"{path.name}: noqa" for line in path.read_text().splitlines() if "# noqa" in line
+        ]
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
