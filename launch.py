@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
     workdir = FLAGS.workdir or str(
         Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else ""))
     )
+    cli.check_flags_need(FLAGS, [n for n in FLAGS if n.startswith("sweep_")], "sweep")
     control.initialize_distributed(
         FLAGS.coordinator_address,
         FLAGS.num_processes,

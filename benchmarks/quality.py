@@ -48,7 +48,7 @@ from absl import app, flags
 import dcgan_jax
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan import data
-from dcgan_jax.run import control, images
+from dcgan_jax.run import cli, control, images
 from dcgan_jax.tools import sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,9 +63,8 @@ class Benchmark:
     headline: str  # The unsupervised experiment, against the reference.
     conditional: str | None  # A class-conditional experiment, its own labelled row.
     overrides: tuple[str, ...] = ()  # FIELD=VALUE for every run of ours.
-    plain: tuple[
-        str, ...
-    ] = ()  # FIELD=VALUE making the headline the plain DCGAN (a row for each seed); () = none.
+    # FIELD=VALUE making the headline the plain DCGAN (a row for each seed); () = none.
+    plain: tuple[str, ...] = ()
     reference_images: str = "train-images-idx3-ubyte.gz"  # The IDX file the reference trains on.
 
 
@@ -130,14 +129,12 @@ def _reusable(workdir: Path, experiment: str, overrides: list[str], ended: str) 
     give."""
     if control.read_status(workdir).get("ended") != ended or not (workdir / "config.json").exists():
         return False
-    base = config_lib.load_experiment(experiment, REPO / "experiments")
+    base = cli.load_experiment(experiment, REPO / "experiments")
     # The sweep's parsing: each field typed as its default.
     (run,) = sweep.expand(" ".join(overrides), base)
     wanted = config_lib.flatten(config_lib.resolved(sweep.configure(base, run)))
     # Fields added since the run was written had their defaults then, as load() reads them.
-    stored = config_lib.flatten(
-        config_lib.with_defaults(config_lib.read_json(workdir / "config.json"))
-    )
+    stored = config_lib.flatten(config_lib.with_defaults(cli.read_json(workdir / "config.json")))
     return all(
         stored.get(k) == v
         for k, v in wanted.items()

@@ -42,6 +42,7 @@ from absl import app, flags
 
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan import data, loop, models, step
+from dcgan_jax.run import cli
 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
@@ -135,7 +136,7 @@ def time_ours(config, batch_size: int, steps: int):
 
 def time_torch(batch_size: int, steps: int) -> float:
     data_dir = data.resolve_data_dir(
-        config_lib.load_experiment(FLAGS.experiment, REPO / "experiments").dataset
+        cli.load_experiment(FLAGS.experiment, REPO / "experiments").dataset
     )
     result = subprocess.run(
         [
@@ -158,7 +159,7 @@ def time_torch(batch_size: int, steps: int) -> float:
 
 
 def main(argv):
-    config = config_lib.load_experiment(FLAGS.experiment, REPO / "experiments")
+    config = cli.load_experiment(FLAGS.experiment, REPO / "experiments")
     if FLAGS.reuse_fake is not None:
         config.train.reuse_fake = FLAGS.reuse_fake
     for override in FLAGS.set:

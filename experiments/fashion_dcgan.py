@@ -5,7 +5,7 @@ of garments from noise, as in the Keras, PyTorch and TensorFlow DCGAN recipes.
 
 Self-conditioned (``dataset.labels=clusters``): G and D are conditioned on which of 20 equal k-means
 clusters of the training images' pixels an image falls in, found at start-up without reading a label
-(dcgan_jax/clusters.py), so G need not morph one garment into another between modes;
+(dcgan_jax/gan/clusters.py), so G need not morph one garment into another between modes;
 ``--config.model.num_classes=0`` is the plain DCGAN. Half the paper's widths, Adam at 3e-4, an EMA
 of G's weights sampled with BatchNorm statistics measured for them, and G trained on D's fake batch.
 Each choice won a 10-minute, 2-seed sweep: benchmarks/sweeps/fashion_600s_clusters, fashion_600s_lr,

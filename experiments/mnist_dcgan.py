@@ -8,7 +8,7 @@ DCGAN). Offline here only the 10k test split exists: add --config.dataset.split=
 
 from pathlib import Path
 
-from dcgan_jax.gan.config import load_experiment
+from dcgan_jax.run.cli import load_experiment
 
 
 def get_config():

@@ -70,7 +70,7 @@ def restore_full_state(workdir, config):
 
 def tiny_flags(**train_overrides) -> list[str]:
     """``launch.py --experiment=fashion_dcgan`` flags that turn it into :func:`tiny_config`."""
-    from dcgan_jax.gan.config import load_experiment
+    from dcgan_jax.run.cli import load_experiment
 
     base = flatten(load_experiment("fashion_dcgan", REPO / "experiments"))
     tiny = flatten(tiny_config(**train_overrides))

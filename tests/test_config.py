@@ -5,15 +5,16 @@ import pytest
 from conftest import REPO
 
 from dcgan_jax.gan import config as config_lib
+from dcgan_jax.run import cli
 
 EXPERIMENTS = REPO / "experiments"
 
 
 def test_every_experiment_loads_and_validates():
-    names = config_lib.available_experiments(EXPERIMENTS)
+    names = cli.available_experiments(EXPERIMENTS)
     assert {"fashion_dcgan", "mnist_dcgan", "fashion_cdcgan"} <= set(names)
     for name in names:
-        config_lib.validate(config_lib.load_experiment(name, EXPERIMENTS))
+        config_lib.validate(cli.load_experiment(name, EXPERIMENTS))
 
 
 def test_evaluation_needs_a_dataset_with_a_classifier():
@@ -26,7 +27,7 @@ def test_evaluation_needs_a_dataset_with_a_classifier():
 
 
 def test_required_fields_exist():
-    fields = config_lib.flatten(config_lib.load_experiment("fashion_dcgan", EXPERIMENTS))
+    fields = config_lib.flatten(cli.load_experiment("fashion_dcgan", EXPERIMENTS))
     for name in (
         "seed dataset.name dataset.data_dir dataset.split train.batch_size train.num_steps "
         "train.log_every "
@@ -117,10 +118,8 @@ def test_unknown_override_suggests_the_closest_field():
     config = config_lib.default_config()
     message = r"--config.train.batchsize: no such config field.*train.batch_size"
     with pytest.raises(config_lib.ConfigError, match=message):
-        config_lib.check_override_names(["launch.py", "--config.train.batchsize=32"], config)
-    config_lib.check_override_names(
-        ["launch.py", "--config.train.batch_size=32", "--workdir=x"], config
-    )
+        cli.check_override_names(["launch.py", "--config.train.batchsize=32"], config)
+    cli.check_override_names(["launch.py", "--config.train.batch_size=32", "--workdir=x"], config)
 
 
 def _launch(*args, timeout=120):

@@ -43,8 +43,7 @@ def _plain_conv_transpose(x, kernel):
 
 
 @pytest.mark.parametrize(
-    "size, kernel_size, padding",
-    [(7, 5, (2, 2)), (7, 4, (1, 2)), (8, 3, (0, 2)), (5, 5, (0, 0))],
+    "size, kernel_size, padding", [(7, 5, (2, 2)), (7, 4, (1, 2)), (8, 3, (0, 2)), (5, 5, (0, 0))]
 )
 def test_fourier_conv_equals_direct_convolution(size, kernel_size, padding):
     x = jax.random.normal(jax.random.key(0), (3, size, size, 6))

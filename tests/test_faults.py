@@ -11,8 +11,10 @@ import json
 import logging as std_logging
 import os
 import re
+import shlex
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -26,7 +28,7 @@ import dcgan_jax
 from dcgan_jax import evaluation
 from dcgan_jax.gan import ConfigError, data
 from dcgan_jax.run import checkpoints, control, writers
-from dcgan_jax.tools import sweep
+from dcgan_jax.tools import slurm, sweep
 
 LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
 
@@ -436,7 +438,7 @@ def test_an_exception_reported_at_garbage_collection_goes_to_the_log_file_not_th
     assert "Exception ignored in '<coroutine read>': RuntimeError('shard')" in record.getMessage()
     assert not writers.ConsoleFilter().filter(record)  # Not for the console.
     code = (
-        "import sys; from dcgan_jax import cli; cli.run(lambda argv: "
+        "import sys; from dcgan_jax.run import cli; cli.run(lambda argv: "
         "print(sys.unraisablehook.__name__))"
     )
     result = subprocess.run(
@@ -652,7 +654,7 @@ def test_a_sweep_slurm_path_that_cannot_be_written_is_one_error_line_before_any_
     assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").iterdir())
 
 
-@pytest.mark.parametrize("damage", ["truncated", "older_layout"])
+@pytest.mark.parametrize("damage", ["truncated", "older_layout", "other_width"])
 def test_a_damaged_reference_cache_is_rebuilt_with_one_warning(damage, tmp_path, caplog):
     folder = shared_dataset_dir("fashion_mnist")
     first = evaluation.Evaluator(
@@ -663,6 +665,11 @@ def test_a_damaged_reference_cache_is_rebuilt_with_one_warning(damage, tmp_path,
     (cache,) = tmp_path.glob("reference_fashion_mnist_test_*.npz")
     if damage == "truncated":
         cache.write_bytes(cache.read_bytes()[:1000])
+    elif damage == "other_width":  # Every key right, the features of another network.
+        with np.load(cache) as stored:
+            arrays = dict(stored)
+        arrays["features"] = arrays["features"][:, :64]
+        np.savez(cache, **arrays)
     else:  # As an older version wrote it: other names, features of another width.
         np.savez(cache, features=np.zeros((10, 64), np.float32), images_sha256=np.array("x"))
     with caplog.at_level("WARNING"):
@@ -794,3 +801,126 @@ def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small
     assert dcgan_jax.load(workdir).step == 3
     ballast.unlink()
     assert int(dcgan_jax.train(tiny_config(num_steps=6), workdir).step) == 6
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["launch.py", "--experiment=fashion_dcgan", "--sweep_dry_run"],
+        ["launch.py", "--experiment=fashion_dcgan", "--sweep_slurm=array.sh"],
+        ["-m", "dcgan_jax.sweep", "--task=0"],
+        ["-m", "dcgan_jax.sweep", "--runs=RUNS", "--manifest=RUNS/manifest.json", "--task=0"],
+        ["-m", "dcgan_jax.sweep", "--runs=RUNS/missing"],
+        ["-m", "dcgan_jax.sweep", "--runs=RUNS/a_file"],
+    ],
+    ids=["dry_run_alone", "slurm_alone", "task_alone", "runs_and_manifest", "no_folder", "a_file"],
+)
+def test_contradictory_or_dangling_command_flags_are_one_error_line(command, tmp_path):
+    """A flag that acts only with another, or two jobs at once, or --runs that is no folder: one
+    error line and exit 2, never a training run started or a flag silently ignored."""
+    (tmp_path / "a_file").write_text("")
+    argv = [arg.replace("RUNS", str(tmp_path)) for arg in command]
+    if argv[0] == "launch.py":
+        argv.append(f"--workdir={tmp_path / 'run'}")
+    result = subprocess.run(
+        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # No training run started.
+
+
+@pytest.mark.parametrize("num", [0, 1, 2, 5])
+def test_too_few_images_for_the_metrics_are_one_error_naming_the_real_bound(num):
+    """The k-nearest-neighbour metrics need k + 1 samples: fewer is an EvaluationError saying how
+    many, whatever min_samples was asked for, never top_k's or numpy's own error."""
+    images = np.zeros((num, 28, 28, 1), np.float32)
+    with pytest.raises(
+        evaluation.EvaluationError, match=f"pass at least {evaluation.FEWEST_SCORED}"
+    ):
+        evaluation.evaluate(images, min_samples=0)
+
+
+@pytest.mark.parametrize("num", ["0", "-5", "999"])
+def test_the_evaluation_command_refuses_a_sample_count_below_its_bound_before_any_work(
+    num, tmp_path
+):
+    (tmp_path / "checkpoints").mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dcgan_jax.evaluation",
+            f"--workdir={tmp_path}",
+            f"--num_samples={num}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"error: --num_samples={num}: at least 1000"
+
+
+def test_a_lock_held_by_an_unrelated_live_process_says_it_may_be_stale_and_how_to_clear_it(
+    tmp_path,
+):
+    lock = tmp_path / control.LOCK_NAME
+    lock.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "earlier"}))
+    with pytest.raises(control.WorkdirLockedError) as error:
+        with control.hold(tmp_path):
+            pass
+    assert "stale" in str(error.value) and f"delete {lock}" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["launch.py", "--experiment=fashion_dcgan", "--workdir=WORK\ntouch INJECTED"],
+        [
+            "launch.py",
+            "--experiment=fashion_dcgan",
+            "--workdir=WORK",
+            "--sweep=seed=0,1",
+            "--sweep_slurm=WORK/array\n.sh",
+        ],
+        ["-m", "dcgan_jax.evaluation", "--workdir=WORK\r"],
+        ["-m", "dcgan_jax.sweep", "--runs=WORK\x1b[2J"],
+    ],
+    ids=["workdir_newline", "slurm_newline", "carriage_return", "escape"],
+)
+def test_control_characters_in_a_path_are_refused_before_anything_reads_them(command, tmp_path):
+    argv = [
+        arg.replace("WORK", str(tmp_path / "w")).replace("INJECTED", str(tmp_path / "x"))
+        for arg in command
+    ]
+    result = subprocess.run(
+        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "control characters are not allowed" in result.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_sweep_folder_with_spaces_and_quotes_is_quoted_in_the_slurm_script(tmp_path):
+    """The script's #SBATCH values are quoted: running its lines in a shell executes nothing."""
+    sweep_dir = tmp_path / "it's a $(touch pwned) sweep"
+    runs = sweep.expand("seed=0,1", tiny_config())
+    argvs = sweep.commands("fashion_dcgan", sweep_dir, runs, [], REPO / "launch.py")
+    script = slurm.write_array(tmp_path / "array.sh", runs, argvs, sweep_dir, 2)
+    header = [
+        line[len("#SBATCH ") :]
+        for line in script.read_text().splitlines()
+        if line.startswith("#SBATCH")
+    ]
+    subprocess.run(
+        ["bash", "-c", "\n".join(f"echo {line}" for line in header)],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    assert not (tmp_path / "pwned").exists()
+    assert any(
+        str(sweep_dir) in shlex.split(line)[0] for line in header if line.startswith("--output")
+    )

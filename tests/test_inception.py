@@ -141,7 +141,9 @@ def stand_in(tmp_path, monkeypatch):
 def test_inception_scores_fashion_end_to_end_with_a_stand_in(stand_in, tmp_path):
     folder = shared_dataset_dir("fashion_mnist")
     evaluator = evaluation.Evaluator(
-        "fashion_mnist", "test", folder, tmp_path / "ref", feature_network="inception"
+        evaluation.reference_config("fashion_mnist", "test", folder),
+        "inception",
+        cache_dir=tmp_path / "ref",
     )
     train = data.to_model_range(data.load_idx_folder(folder, "train")[0][:2000])
     real = evaluator(train)
@@ -152,11 +154,7 @@ def test_inception_scores_fashion_end_to_end_with_a_stand_in(stand_in, tmp_path)
     # 60,000 training images through Inception: not by default.
     assert "memorisation_ratio" not in real
     # Quantised uint8, grey tiled inside the jitted function.
-    assert stand_in.seen[-1][1:] == (
-        28,
-        28,
-        1,
-    )
+    assert stand_in.seen[-1][1:] == (28, 28, 1)
     provenance = evaluator.provenance
     assert (
         provenance["feature_network"].startswith("Inception-v3")
@@ -269,12 +267,7 @@ def test_the_in_training_evaluation_adds_the_inception_fid_when_asked(stand_in, 
     dcgan_jax.train(config, tmp_path / "run")
     log = (tmp_path / "run" / "train.log").read_text()
     # The evaluation's samples.
-    assert "Inception FID" in log and stand_in.seen[-1] == (
-        1000,
-        28,
-        28,
-        1,
-    )
+    assert "Inception FID" in log and stand_in.seen[-1] == (1000, 28, 28, 1)
     scalars = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]

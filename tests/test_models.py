@@ -56,7 +56,7 @@ def test_reference_experiment_has_the_pytorch_reference_architecture():
     """The layer shapes of ../shared/bench/torch_reference.py (PyTorch's OIHW/IOHW as HWIO here)."""
     from pathlib import Path
 
-    from dcgan_jax.gan.config import load_experiment
+    from dcgan_jax.run.cli import load_experiment
 
     config = load_experiment(
         "reference_dcgan", Path(__file__).resolve().parent.parent / "experiments"

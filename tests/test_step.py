@@ -4,8 +4,9 @@ import pytest
 from conftest import REPO, tiny_config, trees_equal
 
 from dcgan_jax.gan import data, loop, models, parallel, step
-from dcgan_jax.gan.config import ConfigError, load_experiment, resolved
-from dcgan_jax.gan.state import nonfinite_networks
+from dcgan_jax.gan.config import ConfigError, resolved
+from dcgan_jax.run.cli import load_experiment
+from dcgan_jax.run.resume import nonfinite_networks
 
 
 def _setup(config=None):

@@ -316,10 +316,7 @@ def test_seeds_of_a_setting_are_grouped_with_mean_sd_and_a_banded_plot(tmp_path)
         "10.0",
     )
     # stdev(50, 60, 61), n - 1.
-    assert (fast["final_fid_mean"], fast["final_fid_sd"]) == (
-        "57.0",
-        "6.083",
-    )
+    assert (fast["final_fid_mean"], fast["final_fid_sd"]) == ("57.0", "6.083")
     assert (fast["steps_mean"], fast["steps_sd"], fast["best_fid_mean"]) == ("31.0", "1.0", "57.0")
     text = (tmp_path / "results.md").read_text()
     assert "| optimizer.learning_rate | n | seeds | steps | final_fid | best_fid |" in text

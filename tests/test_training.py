@@ -303,7 +303,7 @@ def test_short_run_on_real_fashion_mnist(tmp_path):
 
 def test_mnist_experiment_on_its_local_test_split(tmp_path):
     shared_dataset_dir("mnist")
-    from dcgan_jax.gan.config import load_experiment
+    from dcgan_jax.run.cli import load_experiment
 
     config = load_experiment("mnist_dcgan", REPO / "experiments")
     config.dataset.split = "test"

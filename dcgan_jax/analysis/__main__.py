@@ -36,7 +36,7 @@ def _memorisation(run: analysis.TrainedGenerator, out: Path) -> list[Path]:
     """The memorisation picture (and the ratio) when the dataset has a classifier and a training
     split."""
     try:
-        evaluator = evaluation.evaluator_for(run.config)
+        evaluator = evaluation.evaluator_for(run.config, "classifier")
     except (classifier.ClassifierMissingError, evaluation.EvaluationError) as e:
         print(f"skipped the memorisation check: {e}")
         return []

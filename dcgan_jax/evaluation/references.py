@@ -31,6 +31,7 @@ class FeatureNetwork:
     weights_hash: str
     preprocessing: str
     image_shape: tuple[int, ...] | None
+    feature_dim: int
     apply: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
     def provenance(self) -> dict:
@@ -96,19 +97,17 @@ def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path |
 REFERENCE_KEYS = ("features", "labels", "images_sha256", "image_shape")
 
 
-def _cached_reference(cache: Path) -> dict[str, np.ndarray] | None:
+def _cached_reference(cache: Path, feature_dim: int) -> dict[str, np.ndarray] | None:
     """The arrays of a reference cache, or None (with one warning: it is rebuilt) when the file is
-    unreadable, truncated or of another layout."""
+    unreadable, truncated or of another layout (features not ``feature_dim`` wide included)."""
     try:
         with np.load(cache, allow_pickle=False) as stored:
             reference = dict(stored)
         features, labels = reference["features"], reference["labels"]
-        if (
-            features.ndim != 2
-            or len(features) != len(labels)
-            or not set(REFERENCE_KEYS) <= reference.keys()
-        ):
+        if not set(REFERENCE_KEYS) <= reference.keys() or len(features) != len(labels):
             raise ValueError(f"not the arrays of a reference (keys {sorted(reference)})")
+        if features.ndim != 2 or features.shape[1] != feature_dim:
+            raise ValueError(f"features of shape {features.shape}, not (N, {feature_dim})")
         return reference
     except Exception as e:  # BadZipFile, EOFError, KeyError, ValueError...: any damage is rebuilt.
         logging.warning(
@@ -123,7 +122,7 @@ def reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, n
     """Features, class probabilities (if any), labels and images' SHA-256 of a real split,
     cached."""
     cache = _cache_file(dataset_config, network, cache_dir)
-    if cache.exists() and (stored := _cached_reference(cache)) is not None:
+    if cache.exists() and (stored := _cached_reference(cache, network.feature_dim)) is not None:
         return stored
     uint8_images, labels = data.load_dataset(dataset_config)
     features, probs = network.apply(data.to_model_range(uint8_images))

@@ -9,29 +9,12 @@ from pathlib import Path
 import numpy as np
 
 # Any feature network.
-FEATURE_KEYS = (
-    "fid",
-    "kid",
-    "kid_std",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-)
+FEATURE_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")
 # A network with class probabilities.
-CLASS_KEYS = (
-    "inception_score",
-    "classes_covered",
-    "class_kl",
-)
+CLASS_KEYS = ("inception_score", "classes_covered", "class_kl")
 SUMMARY_KEYS = FEATURE_KEYS + CLASS_KEYS  # Of every evaluation with the shipped classifier.
 # When computed.
-OPTIONAL_KEYS = (
-    "memorisation_ratio",
-    "intra_fid",
-    "class_agreement",
-    "inception_fid",
-)
+OPTIONAL_KEYS = ("memorisation_ratio", "intra_fid", "class_agreement", "inception_fid")
 
 
 def present_keys(scores: dict) -> tuple[str, ...]:
@@ -90,13 +73,7 @@ def _table_keys(rows: list[dict]) -> tuple[str, ...]:
 
 
 # Biased by the number of samples: named with it.
-N_DEPENDENT = (
-    "fid",
-    "kid",
-    "kid_std",
-    "intra_fid",
-    "inception_fid",
-)
+N_DEPENDENT = ("fid", "kid", "kid_std", "intra_fid", "inception_fid")
 
 
 def metric_name(key: str, num_samples: int) -> str:

@@ -1,14 +1,11 @@
 """Run configuration: the defaults every experiment (``experiments/NAME.py``) starts from, and their
-validation: an impossible value is a :class:`ConfigError` naming its ``--config.FIELD`` flag."""
+validation: an impossible value is a ConfigError naming its ``--config.FIELD`` flag."""
 
 from __future__ import annotations
 
 import difflib
-import importlib.util
-import json
 import math
 import re
-from pathlib import Path
 
 import ml_collections
 
@@ -314,24 +311,6 @@ def _check_data_combinations(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> None:
-    """Rejects ``--config.X=...`` flags whose field X does not exist, suggesting the closest."""
-    known = sorted(flatten(config))
-    for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        field = arg[len("--config.") :].split("=", 1)[0]
-        if field not in known:
-            raise ConfigError(f"--config.{unknown_field_message(field, known)}")
-
-
-def unknown_field_message(field: str, known) -> str:
-    """One line naming the unknown ``field``, the closest known ones and all of them."""
-    close = difflib.get_close_matches(field, sorted(known), n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"{field}: no such config field.{hint} Known fields: {', '.join(sorted(known))}"
-
-
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
     """``{'train.batch_size': 64, ...}``: the dotted names a flag uses."""
     flat = {}
@@ -342,42 +321,3 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
-
-
-def read_json(path: Path) -> ml_collections.ConfigDict:
-    """A run's ``config.json``; an unreadable file or invalid JSON is a ConfigError naming the
-    file."""
-    try:
-        return ml_collections.ConfigDict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError) as e:
-        raise ConfigError(
-            f"{Path(path).absolute()}: cannot read the run's config ({e}); the next training run "
-            "in that folder "
-            "rewrites it (the checkpoints carry their own copy)"
-        ) from e
-
-
-def available_experiments(experiments_dir: Path) -> list[str]:
-    return sorted(p.stem for p in Path(experiments_dir).glob("*.py") if not p.stem.startswith("_"))
-
-
-def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDict:
-    """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``. ``name`` is a file name
-    in that folder, never a path: ``--experiment=../x`` runs nothing."""
-    known = available_experiments(experiments_dir)
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise ConfigError(
-            f"--experiment={name}: the name of a file in {experiments_dir} without .py, not a "
-            "path. "
-            f"Available experiments: {', '.join(known) or 'none'}"
-        )
-    path = Path(experiments_dir) / f"{name}.py"
-    if not path.is_file():
-        raise ConfigError(
-            f"--experiment={name}: no file {path}. Available experiments: "
-            f"{', '.join(known) or 'none'}"
-        )
-    spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()

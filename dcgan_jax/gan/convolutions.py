@@ -25,12 +25,7 @@ import numpy as np
 # Radford et al.: "All weights were initialized from a zero-centered Normal distribution
 # with standard deviation 0.02."
 DCGAN_INIT = nn.initializers.normal(0.02)
-# config.CONV_ALGORITHMS, which config validates against.
-ALGORITHMS = (
-    "auto",
-    "direct",
-    "fourier",
-)
+ALGORITHMS = ("auto", "direct", "fourier")  # = config.CONV_ALGORITHMS, which validates them.
 
 Padding = tuple[int, int]
 

@@ -208,8 +208,12 @@ def log_setup(run: Run) -> None:
     )
     where = f"process {jax.process_index()} of {jax.process_count()}"
     logging.info("Data: %s. Devices: %s; %s.", data_line, devices, where)
-    if not data.scored_by(config.dataset.name):
-        logging.info("No built-in evaluation for %s during training.", config.dataset.name)
+    if not config.eval.every:
+        logging.info(
+            "No built-in evaluation for %s during training (eval.every=0); score the checkpoints "
+            "with python -m dcgan_jax.evaluation --workdir=RUN [--feature_network=inception].",
+            config.dataset.name,
+        )
 
 
 class Hooks:
@@ -221,30 +225,29 @@ class Hooks:
         """The state to train from: the initial one here; a harness resumes from its checkpoint."""
         return run.init()
 
-    def after_dispatch(self, run: Run, step: int, metrics: dict, compile_seconds: float) -> bool:
+    def after_dispatch(self, step: int, metrics: dict, compile_seconds: float) -> bool:
         """After each dispatch, now at ``step``; ``metrics`` stacked per step, still on the devices.
         True stops the run here (then every event fires, as at the last step)."""
         return False
 
-    def checked(self, run: Run, gan_state: GanState, step: int, *, at_log: bool) -> GanState:
+    def checked(self, gan_state: GanState, step: int, *, at_log: bool) -> GanState:
         """At an event, before anything is logged, scored or saved: the state to go on with. A
-        harness that finds it diverged returns an earlier one, and the loop goes on from that one's
-        step."""
+        harness that finds it diverged returns an earlier one, and the loop goes on from there."""
         return gan_state
 
-    def log(self, run: Run, gan_state: GanState, step: int, *, at_sample: bool) -> None:
+    def log(self, gan_state: GanState, step: int, *, at_sample: bool) -> None:
         """Every ``train.log_every`` steps: the metrics since the last log."""
 
-    def evaluate(self, run: Run, gan_state: GanState, step: int) -> None:
+    def evaluate(self, gan_state: GanState, step: int) -> None:
         """Every ``eval.every`` steps (when > 0): score samples."""
 
-    def sample(self, run: Run, gan_state: GanState, step: int) -> None:
+    def sample(self, gan_state: GanState, step: int) -> None:
         """Every ``train.sample_every`` steps: the grid of the run's fixed latents."""
 
-    def checkpoint(self, run: Run, gan_state: GanState, step: int) -> None:
+    def checkpoint(self, gan_state: GanState, step: int) -> None:
         """Every ``train.checkpoint_every`` steps: save."""
 
-    def end(self, run: Run, gan_state: GanState, step: int) -> None:
+    def end(self, gan_state: GanState, step: int) -> None:
         """After the last step, or the step the run stopped at."""
 
 
@@ -258,6 +261,11 @@ def steps_to_next_event(config, step: int) -> int:
     return min([cfg.steps_per_dispatch, cfg.num_steps - step] + [k - step % k for k in intervals])
 
 
+def _due(step: int, every: int, last: bool) -> bool:
+    """Whether an event of period ``every`` (0: never) falls at ``step``; all do at the last."""
+    return every > 0 and (last or step % every == 0)
+
+
 def train(config: ml_collections.ConfigDict, hooks: Hooks | None = None) -> GanState:
     """Trains ``config``'s run from the state ``hooks.start`` gives until ``train.num_steps`` (or a
     stop ``hooks.after_dispatch`` asks for); returns the final state."""
@@ -266,11 +274,10 @@ def train(config: ml_collections.ConfigDict, hooks: Hooks | None = None) -> GanS
     run = assemble(config)
     log_setup(run)
     gan_state = hooks.start(run)
-    cfg, at = run.config.train, int(parallel.to_host(gan_state.step))
+    cfg = run.config.train
+    at = int(parallel.to_host(gan_state.step))
     if at >= cfg.num_steps:
-        logging.info(
-            "Nothing to do: the checkpoint is at step %d of train.num_steps=%d.", at, cfg.num_steps
-        )
+        logging.info("Nothing to do: the checkpoint is at step %d of %d.", at, cfg.num_steps)
         return gan_state
     logging.info("Training from step %d to %d.", at, cfg.num_steps)
     stop = False
@@ -278,24 +285,26 @@ def train(config: ml_collections.ConfigDict, hooks: Hooks | None = None) -> GanS
         num_steps = steps_to_next_event(run.config, at)
         gan_state, metrics, compile_seconds = run.train_steps(gan_state, at, num_steps)
         at += num_steps
-        stop = hooks.after_dispatch(run, at, metrics, compile_seconds)
+        stop = hooks.after_dispatch(at, metrics, compile_seconds)
         last = at == cfg.num_steps or stop
-        at_log, at_sample = last or at % cfg.log_every == 0, last or at % cfg.sample_every == 0
-        at_eval = run.config.eval.every > 0 and (last or at % run.config.eval.every == 0)
-        at_checkpoint = last or at % cfg.checkpoint_every == 0
-        if not (at_log or at_sample or at_eval or at_checkpoint):
+        at_log = _due(at, cfg.log_every, last)
+        at_eval = _due(at, run.config.eval.every, last)
+        at_sample = _due(at, cfg.sample_every, last)
+        at_checkpoint = _due(at, cfg.checkpoint_every, last)
+        if not (at_log or at_eval or at_sample or at_checkpoint):
             continue
-        gan_state = hooks.checked(run, gan_state, at, at_log=at_log)
+        gan_state = hooks.checked(gan_state, at, at_log=at_log)
         if int(parallel.to_host(gan_state.step)) != at:  # Gone back to an earlier state.
-            at, stop = int(parallel.to_host(gan_state.step)), False
+            at = int(parallel.to_host(gan_state.step))
+            stop = False
             continue
         if at_log:
-            hooks.log(run, gan_state, at, at_sample=at_sample)
+            hooks.log(gan_state, at, at_sample=at_sample)
         if at_eval:
-            hooks.evaluate(run, gan_state, at)
+            hooks.evaluate(gan_state, at)
         if at_sample:
-            hooks.sample(run, gan_state, at)
+            hooks.sample(gan_state, at)
         if at_checkpoint:
-            hooks.checkpoint(run, gan_state, at)
-    hooks.end(run, gan_state, at)
+            hooks.checkpoint(gan_state, at)
+    hooks.end(gan_state, at)
     return gan_state

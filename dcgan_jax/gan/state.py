@@ -84,18 +84,3 @@ def learning_rates(optimizer_config) -> tuple[float, float]:
     ``learning_rate``."""
     base = optimizer_config.learning_rate
     return optimizer_config.g_learning_rate or base, optimizer_config.d_learning_rate or base
-
-
-def nonfinite_networks(state: GanState) -> jax.Array:
-    """[generator, discriminator]: True where any parameter or statistic (G's EMA included) is NaN
-    or inf."""
-
-    def bad(*trees) -> jax.Array:
-        return jnp.any(jnp.array([~jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
-
-    return jnp.stack(
-        [
-            bad(state.g.params, state.g.batch_stats, state.g_ema),
-            bad(state.d.params, state.d.batch_stats),
-        ]
-    )

@@ -5,6 +5,9 @@ report."""
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,12 +17,7 @@ import ml_collections
 from absl import app, logging
 
 from dcgan_jax.gan import ConfigError, RunError
-from dcgan_jax.gan.config import (
-    available_experiments,
-    check_override_names,
-    default_config,
-    load_experiment,
-)
+from dcgan_jax.gan.config import default_config, flatten
 from dcgan_jax.run import control, writers
 
 HELP_FLAGS = {"--help", "--helpshort", "--helpfull", "-?"}  # absl's; it has no -h.
@@ -30,11 +28,27 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def check_printable(argv: list[str]) -> None:
+    """Control characters (a newline, an escape) in a path or value are refused before anything
+    reads them: such a value could end a line of a generated script and start a command."""
+    for arg in argv:
+        if any(ord(c) < 32 or ord(c) == 127 for c in arg):
+            fail(f"{arg!r}: control characters are not allowed in flags, paths or values")
+
+
+def check_flags_need(flag_values, dependents: list[str], needed: str) -> None:
+    """Flags that act only with ``--needed``, given without it: a user's mistake, never ignored."""
+    given = [f"--{name}" for name in dependents if flag_values[name].present]
+    if given and not flag_values[needed].present:
+        fail(f"{', '.join(given)}: acts only with --{needed}; give --{needed} too, or leave it out")
+
+
 def experiment_config(
     argv: list[str], experiments_dir: Path
 ) -> tuple[str, ml_collections.ConfigDict]:
     """(name, config) of ``--experiment``, read before flag parsing since it decides which config
     the ``--config.X`` flags override; an unknown experiment or field fails here, naming it."""
+    check_printable(argv)
     given = [a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")]
     given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--experiment"]
     if len(given) > 1:
@@ -62,6 +76,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     one error line."""
 
     def guarded(argv: list[str]) -> None:
+        check_printable(sys.argv)
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         writers.library_noise_to_log()
@@ -82,3 +97,60 @@ def run(main: Callable[[list[str]], None]) -> None:
         if e.code == 1:
             sys.exit(0 if HELP_FLAGS & set(sys.argv) else 2)
         raise
+
+
+def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> None:
+    """Rejects ``--config.X=...`` flags whose field X does not exist, suggesting the closest."""
+    known = sorted(flatten(config))
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        field = arg[len("--config.") :].split("=", 1)[0]
+        if field not in known:
+            raise ConfigError(f"--config.{unknown_field_message(field, known)}")
+
+
+def unknown_field_message(field: str, known) -> str:
+    """One line naming the unknown ``field``, the closest known ones and all of them."""
+    close = difflib.get_close_matches(field, sorted(known), n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"{field}: no such config field.{hint} Known fields: {', '.join(sorted(known))}"
+
+
+def read_json(path: Path) -> ml_collections.ConfigDict:
+    """A run's ``config.json``; an unreadable file or invalid JSON is a ConfigError naming the
+    file."""
+    try:
+        return ml_collections.ConfigDict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{Path(path).absolute()}: cannot read the run's config ({e}); the next training run "
+            "in that folder "
+            "rewrites it (the checkpoints carry their own copy)"
+        ) from e
+
+
+def available_experiments(experiments_dir: Path) -> list[str]:
+    return sorted(p.stem for p in Path(experiments_dir).glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDict:
+    """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``. ``name`` is a file name
+    in that folder, never a path: ``--experiment=../x`` runs nothing."""
+    known = available_experiments(experiments_dir)
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ConfigError(
+            f"--experiment={name}: the name of a file in {experiments_dir} without .py, not a "
+            "path. "
+            f"Available experiments: {', '.join(known) or 'none'}"
+        )
+    path = Path(experiments_dir) / f"{name}.py"
+    if not path.is_file():
+        raise ConfigError(
+            f"--experiment={name}: no file {path}. Available experiments: "
+            f"{', '.join(known) or 'none'}"
+        )
+    spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()

@@ -95,7 +95,9 @@ def hold(workdir: str | Path) -> Iterator[Path]:
             raise WorkdirLockedError(
                 f"{workdir} is in use by process {holder['pid']} on {holder['host']} since "
                 f"{holder.get('started')} "
-                f"(lock file {path}); stop that run or choose another --workdir"
+                f"(lock file {path}); stop that run or choose another --workdir. If no run of "
+                "this workdir is alive (the number now belongs to another process, after a "
+                f"restart), the lock is stale: delete {path}"
             )
         if holder and not same_host:
             raise WorkdirLockedError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -16,7 +17,7 @@ from absl import logging
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan import parallel
 from dcgan_jax.gan import state as state_lib
-from dcgan_jax.gan.state import GanState, nonfinite_networks
+from dcgan_jax.gan.state import GanState
 from dcgan_jax.run import checkpoints, control
 
 
@@ -125,15 +126,26 @@ def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:
     return state
 
 
+def nonfinite_networks(state: GanState) -> jax.Array:
+    """[generator, discriminator]: True where any parameter or statistic (G's EMA included) is NaN
+    or inf."""
+
+    def bad(*trees) -> jax.Array:
+        return jnp.any(jnp.array([~jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
+
+    return jnp.stack(
+        [
+            bad(state.g.params, state.g.batch_stats, state.g_ema),
+            bad(state.d.params, state.d.batch_stats),
+        ]
+    )
+
+
 _nonfinite = jax.jit(nonfinite_networks)
 
 
 # Named only when no loss is non-finite.
-HEALTH_MONITORS = (
-    "g_grad_norm",
-    "d_grad_norm",
-    "d_logit_gap",
-)
+HEALTH_MONITORS = ("g_grad_norm", "d_grad_norm", "d_logit_gap")
 
 
 def divergence(state: GanState, step: int, stacked: dict | None) -> control.Divergence | None:

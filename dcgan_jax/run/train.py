@@ -112,11 +112,13 @@ class Harness(loop.Hooks):
         self.stop = control.Stop()
         self.restores = 0
         self.stacked: dict | None = None  # The metrics of the log interval just closed.
+        self.run: loop.Run | None = None
 
     def start(self, run: loop.Run) -> GanState:
         """Set-up between the loop's phases (a signal stops it there, releasing the lock), then the
         newest good checkpoint or the initial state."""
         self.stops.check()
+        self.run = run
         config = run.config
         self.checkpointer = checkpoints.Checkpointer(
             self.workdir, keep=config.train.keep_checkpoints
@@ -168,42 +170,40 @@ class Harness(loop.Hooks):
         self.writer = writers.MetricsWriter(self.workdir, resume_step=step, enabled=self.is_main)
         self.interval = _Interval()
 
-    def after_dispatch(
-        self, run: loop.Run, step: int, metrics: dict, compile_seconds: float
-    ) -> bool:
+    def after_dispatch(self, step: int, metrics: dict, compile_seconds: float) -> bool:
         """Processes agree on a stop at log steps (every step when alone)."""
         self.interval.add(metrics, len(jax.tree.leaves(metrics)[0]), compile_seconds)
-        if jax.process_count() == 1 or step % run.config.train.log_every == 0:
+        if jax.process_count() == 1 or step % self.run.config.train.log_every == 0:
             self.stop = control.agreed_stop(
-                self.stops.received, self.started, run.config.train.max_seconds
+                self.stops.received, self.started, self.run.config.train.max_seconds
             )
         return bool(self.stop)
 
-    def checked(self, run: loop.Run, gan_state: GanState, step: int, *, at_log: bool) -> GanState:
+    def checked(self, gan_state: GanState, step: int, *, at_log: bool) -> GanState:
         """Never log, score or save a diverged state: the last good one instead, with lower learning
         rates (``train.on_divergence=restore``), or TrainingDiverged."""
         self.stacked = self.interval.flush() if at_log else None
         divergence = resume.divergence(gan_state, step, self.stacked)
         if divergence is None:
             return gan_state
-        gan_state = resume.recover(run, self.checkpointer, divergence, self.restores)
+        gan_state = resume.recover(self.run, self.checkpointer, divergence, self.restores)
         self.restores += 1
         self.stop = control.Stop()
         step = int(parallel.to_host(gan_state.step))
         self._start_interval(step)
-        logging.info("Training from step %d to %d.", step, run.config.train.num_steps)
+        logging.info("Training from step %d to %d.", step, self.run.config.train.num_steps)
         return gan_state
 
-    def log(self, run: loop.Run, gan_state: GanState, step: int, *, at_sample: bool) -> None:
+    def log(self, gan_state: GanState, step: int, *, at_sample: bool) -> None:
         """The log line and metrics row of the steps since the last one; at sample steps (with
         ``train.recompute_bn`` it costs a BatchNorm pass) also the collapse alarm."""
-        cfg = run.config.train
+        cfg = self.run.config.train
         means = {name: float(np.mean(values)) for name, values in self.stacked.items()}
         means.update(
             steps_per_sec=self.interval.rate, images_per_sec=self.interval.rate * cfg.batch_size
         )
         if at_sample:
-            grid = self._samples(run, gan_state, self.grid_z, self.grid_labels)
+            grid = self._samples(gan_state, self.grid_z, self.grid_labels)
             means["diversity"] = metrics.sample_diversity(grid, self.real_spread)
         seconds_left = (
             cfg.max_seconds - (time.monotonic() - self.started) if cfg.max_seconds > 0 else None
@@ -225,31 +225,31 @@ class Harness(loop.Hooks):
             )
         self.writer.write_scalars(step, means)
 
-    def _samples(self, run: loop.Run, gan_state: GanState, z, labels) -> np.ndarray:
+    def _samples(self, gan_state: GanState, z, labels) -> np.ndarray:
         """Images of G as it samples (the EMA's weights when kept, BatchNorm statistics measured
         anew with ``train.recompute_bn``, once per step), as ``dcgan_jax.load`` gives them."""
         step = int(gan_state.step)
         if self.sampling_cache is None or self.sampling_cache[0] != step:
             variables = gan_state.generator_variables()
             if self.recompute_bn is not None:
-                variables = self.recompute_bn(variables, run.config.seed)
+                variables = self.recompute_bn(variables, self.run.config.seed)
             self.sampling_cache = step, variables
-        replicated = parallel.replicated(run.mesh)
+        replicated = parallel.replicated(self.run.mesh)
         place = functools.partial(jax.device_put, device=replicated)
         return sampling.sample_in_chunks(
             self.sampler, self.sampling_cache[1], z, labels, place=place
         )
 
-    def evaluate(self, run: loop.Run, gan_state: GanState, step: int) -> None:
+    def evaluate(self, gan_state: GanState, step: int) -> None:
         """Scores the run's fixed evaluation draw (the same at every evaluation: comparable across
         steps); a new lowest FID replaces best_checkpoint/. Not after a stop signal, nor counted in
         steps/s."""
         if self.stop.signal:
             return
         started = time.monotonic()
-        samples = self._samples(run, gan_state, self.eval_z, self.eval_labels)
+        samples = self._samples(gan_state, self.eval_z, self.eval_labels)
         # Not clusters.
-        asked = self.eval_labels if config_lib.conditioned_on_classes(run.config) else None
+        asked = self.eval_labels if config_lib.conditioned_on_classes(self.run.config) else None
         scores = self.evaluator(samples, labels=asked)
         if self.inception is not None:
             scores["inception_fid"] = self.inception(samples)["fid"]
@@ -259,15 +259,17 @@ class Harness(loop.Hooks):
         if scores["fid"] < self.best_fid:
             self.best_fid = scores["fid"]
             self.best.save(
-                gan_state, run.config, {"image_shape": list(run.image_shape), "fid": scores["fid"]}
+                gan_state,
+                self.run.config,
+                {"image_shape": list(self.run.image_shape), "fid": scores["fid"]},
             )
             logging.info("New best FID %.3f: %s", scores["fid"], self.best.directory / str(step))
         self.interval.exclude(time.monotonic() - started)
 
-    def sample(self, run: loop.Run, gan_state: GanState, step: int) -> None:
+    def sample(self, gan_state: GanState, step: int) -> None:
         """The grid of the run's fixed latents, as ``dcgan_jax.load(...).training_grid()`` draws
         it."""
-        grid = self._samples(run, gan_state, self.grid_z, self.grid_labels)
+        grid = self._samples(gan_state, self.grid_z, self.grid_labels)
         if self.is_main:
             path = images.save_grid(
                 grid, self.workdir / "samples" / f"step_{step:07d}.png", self.grid_columns
@@ -277,16 +279,18 @@ class Harness(loop.Hooks):
             )
             logging.info("Wrote %s", path)
 
-    def checkpoint(self, run: loop.Run, gan_state: GanState, step: int) -> None:
-        self.checkpointer.save(gan_state, run.config, {"image_shape": list(run.image_shape)})
+    def checkpoint(self, gan_state: GanState, step: int) -> None:
+        self.checkpointer.save(
+            gan_state, self.run.config, {"image_shape": list(self.run.image_shape)}
+        )
         logging.info(
             "Saving checkpoint %s (in the background).", self.checkpointer.directory / str(step)
         )
 
-    def end(self, run: loop.Run, gan_state: GanState, step: int) -> None:
+    def end(self, gan_state: GanState, step: int) -> None:
         """Every background save on disk, ``status.json`` and the curves written; then, after a stop
         signal, Interrupted."""
-        cfg = run.config.train
+        cfg = self.run.config.train
         if self.stop.out_of_time:
             logging.info("Stopped at step %d: train.max_seconds=%s reached.", step, cfg.max_seconds)
         if self.stop.signal:

@@ -92,7 +92,7 @@ class OwnInfoFilter(std_logging.Filter):
     """Keeps INFO records from this project and WARNING and above from libraries (Orbax logs every
     save at INFO through the same absl logger)."""
 
-    _OWN = str(Path(__file__).resolve().parent.parent)
+    _OWN = str(Path(__file__).resolve().parents[2])  # The repository: launch.py and dcgan_jax/.
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         return record.levelno >= std_logging.WARNING or (

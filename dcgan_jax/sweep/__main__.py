@@ -19,6 +19,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
+    cli.check_flags_need(FLAGS, ["task"], "manifest")
+    if FLAGS.runs is not None and FLAGS.manifest is not None:
+        cli.fail("--runs and --manifest are two different jobs: give one of them")
     if FLAGS.manifest is not None:
         if FLAGS.task is None:
             cli.fail("--manifest needs --task=INDEX (the array task's $SLURM_ARRAY_TASK_ID)")

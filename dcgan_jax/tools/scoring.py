@@ -95,7 +95,7 @@ def evaluate_run(
         run = trained.load(workdir, requested)
         if evaluator is None:
             evaluator = evaluator_for(run.config, feature_network)
-        num = num_samples or run.config.eval.num_samples
+        num = run.config.eval.num_samples if num_samples is None else num_samples
         cut = "" if truncation == 1.0 else f"_truncation{truncation:g}"
         cut += "" if feature_network == "classifier" else f"_{feature_network}"
         first = seed if draws == 1 else seed or 0

@@ -40,11 +40,15 @@ def write_array(
     manifest = manifest_path(script)
     manifest.write_text(json.dumps({"sweep_dir": str(sweep_dir), "tasks": tasks}, indent=2) + "\n")
     task = shlex.join([sys.executable, "-m", "dcgan_jax.sweep", f"--manifest={manifest}"])
+    if any(ord(c) < 32 or ord(c) == 127 for c in task + str(sweep_dir)):
+        raise ConfigError(f"{sweep_dir!r}: control characters cannot go into a SLURM script")
+    job_name = shlex.quote(f"dcgan_jax_{sweep_dir.name}")
+    output = shlex.quote(f"{sweep_dir}/slurm_%A_%a.out")
     script.write_text(
         "#!/bin/bash\n"
-        f"#SBATCH --job-name=dcgan_jax_{sweep_dir.name}\n"
+        f"#SBATCH --job-name={job_name}\n"
         f"#SBATCH --array=0-{len(tasks) - 1}%{max_parallel}\n"
-        f"#SBATCH --output={sweep_dir}/slurm_%A_%a.out\n"
+        f"#SBATCH --output={output}\n"
         "# Add your cluster's lines here (#SBATCH --gres=gpu:1, --time=..., --partition=...).\n"
         f"# Task i runs the i-th command of {manifest.name}; a finished run is skipped, an "
         "unfinished one resumes.\n"

@@ -20,7 +20,7 @@ import ml_collections
 from absl import logging
 
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.run import images
+from dcgan_jax.run import cli, images
 from dcgan_jax.run.control import (  # Every run writes its status.json.
     Interrupted,
     TrainingDiverged,
@@ -79,9 +79,7 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
         if not equals:
             raise config_lib.ConfigError(f"--sweep: {item!r} is not FIELD=VALUE1,VALUE2,...")
         if field not in known:
-            raise config_lib.ConfigError(
-                f"--sweep: {config_lib.unknown_field_message(field, known)}"
-            )
+            raise config_lib.ConfigError(f"--sweep: {cli.unknown_field_message(field, known)}")
         if field in (axis[0][0] for axis in axes):
             raise config_lib.ConfigError(
                 f"--sweep: {field} is given twice; list its values once: {field}=V1,V2,V3"
@@ -131,9 +129,8 @@ class Plan:
     max_parallel: int = 4  # Array tasks running at once (sbatch --array=0-N%P).
     submit: bool = False  # Also hand the script to sbatch.
     metric: str | None = None  # Plotted over steps in the results.
-    config_flags: tuple[
-        str, ...
-    ] = ()  # The command's --config.FIELD=VALUE flags, repeated in every run's.
+    # The command's --config.FIELD=VALUE flags, repeated in every run's.
+    config_flags: tuple[str, ...] = ()
     launcher: Path = Path("launch.py")  # The script each run's command calls.
 
 
@@ -190,9 +187,8 @@ def run_sweep(
         logging.info("Sweep run %d/%d: %s", i, len(runs), run.name)
         try:
             train_fn(configure(base, run), workdir)
-        except (
-            TrainingDiverged
-        ) as e:  # A result of the sweep (its status.json says so), not a reason to stop it.
+        # A diverged run is a result of the sweep (its status.json says so), not a reason to stop.
+        except TrainingDiverged as e:
             logging.error("Sweep run %s diverged: %s", run.name, e)
             continue
         # A signal stops the sweep; the rerun skips what finished and resumes this run.
@@ -203,6 +199,8 @@ def run_sweep(
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
+    if not Path(sweep_dir).is_dir():
+        raise config_lib.ConfigError(f"--runs={sweep_dir}: not a folder (a sweep's --workdir)")
     return sorted(p for p in Path(sweep_dir).iterdir() if (p / "config.json").exists())
 
 
@@ -213,7 +211,7 @@ def results(sweep_dir: str | Path) -> list[dict]:
     run_dirs = _run_dirs(sweep_dir)
     if not run_dirs:
         raise config_lib.ConfigError(f"no runs (folders with a config.json) in {sweep_dir}")
-    configs = {d: config_lib.flatten(config_lib.read_json(d / "config.json")) for d in run_dirs}
+    configs = {d: config_lib.flatten(cli.read_json(d / "config.json")) for d in run_dirs}
     fields = sorted({k for c in configs.values() for k in c} - {"train.max_seconds"})
     varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
     rows = []

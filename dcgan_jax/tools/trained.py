@@ -21,9 +21,9 @@ import numpy as np
 
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan import models, sampling
-from dcgan_jax.run import checkpoints
+from dcgan_jax.run import checkpoints, cli
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def check_truncation(truncation: float) -> None:
@@ -237,8 +237,8 @@ def _check_experiment(workdir: Path, experiment: str) -> None:
         raise checkpoints.CheckpointError(
             f"{config_path.absolute()} is missing: is {workdir} a run folder?"
         )
-    stored = config_lib.flatten(config_lib.read_json(config_path))
-    expected = config_lib.flatten(config_lib.load_experiment(experiment, EXPERIMENTS_DIR))
+    stored = config_lib.flatten(cli.read_json(config_path))
+    expected = config_lib.flatten(cli.load_experiment(experiment, EXPERIMENTS_DIR))
     fields = [
         k
         for k in expected
