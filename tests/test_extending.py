@@ -98,10 +98,10 @@ def test_the_gan_loop_runs_with_its_do_nothing_hooks():
         def __init__(self):
             self.calls = []
 
-        def log(self, run, gan_state, step, *, at_sample):
+        def log(self, gan_state, step, *, at_sample):
             self.calls.append(("log", step))
 
-        def checkpoint(self, run, gan_state, step):
+        def checkpoint(self, gan_state, step):
             self.calls.append(("checkpoint", step))
 
     state = loop.train(config)
