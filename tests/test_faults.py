@@ -924,3 +924,30 @@ def test_a_sweep_folder_with_spaces_and_quotes_is_quoted_in_the_slurm_script(tmp
     assert any(
         str(sweep_dir) in shlex.split(line)[0] for line in header if line.startswith("--output")
     )
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"ema_decay": 0.0}, "train.ema_decay"),
+        ({"num_classes": 10}, "model.num_classes"),
+        ({"spectral_norm": True}, "model.spectral_norm"),
+        ({"first_classes": 10}, "model.num_classes"),
+    ],
+    ids=["ema_off", "labels_on", "spectral_norm_on", "labels_off"],
+)
+def test_a_checkpoint_that_does_not_fit_the_config_is_named_not_called_damaged(
+    change, named, tmp_path
+):
+    """A resume whose config drops or adds arrays (the EMA, a label embedding, spectral-norm
+    vectors) names the changed field; the intact checkpoints stay where they are."""
+    first = tiny_config(ema_decay=0.99)
+    first.model.num_classes = change.get("first_classes", 0)
+    dcgan_jax.train(first, tmp_path)
+    changed = tiny_config(ema_decay=change.get("ema_decay", 0.99), num_steps=9)
+    changed.model.num_classes = change.get("num_classes", 0)
+    changed.model.spectral_norm = change.get("spectral_norm", False)
+    with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+        dcgan_jax.train(changed, tmp_path)
+    assert named in str(error.value) and "damaged" not in str(error.value)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3", "6"]

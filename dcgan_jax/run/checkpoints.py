@@ -265,35 +265,35 @@ class Checkpointer:
                 f"cannot read the metadata of {self.directory / str(step)}: {e}"
             ) from e
 
-    def _check_shapes(self, target, step: int) -> None:
+    def _check_shapes(self, target, step: int, *, exact: bool = False) -> None:
+        """CheckpointMismatchError, naming the arrays, when the checkpoint's shapes are not those of
+        ``target``; ``exact``: nor may the checkpoint hold arrays ``target`` lacks (an EMA or a
+        label embedding the run dropped). A mismatch is not damage: the files are intact."""
         stored, wanted = self._stored_shapes(step), _shapes_by_path(target)
+        where = self.directory / str(step)
         if not stored:  # Damaged: no array metadata at all.
-            raise CheckpointError(
-                f"{self.directory / str(step)}: its metadata lists none of the state's arrays"
-            )
+            raise CheckpointError(f"{where}: its metadata lists none of the state's arrays")
         groups = [{path.split("/")[0] for path in tree} for tree in (wanted, stored)]
         if groups[0] - groups[1]:
             raise CheckpointMismatchError(
-                f"{self.directory / str(step)} is a checkpoint of another layout, not written by "
-                "this dcgan_jax: it "
+                f"{where} is a checkpoint of another layout, not written by this dcgan_jax: it "
                 f"lacks {', '.join(sorted(groups[0] - groups[1]))} (it holds "
-                f"{', '.join(sorted(groups[1]))}); "
-                "use another --workdir"
+                f"{', '.join(sorted(groups[1]))}); use another --workdir"
             )
+        compared = set(wanted) | set(stored) if exact else set(wanted)
         # Parameters first: the most telling.
-        paths = sorted(wanted, key=lambda p: ("params/" not in p, p))
-        changed = [p for p in paths if stored.get(p) != wanted[p]]
+        paths = sorted(compared, key=lambda p: ("params/" not in p, p))
         differences = [
-            f"{p}: checkpoint {stored.get(p, 'absent')}, this run {wanted[p]}" for p in changed
+            f"{p}: checkpoint {stored.get(p, 'absent')}, this run {wanted.get(p, 'absent')}"
+            for p in paths
+            if stored.get(p) != wanted.get(p)
         ]
         if differences:
             listed = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
             raise CheckpointMismatchError(
-                f"{self.directory / str(step)} holds a model of other shapes than this run's "
-                "config "
+                f"{where} holds a model of other shapes than this run's config "
                 f"({len(differences)} arrays differ): {listed}. Use another --workdir, or the "
-                "config the checkpoint "
-                "was trained with."
+                "config the checkpoint was trained with."
             )
 
     def _restore_tree(self, target, step: int, what: str):
@@ -301,7 +301,7 @@ class Checkpointer:
         path of train() and load(). Config and meta must read and the arrays match their hashes, or
         it is damaged."""
         meta = self.restore_config(step)[2]
-        self._check_shapes(target, step)
+        self._check_shapes(target, step, exact=True)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
         restore = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args)
