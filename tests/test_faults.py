@@ -951,3 +951,31 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_named_not_called_damaged(
         dcgan_jax.train(changed, tmp_path)
     assert named in str(error.value) and "damaged" not in str(error.value)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3", "6"]
+
+
+def test_links_in_a_workdir_are_replaced_or_refused_never_written_through(tmp_path):
+    """config.json as a link to a file outside the run: replaced by the run's own file, the
+    outside one untouched. metrics.jsonl as a link, or checkpoints/ linked outside the run: one
+    RunError naming the path, nothing written through."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").symlink_to(outside)
+    dcgan_jax.train(tiny_config(num_steps=3), workdir)
+    assert outside.read_text() == "precious\n" and not (workdir / "config.json").is_symlink()
+    cases = [("metrics.jsonl", control.WorkdirError), ("checkpoints", checkpoints.CheckpointError)]
+    for name, error in cases:
+        other = tmp_path / f"other_{name}"
+        linked = tmp_path / f"linked_{name}"
+        linked.mkdir()
+        if name == "checkpoints":
+            other.mkdir()
+        else:
+            other.write_text("")
+        (linked / name).symlink_to(other)
+        with pytest.raises(error, match=name):
+            dcgan_jax.train(tiny_config(num_steps=3), linked)
+        written = list(other.iterdir()) if other.is_dir() else other.read_text()
+        assert not written, written
+        assert not (linked / control.LOCK_NAME).exists()  # The lock released.

@@ -12,7 +12,7 @@ from absl import flags
 
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import reports
-from dcgan_jax.run import checkpoints, cli, control
+from dcgan_jax.run import checkpoints, cli, control, writers
 from dcgan_jax.tools import scoring, trained
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
         FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation, **options
     )
     summary = out / "results.json"
-    summary.write_text(json.dumps(rows, indent=2) + "\n")
+    writers.write_atomically(summary, json.dumps(rows, indent=2) + "\n")
     print(reports.markdown_table(rows))
     for start in range(0, len(rows), FLAGS.draws) if FLAGS.draws > 1 else []:
         draws = rows[start : start + FLAGS.draws]

@@ -4,7 +4,6 @@ over draws. Numbers in, text out: nothing here computes a score."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -129,9 +128,9 @@ def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> s
     return f"mean +- sd over {draws} draws of {num} latents: {cells}"
 
 
-def write_training_provenance(evaluator, config, workdir: Path, inception=None) -> Path:
-    """``workdir/eval/provenance.json``: what the in-training evaluation's numbers are made of (one
-    fixed draw; ``python -m dcgan_jax.evaluation --draws=K`` gives the spread over draws)."""
+def training_provenance(evaluator, config, inception=None) -> str:
+    """The JSON of ``eval/provenance.json``: what the in-training evaluation's numbers are made of
+    (one fixed draw; ``python -m dcgan_jax.evaluation --draws=K`` gives the spread over draws)."""
     latents = (
         f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
     )
@@ -143,7 +142,4 @@ def write_training_provenance(evaluator, config, workdir: Path, inception=None) 
     }
     if inception is not None:
         provenance["inception_fid"] = inception.provenance
-    path = workdir / "eval" / "provenance.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(provenance, indent=2) + "\n")
-    return path
+    return json.dumps(provenance, indent=2) + "\n"

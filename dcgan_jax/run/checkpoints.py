@@ -120,6 +120,11 @@ class Checkpointer:
         subdir: str = CHECKPOINT_SUBDIR,
     ):
         self.directory = checkpoint_dir(workdir, subdir)
+        if not self.directory.resolve().is_relative_to(Path(workdir).resolve()):
+            raise CheckpointError(
+                f"{self.directory} is a link to {self.directory.resolve()}, outside the run's "
+                "folder: a run reads and writes checkpoints only in its own; remove the link"
+            )
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints folder at {self.directory}")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)

@@ -21,6 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from dcgan_jax.gan import RunError
+from dcgan_jax.run import writers
 
 LOCK_NAME = ".lock"
 
@@ -297,7 +298,7 @@ def write_status(
         "detail": detail,
         "wall_seconds": read_status(workdir).get("wall_seconds", 0.0) + seconds,
     }
-    (workdir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+    writers.write_atomically(workdir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
 
 
 class DistributedError(RunError, RuntimeError):

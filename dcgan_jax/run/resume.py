@@ -18,7 +18,7 @@ from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan import parallel
 from dcgan_jax.gan import state as state_lib
 from dcgan_jax.gan.state import GanState
-from dcgan_jax.run import checkpoints, control
+from dcgan_jax.run import checkpoints, control, writers
 
 
 def learning_rates(state: GanState) -> tuple[float, float]:
@@ -89,8 +89,8 @@ def _with_changed_rates(state: GanState, stored, config, workdir: Path) -> GanSt
 def record_rates(workdir: Path, step: int, rates: tuple[float, float], why: str) -> None:
     """Appends to ``workdir/learning_rates.jsonl`` the rates in force from ``step`` on, and why."""
     if jax.process_index() == 0:
-        with (workdir / "learning_rates.jsonl").open("a") as f:
-            f.write(json.dumps({"step": step, "g": rates[0], "d": rates[1], "why": why}) + "\n")
+        record = {"step": step, "g": rates[0], "d": rates[1], "why": why}
+        writers.append_line(workdir / "learning_rates.jsonl", json.dumps(record))
 
 
 def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:

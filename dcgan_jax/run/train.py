@@ -20,8 +20,8 @@ from absl import logging
 
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import metrics, reports
+from dcgan_jax.gan import RunError, data, loop, parallel, sampling
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.gan import data, loop, parallel, sampling
 from dcgan_jax.gan.state import GanState
 from dcgan_jax.run import checkpoints, control, images, resume, writers
 
@@ -50,21 +50,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 @contextlib.contextmanager
 def _session(workdir: Path) -> Iterator[bool]:
     """This process's part in the run (yields whether it is process 0, which speaks for the run):
-    its log verbosity, ``train.log``, the workdir's lock, and a full disk as a DiskFullError."""
+    its log verbosity, ``train.log``, the workdir's lock; a failed write to the run's files (a full
+    disk, a folder made read-only or removed, a link in the way) as one RunError naming it."""
     is_main = jax.process_index() == 0
     control.check_writable_folder(workdir, "--workdir")
     lock = control.hold(workdir) if is_main else contextlib.nullcontext()  # Process 0's, for all.
     try:
         with writers.logging_to(workdir, is_main), lock:
             yield is_main
-    except OSError as e:  # Logs, metrics or sample grids on a full disk.
+    except OSError as e:
+        if isinstance(e, RunError):
+            raise
+        kept = "Checkpoints already written are complete"
         if checkpoints.out_of_space(e):
             raise checkpoints.DiskFullError(
-                f"disk full while writing to {workdir}: {e}. Checkpoints already written are "
-                "complete; free "
-                "some space and rerun the same command to resume from the newest."
+                f"disk full while writing to {workdir}: {e}. {kept}; free some space and rerun "
+                "the same command to resume from the newest."
             ) from e
-        raise
+        raise control.WorkdirError(
+            f"cannot write the run's files in {workdir}: {e}. {kept}; put the folder right and "
+            "rerun the same command to resume from the newest."
+        ) from e
 
 
 class _Interval:
@@ -130,7 +136,7 @@ class Harness(loop.Hooks):
         gan_state = resume.restore_or_init(run, self.checkpointer)
         if self.is_main and int(parallel.to_host(gan_state.step)) < config.train.num_steps:
             resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
-            (self.workdir / "config.json").write_text(resolved + "\n")
+            writers.write_atomically(self.workdir / "config.json", resolved + "\n")
             logging.info("Config:\n%s", config)
         self._start_interval(int(parallel.to_host(gan_state.step)))
         self.stops.start_training()
@@ -156,7 +162,9 @@ class Harness(loop.Hooks):
         )
         self.eval_z, self.eval_labels = sampling.eval_draw(config)
         if self.is_main:
-            reports.write_training_provenance(self.evaluator, config, self.workdir, self.inception)
+            provenance = reports.training_provenance(self.evaluator, config, self.inception)
+            (self.workdir / "eval").mkdir(exist_ok=True)
+            writers.write_atomically(self.workdir / "eval" / "provenance.json", provenance)
         self.best = checkpoints.Checkpointer(self.workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
         self.best_fid = float("inf")
         if self.best.all_steps():

@@ -16,6 +16,26 @@ import numpy as np
 from absl import logging
 
 
+def write_atomically(path: Path, text: str) -> Path:
+    """``text`` into ``path`` by a new file renamed into place: a reader sees all or nothing, a
+    crash leaves the old file, and a link at ``path`` is replaced, never written through."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def append_line(path: Path, line: str) -> None:
+    """``line`` appended to ``path``, one of the run's own files: a link there is refused
+    (ELOOP)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    with os.fdopen(os.open(path, flags, 0o644), "a") as f:
+        f.write(line + "\n")
+
+
 class MetricsWriter:
     def __init__(self, workdir: str | Path, resume_step: int = 0, enabled: bool = True):
         self.enabled = enabled
@@ -29,7 +49,7 @@ class MetricsWriter:
             kept = [
                 line for line in lines if line.strip() and json.loads(line)["step"] <= resume_step
             ]
-            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+            write_atomically(self.metrics_path, "".join(line + "\n" for line in kept))
         from tensorboardX import SummaryWriter
 
         self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
@@ -37,8 +57,7 @@ class MetricsWriter:
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        append_line(self.metrics_path, json.dumps({"step": step, **scalars}))
         for name, value in scalars.items():
             self._tensorboard.add_scalar(name, value, step)
 

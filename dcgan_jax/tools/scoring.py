@@ -13,6 +13,7 @@ import numpy as np
 from dcgan_jax.evaluation import Evaluator, evaluator_for, reports
 from dcgan_jax.gan import sampling
 from dcgan_jax.gan.config import conditioned_on_classes
+from dcgan_jax.run import writers
 from dcgan_jax.tools import trained
 
 
@@ -114,6 +115,6 @@ def evaluate_run(
             name = f"step_{run.step:07d}_draws{draws}_seed{first}{cut}.json"
             result = {"step": run.step, "draws": draws, "num_samples": num}
             result.update(spread=reports.spread(scored), runs=scored)
-        (output_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+        writers.write_atomically(output_dir / name, json.dumps(result, indent=2) + "\n")
         rows.extend(scored)
     return rows
