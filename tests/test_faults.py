@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, t
 
 import dcgan_jax
 from dcgan_jax import evaluation
+from dcgan_jax.evaluation import inception
 from dcgan_jax.gan import ConfigError, data
 from dcgan_jax.run import checkpoints, control, writers
 from dcgan_jax.tools import slurm, sweep
@@ -979,3 +981,39 @@ def test_links_in_a_workdir_are_replaced_or_refused_never_written_through(tmp_pa
         written = list(other.iterdir()) if other.is_dir() else other.read_text()
         assert not written, written
         assert not (linked / control.LOCK_NAME).exists()  # The lock released.
+
+
+def _torchscript_zip(path, size: int, numel: int, stored_floats: int):
+    """A TorchScript-like archive whose one tensor declares ``size`` elements over a storage that
+    declares ``numel`` and holds ``stored_floats`` float32s: pickle opcodes written by hand."""
+
+    def text(s: str) -> bytes:
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+
+    storage_id = b"(" + text("storage") + b"ctorch\nFloatStorage\n" + text("0") + text("cpu")
+    storage_id += b"J" + struct.pack("<i", numel) + b"tQ"
+    size_tuple = b"(J" + struct.pack("<i", size) + b"t"
+    pickled = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(" + storage_id + b"K\x00"
+    pickled += size_tuple + b"(K\x01tt" + b"R."
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickled)
+        archive.writestr("archive/data/0", np.zeros(stored_floats, np.float32).tobytes())
+    return path
+
+
+@pytest.mark.parametrize(
+    "size, numel, stored, why",
+    [(4, 4, 4, None), (1_000_000, 4, 4, "reaches element"), (4, 1_000_000, 4, "bytes for")],
+    ids=["honest", "tensor_past_its_storage", "storage_past_its_bytes"],
+)
+def test_the_torchscript_reader_checks_every_tensor_against_its_bytes(
+    size, numel, stored, why, tmp_path
+):
+    """A crafted archive whose tensor or storage claims more than its bytes hold is refused as one
+    InceptionError; nothing is read past the buffer."""
+    path = _torchscript_zip(tmp_path / "crafted.pt", size, numel, stored)
+    if why is None:
+        np.testing.assert_array_equal(inception.read_torchscript(path), np.zeros(4, np.float32))
+        return
+    with pytest.raises(inception.InceptionError, match=why):
+        inception.read_torchscript(path)

@@ -86,10 +86,20 @@ class _TorchScriptUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         _, dtype, key, _, numel = pid  # ('storage', dtype, key, location, numel)
         raw = self.archive.read(f"{self.prefix}/data/{key}")
-        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=numel)
+        dtype = np.dtype(dtype).newbyteorder("<")
+        if not isinstance(numel, int) or numel < 0 or len(raw) != numel * dtype.itemsize:
+            raise pickle.UnpicklingError(f"storage {key}: {len(raw)} bytes for {numel} elements")
+        return np.frombuffer(raw, dtype=dtype, count=numel)
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
+    """The tensor's view of ``storage``, every element it reaches checked to lie inside it."""
+    numbers = [offset, *size, *stride]
+    if len(size) != len(stride) or any(not isinstance(n, int) or n < 0 for n in numbers):
+        raise pickle.UnpicklingError(f"tensor of size {size}, stride {stride}, offset {offset}")
+    last = offset + sum((n - 1) * step for n, step in zip(size, stride, strict=True))
+    if all(size) and last >= len(storage):
+        raise pickle.UnpicklingError(f"tensor reaches element {last} of a {len(storage)} storage")
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], tuple(size), tuple(s * itemsize for s in stride)
@@ -99,12 +109,15 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
 
 def read_torchscript(path: Path) -> _Node:
     """The module tree of a TorchScript archive, its tensors as NumPy arrays; torch not needed."""
-    with zipfile.ZipFile(path) as archive:
-        pickled = next(
-            n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1
-        )
-        prefix = pickled.rsplit("/", 1)[0]
-        return _TorchScriptUnpickler(io.BytesIO(archive.read(pickled)), archive, prefix).load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickled = next(
+                n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1
+            )
+            prefix = pickled.rsplit("/", 1)[0]
+            return _TorchScriptUnpickler(io.BytesIO(archive.read(pickled)), archive, prefix).load()
+    except (pickle.UnpicklingError, zipfile.BadZipFile, StopIteration, KeyError, ValueError) as e:
+        raise InceptionError(f"{path}: not a TorchScript file this reader takes ({e})") from e
 
 
 def _convert(node: _Node) -> dict:
