@@ -28,7 +28,8 @@ from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, t
 import dcgan_jax
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import inception
-from dcgan_jax.gan import ConfigError, data
+from dcgan_jax.gan import ConfigError, data, loop
+from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import checkpoints, control, writers
 from dcgan_jax.tools import slurm, sweep
 
@@ -1017,3 +1018,25 @@ def test_the_torchscript_reader_checks_every_tensor_against_its_bytes(
         return
     with pytest.raises(inception.InceptionError, match=why):
         inception.read_torchscript(path)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("dataset.image_size", 4096), ("model.kernel_size", 1000), ("train.d_steps", 1_000_000)],
+)
+def test_structural_sizes_past_their_bound_are_refused_before_any_work(flag, value):
+    config = tiny_config()
+    config.update_from_flattened_dict({flag: value})
+    with pytest.raises(ConfigError, match=rf"--config.{flag}={value}: at most"):
+        config_lib.validate(config)
+
+
+def test_a_run_that_would_not_fit_the_memory_is_refused_with_the_estimate(monkeypatch, tmp_path):
+    """The estimate (parameters, optimizer state, activations traced at the batch size) against
+    the machine's memory, before anything is allocated: here a machine of 1 MiB."""
+    monkeypatch.setattr(loop, "machine_memory", lambda: 2**20)
+    with pytest.raises(
+        ConfigError, match=r"needs about [\d.]+ GiB .* more than this machine's 0.0 GiB"
+    ):
+        dcgan_jax.train(tiny_config(), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()

@@ -212,9 +212,21 @@ _UNIT_INTERVAL = {  # [0, 1)
 }
 
 
-_AT_MOST = {  # Far beyond any published setting: a typo, whose run would only diverge.
-    "loss.r1_gamma": (1e4, "0.1 to 100 is usual"),
-    "loss.gp_weight": (1e4, "10 is usual"),
+# The one bound table: far beyond any published setting, a typo whose run would only diverge, or
+# exhaust the machine's memory or time before saying anything.
+_AT_MOST = {
+    "loss.r1_gamma": (10_000, "0.1 to 100 is usual"),
+    "loss.gp_weight": (10_000, "10 is usual"),
+    "dataset.image_size": (1024, "64 is the DCGAN paper's"),
+    "dataset.num_synthetic": (1_000_000, "2048 is the default"),
+    "model.kernel_size": (9, "4 or 5 is usual"),
+    "model.base_width": (2048, "64 is the DCGAN paper's"),
+    "model.latent_dim": (8192, "100 is usual"),
+    "model.g_base_features": (16384, "0: from base_width"),
+    "model.g_stride1_layers": (16, "0 or 1 is usual"),
+    "model.num_classes": (100_000, "10 or 20 is usual"),
+    "train.d_steps": (100, "1, or 5 for wgan_gp"),
+    "train.steps_per_dispatch": (10_000, "10 on accelerators"),
 }
 
 
@@ -226,7 +238,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"--config.{field}={value}: must be a finite number")
     for field, (limit, usual) in _AT_MOST.items():
         if (value := flat[field]) > limit:
-            raise ConfigError(f"--config.{field}={value:g}: at most {limit:g} ({usual})")
+            shown = f"{value:g}" if isinstance(value, float) else value
+            raise ConfigError(f"--config.{field}={shown}: at most {limit} ({usual})")
     for field, choices in _CHOICES.items():
         if (value := flat[field]) not in choices:
             raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")
