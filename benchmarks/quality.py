@@ -518,6 +518,8 @@ def run_lucic(out: Path) -> None:
 
 
 def main(argv):
+    if not FLAGS.seconds > 0:  # Checked before any training: a child's traceback otherwise.
+        raise app.UsageError(f"--seconds={FLAGS.seconds}: a training budget must be > 0")
     if FLAGS.benchmarks == ["lucic"]:
         Path(FLAGS.out).mkdir(parents=True, exist_ok=True)
         return run_lucic(Path(FLAGS.out))

@@ -1040,3 +1040,29 @@ def test_a_run_that_would_not_fit_the_memory_is_refused_with_the_estimate(monkey
     ):
         dcgan_jax.train(tiny_config(), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_an_export_path_that_cannot_be_written_is_refused_before_the_scoring(
+    where, trained, tmp_path
+):
+    (tmp_path / "file").write_text("")
+    export = tmp_path / "file" / "features.npz" if where == "under_a_file" else tmp_path
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dcgan_jax.evaluation",
+            f"--workdir={trained}",
+            f"--export_features={export}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert (
+        len(errors) == 1 and "--export_features" in errors[0] and "Traceback" not in result.stderr
+    )

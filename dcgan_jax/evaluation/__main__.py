@@ -63,6 +63,11 @@ def main(argv: list[str]) -> None:
     if not Path(FLAGS.workdir).is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {Path(FLAGS.workdir).absolute()}")
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
+    if FLAGS.export_features:
+        export = Path(FLAGS.export_features)
+        if export.is_dir():
+            cli.fail(f"--export_features={export}: a folder; name the .npz file to write")
+        control.check_writable_folder(export.absolute().parent, "--export_features")
     steps = [FLAGS.step] if FLAGS.step is not None else None
     if FLAGS.all_steps:
         with contextlib.closing(
