@@ -6,7 +6,9 @@ checkpoints, the read-only tests use a real read-only mount (skipped, saying why
 cannot mount).
 """
 
+import errno
 import gzip
+import io
 import json
 import logging as std_logging
 import os
@@ -23,6 +25,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, trees_equal
 
 import dcgan_jax
@@ -1066,3 +1069,21 @@ def test_an_export_path_that_cannot_be_written_is_refused_before_the_scoring(
     assert (
         len(errors) == 1 and "--export_features" in errors[0] and "Traceback" not in result.stderr
     )
+
+
+def test_a_log_record_the_full_disk_cannot_take_is_dropped_quietly(tmp_path, capfd):
+    """Once train.log cannot be written (ENOSPC on every flush), each record is dropped without
+    Python's "--- Logging error ---" traceback: a full disk is one error line, not a flood."""
+
+    class FullDisk(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with writers.logging_to(tmp_path):
+        (run_log,) = [
+            h for h in absl_logging.get_absl_logger().handlers if hasattr(h, "baseFilename")
+        ]
+        run_log.stream = FullDisk()
+        for step in range(3):
+            absl_logging.info("step %d", step)
+    assert "Logging error" not in capfd.readouterr().err

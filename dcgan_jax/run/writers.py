@@ -28,11 +28,13 @@ def write_atomically(path: Path, text: str) -> Path:
     return path
 
 
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+
+
 def append_line(path: Path, line: str) -> None:
     """``line`` appended to ``path``, one of the run's own files: a link there is refused
     (ELOOP)."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-    with os.fdopen(os.open(path, flags, 0o644), "a") as f:
+    with os.fdopen(os.open(path, _APPEND_FLAGS, 0o644), "a") as f:
         f.write(line + "\n")
 
 
@@ -179,6 +181,17 @@ def unraisable_to_log(unraisable) -> None:
     logging.info("%s %r: %r", what, where, unraisable.exc_value, extra=FILE_ONLY)
 
 
+class _RunLog(std_logging.FileHandler):
+    """``train.log``: appended to without following a link at its path; a record it cannot write
+    (a full disk) is dropped quietly: the console has it, and the run's own error says why."""
+
+    def _open(self):
+        return os.fdopen(os.open(self.baseFilename, _APPEND_FLAGS, 0o644), "a", encoding="utf-8")
+
+    def handleError(self, record: std_logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[None]:
     """The one place logging is configured, for a command (no ``workdir``) or a run: the console
@@ -194,7 +207,7 @@ def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[No
     ]
     handler = None
     if workdir is not None and is_main:
-        handler = std_logging.FileHandler(Path(workdir) / "train.log")
+        handler = _RunLog(Path(workdir) / "train.log")
         handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler.addFilter(OwnInfoFilter())
         logging.get_absl_logger().addHandler(handler)
