@@ -24,6 +24,7 @@ import time
 import zipfile
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from absl import logging as absl_logging
 from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, trees_equal
@@ -1087,3 +1088,27 @@ def test_a_log_record_the_full_disk_cannot_take_is_dropped_quietly(tmp_path, cap
         for step in range(3):
             absl_logging.info("step %d", step)
     assert "Logging error" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("call", [1, 2, 3])
+@pytest.mark.parametrize("read", ["item_metadata", "restore"])
+def test_load_racing_a_run_that_prunes_goes_to_the_previous_checkpoint_at_every_read(
+    read, call, trained, tmp_path, monkeypatch, capfd
+):
+    """Whichever of the library's reads the pruning run's rmtree lands in, load() re-lists and
+    returns the previous checkpoint: no traceback, no damage reported."""
+    shutil.copytree(trained, tmp_path / "run")
+    newest = tmp_path / "run" / "checkpoints" / "6"
+    original = getattr(ocp.CheckpointManager, read)
+    calls = []
+
+    def pruned_meanwhile(manager, step, *args, **kwargs):
+        calls.append(step)
+        if calls.count(6) == call and newest.exists():
+            shutil.rmtree(newest)
+            raise FileNotFoundError(f"{newest}: removed")
+        return original(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, read, pruned_meanwhile)
+    assert dcgan_jax.load(tmp_path / "run").step == 3
+    assert "Traceback" not in capfd.readouterr().err

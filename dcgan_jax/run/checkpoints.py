@@ -262,9 +262,14 @@ class Checkpointer:
         logging.info("Why %s is damaged, in full: %s", where, error, extra=writers.FILE_ONLY)
 
     def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        return _shapes_by_path(self._metadata(step))
+
+    def _metadata(self, step: int):
+        """Orbax's metadata of the stored state; a read that fails (a step pruned meanwhile, a
+        damaged file) is a CheckpointError, which the readers re-list or report."""
         writers.library_noise_to_log(everything=False)  # As in _step_or_latest.
         try:
-            return _shapes_by_path(self.manager.item_metadata(step)["state"])
+            return self.manager.item_metadata(step)["state"]
         except Exception as e:
             raise CheckpointError(
                 f"cannot read the metadata of {self.directory / str(step)}: {e}"
@@ -353,7 +358,7 @@ class Checkpointer:
             {"g_ema": params, "g": {"batch_stats": batch_stats}} if ema else {"g": g}, step
         )
         sharding = jax.tree.leaves(params)[0].sharding
-        stored = self.manager.item_metadata(step)["state"]
+        stored = self._metadata(step)
         everything = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored
         )
