@@ -1112,3 +1112,34 @@ def test_load_racing_a_run_that_prunes_goes_to_the_previous_checkpoint_at_every_
     monkeypatch.setattr(ocp.CheckpointManager, read, pruned_meanwhile)
     assert dcgan_jax.load(tmp_path / "run").step == 3
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_tfds_offline_fails_within_seconds_naming_the_variable_and_the_flag(monkeypatch):
+    """TFDS retrying a download it cannot make (here: a call that would take a minute) against a
+    host that cannot be reached: one DataError after the grace period, not minutes of retries."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: time.sleep(60))
+    monkeypatch.setattr(data, "_online", lambda: False)
+    monkeypatch.setattr(data, "TFDS_GRACE_SECONDS", 0.2)
+    started = time.monotonic()
+    with pytest.raises(
+        data.DataError, match=r"cannot be reached.*\n.*data_dir.*DCGAN_JAX_DATA_DIR"
+    ):
+        data.load_tfds("fashion_mnist", "train")
+    assert time.monotonic() - started < 5
+
+
+def test_a_command_that_fails_exits_at_once_whatever_threads_a_library_left(tmp_path):
+    """The error line, then exit 2 without waiting for a library's worker threads (TFDS's
+    downloads would hold the process for minutes)."""
+    code = (
+        "import concurrent.futures, time; from dcgan_jax.run import cli\n"
+        "pool = concurrent.futures.ThreadPoolExecutor(1); pool.submit(time.sleep, 60)\n"
+        "cli.fail('offline')"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=50
+    )
+    assert result.returncode == 2 and result.stderr.strip() == "error: offline"
+    assert time.monotonic() - started < 30

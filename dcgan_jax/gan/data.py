@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import socket
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,9 @@ from absl import logging
 from dcgan_jax.gan import RunError
 
 DATA_DIR_ENV = "DCGAN_JAX_DATA_DIR"
+TFDS_HOST = "storage.googleapis.com"  # Where TFDS downloads from.
+TFDS_GRACE_SECONDS = 5  # A prepared or mocked dataset answers sooner; then: online, or fail.
+TFDS_MAX_SECONDS = 3600
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -89,31 +94,54 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     return images[..., None], labels
 
 
+def _tfds_source(name: str, split: str, data_dir):
+    """``tfds.data_source``, which downloads and prepares on first use, with bounds: offline (the
+    download host cannot be reached) it fails after ``TFDS_GRACE_SECONDS`` rather than retrying for
+    minutes; online it may take ``TFDS_MAX_SECONDS``."""
+    import tensorflow_datasets as tfds
+
+    found = {}
+
+    def fetch():
+        try:
+            found["source"] = tfds.data_source(name, split=split, data_dir=data_dir)
+        except Exception as e:  # TFDS raises many types for "cannot download / prepare".
+            found["error"] = e
+
+    worker = threading.Thread(target=fetch, daemon=True)  # Left behind when a bound ends the wait.
+    worker.start()
+    worker.join(TFDS_GRACE_SECONDS)
+    if worker.is_alive() and not _online():
+        found["error"] = ConnectionError(f"{TFDS_HOST} cannot be reached: no internet?")
+    elif worker.is_alive():
+        worker.join(TFDS_MAX_SECONDS)
+        found.setdefault("error", TimeoutError(f"no answer within {TFDS_MAX_SECONDS} s"))
+    if "source" in found:
+        return found["source"]
+    e = found["error"]
+    raise DataError(
+        f"TFDS could not provide {name}/{split} ({type(e).__name__}: {e}).\n"
+        f"Without internet, point the run at a folder of the four IDX .gz files: "
+        f"--config.dataset.data_dir=/path/to/{name} or {DATA_DIR_ENV}=/path/holding/{name}/"
+    ) from e
+
+
+def _online() -> bool:
+    try:
+        socket.create_connection((TFDS_HOST, 443), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_tfds(
     name: str, split: str, image_size: int = 0, data_dir: str | os.PathLike | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A TFDS dataset in memory (downloaded first if needed); celeb_a cropped to its central face
     square, resized to ``image_size``, every label 0."""
-    import tensorflow_datasets as tfds
-
-    offline = (
-        "Offline this fails after minutes of retries; use --config.dataset.data_dir=DIR or "
-        f"{DATA_DIR_ENV}."
-    )
-    logging.info(
-        "No dataset.data_dir: reading %s/%s through TFDS, which downloads it. %s",
-        name,
-        split,
-        offline,
-    )
-    try:
-        source = tfds.data_source(name, split=split, data_dir=str(data_dir) if data_dir else None)
-    except Exception as e:  # TFDS raises many types for "cannot download / prepare".
-        raise DataError(
-            f"TFDS could not provide {name}/{split} ({type(e).__name__}: {e}).\n"
-            f"Without internet, point the run at a folder of the four IDX .gz files: "
-            f"--config.dataset.data_dir=/path/to/{name} or {DATA_DIR_ENV}=/path/holding/{name}/"
-        ) from e
+    where = f"use --config.dataset.data_dir=DIR or {DATA_DIR_ENV} for files on disk"
+    logging.info("No dataset.data_dir: reading %s/%s through TFDS (%s).", name, split, where)
+    source = _tfds_source(name, split, str(data_dir) if data_dir else None)
     images, labels = [], []
     for i in range(len(source)):
         record = source[i]

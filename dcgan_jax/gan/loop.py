@@ -45,10 +45,9 @@ def check_labels(config, labels: np.ndarray) -> None:
     if num_classes and unlabelled and config.dataset.labels == "dataset":
         raise ConfigError(
             f"--config.model.num_classes={num_classes}: {config.dataset.name} "
-            f"{config.dataset.data_dir} has no "
-            f"{dataset.labels_are}, so every image would get label 0; train unconditionally with "
-            "--config.model.num_classes=0, or condition on clusters of the images with "
-            "--config.dataset.labels=clusters"
+            f"{config.dataset.data_dir} has no {dataset.labels_are}, so every image would get "
+            "label 0; train unconditionally with --config.model.num_classes=0, or condition on "
+            "clusters of the images with --config.dataset.labels=clusters"
         )
     if num_classes and int(labels.max()) >= num_classes:
         raise ConfigError(
@@ -188,20 +187,15 @@ def cluster_labels(images: np.ndarray, config: ml_collections.ConfigDict) -> np.
     """``dataset.labels=clusters``: the images' balanced k-means clusters replace their labels."""
     started = time.monotonic()
     labels = clusters.balanced_kmeans(images, config.model.num_classes, config.seed)
-    sizes, seconds = (
-        np.bincount(labels, minlength=config.model.num_classes),
-        time.monotonic() - started,
-    )
-    found = (
-        f"{len(sizes)} balanced k-means clusters of the {len(images)} training images' pixels "
-        "(no labels read)"
-    )
+    sizes = np.bincount(labels, minlength=config.model.num_classes)
     logging.info(
-        "Labels: %s, %d to %d images each, found in %.1f s.",
-        found,
+        "Labels: %d balanced k-means clusters of the %d training images' pixels (no labels read), "
+        "%d to %d images each, found in %.1f s.",
+        len(sizes),
+        len(images),
         sizes.min(),
         sizes.max(),
-        seconds,
+        time.monotonic() - started,
     )
     return labels
 
@@ -217,13 +211,13 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
         models.num_resolution_steps(images.shape[1])
     except ValueError as e:
         raise ConfigError(f"dataset {config.dataset.name}: {e}") from e
-    if config.dataset.labels == "clusters" and config.model.num_classes:
-        if config.model.num_classes > len(images):
+    num_classes = config.model.num_classes
+    if config.dataset.labels == "clusters" and num_classes:
+        if num_classes > len(images):
             raise ConfigError(
-                f"--config.model.num_classes={config.model.num_classes} clusters of {len(images)} "
-                "images: "
-                "at most one cluster per image; use "
-                f"--config.model.num_classes={min(20, len(images))} or fewer"
+                f"--config.model.num_classes={num_classes} clusters of {len(images)} images: at "
+                f"most one cluster per image; use --config.model.num_classes={min(20, len(images))}"
+                " or fewer"
             )
         labels = cluster_labels(images, config)
     check_labels(config, labels)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,11 @@ HELP_FLAGS = {"--help", "--helpshort", "--helpfull", "-?"}  # absl's; it has no 
 
 
 def fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    """The one error line, and exit 2 at once: our work is done or saved by now, and a library's
+    threads (TFDS retrying a download for minutes) must not hold the process at exit."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
 
 
 def check_printable(argv: list[str]) -> None:
