@@ -71,8 +71,7 @@ def test_dry_run_prints_one_absolute_command_a_run_and_a_bad_spec_exits_2(tmp_pa
     lines = dry.stdout.strip().splitlines()
     assert len(lines) == 6
     # The interpreter, launcher and workdir absolute: the line runs from any folder, in a shell
-    # without
-    # the virtualenv on its PATH (xargs, a scheduler).
+    # without the virtualenv on its PATH (xargs, a scheduler).
     assert shlex.split(lines[0]) == [
         sys.executable,
         str(REPO / "launch.py"),

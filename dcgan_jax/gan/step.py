@@ -270,8 +270,7 @@ def jit_train_steps(u: Update, mesh) -> Callable:
 
 
 # On the CPU, XLA's own dot emitter runs the Fourier convolutions' small batched products faster
-# than
-# YNNPACK's fusions (benchmarks/RESULTS.md); convolutions stay with YNNPACK.
+# than YNNPACK's fusions (benchmarks/RESULTS.md); convolutions stay with YNNPACK.
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
 }
