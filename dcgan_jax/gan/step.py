@@ -79,29 +79,28 @@ def discriminate(u: Update, variables: dict, images, labels, key: jax.Array):
 def penalties(
     critic: Callable, real, fake, key: jax.Array, *, step, loss_config
 ) -> tuple[jax.Array, Metrics]:
-    """The loss's gradient penalty (WGAN-GP's) and R1 (lazy: every ``r1_every``-th step, scaled up),
-    weighted."""
-    total, metrics = jnp.zeros((), jnp.float32), {}
+    """The loss's gradient penalty (WGAN-GP's) and R1 (lazy: every ``r1_every``-th step, scaled
+    up), weighted: (their sum, each unweighted)."""
+    metrics = {}
+    total = 0.0
     if gradient_penalty := losses.get(loss_config.name).penalty:
-        penalty = gradient_penalty(critic, real, fake, key)
-        total, metrics["gradient_penalty"] = total + loss_config.gp_weight * penalty, penalty
+        metrics["gradient_penalty"] = gradient_penalty(critic, real, fake, key)
+        total += loss_config.gp_weight * metrics["gradient_penalty"]
     if loss_config.r1_gamma:
-        r1 = jax.lax.cond(
+        metrics["r1_penalty"] = jax.lax.cond(
             step % loss_config.r1_every == 0,
             lambda: losses.r1_penalty(critic, real),
             lambda: jnp.zeros((), jnp.float32),
         )
-        total, metrics["r1_penalty"] = (
-            total + 0.5 * loss_config.r1_gamma * loss_config.r1_every * r1,
-            r1,
-        )
+        total += 0.5 * loss_config.r1_gamma * loss_config.r1_every * metrics["r1_penalty"]
     return total, metrics
 
 
 def d_loss(d_params, state: GanState, batches: tuple, key: jax.Array, u: Update):
     """D's loss on ``batches``, (real images, their labels) and the fakes, both through
     ``train.diffaugment``, with its penalties; (new statistics, metrics)."""
-    ((images, labels), fakes), config = batches, u.config
+    (images, labels), fakes = batches
+    config = u.config
     images = augment.diff_augment(
         images, jax.random.fold_in(key, sampling.AUGMENT_REAL), config.train.diffaugment
     )
