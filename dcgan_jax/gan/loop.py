@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -87,44 +86,6 @@ def memory_check(config, what: str) -> Iterator[None]:
             f"{jax.devices()[0].platform} device(s) ({str(e).splitlines()[0][:160]}); try "
             f"--config.train.batch_size={smaller} or smaller"
         ) from None
-
-
-def machine_memory() -> int:
-    """Bytes of memory of this machine's first device (the host's RAM for the CPU)."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    return stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(config, nets: models.Nets, image_shape: tuple[int, int, int]) -> None:
-    """Refuses, before anything is allocated, a run whose parameters, gradients, Adam state, EMA
-    and activations at the batch size (traced, not computed) would not fit the machine's memory."""
-    batch, model = config.train.batch_size, config.model
-    key = jax.random.key(0)
-    init = functools.partial(models.init_variables, nets, image_shape=image_shape)
-    g_vars, d_vars = jax.eval_shape(functools.partial(init, latent_dim=model.latent_dim), key)
-    labels = jax.ShapeDtypeStruct((batch,), jnp.int32) if model.num_classes else None
-    inputs = [(nets.generator, g_vars, (batch, model.latent_dim))]
-    inputs.append((nets.discriminator, d_vars, (batch, *image_shape)))
-    activations = 0
-    for net, variables, shape in inputs:
-        x = jax.ShapeDtypeStruct(shape, jnp.float32)
-        traced = jax.eval_shape(
-            functools.partial(net.apply, train=True, mutable=True, capture_intermediates=True),
-            variables,
-            x,
-            labels=labels,
-            rngs={"dropout": key},
-        )
-        activations += sum(leaf.size for leaf in jax.tree.leaves(traced[1]["intermediates"]))
-    params = sum(leaf.size for leaf in jax.tree.leaves((g_vars, d_vars)))
-    needed = 4 * (5 * params + 3 * activations) // jax.local_device_count()
-    if needed > (available := machine_memory()):
-        raise ConfigError(
-            f"the run needs about {needed / 2**30:.1f} GiB (parameters, optimizer state and "
-            f"activations at --config.train.batch_size={batch}), more than this machine's "
-            f"{available / 2**30:.1f} GiB: lower train.batch_size, model.base_width or "
-            "dataset.image_size"
-        )
 
 
 @dataclasses.dataclass
@@ -223,7 +184,6 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
     check_labels(config, labels)
     batches = data.BatchOrder(images, config.train.batch_size, config.seed, labels)
     nets = models.build(config.model, tuple(images.shape[1:]), config.train.compute_dtype)
-    check_memory(config, nets, tuple(images.shape[1:]))
     with memory_check(config, "the dataset"):
         dataset = step.put_on_devices(images, batches.labels, mesh)
     update = step.make_update(nets, config)
