@@ -29,7 +29,11 @@ def mean_and_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @jax.jit
 def _mmd2_unbiased(x: jax.Array, y: jax.Array) -> jax.Array:
     """Unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3 of Binkowski et al. 2018."""
-    (m, d), kernel = x.shape, lambda a, b: (a @ b.T / d + 1) ** 3
+    m, d = x.shape
+
+    def kernel(a, b):
+        return (a @ b.T / d + 1) ** 3
+
     kxx, kyy = kernel(x, x), kernel(y, y)
     within = (jnp.sum(kxx) - jnp.trace(kxx) + jnp.sum(kyy) - jnp.trace(kyy)) / (m * (m - 1))
     return within - 2 * jnp.mean(kernel(x, y))
@@ -178,10 +182,10 @@ def class_coverage(
 ) -> tuple[int, float]:
     """(classes given at least ``min_share`` of their real share, KL(samples || real) of the
     predicted-class histograms)."""
-    covered, eps = int(np.sum(sample_hist >= min_share * real_hist)), 1e-6
-    return covered, float(
-        np.sum(sample_hist * (np.log(sample_hist + eps) - np.log(real_hist + eps)))
-    )
+    covered = int(np.sum(sample_hist >= min_share * real_hist))
+    eps = 1e-6  # An empty class in either histogram.
+    kl = np.sum(sample_hist * (np.log(sample_hist + eps) - np.log(real_hist + eps)))
+    return covered, float(kl)
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:

@@ -39,7 +39,8 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 def check_labels(config, labels: np.ndarray) -> None:
     """A conditional model needs labels that are classes (clusters label any dataset), all below
     ``model.num_classes``."""
-    num_classes, dataset = config.model.num_classes, data.DATASETS[config.dataset.name]
+    num_classes = config.model.num_classes
+    dataset = data.DATASETS[config.dataset.name]
     unlabelled = not dataset.labelled or np.unique(labels).size < 2
     if num_classes and unlabelled and config.dataset.labels == "dataset":
         raise ConfigError(
@@ -191,7 +192,8 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
 
 
 def log_setup(run: Run) -> None:
-    config, mesh, batch = run.config, run.mesh, run.config.train.batch_size
+    config, mesh = run.config, run.mesh
+    batch = config.train.batch_size
     data_line = (
         f"{config.dataset.name}/{config.dataset.split}, {len(run.images)} images of shape "
         f"{run.image_shape}"

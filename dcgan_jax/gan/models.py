@@ -126,16 +126,15 @@ class Discriminator(nn.Module):
         x = x.astype(self.dtype)
         for i in range(num_resolution_steps(x.shape[1])):
             normalised = self.batch_norm and i > 0
-            features, options = (
+            convolution = DownsampleConv(
                 self.base_width * 2**i,
-                {"algorithm": self.conv_algorithm, "dtype": self.dtype},
+                self.kernel_size,
+                not normalised,
+                algorithm=self.conv_algorithm,
+                dtype=self.dtype,
+                name=f"down{i}",
             )
-            x = layer(
-                DownsampleConv(
-                    features, self.kernel_size, not normalised, **options, name=f"down{i}"
-                ),
-                x,
-            )
+            x = layer(convolution, x)
             if normalised:
                 x = _batch_norm(self.bn_momentum, train, self.dtype)(x)
             x = nn.leaky_relu(x, 0.2)

@@ -147,11 +147,8 @@ class Checkpointer:
         join it."""
         step = int(parallel.to_host(state.step))
         self.wait()  # The previous save's errors surface here, before another one starts.
-        needed, free = (
-            _bytes_needed(self.directory, state, self.all_steps()),
-            shutil.disk_usage(self.directory).free,
-        )
-        if free < needed:
+        needed = _bytes_needed(self.directory, state, self.all_steps())
+        if shutil.disk_usage(self.directory).free < needed:
             raise DiskFullError(
                 self._disk_full_message(step, f"; it needs about {needed / 2**20:.1f} MiB")
             )
@@ -186,10 +183,8 @@ class Checkpointer:
         raise DiskFullError(self._disk_full_message(self._saving, "")) from error
 
     def _disk_full_message(self, step: int | None, needed: str) -> str:
-        free, steps = (
-            shutil.disk_usage(self.directory).free,
-            [s for s in self.all_steps() if s != step],
-        )
+        free = shutil.disk_usage(self.directory).free
+        steps = [s for s in self.all_steps() if s != step]
         kept = "there is no earlier checkpoint"
         if steps:
             kept = f"the newest complete checkpoint, {self.directory / str(steps[-1])}, is intact"

@@ -84,7 +84,8 @@ def machine_memory() -> int:
 def check_memory(config, nets: models.Nets, image_shape: tuple[int, int, int]) -> None:
     """Refuses, before anything is allocated, a run whose parameters, gradients, Adam state, EMA
     and activations at the batch size (traced, not computed) would not fit the machine's memory."""
-    batch, model = config.train.batch_size, config.model
+    batch = config.train.batch_size
+    model = config.model
     key = jax.random.key(0)
     init = functools.partial(models.init_variables, nets, image_shape=image_shape)
     g_vars, d_vars = jax.eval_shape(functools.partial(init, latent_dim=model.latent_dim), key)
@@ -188,8 +189,9 @@ class Harness(loop.Hooks):
         self.sampler = sampling.make_sampler(run.nets.generator)
         self.recompute_bn = None
         if config.train.recompute_bn:
-            generator, batch_size = run.nets.generator, config.train.batch_size
-            self.recompute_bn = sampling.make_bn_recomputer(generator, config.model, batch_size)
+            self.recompute_bn = sampling.make_bn_recomputer(
+                run.nets.generator, config.model, config.train.batch_size
+            )
         self.sampling_cache: tuple[int, dict] | None = None
         self.grid_columns, self.grid_z, self.grid_labels = sampling.grid_draw(config)
         rows = np.linspace(0, len(run.images) - 1, len(self.grid_z)).astype(int)

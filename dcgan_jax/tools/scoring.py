@@ -107,10 +107,8 @@ def evaluate_run(
         if export_path is not None:
             export_features(scored[0][0], scored[0][1], evaluator, export_path)
         scored = [row for row, _ in scored]
-        name, result = (
-            f"step_{run.step:07d}{'' if seed is None else f'_seed{seed}'}{cut}.json",
-            scored[0],
-        )
+        name = f"step_{run.step:07d}{'' if seed is None else f'_seed{seed}'}{cut}.json"
+        result = scored[0]
         if draws > 1:
             name = f"step_{run.step:07d}_draws{draws}_seed{first}{cut}.json"
             result = {"step": run.step, "draws": draws, "num_samples": num}

@@ -212,10 +212,8 @@ def _restore(
         config.model, tuple(meta["image_shape"]), config.train.compute_dtype
     ).generator
     # Only the shapes (nothing is computed), placed on this machine's first device.
-    z, labels = (
-        jnp.zeros((2, config.model.latent_dim)),
-        models.example_labels(generator.num_classes),
-    )
+    z = jnp.zeros((2, config.model.latent_dim))
+    labels = models.example_labels(generator.num_classes)
     shapes = jax.eval_shape(
         lambda: generator.init(jax.random.key(0), z, train=False, labels=labels)
     )
