@@ -43,6 +43,10 @@ def _blur(x, passes=2):
     return x
 
 
+def _evaluation_command(workdir, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "dcgan_jax.evaluation", f"--workdir={workdir}", *flags]
+
+
 def test_metrics_rank_real_above_noisy_above_blurred_collapsed_and_random(fashion, evaluator):
     train_images, train_labels, _ = fashion
     rng = np.random.default_rng(0)
@@ -263,13 +267,7 @@ def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_ru
         for r in images.read_metrics(evaluated_run / "metrics.jsonl")
         if r["step"] == 4 and "eval/fid" in r
     )
-    command = [
-        sys.executable,
-        "-m",
-        "dcgan_jax.evaluation",
-        f"--workdir={evaluated_run}",
-        "--step=4",
-    ]
+    command = _evaluation_command(evaluated_run, "--step=4")
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     stored = json.loads((evaluated_run / "eval" / "step_0000004.json").read_text())
@@ -350,13 +348,7 @@ def test_evaluation_command_names_a_missing_run(tmp_path):
 
 
 def test_draws_give_a_spread_and_every_json_names_its_provenance(evaluated_run, fashion):
-    command = [
-        sys.executable,
-        "-m",
-        "dcgan_jax.evaluation",
-        f"--workdir={evaluated_run}",
-        "--step=4",
-    ]
+    command = _evaluation_command(evaluated_run, "--step=4")
     result = subprocess.run(
         [*command, "--draws=3", "--seed=5"], capture_output=True, text=True, cwd=REPO, timeout=300
     )

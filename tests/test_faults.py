@@ -27,7 +27,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from absl import logging as absl_logging
-from conftest import REPO, shared_dataset_dir, tiny_config, tiny_flags, tmpfs, trees_equal
+from conftest import (
+    REPO,
+    python,
+    shared_dataset_dir,
+    tiny_config,
+    tiny_flags,
+    tmpfs,
+    trees_equal,
+)
 
 import dcgan_jax
 from dcgan_jax import evaluation
@@ -830,9 +838,7 @@ def test_contradictory_or_dangling_command_flags_are_one_error_line(command, tmp
     argv = [arg.replace("RUNS", str(tmp_path)) for arg in command]
     if argv[0] == "launch.py":
         argv.append(f"--workdir={tmp_path / 'run'}")
-    result = subprocess.run(
-        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    result = python(*argv, timeout=120)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -855,18 +861,8 @@ def test_the_evaluation_command_refuses_a_sample_count_below_its_bound_before_an
     num, tmp_path
 ):
     (tmp_path / "checkpoints").mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dcgan_jax.evaluation",
-            f"--workdir={tmp_path}",
-            f"--num_samples={num}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = python(
+        "-m", "dcgan_jax.evaluation", f"--workdir={tmp_path}", f"--num_samples={num}", timeout=120
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == f"error: --num_samples={num}: at least 1000"
@@ -904,9 +900,7 @@ def test_control_characters_in_a_path_are_refused_before_anything_reads_them(com
         arg.replace("WORK", str(tmp_path / "w")).replace("INJECTED", str(tmp_path / "x"))
         for arg in command
     ]
-    result = subprocess.run(
-        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    result = python(*argv, timeout=120)
     assert result.returncode == 2 and "control characters are not allowed" in result.stderr
     assert not (tmp_path / "w").exists() and not (tmp_path / "x").exists()
 
@@ -1053,19 +1047,8 @@ def test_an_export_path_that_cannot_be_written_is_refused_before_the_scoring(
 ):
     (tmp_path / "file").write_text("")
     export = tmp_path / "file" / "features.npz" if where == "under_a_file" else tmp_path
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dcgan_jax.evaluation",
-            f"--workdir={trained}",
-            f"--export_features={export}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    workdir = f"--workdir={trained}"
+    result = python("-m", "dcgan_jax.evaluation", workdir, f"--export_features={export}")
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert (
