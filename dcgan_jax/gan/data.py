@@ -115,7 +115,8 @@ def _tfds_source(name: str, split: str, data_dir):
         found["error"] = ConnectionError(f"{TFDS_HOST} cannot be reached: no internet?")
     elif worker.is_alive():
         worker.join(TFDS_MAX_SECONDS)
-        found.setdefault("error", TimeoutError(f"no answer within {TFDS_MAX_SECONDS} s"))
+        if worker.is_alive():
+            found["error"] = TimeoutError(f"no answer within {TFDS_MAX_SECONDS} s")
     if "source" in found:
         return found["source"]
     e = found["error"]

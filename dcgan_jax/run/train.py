@@ -104,7 +104,8 @@ def check_memory(config, nets: models.Nets, image_shape: tuple[int, int, int]) -
         )
         activations += sum(leaf.size for leaf in jax.tree.leaves(traced[1]["intermediates"]))
     params = sum(leaf.size for leaf in jax.tree.leaves((g_vars, d_vars)))
-    needed = 4 * (5 * params + 3 * activations) // jax.local_device_count()
+    # Parameters and optimizer state on every device, activations split over them with the batch.
+    needed = 4 * (5 * params + 3 * activations // jax.local_device_count())
     if needed > (available := machine_memory()):
         raise config_lib.ConfigError(
             f"the run needs about {needed / 2**30:.1f} GiB (parameters, optimizer state and "
@@ -176,11 +177,12 @@ class Harness(loop.Hooks):
             self._set_up_evaluation(run)
         self.stops.check()
         gan_state = resume.restore_or_init(run, self.checkpointer)
-        if self.is_main and int(parallel.to_host(gan_state.step)) < config.train.num_steps:
+        step = int(parallel.to_host(gan_state.step))
+        if self.is_main and step < config.train.num_steps:
             resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
             writers.write_atomically(self.workdir / "config.json", resolved + "\n")
             logging.info("Config:\n%s", config)
-        self._start_interval(int(parallel.to_host(gan_state.step)))
+        self._start_interval(step)
         self.stops.start_training()
         return gan_state
 
