@@ -112,7 +112,15 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "lucic_steps", 15_600, "The lucic benchmark's budget: G steps at batch 64 (20 epochs of 50k)."
 )
-flags.DEFINE_list("lucic_seeds", ["0", "1", "2"], "Seeds of fashion_dcgan in the lucic benchmark.")
+flags.DEFINE_list("lucic_seeds", ["0", "1", "2"], "Seeds of each lucic experiment.")
+flags.DEFINE_list(
+    "lucic_experiments", ["fashion_dcgan"], "Experiments the lucic benchmark trains and scores."
+)
+flags.DEFINE_bool(
+    "lucic_comparisons",
+    True,
+    "Also score the floor, the PyTorch reference and the plain DCGAN in the lucic benchmark.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -454,67 +462,74 @@ def floor_row(bench: Benchmark) -> dict:
     }
 
 
+LUCIC_COLUMNS = ("inception_fid", "fid", "precision", "recall", "coverage")
+
+
 def _lucic_cell(runs: list[dict], key: str) -> str:
-    values = [r["scores"][key] for r in runs]
+    """The mean +- sd over the seeds and each seed's value, at the precision the metric has."""
+    values = [r["scores"][key] if key in r["scores"] else r[key] for r in runs]
+    digits = 1 if key in ("inception_fid", "fid", "minutes") else 3
+    if None in values:
+        return "-"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    each = ", ".join(f"{v:.1f}" for v in values)
-    return f"**{statistics.mean(values):.1f} +- {statistics.stdev(values):.1f}** ({each})"
+        return f"{values[0]:.{digits}f}"
+    each = ", ".join(f"{v:.{digits}f}" for v in values)
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    return f"**{mean:.{digits}f} +- {sd:.{digits}f}** ({each})"
 
 
 def lucic_text(groups: list[tuple[str, list[dict]]]) -> str:
     """The published table beside ours, each of our rows with the runs done so far."""
+    names = ("Inception FID", "classifier FID", "precision", "recall", "coverage")
     lines = [
-        "| | Inception FID | classifier FID | G steps | batch | seeds |",
-        "|---|---|---|---|---|---|",
+        f"| | {' | '.join(names)} | training minutes | G steps | batch | seeds |",
+        "|---" * (len(names) + 5) + "|",
     ]
     for label, runs in groups:
+        for run in runs:
+            run["minutes"] = run["seconds"] / 60 if "seconds" in run else None
+        cells = " | ".join(_lucic_cell(runs, key) for key in (*LUCIC_COLUMNS, "minutes"))
         seeds = ", ".join(str(r["seed"]) for r in runs)
-        cells = f"{_lucic_cell(runs, 'inception_fid')} | {_lucic_cell(runs, 'fid')}"
         lines.append(f"| {label} | {cells} | {runs[0]['steps']} | {runs[0]['batch']} | {seeds} |")
-    quoted = "| ~15.6k | 64 | best of 100 settings |"
-    lines += [f"| Lucic et al. 2018: {name} | {fid} | {quoted}" for name, fid in LUCIC_ROWS]
+    quoted = "| | | | | | ~15.6k | 64 | best of 100 settings |"
+    lines += [f"| Lucic et al. 2018: {name} | {fid} {quoted}" for name, fid in LUCIC_ROWS]
     return "\n".join(lines)
 
 
 def run_lucic(out: Path) -> None:
     """Lucic et al.'s protocol (Inception FID, 10,000 samples against the 10,000 test images, 15,600
-    steps at batch 64), one row after another; ``lucic.md`` is rewritten after each, so a stopped
-    invocation keeps what it finished and a rerun reuses it."""
+    steps at batch 64): each of ``--lucic_experiments`` for each of ``--lucic_seeds``, and with
+    ``--lucic_comparisons`` the floor, the PyTorch reference and the plain DCGAN, one row after
+    another; ``lucic.md`` is rewritten after each, so a stopped invocation keeps what it finished
+    and a rerun reuses it."""
     bench, steps = BENCHMARKS["fashion"], FLAGS.lucic_steps
     seeds = [int(s) for s in FLAGS.lucic_seeds]
-    groups: list[tuple[str, list[dict]]] = []
+    groups: dict[str, list[dict]] = {}
 
     def publish(label: str, run: dict) -> None:
-        for existing_label, runs in groups:
-            if existing_label == label:
-                runs.append(run)
-                break
-        else:
-            groups.append((label, [run]))
+        groups.setdefault(label, []).append(run)
         header = (
             f"# Inception FID in Lucic et al.'s protocol\n\n{time.strftime('%Y-%m-%d')}, "
             f"{platform.machine()}, {jax.devices()[0].platform}; "
             "`DCGAN_JAX_DATA_DIR=../shared/data python "
             f"benchmarks/quality.py {shlex.join(sys.argv[1:])}`\n\n"
         )
-        (out / "lucic.md").write_text(header + lucic_text(groups) + "\n")
-        print(lucic_text(groups), flush=True)
+        text = lucic_text(list(groups.items()))
+        (out / "lucic.md").write_text(header + text + "\n")
+        print(text, flush=True)
 
-    publish("10,000 real training images against the test split (the floor)", floor_row(bench))
-    ours = f"fashion_dcgan, {steps} steps (unsupervised: self-conditioned on 20 pixel clusters)"
-    for seed in seeds[:2]:
-        publish(ours, train_ours(bench, bench.headline, seed, steps=steps))
-    publish(
-        f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", train_reference(bench, True)
-    )
-    flags_ = " ".join(f"--config.{o}" for o in bench.plain)
-    publish(
-        f"plain DCGAN `{flags_}`, {steps} steps",
-        train_ours(bench, bench.headline, seeds[0], True, steps),
-    )
-    for seed in seeds[2:]:
-        publish(ours, train_ours(bench, bench.headline, seed, steps=steps))
+    if FLAGS.lucic_comparisons:
+        publish("10,000 real training images against the test split (the floor)", floor_row(bench))
+    for experiment in FLAGS.lucic_experiments:
+        for seed in seeds:
+            run = train_ours(bench, experiment, seed, steps=steps)
+            publish(f"`{experiment}`, {steps} steps ({run['labels']})", run)
+    if FLAGS.lucic_comparisons:
+        reference = train_reference(bench, True)
+        publish(f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", reference)
+        flags_ = " ".join(f"--config.{o}" for o in bench.plain)
+        plain = train_ours(bench, bench.headline, seeds[0], True, steps)
+        publish(f"plain DCGAN: `{bench.headline}` `{flags_}`, {steps} steps", plain)
 
 
 def main(argv):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -207,6 +208,65 @@ def test_a_read_only_workdir_is_one_error_line(mount):
     read_only()
     result = _launch(f"--workdir={point / 'run'}", *tiny_flags())
     _one_error_line(result, f"--workdir={point / 'run'}", "Read-only file system")
+
+
+def _changed_mid_run(workdir: Path, change) -> subprocess.CompletedProcess:
+    """A long tiny run in ``workdir``, ``change()`` done to it after its checkpoint 40 is written;
+    the run's result (it must end by itself within two minutes of the change)."""
+    flags = [f"--workdir={workdir}", *tiny_flags(num_steps=100_000, checkpoint_every=20)]
+    run = subprocess.Popen(
+        [*LAUNCH, *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    deadline = time.monotonic() + 240
+    while not (checkpoints.checkpoint_dir(workdir) / "40").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    change()
+    try:
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    return subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
+
+
+def test_a_workdir_gone_read_only_mid_run_is_one_error_line_and_the_rerun_resumes(tmp_path):
+    """The folder turns read-only while the run writes (a bind mount of it remounted read-only:
+    files already open stay writable, as after a real remount they would fail too): one error line
+    naming the write that failed, no hang; made writable again, the same command resumes past the
+    lock the first run could not remove."""
+    with tmpfs(tmp_path / "mount", "64m") as point:
+        workdir = point / "run"
+
+        def read_only():
+            subprocess.run(["mount", "--bind", str(workdir), str(workdir)], check=True)
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(workdir)], check=True)
+
+        try:
+            result = _changed_mid_run(workdir, read_only)
+        finally:
+            subprocess.run(["umount", str(workdir)], check=True)
+        _one_error_line(result, str(workdir), "Read-only file system")
+        assert f"{control.LOCK_NAME}'" not in result.stderr  # The first failure, not the lock's.
+        assert (workdir / control.LOCK_NAME).exists()  # Stale: its process is gone.
+        saved = checkpoints.checkpoint_dir(workdir).iterdir()
+        newest = max(int(path.name) for path in saved if path.name.isdigit())
+        more = tiny_flags(num_steps=newest + 2, checkpoint_every=20)
+        resumed = _launch(f"--workdir={workdir}", *more)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"at step {newest}." in resumed.stderr, resumed.stderr[-3000:]
+
+
+@pytest.mark.parametrize("file_in_its_place", [False, True])
+def test_a_workdir_removed_mid_run_is_one_error_line(tmp_path, file_in_its_place):
+    workdir = tmp_path / "run"
+
+    def remove():  # Moved away at once, then deleted: the run still writes into it meanwhile.
+        shutil.rmtree(workdir.rename(tmp_path / "removed"), ignore_errors=True)
+        if file_in_its_place:
+            workdir.write_text("x")
+
+    result = _changed_mid_run(workdir, remove)
+    why = "Not a directory" if file_in_its_place else "No such file"
+    _one_error_line(result, str(workdir), why)
 
 
 def test_analysis_of_a_read_only_run_checks_before_the_work_and_takes_an_output_dir(

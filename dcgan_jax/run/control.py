@@ -111,7 +111,10 @@ def hold(workdir: str | Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        # On a folder gone read-only the lock stays, stale (its process gone): the next run takes
+        # it over, and the error that stopped this one is the one reported.
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 class Interrupted(Exception):
