@@ -179,6 +179,33 @@ def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_
     assert time.monotonic() - started < 90
 
 
+def test_a_coordinator_left_alone_gives_the_timeout_line_not_an_abort(tmp_path):
+    """Process 0 of 2 with nobody joining: XLA would abort it (exit 134, a native stack); the
+    watchdog's error line comes first."""
+    port = _free_port()
+    result = subprocess.run(
+        _launch(
+            tmp_path,
+            *tiny_flags(),
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            "--process_id=0",
+            "--distributed_timeout_s=5",
+        ),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ONE_DEVICE_ENV,
+        timeout=180,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    late = f"error: process 0 could not join the run coordinated at 127.0.0.1:{port} within 5 s"
+    assert len(errors) == 1 and errors[0].startswith(late), result.stderr[-3000:]
+    assert "not all 2 processes came" in errors[0]
+    assert "Fatal Python error" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_partial_distributed_flags_are_an_error():
     with pytest.raises(
         control.DistributedError, match="needs all of --coordinator_address, --num_processes"

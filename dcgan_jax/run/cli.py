@@ -8,11 +8,9 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 import ml_collections
 from absl import app, logging
@@ -20,16 +18,9 @@ from absl import app, logging
 from dcgan_jax.gan import ConfigError, RunError
 from dcgan_jax.gan.config import default_config, flatten
 from dcgan_jax.run import control, writers
+from dcgan_jax.run.writers import fail
 
 HELP_FLAGS = {"--help", "--helpshort", "--helpfull", "-?"}  # absl's; it has no -h.
-
-
-def fail(message: str) -> NoReturn:
-    """The one error line, and exit 2 at once: our work is done or saved by now, and a library's
-    threads (TFDS retrying a download for minutes) must not hold the process at exit."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(2)
 
 
 def check_printable(argv: list[str]) -> None:

@@ -332,16 +332,26 @@ def initialize_distributed(
         # XLA aborts the process (no Python error) when it cannot reach the coordinator; say why
         # first.
         _wait_for_coordinator(coordinator_address, process_id, timeout_s)
+    where = coordinator_address or "the address SLURM provides"
+    late = (
+        f"process {process_id} could not join the run coordinated at {where} within {timeout_s} s"
+    )
+    # XLA aborts the process when the others do not all come (the coordinator alone, a process
+    # whose peers died): the error line comes first, from a watchdog a little before XLA's limit.
+    absent = f"{late}: not all {num_processes or 'SLURM'} processes came; start each with the same"
+    watchdog = threading.Timer(
+        timeout_s, writers.fail, [f"{absent} --coordinator_address and --num_processes"]
+    )
+    watchdog.daemon = True
+    watchdog.start()
     try:
         jax.distributed.initialize(
-            coordinator_address, num_processes, process_id, initialization_timeout=timeout_s
+            coordinator_address, num_processes, process_id, initialization_timeout=timeout_s + 30
         )
     except Exception as e:  # XLA reports an unreachable coordinator as a generic error.
-        where = coordinator_address or "the address SLURM provides"
-        raise DistributedError(
-            f"process {process_id} could not join the run coordinated at {where} within "
-            f"{timeout_s} s: {e}"
-        ) from e
+        raise DistributedError(f"{late}: {e}") from e
+    finally:
+        watchdog.cancel()
     return True
 
 

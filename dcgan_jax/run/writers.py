@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from absl import logging
@@ -26,6 +27,15 @@ def write_atomically(path: Path, text: str) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def fail(message: str) -> NoReturn:
+    """The one error line, and exit 2 at once: our work is done or saved by now, and a library's
+    threads (TFDS retrying a download for minutes, XLA waiting for processes) must not hold the
+    process at exit."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
 
 
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
