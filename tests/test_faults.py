@@ -20,6 +20,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -1171,6 +1172,20 @@ def test_tfds_offline_fails_within_seconds_naming_the_variable_and_the_flag(monk
     ):
         data.load_tfds("fashion_mnist", "train")
     assert time.monotonic() - started < 5
+
+
+def test_a_stop_signal_ends_a_tfds_download_at_once(monkeypatch):
+    """Online, TFDS may download for up to an hour; SIGTERM meanwhile stops the set-up at once
+    (nothing was trained, nothing is lost), not after the download."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: time.sleep(60))
+    monkeypatch.setattr(data, "_online", lambda: True)
+    monkeypatch.setattr(data, "TFDS_GRACE_SECONDS", 0.2)
+    threading.Timer(1.0, os.kill, [os.getpid(), signal.SIGTERM]).start()
+    started = time.monotonic()
+    with control.stop_requests(), pytest.raises(control.Interrupted, match="SIGTERM received"):
+        data.load_tfds("fashion_mnist", "train")
+    assert time.monotonic() - started < 10
 
 
 def test_a_command_that_fails_exits_at_once_whatever_threads_a_library_left(tmp_path):

@@ -133,9 +133,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class StopRequests:
-    """The :data:`STOP_SIGNALS` received; the handler only records (a library could swallow an
-    exception raised from it). Set-up calls :meth:`check` between phases; the loop stops at the end
-    of a step."""
+    """The :data:`STOP_SIGNALS` received. Before training, with nothing to save, the handler stops
+    the set-up at once (a wait on a download included); :meth:`check` between phases catches a
+    signal a library swallowed. In training it only records, and the loop stops at the end of a
+    step."""
 
     def __init__(self):
         self.received: list[str] = []
@@ -145,6 +146,7 @@ class StopRequests:
         self.received.append(signal.Signals(signum).name)
         if self.training:
             logging.warning("%s received: stopping with a final checkpoint.", self.received[-1])
+        self.check()
 
     def check(self) -> None:
         if self.received and not self.training:
