@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 
+import jax
 import ml_collections
 
-from dcgan_jax.gan import ConfigError, data, losses
+from dcgan_jax.gan import ConfigError, augment, data, losses
 
 # The choices of the config's string fields. Losses and datasets are registries (losses.LOSSES,
 # data.DATASETS): a new one registered there, or from a script, is a valid name here.
@@ -22,124 +22,104 @@ ON_DIVERGENCE = ("stop", "restore")
 AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan_jax/gan/augment.py
 
 
+# Every field a run reads, with the DCGAN paper's defaults (each described in
+# docs/configuration.md).
+_DEFAULTS = {
+    "seed": 0,
+    "dataset": {
+        "name": "fashion_mnist",
+        # The four IDX .gz files; "": $DCGAN_JAX_DATA_DIR/<name> if set, else TFDS.
+        "data_dir": "",
+        "split": "train",
+        "num_synthetic": 2048,  # Images in the in-memory synthetic set.
+        # celeb_a, image_folder: resized to this a side (0: 64); others keep theirs.
+        "image_size": 0,
+        # A conditional model's labels: the dataset's, or "clusters" of the pixels.
+        "labels": "dataset",
+    },
+    "model": {
+        "latent_dim": 100,
+        "base_width": 64,  # Channels of D's first layer; G mirrors D.
+        "kernel_size": 4,  # Even overlap of stride-2 layers: fewer checkerboard artifacts than 5.
+        "bn_momentum": 0.9,  # Flax convention; PyTorch's momentum=0.1.
+        # Variants (experiments/reference_dcgan.py uses them to match the PyTorch reference):
+        "g_base_features": 0,  # Channels of G's projected map; 0 = base_width * 2**(steps - 1).
+        "g_stride1_layers": 0,  # Stride-1 convolutions at G's base resolution.
+        "g_activation": "relu",  # or "leaky_relu" (slope 0.2).
+        "g_output_bias": True,
+        "d_batch_norm": True,  # BatchNorm on D's layers after the first.
+        "d_dropout": 0.0,  # Dropout after each of D's convolutions.
+        "spectral_norm": False,  # On D's layers (Miyato et al. 2018).
+        # D sees its features' spread over groups of 4 images (Karras et al. 2018).
+        "minibatch_std": False,
+        # > 0: conditional on dataset.labels (label embedding into G, projection D).
+        "num_classes": 0,
+        # G's convolutions: auto, direct or fourier (dcgan_jax/convolutions.py).
+        "conv_algorithm": "auto",
+    },
+    "optimizer": {
+        "learning_rate": 2e-4,
+        # Two time-scale update rule (Heusel et al. 2017): each net's own rate; 0 = learning_rate.
+        "g_learning_rate": 0.0,
+        "d_learning_rate": 0.0,
+        "beta1": 0.5,
+        "beta2": 0.999,
+    },
+    "loss": {
+        "name": "bce",  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
+        "generator": "non_saturating",  # For bce: or "minimax".
+        "gp_weight": 10.0,  # wgan_gp's gradient penalty weight (Gulrajani et al.).
+        # bce: D's target for real images 1 - this (Salimans et al. 2016: 0.1).
+        "label_smoothing": 0.0,
+        "r1_gamma": 0.0,  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
+        "r1_every": 1,  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
+    },
+    "eval": {
+        "every": 2000,  # FID and more on classifier features; the best checkpoint kept. 0 = off.
+        "num_samples": 10_000,
+        "split": "test",  # The real images the samples are compared with.
+        # Also the Inception FID (of published tables): cheap on a GPU, minutes on a CPU
+        # (docs/evaluation.md).
+        "inception_fid": False,
+    },
+    "train": {
+        "batch_size": 64,  # Global: split across all devices.
+        "num_steps": 10_000,  # Generator updates.
+        # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
+        "d_steps": 0,
+        # G trains on D's fake batch (one G pass a step fewer), as PyTorch's example.
+        "reuse_fake": False,
+        # EMA of G's weights for sampling (Yazici et al. 2019), warmed up; 0 = off.
+        "ema_decay": 0.0,
+        # G's BatchNorm statistics measured anew for the weights that sample.
+        "recompute_bn": False,
+        # DiffAugment: color, translation, cutout, joined by "," or "+"; "" = off.
+        "diffaugment": "",
+        # Top-k G updates (Sinha et al. 2020): share kept times this per epoch; 0 = off.
+        "top_k_decay": 0.0,
+        "top_k_min": 0.5,
+        "compute_dtype": "float32",  # bfloat16: activations and matmuls; parameters stay float32.
+        # Steps per call into the device; 0: 10 on accelerators, 1 on the CPU.
+        "steps_per_dispatch": 0,
+        "max_seconds": 0.0,  # Stop (with a checkpoint) after this wall time; 0 = no limit.
+        "log_every": 100,
+        "sample_every": 500,
+        "checkpoint_every": 1000,
+        "keep_checkpoints": 3,
+        "num_samples": 64,  # Images in each sample grid (fixed latents).
+        "collapse_threshold": 0.2,  # Warn when the grid's diversity falls below this; 0 = no alarm.
+        "collapse_warmup": 500,
+        # On NaN/inf: stop, or restore the last good checkpoint with lower rates.
+        "on_divergence": "stop",
+        "divergence_lr_factor": 0.5,
+        "max_divergence_restores": 3,
+    },
+}
+
+
 def default_config() -> ml_collections.ConfigDict:
-    """Every field a run reads, with the DCGAN paper's defaults (each described in
-    docs/configuration.md)."""
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.dataset = _dataset_defaults()
-    config.model = _model_defaults()
-    config.optimizer = _optimizer_defaults()
-    config.loss = _loss_defaults()
-    config.eval = _eval_defaults()
-    config.train = _train_defaults()
-    return config
-
-
-def _dataset_defaults() -> ml_collections.ConfigDict:
-    dataset = ml_collections.ConfigDict()
-    dataset.name = "fashion_mnist"
-    # The four IDX .gz files; "": $DCGAN_JAX_DATA_DIR/<name> if set, else TFDS.
-    dataset.data_dir = ""
-    dataset.split = "train"
-    dataset.num_synthetic = 2048  # Images in the in-memory synthetic set.
-    # celeb_a, image_folder: resized to this a side (0: 64); others keep theirs.
-    dataset.image_size = 0
-    # A conditional model's labels: the dataset's, or "clusters" of the pixels.
-    dataset.labels = "dataset"
-    return dataset
-
-
-def _model_defaults() -> ml_collections.ConfigDict:
-    model = ml_collections.ConfigDict()
-    model.latent_dim = 100
-    model.base_width = 64  # Channels of D's first layer; G mirrors D.
-    model.kernel_size = 4  # Even overlap of stride-2 layers: fewer checkerboard artifacts than 5.
-    model.bn_momentum = 0.9  # Flax convention; PyTorch's momentum=0.1.
-    # Variants (experiments/reference_dcgan.py uses them to match the PyTorch reference):
-    model.g_base_features = 0  # Channels of G's projected map; 0 = base_width * 2**(steps - 1).
-    model.g_stride1_layers = 0  # Stride-1 convolutions at G's base resolution.
-    model.g_activation = "relu"  # or "leaky_relu" (slope 0.2).
-    model.g_output_bias = True
-    model.d_batch_norm = True  # BatchNorm on D's layers after the first.
-    model.d_dropout = 0.0  # Dropout after each of D's convolutions.
-    model.spectral_norm = False  # On D's layers (Miyato et al. 2018).
-    # D sees its features' spread over groups of 4 images (Karras et al. 2018).
-    model.minibatch_std = False
-    # > 0: conditional on dataset.labels (label embedding into G, projection D).
-    model.num_classes = 0
-    # G's convolutions: auto, direct or fourier (dcgan_jax/convolutions.py).
-    model.conv_algorithm = "auto"
-    return model
-
-
-def _optimizer_defaults() -> ml_collections.ConfigDict:
-    optimizer = ml_collections.ConfigDict()
-    optimizer.learning_rate = 2e-4
-    # Two time-scale update rule (Heusel et al. 2017): each network's own rate; 0 = learning_rate.
-    optimizer.g_learning_rate = 0.0
-    optimizer.d_learning_rate = 0.0
-    optimizer.beta1 = 0.5
-    optimizer.beta2 = 0.999
-    return optimizer
-
-
-def _loss_defaults() -> ml_collections.ConfigDict:
-    loss = ml_collections.ConfigDict()
-    loss.name = "bce"  # bce | hinge | lsgan | wgan_gp (see dcgan_jax/losses.py).
-    loss.generator = "non_saturating"  # For bce: or "minimax".
-    loss.gp_weight = 10.0  # wgan_gp's gradient penalty weight (Gulrajani et al.).
-    # bce: D's target for real images 1 - this (Salimans et al. 2016: 0.1).
-    loss.label_smoothing = 0.0
-    loss.r1_gamma = 0.0  # R1 penalty on real images, gamma/2 * E||grad D(x)||^2; 0 = off.
-    loss.r1_every = 1  # Lazy R1: on every k-th step, scaled by k (Karras et al. 2020).
-    return loss
-
-
-def _eval_defaults() -> ml_collections.ConfigDict:
-    eval = ml_collections.ConfigDict()
-    eval.every = 2000  # FID and more on classifier features; the best checkpoint kept. 0 = off.
-    eval.num_samples = 10_000
-    eval.split = "test"  # The real images the samples are compared with.
-    # Also the Inception FID (of published tables): cheap on a GPU, minutes on a CPU
-    # (docs/evaluation.md).
-    eval.inception_fid = False
-    return eval
-
-
-def _train_defaults() -> ml_collections.ConfigDict:
-    train = ml_collections.ConfigDict()
-    train.batch_size = 64  # Global: split across all devices.
-    train.num_steps = 10_000  # Generator updates.
-    # Discriminator updates per generator update; 0 = the loss's usual (wgan_gp 5, else 1).
-    train.d_steps = 0
-    # G trains on D's fake batch (one G pass a step fewer), as PyTorch's example.
-    train.reuse_fake = False
-    # EMA of G's weights for sampling (Yazici et al. 2019), warmed up; 0 = off.
-    train.ema_decay = 0.0
-    # G's BatchNorm statistics measured anew for the weights that sample.
-    train.recompute_bn = False
-    # DiffAugment: color, translation, cutout, joined by "," or "+"; "" = off.
-    train.diffaugment = ""
-    # Top-k G updates (Sinha et al. 2020): share kept times this per epoch; 0 = off.
-    train.top_k_decay = 0.0
-    train.top_k_min = 0.5
-    train.compute_dtype = "float32"  # bfloat16: activations and matmuls; parameters stay float32.
-    # Steps per call into the device; 0: 10 on accelerators, 1 on the CPU.
-    train.steps_per_dispatch = 0
-    train.max_seconds = 0.0  # Stop (with a checkpoint) after this wall time; 0 = no limit.
-    train.log_every = 100
-    train.sample_every = 500
-    train.checkpoint_every = 1000
-    train.keep_checkpoints = 3
-    train.num_samples = 64  # Images in each sample grid (fixed latents).
-    train.collapse_threshold = 0.2  # Warn when the grid's diversity falls below this; 0 = no alarm.
-    train.collapse_warmup = 500
-    # On NaN/inf: stop, or restore the last good checkpoint with lower rates.
-    train.on_divergence = "stop"
-    train.divergence_lr_factor = 0.5
-    train.max_divergence_restores = 3
-    return train
+    """A fresh copy of the defaults every experiment starts from."""
+    return ml_collections.ConfigDict(_DEFAULTS)
 
 
 def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -149,8 +129,6 @@ def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config.train.d_steps == 0:
         config.train.d_steps = losses.LOSSES[config.loss.name].d_steps
     if config.train.steps_per_dispatch == 0:
-        import jax  # Only here: config itself must load without JAX (experiment files import it).
-
         config.train.steps_per_dispatch = 1 if jax.default_backend() == "cpu" else 10
     return config
 
@@ -258,7 +236,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _check_combinations(config: ml_collections.ConfigDict) -> None:
     """The rules of training that involve more than one field, or more than a range."""
     policy = config.train.diffaugment
-    for name in (p.strip() for p in re.split(r"[,+]", policy) if p.strip()):
+    for name in augment.parse(policy):
         if name not in AUGMENTATIONS:
             close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""

@@ -247,10 +247,11 @@ def load_image_folder(
     return np.stack(images), labels
 
 
-def synthetic_images(num: int, seed: int, shape=(28, 28, 1)) -> tuple[np.ndarray, np.ndarray]:
-    """Blurry bright rectangles on black: structured enough for a GAN to learn in a few steps."""
+def synthetic_images(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blurry bright rectangles on black, 28x28x1: structured enough for a GAN to learn in a few
+    steps."""
     rng = np.random.default_rng(seed)
-    h, w, c = shape
+    h, w, c = SYNTHETIC_SHAPE
     images = np.zeros((num, h, w, c), np.uint8)
     labels = rng.integers(0, 10, size=num)
     for i in range(num):
@@ -287,7 +288,7 @@ def _image_folder(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _synthetic(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    return synthetic_images(dataset_config.num_synthetic, seed, SYNTHETIC_SHAPE)
+    return synthetic_images(dataset_config.num_synthetic, seed)
 
 
 @dataclasses.dataclass(frozen=True)

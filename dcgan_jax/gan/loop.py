@@ -251,10 +251,10 @@ def steps_to_next_event(config, step: int) -> int:
     """Steps in the next dispatch: at most ``train.steps_per_dispatch``, ending at the next log,
     sample, checkpoint or evaluation step or at ``train.num_steps``."""
     cfg = config.train
-    intervals = [cfg.log_every, cfg.sample_every, cfg.checkpoint_every]
-    if config.eval.every:
-        intervals.append(config.eval.every)
-    return min([cfg.steps_per_dispatch, cfg.num_steps - step] + [k - step % k for k in intervals])
+    intervals = [cfg.log_every, cfg.sample_every, cfg.checkpoint_every, config.eval.every]
+    return min(
+        [cfg.steps_per_dispatch, cfg.num_steps - step] + [k - step % k for k in intervals if k]
+    )
 
 
 def _due(step: int, every: int, last: bool) -> bool:

@@ -19,15 +19,13 @@ def bce_with_logits(logits: jax.Array, label: float) -> jax.Array:
     return jnp.mean(label * jax.nn.softplus(-logits) + (1.0 - label) * jax.nn.softplus(logits))
 
 
-def _bce_discriminator(
-    real_logits: jax.Array, fake_logits: jax.Array, real_label: float
-) -> jax.Array:
+def _bce_discriminator(real_logits, fake_logits, real_label):
     """-log D(x) - log(1 - D(G(z))); ``real_label`` below 1: one-sided label smoothing (Salimans et
     al. 2016)."""
     return bce_with_logits(real_logits, real_label) + bce_with_logits(fake_logits, 0.0)
 
 
-def _bce_generator(fake_logits: jax.Array, variant: str) -> jax.Array:
+def _bce_generator(fake_logits, variant):
     """``non_saturating`` -log D(G(z)) = softplus(-l), or ``minimax`` log(1 - D(G(z))) =
     -softplus(l)."""
     if variant not in GENERATOR_VARIANTS:
@@ -41,30 +39,24 @@ def _bce_generator(fake_logits: jax.Array, variant: str) -> jax.Array:
     )
 
 
-def _hinge_discriminator(
-    real_logits: jax.Array, fake_logits: jax.Array, real_label: float
-) -> jax.Array:
+def _hinge_discriminator(real_logits, fake_logits, real_label):
     return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
 
 
-def _lsgan_discriminator(
-    real_logits: jax.Array, fake_logits: jax.Array, real_label: float
-) -> jax.Array:
+def _lsgan_discriminator(real_logits, fake_logits, real_label):
     return 0.5 * jnp.mean((real_logits - 1.0) ** 2) + 0.5 * jnp.mean(fake_logits**2)
 
 
-def _wasserstein_discriminator(
-    real_logits: jax.Array, fake_logits: jax.Array, real_label: float
-) -> jax.Array:
+def _wasserstein_discriminator(real_logits, fake_logits, real_label):
     """The critic's estimate of the Wasserstein distance, negated."""
     return jnp.mean(fake_logits) - jnp.mean(real_logits)
 
 
-def _critic_generator(fake_logits: jax.Array, variant: str) -> jax.Array:
+def _critic_generator(fake_logits, variant):
     return -fake_logits
 
 
-def _lsgan_generator(fake_logits: jax.Array, variant: str) -> jax.Array:
+def _lsgan_generator(fake_logits, variant):
     return 0.5 * (fake_logits - 1.0) ** 2
 
 

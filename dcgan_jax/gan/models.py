@@ -31,8 +31,9 @@ def num_resolution_steps(image_size: int) -> int:
     return steps
 
 
-def _batch_norm(momentum: float, train: bool, dtype) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5, dtype=dtype)
+def _batch_norm(module: nn.Module, train: bool) -> nn.BatchNorm:
+    """A BatchNorm layer with ``module``'s ``bn_momentum`` and ``dtype``."""
+    return nn.BatchNorm(not train, momentum=module.bn_momentum, epsilon=1e-5, dtype=module.dtype)
 
 
 class Generator(nn.Module):
@@ -73,7 +74,7 @@ class Generator(nn.Module):
         x = nn.Dense(
             base * base * features, use_bias=False, kernel_init=DCGAN_INIT, dtype=self.dtype
         )(z)
-        x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
+        x = act(_batch_norm(self, train)(x))
         x = x.reshape(-1, base, base, features)
         conv_args = {
             "kernel_size": self.kernel_size,
@@ -83,11 +84,11 @@ class Generator(nn.Module):
         for i in range(self.stride1_layers):
             features //= 2
             x = Conv(features, **conv_args, name=f"same{i}")(x)
-            x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
+            x = act(_batch_norm(self, train)(x))
         for i in range(steps - 1):
             features //= 2
             x = UpsampleConv(features, use_bias=False, **conv_args, name=f"up{i}")(x)
-            x = act(_batch_norm(self.bn_momentum, train, self.dtype)(x))
+            x = act(_batch_norm(self, train)(x))
         x = UpsampleConv(channels, use_bias=self.output_bias, **conv_args, name=f"up{steps - 1}")(x)
         return jnp.tanh(x).astype(jnp.float32)
 
@@ -136,7 +137,7 @@ class Discriminator(nn.Module):
             )
             x = layer(convolution, x)
             if normalised:
-                x = _batch_norm(self.bn_momentum, train, self.dtype)(x)
+                x = _batch_norm(self, train)(x)
             x = nn.leaky_relu(x, 0.2)
             if self.dropout and train:
                 x = dropout(x, self.dropout, self.make_rng("dropout"))

@@ -54,12 +54,6 @@ def grid_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
     return jax.random.normal(jax.random.fold_in(run_key(seed), GRID_STREAM), (num, latent_dim))
 
 
-def grid_labels(num_samples: int, num_classes: int) -> tuple[int, jax.Array]:
-    """(columns, labels) of a conditional sample grid: one row per class."""
-    columns = max(1, num_samples // num_classes)
-    return columns, jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), columns)
-
-
 def eval_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
     """The latent vectors of the in-training evaluation: the same draw at every evaluation of a
     run."""
@@ -134,14 +128,11 @@ def sample_in_chunks(
     return images
 
 
-def grid_draw(config) -> tuple[int | None, jax.Array, jax.Array | None]:
-    """(columns (None: square), latents, labels cycling through the classes) of a run's sample
-    grids."""
-    num, num_classes = config.train.num_samples, config.model.num_classes
-    return (
-        None,
-        grid_latents(config.seed, num, config.model.latent_dim),
-        eval_labels(num, num_classes),
+def grid_draw(config) -> tuple[jax.Array, jax.Array | None]:
+    """(latents, labels cycling through the classes) of a run's sample grids (square)."""
+    num = config.train.num_samples
+    return grid_latents(config.seed, num, config.model.latent_dim), eval_labels(
+        num, config.model.num_classes
     )
 
 

@@ -133,12 +133,6 @@ def d_loss(d_params, state: GanState, batches: tuple, key: jax.Array, u: Update)
     return loss, (stats, {**losses.discriminator_metrics(real_logits, fake_logits), **metrics})
 
 
-def grad_norm(grads) -> jax.Array:
-    """The global L2 norm of a gradient pytree: the health monitors'
-    ``g_grad_norm``/``d_grad_norm``."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
-
-
 def d_update(state: GanState, real: tuple, fakes: Fakes, key: jax.Array, u: Update):
     """One discriminator update on ``real`` (images, labels) and the fakes (no gradient flows into
     G)."""
@@ -146,7 +140,7 @@ def d_update(state: GanState, real: tuple, fakes: Fakes, key: jax.Array, u: Upda
     grad_fn = jax.value_and_grad(d_loss, has_aux=True)
     (loss, (stats, metrics)), grads = grad_fn(state.d.params, state, (real, fakes), key, u)
     new_state = state.replace(d=state.d.apply_gradients(u.tx, grads, stats))
-    return new_state, {"d_loss": loss, "d_grad_norm": grad_norm(grads), **metrics}
+    return new_state, {"d_loss": loss, "d_grad_norm": optax.global_norm(grads), **metrics}
 
 
 def top_k_keep(
@@ -196,7 +190,7 @@ def g_update(
     (grads,) = fakes.pullback(image_grads)
     g = state.g.apply_gradients(u.tx, grads, fakes.batch_stats)
     ema = ema_update(state.g_ema, g.params, state.step, u.config.train.ema_decay)
-    return state.replace(g=g, g_ema=ema), {"g_loss": loss, "g_grad_norm": grad_norm(grads)}
+    return state.replace(g=g, g_ema=ema), {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}
 
 
 def train_step(

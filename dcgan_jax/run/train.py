@@ -195,7 +195,7 @@ class Harness(loop.Hooks):
                 run.nets.generator, config.model, config.train.batch_size
             )
         self.sampling_cache: tuple[int, dict] | None = None
-        self.grid_columns, self.grid_z, self.grid_labels = sampling.grid_draw(config)
+        self.grid_z, self.grid_labels = sampling.grid_draw(config)
         rows = np.linspace(0, len(run.images) - 1, len(self.grid_z)).astype(int)
         self.real_spread = metrics.mean_pairwise_distance(data.to_model_range(run.images[rows]))
 
@@ -324,12 +324,8 @@ class Harness(loop.Hooks):
         it."""
         grid = self._samples(gan_state, self.grid_z, self.grid_labels)
         if self.is_main:
-            path = images.save_grid(
-                grid, self.workdir / "samples" / f"step_{step:07d}.png", self.grid_columns
-            )
-            self.writer.write_image(
-                step, "samples", images.make_grid(grid, columns=self.grid_columns)
-            )
+            path = images.save_grid(grid, self.workdir / "samples" / f"step_{step:07d}.png")
+            self.writer.write_image(step, "samples", images.make_grid(grid))
             logging.info("Wrote %s", path)
 
     def checkpoint(self, gan_state: GanState, step: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dcgan_jax.evaluation import classifier, metrics
-from dcgan_jax.gan import data, sampling
+from dcgan_jax.gan import data
 from dcgan_jax.run import checkpoints, images
 from dcgan_jax.tools.trained import TrainedGenerator, load
 
@@ -42,7 +42,8 @@ def sample_grid(
     out = _output(run.workdir, path, f"samples_step{run.step}_seed{seed}.png")
     if not run.num_classes or not by_class:
         return images.save_grid(run.sample(num, seed), out)
-    columns, labels = sampling.grid_labels(num, run.num_classes)
+    columns = max(1, num // run.num_classes)  # One row per class.
+    labels = np.repeat(np.arange(run.num_classes), columns)
     return images.save_grid(run.sample(len(labels), seed, labels), out, columns=columns)
 
 

@@ -116,8 +116,8 @@ class TrainedGenerator:
     def training_grid(self) -> tuple[np.ndarray, int | None]:
         """(images, columns) of the run's ``samples/step_<N>.png``; ``images.save_grid`` draws
         it."""
-        columns, z, labels = sampling.grid_draw(self.config)
-        return self.generate(z, labels), columns
+        z, labels = sampling.grid_draw(self.config)
+        return self.generate(z, labels), None  # Square.
 
     def evaluation_samples(
         self, num: int | None = None, truncation: float = 1.0
