@@ -41,7 +41,7 @@ import yaml
 from absl import app, flags
 
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.gan import data, loop, models, step
+from dcgan_jax.gan import data, loop, models, parallel, step
 from dcgan_jax.run import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def time_ours(config, batch_size: int, steps: int):
         lowered = step.jit_train_steps(step.make_update(nets, run.config), run.mesh).lower(
             holder["state"], run.dataset, run.indices(0, 1)
         )
-        return _flops(step.compile_lowered(lowered))
+        return _flops(parallel.compile_lowered(lowered, step.CPU_COMPILER_OPTIONS))
 
     executed_flops = one_step_flops(run.nets)
     direct = ml_collections.ConfigDict(run.config.to_dict())

@@ -347,17 +347,12 @@ class BatchOrder:
     """Batch ``i`` of a run: epochs of a permutation drawn from (seed, epoch), so resuming needs
     only the step; each epoch's last partial batch is dropped."""
 
-    def __init__(
-        self, images: np.ndarray, batch_size: int, seed: int, labels: np.ndarray | None = None
-    ):
+    def __init__(self, images: np.ndarray, batch_size: int, seed: int):
         if len(images) < batch_size:
             raise DataError(
                 f"the dataset has {len(images)} images, fewer than one batch of {batch_size}"
             )
         self.images, self.batch_size, self.seed = images, batch_size, seed
-        self.labels = (
-            np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
-        )
         self.batches_per_epoch = len(images) // batch_size
         self._epoch, self._permutation = -1, None
 

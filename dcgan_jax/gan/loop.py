@@ -130,8 +130,9 @@ class Run:
         with memory_check(self.config, "the training step"):
             if first:
                 jitted = step.jit_train_steps(self.update, self.mesh)
-                self.compiled[num_steps] = step.compile_lowered(
-                    jitted.lower(gan_state, self.dataset, indices)
+                lowered = jitted.lower(gan_state, self.dataset, indices)
+                self.compiled[num_steps] = parallel.compile_lowered(
+                    lowered, step.CPU_COMPILER_OPTIONS
                 )
                 seconds = time.monotonic() - started
                 logging.info(
@@ -183,10 +184,10 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
             )
         labels = cluster_labels(images, config)
     check_labels(config, labels)
-    batches = data.BatchOrder(images, config.train.batch_size, config.seed, labels)
+    batches = data.BatchOrder(images, config.train.batch_size, config.seed)
     nets = models.build(config.model, tuple(images.shape[1:]), config.train.compute_dtype)
     with memory_check(config, "the dataset"):
-        dataset = step.put_on_devices(images, batches.labels, mesh)
+        dataset = step.put_on_devices(images, labels, mesh)
     update = step.make_update(nets, config)
     return Run(config, mesh, images, batches=batches, dataset=dataset, nets=nets, update=update)
 

@@ -267,9 +267,3 @@ def jit_train_steps(u: Update, mesh) -> Callable:
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
 }
-
-
-def compile_lowered(lowered):
-    """``lowered.compile()``, with :data:`CPU_COMPILER_OPTIONS` on the CPU where this XLA knows
-    them."""
-    return parallel.compile_lowered(lowered, CPU_COMPILER_OPTIONS)
