@@ -147,40 +147,47 @@ def conv(x: jax.Array, kernel: jax.Array, padding: Padding, algorithm: str = "au
     return _xla_conv(x, kernel, 1, (padding, padding))
 
 
-def _phase_taps(kernel_size: int) -> tuple[int, int, list[list[tuple[int, int]]]]:
+def _selection(
+    entries: list[tuple[int, int, int]], kernel_size: int
+) -> tuple[int, int, np.ndarray]:
+    """(lowest offset, highest offset, 0/1 tensor (phase, offset - lowest, tap)) of a stride-2
+    convolution's (phase, input offset, kernel tap) entries along one axis: a constant selection
+    that keeps the kernel's rearrangement one einsum (differentiable, fused by XLA)."""
+    offsets = [d for _, d, _ in entries]
+    lo, hi = min(offsets), max(offsets)
+    select = np.zeros((2, hi - lo + 1, kernel_size), np.float32)
+    for phase, d, t in entries:
+        select[phase, d - lo, t] = 1.0
+    return lo, hi, select
+
+
+def _upsample_selection(kernel_size: int) -> tuple[int, int, np.ndarray]:
     """A stride-2 'SAME' transposed convolution along one axis, ``y[2i + a] = sum_t x[i + (a + t -
     pad) / 2] w[t]`` over taps with ``a + t - pad`` even (``pad``: lax.conv_transpose's leading
-    padding): the input offsets (lo, hi) the phases span, and for each phase its (kernel tap, offset
-    index) pairs."""
+    padding), as :func:`_selection`."""
     pad = kernel_size - 1 if 2 > kernel_size - 1 else math.ceil(kernel_size / 2)
-    offsets = {
-        a: [((a + t - pad) // 2, t) for t in range(kernel_size) if (a + t - pad) % 2 == 0]
+    entries = [
+        (a, (a + t - pad) // 2, t)
         for a in (0, 1)
-    }
-    all_offsets = [d for pairs in offsets.values() for d, _ in pairs]
-    lo, hi = min(all_offsets), max(all_offsets)
-    return lo, hi, [[(t, d - lo) for d, t in offsets[a]] for a in (0, 1)]
+        for t in range(kernel_size)
+        if (a + t - pad) % 2 == 0
+    ]
+    return _selection(entries, kernel_size)
 
 
 def phase_kernel(kernel: jax.Array) -> jax.Array:
     """Rearranges a (k, k, in, out) transposed-conv kernel into a (n, n, in, 4*out) stride-1
     kernel whose output channels are the four (row phase, column phase) sub-images."""
     k, _, c_in, c_out = kernel.shape
-    lo, hi, taps = _phase_taps(k)
-    n = hi - lo + 1
-    # A constant 0/1 selection tensor keeps this one einsum (differentiable, fused by XLA).
-    select = np.zeros((2, n, k), np.float32)
-    for a in (0, 1):
-        for t, d in taps[a]:
-            select[a, d, t] = 1.0
+    lo, hi, select = _upsample_selection(k)
     phases = jnp.einsum("aiy,bjx,yxco->ijcabo", select, select, kernel)
-    return phases.reshape(n, n, c_in, 4 * c_out)
+    return phases.reshape(hi - lo + 1, hi - lo + 1, c_in, 4 * c_out)
 
 
 def upsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") -> jax.Array:
     """Exactly ``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` (NHWC, HWIO), computed
     sub-pixel."""
-    lo, hi, _ = _phase_taps(kernel.shape[0])
+    lo, hi, _ = _upsample_selection(kernel.shape[0])
     y = conv(x, phase_kernel(kernel).astype(x.dtype), (-lo, hi), algorithm)
     batch, height, width, channels = y.shape
     y = y.reshape(batch, height, width, 2, 2, channels // 4)
@@ -193,23 +200,15 @@ def _same_padding(size: int, kernel_size: int, stride: int) -> Padding:
     return total // 2, total - total // 2
 
 
-def _strided_taps(kernel_size: int, pad_low: int) -> tuple[int, int, list[tuple[int, int, int]]]:
-    """A stride-2 correlation ``y[i] = sum_t x[2i + t - pad_low] w[t]`` over the two phases
-    ``x_p[j] = x[2j + p]``: (lowest offset, highest offset, (tap, phase, offset) triples)."""
-    triples = [
-        (t, (t - pad_low) % 2, (t - pad_low - (t - pad_low) % 2) // 2) for t in range(kernel_size)
-    ]
-    offsets = [d for _, _, d in triples]
-    return min(offsets), max(offsets), triples
-
-
 def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") -> jax.Array:
     """Exactly ``lax.conv_general_dilated(x, kernel, (2, 2), 'SAME')`` (NHWC, HWIO). In the Fourier
-    form, a stride-1 convolution of the space-to-depth map (4x the channels, even-sized maps only);
-    otherwise XLA's strided convolution, faster than a direct space-to-depth one."""
+    form, a stride-1 convolution of the space-to-depth map (4x the channels, even-sized maps only):
+    ``y[i] = sum_t x[2i + t - pad] w[t]`` over the phases ``x_p[j] = x[2j + p]``; otherwise XLA's
+    strided convolution, faster than a direct space-to-depth one."""
     batch, height, width, channels = x.shape
     k, _, _, features = kernel.shape
-    lo, hi, triples = _strided_taps(k, _same_padding(height, k, 2)[0])
+    pad = _same_padding(height, k, 2)[0]
+    lo, hi, select = _selection([((t - pad) % 2, (t - pad) // 2, t) for t in range(k)], k)
     n = hi - lo + 1
     s2d_shape = (batch, height // 2, width // 2, 4 * channels)
     even = height % 2 == 0 and width % 2 == 0
@@ -218,9 +217,6 @@ def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") ->
         and _use_fourier(algorithm, s2d_shape, x.dtype, (n, n, 4 * channels, features), (-lo, hi))
     ):
         return _xla_conv(x, kernel, 2, "SAME")
-    select = np.zeros((2, n, k), np.float32)  # (phase, offset, tap)
-    for t, phase, d in triples:
-        select[phase, d - lo, t] = 1.0
     phases = jnp.einsum("aiy,bjx,yxco->ijabco", select, select, kernel).reshape(
         n, n, 4 * channels, features
     )
