@@ -17,6 +17,15 @@ def test_every_experiment_loads_and_validates():
         config_lib.validate(cli.load_experiment(name, EXPERIMENTS))
 
 
+def test_the_lucic_experiment_is_the_main_job_at_the_papers_widths_and_budget():
+    """fashion_dcgan_lucic changes only what its docstring says, so it reads no label either."""
+    main = config_lib.flatten(cli.load_experiment("fashion_dcgan", EXPERIMENTS))
+    lucic = config_lib.flatten(cli.load_experiment("fashion_dcgan_lucic", EXPERIMENTS))
+    changed = {field: lucic[field] for field in main if lucic[field] != main[field]}
+    assert changed == {"model.base_width": 64, "train.num_steps": 15_600}
+    assert lucic["dataset.labels"] == "clusters"
+
+
 def test_evaluation_needs_a_dataset_with_a_classifier():
     config = config_lib.default_config()
     config.dataset.name = "synthetic"

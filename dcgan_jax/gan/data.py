@@ -369,7 +369,6 @@ class BatchOrder:
     def step_indices(self, first_step: int, num_steps: int, d_steps: int) -> np.ndarray:
         """The rows of steps ``first_step .. first_step + num_steps - 1``, each step's ``d_steps``
         batches in turn: int32 (num_steps, d_steps, batch_size)."""
-        batch_numbers = [
-            [(first_step + i) * d_steps + j for j in range(d_steps)] for i in range(num_steps)
-        ]
-        return np.asarray([[self.indices(b) for b in row] for row in batch_numbers], np.int32)
+        batches = range(first_step * d_steps, (first_step + num_steps) * d_steps)
+        rows = np.asarray([self.indices(b) for b in batches], np.int32)
+        return rows.reshape(num_steps, d_steps, self.batch_size)

@@ -105,7 +105,7 @@ class Run:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.images.shape[1:])
+        return self.images.shape[1:]
 
     def init(self) -> GanState:
         """The state at step 0, created inside jit so that it is born replicated over the whole
