@@ -95,9 +95,9 @@ def test_a_clustered_run_trains_on_the_clusters_not_the_dataset_labels():
     run = loop.assemble(config)
     loaded, dataset_labels = data.load_dataset(config.dataset, config.seed)
     np.testing.assert_array_equal(
-        run.batches.labels, clusters.balanced_kmeans(loaded, 4, config.seed)
+        np.asarray(run.dataset.labels), clusters.balanced_kmeans(loaded, 4, config.seed)
     )
-    assert not np.array_equal(run.batches.labels, dataset_labels)
+    assert not np.array_equal(np.asarray(run.dataset.labels), dataset_labels)
 
 
 def test_a_folder_without_class_sub_folders_trains_on_clusters(tmp_path):
@@ -113,7 +113,8 @@ def test_a_folder_without_class_sub_folders_trains_on_clusters(tmp_path):
     ):
         loop.assemble(config)
     config.dataset.labels = "clusters"
-    assert np.bincount(loop.assemble(config).batches.labels).tolist() == [10, 10, 10, 10]
+    labels = np.asarray(loop.assemble(config).dataset.labels)
+    assert np.bincount(labels).tolist() == [10, 10, 10, 10]
 
 
 @pytest.fixture(scope="module", params=["dataset", "clusters"])

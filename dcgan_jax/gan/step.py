@@ -140,7 +140,7 @@ def d_update(state: GanState, real: tuple, fakes: Fakes, key: jax.Array, u: Upda
     grad_fn = jax.value_and_grad(d_loss, has_aux=True)
     (loss, (stats, metrics)), grads = grad_fn(state.d.params, state, (real, fakes), key, u)
     new_state = state.replace(d=state.d.apply_gradients(u.tx, grads, stats))
-    return new_state, {"d_loss": loss, "d_grad_norm": optax.global_norm(grads), **metrics}
+    return new_state, {"d_loss": loss, "d_grad_norm": optax.tree_utils.tree_norm(grads), **metrics}
 
 
 def top_k_keep(
@@ -190,7 +190,8 @@ def g_update(
     (grads,) = fakes.pullback(image_grads)
     g = state.g.apply_gradients(u.tx, grads, fakes.batch_stats)
     ema = ema_update(state.g_ema, g.params, state.step, u.config.train.ema_decay)
-    return state.replace(g=g, g_ema=ema), {"g_loss": loss, "g_grad_norm": optax.global_norm(grads)}
+    metrics = {"g_loss": loss, "g_grad_norm": optax.tree_utils.tree_norm(grads)}
+    return state.replace(g=g, g_ema=ema), metrics
 
 
 def train_step(
