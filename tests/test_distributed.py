@@ -153,16 +153,17 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     assert f"step {steps}/100000" not in outputs[1]  # Process 1 logs warnings only.
 
 
-def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_path):
-    port = _free_port()  # Nobody listens there.
-    started = time.monotonic()
+def _join_alone(tmp_path, process_id: int) -> tuple[subprocess.CompletedProcess, int]:
+    """Process ``process_id`` of 2 given a 5 s limit and a coordinator address nobody else uses:
+    (its result, the port)."""
+    port = _free_port()
     result = subprocess.run(
         _launch(
             tmp_path,
             *tiny_flags(),
             f"--coordinator_address=127.0.0.1:{port}",
             "--num_processes=2",
-            "--process_id=1",
+            f"--process_id={process_id}",
             "--distributed_timeout_s=5",
         ),
         capture_output=True,
@@ -171,6 +172,12 @@ def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_
         env=ONE_DEVICE_ENV,
         timeout=180,
     )
+    return result, port
+
+
+def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_path):
+    started = time.monotonic()
+    result, port = _join_alone(tmp_path, 1)  # Nobody listens at the port.
     assert result.returncode != 0
     assert (
         f"process 1 could not join the run coordinated at 127.0.0.1:{port} within 5 s"
@@ -182,22 +189,7 @@ def test_unreachable_coordinator_fails_in_bounded_time_with_a_clear_message(tmp_
 def test_a_coordinator_left_alone_gives_the_timeout_line_not_an_abort(tmp_path):
     """Process 0 of 2 with nobody joining: XLA would abort it (exit 134, a native stack); the
     watchdog's error line comes first."""
-    port = _free_port()
-    result = subprocess.run(
-        _launch(
-            tmp_path,
-            *tiny_flags(),
-            f"--coordinator_address=127.0.0.1:{port}",
-            "--num_processes=2",
-            "--process_id=0",
-            "--distributed_timeout_s=5",
-        ),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=ONE_DEVICE_ENV,
-        timeout=180,
-    )
+    result, port = _join_alone(tmp_path, 0)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     late = f"error: process 0 could not join the run coordinated at 127.0.0.1:{port} within 5 s"
