@@ -42,7 +42,7 @@ from conftest import (
 import dcgan_jax
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import inception
-from dcgan_jax.gan import ConfigError, data
+from dcgan_jax.gan import ConfigError, data, loop, models
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import checkpoints, control, writers
 from dcgan_jax.run import train as train_module
@@ -143,6 +143,25 @@ def test_a_deleted_metadata_file_makes_load_and_train_agree_on_the_previous_chec
     (ckpt_dir / "6" / metadata).unlink()
     assert dcgan_jax.load(workdir).step == 3
     _resume_and_match(workdir, unbroken)
+
+
+def test_a_signal_during_a_restore_stops_it_and_sets_aside_nothing(trained, tmp_path, monkeypatch):
+    """SIGTERM while the newest checkpoint is read (the handler raises before training): the
+    restore stops with Interrupted, and the healthy checkpoint is not called damaged."""
+    workdir, ckpt_dir = _copy_run(trained, tmp_path)
+    original = ocp.CheckpointManager.restore
+
+    def signalled(manager, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(manager, *args, **kwargs)
+
+    config = tiny_config()
+    target = loop.initial_state(config, models.build(config.model, (28, 28, 1)), (28, 28, 1))
+    manager = checkpoints.Checkpointer(workdir, create=False)
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", signalled)
+    with control.stop_requests(), pytest.raises(control.Interrupted, match="SIGTERM received"):
+        manager.restore(target, set_aside_damaged=True)  # As a resuming run restores.
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["3", "6"]
 
 
 def test_a_truncated_array_file_costs_one_warning_line_on_resume_and_load(trained, tmp_path):

@@ -117,10 +117,12 @@ def hold(workdir: str | Path) -> Iterator[Path]:
             path.unlink(missing_ok=True)
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """The run was stopped by a signal, after its final checkpoint (or before training: nothing to
     save). Commands exit ``128 + signum``, so a scheduler never takes a pre-empted run for a
-    finished one."""
+    finished one. A BaseException, as KeyboardInterrupt: raised from the handler during set-up, it
+    must pass every ``except Exception`` (a restore would call a healthy checkpoint damaged, a cache
+    reader would rebuild its cache)."""
 
     def __init__(self, signal_name: str, signum: int, message: str):
         super().__init__(message)
