@@ -342,7 +342,7 @@ def initialize_distributed(
     )
     # XLA aborts the process when the others do not all come (the coordinator alone, a process
     # whose peers died): the error line comes first, from a watchdog a little before XLA's limit.
-    absent = f"{late}: not all {num_processes or 'SLURM'} processes came; start each with the same"
+    absent = f"{late}: not all {num_processes or 'the'} processes came; start each with the same"
     watchdog = threading.Timer(
         timeout_s, writers.fail, [f"{absent} --coordinator_address and --num_processes"]
     )
