@@ -6,6 +6,7 @@ checkpoints, the read-only tests use a real read-only mount (skipped, saying why
 cannot mount).
 """
 
+import ctypes
 import errno
 import gzip
 import io
@@ -275,14 +276,26 @@ def test_a_workdir_gone_read_only_mid_run_is_one_error_line_and_the_rerun_resume
         assert f"at step {newest}." in resumed.stderr, resumed.stderr[-3000:]
 
 
+def _swap(a: Path, b: Path) -> None:
+    """Exchanges two paths atomically (Linux renameat2 with RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_cwd, exchange = -100, 2
+    if libc.renameat2(at_cwd, bytes(a), at_cwd, bytes(b), exchange):
+        raise OSError(ctypes.get_errno(), "renameat2", str(a))
+
+
 @pytest.mark.parametrize("file_in_its_place", [False, True])
 def test_a_workdir_removed_mid_run_is_one_error_line(tmp_path, file_in_its_place):
     workdir = tmp_path / "run"
 
     def remove():  # Moved away at once, then deleted: the run still writes into it meanwhile.
-        shutil.rmtree(workdir.rename(tmp_path / "removed"), ignore_errors=True)
-        if file_in_its_place:
-            workdir.write_text("x")
+        removed = tmp_path / "removed"
+        if file_in_its_place:  # Swapped in one step, so no write can fall between the two.
+            removed.write_text("x")
+            _swap(workdir, removed)
+        else:
+            workdir.rename(removed)
+        shutil.rmtree(removed, ignore_errors=True)
 
     result = _changed_mid_run(workdir, remove)
     why = "Not a directory" if file_in_its_place else "No such file"
