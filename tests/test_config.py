@@ -54,7 +54,7 @@ def test_required_fields_exist():
         (
             "optimizer.learning_rate",
             5.0,
-            "--config.optimizer.learning_rate=5.0: must be finite and below 1",
+            r"--config.optimizer.learning_rate=5.0: must be in \[0, 1\) \(Adam's usual range",
         ),
         ("train.batch_size", 0, "--config.train.batch_size=0: must be > 0"),
         ("train.num_steps", -5, "--config.train.num_steps=-5"),

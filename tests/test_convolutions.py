@@ -124,11 +124,15 @@ def test_auto_picks_fourier_only_where_it_saves_work():
     # The output layer's phase convolution to 4 channels: the transforms would cost more than the
     # taps.
     assert not convolutions._fourier_pays((64, 14, 14, 64), (3, 3, 64, 4), (1, 1))
-    with pytest.raises(ValueError, match="'winograd'"):
-        convolutions.conv(jnp.zeros((1, 7, 7, 2)), jnp.zeros((3, 3, 2, 2)), (1, 1), "winograd")
 
 
-def test_the_configs_algorithm_choices_are_the_convolutions_own():
-    from dcgan_jax.gan import config, convolutions
+def test_the_config_takes_exactly_the_convolutions_algorithms():
+    from dcgan_jax.gan import ConfigError, config
 
-    assert config.CONV_ALGORITHMS == convolutions.ALGORITHMS
+    settings = config.default_config()
+    for algorithm in convolutions.ALGORITHMS:
+        settings.model.conv_algorithm = algorithm
+        config.validate(settings)
+    settings.model.conv_algorithm = "winograd"
+    with pytest.raises(ConfigError, match="'winograd': must be one of auto, direct, fourier"):
+        config.validate(settings)

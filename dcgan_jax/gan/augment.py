@@ -57,7 +57,8 @@ def cutout(x: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.where(inside[..., None], jnp.zeros((), x.dtype), x)
 
 
-_TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
+# The names train.diffaugment may join.
+TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(images: jax.Array, key: jax.Array, policy: str) -> jax.Array:
@@ -65,5 +66,5 @@ def diff_augment(images: jax.Array, key: jax.Array, policy: str) -> jax.Array:
     ``key``."""
     names = parse(policy)
     for name, name_key in zip(names, jax.random.split(key, max(len(names), 1)), strict=False):
-        images = _TRANSFORMS[name](images, name_key)
+        images = TRANSFORMS[name](images, name_key)
     return images

@@ -25,7 +25,7 @@ import numpy as np
 # Radford et al.: "All weights were initialized from a zero-centered Normal distribution
 # with standard deviation 0.02."
 DCGAN_INIT = nn.initializers.normal(0.02)
-ALGORITHMS = ("auto", "direct", "fourier")  # = config.CONV_ALGORITHMS, which validates them.
+ALGORITHMS = ("auto", "direct", "fourier")  # model.conv_algorithm, checked by the config.
 
 Padding = tuple[int, int]
 
@@ -68,24 +68,15 @@ def _fourier_matrices(
             .astype(np.float32)
         )
 
-    # Re(sum_f P_f Y_f) = sum_f Re(P_f) Re(Y_f) - Im(P_f) Im(Y_f).
-    inverse_real = (
-        np.stack([inverse.real, -inverse.imag], axis=2)
-        .reshape(inverse.shape[0], -1)
-        .astype(np.float32)
-    )
-    return interleave(x_transform), interleave(k_transform), inverse_real
+    # Re(sum_f P_f Y_f) = sum_f Re(P_f) Re(Y_f) - Im(P_f) Im(Y_f): columns (f, re|-im).
+    return interleave(x_transform), interleave(k_transform), interleave(inverse.conj().T).T
 
 
 def fourier_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
     """Exactly ``lax.conv_general_dilated(x, kernel, (1, 1), (padding, padding))`` (NHWC, HWIO,
     square maps and kernels), computed per frequency."""
-    batch, size, width, channels = x.shape
+    batch, size, _, channels = x.shape
     kernel_size, _, _, features = kernel.shape
-    if size != width or kernel.shape[1] != kernel_size:
-        raise ValueError(
-            f"fourier_conv needs square maps and kernels, got {x.shape} and {kernel.shape}"
-        )
     x_transform, k_transform, inverse = _fourier_matrices(size, kernel_size, tuple(padding))
     frequencies, out = x_transform.shape[0] // 2, math.isqrt(inverse.shape[0])
     # (F, [real; imaginary] x batch, C): both parts of X share one product with each kernel part.
@@ -125,8 +116,6 @@ def _fourier_pays(
 def _use_fourier(
     algorithm: str, x_shape: tuple[int, ...], dtype, kernel_shape: tuple[int, ...], padding: Padding
 ) -> bool:
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"convolution algorithm {algorithm!r}: expected one of {ALGORITHMS}")
     if algorithm == "auto":
         on_cpu = dtype == jnp.float32 and jax.default_backend() == "cpu"
         return on_cpu and _fourier_pays(x_shape, kernel_shape, padding)

@@ -134,11 +134,11 @@ class Run:
                 self.compiled[num_steps] = parallel.compile_lowered(
                     lowered, step.CPU_COMPILER_OPTIONS
                 )
-                seconds = time.monotonic() - started
-                logging.info(
-                    "Compiled the train step (%d per dispatch) in %.1f s.", num_steps, seconds
-                )
             compile_s = time.monotonic() - started
+            if first:
+                logging.info(
+                    "Compiled the train step (%d per dispatch) in %.1f s.", num_steps, compile_s
+                )
             new_state, metrics = self.compiled[num_steps](gan_state, self.dataset, indices)
             # Memory that does not fit fails at a program's first run: here, not at a later read.
             if first:

@@ -177,7 +177,7 @@ def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     return jnp.where(keep, x / ((2**16 - threshold) / 2**16), jnp.zeros((), x.dtype))
 
 
-# The names are config.COMPUTE_DTYPES; config validates a run's choice against them.
+# train.compute_dtype's choices.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 

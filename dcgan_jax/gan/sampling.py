@@ -49,17 +49,6 @@ def training_latents(key: jax.Array, batch_size: int, latent_dim: int, num_class
     )
 
 
-def grid_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
-    """The latent vectors of a run's sample grids: the same at every step and after a resume."""
-    return jax.random.normal(jax.random.fold_in(run_key(seed), GRID_STREAM), (num, latent_dim))
-
-
-def eval_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
-    """The latent vectors of the in-training evaluation: the same draw at every evaluation of a
-    run."""
-    return jax.random.normal(jax.random.fold_in(run_key(seed), EVAL_STREAM), (num, latent_dim))
-
-
 def eval_labels(num: int, num_classes: int) -> jax.Array | None:
     """The requested classes of the evaluation's samples (each class equally often), None when
     unconditional."""
@@ -128,18 +117,20 @@ def sample_in_chunks(
     return images
 
 
-def grid_draw(config) -> tuple[jax.Array, jax.Array | None]:
-    """(latents, labels cycling through the classes) of a run's sample grids (square)."""
-    num = config.train.num_samples
-    return grid_latents(config.seed, num, config.model.latent_dim), eval_labels(
-        num, config.model.num_classes
+def _draw(config, stream: int, num: int) -> tuple[jax.Array, jax.Array | None]:
+    """``num`` latents of the run's ``stream`` and labels cycling through the classes: the same
+    draw at every step and after a resume."""
+    z = jax.random.normal(
+        jax.random.fold_in(run_key(config.seed), stream), (num, config.model.latent_dim)
     )
+    return z, eval_labels(num, config.model.num_classes)
+
+
+def grid_draw(config) -> tuple[jax.Array, jax.Array | None]:
+    """(latents, labels) of a run's sample grids (square)."""
+    return _draw(config, GRID_STREAM, config.train.num_samples)
 
 
 def eval_draw(config) -> tuple[jax.Array, jax.Array | None]:
-    """(latents, labels) of the in-training evaluation: ``eval.num_samples`` of the run's evaluation
-    stream."""
-    num = config.eval.num_samples
-    return eval_latents(config.seed, num, config.model.latent_dim), eval_labels(
-        num, config.model.num_classes
-    )
+    """(latents, labels) of the in-training evaluation: ``eval.num_samples`` of its own stream."""
+    return _draw(config, EVAL_STREAM, config.eval.num_samples)
