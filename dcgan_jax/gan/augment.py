@@ -16,7 +16,7 @@ def parse(policy: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in re.split(r"[,+]", policy) if p.strip())
 
 
-def _uniform(key: jax.Array, n: int, low: float, high: float, dtype) -> jax.Array:
+def _uniform(key, n, low, high, dtype):
     return jax.random.uniform(key, (n, 1, 1, 1), dtype, low, high)
 
 

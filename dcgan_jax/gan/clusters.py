@@ -42,13 +42,11 @@ def balance(sq_distances: np.ndarray) -> np.ndarray:
     return assignment
 
 
-def _squared_distances(x: np.ndarray, x_sq: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def _squared_distances(x, x_sq, centres):
     return np.maximum(x_sq[:, None] - 2 * x @ centres.T + (centres * centres).sum(axis=1), 0.0)
 
 
-def _kmeans_plus_plus(
-    x: np.ndarray, x_sq: np.ndarray, k: int, rng: np.random.Generator
-) -> np.ndarray:
+def _kmeans_plus_plus(x, x_sq, k: int, rng: np.random.Generator) -> np.ndarray:
     """Initial centres spread over the data (Arthur & Vassilvitskii 2007)."""
     centres = [x[rng.integers(len(x))]]
     nearest = _squared_distances(x, x_sq, centres[0][None])[:, 0]

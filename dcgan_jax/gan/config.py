@@ -8,6 +8,7 @@ import math
 
 import jax
 import ml_collections
+from flax import traverse_util
 
 from dcgan_jax.gan import ConfigError, augment, convolutions, data, losses, models
 
@@ -228,7 +229,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_combinations(config)
 
 
-def _check_combinations(config: ml_collections.ConfigDict) -> None:
+def _check_combinations(config):
     """The rules of training that involve more than one field, or more than a range."""
     policy = config.train.diffaugment
     for name in augment.parse(policy):
@@ -262,7 +263,7 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
     _check_data_combinations(config)
 
 
-def _check_data_combinations(config: ml_collections.ConfigDict) -> None:
+def _check_data_combinations(config):
     """The rules of the data, its labels and its evaluation."""
     dataset = config.dataset
     if dataset.name == "image_folder" and not dataset.data_dir:
@@ -292,13 +293,6 @@ def _check_data_combinations(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+def flatten(config: ml_collections.ConfigDict) -> dict:
     """``{'train.batch_size': 64, ...}``: the dotted names a flag uses."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, ml_collections.ConfigDict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+    return traverse_util.flatten_dict(config.to_dict(), sep=".")

@@ -113,16 +113,14 @@ def _fourier_pays(
     return 2 * (products + transforms) <= direct
 
 
-def _use_fourier(
-    algorithm: str, x_shape: tuple[int, ...], dtype, kernel_shape: tuple[int, ...], padding: Padding
-) -> bool:
+def _use_fourier(algorithm: str, x_shape, dtype, kernel_shape, padding: Padding) -> bool:
     if algorithm == "auto":
         on_cpu = dtype == jnp.float32 and jax.default_backend() == "cpu"
         return on_cpu and _fourier_pays(x_shape, kernel_shape, padding)
     return algorithm == "fourier"
 
 
-def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding) -> jax.Array:
+def _xla_conv(x, kernel, stride: int, padding):
     dimensions = ("NHWC", "HWIO", "NHWC")
     return jax.lax.conv_general_dilated(
         x, kernel, (stride, stride), padding, dimension_numbers=dimensions
@@ -183,7 +181,7 @@ def upsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") -> j
     return y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, channels // 4)
 
 
-def _same_padding(size: int, kernel_size: int, stride: int) -> Padding:
+def _same_padding(size: int, kernel_size: int, stride: int):
     """XLA's 'SAME' padding (low, high) along one axis."""
     total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
     return total // 2, total - total // 2
@@ -200,10 +198,11 @@ def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") ->
     lo, hi, select = _selection([((t - pad) % 2, (t - pad) // 2, t) for t in range(k)], k)
     n = hi - lo + 1
     s2d_shape = (batch, height // 2, width // 2, 4 * channels)
-    even = height % 2 == 0 and width % 2 == 0
-    if not (
-        even
-        and _use_fourier(algorithm, s2d_shape, x.dtype, (n, n, 4 * channels, features), (-lo, hi))
+    kernel_shape = (n, n, 4 * channels, features)
+    if (
+        height % 2
+        or width % 2
+        or not _use_fourier(algorithm, s2d_shape, x.dtype, kernel_shape, (-lo, hi))
     ):
         return _xla_conv(x, kernel, 2, "SAME")
     phases = jnp.einsum("aiy,bjx,yxco->ijabco", select, select, kernel).reshape(

@@ -54,18 +54,16 @@ def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
         raise DataError(
             f"{path}: not a readable gzip file ({e}); the download may be truncated or corrupt"
         ) from e
-    if len(raw) < 4:
-        raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != _IDX_UBYTE or ndim != expected_ndim:
+    magic = raw[:4]
+    if magic != bytes([0, 0, _IDX_UBYTE, expected_ndim]):
         raise DataError(
-            f"{path}: bad IDX header (magic {raw[:4].hex()}); expected unsigned-byte data with "
+            f"{path}: bad IDX header (magic {magic.hex()}); expected unsigned-byte data with "
             f"{expected_ndim} dimensions (magic 000008{expected_ndim:02x})"
         )
-    header_len = 4 + 4 * ndim
+    header_len = 4 + 4 * expected_ndim
     if len(raw) < header_len:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+        raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    shape = struct.unpack(f">{expected_ndim}I", raw[4:header_len])
     if len(raw) - header_len != (expected := int(np.prod(shape))):
         held = f"the file holds {len(raw) - header_len} bytes; the file is truncated or corrupt"
         raise DataError(f"{path}: header promises shape {shape} ({expected} bytes) but {held}")
@@ -127,7 +125,7 @@ def _tfds_source(name: str, split: str, data_dir):
     ) from e
 
 
-def _online() -> bool:
+def _online():
     try:
         socket.create_connection((TFDS_HOST, 443), timeout=5).close()
     except OSError:
@@ -169,7 +167,7 @@ def crop_and_resize(image: np.ndarray, size: int, crop: int | None = None) -> np
     return resized.reshape(size, size, channels)
 
 
-def _check_no_loose_images(folder: Path, paths: list[Path]) -> None:
+def _check_no_loose_images(folder: Path, paths: list[Path]):
     """Images beside class sub-folders would belong to no class: a DataError naming them."""
     loose = [p.name for p in paths if p.parent == folder]
     if len({p.relative_to(folder).parts[0] for p in paths if p.parent != folder}) >= 2 and loose:
@@ -269,25 +267,25 @@ def resolve_data_dir(dataset_config) -> Path | None:
     return Path(root).expanduser() / dataset_config.name if root else None
 
 
-def _idx_or_tfds(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _idx_or_tfds(dataset_config, seed: int):
     """Fashion-MNIST or MNIST from a folder of IDX files when one is given or found, else TFDS."""
     data_dir = resolve_data_dir(dataset_config)
-    if data_dir is None:
-        return load_tfds(dataset_config.name, dataset_config.split)
-    return load_idx_folder(data_dir, dataset_config.split)
+    return (
+        load_idx_folder(data_dir, dataset_config.split) if data_dir else _tfds(dataset_config, seed)
+    )
 
 
-def _tfds(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _tfds(dataset_config, seed: int):
     """A TFDS dataset; ``dataset.data_dir``, if any, is a TFDS data folder holding it prepared."""
     name, data_dir = dataset_config.name, dataset_config.data_dir or None
     return load_tfds(name, dataset_config.split, dataset_config.image_size, data_dir)
 
 
-def _image_folder(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _image_folder(dataset_config, seed: int):
     return load_image_folder(dataset_config.data_dir, dataset_config.image_size)
 
 
-def _synthetic(dataset_config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _synthetic(dataset_config, seed: int):
     return synthetic_images(dataset_config.num_synthetic, seed)
 
 

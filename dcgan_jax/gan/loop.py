@@ -29,8 +29,8 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     """A global batch must split evenly over the devices; names the nearest sizes that do."""
     n = mesh.size
     if batch_size % n:
-        lower, upper = batch_size // n * n, (batch_size // n + 1) * n
-        options = " or ".join(str(b) for b in (lower, upper) if b > 0)
+        lower = batch_size // n * n
+        options = f"{lower} or {lower + n}" if lower else n
         raise ConfigError(
             f"--config.train.batch_size={batch_size} does not split over {n} devices; use {options}"
         )
@@ -113,18 +113,14 @@ class Run:
         create = functools.partial(initial_state, self.config, self.nets, self.image_shape)
         return jax.jit(create, out_shardings=parallel.replicated(self.mesh))()
 
-    def indices(self, first_step: int, num_steps: int) -> jax.Array:
-        """The dataset rows of steps ``first_step ..`` (num_steps, d_steps, batch); every process
-        computes the same global indices."""
-        rows = self.batches.step_indices(first_step, num_steps, self.config.train.d_steps)
-        return parallel.global_array(rows, parallel.replicated(self.mesh), rows.shape)
-
     def train_steps(
         self, gan_state: GanState, first_step: int, num_steps: int
     ) -> tuple[GanState, dict, float]:
         """Runs steps ``first_step ..`` (the first dispatch of each length compiles): (state,
         stacked metrics, seconds spent compiling)."""
-        indices = self.indices(first_step, num_steps)
+        # The dataset rows of these steps: every process computes the same global indices.
+        rows = self.batches.step_indices(first_step, num_steps, self.config.train.d_steps)
+        indices = parallel.global_array(rows, parallel.replicated(self.mesh), rows.shape)
         started = time.monotonic()
         first = num_steps not in self.compiled
         with memory_check(self.config, "the training step"):
@@ -258,7 +254,7 @@ def steps_to_next_event(config, step: int) -> int:
     )
 
 
-def _due(step: int, every: int, last: bool) -> bool:
+def _due(step: int, every: int, last: bool):
     """Whether an event of period ``every`` (0: never) falls at ``step``; all do at the last."""
     return every > 0 and (last or step % every == 0)
 

@@ -31,7 +31,7 @@ def num_resolution_steps(image_size: int) -> int:
     return steps
 
 
-def _batch_norm(module: nn.Module, train: bool) -> nn.BatchNorm:
+def _batch_norm(module: nn.Module, train: bool):
     """A BatchNorm layer with ``module``'s ``bn_momentum`` and ``dtype``."""
     return nn.BatchNorm(not train, momentum=module.bn_momentum, epsilon=1e-5, dtype=module.dtype)
 
@@ -93,7 +93,7 @@ class Generator(nn.Module):
         return jnp.tanh(x).astype(jnp.float32)
 
 
-def _check_labels(labels: jax.Array | None, batch_size: int) -> None:
+def _check_labels(labels, batch_size: int):
     if labels is None or labels.shape != (batch_size,):
         got = None if labels is None else labels.shape
         raise ValueError(

@@ -96,33 +96,32 @@ def penalties(
     return total, metrics
 
 
+def augmented(u: Update, images: jax.Array, key: jax.Array, stream: int) -> jax.Array:
+    """``images`` through ``train.diffaugment`` with the update's ``stream`` of randomness."""
+    return augment.diff_augment(images, jax.random.fold_in(key, stream), u.config.train.diffaugment)
+
+
 def d_loss(d_params, state: GanState, batches: tuple, key: jax.Array, u: Update):
     """D's loss on ``batches``, (real images, their labels) and the fakes, both through
     ``train.diffaugment``, with its penalties; (new statistics, metrics)."""
     (images, labels), fakes = batches
     config = u.config
-    images = augment.diff_augment(
-        images, jax.random.fold_in(key, sampling.AUGMENT_REAL), config.train.diffaugment
-    )
-    fake = augment.diff_augment(
-        fakes.images, jax.random.fold_in(key, sampling.AUGMENT_FAKE), config.train.diffaugment
-    )
-    variables = {"params": d_params, "batch_stats": state.d.batch_stats}
-    real_logits, stats = discriminate(
-        u, variables, images, labels, jax.random.fold_in(key, sampling.REAL_DROPOUT)
-    )
-    variables = {"params": d_params, "batch_stats": stats}
-    fake_logits, stats = discriminate(
-        u, variables, fake, fakes.labels, jax.random.fold_in(key, sampling.FAKE_DROPOUT)
-    )
+
+    def scores(x, x_labels, batch_stats, stream):
+        variables = {"params": d_params, "batch_stats": batch_stats}
+        return discriminate(u, variables, x, x_labels, jax.random.fold_in(key, stream))
+
+    images = augmented(u, images, key, sampling.AUGMENT_REAL)
+    fake = augmented(u, fakes.images, key, sampling.AUGMENT_FAKE)
+    real_logits, stats = scores(images, labels, state.d.batch_stats, sampling.REAL_DROPOUT)
+    fake_logits, stats = scores(fake, fakes.labels, stats, sampling.FAKE_DROPOUT)
+
     # D as a function of its input alone, its state as after this update. Interpolates of an image
     # and a fake of another class are scored under the real label.
+    def critic(x):
+        return scores(x, labels, stats, sampling.PENALTY)[0]
+
     penalty_key = jax.random.fold_in(key, sampling.PENALTY)
-    variables = {"params": d_params, "batch_stats": stats}
-
-    def critic(images):
-        return discriminate(u, variables, images, labels, penalty_key)[0]
-
     penalty, metrics = penalties(
         critic, images, fake, penalty_key, step=state.step, loss_config=config.loss
     )
@@ -159,9 +158,7 @@ def g_loss(
 ):
     """G's loss through D for ``fake`` (``fakes``' images, as a variable), augmented as in D's
     update; with ``keep``, over that share of the fakes D rates best (:func:`top_k_keep`)."""
-    fake = augment.diff_augment(
-        fake, jax.random.fold_in(key, sampling.AUGMENT_FAKE), u.config.train.diffaugment
-    )
+    fake = augmented(u, fake, key, sampling.AUGMENT_FAKE)
     dropout_key = jax.random.fold_in(key, sampling.FAKE_DROPOUT)
     fake_logits, _ = discriminate(u, state.d.variables, fake, fakes.labels, dropout_key)
     weights = (
