@@ -31,7 +31,8 @@ def _batches(config, num_images=256):
 
 
 def _jit_step(u):
-    return jax.jit(lambda state, real, labels: step.train_step(state, real, labels, u))
+    """The step on :func:`_batches`' 256 images."""
+    return jax.jit(lambda state, real, labels: step.train_step(state, real, labels, u, 256))
 
 
 def _d_update(u):
@@ -362,5 +363,5 @@ def test_train_step_with_top_k_reports_the_share_and_needs_the_dataset_size():
     jitted = jax.jit(lambda s, r, lab: step.train_step(s, r, lab, u, dataset_size=32))
     _, metrics = jitted(state.replace(step=state.step + 2), *batch(0))  # One epoch: 32 / 16 steps.
     assert float(metrics["top_k_keep"]) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="dataset_size"):
-        _jit_step(u)(state, *batch(0))
+    with pytest.raises(TypeError, match="dataset_size"):
+        step.train_step(state, *batch(0), u)

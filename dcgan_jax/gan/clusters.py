@@ -57,10 +57,9 @@ def _kmeans_plus_plus(x, x_sq, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def balanced_kmeans(images: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
-    """(N,) int64 cluster of each uint8 NHWC image: k-means on pixels with balanced assignments;
+    """(N,) int64 cluster of each uint8 NHWC image (2 to N clusters, as the config and
+    :func:`dcgan_jax.gan.loop.assemble` check): k-means on pixels with balanced assignments;
     the same for the same images and seed (so a resumed run gets the clusters it started with)."""
-    if not 2 <= num_clusters <= len(images):
-        raise ValueError(f"num_clusters must be in [2, {len(images)}], got {num_clusters}")
     x = pixel_features(images)
     x_sq = (x * x).sum(axis=1)
     centres = _kmeans_plus_plus(x, x_sq, num_clusters, np.random.default_rng(seed))

@@ -218,16 +218,13 @@ def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") ->
 
 class _KernelLayer(nn.Module):
     """A convolution layer with Flax's parameter names and shapes: "kernel" (k, k, in, out),
-    "bias"."""
+    "bias"; a subclass defines ``convolve(x, kernel)``."""
 
     features: int
     kernel_size: int = 5
     use_bias: bool = True
     algorithm: str = "auto"
     dtype: Any = jnp.float32  # Computation; the parameters stay float32.
-
-    def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
-        raise NotImplementedError
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -109,15 +109,13 @@ def _tfds_source(name: str, split: str, data_dir):
     worker = threading.Thread(target=fetch, daemon=True)  # Left behind when a bound ends the wait.
     worker.start()
     worker.join(TFDS_GRACE_SECONDS)
-    if worker.is_alive() and not _online():
-        found["error"] = ConnectionError(f"{TFDS_HOST} cannot be reached: no internet?")
-    elif worker.is_alive():
-        worker.join(TFDS_MAX_SECONDS)
-        if worker.is_alive():
-            found["error"] = TimeoutError(f"no answer within {TFDS_MAX_SECONDS} s")
+    online = not worker.is_alive() or _online()
+    worker.join(TFDS_MAX_SECONDS if online else 0)
     if "source" in found:
         return found["source"]
-    e = found["error"]
+    e = found.get("error") or TimeoutError(f"no answer within {TFDS_MAX_SECONDS} s")
+    if not online:
+        e = ConnectionError(f"{TFDS_HOST} cannot be reached: no internet?")
     raise DataError(
         f"TFDS could not provide {name}/{split} ({type(e).__name__}: {e}).\n"
         f"Without internet, point the run at a folder of the four IDX .gz files: "
@@ -138,8 +136,10 @@ def load_tfds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A TFDS dataset in memory (downloaded first if needed); celeb_a cropped to its central face
     square, resized to ``image_size``, every label 0."""
-    where = f"use --config.dataset.data_dir=DIR or {DATA_DIR_ENV} for files on disk"
-    logging.info("No dataset.data_dir: reading %s/%s through TFDS (%s).", name, split, where)
+    logging.info(
+        f"No dataset.data_dir: reading {name}/{split} through TFDS (use "
+        f"--config.dataset.data_dir=DIR or {DATA_DIR_ENV} for files on disk)."
+    )
     source = _tfds_source(name, split, str(data_dir) if data_dir else None)
     images, labels = [], []
     for i in range(len(source)):
@@ -316,8 +316,13 @@ register("fashion_mnist", Dataset(_idx_or_tfds, scored_by="classifier"))
 register("mnist", Dataset(_idx_or_tfds, scored_by="classifier"))
 register("cifar10", Dataset(_tfds))
 register("celeb_a", Dataset(_tfds, labelled=False))
-sub_folders = "class sub-folders (or put each class's images in a sub-folder of its own)"
-register("image_folder", Dataset(_image_folder, labels_are=sub_folders))
+register(
+    "image_folder",
+    Dataset(
+        _image_folder,
+        labels_are="class sub-folders (or put each class's images in a sub-folder of its own)",
+    ),
+)
 register("synthetic", Dataset(_synthetic, scored_by=None))
 
 

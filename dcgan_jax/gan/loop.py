@@ -147,14 +147,11 @@ def cluster_labels(images: np.ndarray, config: ml_collections.ConfigDict) -> np.
     started = time.monotonic()
     labels = clusters.balanced_kmeans(images, config.model.num_classes, config.seed)
     sizes = np.bincount(labels, minlength=config.model.num_classes)
+    seconds = time.monotonic() - started
     logging.info(
-        "Labels: %d balanced k-means clusters of the %d training images' pixels (no labels read), "
-        "%d to %d images each, found in %.1f s.",
-        len(sizes),
-        len(images),
-        sizes.min(),
-        sizes.max(),
-        time.monotonic() - started,
+        f"Labels: {len(sizes)} balanced k-means clusters of the {len(images)} training images' "
+        f"pixels (no labels read), {sizes.min()} to {sizes.max()} images each, found in "
+        f"{seconds:.1f} s."
     )
     return labels
 
@@ -166,10 +163,7 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
     mesh = mesh or parallel.make_mesh()
     check_batch_size(config.train.batch_size, mesh)
     images, labels = data.load_dataset(config.dataset, config.seed)
-    try:
-        models.num_resolution_steps(images.shape[1])
-    except ValueError as e:
-        raise ConfigError(f"dataset {config.dataset.name}: {e}") from e
+    models.num_resolution_steps(images.shape[1])  # A size no DCGAN reaches: a ConfigError.
     num_classes = config.model.num_classes
     if config.dataset.labels == "clusters" and num_classes:
         if num_classes > len(images):
@@ -191,16 +185,12 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
 def log_setup(run: Run) -> None:
     config, mesh = run.config, run.mesh
     batch = config.train.batch_size
-    data_line = (
-        f"{config.dataset.name}/{config.dataset.split}, {len(run.images)} images of shape "
-        f"{run.image_shape}"
+    logging.info(
+        f"Data: {config.dataset.name}/{config.dataset.split}, {len(run.images)} images of shape "
+        f"{run.image_shape}. Devices: {mesh.size} ({jax.devices()[0].platform}), "
+        f"{batch // mesh.size} images each per step (global batch {batch}); process "
+        f"{jax.process_index()} of {jax.process_count()}."
     )
-    devices = (
-        f"{mesh.size} ({jax.devices()[0].platform}), {batch // mesh.size} images each per "
-        f"step (global batch {batch})"
-    )
-    where = f"process {jax.process_index()} of {jax.process_count()}"
-    logging.info("Data: %s. Devices: %s; %s.", data_line, devices, where)
     if not config.eval.every:
         logging.info(
             "No built-in evaluation for %s during training (eval.every=0); score the checkpoints "

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dcgan_jax.gan import ConfigError
 from dcgan_jax.gan.convolutions import DCGAN_INIT, Conv, DownsampleConv, UpsampleConv
 
 
@@ -18,15 +19,17 @@ def num_resolution_steps(image_size: int) -> int:
     steps, size = 0, image_size
     while size > 8:
         if size % 2:
-            raise ValueError(
+            raise ConfigError(
                 f"image size {image_size} cannot be reached by doubling a 3..8 pixel base "
-                f"(it halves to the odd size {size}); use e.g. 28, 32 or 64"
+                f"(it halves to the odd size {size}); use e.g. 28, 32 or 64 "
+                "(--config.dataset.image_size sets it for celeb_a and image_folder)"
             )
         size //= 2
         steps += 1
     if size < 3:
-        raise ValueError(
-            f"image size {image_size} is too small for a DCGAN (needs at least 3 pixels)"
+        raise ConfigError(
+            f"image size {image_size} is too small for a DCGAN (needs at least 3 pixels; "
+            "--config.dataset.image_size sets it for celeb_a and image_folder)"
         )
     return steps
 
@@ -195,22 +198,23 @@ def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = 
         for k in ("base_width", "kernel_size", "bn_momentum", "num_classes", "conv_algorithm")
     }
     shared["dtype"] = DTYPES[compute_dtype]
-    generator = Generator(
-        image_shape=tuple(image_shape),
-        base_features=model_config.g_base_features,
-        stride1_layers=model_config.g_stride1_layers,
-        activation=model_config.g_activation,
-        output_bias=model_config.g_output_bias,
-        **shared,
+    return Nets(
+        Generator(
+            image_shape=tuple(image_shape),
+            base_features=model_config.g_base_features,
+            stride1_layers=model_config.g_stride1_layers,
+            activation=model_config.g_activation,
+            output_bias=model_config.g_output_bias,
+            **shared,
+        ),
+        Discriminator(
+            batch_norm=model_config.d_batch_norm,
+            dropout=model_config.d_dropout,
+            spectral_norm=model_config.spectral_norm,
+            minibatch_std=model_config.minibatch_std,
+            **shared,
+        ),
     )
-    discriminator = Discriminator(
-        batch_norm=model_config.d_batch_norm,
-        dropout=model_config.d_dropout,
-        spectral_norm=model_config.spectral_norm,
-        minibatch_std=model_config.minibatch_std,
-        **shared,
-    )
-    return Nets(generator, discriminator)
 
 
 def example_labels(num_classes: int) -> jax.Array | None:

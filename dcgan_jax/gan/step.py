@@ -138,8 +138,11 @@ def d_update(state: GanState, real: tuple, fakes: Fakes, key: jax.Array, u: Upda
     fakes = fakes._replace(images=jax.lax.stop_gradient(fakes.images))
     grad_fn = jax.value_and_grad(d_loss, has_aux=True)
     (loss, (stats, metrics)), grads = grad_fn(state.d.params, state, (real, fakes), key, u)
-    new_state = state.replace(d=state.d.apply_gradients(u.tx, grads, stats))
-    return new_state, {"d_loss": loss, "d_grad_norm": optax.tree_utils.tree_norm(grads), **metrics}
+    return state.replace(d=state.d.apply_gradients(u.tx, grads, stats)), {
+        "d_loss": loss,
+        "d_grad_norm": optax.tree_utils.tree_norm(grads),
+        **metrics,
+    }
 
 
 def top_k_keep(
@@ -187,12 +190,14 @@ def g_update(
     (grads,) = fakes.pullback(image_grads)
     g = state.g.apply_gradients(u.tx, grads, fakes.batch_stats)
     ema = ema_update(state.g_ema, g.params, state.step, u.config.train.ema_decay)
-    metrics = {"g_loss": loss, "g_grad_norm": optax.tree_utils.tree_norm(grads)}
-    return state.replace(g=g, g_ema=ema), metrics
+    return state.replace(g=g, g_ema=ema), {
+        "g_loss": loss,
+        "g_grad_norm": optax.tree_utils.tree_norm(grads),
+    }
 
 
 def train_step(
-    state: GanState, real_batches, real_labels, u: Update, dataset_size: int = 0
+    state: GanState, real_batches, real_labels, u: Update, dataset_size: int
 ) -> tuple[GanState, Metrics]:
     """One step on ``real_batches`` (d_steps, batch, H, W, C) and labels (d_steps, batch):
     ``d_steps`` D updates, then one G update on a fresh fake batch or, with ``train.reuse_fake``,
@@ -200,8 +205,6 @@ def train_step(
     ``train.top_k_decay``."""
     config = u.config
     d_steps, batch_size = real_batches.shape[:2]
-    if config.train.top_k_decay and not dataset_size:
-        raise ValueError("train.top_k_decay anneals per epoch: give train_step the dataset_size")
     keep = top_k_keep(state.step, batch_size, dataset_size, config.train)
     keys = jax.random.split(sampling.update_key(state.rng, state.step), d_steps + 1)
     for i in range(d_steps):
