@@ -20,7 +20,7 @@ flags.DEFINE_string("output_dir", None, "Where the pictures go (default: <workdi
 FLAGS = flags.FLAGS
 
 
-def _metrics(runs: list[str]) -> list[str]:
+def _metrics(runs):
     """The metrics to plot: the default list less what no run logged; one named by --metrics must
     exist."""
     rows_per_run = [images.read_metrics(Path(w) / "metrics.jsonl") for w in runs]
@@ -32,7 +32,7 @@ def _metrics(runs: list[str]) -> list[str]:
     return FLAGS.metrics
 
 
-def _memorisation(run: analysis.TrainedGenerator, out: Path) -> list[Path]:
+def _memorisation(run, out):
     """The memorisation picture (and the ratio) when the dataset has a classifier and a training
     split."""
     try:

@@ -153,7 +153,7 @@ class Evaluator:
         if memorisation and self.network.name == "classifier":
             self._load_memorisation_reference(real)
 
-    def _reference(self, split: str) -> dict[str, np.ndarray]:
+    def _reference(self, split):
         return references.reference(
             references.with_split(self.dataset_config, split), self.network, self.cache_dir
         )
@@ -162,7 +162,7 @@ class Evaluator:
         """The uint8 training images, in the order of :attr:`train_features`."""
         return data.load_dataset(references.with_split(self.dataset_config, "train"))[0]
 
-    def _load_memorisation_reference(self, real: dict) -> None:
+    def _load_memorisation_reference(self, real):
         """The training split's features and the test images' distances to them (no ratio without a
         training split)."""
         try:
@@ -207,7 +207,7 @@ class Evaluator:
             scores.update(intra_fid=float(np.nanmean(per_class)), intra_fid_per_class=per_class)
         return scores
 
-    def _feature_scores(self, features: np.ndarray) -> dict:
+    def _feature_scores(self, features):
         mu, cov = metrics.mean_and_cov(features)
         kid, kid_std = metrics.kernel_inception_distance(self.real_features, features)
         precision, recall = metrics.precision_recall(
@@ -226,7 +226,7 @@ class Evaluator:
             )
         return scores
 
-    def _class_scores(self, probs: np.ndarray) -> dict:
+    def _class_scores(self, probs):
         hist = metrics.class_histogram(probs, classifier.NUM_CLASSES)
         covered, class_kl = metrics.class_coverage(hist, self.real_hist)
         return {
@@ -271,7 +271,7 @@ def reference_config(dataset: str, split: str = "test", data_dir: str | Path | N
     return ml_collections.ConfigDict({**default_config().dataset.to_dict(), **fields})
 
 
-def _check_classifier(dataset: str, feature_network: str) -> None:
+def _check_classifier(dataset, feature_network):
     if feature_network == "classifier" and dataset not in classifier.datasets():
         raise EvaluationError(
             f"dataset={dataset!r}: the evaluation's classifiers are for "

@@ -120,7 +120,7 @@ def make_apply(params: Any, batch_size: int = 1000):
     return features_and_probs
 
 
-def _split(config: ml_collections.ConfigDict):
+def _split(config):
     """(train images, train labels, eval images, eval labels), in [-1, 1]."""
     train_images, train_labels = data.load_dataset(config.dataset, config.seed)
     if config.dataset.split == config.eval_split:  # One split only (MNIST here): hold out its end.
@@ -195,9 +195,7 @@ def train_classifier(
     return final
 
 
-def _write_weights(
-    output_dir: Path, params: Any, config: ml_collections.ConfigDict, accuracy_: float
-) -> None:
+def _write_weights(output_dir, params, config, accuracy_):
     """The weights and ``info.json`` (accuracy, held-out split, hash, config, command)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     ocp.PyTreeCheckpointer().save((output_dir / "params").absolute(), params, force=True)

@@ -120,7 +120,7 @@ def read_torchscript(path: Path) -> _Node:
         raise InceptionError(f"{path}: not a TorchScript file this reader takes ({e})") from e
 
 
-def _convert(node: _Node) -> dict:
+def _convert(node):
     """The Flax parameters of a module tree: each Conv2dLayer's BatchNorm folded into its kernel
     (HWIO) and bias; modules without parameters (pooling) left out."""
     if "weight" in vars(node):
@@ -134,7 +134,7 @@ def _convert(node: _Node) -> dict:
     return {k: v for k, v in children.items() if v}
 
 
-def _digest(flat: dict[str, np.ndarray]) -> str:
+def _digest(flat):
     digest = hashlib.sha256()
     for name in sorted(flat):
         digest.update(name.encode() + np.ascontiguousarray(flat[name], np.float32).tobytes())

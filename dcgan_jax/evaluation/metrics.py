@@ -27,7 +27,7 @@ def mean_and_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @jax.jit
-def _mmd2_unbiased(x: jax.Array, y: jax.Array) -> jax.Array:
+def _mmd2_unbiased(x, y):
     """Unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3 of Binkowski et al. 2018."""
     m, d = x.shape
 
@@ -76,7 +76,7 @@ def neighbour_radii(features: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarra
     return [np.concatenate(found) for found in radii]
 
 
-def _fraction_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+def _fraction_inside(points, centres, radii):
     """Fraction of ``points`` inside at least one ball (centre, radius) of the other set's
     manifold."""
     inside = []

@@ -73,7 +73,7 @@ def with_split(
     return ml_collections.ConfigDict({**dataset_config.to_dict(), "split": split, **fields})
 
 
-def _cache_file(dataset_config, network: FeatureNetwork, cache_dir: str | Path | None) -> Path:
+def _cache_file(dataset_config, network, cache_dir):
     """A split's reference cache: in ``cache_dir``, else beside the IDX data when writable, else in
     ``~/.cache/dcgan_jax/<dataset>``."""
     name, split = dataset_config.name, dataset_config.split

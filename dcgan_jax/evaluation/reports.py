@@ -64,7 +64,7 @@ def score_lines(scores: dict, seconds: float) -> list[str]:
     return lines
 
 
-def _table_keys(rows: list[dict]) -> tuple[str, ...]:
+def _table_keys(rows):
     """The scores every row has (class agreement is left to the JSON)."""
     return tuple(
         k for k in present_keys(rows[0]) if k != "class_agreement" and all(k in r for r in rows)

@@ -53,7 +53,7 @@ def out_of_space(error: BaseException | None) -> bool:
     return False
 
 
-def _bytes_needed(directory: Path, state: GanState, steps: list[int]) -> int:
+def _bytes_needed(directory, state, steps):
     """A checkpoint's size: that of the newest on disk, else the state's arrays, with some room to
     spare."""
     arrays = sum(x.nbytes for x in jax.tree.leaves(state))
@@ -87,7 +87,7 @@ def array_hashes(tree) -> dict[str, str]:
     }
 
 
-def _sha256(array) -> str:
+def _sha256(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
@@ -174,7 +174,7 @@ class Checkpointer:
             self._raise_disk_full(e)
             raise
 
-    def _raise_disk_full(self, error: Exception) -> None:
+    def _raise_disk_full(self, error):
         if not out_of_space(error):
             return
         for partial in self.directory.glob(f"{self._saving}.orbax-checkpoint-tmp*"):
@@ -182,7 +182,7 @@ class Checkpointer:
             shutil.rmtree(partial, ignore_errors=True)
         raise DiskFullError(self._disk_full_message(self._saving, "")) from error
 
-    def _disk_full_message(self, step: int | None, needed: str) -> str:
+    def _disk_full_message(self, step, needed):
         free = shutil.disk_usage(self.directory).free
         steps = [s for s in self.all_steps() if s != step]
         kept = "there is no earlier checkpoint"
@@ -194,7 +194,7 @@ class Checkpointer:
             "command to resume."
         )
 
-    def _step_or_latest(self, step: int | None) -> int:
+    def _step_or_latest(self, step):
         # Before any read: a failed one's callbacks to train.log.
         writers.library_noise_to_log(everything=False)
         steps = self.all_steps()
@@ -250,7 +250,7 @@ class Checkpointer:
             "damaged (see the warnings)"
         )
 
-    def _log_damage(self, step: int, error: CheckpointError) -> None:
+    def _log_damage(self, step, error):
         reason, where = str(error).splitlines()[0], self.directory / str(step)
         reason = reason[:200] + ("..." if len(reason) > 200 else "")
         logging.warning("Damaged checkpoint %s (%s); trying the previous one.", where, reason)
@@ -259,7 +259,7 @@ class Checkpointer:
     def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
         return _shapes_by_path(self._metadata(step))
 
-    def _metadata(self, step: int):
+    def _metadata(self, step):
         """Orbax's metadata of the stored state; a read that fails (a step pruned meanwhile, a
         damaged file) is a CheckpointError, which the readers re-list or report."""
         writers.library_noise_to_log(everything=False)  # As in _step_or_latest.
@@ -270,7 +270,7 @@ class Checkpointer:
                 f"cannot read the metadata of {self.directory / str(step)}: {e}"
             ) from e
 
-    def _check_shapes(self, target, step: int, *, exact: bool = False) -> None:
+    def _check_shapes(self, target, step, *, exact=False):
         """CheckpointMismatchError, naming the arrays, when the checkpoint's shapes are not those of
         ``target``; ``exact``: nor may the checkpoint hold arrays ``target`` lacks (an EMA or a
         label embedding the run dropped). A mismatch is not damage: the files are intact."""
@@ -301,7 +301,7 @@ class Checkpointer:
                 "config the checkpoint was trained with."
             )
 
-    def _restore_tree(self, target, step: int, what: str):
+    def _restore_tree(self, target, step, what):
         """The arrays of ``target`` (a subtree of the stored state) placed like it: the one restore
         path of train() and load(). Config and meta must read and the arrays match their hashes, or
         it is damaged."""

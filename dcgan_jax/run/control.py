@@ -34,7 +34,7 @@ class WorkdirLockedError(RunError, RuntimeError):
     """Another live run holds the workdir."""
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,7 +44,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _try_create(path: Path, owner: dict) -> bool:
+def _try_create(path, owner):
     try:
         with open(path, "x") as f:
             json.dump(owner, f)
@@ -359,7 +359,7 @@ def initialize_distributed(
     return True
 
 
-def _wait_for_coordinator(address: str, process_id: int, timeout_s: float) -> None:
+def _wait_for_coordinator(address, process_id, timeout_s):
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise DistributedError(f"--coordinator_address={address}: expected host:port")

@@ -68,7 +68,7 @@ def _pyplot():
     return plt
 
 
-def _plot_series(axis, rows: list[dict], key: str, label: str) -> None:
+def _plot_series(axis, rows, key, label):
     """``key`` over steps from the rows that have it (training and evaluation rows are logged
     apart)."""
     kept = [r for r in rows if key in r]
@@ -80,7 +80,7 @@ def _plot_series(axis, rows: list[dict], key: str, label: str) -> None:
     )
 
 
-def _save(fig, out_path: str | Path, axis=None, ylabel: str = "") -> Path:
+def _save(fig, out_path, axis=None, ylabel=""):
     """Writes ``fig``; with ``axis``, labelled (steps, ``ylabel``) and its legend drawn first."""
     if axis is not None:
         axis.set_xlabel("step")

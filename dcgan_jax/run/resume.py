@@ -43,9 +43,7 @@ FIXED_ON_RESUME = tuple(
 )
 
 
-def _check_resumable(
-    stored: ml_collections.ConfigDict, config: ml_collections.ConfigDict, where: Path
-) -> None:
+def _check_resumable(stored, config, where):
     old, new = config_lib.flatten(stored), config_lib.flatten(config)
     for key in FIXED_ON_RESUME:
         if old.get(key) != new.get(key):
@@ -62,7 +60,7 @@ def _check_resumable(
         )
 
 
-def _with_changed_rates(state: GanState, stored, config, workdir: Path) -> GanState:
+def _with_changed_rates(state, stored, config, workdir):
     """The rates the user set anew since the checkpoint, from its step on; else the state's (which
     may have been lowered after a divergence)."""
     old, new = (

@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -50,7 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 @contextlib.contextmanager
-def _session(workdir: Path) -> Iterator[bool]:
+def _session(workdir):
     """This process's part in the run (yields whether it is process 0, which speaks for the run):
     its log verbosity, ``train.log``, the workdir's lock; a failed write to the run's files (a full
     disk, a folder made read-only or removed, a link in the way) as one RunError naming it."""
@@ -186,7 +185,7 @@ class Harness(loop.Hooks):
         self.stops.start_training()
         return gan_state
 
-    def _set_up_samples(self, run: loop.Run) -> None:
+    def _set_up_samples(self, run):
         config = run.config
         self.sampler = sampling.make_sampler(run.nets.generator)
         self.recompute_bn = None
@@ -199,7 +198,7 @@ class Harness(loop.Hooks):
         rows = np.linspace(0, len(run.images) - 1, len(self.grid_z)).astype(int)
         self.real_spread = metrics.mean_pairwise_distance(data.to_model_range(run.images[rows]))
 
-    def _set_up_evaluation(self, run: loop.Run) -> None:
+    def _set_up_evaluation(self, run):
         config = run.config
         self.evaluator = evaluation.evaluator_for(config)
         self.inception = (
@@ -215,7 +214,7 @@ class Harness(loop.Hooks):
         if self.best.all_steps():
             self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))
 
-    def _start_interval(self, step: int) -> None:
+    def _start_interval(self, step):
         """A fresh metrics writer from ``step`` (rows after it, from abandoned steps, are
         dropped)."""
         if self.writer is not None:
@@ -278,7 +277,7 @@ class Harness(loop.Hooks):
             )
         self.writer.write_scalars(step, means)
 
-    def _samples(self, gan_state: GanState, z, labels) -> np.ndarray:
+    def _samples(self, gan_state, z, labels):
         """Images of G as it samples (the EMA's weights when kept, BatchNorm statistics measured
         anew with ``train.recompute_bn``, once per step), as ``dcgan_jax.load`` gives them."""
         step = int(gan_state.step)

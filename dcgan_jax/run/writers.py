@@ -113,7 +113,7 @@ def format_log_line(
 HEALTH = (("d_logit_gap", "logit gap"), ("diversity", "diversity"))
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds):
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

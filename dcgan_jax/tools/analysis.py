@@ -23,7 +23,7 @@ from dcgan_jax.run import checkpoints, images
 from dcgan_jax.tools.trained import TrainedGenerator, load
 
 
-def _output(workdir: Path, path: str | Path | None, name: str) -> Path:
+def _output(workdir, path, name):
     """Where a picture goes: ``path`` (a PNG file, or a folder for ``name``), else
     ``<workdir>/analysis/<name>``."""
     folder = Path(workdir) / "analysis" if path is None else Path(path)

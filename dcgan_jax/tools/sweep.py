@@ -198,7 +198,7 @@ def run_sweep(
     return write_results(sweep_dir, metric)
 
 
-def _run_dirs(sweep_dir: Path) -> list[Path]:
+def _run_dirs(sweep_dir):
     if not Path(sweep_dir).is_dir():
         raise config_lib.ConfigError(f"--runs={sweep_dir}: not a folder (a sweep's --workdir)")
     return sorted(p for p in Path(sweep_dir).iterdir() if (p / "config.json").exists())
@@ -236,7 +236,7 @@ def results(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _metric_columns() -> list[str]:
+def _metric_columns():
     """The columns of a results row that are measurements, not config fields."""
     finals = [f"final_{key}" for key in FINAL_EVAL_METRICS]
     return ["steps", "wall_s", "status", *FINAL_METRICS, *finals, "best_fid"]
@@ -292,7 +292,7 @@ def settings_markdown(table: list[dict]) -> str:
     return markdown(shown)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path, rows):
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -54,7 +54,7 @@ class TrainedGenerator:
         check_truncation(truncation)
         return truncation * sampling.seeded_latents(seed, num, self.config.model.latent_dim)
 
-    def _labels(self, num: int, labels) -> jax.Array | None:
+    def _labels(self, num, labels):
         """Class labels for ``num`` images: ``labels`` (an int, or one per image), else each class
         in turn."""
         if not self.num_classes:
@@ -88,7 +88,7 @@ class TrainedGenerator:
             self._sample, self.variables, z, self._labels(len(z), labels)
         )
 
-    def _check_latents(self, z) -> jax.Array:
+    def _check_latents(self, z):
         """``z`` as a float32 (N, latent_dim) batch, or a ValueError naming what is wrong with
         it."""
         given, latent_dim = np.shape(z), self.config.model.latent_dim
@@ -229,7 +229,7 @@ def _restore(
     return TrainedGenerator(config, step, variables, generator, workdir, ema=use_ema)
 
 
-def _check_experiment(workdir: Path, experiment: str) -> None:
+def _check_experiment(workdir, experiment):
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise checkpoints.CheckpointError(
