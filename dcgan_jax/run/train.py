@@ -266,14 +266,10 @@ class Harness(loop.Hooks):
             and step >= cfg.collapse_warmup
             and means["diversity"] < cfg.collapse_threshold
         ):
-            why = f"the sample grid's diversity is {means['diversity']:.3f} of the real images'"
-            look = "G may have collapsed to a few images; look at the newest samples/step_*.png."
             logging.warning(
-                "Step %d: %s (train.collapse_threshold=%g): %s",
-                step,
-                why,
-                cfg.collapse_threshold,
-                look,
+                f"Step {step}: the sample grid's diversity is {means['diversity']:.3f} of the real "
+                f"images' (train.collapse_threshold={cfg.collapse_threshold:g}): G may have "
+                "collapsed to a few images; look at the newest samples/step_*.png."
             )
         self.writer.write_scalars(step, means)
 
@@ -360,17 +356,15 @@ class Harness(loop.Hooks):
                 detail=self.stop.signal or "",
             )
             curves = images.plot_curves(self.writer.metrics_path, self.workdir / "curves.png")
-            where = self.checkpointer.directory
             logging.info(
-                "Done at step %d in %.0f s. Checkpoints: %s; curves: %s",
-                step,
-                seconds,
-                where,
-                curves,
+                f"Done at step {step} in {seconds:.0f} s. Checkpoints: "
+                f"{self.checkpointer.directory}; curves: {curves}"
             )
         if self.stop.signal:
-            resume_hint = "with a final checkpoint; rerun the same command to resume"
-            message = f"stopped by {self.stop.signal} at step {step} {resume_hint}"
+            message = (
+                f"stopped by {self.stop.signal} at step {step} with a final checkpoint; rerun the "
+                "same command to resume"
+            )
             raise control.Interrupted(self.stop.signal, self.stop.signum, message)
 
     def close(self) -> None:
