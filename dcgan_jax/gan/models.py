@@ -217,17 +217,11 @@ def build(model_config, image_shape: tuple[int, int, int], compute_dtype: str = 
     )
 
 
-def example_labels(num_classes: int) -> jax.Array | None:
-    """Labels for a model's ``init`` (shapes only): two zeros, or None for an unconditional
-    model."""
-    return jnp.zeros((2,), jnp.int32) if num_classes else None
-
-
 def init_variables(nets: Nets, key: jax.Array, image_shape, latent_dim: int) -> tuple[dict, dict]:
     """(G's variables, D's variables) initialised from ``key``; D's ``batch_stats`` is {} when it
     has none."""
     g_key, d_key = jax.random.split(key)
-    labels = example_labels(nets.generator.num_classes)
+    labels = jnp.zeros((2,), jnp.int32) if nets.generator.num_classes else None  # Shapes only.
     g_vars = nets.generator.init(g_key, jnp.zeros((2, latent_dim)), train=False, labels=labels)
     d_vars = nets.discriminator.init(
         d_key, jnp.zeros((2, *image_shape)), train=False, labels=labels

@@ -208,15 +208,14 @@ def _restore(
 ) -> TrainedGenerator:
     step, stored, meta = checkpointer.restore_config(step)
     config = config_lib.with_defaults(stored)  # A run from before a field existed had its default.
-    generator = models.build(
-        config.model, tuple(meta["image_shape"]), config.train.compute_dtype
-    ).generator
+    image_shape = tuple(meta["image_shape"])
+    nets = models.build(config.model, image_shape, config.train.compute_dtype)
+    generator = nets.generator
     # Only the shapes (nothing is computed), placed on this machine's first device.
-    z = jnp.zeros((2, config.model.latent_dim))
-    labels = models.example_labels(generator.num_classes)
-    shapes = jax.eval_shape(
-        lambda: generator.init(jax.random.key(0), z, train=False, labels=labels)
+    init = functools.partial(
+        models.init_variables, nets, image_shape=image_shape, latent_dim=config.model.latent_dim
     )
+    shapes, _ = jax.eval_shape(init, jax.random.key(0))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     use_ema = ema and config.train.ema_decay > 0
