@@ -53,20 +53,9 @@ def _score_draw(
     # Cluster labels name no class.
     asked = labels is not None and conditioned_on_classes(run.config)
     scores = evaluator.score_features(features, probs, np.asarray(labels) if asked else None)
-    provenance = {
-        **evaluator.provenance,
-        "num_samples": num,
-        "latents": latents,
-        "truncation": truncation,
-    }
-    row = {
-        "step": run.step,
-        "latents": latents,
-        "num_samples": num,
-        "truncation": truncation,
-        **scores,
-    }
-    return {**row, "seconds": time.monotonic() - started, "provenance": provenance}, features
+    draw = {"latents": latents, "num_samples": num, "truncation": truncation}
+    row = {"step": run.step, **draw, **scores, "seconds": time.monotonic() - started}
+    return {**row, "provenance": {**evaluator.provenance, **draw}}, features
 
 
 def evaluate_run(
