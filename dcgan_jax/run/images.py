@@ -103,8 +103,8 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     panels = [
         ("losses", ("d_loss", "g_loss")),
         ("discriminator accuracy", ("d_real_acc", "d_fake_acc")),
+        ("mean D output", ("d_real", "d_fake")),
     ]
-    panels.append(("mean D output", ("d_real", "d_fake")))
     if any("eval/fid" in r for r in rows):
         panels.append(("FID (classifier features)", ("eval/fid",)))
     fig, axes = _pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
