@@ -122,6 +122,11 @@ flags.DEFINE_bool(
     "Score the lucic runs' Inception FID (about 13 minutes a run on 2 cores); without it, only the "
     "classifier's scores (precision, recall, coverage) for a comparison of those.",
 )
+flags.DEFINE_list(
+    "lucic_average",
+    ["1"],
+    "A row per value: G's weights averaged over that many newest checkpoints (load(average=N)).",
+)
 flags.DEFINE_bool(
     "lucic_comparisons",
     True,
@@ -176,11 +181,16 @@ def score(samples: np.ndarray, dataset: str, cache: Path, inception: bool) -> di
 
 
 def train_ours(
-    bench: Benchmark, experiment: str, seed: int, plain: bool = False, steps: int = 0
+    bench: Benchmark,
+    experiment: str,
+    seed: int,
+    plain: bool = False,
+    steps: int = 0,
+    average: int = 1,
 ) -> dict:
     """Trains (or reuses) one run of ours (``plain``: with the benchmark's ``plain`` overrides;
     ``steps``: that many steps at batch 64 instead of ``--seconds``); its facts, its 10,000 samples'
-    scores and its command."""
+    scores (G averaged over ``average`` checkpoints) and its command."""
     name = f"{experiment}{'_plain' if plain else ''}{f'_steps{steps}' if steps else ''}_seed{seed}"
     workdir = Path(FLAGS.workdir) / name
     overrides = [*(bench.plain if plain else ()), *_overrides(bench, seed, steps)]
@@ -189,11 +199,12 @@ def train_ours(
     reused = _reusable(workdir, experiment, overrides, "finished" if steps else "time_limit")
     if not reused:
         subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], check=True)
-    run = dcgan_jax.load(workdir)
+    run = dcgan_jax.load(workdir, average=average)
     status = control.read_status(workdir)
     samples = sample(run)
     with_inception = FLAGS.inception or (bool(steps) and FLAGS.lucic_inception)
-    scores = score(samples, bench.dataset, workdir / "scores.json", with_inception)
+    cache = workdir / ("scores.json" if average == 1 else f"scores_average{average}.json")
+    scores = score(samples, bench.dataset, cache, with_inception)
     facts = {
         "steps": status["step"],
         "seconds": round(status["wall_seconds"], 1),
@@ -528,9 +539,11 @@ def run_lucic(out: Path) -> None:
     if FLAGS.lucic_comparisons:
         publish("10,000 real training images against the test split (the floor)", floor_row(bench))
     for experiment in FLAGS.lucic_experiments:
-        for seed in seeds:
-            run = train_ours(bench, experiment, seed, steps=steps)
-            publish(f"`{experiment}`, {steps} steps ({run['labels']})", run)
+        for average in map(int, FLAGS.lucic_average):
+            mean = f", G averaged over its last {average} checkpoints" if average > 1 else ""
+            for seed in seeds:
+                run = train_ours(bench, experiment, seed, steps=steps, average=average)
+                publish(f"`{experiment}`, {steps} steps{mean} ({run['labels']})", run)
     if FLAGS.lucic_comparisons:
         reference = train_reference(bench, True)
         publish(f"PyTorch reference after {FLAGS.seconds:g} s (unconditional)", reference)

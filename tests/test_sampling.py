@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import tiny_config, trees_equal
 from PIL import Image
 
@@ -56,3 +57,33 @@ def test_a_run_with_recompute_bn_samples_and_reloads_with_the_recomputed_statist
     np.testing.assert_array_equal(remade, saved)
     differs = np.asarray(Image.open(analysis.training_grid(stored, tmp_path / "stored.png")))
     assert not np.array_equal(differs, saved)
+
+
+def test_load_averages_gs_weights_over_the_newest_checkpoints_and_measures_bn_for_the_mean(
+    tmp_path,
+):
+    config = tiny_config(ema_decay=0.5, recompute_bn=True, checkpoint_every=2)
+    dcgan_jax.train(config, tmp_path)  # Checkpoints at steps 2, 4 and 6.
+    steps = [dcgan_jax.load(tmp_path, s, recompute_bn=False) for s in (4, 6)]
+    mean = jax.tree.map(lambda a, b: (a + b) / 2, *(r.variables["params"] for r in steps))
+    averaged = dcgan_jax.load(tmp_path, average=2)
+    assert averaged.step == 6
+    _assert_close(averaged.variables["params"], mean)
+    assert not trees_equal(averaged.variables["params"], steps[1].variables["params"])
+    recompute = sampling.make_bn_recomputer(steps[1].generator, config.model, 16)
+    remeasured = recompute(averaged.variables, config.seed)["batch_stats"]
+    assert trees_equal(averaged.variables["batch_stats"], remeasured)
+    # Without measured statistics, the mean of the stored ones; up to a step, the ones before it.
+    plain = dcgan_jax.load(tmp_path, 4, average=2, recompute_bn=False)
+    stored = [dcgan_jax.load(tmp_path, s, recompute_bn=False) for s in (2, 4)]
+    want = jax.tree.map(lambda a, b: (a + b) / 2, *(r.variables["batch_stats"] for r in stored))
+    _assert_close(plain.variables["batch_stats"], want)
+    for average in (0, 4):
+        with pytest.raises(ValueError, match=f"average={average}"):
+            dcgan_jax.load(tmp_path, average=average)
+
+
+def _assert_close(tree, expected):
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), tree, expected
+    )

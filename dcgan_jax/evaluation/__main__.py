@@ -74,10 +74,16 @@ def main(argv: list[str]) -> None:
             checkpoints.Checkpointer(FLAGS.workdir, create=False)
         ) as checkpointer:
             steps = checkpointer.all_steps()
-    options = {"output_dir": out, "draws": FLAGS.draws, "export_path": FLAGS.export_features}
-    options["feature_network"] = FLAGS.feature_network
     rows = scoring.evaluate_run(
-        FLAGS.workdir, steps, FLAGS.num_samples, FLAGS.seed, FLAGS.truncation, **options
+        FLAGS.workdir,
+        steps,
+        FLAGS.num_samples,
+        FLAGS.seed,
+        FLAGS.truncation,
+        output_dir=out,
+        draws=FLAGS.draws,
+        export_path=FLAGS.export_features,
+        feature_network=FLAGS.feature_network,
     )
     summary = out / "results.json"
     writers.write_atomically(summary, json.dumps(rows, indent=2) + "\n")

@@ -69,11 +69,10 @@ def _bytes_needed(directory, state, steps):
 _path_name = functools.partial(jax.tree_util.keystr, simple=True, separator="/")
 
 
-def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
-    """'g/params/Dense_0/kernel' -> shape, for a state or for Orbax's metadata of one."""
+def _by_path(tree, value: Callable) -> dict:
+    """{'g/params/Dense_0/kernel': value(leaf)} for a state or for Orbax's metadata of one."""
     return {
-        _path_name(path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        _path_name(path): value(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
     }
 
 
@@ -82,24 +81,25 @@ HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with 
 
 def array_hashes(tree) -> dict[str, str]:
     """{path: SHA-256 of the array's bytes} for every array of a (host) tree."""
-    return {
-        _path_name(path): _sha256(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-    }
+    return _by_path(tree, _sha256)
 
 
 def _sha256(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
+def _shape(leaf):
+    return tuple(leaf.shape)
+
+
 def verify(restored, hashes: dict[str, str], where: Path) -> None:
     """CheckpointError unless every restored array hashes to what was saved with it."""
-    for path, leaf in jax.tree_util.tree_leaves_with_path(restored):
-        name = _path_name(path)
+    for name, digest in array_hashes(restored).items():
         if name not in hashes:
             raise CheckpointError(
                 f"{where}: {name} has no SHA-256 saved with it; not a checkpoint of this dcgan_jax"
             )
-        if _sha256(np.asarray(leaf)) != hashes[name]:
+        if digest != hashes[name]:
             raise CheckpointError(
                 f"{where}: {name} does not match the SHA-256 saved with it (its files were changed)"
             )
@@ -257,7 +257,7 @@ class Checkpointer:
         logging.info("Why %s is damaged, in full: %s", where, error, extra=writers.FILE_ONLY)
 
     def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
-        return _shapes_by_path(self._metadata(step))
+        return _by_path(self._metadata(step), _shape)
 
     def _metadata(self, step):
         """Orbax's metadata of the stored state; a read that fails (a step pruned meanwhile, a
@@ -274,7 +274,7 @@ class Checkpointer:
         """CheckpointMismatchError, naming the arrays, when the checkpoint's shapes are not those of
         ``target``; ``exact``: nor may the checkpoint hold arrays ``target`` lacks (an EMA or a
         label embedding the run dropped). A mismatch is not damage: the files are intact."""
-        stored, wanted = self._stored_shapes(step), _shapes_by_path(target)
+        stored, wanted = self._stored_shapes(step), _by_path(target, _shape)
         where = self.directory / str(step)
         if not stored:  # Damaged: no array metadata at all.
             raise CheckpointError(f"{where}: its metadata lists none of the state's arrays")

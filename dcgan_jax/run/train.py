@@ -89,8 +89,10 @@ def check_memory(config, nets: models.Nets, image_shape: tuple[int, int, int]) -
     init = functools.partial(models.init_variables, nets, image_shape=image_shape)
     g_vars, d_vars = jax.eval_shape(functools.partial(init, latent_dim=model.latent_dim), key)
     labels = jax.ShapeDtypeStruct((batch,), jnp.int32) if model.num_classes else None
-    inputs = [(nets.generator, g_vars, (batch, model.latent_dim))]
-    inputs.append((nets.discriminator, d_vars, (batch, *image_shape)))
+    inputs = [
+        (nets.generator, g_vars, (batch, model.latent_dim)),
+        (nets.discriminator, d_vars, (batch, *image_shape)),
+    ]
     activations = 0
     for net, variables, shape in inputs:
         x = jax.ShapeDtypeStruct(shape, jnp.float32)

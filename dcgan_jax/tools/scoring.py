@@ -24,14 +24,13 @@ def export_features(
     labels, the layer's name and the provenance (JSON) of ``row``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    real = {"real_features": evaluator.real_features, "real_labels": evaluator.real_labels}
-    provenance = np.array(json.dumps(row["provenance"]))
     np.savez(
         path,
         sample_features=sample_features,
-        **real,
+        real_features=evaluator.real_features,
+        real_labels=evaluator.real_labels,
         layer=np.array(evaluator.network.layer),
-        provenance=provenance,
+        provenance=np.array(json.dumps(row["provenance"])),
     )
     return path
 

@@ -236,12 +236,6 @@ def results(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _metric_columns():
-    """The columns of a results row that are measurements, not config fields."""
-    finals = [f"final_{key}" for key in FINAL_EVAL_METRICS]
-    return ["steps", "wall_s", "status", *FINAL_METRICS, *finals, "best_fid"]
-
-
 SETTING_METRICS = tuple(
     "steps final_fid best_fid final_kid final_precision final_recall final_density "
     "final_coverage".split()
@@ -251,7 +245,8 @@ SETTING_METRICS = tuple(
 def settings(rows: list[dict]) -> list[dict]:
     """One row per setting (runs differing only in ``seed``): its fields, n, the seeds, and the mean
     and sd (None for one run) of each of :data:`SETTING_METRICS` over the runs that have it."""
-    fields = [k for k in rows[0] if k not in ("run", "seed", *_metric_columns())]
+    keys = list(rows[0])  # "run", the fields that vary, "steps" and the measurements.
+    fields = [k for k in keys[1 : keys.index("steps")] if k != "seed"]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(json.dumps(row[f]) for f in fields), []).append(row)
@@ -354,7 +349,8 @@ def provenance_note(run_dirs: list[Path]) -> str:
 
 def _groups(sweep_dir: Path, rows: list[dict], table: list[dict]) -> dict[str, list[Path]]:
     """Each setting's label and run folders, for the banded plot."""
-    fields = [k for k in table[0] if k not in ("n", "seeds") and not k.endswith(("_mean", "_sd"))]
+    keys = list(table[0])
+    fields = keys[: keys.index("n")]  # A setting's fields come first.
     groups = {}
     for setting in table:
         label = ",".join(f"{f}={setting[f]}" for f in fields) or "all runs"

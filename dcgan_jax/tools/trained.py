@@ -66,7 +66,7 @@ class TrainedGenerator:
         if labels is None:
             return sampling.eval_labels(num, self.num_classes)
         labels = np.asarray(labels)
-        if labels.ndim > 1 or (labels.ndim == 1 and len(labels) != num):
+        if labels.shape not in ((), (num,)):
             raise ValueError(
                 f"labels: an int or one per latent vector, shape ({num},), got shape {labels.shape}"
             )
@@ -171,11 +171,14 @@ def load(
     experiment: str | None = None,
     ema: bool = True,
     recompute_bn: bool | None = None,
+    average: int = 1,
 ) -> TrainedGenerator:
     """The generator of the run in ``workdir`` at ``step`` (newest good checkpoint when None), or
     with the lowest FID when ``best``. ``experiment``: refuse a run of another dataset or model.
     ``ema``: the EMA weights when kept. ``recompute_bn`` (None: as the run did) measures BatchNorm
-    statistics."""
+    statistics. ``average``: G's weights the mean of the ``average`` newest checkpoints up to
+    ``step``, a uniform average over the end of training (SWA, Izmailov et al. 2018; for GANs,
+    Yazici et al. 2019), BatchNorm statistics measured for it as ever."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
@@ -191,7 +194,12 @@ def load(
     checkpointer = checkpoints.Checkpointer(workdir, create=False, subdir=subdir)
     try:
         restore = functools.partial(
-            _restore, checkpointer, workdir=workdir, ema=ema, recompute_bn=recompute_bn
+            _restore,
+            checkpointer,
+            workdir=workdir,
+            ema=ema,
+            recompute_bn=recompute_bn,
+            average=average,
         )
         return checkpointer.newest_good(restore) if step is None else restore(step)
     finally:
@@ -205,6 +213,7 @@ def _restore(
     workdir: Path,
     ema: bool,
     recompute_bn: bool | None,
+    average: int,
 ) -> TrainedGenerator:
     step, stored, meta = checkpointer.restore_config(step)
     config = config_lib.with_defaults(stored)  # A run from before a field existed had its default.
@@ -219,9 +228,17 @@ def _restore(
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     use_ema = ema and config.train.ema_decay > 0
-    variables = checkpointer.restore_generator(
-        target["params"], target["batch_stats"], use_ema, step
-    )
+    steps = [s for s in checkpointer.all_steps() if s <= step][-average:]
+    if average < 1 or len(steps) < average:
+        raise ValueError(
+            f"average={average}: a mean over 1 or more checkpoints; {checkpointer.directory} holds "
+            f"{len(steps)} up to step {step}"
+        )
+    restored = [
+        checkpointer.restore_generator(target["params"], target["batch_stats"], use_ema, s)
+        for s in steps
+    ]
+    variables = jax.tree.map(lambda *v: sum(v) / average, *restored)
     if config.train.recompute_bn if recompute_bn is None else recompute_bn:
         recompute = sampling.make_bn_recomputer(generator, config.model, config.train.batch_size)
         variables = recompute(variables, config.seed)
