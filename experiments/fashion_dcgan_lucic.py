@@ -7,7 +7,9 @@ and the time is not. Reads no label (self-conditioned on 20 pixel clusters, as f
 Width 64 won the 6,000-step screen against width 32 on classifier FID and recall, 2 seeds
 (benchmarks/sweeps/fashion_6000_width); a step costs about 2.5x as much on the CPU, so the
 10-minute main job, fashion_dcgan, keeps width 32. Its scores in the protocol:
-benchmarks/quality/lucic.md.
+benchmarks/quality/lucic.md, where its best row samples with ``dcgan_jax.load(run, average=3)``: G's
+weights averaged over the last three checkpoints (steps 14,000, 15,000 and 15,600), no further
+training (benchmarks/sweeps/lucic_15600_sampling).
 """
 
 from pathlib import Path
