@@ -81,11 +81,8 @@ def metric_name(key: str, num_samples: int) -> str:
     if key not in N_DEPENDENT:
         return key
     count = f"{num_samples // 1000}k" if num_samples % 1000 == 0 else str(num_samples)
-    return (
-        key.replace("fid", f"fid{count}", 1)
-        if "fid" in key
-        else key.replace("kid", f"kid{count}", 1)
-    )
+    stem = "fid" if "fid" in key else "kid"
+    return key.replace(stem, stem + count, 1)
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -72,16 +72,15 @@ def _with_changed_rates(state, stored, config, workdir):
         for n, o, held in zip(new, old, learning_rates(state), strict=True)
     )
     if (g_rate, d_rate) != learning_rates(state):
-        state = state.replace(
-            g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate)
-        )
-        record_rates(
-            workdir,
-            int(parallel.to_host(state.step)),
-            (g_rate, d_rate),
-            "changed by the user on resume",
-        )
+        state = _set_rates(state, (g_rate, d_rate), workdir, "changed by the user on resume")
     return state
+
+
+def _set_rates(state, rates, workdir, why):
+    """``state`` with G's and D's learning rates ``rates``, recorded as in force from its step."""
+    record_rates(workdir, int(parallel.to_host(state.step)), rates, why)
+    g_rate, d_rate = rates
+    return state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
 
 
 def record_rates(workdir: Path, step: int, rates: tuple[float, float], why: str) -> None:
@@ -183,15 +182,7 @@ def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done:
     control.check_restore_allowed(run.config, divergence, restores_done, kept)
     state = restore_or_init(run, ckpt)
     g_rate, d_rate = control.lowered_rates(run.config.train, divergence, learning_rates(state))
-    state = state.replace(
-        g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate)
-    )
-    record_rates(
-        ckpt.directory.parent,
-        int(parallel.to_host(state.step)),
-        (g_rate, d_rate),
-        "lowered after divergence",
-    )
+    state = _set_rates(state, (g_rate, d_rate), ckpt.directory.parent, "lowered after divergence")
     state = jax.device_put(state, parallel.replicated(run.mesh))
     step = int(parallel.to_host(state.step))
     taken = f"checkpoint {ckpt.directory / str(step)}" if ckpt.all_steps() else "the initial state"
