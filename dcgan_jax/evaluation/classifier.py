@@ -4,6 +4,7 @@ on the dataset itself (as usual for 28x28 grey datasets). Its weights ship in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -19,6 +20,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from dcgan_jax.evaluation import references
 from dcgan_jax.gan import ConfigError, RunError, data
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "classifiers"
@@ -108,14 +110,13 @@ def make_apply(params: Any, batch_size: int = 1000):
     in fixed-size batches: bounded memory, one program for any N."""
 
     def features_and_probs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features, probs = [], []
-        for start in range(0, len(images), batch_size):
-            batch = np.asarray(images[start : start + batch_size], np.float32)
-            padded = np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
-            f, p = _features_and_probs_batch(params, padded)
-            features.append(np.asarray(f)[: len(batch)])
-            probs.append(np.asarray(p)[: len(batch)])
-        return np.concatenate(features), np.concatenate(probs)
+        images = np.asarray(images, np.float32)
+        return references.in_batches(
+            functools.partial(_features_and_probs_batch, params),
+            images,
+            batch_size,
+            "Classifier features",
+        )
 
     return features_and_probs
 

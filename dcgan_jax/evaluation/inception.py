@@ -360,20 +360,13 @@ def make_apply(params: dict, batch_size: int = 48) -> Callable[[np.ndarray], np.
     jitted = jax.jit(features_batch, in_shardings=(replicated, split), out_shardings=split)
     compiled = {}  # By image shape: one program each.
 
+    def apply(padded):
+        if padded.shape not in compiled:
+            lowered = jitted.lower(params, padded)
+            compiled[padded.shape] = parallel.compile_lowered(lowered, CPU_COMPILER_OPTIONS)
+        return [compiled[padded.shape](params, padded)]
+
     def features(uint8_images: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(uint8_images), batch_size):
-            batch = uint8_images[start : start + batch_size]
-            padded = np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
-            if padded.shape not in compiled:
-                compiled[padded.shape] = parallel.compile_lowered(
-                    jitted.lower(params, padded), CPU_COMPILER_OPTIONS
-                )
-            out.append(np.asarray(compiled[padded.shape](params, padded))[: len(batch)])
-            if (start // batch_size) % 20 == 19:
-                logging.info(
-                    "Inception features: %d of %d images", start + len(batch), len(uint8_images)
-                )
-        return np.concatenate(out)
+        return references.in_batches(apply, uint8_images, batch_size, "Inception features")[0]
 
     return features

@@ -43,6 +43,19 @@ class FeatureNetwork:
         }
 
 
+def in_batches(apply: Callable, images: np.ndarray, batch_size: int, what: str) -> tuple:
+    """``apply(batch)``'s arrays over ``images`` in zero-padded batches of one size (one program for
+    any N, bounded memory), the padding's rows dropped; progress in the log every 20 batches."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        padded = np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
+        outputs.append([np.asarray(out)[: len(batch)] for out in apply(padded)])
+        if (start // batch_size) % 20 == 19:
+            logging.info("%s: %d of %d images", what, start + len(batch), len(images))
+    return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dcgan_jax"))
 
