@@ -71,8 +71,10 @@ def main(argv: list[str]) -> None:
         analysis.progress_grid(FLAGS.workdir, out, seed=FLAGS.seed),
     ]
     try:
-        feature = {"space": "feature", "train_images": train_images}
-        written.append(analysis.nearest_training_images(run, out, seed=FLAGS.seed, **feature))
+        neighbours = analysis.nearest_training_images(
+            run, out, seed=FLAGS.seed, space="feature", train_images=train_images
+        )
+        written.append(neighbours)
     except classifier.ClassifierMissingError as e:
         print(f"skipped the feature-space neighbours: {e}")
     written += _memorisation(run, out)

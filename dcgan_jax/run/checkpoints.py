@@ -155,13 +155,12 @@ class Checkpointer:
         self._saving = step
         try:
             meta = {**meta, HASHES_KEY: array_hashes(parallel.to_host(state))}
-            saved = {
-                "config": ocp.args.JsonSave(json.loads(config.to_json())),
-                "meta": ocp.args.JsonSave(meta),
-            }
-            self.manager.save(
-                step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state), **saved)
+            saved = ocp.args.Composite(
+                state=ocp.args.PyTreeSave(state),
+                config=ocp.args.JsonSave(json.loads(config.to_json())),
+                meta=ocp.args.JsonSave(meta),
             )
+            self.manager.save(step, args=saved)
         except Exception as e:
             self._raise_disk_full(e)
             raise
