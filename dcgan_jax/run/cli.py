@@ -27,8 +27,13 @@ def check_printable(argv: list[str]) -> None:
     """Control characters (a newline, an escape) in a path or value are refused before anything
     reads them: such a value could end a line of a generated script and start a command."""
     for arg in argv:
-        if any(ord(c) < 32 or ord(c) == 127 for c in arg):
+        if has_control_characters(arg):
             fail(f"{arg!r}: control characters are not allowed in flags, paths or values")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a C0 control character or DEL."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def check_flags_need(flag_values, dependents: list[str], needed: str) -> None:

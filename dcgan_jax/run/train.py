@@ -86,8 +86,10 @@ def check_memory(config, nets: models.Nets, image_shape: tuple[int, int, int]) -
     batch = config.train.batch_size
     model = config.model
     key = jax.random.key(0)
-    init = functools.partial(models.init_variables, nets, image_shape=image_shape)
-    g_vars, d_vars = jax.eval_shape(functools.partial(init, latent_dim=model.latent_dim), key)
+    init = functools.partial(
+        models.init_variables, nets, image_shape=image_shape, latent_dim=model.latent_dim
+    )
+    g_vars, d_vars = jax.eval_shape(init, key)
     labels = jax.ShapeDtypeStruct((batch,), jnp.int32) if model.num_classes else None
     inputs = [
         (nets.generator, g_vars, (batch, model.latent_dim)),

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from dcgan_jax.gan import ConfigError
+from dcgan_jax.run import cli
 from dcgan_jax.run.control import read_status
 
 TASK_ENV = "SLURM_ARRAY_TASK_ID"
@@ -32,15 +33,14 @@ def write_array(
     script, sweep_dir = script.absolute(), sweep_dir.absolute()
     script.parent.mkdir(parents=True, exist_ok=True)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    pairs = zip(runs, argvs, strict=True)
     tasks = [
         {"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv}
-        for run, argv in pairs
+        for run, argv in zip(runs, argvs, strict=True)
     ]
     manifest = manifest_path(script)
     manifest.write_text(json.dumps({"sweep_dir": str(sweep_dir), "tasks": tasks}, indent=2) + "\n")
     task = shlex.join([sys.executable, "-m", "dcgan_jax.sweep", f"--manifest={manifest}"])
-    if any(ord(c) < 32 or ord(c) == 127 for c in task + str(sweep_dir)):
+    if cli.has_control_characters(task + str(sweep_dir)):
         raise ConfigError(f"{sweep_dir!r}: control characters cannot go into a SLURM script")
     job_name = shlex.quote(f"dcgan_jax_{sweep_dir.name}")
     output = shlex.quote(f"{sweep_dir}/slurm_%A_%a.out")
