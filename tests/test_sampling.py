@@ -81,6 +81,12 @@ def test_load_averages_gs_weights_over_the_newest_checkpoints_and_measures_bn_fo
     for average in (0, 4):
         with pytest.raises(ValueError, match=f"average={average}"):
             dcgan_jax.load(tmp_path, average=average)
+    # A damaged checkpoint inside the window is an error of the average, naming it, not damage of
+    # the newest (which alone still loads).
+    (tmp_path / "checkpoints" / "4" / "state" / "_METADATA").unlink()
+    with pytest.raises(ValueError, match=r"average=2: .*checkpoints/4"):
+        dcgan_jax.load(tmp_path, average=2)
+    assert dcgan_jax.load(tmp_path).step == 6
 
 
 def _assert_close(tree, expected):

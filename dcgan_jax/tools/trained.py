@@ -234,10 +234,14 @@ def _restore(
             f"average={average}: a mean over 1 or more checkpoints; {checkpointer.directory} holds "
             f"{len(steps)} up to step {step}"
         )
-    restored = [
-        checkpointer.restore_generator(target["params"], target["batch_stats"], use_ema, s)
-        for s in steps
-    ]
+    restore = functools.partial(
+        checkpointer.restore_generator, target["params"], target["batch_stats"], use_ema
+    )
+    restored = [restore(step)]  # Damaged, it is the one newest_good passes over.
+    try:
+        restored += map(restore, steps[:-1])
+    except checkpoints.CheckpointError as e:  # Not ``step``'s damage: an error of the average.
+        raise ValueError(f"average={average}: {e}") from e
     variables = jax.tree.map(lambda *v: sum(v) / average, *restored)
     if config.train.recompute_bn if recompute_bn is None else recompute_bn:
         recompute = sampling.make_bn_recomputer(generator, config.model, config.train.batch_size)
