@@ -241,8 +241,8 @@ def _changed_mid_run(workdir: Path, change) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + 240
     while not (checkpoints.checkpoint_dir(workdir) / "40").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    change()
     try:
+        change()
         stdout, stderr = run.communicate(timeout=120)
     finally:
         run.kill()
@@ -259,7 +259,12 @@ def test_a_workdir_gone_read_only_mid_run_is_one_error_line_and_the_rerun_resume
 
         def read_only():
             subprocess.run(["mount", "--bind", str(workdir), str(workdir)], check=True)
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(workdir)], check=True)
+            remount = ["mount", "-o", "remount,bind,ro", str(workdir)]
+            for _ in range(100):  # Refused (busy) while a file opened through it is written.
+                if subprocess.run(remount, capture_output=True).returncode == 0:
+                    return
+                time.sleep(0.05)
+            subprocess.run(remount, check=True)
 
         try:
             result = _changed_mid_run(workdir, read_only)
@@ -284,22 +289,54 @@ def _swap(a: Path, b: Path) -> None:
         raise OSError(ctypes.get_errno(), "renameat2", str(a))
 
 
-@pytest.mark.parametrize("file_in_its_place", [False, True])
-def test_a_workdir_removed_mid_run_is_one_error_line(tmp_path, file_in_its_place):
+@pytest.mark.parametrize("in_its_place", [None, "file", "folder"])
+def test_a_workdir_removed_mid_run_is_one_error_line(tmp_path, in_its_place):
+    """The run ends, whichever it meets first: a failed write, or a folder that is not its own at
+    the path (one put in its place, or the one Orbax's save makes anew where the run's is gone),
+    which it never goes on writing into."""
     workdir = tmp_path / "run"
 
     def remove():  # Moved away at once, then deleted: the run still writes into it meanwhile.
         removed = tmp_path / "removed"
-        if file_in_its_place:  # Swapped in one step, so no write can fall between the two.
+        if in_its_place == "file":  # Swapped in one step, so no write can fall between the two.
             removed.write_text("x")
+        if in_its_place == "folder":
+            removed.mkdir()
+        if in_its_place:
             _swap(workdir, removed)
         else:
             workdir.rename(removed)
         shutil.rmtree(removed, ignore_errors=True)
 
     result = _changed_mid_run(workdir, remove)
-    why = "Not a directory" if file_in_its_place else "No such file"
+    replaced = "is no longer the folder the run started in"
+    why = {None: "No such file", "file": "Not a directory", "folder": replaced}[in_its_place]
+    if replaced in result.stderr:  # Seen before a write failed (or Orbax's save made it anew).
+        why = replaced
     _one_error_line(result, str(workdir), why)
+
+
+@pytest.mark.parametrize("when", ["wait_until_finished", "close"])
+def test_a_file_system_error_tensorstore_reports_as_another_type_is_the_workdir_error(
+    tmp_path, monkeypatch, when
+):
+    """TensorStore, which writes Orbax's arrays in the background, reports a failed write as a
+    ValueError with the error number in its text (seen when the workdir became a file mid-run):
+    it ends the run as any other failed write to the workdir does, whether the run waits for the
+    save or closes the checkpointer; a ValueError without one is not taken for the disk's."""
+    workdir = tmp_path / "run"
+    broken = f'Error writing local file "{workdir}/checkpoints/3": Not a directory'
+
+    def fail(*args, **kwargs):
+        raise ValueError(f"FAILED_PRECONDITION: {broken} [os_error_code='20']")
+
+    monkeypatch.setattr(ocp.CheckpointManager, when, fail)
+    with pytest.raises(control.WorkdirError, match="cannot write the run's files in") as error:
+        dcgan_jax.train(tiny_config(), workdir)
+    assert broken in str(error.value) and error.value.__cause__.errno == errno.ENOTDIR
+    monkeypatch.setattr(ocp.CheckpointManager, when, lambda *args: int("a"))
+    with pytest.raises(ValueError, match="invalid literal"):
+        dcgan_jax.train(tiny_config(), tmp_path / "other")
 
 
 def test_analysis_of_a_read_only_run_checks_before_the_work_and_takes_an_output_dir(

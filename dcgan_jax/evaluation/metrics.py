@@ -63,27 +63,27 @@ def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.sum(a * a, 1)[:, None] - 2 * a @ b.T + jnp.sum(b * b, 1)[None, :], 0.0)
 
 
+def _by_block(points: np.ndarray, others: np.ndarray, reduce, block: int = BLOCK) -> list:
+    """``reduce`` of the squared distances of each block of ``points`` rows to all of ``others``,
+    fetched to the host: a list with one result per block."""
+    others = jnp.asarray(others)
+    return [
+        jax.device_get(reduce(squared_distances(jnp.asarray(points[i : i + block]), others)))
+        for i in range(0, len(points), block)
+    ]
+
+
 def neighbour_radii(features: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarray]:
     """For each k of ``ks``, each point's squared distance to its k-th nearest other point (one
     pass)."""
-    radii = [[] for _ in ks]
-    all_points = jnp.asarray(features)
-    for start in range(0, len(features), BLOCK):
-        d = squared_distances(jnp.asarray(features[start : start + BLOCK]), all_points)
-        nearest = np.asarray(-jax.lax.top_k(-d, max(ks) + 1)[0])  # Index 0 is the point itself.
-        for found, k in zip(radii, ks, strict=True):
-            found.append(nearest[:, k])
-    return [np.concatenate(found) for found in radii]
+    nearest = _by_block(features, features, lambda d: -jax.lax.top_k(-d, max(ks) + 1)[0])
+    return [np.concatenate(nearest)[:, k] for k in ks]  # Column 0 is the point itself.
 
 
 def _fraction_inside(points, centres, radii):
     """Fraction of ``points`` inside at least one ball (centre, radius) of the other set's
     manifold."""
-    inside = []
-    centres_j, radii_j = jnp.asarray(centres), jnp.asarray(radii)
-    for start in range(0, len(points), BLOCK):
-        d = squared_distances(jnp.asarray(points[start : start + BLOCK]), centres_j)
-        inside.append(np.asarray(jnp.any(d <= radii_j[None, :], axis=1)))
+    inside = _by_block(points, centres, lambda d: jnp.any(d <= jnp.asarray(radii)[None, :], axis=1))
     return float(np.mean(np.concatenate(inside)))
 
 
@@ -99,16 +99,6 @@ def precision_recall(
     )
 
 
-@jax.jit
-def _ball_counts(
-    points: jax.Array, centres: jax.Array, radii: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """For a block of points: how many balls (centre, squared radius) hold each point, and each
-    centre's squared distance to its nearest point of the block."""
-    d = squared_distances(points, centres)
-    return jnp.sum(d < radii[None, :], axis=1), jnp.min(d, axis=0)
-
-
 def density_coverage(
     real: np.ndarray, fake: np.ndarray, k: int = 5, real_radii: np.ndarray | None = None
 ) -> tuple[float, float]:
@@ -116,24 +106,20 @@ def density_coverage(
     reals) and coverage (the share of real balls holding a fake), Naeem et al. 2020, strict as their
     code."""
     real_radii = neighbour_radii(real, (k,))[0] if real_radii is None else real_radii
-    centres, radii = jnp.asarray(real), jnp.asarray(real_radii)
-    inside, nearest = 0, np.full(len(real), np.inf)
-    for start in range(0, len(fake), BLOCK):
-        counts, block_nearest = _ball_counts(
-            jnp.asarray(fake[start : start + BLOCK]), centres, radii
-        )
-        inside += int(jnp.sum(counts))
-        nearest = np.minimum(nearest, np.asarray(block_nearest))
+    radii = jnp.asarray(real_radii)[None, :]
+
+    def balls(d):  # Of a block of fakes: the balls holding them, and each real's nearest of them.
+        return jnp.sum(d < radii), jnp.min(d, axis=0)
+
+    blocks = _by_block(fake, real, balls)
+    inside = sum(int(held) for held, _ in blocks)
+    nearest = np.min([block_nearest for _, block_nearest in blocks], axis=0)
     return inside / (k * len(fake)), float(np.mean(nearest < real_radii))
 
 
 def nearest_distances(queries: np.ndarray, keys: np.ndarray, block: int = 500) -> np.ndarray:
     """Squared distance of each query row to its nearest key row, ``block`` queries at a time."""
-    keys_j = jnp.asarray(keys)
-    blocks = (queries[i : i + block] for i in range(0, len(queries), block))
-    return np.concatenate(
-        [np.asarray(jnp.min(squared_distances(jnp.asarray(b), keys_j), axis=1)) for b in blocks]
-    )
+    return np.concatenate(_by_block(queries, keys, lambda d: jnp.min(d, axis=1), block))
 
 
 def memorisation_ratio(

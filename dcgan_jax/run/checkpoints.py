@@ -3,10 +3,12 @@ array; a save is renamed into place only when complete, so a killed run keeps it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -153,33 +155,37 @@ class Checkpointer:
                 self._disk_full_message(step, f"; it needs about {needed / 2**20:.1f} MiB")
             )
         self._saving = step
-        try:
-            meta = {**meta, HASHES_KEY: array_hashes(parallel.to_host(state))}
-            saved = ocp.args.Composite(
-                state=ocp.args.PyTreeSave(state),
-                config=ocp.args.JsonSave(json.loads(config.to_json())),
-                meta=ocp.args.JsonSave(meta),
-            )
+        meta = {**meta, HASHES_KEY: array_hashes(parallel.to_host(state))}
+        saved = ocp.args.Composite(
+            state=ocp.args.PyTreeSave(state),
+            config=ocp.args.JsonSave(json.loads(config.to_json())),
+            meta=ocp.args.JsonSave(meta),
+        )
+        with self._writing():
             self.manager.save(step, args=saved)
-        except Exception as e:
-            self._raise_disk_full(e)
-            raise
 
     def wait(self) -> None:
-        """Until the background save is complete; a full disk during it becomes a DiskFullError."""
-        try:
+        """Until the background save is complete."""
+        with self._writing():
             self.manager.wait_until_finished()
-        except Exception as e:
-            self._raise_disk_full(e)
-            raise
 
-    def _raise_disk_full(self, error):
-        if not out_of_space(error):
-            return
-        for partial in self.directory.glob(f"{self._saving}.orbax-checkpoint-tmp*"):
-            # Give the space back; it is not a checkpoint.
-            shutil.rmtree(partial, ignore_errors=True)
-        raise DiskFullError(self._disk_full_message(self._saving, "")) from error
+    @contextlib.contextmanager
+    def _writing(self):
+        """A failed save as the run's other failed writes are: a full disk a DiskFullError, any
+        other failure of the file system an OSError (TensorStore reports those as other types, the
+        error number in the text: "... Not a directory [os_error_code='20']")."""
+        try:
+            yield
+        except Exception as e:
+            if out_of_space(e):
+                for partial in self.directory.glob(f"{self._saving}.orbax-checkpoint-tmp*"):
+                    # Give the space back; it is not a checkpoint.
+                    shutil.rmtree(partial, ignore_errors=True)
+                raise DiskFullError(self._disk_full_message(self._saving, "")) from e
+            code = re.search(r"os_error_code='(\d+)'", str(e))
+            if code and not isinstance(e, OSError):
+                raise OSError(int(code[1]), str(e)) from e
+            raise
 
     def _disk_full_message(self, step, needed):
         free = shutil.disk_usage(self.directory).free
@@ -361,4 +367,5 @@ class Checkpointer:
         return {"params": params, "batch_stats": restored["g"]["batch_stats"]}
 
     def close(self) -> None:
-        self.manager.close()
+        with self._writing():  # It waits for the background save.
+            self.manager.close()

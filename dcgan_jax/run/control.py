@@ -76,6 +76,17 @@ def check_writable_folder(folder: Path, flag: str) -> None:
         ) from None
 
 
+def folder_change(folder: Path, started: os.stat_result) -> str | None:
+    """Why ``folder`` is no longer the folder whose ``stat`` was ``started`` (moved away or removed,
+    a file or another folder in its place), or None: a run would write into the new one, or into
+    one that Orbax's save made anew."""
+    try:
+        same = os.path.samestat(folder.stat(), started)
+    except OSError as e:
+        return e.strerror
+    return None if same else "it is no longer the folder the run started in (moved or replaced)"
+
+
 @contextlib.contextmanager
 def hold(workdir: str | Path) -> Iterator[Path]:
     """Holds ``workdir/.lock`` for the duration; raises WorkdirLockedError if a live run holds

@@ -33,8 +33,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     started = time.monotonic()
     config_lib.validate(config)
     workdir = Path(workdir)
-    with control.stop_requests() as stops, _session(workdir) as is_main:
-        harness = Harness(workdir, is_main, stops, started)
+    with control.stop_requests() as stops, _session(workdir) as (is_main, folder):
+        harness = Harness(workdir, is_main, stops, started, folder)
         try:
             return loop.train(config, harness)
         except control.TrainingDiverged as e:
@@ -50,17 +50,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 @contextlib.contextmanager
 def _session(workdir):
-    """This process's part in the run (yields whether it is process 0, which speaks for the run):
-    its log verbosity, ``train.log``, the workdir's lock; a failed write to the run's files (a full
-    disk, a folder made read-only or removed, a link in the way) as one RunError naming it."""
+    """This process's part in the run (yields whether it is process 0, which speaks for the run,
+    and the workdir's ``stat``): its log verbosity, ``train.log``, the workdir's lock; a failed
+    write to the run's files (a full disk, a folder made read-only or removed, a link in the way),
+    or any error once the folder is gone, as one RunError naming it."""
     is_main = jax.process_index() == 0
     control.check_writable_folder(workdir, "--workdir")
+    folder = workdir.stat()
     lock = control.hold(workdir) if is_main else contextlib.nullcontext()  # Process 0's, for all.
     try:
         with writers.logging_to(workdir, is_main), lock:
-            yield is_main
-    except OSError as e:
-        if isinstance(e, RunError):
+            yield is_main, folder
+    except Exception as e:  # Libraries report a folder gone mid-write with many types.
+        why = control.folder_change(workdir, folder)
+        if isinstance(e, RunError) or not (why or isinstance(e, OSError)):
             raise
         kept = "Checkpoints already written are complete"
         if checkpoints.out_of_space(e):
@@ -69,8 +72,8 @@ def _session(workdir):
                 "the same command to resume from the newest."
             ) from e
         raise control.WorkdirError(
-            f"cannot write the run's files in {workdir}: {e}. {kept}; put the folder right and "
-            "rerun the same command to resume from the newest."
+            f"cannot write the run's files in {workdir}: {why or e}. {kept}; put the folder right "
+            "and rerun the same command to resume from the newest."
         ) from e
 
 
@@ -155,8 +158,18 @@ class Harness(loop.Hooks):
     """The loop's hooks for a run in ``workdir``: what it reads and writes there, and when it
     stops."""
 
-    def __init__(self, workdir: Path, is_main: bool, stops: control.StopRequests, started: float):
+    def __init__(
+        self,
+        workdir: Path,
+        is_main: bool,
+        stops: control.StopRequests,
+        started: float,
+        folder: os.stat_result,
+    ):
+        """``folder``: the workdir's ``stat`` as the run started, to tell it from one put in its
+        place."""
         self.workdir, self.is_main, self.stops, self.started = workdir, is_main, stops, started
+        self.folder = folder
         self.checkpointer: checkpoints.Checkpointer | None = None
         self.best: checkpoints.Checkpointer | None = None
         self.writer: writers.MetricsWriter | None = None
@@ -238,6 +251,8 @@ class Harness(loop.Hooks):
     def checked(self, gan_state: GanState, step: int, *, at_log: bool) -> GanState:
         """Never log, score or save a diverged state: the last good one instead, with lower learning
         rates (``train.on_divergence=restore``), or TrainingDiverged."""
+        if why := control.folder_change(self.workdir, self.folder):
+            raise OSError(why)
         self.stacked = self.interval.flush() if at_log else None
         divergence = resume.divergence(gan_state, step, self.stacked)
         if divergence is None:
