@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ import numpy as np
 from absl import logging
 
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.gan import parallel
+from dcgan_jax.gan import loop, parallel
 from dcgan_jax.gan import state as state_lib
 from dcgan_jax.gan.state import GanState
 from dcgan_jax.run import checkpoints, control, writers
@@ -67,12 +66,10 @@ def _with_changed_rates(state, stored, config, workdir):
         state_lib.learning_rates(stored.optimizer),
         state_lib.learning_rates(config.optimizer),
     )
-    g_rate, d_rate = (
-        n if n != o else float(held)
-        for n, o, held in zip(new, old, learning_rates(state), strict=True)
-    )
-    if (g_rate, d_rate) != learning_rates(state):
-        state = _set_rates(state, (g_rate, d_rate), workdir, "changed by the user on resume")
+    held = learning_rates(state)
+    rates = tuple(n if n != o else h for n, o, h in zip(new, old, held, strict=True))
+    if rates != held:
+        state = _set_rates(state, rates, workdir, "changed by the user on resume")
     return state
 
 
@@ -90,7 +87,7 @@ def record_rates(workdir: Path, step: int, rates: tuple[float, float], why: str)
         writers.append_line(workdir / "learning_rates.jsonl", json.dumps(record))
 
 
-def restore_or_init(run: Any, ckpt: checkpoints.Checkpointer) -> GanState:
+def restore_or_init(run: loop.Run, ckpt: checkpoints.Checkpointer) -> GanState:
     """The newest good checkpoint, or the initial state; a model-shape mismatch also names the
     config fields that changed, a change a resume cannot make is refused, a new learning rate
     applied."""
@@ -171,7 +168,9 @@ def divergence(state: GanState, step: int, stacked: dict | None) -> control.Dive
     return control.Divergence(first_bad, problems, learning_rates(state)) if problems else None
 
 
-def recover(run: Any, ckpt: checkpoints.Checkpointer, divergence, restores_done: int) -> GanState:
+def recover(
+    run: loop.Run, ckpt: checkpoints.Checkpointer, divergence, restores_done: int
+) -> GanState:
     """``train.on_divergence=restore``: the last good state with lower learning rates; else
     TrainingDiverged."""
     ckpt.wait()
