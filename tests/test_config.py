@@ -141,11 +141,11 @@ def _launch(*args, timeout=120):
     )
 
 
-def test_launch_rejects_unknown_experiment_listing_the_known_ones():
+def test_launch_rejects_unknown_experiment_naming_the_closest_and_listing_the_known_ones():
     result = _launch("--experiment=fashion_gan")
     assert result.returncode == 2
-    assert "--experiment=fashion_gan" in result.stderr
-    assert "fashion_dcgan" in result.stderr and "mnist_dcgan" in result.stderr
+    assert "error: --experiment=fashion_gan: no such experiment" in result.stderr
+    assert "Did you mean: fashion_dcgan" in result.stderr and "mnist_dcgan" in result.stderr
 
 
 def test_launch_help_without_an_experiment_lists_the_experiments_and_the_flags():

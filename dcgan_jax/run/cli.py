@@ -112,9 +112,14 @@ def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> 
 
 def unknown_field_message(field: str, known) -> str:
     """One line naming the unknown ``field``, the closest known ones and all of them."""
-    close = difflib.get_close_matches(field, sorted(known), n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(field, known)
     return f"{field}: no such config field.{hint} Known fields: {', '.join(sorted(known))}"
+
+
+def did_you_mean(name: str, known) -> str:
+    """' Did you mean: a, b?' for the ``known`` names closest to ``name``; '' when none is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
 def read_json(path: Path) -> ml_collections.ConfigDict:
@@ -138,18 +143,13 @@ def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDi
     """Imports ``experiments_dir/NAME.py`` and returns its ``get_config()``. ``name`` is a file name
     in that folder, never a path: ``--experiment=../x`` runs nothing."""
     known = available_experiments(experiments_dir)
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
+    if name not in known:
         raise ConfigError(
-            f"--experiment={name}: the name of a file in {experiments_dir} without .py, not a "
-            "path. "
-            f"Available experiments: {', '.join(known) or 'none'}"
-        )
-    path = Path(experiments_dir) / f"{name}.py"
-    if not path.is_file():
-        raise ConfigError(
-            f"--experiment={name}: no file {path}. Available experiments: "
+            f"--experiment={name}: no such experiment (the name of a file in {experiments_dir} "
+            f"without .py, not a path).{did_you_mean(name, known)} Available experiments: "
             f"{', '.join(known) or 'none'}"
         )
+    path = Path(experiments_dir) / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ from PIL import Image
 
 from dcgan_jax.gan import RunError
 from dcgan_jax.gan.data import to_uint8
+from dcgan_jax.run import cli
 
 
 class MetricError(RunError, ValueError):
@@ -122,8 +122,7 @@ def check_metric(rows_per_run: list[list[dict]], metric: str) -> None:
     """A MetricError unless some run logged ``metric``, with the closest names it did log."""
     logged = sorted({key for rows in rows_per_run for row in rows for key in row} - {"step"})
     if metric not in logged:
-        close = difflib.get_close_matches(metric, logged, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = cli.did_you_mean(metric, logged)
         raise MetricError(
             f"metric {metric!r} is in no run's metrics.jsonl.{hint} Logged: {', '.join(logged)}"
         )
