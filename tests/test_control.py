@@ -10,11 +10,11 @@ from dcgan_jax.run import control
 
 
 def test_second_holder_is_refused_with_the_first_ones_pid_and_host(tmp_path):
-    with control.hold(tmp_path) as path:
+    with control.hold(tmp_path, control.StopRequests()) as path:
         holder = json.loads(path.read_text())
         message = rf"in use by process {holder['pid']} on {holder['host']}"
         with pytest.raises(control.WorkdirLockedError, match=message):
-            with control.hold(tmp_path):
+            with control.hold(tmp_path, control.StopRequests()):
                 pass
     assert not path.exists()  # Released.
 
@@ -25,13 +25,13 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     (tmp_path / control.LOCK_NAME).write_text(
         json.dumps({"pid": dead.pid, "host": socket.gethostname()})
     )
-    with control.hold(tmp_path) as path:
+    with control.hold(tmp_path, control.StopRequests()) as path:
         assert json.loads(path.read_text())["pid"] != dead.pid
 
 
 def test_half_written_lock_is_stale(tmp_path):
     (tmp_path / control.LOCK_NAME).write_text('{"pid": ')
-    with control.hold(tmp_path):
+    with control.hold(tmp_path, control.StopRequests()):
         pass
 
 
@@ -43,7 +43,7 @@ def test_lock_from_another_host_is_refused_with_a_hint(tmp_path):
         control.WorkdirLockedError,
         match="on host elsewhere .* if that run is dead, delete the lock",
     ):
-        with control.hold(tmp_path):
+        with control.hold(tmp_path, control.StopRequests()):
             pass
 
 

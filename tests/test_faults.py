@@ -1004,7 +1004,7 @@ def test_a_lock_held_by_an_unrelated_live_process_says_it_may_be_stale_and_how_t
     lock = tmp_path / control.LOCK_NAME
     lock.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "earlier"}))
     with pytest.raises(control.WorkdirLockedError) as error:
-        with control.hold(tmp_path):
+        with control.hold(tmp_path, control.StopRequests()):
             pass
     assert "stale" in str(error.value) and f"delete {lock}" in str(error.value)
 

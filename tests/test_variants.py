@@ -85,7 +85,9 @@ def test_conditional_run_honours_labels_and_shows_a_row_per_class(variant_run):
     same, again, other = run.generate(z, labels=[4, 4, 9])
     np.testing.assert_array_equal(same, again)
     assert np.abs(same - other).max() > 1e-3 * np.abs(same).max()
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+    with pytest.raises(
+        ValueError, match=r"labels: class indices in \[0, 10\) expected, got \[10\]"
+    ):
         run.sample(2, labels=10)
     # tiny_config: 16 grid samples in a square grid whatever the classes, their labels cycling.
     grid = Image.open(workdir / "samples" / "step_0000004.png")
@@ -129,7 +131,7 @@ def test_latents_of_the_wrong_shape_or_value_are_named_on_every_model(variant_ru
     with pytest.raises(ValueError, match="z: 1 of 3 latent vectors hold NaN or inf"):
         run.generate(z)
     if config.model.num_classes:
-        mismatch = r"labels: an int or one per latent vector, shape \(3,\), got shape \(2,\)"
+        mismatch = r"labels: an int or one per image, shape \(3,\), got shape \(2,\)"
         with pytest.raises(ValueError, match=mismatch):
             run.generate(z[[0, 2, 2]], labels=[1, 2])
         with pytest.raises(ValueError, match="labels: class indices"):

@@ -237,26 +237,31 @@ class Evaluator:
         }
 
 
+def check_labels(labels, num: int, num_classes: int) -> np.ndarray:
+    """``labels`` as ``num`` class indices (an int: the same for all), or an EvaluationError (a
+    ValueError) naming what is wrong with them."""
+    labels = np.asarray(labels)
+    if labels.shape not in ((), (num,)):
+        raise EvaluationError(
+            f"labels: an int or one per image, shape ({num},), got shape {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise EvaluationError(
+            f"labels: class indices (integers) expected, got dtype {labels.dtype}"
+        )
+    labels = np.broadcast_to(labels, (num,))
+    outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
+    if outside.size:
+        raise EvaluationError(
+            f"labels: class indices in [0, {num_classes}) expected, got {outside[:5].tolist()}"
+        )
+    return labels
+
+
 def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
     """The share of samples the classifier puts in their requested class: overall and per class
     (NaN for a class never requested)."""
-    labels = np.asarray(labels)
-    if labels.shape != (len(probs),):
-        raise EvaluationError(
-            f"labels: one per image expected, shape ({len(probs)},), got {labels.shape}"
-        )
-    if (
-        not np.issubdtype(labels.dtype, np.integer)
-        or labels.min() < 0
-        or labels.max() >= probs.shape[1]
-    ):
-        found = (
-            sorted({int(v) for v in np.unique(labels)} - set(range(probs.shape[1])))[:5]
-            or labels.dtype
-        )
-        raise EvaluationError(
-            f"labels: class indices in [0, {probs.shape[1]}) expected, got {found}"
-        )
+    labels = check_labels(labels, len(probs), probs.shape[1])
     agrees = np.argmax(probs, axis=1) == labels
     per_class = [
         float(np.mean(agrees[labels == c])) if np.any(labels == c) else float("nan")

@@ -107,12 +107,9 @@ def markdown_table(rows: list[dict]) -> str:
 def spread(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Mean and sample sd over draws of each summary score: how much a number moves with the
     latents."""
+    values = {k: [r[k] for r in rows] for k in _table_keys(rows)}
     return {
-        k: {
-            "mean": float(np.mean([r[k] for r in rows])),
-            "sd": float(np.std([r[k] for r in rows], ddof=1)),
-        }
-        for k in _table_keys(rows)
+        k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1))} for k, v in values.items()
     }
 
 

@@ -88,44 +88,51 @@ def folder_change(folder: Path, started: os.stat_result) -> str | None:
 
 
 @contextlib.contextmanager
-def hold(workdir: str | Path) -> Iterator[Path]:
+def hold(workdir: str | Path, stops: StopRequests) -> Iterator[Path]:
     """Holds ``workdir/.lock`` for the duration; raises WorkdirLockedError if a live run holds
-    it."""
+    it. ``stops``: a stop signal while the lock is made acts once it is made, and removes it."""
     path = Path(workdir) / LOCK_NAME
     owner = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    while not _try_create(path, owner):
-        try:
-            holder = json.loads(path.read_text())
-        except (OSError, ValueError):
-            holder = {}  # Unreadable: half-written by a process killed while creating it.
-        same_host = holder.get("host") == owner["host"]
-        if same_host and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
-            raise WorkdirLockedError(
-                f"{workdir} is in use by process {holder['pid']} on {holder['host']} since "
-                f"{holder.get('started')} "
-                f"(lock file {path}); stop that run or choose another --workdir. If no run of "
-                "this workdir is alive (the number now belongs to another process, after a "
-                f"restart), the lock is stale: delete {path}"
-            )
-        if holder and not same_host:
-            raise WorkdirLockedError(
-                f"{workdir} is locked by process {holder.get('pid')} on host {holder.get('host')} "
-                "since "
-                f"{holder.get('started')} (lock file {path}); if that run is dead, delete the "
-                "lock file"
-            )
-        path.unlink(missing_ok=True)  # Stale: its process is gone.
     try:
+        with stops.deferred():
+            while not _try_create(path, owner):
+                _clear_stale(path, owner, workdir)
         yield path
     finally:
-        # On a folder gone read-only the lock stays, stale (its process gone): the next run takes
-        # it over, and the error that stopped this one is the one reported.
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
+        # Removed when it holds this process's record. On a folder gone read-only it stays, stale
+        # (its process gone): the next run takes it over, and the error that stopped this one is
+        # the one reported.
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()) == owner:
+                path.unlink()
+
+
+def _clear_stale(path, owner, workdir):
+    """Removes the lock at ``path`` when its process is gone; WorkdirLockedError while it may
+    live."""
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        holder = {}  # Unreadable: half-written by a process killed while creating it.
+    same_host = holder.get("host") == owner["host"]
+    if same_host and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
+        raise WorkdirLockedError(
+            f"{workdir} is in use by process {holder['pid']} on {holder['host']} since "
+            f"{holder.get('started')} (lock file {path}); stop that run or choose another "
+            "--workdir. If no run of this workdir is alive (the number now belongs to another "
+            f"process, after a restart), the lock is stale: delete {path}"
+        )
+    if holder and not same_host:
+        raise WorkdirLockedError(
+            f"{workdir} is locked by process {holder.get('pid')} on host {holder.get('host')} "
+            f"since {holder.get('started')} (lock file {path}); if that run is dead, delete the "
+            "lock file"
+        )
+    path.unlink(missing_ok=True)  # Stale: its process is gone.
 
 
 class Interrupted(BaseException):
@@ -154,6 +161,7 @@ class StopRequests:
     def __init__(self):
         self.received: list[str] = []
         self.training = False
+        self.deferring = False
 
     def __call__(self, signum, frame) -> None:
         self.received.append(signal.Signals(signum).name)
@@ -162,11 +170,22 @@ class StopRequests:
         self.check()
 
     def check(self) -> None:
-        if self.received and not self.training:
+        if self.received and not self.training and not self.deferring:
             name = self.received[0]
             message = f"{name} received before training started; nothing was trained or saved"
             logging.warning("%s", message)
             raise Interrupted(name, signal.Signals[name].value, message)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals only recorded for the duration (a step that must not stop half done), then
+        acted on."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        self.check()
 
     def start_training(self) -> None:
         self.check()
@@ -208,21 +227,16 @@ def agreed_stop(signals: list[str], started: float, max_seconds: float) -> Stop:
     """Whether to stop now, as every process sees it: one process's signal or clock stops them all
     at the same step; a process stopping alone would leave the others waiting in a collective."""
     out_of_time = max_seconds > 0 and time.monotonic() - started >= max_seconds
-    if jax.process_count() == 1:
-        return (
-            Stop(signals[0], out_of_time, signal.Signals[signals[0]].value)
-            if signals
-            else Stop(None, out_of_time)
-        )
     local = np.array([signal.Signals[signals[0]].value if signals else 0, out_of_time], np.int32)
-    everyone = np.asarray(multihost_utils.process_allgather(local))
+    alone = jax.process_count() == 1
+    everyone = local[None] if alone else np.asarray(multihost_utils.process_allgather(local))
+    out_of_time = bool(everyone[:, 1].any())
     received = [(process, int(sig)) for process, (sig, _) in enumerate(everyone) if sig]
     if not received:
-        return Stop(None, bool(everyone[:, 1].any()))
+        return Stop(None, out_of_time)
     process, signum = received[0]
-    return Stop(
-        f"{signal.Signals(signum).name} (to process {process})", bool(everyone[:, 1].any()), signum
-    )
+    where = "" if alone else f" (to process {process})"
+    return Stop(f"{signal.Signals(signum).name}{where}", out_of_time, signum)
 
 
 class TrainingDiverged(RunError, RuntimeError):

@@ -33,7 +33,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     started = time.monotonic()
     config_lib.validate(config)
     workdir = Path(workdir)
-    with control.stop_requests() as stops, _session(workdir) as (is_main, folder):
+    with control.stop_requests() as stops, _session(workdir, stops) as (is_main, folder):
         harness = Harness(workdir, is_main, stops, started, folder)
         try:
             return loop.train(config, harness)
@@ -49,7 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 @contextlib.contextmanager
-def _session(workdir):
+def _session(workdir, stops):
     """This process's part in the run (yields whether it is process 0, which speaks for the run,
     and the workdir's ``stat``): its log verbosity, ``train.log``, the workdir's lock; a failed
     write to the run's files (a full disk, a folder made read-only or removed, a link in the way),
@@ -57,7 +57,8 @@ def _session(workdir):
     is_main = jax.process_index() == 0
     control.check_writable_folder(workdir, "--workdir")
     folder = workdir.stat()
-    lock = control.hold(workdir) if is_main else contextlib.nullcontext()  # Process 0's, for all.
+    # Process 0's, for all.
+    lock = control.hold(workdir, stops) if is_main else contextlib.nullcontext()
     try:
         with writers.logging_to(workdir, is_main), lock:
             yield is_main, folder

@@ -48,7 +48,6 @@ class SweepRun:
     # Its sub-workdir: the overrides, e.g. "optimizer.learning_rate=1e-4,model.base_width=32".
     name: str
     overrides: dict[str, Any]  # Dotted field -> typed value.
-    flags: tuple[str, ...]  # The same as --config.FIELD=VALUE flags.
 
 
 def _typed(field: str, text: str, default: Any) -> Any:
@@ -95,7 +94,6 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
         run = SweepRun(
             name=",".join(f"{field}={text}" for field, text, _ in combination),
             overrides={field: value for field, _, value in combination},
-            flags=tuple(f"--config.{field}={text}" for field, text, _ in combination),
         )
         config_lib.validate(configure(base, run))  # Impossible values fail now, not hours in.
         runs.append(run)
@@ -116,7 +114,12 @@ def commands(
     scheduler's)."""
     sweep_dir, launcher = Path(sweep_dir).absolute(), str(Path(launcher).absolute())
     start = [sys.executable, launcher, f"--experiment={experiment}"]
-    return [[*start, f"--workdir={sweep_dir / run.name}", *base_flags, *run.flags] for run in runs]
+    return [
+        # The run's name is its FIELD=VALUE pairs, each a --config flag.
+        [*start, f"--workdir={sweep_dir / run.name}", *base_flags]
+        + [f"--config.{pair}" for pair in run.name.split(",")]
+        for run in runs
+    ]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dcgan_jax import evaluation
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan import models, sampling
 from dcgan_jax.run import checkpoints, cli
@@ -65,19 +66,7 @@ class TrainedGenerator:
             return None
         if labels is None:
             return sampling.eval_labels(num, self.num_classes)
-        labels = np.asarray(labels)
-        if labels.shape not in ((), (num,)):
-            raise ValueError(
-                f"labels: an int or one per latent vector, shape ({num},), got shape {labels.shape}"
-            )
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels: class indices (integers) expected, got dtype {labels.dtype}")
-        labels = np.broadcast_to(labels.astype(np.int64), (num,))
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(
-                f"labels must be in [0, {self.num_classes}), got {sorted(set(labels.tolist()))}"
-            )
-        return jnp.asarray(labels, jnp.int32)
+        return jnp.asarray(evaluation.check_labels(labels, num, self.num_classes), jnp.int32)
 
     def generate(self, z: jax.Array, labels=None) -> np.ndarray:
         """Images (N, H, W, C) for latent vectors ``z`` (N, latent_dim) or (latent_dim,), and
@@ -257,16 +246,13 @@ def _check_experiment(workdir, experiment):
         )
     stored = config_lib.flatten(cli.read_json(config_path))
     expected = config_lib.flatten(cli.load_experiment(experiment, EXPERIMENTS_DIR))
-    fields = [
-        k
-        for k in expected
-        if k.startswith(("dataset.name", "model.")) and stored.get(k) != expected[k]
+    differences = [
+        f"{k}: run {stored.get(k)!r}, {experiment} {v!r}"
+        for k, v in expected.items()
+        if k.startswith(("dataset.name", "model.")) and stored.get(k) != v
     ]
-    if fields:
-        differences = ", ".join(
-            f"{k}: run {stored.get(k)!r}, {experiment} {expected[k]!r}" for k in fields
-        )
+    if differences:
         raise checkpoints.CheckpointError(
             f"{workdir.absolute()} holds a run of another experiment than {experiment} "
-            f"({differences})"
+            f"({', '.join(differences)})"
         )
