@@ -282,31 +282,6 @@ def divergence_advice(config, divergence: Divergence) -> str:
     return f"Lower {field}, or {policy}."
 
 
-def check_restore_allowed(config, divergence: Divergence, restores_done: int, kept: str) -> None:
-    """TrainingDiverged unless ``train.on_divergence`` says restore and restores are left; ``kept``
-    names the last good checkpoint."""
-    train = config.train
-    if train.on_divergence == "restore" and restores_done < train.max_divergence_restores:
-        return
-    why = (
-        f" after {restores_done} restores "
-        f"(train.max_divergence_restores={train.max_divergence_restores})"
-    )
-    why = why if train.on_divergence == "restore" else ""
-    raise TrainingDiverged(
-        f"training diverged at {divergence}{why}. {kept} {divergence_advice(config, divergence)}",
-        divergence.step,
-    )
-
-
-def lowered_rates(
-    train_config, divergence: Divergence, stored: tuple[float, float]
-) -> tuple[float, float]:
-    """G's and D's rates to go on with: below both the checkpoint's and those that diverged."""
-    factor = train_config.divergence_lr_factor
-    return tuple(min(s, d) * factor for s, d in zip(stored, divergence.learning_rates, strict=True))
-
-
 STATUS_FILE = "status.json"
 
 

@@ -168,6 +168,23 @@ def divergence(state: GanState, step: int, stacked: dict | None) -> control.Dive
     return control.Divergence(first_bad, problems, learning_rates(state)) if problems else None
 
 
+def check_restore_allowed(
+    config, divergence: control.Divergence, restores_done: int, kept: str
+) -> None:
+    """TrainingDiverged unless ``train.on_divergence`` says restore and restores are left; ``kept``
+    names the last good checkpoint."""
+    train = config.train
+    restoring = train.on_divergence == "restore"
+    if restoring and restores_done < train.max_divergence_restores:
+        return
+    limit = f"train.max_divergence_restores={train.max_divergence_restores}"
+    why = f" after {restores_done} restores ({limit})" if restoring else ""
+    advice = control.divergence_advice(config, divergence)
+    raise control.TrainingDiverged(
+        f"training diverged at {divergence}{why}. {kept} {advice}", divergence.step
+    )
+
+
 def recover(
     run: loop.Run, ckpt: checkpoints.Checkpointer, divergence, restores_done: int
 ) -> GanState:
@@ -178,9 +195,14 @@ def recover(
     kept = "No checkpoint had been written yet."
     if steps:
         kept = f"The newest checkpoint, {ckpt.directory / str(steps[-1])}, is the last good state."
-    control.check_restore_allowed(run.config, divergence, restores_done, kept)
+    check_restore_allowed(run.config, divergence, restores_done, kept)
     state = restore_or_init(run, ckpt)
-    g_rate, d_rate = control.lowered_rates(run.config.train, divergence, learning_rates(state))
+    # Below both the checkpoint's rates and those that diverged.
+    factor = run.config.train.divergence_lr_factor
+    g_rate, d_rate = (
+        min(s, d) * factor
+        for s, d in zip(learning_rates(state), divergence.learning_rates, strict=True)
+    )
     state = _set_rates(state, (g_rate, d_rate), ckpt.directory.parent, "lowered after divergence")
     state = jax.device_put(state, parallel.replicated(run.mesh))
     step = int(parallel.to_host(state.step))
