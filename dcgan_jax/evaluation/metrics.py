@@ -83,7 +83,8 @@ def neighbour_radii(features: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarra
 def _fraction_inside(points, centres, radii):
     """Fraction of ``points`` inside at least one ball (centre, radius) of the other set's
     manifold."""
-    inside = _by_block(points, centres, lambda d: jnp.any(d <= jnp.asarray(radii)[None, :], axis=1))
+    radii = jnp.asarray(radii)  # On the device once, not per block.
+    inside = _by_block(points, centres, lambda d: jnp.any(d <= radii, axis=1))
     return float(np.mean(np.concatenate(inside)))
 
 
@@ -106,7 +107,7 @@ def density_coverage(
     reals) and coverage (the share of real balls holding a fake), Naeem et al. 2020, strict as their
     code."""
     real_radii = neighbour_radii(real, (k,))[0] if real_radii is None else real_radii
-    radii = jnp.asarray(real_radii)[None, :]
+    radii = jnp.asarray(real_radii)
 
     def balls(d):  # Of a block of fakes: the balls holding them, and each real's nearest of them.
         return jnp.sum(d < radii), jnp.min(d, axis=0)
