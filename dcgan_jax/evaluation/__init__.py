@@ -2,8 +2,7 @@
 cached reference features and metrics; nothing here loads a checkpoint (that is
 :mod:`dcgan_jax.scoring`). ``dcgan_jax.evaluate(images, dataset="fashion_mnist")`` scores images."""
 
-from __future__ import annotations
-
+import functools
 from pathlib import Path
 
 import ml_collections
@@ -70,7 +69,15 @@ def network_for(name: str, dataset: str) -> FeatureNetwork:
     """The feature network ``name`` (one of :data:`NAMES`) for scoring images of ``dataset``."""
     if name not in NAMES:
         raise EvaluationError(f"feature_network={name!r}: one of {', '.join(NAMES)}")
-    return classifier_network(dataset) if name == "classifier" else inception_network()
+    if name == "inception":
+        return inception_network()
+    if dataset not in classifier.datasets():
+        raise EvaluationError(
+            f"dataset={dataset!r}: the evaluation's classifiers are for "
+            f"{', '.join(classifier.datasets())}; score it with --feature_network=inception "
+            "(feature_network='inception' in Python)"
+        )
+    return classifier_network(dataset)
 
 
 def check_images(
@@ -126,26 +133,27 @@ class Evaluator:
         real = self._reference(self.split)
         self.image_shape = self.network.image_shape or tuple(int(d) for d in real["image_shape"])
         self.real_features, self.real_labels = real["features"], real["labels"]
-        self.real_probs = real.get("probs")
         self.real_mu, self.real_cov = metrics.mean_and_cov(self.real_features)
         self.real_radii, self.real_radii_dc = metrics.neighbour_radii(
             self.real_features, (PR_K, DC_K)
         )
-        if self.real_probs is not None:
-            self.real_hist = metrics.class_histogram(self.real_probs, classifier.NUM_CLASSES)
-        features, labels = self.real_features, self.real_labels
+        if "probs" in real:
+            self.real_hist = metrics.class_histogram(real["probs"], classifier.NUM_CLASSES)
         self.class_stats = [
-            metrics.mean_and_cov(features[labels == c]) for c in range(labels.max() + 1)
+            metrics.mean_and_cov(self.real_features[self.real_labels == c])
+            for c in range(self.real_labels.max() + 1)
         ]
-        split = (
-            self.split
-            if self.dataset != "image_folder"
-            else f"all images of {self.dataset_config.data_dir}"
-        )
-        reference = {"dataset": self.dataset, "split": split, "num_images": len(self.real_features)}
+        split = self.split
+        if self.dataset == "image_folder":
+            split = f"all images of {self.dataset_config.data_dir}"
         self.provenance = {
             **self.network.provenance(),
-            "reference": {**reference, "images_sha256": str(real["images_sha256"])},
+            "reference": {
+                "dataset": self.dataset,
+                "split": split,
+                "num_images": len(self.real_features),
+                "images_sha256": str(real["images_sha256"]),
+            },
             "neighbours": {"precision_recall_k": PR_K, "density_coverage_k": DC_K},
             "kid": "mean over 100 subsets of 1000",
         }
@@ -276,28 +284,15 @@ def reference_config(dataset: str, split: str = "test", data_dir: str | Path | N
     return ml_collections.ConfigDict({**default_config().dataset.to_dict(), **fields})
 
 
-def _check_classifier(dataset, feature_network):
-    if feature_network == "classifier" and dataset not in classifier.datasets():
-        raise EvaluationError(
-            f"dataset={dataset!r}: the evaluation's classifiers are for "
-            f"{', '.join(classifier.datasets())}; score it with --feature_network=inception "
-            "(feature_network='inception' in Python)"
-        )
-
-
 def features(
     images: np.ndarray, dataset: str = "fashion_mnist", feature_network: str = "classifier"
 ) -> np.ndarray:
     """(N, D) features of ``images`` (N, H, W, C) in [-1, 1], to score with one's own tools:
     ``dataset``'s classifier's penultimate layer (128), or with ``feature_network="inception"``
     pool3 (2048)."""
-    _check_classifier(dataset, feature_network)
     network = network_for(feature_network, dataset)
     images = np.asarray(images)
     return network.apply(check_images(images, 1, network.image_shape or images.shape[1:]))[0]
-
-
-_EVALUATORS: dict[tuple, Evaluator] = {}
 
 
 def evaluate(
@@ -320,17 +315,18 @@ def evaluate(
         raise EvaluationError(
             f"split={split!r}: the real images compared with are one of {', '.join(SPLITS)}"
         )
-    _check_classifier(dataset, feature_network)
-    key = (dataset, split, str(data_dir), str(cache_dir), feature_network)
-    if key not in _EVALUATORS:
-        config = reference_config(dataset, split, data_dir)
-        _EVALUATORS[key] = Evaluator(config, feature_network, cache_dir=cache_dir)
-    return _EVALUATORS[key](images, min_samples, labels)
+    evaluator = _evaluator(dataset, split, data_dir, cache_dir, feature_network)
+    return evaluator(images, min_samples, labels)
+
+
+@functools.cache
+def _evaluator(dataset, split, data_dir, cache_dir, feature_network):
+    config = reference_config(dataset, split, data_dir)
+    return Evaluator(config, feature_network, cache_dir=cache_dir)
 
 
 def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "") -> Evaluator:
     """The Evaluator of a run's config: its dataset against ``eval.split``, scored by the dataset's
     registered feature network (``feature_network`` names another)."""
     feature_network = feature_network or data.scored_by(config.dataset.name) or "inception"
-    _check_classifier(config.dataset.name, feature_network)
     return Evaluator(references.with_split(config.dataset, config.eval.split), feature_network)

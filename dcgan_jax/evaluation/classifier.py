@@ -2,8 +2,6 @@
 on the dataset itself (as usual for 28x28 grey datasets). Its weights ship in
 ``dcgan_jax/assets/classifiers/<dataset>/``; ``python -m dcgan_jax.classifier`` reproduces them."""
 
-from __future__ import annotations
-
 import functools
 import hashlib
 import json
@@ -123,27 +121,17 @@ def make_apply(params: Any, batch_size: int = 1000):
 
 def _split(config):
     """(train images, train labels, eval images, eval labels), in [-1, 1]."""
-    train_images, train_labels = data.load_dataset(config.dataset, config.seed)
-    if config.dataset.split == config.eval_split:  # One split only (MNIST here): hold out its end.
-        if not 0 < config.holdout < len(train_images):
-            raise ConfigError(
-                f"--config.holdout={config.holdout}: must be in (0, {len(train_images)})"
-            )
-        eval_images, eval_labels = train_images[-config.holdout :], train_labels[-config.holdout :]
-        train_images, train_labels = (
-            train_images[: -config.holdout],
-            train_labels[: -config.holdout],
-        )
-    else:
+    images, labels = data.load_dataset(config.dataset, config.seed)
+    if config.dataset.split != config.eval_split:
         eval_config = ml_collections.ConfigDict({**config.dataset, "split": config.eval_split})
         eval_images, eval_labels = data.load_dataset(eval_config, config.seed)
-    to_range = data.to_model_range
-    return (
-        to_range(train_images),
-        np.asarray(train_labels),
-        to_range(eval_images),
-        np.asarray(eval_labels),
-    )
+    else:  # One split only (MNIST here): hold out its end.
+        holdout = config.holdout
+        if not 0 < holdout < len(images):
+            raise ConfigError(f"--config.holdout={holdout}: must be in (0, {len(images)})")
+        eval_images, eval_labels = images[-holdout:], labels[-holdout:]
+        images, labels = images[:-holdout], labels[:-holdout]
+    return data.to_model_range(images), labels, data.to_model_range(eval_images), eval_labels
 
 
 def accuracy(params: Any, images: np.ndarray, labels: np.ndarray) -> float:

@@ -4,8 +4,6 @@ without torch or the package (a zip of a pickled module tree and raw little-endi
 conversion is cached as ``.npz`` with a digest; the check against torch is
 ``benchmarks/inception_parity.py``."""
 
-from __future__ import annotations
-
 import functools
 import hashlib
 import importlib.util
@@ -221,15 +219,14 @@ class Tower(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.pool_first(x) if self.pool_first else x
         for i, layer in enumerate(self.layers):
-            shape = layer[1] if len(layer) > 1 else ONE
-            x = ConvBN(layer[0], shape, name="conv" if i == 0 else f"conv_{i}")(x)
+            x = ConvBN(*layer, name="conv" if i == 0 else f"conv_{i}")(x)
         return x
 
 
 S3, S5 = ((3, 3), 1, (1, 1)), ((5, 5), 1, (2, 2))  # Same-size 3x3 and 5x5.
 ROW7, COL7 = ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
 DOWN3 = ((3, 3), 2, (0, 0))
-ONE, K3 = ((1, 1), 1, (0, 0)), ((3, 3), 1, (0, 0))
+K3 = ((3, 3), 1, (0, 0))
 
 
 class InceptionA(nn.Module):

@@ -1,8 +1,6 @@
 """Sample-quality metrics: pure functions of features and class probabilities; pairwise parts run
 jitted in blocks of rows, so memory stays bounded at any number of samples (docs/evaluation.md)."""
 
-from __future__ import annotations
-
 import jax
 import jax.numpy as jnp
 import numpy as np

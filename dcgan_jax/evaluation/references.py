@@ -2,8 +2,6 @@
 once and cached as .npz (beside the IDX data when writable, else ``$DCGAN_JAX_CACHE_DIR`` or
 ``~/.cache/dcgan_jax``), keyed by the network's weights; a damaged cache is rebuilt."""
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import hashlib
@@ -35,9 +33,9 @@ class FeatureNetwork:
     apply: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
     def provenance(self) -> dict:
-        names = {"feature_network": self.description, "feature_layer": self.layer}
         return {
-            **names,
+            "feature_network": self.description,
+            "feature_layer": self.layer,
             "feature_weights_hash": self.weights_hash,
             "preprocessing": self.preprocessing,
         }
@@ -92,18 +90,14 @@ def _cache_file(dataset_config, network, cache_dir):
     name, split = dataset_config.name, dataset_config.split
     digest = network.weights_hash.removeprefix("sha256:")[:16]
     tag = digest if network.name == "classifier" else f"{network.name}-{digest}"
+    folder = Path(cache_dir) if cache_dir else default_cache_dir() / name
     if name == "image_folder":
-        where = hashlib.sha256(str(Path(dataset_config.data_dir).resolve()).encode()).hexdigest()[
-            :12
-        ]
-        name, split = f"image_folder_{where}_{dataset_config.image_size}", "all"
-    folder = Path(cache_dir) if cache_dir else None
-    data_dir = (
-        data.resolve_data_dir(dataset_config) if dataset_config.name != "image_folder" else None
-    )
-    if folder is None and data_dir is not None and os.access(data_dir, os.W_OK):
+        where = hashlib.sha256(str(Path(dataset_config.data_dir).resolve()).encode()).hexdigest()
+        name, split = f"image_folder_{where[:12]}_{dataset_config.image_size}", "all"
+    elif not cache_dir and os.access(
+        data_dir := data.resolve_data_dir(dataset_config) or "", os.W_OK
+    ):
         folder = data_dir
-    folder = folder or default_cache_dir() / dataset_config.name
     return folder / f"reference_{name}_{split}_{tag}.npz"
 
 

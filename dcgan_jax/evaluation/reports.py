@@ -1,8 +1,6 @@
 """Reports of evaluation scores: the log lines, the metrics-log names, the tables and the spread
 over draws. Numbers in, text out: nothing here computes a score."""
 
-from __future__ import annotations
-
 import json
 
 import numpy as np

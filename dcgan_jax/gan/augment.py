@@ -3,8 +3,6 @@ in both updates, so D cannot learn the training set by heart. ``train.diffaugmen
 (brightness, saturation, contrast), ``translation`` (up to 1/8 of the size, zero border), ``cutout``
 (a square of half the size set to 0), joined by "," or "+", in the authors' ranges."""
 
-from __future__ import annotations
-
 import re
 
 import jax

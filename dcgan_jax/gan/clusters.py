@@ -4,8 +4,6 @@ mapped onto separate modes draws hybrids between them (Khayatkhoei et al. 2018);
 mode avoids them. Clusters are equal in size, matching the uniform draw of fake labels
 (docs/model.md)."""
 
-from __future__ import annotations
-
 import numpy as np
 
 # matching the uniform draw of fake labels (docs/model.md).

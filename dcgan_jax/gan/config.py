@@ -1,8 +1,6 @@
 """Run configuration: the defaults every experiment (``experiments/NAME.py``) starts from, and their
 validation: an impossible value is a ConfigError naming its ``--config.FIELD`` flag."""
 
-from __future__ import annotations
-
 import difflib
 import math
 

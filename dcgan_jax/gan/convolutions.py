@@ -11,8 +11,6 @@ gradients: tests/test_convolutions.py).
 half the direct sum's multiply-adds, on the CPU in float32 (GPU libraries have their own fast
 kernels)."""
 
-from __future__ import annotations
-
 import functools
 import math
 from typing import Any

@@ -2,8 +2,6 @@
 (imported only to download and prepare), a folder of PNG/JPEG files or a synthetic set; and a batch
 order that is a pure function of (seed, batch index), so a resumed run sees the same batches."""
 
-from __future__ import annotations
-
 import dataclasses
 import gzip
 import os

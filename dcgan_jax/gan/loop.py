@@ -5,8 +5,6 @@ runs as it is in a notebook or a test; ``dcgan_jax.train`` (dcgan_jax/run/train.
 harness that keeps a run alive in a workdir. Batch order and random keys are functions of (seed,
 step), so a run resumed from a checkpoint goes on exactly as if never stopped."""
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import functools

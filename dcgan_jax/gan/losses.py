@@ -1,8 +1,6 @@
 """GAN losses on D's logits (``loss.name``: ``bce`` as in the DCGAN paper, ``hinge``, ``lsgan`` with
 a-b-c = 0-1-1, ``wgan_gp``), the gradient penalties and D's health signals."""
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Callable
 

@@ -1,8 +1,6 @@
 """DCGAN generator and discriminator (Radford et al. 2016) as pure Flax modules, their convolutions
 the exact rewrites of :mod:`dcgan_jax.convolutions` (same parameters as ``nn.Conv``)."""
 
-from __future__ import annotations
-
 import functools
 from typing import Any, NamedTuple
 

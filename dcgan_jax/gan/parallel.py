@@ -2,8 +2,6 @@
 ``NamedSharding`` splits the batch and replicates the state, so BatchNorm statistics and gradients
 are the global batch's whatever the device count (docs/distributed.md)."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax

@@ -2,8 +2,6 @@
 splits here into streams no two uses share (initialisation, updates, grids, evaluation); training,
 ``dcgan_jax.load(...)`` and the evaluation command all draw through these functions."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 
 import jax

@@ -5,8 +5,6 @@ one G update through D. Each update changes only its own network's ``NetState`` 
 statistics are discarded: a "frozen" network); randomness only from :mod:`dcgan_jax.sampling`'s
 keys. :func:`jit_train_steps` compiles it over the device mesh, with shardings and donation."""
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 from collections.abc import Callable

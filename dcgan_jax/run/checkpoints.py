@@ -1,8 +1,6 @@
 """Orbax checkpoints of the whole training state with the run's config and the SHA-256 of every
 array; a save is renamed into place only when complete, so a killed run keeps its previous one."""
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import functools
@@ -83,11 +81,7 @@ HASHES_KEY = "sha256"  # meta: {array path: SHA-256 of its bytes}, written with 
 
 def array_hashes(tree) -> dict[str, str]:
     """{path: SHA-256 of the array's bytes} for every array of a (host) tree."""
-    return _by_path(tree, _sha256)
-
-
-def _sha256(array):
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    return _by_path(tree, lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())
 
 
 def _shape(leaf):
@@ -261,9 +255,6 @@ class Checkpointer:
         logging.warning("Damaged checkpoint %s (%s); trying the previous one.", where, reason)
         logging.info("Why %s is damaged, in full: %s", where, error, extra=writers.FILE_ONLY)
 
-    def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
-        return _by_path(self._metadata(step), _shape)
-
     def _metadata(self, step):
         """Orbax's metadata of the stored state; a read that fails (a step pruned meanwhile, a
         damaged file) is a CheckpointError, which the readers re-list or report."""
@@ -279,7 +270,7 @@ class Checkpointer:
         """CheckpointMismatchError, naming the arrays, when the checkpoint's shapes are not those of
         ``target``; ``exact``: nor may the checkpoint hold arrays ``target`` lacks (an EMA or a
         label embedding the run dropped). A mismatch is not damage: the files are intact."""
-        stored, wanted = self._stored_shapes(step), _by_path(target, _shape)
+        stored, wanted = _by_path(self._metadata(step), _shape), _by_path(target, _shape)
         where = self.directory / str(step)
         if not stored:  # Damaged: no array metadata at all.
             raise CheckpointError(f"{where}: its metadata lists none of the state's arrays")

@@ -3,8 +3,6 @@ evaluation,sweep}``), each running its ``main`` through :func:`run`: a user's mi
 ``error: ...`` line and exit 2, never a traceback; a signal exits 128 + its number, as shells
 report."""
 
-from __future__ import annotations
-
 import difflib
 import importlib.util
 import json

@@ -1,7 +1,5 @@
 """Pictures a researcher looks at: sample grids and training curves, as PNG files."""
 
-from __future__ import annotations
-
 import json
 import math
 from pathlib import Path
@@ -80,13 +78,15 @@ def _plot_series(axis, rows, key, label):
     )
 
 
-def _save(fig, out_path, axis=None, ylabel=""):
-    """Writes ``fig``; with ``axis``, labelled (steps, ``ylabel``) and its legend drawn first."""
-    if axis is not None:
-        axis.set_xlabel("step")
-        axis.set_ylabel(ylabel)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+def _label(axis, ylabel=""):
+    """``axis`` labelled (steps, ``ylabel``), with a grid and a legend."""
+    axis.set_xlabel("step")
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+
+
+def _save(fig, out_path):
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -112,9 +112,7 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
         for key in keys:
             _plot_series(axis, rows, key, label=key)
         axis.set_title(title)
-        axis.set_xlabel("step")
-        axis.legend()
-        axis.grid(alpha=0.3)
+        _label(axis)
     return _save(fig, out_path)
 
 
@@ -135,7 +133,8 @@ def plot_metric(run_dirs: list[Path], metric: str, out_path: Path) -> Path:
     fig, axis = _pyplot().subplots(figsize=(8, 4.5))
     for run_dir, rows in zip(run_dirs, rows_per_run, strict=True):
         _plot_series(axis, rows, metric, label=Path(run_dir).name)
-    return _save(fig, out_path, axis, metric)
+    _label(axis, metric)
+    return _save(fig, out_path)
 
 
 def _band_points(series: list[dict[int, float]]) -> tuple[list[float], np.ndarray]:
@@ -175,4 +174,5 @@ def plot_metric_bands(groups: dict[str, list[Path]], metric: str, out_path: Path
         axis.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
         if few:
             axis.errorbar(steps, mean, yerr=sd, fmt="none", ecolor=line.get_color(), capsize=3)
-    return _save(fig, out_path, axis, f"{metric}, mean +- sd over seeds")
+    _label(axis, f"{metric}, mean +- sd over seeds")
+    return _save(fig, out_path)

@@ -2,8 +2,6 @@
 learning rate applied), and returning to the last good state after a divergence; the rates in force
 from each step, and why, go to ``learning_rates.jsonl``."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -4,11 +4,8 @@ the newest good checkpoint, stops agreed on by every process, divergence recover
 metrics, sample grids, evaluations with the best checkpoint by FID, checkpoints and ``status.json``.
 """
 
-from __future__ import annotations
-
 import contextlib
 import functools
-import json
 import os
 import time
 from pathlib import Path
@@ -196,7 +193,7 @@ class Harness(loop.Hooks):
         gan_state = resume.restore_or_init(run, self.checkpointer)
         step = int(parallel.to_host(gan_state.step))
         if self.is_main and step < config.train.num_steps:
-            resolved = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
+            resolved = config.to_json(indent=2, sort_keys=True)
             writers.write_atomically(self.workdir / "config.json", resolved + "\n")
             logging.info("Config:\n%s", config)
         self._start_interval(step)

@@ -1,8 +1,6 @@
 """Where metrics and logs go: the console, ``train.log``, ``metrics.jsonl`` and TensorBoard event
 files (tensorboardX: no TensorFlow)."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import logging as std_logging

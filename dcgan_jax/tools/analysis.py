@@ -10,8 +10,6 @@
 From the shell, into ``<workdir>/analysis/``: ``python -m dcgan_jax.analysis --workdir=RUN
 [--step=N]``."""
 
-from __future__ import annotations
-
 import contextlib
 from pathlib import Path
 

@@ -2,8 +2,6 @@
 dcgan_jax.evaluation``) and :func:`evaluate_run`. Loads checkpoints, so the training loop does not
 import it; the scores themselves come from the library, :mod:`dcgan_jax.evaluation`."""
 
-from __future__ import annotations
-
 import json
 import time
 from pathlib import Path

@@ -2,8 +2,6 @@
 script and its manifest, task ``i`` running the manifest's ``i``-th command (a finished run
 skipped); ``python -m dcgan_jax.sweep --runs=DIR`` then tabulates the runs."""
 
-from __future__ import annotations
-
 import json
 import os
 import shlex
@@ -17,10 +15,6 @@ from dcgan_jax.run import cli
 from dcgan_jax.run.control import read_status
 
 TASK_ENV = "SLURM_ARRAY_TASK_ID"
-
-
-def manifest_path(script: Path) -> Path:
-    return script.with_name(script.stem + ".manifest.json")
 
 
 def write_array(
@@ -37,7 +31,7 @@ def write_array(
         {"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv}
         for run, argv in zip(runs, argvs, strict=True)
     ]
-    manifest = manifest_path(script)
+    manifest = script.with_name(script.stem + ".manifest.json")
     manifest.write_text(json.dumps({"sweep_dir": str(sweep_dir), "tasks": tasks}, indent=2) + "\n")
     task = shlex.join([sys.executable, "-m", "dcgan_jax.sweep", f"--manifest={manifest}"])
     if cli.has_control_characters(task + str(sweep_dir)):

@@ -3,8 +3,6 @@
 run in ``WORKDIR/<its overrides>`` (a rerun skips finished runs); ``python -m dcgan_jax.sweep
 --runs=DIR`` tabulates any folder of runs."""
 
-from __future__ import annotations
-
 import copy
 import csv
 import dataclasses
@@ -52,20 +50,15 @@ class SweepRun:
 
 def _typed(field: str, text: str, default: Any) -> Any:
     kind = type(default)
+    booleans = {"true": True, "1": True, "false": False, "0": False}
     try:
         if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text.lower() in ("true", "1")
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-    except ValueError:
+            return booleans[text.lower()]
+        return kind(text) if kind in (int, float) else text
+    except (KeyError, ValueError):
         raise config_lib.ConfigError(
             f"--sweep: {field}={text!r} is not a valid {kind.__name__}"
         ) from None
-    return text
 
 
 def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
@@ -355,9 +348,7 @@ def _groups(sweep_dir: Path, rows: list[dict], table: list[dict]) -> dict[str, l
     keys = list(table[0])
     fields = keys[: keys.index("n")]  # A setting's fields come first.
     groups = {}
-    for setting in table:
-        label = ",".join(f"{f}={setting[f]}" for f in fields) or "all runs"
-        groups[label] = [
-            sweep_dir / r["run"] for r in rows if all(r[f] == setting[f] for f in fields)
-        ]
+    for row in rows:
+        label = ",".join(f"{f}={row[f]}" for f in fields) or "all runs"
+        groups.setdefault(label, []).append(sweep_dir / row["run"])
     return groups

@@ -7,8 +7,6 @@
 
 Needs only the workdir: config and image shape travel inside each checkpoint."""
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 from pathlib import Path
