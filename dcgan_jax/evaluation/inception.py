@@ -18,7 +18,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from flax import traverse_util
 
 from dcgan_jax.evaluation import references
@@ -139,21 +138,10 @@ def _digest(flat):
     return digest.hexdigest()
 
 
-def _cached(cache: Path) -> dict[str, np.ndarray] | None:
-    """The converted arrays of ``cache`` when they match the digest stored with them."""
-    try:
-        with np.load(cache, allow_pickle=False) as stored:
-            flat = {k: stored[k] for k in stored.files if k != "digest"}
-            expected = str(stored["digest"])
-    except Exception as e:  # A truncated or foreign file: rebuilt below.
-        logging.warning(
-            "Rebuilding the converted Inception weights: %s is unreadable (%s)", cache, e
-        )
-        return None
-    if _digest(flat) != expected:
-        logging.warning("Rebuilding the converted Inception weights: %s fails its digest", cache)
-        return None
-    return flat
+def _check_digest(arrays):
+    """A ValueError unless the converted arrays match the digest stored with them."""
+    if _digest({k: v for k, v in arrays.items() if k != "digest"}) != str(arrays["digest"]):
+        raise ValueError("fails its digest")
 
 
 def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]:
@@ -172,10 +160,11 @@ def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]
             f"{source} has SHA-256 {found}, not {SOURCE_SHA256}: not the 2015-12-05 Inception file"
         )
     cache = cache_dir / f"inception-2015-12-05-{SOURCE_SHA256[:16]}.npz"
-    flat = _cached(cache) if cache.exists() else None
+    flat = references.load_cache(cache, _check_digest, "the converted Inception weights")
     if flat is None:
         flat = traverse_util.flatten_dict(_convert(read_torchscript(source).net.layers), sep="/")
         references.save_npz(cache, digest=np.array(_digest(flat)), **flat)
+    flat.pop("digest", None)
     return {"params": traverse_util.unflatten_dict(flat, sep="/")}, _digest(flat)
 
 
@@ -219,14 +208,15 @@ class Tower(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.pool_first(x) if self.pool_first else x
         for i, layer in enumerate(self.layers):
-            x = ConvBN(*layer, name="conv" if i == 0 else f"conv_{i}")(x)
+            shape = layer[1] if len(layer) > 1 else ONE
+            x = ConvBN(layer[0], shape, name="conv" if i == 0 else f"conv_{i}")(x)
         return x
 
 
 S3, S5 = ((3, 3), 1, (1, 1)), ((5, 5), 1, (2, 2))  # Same-size 3x3 and 5x5.
 ROW7, COL7 = ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
 DOWN3 = ((3, 3), 2, (0, 0))
-K3 = ((3, 3), 1, (0, 0))
+ONE, K3 = ((1, 1), 1, (0, 0)), ((3, 3), 1, (0, 0))
 
 
 class InceptionA(nn.Module):

@@ -4,6 +4,7 @@ once and cached as .npz (beside the IDX data when writable, else ``$DCGAN_JAX_CA
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -104,32 +105,39 @@ def _cache_file(dataset_config, network, cache_dir):
 REFERENCE_KEYS = ("features", "labels", "images_sha256", "image_shape")
 
 
-def _cached_reference(cache: Path, feature_dim: int) -> dict[str, np.ndarray] | None:
-    """The arrays of a reference cache, or None (with one warning: it is rebuilt) when the file is
-    unreadable, truncated or of another layout (features not ``feature_dim`` wide included)."""
-    try:
-        with np.load(cache, allow_pickle=False) as stored:
-            reference = dict(stored)
-        features, labels = reference["features"], reference["labels"]
-        if not set(REFERENCE_KEYS) <= reference.keys() or len(features) != len(labels):
-            raise ValueError(f"not the arrays of a reference (keys {sorted(reference)})")
-        if features.ndim != 2 or features.shape[1] != feature_dim:
-            raise ValueError(f"features of shape {features.shape}, not (N, {feature_dim})")
-        return reference
-    except Exception as e:  # BadZipFile, EOFError, KeyError, ValueError...: any damage is rebuilt.
-        logging.warning(
-            "Rebuilding the reference features: %s is unreadable (%s)",
-            cache,
-            str(e).splitlines()[0],
-        )
+def load_cache(
+    path: Path, check: Callable[[dict], None], what: str
+) -> dict[str, np.ndarray] | None:
+    """The arrays of the cache at ``path`` when it exists and ``check(arrays)`` passes; else None,
+    with one warning when the file is unreadable, truncated or fails the check (``what`` is then
+    rebuilt)."""
+    if not path.exists():
         return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = dict(stored)
+        check(arrays)
+    except Exception as e:  # BadZipFile, EOFError, KeyError, ValueError...: any damage is rebuilt.
+        logging.warning("Rebuilding %s: %s is unreadable (%s)", what, path, str(e).splitlines()[0])
+        return None
+    return arrays
+
+
+def _check_reference(reference, feature_dim):
+    """A ValueError unless ``reference`` holds a reference's arrays, ``feature_dim`` wide."""
+    features, labels = reference["features"], reference["labels"]
+    if not set(REFERENCE_KEYS) <= reference.keys() or len(features) != len(labels):
+        raise ValueError(f"not the arrays of a reference (keys {sorted(reference)})")
+    if features.ndim != 2 or features.shape[1] != feature_dim:
+        raise ValueError(f"features of shape {features.shape}, not (N, {feature_dim})")
 
 
 def reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, np.ndarray]:
     """Features, class probabilities (if any), labels and images' SHA-256 of a real split,
     cached."""
     cache = _cache_file(dataset_config, network, cache_dir)
-    if cache.exists() and (stored := _cached_reference(cache, network.feature_dim)) is not None:
+    check = functools.partial(_check_reference, feature_dim=network.feature_dim)
+    if (stored := load_cache(cache, check, "the reference features")) is not None:
         return stored
     uint8_images, labels = data.load_dataset(dataset_config)
     features, probs = network.apply(data.to_model_range(uint8_images))

@@ -88,17 +88,25 @@ def markdown_table(rows: list[dict]) -> str:
     keys = _table_keys(rows)
     counts = sorted({row["num_samples"] for row in rows})
     names = [metric_name(k, counts[0]) for k in keys] if len(counts) == 1 else list(keys)
-    lines = [
-        "| step | latents | " + " | ".join(names) + " | seconds |",
-        "|" + "---|" * (len(keys) + 3),
+    table = [
+        {
+            "step": row["step"],
+            "latents": row["latents"],
+            **{n: format(row[k], _FORMATS.get(k, ".3f")) for n, k in zip(names, keys, strict=True)},
+            "seconds": f"{row['seconds']:.1f}",
+        }
+        for row in rows
     ]
-    for row in rows:
-        cells = [format(row[k], _FORMATS.get(k, ".3f")) for k in keys]
-        lines.append(
-            f"| {row['step']} | {row['latents']} | "
-            + " | ".join(cells)
-            + f" | {row['seconds']:.1f} |"
-        )
+    return markdown(table)
+
+
+def markdown(rows: list[dict]) -> str:
+    """A Markdown table of ``rows`` (dicts with the same keys, the columns); None an empty cell."""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += [
+        "| " + " | ".join("" if r[k] is None else str(r[k]) for k in keys) + " |" for r in rows
+    ]
     return "\n".join(lines)
 
 

@@ -256,7 +256,7 @@ def train(config: ml_collections.ConfigDict, hooks: Hooks | None = None) -> GanS
     log_setup(run)
     gan_state = hooks.start(run)
     cfg = run.config.train
-    at = int(parallel.to_host(gan_state.step))
+    at = gan_state.host_step
     if at >= cfg.num_steps:
         logging.info("Nothing to do: the checkpoint is at step %d of %d.", at, cfg.num_steps)
         return gan_state
@@ -275,8 +275,8 @@ def train(config: ml_collections.ConfigDict, hooks: Hooks | None = None) -> GanS
         if not (at_log or at_eval or at_sample or at_checkpoint):
             continue
         gan_state = hooks.checked(gan_state, at, at_log=at_log)
-        if int(parallel.to_host(gan_state.step)) != at:  # Gone back to an earlier state.
-            at = int(parallel.to_host(gan_state.step))
+        if gan_state.host_step != at:  # Gone back to an earlier state.
+            at = gan_state.host_step
             stop = False
             continue
         if at_log:

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from dcgan_jax.gan import parallel
+
 
 @struct.dataclass
 class NetState:
@@ -59,6 +61,11 @@ class GanState:
     d: NetState
     # EMA of G's parameters; {} when train.ema_decay = 0.
     g_ema: Any = struct.field(default_factory=dict)
+
+    @property
+    def host_step(self) -> int:
+        """``step`` as a Python int, read on any process (the state is replicated)."""
+        return int(parallel.to_host(self.step))
 
     def generator_variables(self, ema: bool = True) -> dict[str, Any]:
         """G's variables; with ``ema`` (and an EMA kept) its averaged parameters, G's own

@@ -141,7 +141,7 @@ class Checkpointer:
         """Starts an asynchronous save of ``state`` at its step. ``meta`` holds what is derived, not
         configured (the image shape), to rebuild G from the checkpoint alone; the arrays' SHA-256
         join it."""
-        step = int(parallel.to_host(state.step))
+        step = state.host_step
         self.wait()  # The previous save's errors surface here, before another one starts.
         needed = _bytes_needed(self.directory, state, self.all_steps())
         if shutil.disk_usage(self.directory).free < needed:

@@ -73,7 +73,7 @@ def _with_changed_rates(state, stored, config, workdir):
 
 def _set_rates(state, rates, workdir, why):
     """``state`` with G's and D's learning rates ``rates``, recorded as in force from its step."""
-    record_rates(workdir, int(parallel.to_host(state.step)), rates, why)
+    record_rates(workdir, state.host_step, rates, why)
     g_rate, d_rate = rates
     return state.replace(g=state.g.with_learning_rate(g_rate), d=state.d.with_learning_rate(d_rate))
 
@@ -104,7 +104,7 @@ def restore_or_init(run: loop.Run, ckpt: checkpoints.Checkpointer) -> GanState:
         raise checkpoints.CheckpointMismatchError(
             f"{e} Changed fields: {config_changes(stored, run.config)}"
         ) from e
-    step = int(parallel.to_host(state.step))
+    step = state.host_step
     stored = ckpt.restore_config(step)[1]
     _check_resumable(stored, run.config, workdir)
     if changes := config_changes(stored, run.config):
@@ -203,17 +203,12 @@ def recover(
     )
     state = _set_rates(state, (g_rate, d_rate), ckpt.directory.parent, "lowered after divergence")
     state = jax.device_put(state, parallel.replicated(run.mesh))
-    step = int(parallel.to_host(state.step))
+    step = state.host_step
     taken = f"checkpoint {ckpt.directory / str(step)}" if ckpt.all_steps() else "the initial state"
     rates = f"learning rates G {g_rate:.3g}, D {d_rate:.3g}"
     count = f"restore {restores_done + 1} of {run.config.train.max_divergence_restores}"
     logging.warning(
-        "Diverged at %s. %s Going on from step %d (%s) with %s (%s).",
-        divergence,
-        kept,
-        step,
-        taken,
-        rates,
-        count,
+        f"Diverged at {divergence}. {kept} Going on from step {step} ({taken}) with {rates} "
+        f"({count})."
     )
     return state

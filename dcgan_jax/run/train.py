@@ -191,7 +191,7 @@ class Harness(loop.Hooks):
             self._set_up_evaluation(run)
         self.stops.check()
         gan_state = resume.restore_or_init(run, self.checkpointer)
-        step = int(parallel.to_host(gan_state.step))
+        step = gan_state.host_step
         if self.is_main and step < config.train.num_steps:
             resolved = config.to_json(indent=2, sort_keys=True)
             writers.write_atomically(self.workdir / "config.json", resolved + "\n")
@@ -258,7 +258,7 @@ class Harness(loop.Hooks):
         gan_state = resume.recover(self.run, self.checkpointer, divergence, self.restores)
         self.restores += 1
         self.stop = control.Stop()
-        step = int(parallel.to_host(gan_state.step))
+        step = gan_state.host_step
         self._start_interval(step)
         logging.info("Training from step %d to %d.", step, self.run.config.train.num_steps)
         return gan_state

@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from dcgan_jax.evaluation import reports
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import cli, images
 from dcgan_jax.run.control import (  # Every run writes its status.json.
@@ -260,15 +261,6 @@ def settings(rows: list[dict]) -> list[dict]:
     return table
 
 
-def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += [
-        "| " + " | ".join("" if r[k] is None else str(r[k]) for k in keys) + " |" for r in rows
-    ]
-    return "\n".join(lines)
-
-
 def settings_markdown(table: list[dict]) -> str:
     """The per-setting table with each metric as "mean +- sd" in one cell."""
     shown = []
@@ -280,7 +272,7 @@ def settings_markdown(table: list[dict]) -> str:
                 None if mean is None else (f"{mean:g}" if sd is None else f"{mean:g} +- {sd:g}")
             )
         shown.append(row)
-    return markdown(shown)
+    return reports.markdown(shown)
 
 
 def _write_csv(path, rows):
@@ -298,7 +290,7 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
     rows = results(sweep_dir)
     table = settings(rows)
     text = "## Per setting (mean +- sd over seeds)\n\n" + settings_markdown(table)
-    text += "\n\n## Per run\n\n" + markdown(rows) + provenance_note(_run_dirs(sweep_dir))
+    text += "\n\n## Per run\n\n" + reports.markdown(rows) + provenance_note(_run_dirs(sweep_dir))
     (sweep_dir / "results.md").write_text(text + "\n")
     _write_csv(sweep_dir / "results.csv", rows)
     _write_csv(sweep_dir / "settings.csv", table)
