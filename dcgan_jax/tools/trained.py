@@ -108,7 +108,7 @@ class TrainedGenerator:
 
     def evaluation_samples(
         self, num: int | None = None, truncation: float = 1.0
-    ) -> tuple[np.ndarray, Any]:
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(images, requested labels or None) of ``num`` (default ``eval.num_samples``) latents of
         the run's evaluation stream, the draw the in-training evaluation scored, times
         ``truncation``."""
