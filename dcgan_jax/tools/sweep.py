@@ -78,7 +78,7 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
                 f"--sweep: {field} is given twice; list its values once: {field}=V1,V2,V3"
             )
         texts = values.split(",")
-        if not values or any(not t for t in texts):
+        if not all(texts):  # "" too: its one text is empty.
             raise config_lib.ConfigError(f"--sweep: {field} has an empty value in {values!r}")
         axes.append([(field, text, _typed(field, text, known[field])) for text in texts])
     if not axes:
