@@ -124,7 +124,7 @@ def test_class_agreement_counts_samples_the_classifier_puts_in_their_requested_c
     )
     asked_wrong = evaluator(images_, labels=(labels + 1) % 10)
     assert asked_wrong["intra_fid"] > 5 * true["intra_fid"] and asked_wrong["fid"] == true["fid"]
-    _, probs = evaluator.features_and_probs(images_)
+    _, probs = evaluator.features_of(images_)
     # Every image asked for another class.
     wrong = evaluation.class_agreement(probs, (labels + 1) % 10)
     assert wrong["class_agreement"] < 0.1

@@ -129,7 +129,6 @@ class Evaluator:
         self.dataset_config, self.cache_dir = dataset_config, cache_dir
         self.dataset, self.split = dataset_config.name, dataset_config.split
         self.network = network_for(feature_network, self.dataset)
-        self.features_and_probs = self.network.apply
         real = self._reference(self.split)
         self.image_shape = self.network.image_shape or tuple(int(d) for d in real["image_shape"])
         self.real_features, self.real_labels = real["features"], real["labels"]
@@ -200,7 +199,7 @@ class Evaluator:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(features, class probabilities or None) of ``images``, checked first."""
         fewest = max(min_samples, FEWEST_SCORED)
-        return self.features_and_probs(check_images(images, fewest, self.image_shape))
+        return self.network.apply(check_images(images, fewest, self.image_shape))
 
     def score_features(
         self, features: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None = None

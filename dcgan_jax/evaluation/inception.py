@@ -163,9 +163,10 @@ def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]
     flat = references.load_cache(cache, _check_digest, "the converted Inception weights")
     if flat is None:
         flat = traverse_util.flatten_dict(_convert(read_torchscript(source).net.layers), sep="/")
-        references.save_npz(cache, digest=np.array(_digest(flat)), **flat)
-    flat.pop("digest", None)
-    return {"params": traverse_util.unflatten_dict(flat, sep="/")}, _digest(flat)
+        flat["digest"] = np.array(_digest(flat))
+        references.save_npz(cache, **flat)
+    digest = str(flat.pop("digest"))  # Checked by load_cache, or just computed: not hashed again.
+    return {"params": traverse_util.unflatten_dict(flat, sep="/")}, digest
 
 
 class ConvBN(nn.Module):

@@ -95,10 +95,10 @@ def _cache_file(dataset_config, network, cache_dir):
     if name == "image_folder":
         where = hashlib.sha256(str(Path(dataset_config.data_dir).resolve()).encode()).hexdigest()
         name, split = f"image_folder_{where[:12]}_{dataset_config.image_size}", "all"
-    elif not cache_dir and os.access(
-        data_dir := data.resolve_data_dir(dataset_config) or "", os.W_OK
-    ):
-        folder = data_dir
+    elif not cache_dir:
+        data_dir = data.resolve_data_dir(dataset_config)
+        if data_dir and os.access(data_dir, os.W_OK):
+            folder = data_dir
     return folder / f"reference_{name}_{split}_{tag}.npz"
 
 
