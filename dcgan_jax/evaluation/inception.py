@@ -169,26 +169,20 @@ def load_params(cache_dir: Path, source: Path | None = None) -> tuple[dict, str]
     return {"params": traverse_util.unflatten_dict(flat, sep="/")}, digest
 
 
-class ConvBN(nn.Module):
-    """Convolution without bias, BatchNorm (folded into ``kernel`` and ``bias``), ReLU."""
+S3, S5 = ((3, 3), 1, (1, 1)), ((5, 5), 1, (2, 2))  # Same-size 3x3 and 5x5.
+ROW7, COL7 = ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
+DOWN3 = ((3, 3), 2, (0, 0))
+ONE, K3 = ((1, 1), 1, (0, 0)), ((3, 3), 1, (0, 0))
 
-    features: int
-    shape: tuple = ((1, 1), 1, (0, 0))  # (kernel size, stride, padding of each side)
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        (height, width), stride, padding = self.shape
-        kernel_shape = (height, width, x.shape[-1], self.features)
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), kernel_shape)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        y = jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            (stride, stride),
-            [(p, p) for p in padding],
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        return nn.relu(y + bias)
+def conv_bn(
+    features: int, shape: tuple = ONE, name: str | None = None
+) -> Callable[[jax.Array], jax.Array]:
+    """Convolution, BatchNorm and ReLU, the BatchNorm folded into the convolution's ``kernel`` and
+    ``bias``; ``shape``: (kernel size, stride, padding of each side)."""
+    size, stride, padding = shape
+    conv = nn.Conv(features, size, stride, [(p, p) for p in padding], name=name)
+    return lambda x: nn.relu(conv(x))
 
 
 _avg_pool = functools.partial(
@@ -199,8 +193,8 @@ _max_pool_same = functools.partial(nn.max_pool, window_shape=(3, 3), padding=((1
 
 
 class Tower(nn.Module):
-    """ConvBN layers in sequence, named ``conv``, ``conv_1``, ... as in the TorchScript file; each
-    layer (features,) or (features, shape) as :class:`ConvBN` takes them."""
+    """conv_bn layers in sequence, named ``conv``, ``conv_1``, ... as in the TorchScript file; each
+    layer (features,) or (features, shape) as :func:`conv_bn` takes them."""
 
     layers: tuple
     pool_first: Callable | None = None
@@ -210,14 +204,8 @@ class Tower(nn.Module):
         x = self.pool_first(x) if self.pool_first else x
         for i, layer in enumerate(self.layers):
             shape = layer[1] if len(layer) > 1 else ONE
-            x = ConvBN(layer[0], shape, name="conv" if i == 0 else f"conv_{i}")(x)
+            x = conv_bn(layer[0], shape, name="conv" if i == 0 else f"conv_{i}")(x)
         return x
-
-
-S3, S5 = ((3, 3), 1, (1, 1)), ((5, 5), 1, (2, 2))  # Same-size 3x3 and 5x5.
-ROW7, COL7 = ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
-DOWN3 = ((3, 3), 2, (0, 0))
-ONE, K3 = ((1, 1), 1, (0, 0)), ((3, 3), 1, (0, 0))
 
 
 class InceptionA(nn.Module):
@@ -226,7 +214,7 @@ class InceptionA(nn.Module):
     @nn.compact
     def __call__(self, x):
         branches = [
-            ConvBN(64, name="conv")(x),
+            conv_bn(64, name="conv")(x),
             Tower(((48,), (64, S5)), name="tower")(x),
             Tower(((64,), (96, S3), (96, S3)), name="tower_1")(x),
             Tower(((self.pool_features,),), _avg_pool, name="tower_2")(x),
@@ -238,7 +226,7 @@ class InceptionB(nn.Module):
     @nn.compact
     def __call__(self, x):
         tower = Tower(((64,), (96, S3), (96, DOWN3)), name="tower")(x)
-        return jnp.concatenate([ConvBN(384, DOWN3, name="conv")(x), tower, _max_pool(x)], -1)
+        return jnp.concatenate([conv_bn(384, DOWN3, name="conv")(x), tower, _max_pool(x)], -1)
 
 
 class InceptionC(nn.Module):
@@ -248,7 +236,7 @@ class InceptionC(nn.Module):
     def __call__(self, x):
         c = self.channels
         branches = [
-            ConvBN(192, name="conv")(x),
+            conv_bn(192, name="conv")(x),
             Tower(((c,), (c, ROW7), (192, COL7)), name="tower")(x),
             Tower(((c,), (c, COL7), (c, ROW7), (c, COL7), (192, ROW7)), name="tower_1")(x),
             Tower(((192,),), _avg_pool, name="tower_2")(x),
@@ -273,15 +261,15 @@ class InceptionE(nn.Module):
     def __call__(self, x):
         row = ((1, 3), 1, (0, 1))
         col = ((3, 1), 1, (1, 0))
-        a = ConvBN(384, name="tower_conv")(x)
-        b = ConvBN(384, S3, name="tower_1_conv_1")(ConvBN(448, name="tower_1_conv")(x))
+        a = conv_bn(384, name="tower_conv")(x)
+        b = conv_bn(384, S3, name="tower_1_conv_1")(conv_bn(448, name="tower_1_conv")(x))
         branches = [
-            ConvBN(320, name="conv")(x),
-            ConvBN(384, row, name="tower_mixed_conv")(a),
-            ConvBN(384, col, name="tower_mixed_conv_1")(a),
-            ConvBN(384, row, name="tower_1_mixed_conv")(b),
-            ConvBN(384, col, name="tower_1_mixed_conv_1")(b),
-            ConvBN(192, name="tower_2_conv")(self.pool(x)),
+            conv_bn(320, name="conv")(x),
+            conv_bn(384, row, name="tower_mixed_conv")(a),
+            conv_bn(384, col, name="tower_mixed_conv_1")(a),
+            conv_bn(384, row, name="tower_1_mixed_conv")(b),
+            conv_bn(384, col, name="tower_1_mixed_conv_1")(b),
+            conv_bn(192, name="tower_2_conv")(self.pool(x)),
         ]
         return jnp.concatenate(branches, -1)
 
@@ -291,11 +279,11 @@ class InceptionV3(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = ConvBN(32, DOWN3, name="conv")(x)
-        x = ConvBN(32, K3, name="conv_1")(x)
-        x = _max_pool(ConvBN(64, S3, name="conv_2")(x))
-        x = ConvBN(80, name="conv_3")(x)
-        x = _max_pool(ConvBN(192, K3, name="conv_4")(x))
+        x = conv_bn(32, DOWN3, name="conv")(x)
+        x = conv_bn(32, K3, name="conv_1")(x)
+        x = _max_pool(conv_bn(64, S3, name="conv_2")(x))
+        x = conv_bn(80, name="conv_3")(x)
+        x = _max_pool(conv_bn(192, K3, name="conv_4")(x))
         for i, pool_features in enumerate((32, 64, 64)):
             x = InceptionA(pool_features, name="mixed" if i == 0 else f"mixed_{i}")(x)
         x = InceptionB(name="mixed_3")(x)

@@ -273,18 +273,9 @@ def _idx_or_tfds(dataset_config, seed: int):
     )
 
 
-def _tfds(dataset_config, seed: int):
+def _tfds(config, seed: int):
     """A TFDS dataset; ``dataset.data_dir``, if any, is a TFDS data folder holding it prepared."""
-    name, data_dir = dataset_config.name, dataset_config.data_dir or None
-    return load_tfds(name, dataset_config.split, dataset_config.image_size, data_dir)
-
-
-def _image_folder(dataset_config, seed: int):
-    return load_image_folder(dataset_config.data_dir, dataset_config.image_size)
-
-
-def _synthetic(dataset_config, seed: int):
-    return synthetic_images(dataset_config.num_synthetic, seed)
+    return load_tfds(config.name, config.split, config.image_size, config.data_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,11 +308,19 @@ register("celeb_a", Dataset(_tfds, labelled=False))
 register(
     "image_folder",
     Dataset(
-        _image_folder,
+        lambda dataset_config, seed: load_image_folder(
+            dataset_config.data_dir, dataset_config.image_size
+        ),
         labels_are="class sub-folders (or put each class's images in a sub-folder of its own)",
     ),
 )
-register("synthetic", Dataset(_synthetic, scored_by=None))
+register(
+    "synthetic",
+    Dataset(
+        lambda dataset_config, seed: synthetic_images(dataset_config.num_synthetic, seed),
+        scored_by=None,
+    ),
+)
 
 
 def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -129,6 +129,7 @@ def grid_draw(config) -> tuple[jax.Array, jax.Array | None]:
     return _draw(config, GRID_STREAM, config.train.num_samples)
 
 
-def eval_draw(config) -> tuple[jax.Array, jax.Array | None]:
-    """(latents, labels) of the in-training evaluation: ``eval.num_samples`` of its own stream."""
-    return _draw(config, EVAL_STREAM, config.eval.num_samples)
+def eval_draw(config, num: int | None = None) -> tuple[jax.Array, jax.Array | None]:
+    """(latents, labels) of the in-training evaluation's own stream: ``num`` of them, by default
+    ``eval.num_samples``."""
+    return _draw(config, EVAL_STREAM, num or config.eval.num_samples)

@@ -84,10 +84,6 @@ def array_hashes(tree) -> dict[str, str]:
     return _by_path(tree, lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())
 
 
-def _shape(leaf):
-    return tuple(leaf.shape)
-
-
 def verify(restored, hashes: dict[str, str], where: Path) -> None:
     """CheckpointError unless every restored array hashes to what was saved with it."""
     for name, digest in array_hashes(restored).items():
@@ -270,7 +266,7 @@ class Checkpointer:
         """CheckpointMismatchError, naming the arrays, when the checkpoint's shapes are not those of
         ``target``; ``exact``: nor may the checkpoint hold arrays ``target`` lacks (an EMA or a
         label embedding the run dropped). A mismatch is not damage: the files are intact."""
-        stored, wanted = _by_path(self._metadata(step), _shape), _by_path(target, _shape)
+        stored, wanted = _by_path(self._metadata(step), np.shape), _by_path(target, np.shape)
         where = self.directory / str(step)
         if not stored:  # Damaged: no array metadata at all.
             raise CheckpointError(f"{where}: its metadata lists none of the state's arrays")

@@ -239,14 +239,22 @@ SETTING_METRICS = tuple(
 )
 
 
+def _by_setting(rows: list[dict]) -> tuple[list[str], dict[str, list[dict]]]:
+    """(the fields that tell settings apart: those that vary but ``seed``, each setting's runs by
+    its label, e.g. "optimizer.learning_rate=1e-4")."""
+    keys = list(rows[0])  # "run", the fields that vary, "steps" and the measurements.
+    fields = [k for k in keys[1 : keys.index("steps")] if k != "seed"]
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        label = ",".join(f"{f}={row[f]}" for f in fields) or "all runs"
+        groups.setdefault(label, []).append(row)
+    return fields, groups
+
+
 def settings(rows: list[dict]) -> list[dict]:
     """One row per setting (runs differing only in ``seed``): its fields, n, the seeds, and the mean
     and sd (None for one run) of each of :data:`SETTING_METRICS` over the runs that have it."""
-    keys = list(rows[0])  # "run", the fields that vary, "steps" and the measurements.
-    fields = [k for k in keys[1 : keys.index("steps")] if k != "seed"]
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(json.dumps(row[f]) for f in fields), []).append(row)
+    fields, groups = _by_setting(rows)
     table = []
     for members in groups.values():
         setting = {f: members[0][f] for f in fields}
@@ -299,11 +307,11 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
     name = metric.replace("/", "_")
     plots = [images.plot_metric(_run_dirs(sweep_dir), metric, sweep_dir / f"{name}.png")]
     if any(setting["n"] > 1 for setting in table):
-        plots.append(
-            images.plot_metric_bands(
-                _groups(sweep_dir, rows, table), metric, sweep_dir / f"{name}_bands.png"
-            )
-        )
+        groups = {
+            label: [sweep_dir / r["run"] for r in members]
+            for label, members in _by_setting(rows)[1].items()
+        }
+        plots.append(images.plot_metric_bands(groups, metric, sweep_dir / f"{name}_bands.png"))
     print(text)
     tables = ", ".join(str(sweep_dir / n) for n in ("results.md", "results.csv", "settings.csv"))
     logging.info("Results: %s; %s over steps: %s", tables, metric, ", ".join(map(str, plots)))
@@ -333,14 +341,3 @@ def provenance_note(run_dirs: list[Path]) -> str:
             f"sha256:{ref['images_sha256']}."
         )
     return "".join(f"\n\n{line}" for line in lines)
-
-
-def _groups(sweep_dir: Path, rows: list[dict], table: list[dict]) -> dict[str, list[Path]]:
-    """Each setting's label and run folders, for the banded plot."""
-    keys = list(table[0])
-    fields = keys[: keys.index("n")]  # A setting's fields come first.
-    groups = {}
-    for row in rows:
-        label = ",".join(f"{f}={row[f]}" for f in fields) or "all runs"
-        groups.setdefault(label, []).append(sweep_dir / row["run"])
-    return groups

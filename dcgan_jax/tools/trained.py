@@ -112,10 +112,8 @@ class TrainedGenerator:
         """(images, requested labels or None) of ``num`` (default ``eval.num_samples``) latents of
         the run's evaluation stream, the draw the in-training evaluation scored, times
         ``truncation``."""
-        config = ml_collections.ConfigDict(self.config.to_dict())
-        config.eval.num_samples = num or config.eval.num_samples
         check_truncation(truncation)
-        z, labels = sampling.eval_draw(config)
+        z, labels = sampling.eval_draw(self.config, num)
         return self.generate(truncation * z, labels), None if labels is None else np.asarray(labels)
 
     def interpolate(
