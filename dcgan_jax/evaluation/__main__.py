@@ -13,7 +13,7 @@ from absl import flags
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import reports
 from dcgan_jax.run import checkpoints, cli, control, writers
-from dcgan_jax.tools import scoring, trained
+from dcgan_jax.tools import scoring
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
@@ -46,9 +46,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    try:  # Before any loading.
-        trained.check_truncation(FLAGS.truncation)
-    except ValueError:
+    if not FLAGS.truncation > 0:  # Also NaN.
         cli.fail(f"--truncation={FLAGS.truncation}: must be > 0 (1 = none)")
     if FLAGS.num_samples is not None and FLAGS.num_samples < evaluation.MIN_SAMPLES:
         cli.fail(f"--num_samples={FLAGS.num_samples}: at least {evaluation.MIN_SAMPLES}")
@@ -59,9 +57,10 @@ def main(argv: list[str]) -> None:
             "--export_features writes one step's features: pass --step=N (or none: the newest), "
             "not --all_steps"
         )
-    out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "eval")
-    if not Path(FLAGS.workdir).is_dir():
-        raise checkpoints.CheckpointError(f"no run folder at {Path(FLAGS.workdir).absolute()}")
+    workdir = Path(FLAGS.workdir)
+    out = Path(FLAGS.output_dir or workdir / "eval")
+    if not workdir.is_dir():
+        raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
     if FLAGS.export_features:
         export = Path(FLAGS.export_features)

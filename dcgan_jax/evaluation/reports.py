@@ -43,10 +43,10 @@ def score_lines(scores: dict, seconds: float) -> list[str]:
         f"density {scores['density']:.3f} coverage {scores['coverage']:.3f}",
     ]
     if "inception_score" in scores:
-        parts.append(f"IS {scores['inception_score']:.2f}")
-        parts.append(
-            f"classes covered {scores['classes_covered']}/10 (KL {scores['class_kl']:.3f})"
-        )
+        parts += [
+            f"IS {scores['inception_score']:.2f}",
+            f"classes covered {scores['classes_covered']}/10 (KL {scores['class_kl']:.3f})",
+        ]
     if "inception_fid" in scores:
         parts.append(f"Inception FID {scores['inception_fid']:.3f}")
     if "memorisation_ratio" in scores:

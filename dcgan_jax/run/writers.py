@@ -87,10 +87,11 @@ def format_log_line(
     time limit (``train.max_seconds``)."""
     parts = [
         f"step {step}/{num_steps}",
-        *(f"{key} {scalars[key]:.4f}" for key in ("d_loss", "g_loss")),
+        f"d_loss {scalars['d_loss']:.4f}",
+        f"g_loss {scalars['g_loss']:.4f}",
+        f"D acc real {scalars['d_real_acc']:.1%} fake {scalars['d_fake_acc']:.1%}",
+        f"D(x) {scalars['d_real']:.3f} D(G(z)) {scalars['d_fake']:.3f}",
     ]
-    parts.append(f"D acc real {scalars['d_real_acc']:.1%} fake {scalars['d_fake_acc']:.1%}")
-    parts.append(f"D(x) {scalars['d_real']:.3f} D(G(z)) {scalars['d_fake']:.3f}")
     if "g_grad_norm" in scalars:  # The health monitors.
         parts.append(f"|grad| G {scalars['g_grad_norm']:.3g} D {scalars['d_grad_norm']:.3g}")
     parts += [f"{label} {scalars[key]:.2f}" for key, label in HEALTH if key in scalars]

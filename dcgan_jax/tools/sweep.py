@@ -142,21 +142,20 @@ def launch(
 ) -> None:
     """``launch.py --sweep=SPEC``: the grid's commands, a SLURM array of them, or its runs one after
     another."""
+    script = Path(plan.slurm or "")
     if plan.slurm and not plan.dry_run:  # Both folders checked before any work, as --workdir is.
-        if Path(plan.slurm).is_dir():
+        if script.is_dir():
             raise WorkdirError(
                 f"--sweep_slurm={plan.slurm}: a folder; name the script file to write"
             )
-        check_writable_folder(Path(plan.slurm).absolute().parent, "--sweep_slurm")
-        check_writable_folder(Path(sweep_dir), "--workdir")
+        check_writable_folder(script.absolute().parent, "--sweep_slurm")
+        check_writable_folder(sweep_dir, "--workdir")
     runs = expand(spec, base)
     argvs = commands(experiment, sweep_dir, runs, list(plan.config_flags), plan.launcher)
     if plan.dry_run:
         print("\n".join(shlex.join(argv) for argv in argvs))
     elif plan.slurm:
-        script = slurm.write_array(
-            Path(plan.slurm), runs, argvs, Path(sweep_dir), plan.max_parallel
-        )
+        script = slurm.write_array(script, runs, argvs, sweep_dir, plan.max_parallel)
         print(
             slurm.submit(script)
             if plan.submit
