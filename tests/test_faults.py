@@ -949,6 +949,29 @@ def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small
     assert int(dcgan_jax.train(tiny_config(num_steps=6), workdir).step) == 6
 
 
+def test_a_failed_save_made_again_by_a_write_still_running_is_removed(tmp_path):
+    """On a full disk Orbax's first failed write ends the save while its other writes still run
+    and may make the save's folder again after it was removed (seen in a CI run): the folder is
+    removed until it stays away, so the space comes back and no partial save is left."""
+    checkpointer = checkpoints.Checkpointer(tmp_path)
+    partial = checkpointer.directory / "6.orbax-checkpoint-tmp"
+    partial.mkdir()
+
+    def late_write():
+        time.sleep(0.3)
+        (partial / "state.orbax-checkpoint-tmp").mkdir(parents=True)
+
+    writer = threading.Thread(target=late_write)
+    writer.start()
+    checkpointer._saving = 6
+    with pytest.raises(checkpoints.DiskFullError, match="no space to write checkpoint 6"):
+        with checkpointer._writing():
+            raise OSError(errno.ENOSPC, "No space left on device")
+    writer.join()
+    assert not partial.exists()
+    checkpointer.close()
+
+
 @pytest.mark.parametrize(
     "command",
     [

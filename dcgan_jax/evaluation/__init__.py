@@ -279,8 +279,8 @@ def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def reference_config(dataset: str, split: str = "test", data_dir: str | Path | None = None):
     """The dataset config of ``dataset``'s real ``split`` (read from ``data_dir`` when given)."""
-    fields = {"name": dataset, "split": split, "data_dir": str(data_dir or "")}
-    return ml_collections.ConfigDict({**default_config().dataset.to_dict(), **fields})
+    dataset_config = default_config().dataset
+    return references.with_split(dataset_config, split, name=dataset, data_dir=str(data_dir or ""))
 
 
 def features(

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -168,14 +169,23 @@ class Checkpointer:
             yield
         except Exception as e:
             if out_of_space(e):
-                for partial in self.directory.glob(f"{self._saving}.orbax-checkpoint-tmp*"):
-                    # Give the space back; it is not a checkpoint.
-                    shutil.rmtree(partial, ignore_errors=True)
+                self._remove_partial(self._saving)
                 raise DiskFullError(self._disk_full_message(self._saving, "")) from e
             code = re.search(r"os_error_code='(\d+)'", str(e))
             if code and not isinstance(e, OSError):
                 raise OSError(int(code[1]), str(e)) from e
             raise
+
+    def _remove_partial(self, step):
+        """Gives the space of a failed save back (it is not a checkpoint). Orbax's other writes of
+        it may still run after the first failure and make its folder again: it is removed until it
+        stays away for a second, 10 s at most."""
+        started = last_seen = time.monotonic()
+        while time.monotonic() - last_seen < 1 and time.monotonic() - started < 10:
+            for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
+                last_seen = time.monotonic()
+            time.sleep(0.1)
 
     def _disk_full_message(self, step, needed):
         free = shutil.disk_usage(self.directory).free
@@ -317,7 +327,6 @@ class Checkpointer:
         """The full state at ``step`` (newest good one when None), laid out like ``target``."""
         if step is None:
             return self.newest_good(lambda s: self.restore(target, s), set_aside_damaged)
-        self._step_or_latest(step)
         return self._restore_tree(target, step, "")
 
     def restore_config(

@@ -124,17 +124,15 @@ class _Interval:
     evaluation excluded)."""
 
     def __init__(self):
-        self.pending: list[tuple[dict, int]] = []  # (stacked metrics of a dispatch, steps it ran)
+        self.pending: list[dict] = []  # The metrics of each dispatch, stacked per step.
         self.start = time.monotonic()
-        self.steps = 0
         self.rate = float("nan")
 
-    def add(self, metrics: dict, num_steps: int, compile_s: float) -> None:
+    def add(self, metrics: dict, compile_s: float) -> None:
         for value in jax.tree.leaves(metrics):
             # Ready by the next log line, which then waits on nothing else.
             value.copy_to_host_async()
-        self.pending.append((metrics, num_steps))
-        self.steps += num_steps
+        self.pending.append(metrics)
         self.exclude(compile_s)
 
     def exclude(self, seconds: float) -> None:
@@ -143,12 +141,10 @@ class _Interval:
     def flush(self) -> dict[str, np.ndarray]:
         """The interval's metrics, fetched at once (the only wait on the device between logs),
         stacked per step; sets :attr:`rate` (steps/s) and starts the next interval."""
-        fetched = [(parallel.to_host(metrics), n) for metrics, n in self.pending]
-        stacked = {
-            name: np.concatenate([m[name][:n] for m, n in fetched]) for name in fetched[0][0]
-        }
-        self.rate = self.steps / (time.monotonic() - self.start)
-        self.pending, self.start, self.steps = [], time.monotonic(), 0
+        fetched = parallel.to_host(self.pending)
+        stacked = {name: np.concatenate([m[name] for m in fetched]) for name in fetched[0]}
+        self.rate = len(stacked["d_loss"]) / (time.monotonic() - self.start)
+        self.pending, self.start = [], time.monotonic()
         return stacked
 
 
@@ -239,7 +235,7 @@ class Harness(loop.Hooks):
 
     def after_dispatch(self, step: int, metrics: dict, compile_seconds: float) -> bool:
         """Processes agree on a stop at log steps (every step when alone)."""
-        self.interval.add(metrics, len(jax.tree.leaves(metrics)[0]), compile_seconds)
+        self.interval.add(metrics, compile_seconds)
         if jax.process_count() == 1 or step % self.run.config.train.log_every == 0:
             self.stop = control.agreed_stop(
                 self.stops.received, self.started, self.run.config.train.max_seconds

@@ -327,16 +327,16 @@ def provenance_note(run_dirs: list[Path]) -> str:
             if (d / "eval/provenance.json").exists()
         }
     )
-    lines = []
+    note = ""
     for text in found:
         p = json.loads(text)
         ref = p["reference"]
-        lines.append(
-            f"Scores: {p['num_samples']} samples of each run's {p['latents']}, truncation "
+        note += (
+            f"\n\nScores: {p['num_samples']} samples of each run's {p['latents']}, truncation "
             f"{p['truncation']:g}; "
             f"features: {p['feature_network']}, {p['feature_layer']}, weights "
             f"{p['feature_weights_hash']}; "
             f"reference: {ref['dataset']}/{ref['split']}, {ref['num_images']} images, "
             f"sha256:{ref['images_sha256']}."
         )
-    return "".join(f"\n\n{line}" for line in lines)
+    return note
