@@ -231,8 +231,7 @@ def load_image_folder(
     size = image_size or DEFAULT_IMAGE_SIZE
     images = []
     for _, pixels, _ in pictures:
-        height, width = pixels.shape[:2]
-        colour = np.broadcast_to(pixels.reshape(height, width, -1), (height, width, channels))
+        colour = np.broadcast_to(np.atleast_3d(pixels), (*pixels.shape[:2], channels))
         images.append(crop_and_resize(colour, size))
     top_level = [path.relative_to(folder).parts for path, _, _ in pictures]
     classes = sorted({parts[0] for parts in top_level if len(parts) > 1})

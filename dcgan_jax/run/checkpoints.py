@@ -345,18 +345,16 @@ class Checkpointer:
             ) from e
         return step, ml_collections.ConfigDict(restored.config), dict(restored.meta)
 
-    def restore_generator(self, params, batch_stats, ema: bool, step: int) -> dict:
-        """G's {'params', 'batch_stats'} (EMA parameters with ``ema``) placed like ``params``, every
-        array checked as :meth:`restore` does: a reader and a resumed run agree on which checkpoint
-        is good."""
-        g = {"params": params, "batch_stats": batch_stats}
-        self._check_shapes(
-            {"g_ema": params, "g": {"batch_stats": batch_stats}} if ema else {"g": g}, step
-        )
-        sharding = jax.tree.leaves(params)[0].sharding
-        stored = self._metadata(step)
+    def restore_generator(self, target: dict, ema: bool, step: int) -> dict:
+        """G's {'params', 'batch_stats'} (EMA parameters with ``ema``) shaped like ``target``, on
+        this machine's first device, every array checked as :meth:`restore` does: a reader and a
+        resumed run agree on which checkpoint is good."""
+        stored_g = {"g_ema": target["params"], "g": {"batch_stats": target["batch_stats"]}}
+        self._check_shapes(stored_g if ema else {"g": target}, step)
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         everything = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+            self._metadata(step),
         )
         restored = self._restore_tree(everything, step, " the generator")
         params = restored["g_ema"] if ema else restored["g"]["params"]

@@ -205,13 +205,11 @@ def _restore(
     image_shape = tuple(meta["image_shape"])
     nets = models.build(config.model, image_shape, config.train.compute_dtype)
     generator = nets.generator
-    # Only the shapes (nothing is computed), placed on this machine's first device.
+    # Only the shapes: nothing is computed.
     init = functools.partial(
         models.init_variables, nets, image_shape=image_shape, latent_dim=config.model.latent_dim
     )
     shapes, _ = jax.eval_shape(init, jax.random.key(0))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     use_ema = ema and config.train.ema_decay > 0
     steps = [s for s in checkpointer.all_steps() if s <= step][-average:]
     if average < 1 or len(steps) < average:
@@ -219,9 +217,7 @@ def _restore(
             f"average={average}: a mean over 1 or more checkpoints; {checkpointer.directory} holds "
             f"{len(steps)} up to step {step}"
         )
-    restore = functools.partial(
-        checkpointer.restore_generator, target["params"], target["batch_stats"], use_ema
-    )
+    restore = functools.partial(checkpointer.restore_generator, shapes, use_ema)
     restored = [restore(step)]  # Damaged, it is the one newest_good passes over.
     try:
         restored += map(restore, steps[:-1])
