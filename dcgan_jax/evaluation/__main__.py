@@ -13,7 +13,7 @@ from absl import flags
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import reports
 from dcgan_jax.run import checkpoints, cli, control, writers
-from dcgan_jax.tools import scoring
+from dcgan_jax.tools import scoring, trained
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
@@ -46,7 +46,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    if not FLAGS.truncation > 0:  # Also NaN.
+    try:  # Before any loading.
+        trained.check_truncation(FLAGS.truncation)
+    except ValueError:
         cli.fail(f"--truncation={FLAGS.truncation}: must be > 0 (1 = none)")
     if FLAGS.num_samples is not None and FLAGS.num_samples < evaluation.MIN_SAMPLES:
         cli.fail(f"--num_samples={FLAGS.num_samples}: at least {evaluation.MIN_SAMPLES}")

@@ -349,8 +349,8 @@ class Checkpointer:
         """G's {'params', 'batch_stats'} (EMA parameters with ``ema``) shaped like ``target``, on
         this machine's first device, every array checked as :meth:`restore` does: a reader and a
         resumed run agree on which checkpoint is good."""
-        stored_g = {"g_ema": target["params"], "g": {"batch_stats": target["batch_stats"]}}
-        self._check_shapes(stored_g if ema else {"g": target}, step)
+        wanted = {"g_ema": target["params"], "g": {"batch_stats": target["batch_stats"]}}
+        self._check_shapes(wanted if ema else {"g": target}, step)
         sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         everything = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),

@@ -143,6 +143,7 @@ class _Interval:
         stacked per step; sets :attr:`rate` (steps/s) and starts the next interval."""
         fetched = parallel.to_host(self.pending)
         stacked = {name: np.concatenate([m[name] for m in fetched]) for name in fetched[0]}
+        # Steps: the rows of any metric; every step has a d_loss.
         self.rate = len(stacked["d_loss"]) / (time.monotonic() - self.start)
         self.pending, self.start = [], time.monotonic()
         return stacked

@@ -295,16 +295,17 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
     bands."""
     sweep_dir = Path(sweep_dir)
     rows = results(sweep_dir)
+    run_dirs = _run_dirs(sweep_dir)
     table = settings(rows)
     text = "## Per setting (mean +- sd over seeds)\n\n" + settings_markdown(table)
-    text += "\n\n## Per run\n\n" + reports.markdown(rows) + provenance_note(_run_dirs(sweep_dir))
+    text += "\n\n## Per run\n\n" + reports.markdown(rows) + provenance_note(run_dirs)
     (sweep_dir / "results.md").write_text(text + "\n")
     _write_csv(sweep_dir / "results.csv", rows)
     _write_csv(sweep_dir / "settings.csv", table)
     if metric is None:
         metric = "eval/fid" if any(r["best_fid"] is not None for r in rows) else "g_loss"
     name = metric.replace("/", "_")
-    plots = [images.plot_metric(_run_dirs(sweep_dir), metric, sweep_dir / f"{name}.png")]
+    plots = [images.plot_metric(run_dirs, metric, sweep_dir / f"{name}.png")]
     if any(setting["n"] > 1 for setting in table):
         groups = {
             label: [sweep_dir / r["run"] for r in members]
