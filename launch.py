@@ -24,7 +24,7 @@ flags.DEFINE_string(
     None,
     "host:port of process 0, for a multi-process run (jax.distributed).",
 )
-flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.", lower_bound=1)
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 flags.DEFINE_integer(
     "distributed_timeout_s", 300, "Give up joining a multi-process run after this many seconds."

@@ -94,6 +94,26 @@ def test_truncation_scales_the_latents_toward_the_mean(run_dir):
             run.sample(4, truncation=bad)
 
 
+def test_counts_and_seeds_no_machine_or_key_can_hold_are_value_errors_not_aborts(run_dir):
+    """XLA aborts the process on an allocation it cannot make, and JAX's key takes no seed past
+    int32: each is refused first, naming the argument."""
+    run = dcgan_jax.load(run_dir)
+    too_many = f"num must be positive and at most .* got {10**12}"
+    for draw in (
+        lambda: run.sample(10**12),
+        lambda: run.evaluation_samples(10**12),
+        lambda: run.interpolate(*np.asarray(run.latents(2)), 10**12),
+    ):
+        with pytest.raises(ValueError, match=too_many):
+            draw()
+    with pytest.raises(ValueError, match="num must be positive"):
+        run.sample(0)
+    for seed in (-1, 2**31, 2**70):
+        with pytest.raises(ValueError, match=f"seed must be in 0 .. 2147483647, got {seed}"):
+            run.sample(4, seed=seed)
+    assert run.sample(1, seed=2**31 - 1).shape == (1, 28, 28, 1)
+
+
 def test_nearest_training_images_find_a_copied_sample(run_dir):
     run = dcgan_jax.load(run_dir)
     samples = run.sample(4, seed=0)

@@ -123,6 +123,26 @@ def test_impossible_values_name_their_flag(field, value, flag):
         config_lib.validate(config)
 
 
+def test_every_integer_field_refuses_what_jax_cannot_hold_and_the_seed_a_negative():
+    """Steps, seeds and indices reach JAX as int32, the seed NumPy's generator too: a value either
+    rejects is the user's mistake, named, not a traceback from inside a library."""
+    defaults = config_lib.flatten(config_lib.default_config())
+    integers = [f for f, v in defaults.items() if isinstance(v, int) and not isinstance(v, bool)]
+    assert "seed" in integers and "train.num_steps" in integers
+    for field in integers:
+        config = config_lib.default_config()
+        config.update_from_flattened_dict({field: 2**31})
+        with pytest.raises(config_lib.ConfigError, match=rf"--config.{field}=2147483648: must fit"):
+            config_lib.validate(config)
+    config = config_lib.default_config()
+    config.seed = -1
+    with pytest.raises(config_lib.ConfigError, match="--config.seed=-1: must be >= 0"):
+        config_lib.validate(config)
+    config.update_from_flattened_dict({"seed": 2**31 - 1, "eval.num_samples": 0})
+    with pytest.raises(config_lib.ConfigError, match="--config.eval.num_samples=0: must be > 0"):
+        config_lib.validate(config)
+
+
 def test_unknown_override_suggests_the_closest_field():
     config = config_lib.default_config()
     message = r"--config.train.batchsize: no such config field.*train.batch_size"

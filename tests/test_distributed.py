@@ -206,6 +206,15 @@ def test_partial_distributed_flags_are_an_error():
     assert control.initialize_distributed() is False  # Single process: nothing to join.
 
 
+@pytest.mark.parametrize("process_id, num_processes", [(2, 2), (-1, 2), (0, 0)])
+def test_a_process_number_outside_the_run_is_an_error_at_once(process_id, num_processes):
+    """Not a wait for a coordinator that has no place for it."""
+    started = time.monotonic()
+    with pytest.raises(control.DistributedError, match=f"--process_id={process_id}: a process of"):
+        control.initialize_distributed("127.0.0.1:1", num_processes, process_id, timeout_s=60)
+    assert time.monotonic() - started < 5
+
+
 def test_batch_not_divisible_by_devices_stops_at_start_with_the_nearest_sizes(tmp_path):
     env = {**ONE_DEVICE_ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run(

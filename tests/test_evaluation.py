@@ -386,10 +386,11 @@ def test_draws_give_a_spread_and_every_json_names_its_provenance(evaluated_run, 
     training = json.loads((evaluated_run / "eval" / "provenance.json").read_text())
     assert training["reference"] == provenance["reference"] and training["num_samples"] == 1000
     assert "one fixed draw" in training["latents"]
-    bad = subprocess.run(
-        [*command, "--draws=0"], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
-    assert bad.returncode == 2 and "error: --draws=0: must be at least 1" in bad.stderr
+    for draws in (0, 101):
+        bad = subprocess.run(
+            [*command, f"--draws={draws}"], capture_output=True, text=True, cwd=REPO, timeout=300
+        )
+        assert bad.returncode == 2 and f"--draws={draws}: {draws} is not an integer" in bad.stderr
 
 
 def test_features_are_exported_for_samples_and_reference(evaluated_run, fashion, tmp_path):

@@ -1009,8 +1009,8 @@ def test_too_few_images_for_the_metrics_are_one_error_naming_the_real_bound(num)
         evaluation.evaluate(images, min_samples=0)
 
 
-@pytest.mark.parametrize("num", ["0", "-5", "999"])
-def test_the_evaluation_command_refuses_a_sample_count_below_its_bound_before_any_work(
+@pytest.mark.parametrize("num", ["0", "-5", "999", "100001", "99999999999999999999"])
+def test_the_evaluation_command_refuses_a_sample_count_outside_its_bounds_before_any_work(
     num, tmp_path
 ):
     (tmp_path / "checkpoints").mkdir()
@@ -1018,7 +1018,30 @@ def test_the_evaluation_command_refuses_a_sample_count_below_its_bound_before_an
         "-m", "dcgan_jax.evaluation", f"--workdir={tmp_path}", f"--num_samples={num}", timeout=120
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1] == f"error: --num_samples={num}: at least 1000"
+    bounds = f"flag --num_samples={num}: {num} is not an integer in the range [1000, 100000]"
+    assert bounds in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["dcgan_jax.evaluation", "dcgan_jax.analysis"])
+@pytest.mark.parametrize("seed", ["-1", "2147483648", "99999999999999999999"])
+def test_a_seed_jax_or_numpy_cannot_take_is_refused_by_the_commands(command, seed, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    result = python("-m", command, f"--workdir={tmp_path}", f"--seed={seed}", timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"flag --seed={seed}: {seed} is not an integer in the range [0, 2147483647]" in (
+        result.stderr
+    )
+
+
+def test_draws_whose_seeds_run_past_the_last_are_refused_before_any_work(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    result = python(
+        "-m", "dcgan_jax.evaluation", f"--workdir={tmp_path}", "--seed=2147483647", "--draws=2"
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --seed=2147483647, --draws=2: seeds past 2147483647"
+    )
 
 
 def test_a_lock_held_by_an_unrelated_live_process_says_it_may_be_stale_and_how_to_clear_it(

@@ -7,12 +7,15 @@ from absl import flags
 
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import classifier
+from dcgan_jax.gan import sampling
 from dcgan_jax.run import cli, control, images
 from dcgan_jax.tools import analysis
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
-flags.DEFINE_integer("seed", 0, "Seed of the latent vectors.")
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the latent vectors.", lower_bound=0, upper_bound=sampling.MAX_SEED
+)
 flags.DEFINE_string("experiment", None, "Check that the run belongs to this experiment.")
 flags.DEFINE_list("compare", [], "Other run folders to plot the metrics of beside this one.")
 flags.DEFINE_list("metrics", ["g_loss", "d_loss", "eval/fid"], "Metrics to plot over steps.")

@@ -12,6 +12,8 @@ from absl import flags
 
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import reports
+from dcgan_jax.gan import sampling
+from dcgan_jax.gan.config import MAX_EVAL_SAMPLES
 from dcgan_jax.run import checkpoints, cli, control, writers
 from dcgan_jax.tools import scoring, trained
 
@@ -19,17 +21,29 @@ flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", r
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
 flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
 flags.DEFINE_integer(
-    "num_samples", None, "Samples to score per checkpoint (default: the run's eval.num_samples)."
+    "num_samples",
+    None,
+    "Samples to score per checkpoint (default: the run's eval.num_samples).",
+    lower_bound=evaluation.MIN_SAMPLES,
+    upper_bound=MAX_EVAL_SAMPLES,
 )
 flags.DEFINE_integer(
-    "seed", None, "Score latents drawn with this seed instead of the training evaluation's."
+    "seed",
+    None,
+    "Score latents drawn with this seed instead of the training evaluation's.",
+    lower_bound=0,
+    upper_bound=sampling.MAX_SEED,
 )
 flags.DEFINE_float(
     "truncation", 1.0, "Scale the latent vectors by this (< 1: the truncation trick)."
 )
 flags.DEFINE_string("output_dir", None, "Where the JSON results go (default: <workdir>/eval).")
 flags.DEFINE_integer(
-    "draws", 1, "Score this many independent draws of latents (seeds --seed on) and their spread."
+    "draws",
+    1,
+    "Score this many independent draws of latents (seeds --seed on) and their spread.",
+    lower_bound=1,
+    upper_bound=100,
 )
 flags.DEFINE_enum(
     "feature_network",
@@ -50,10 +64,8 @@ def main(argv: list[str]) -> None:
         trained.check_truncation(FLAGS.truncation)
     except ValueError:
         cli.fail(f"--truncation={FLAGS.truncation}: must be > 0 (1 = none)")
-    if FLAGS.num_samples is not None and FLAGS.num_samples < evaluation.MIN_SAMPLES:
-        cli.fail(f"--num_samples={FLAGS.num_samples}: at least {evaluation.MIN_SAMPLES}")
-    if FLAGS.draws < 1:
-        cli.fail(f"--draws={FLAGS.draws}: must be at least 1")
+    if (FLAGS.seed or 0) + FLAGS.draws - 1 > sampling.MAX_SEED:
+        cli.fail(f"--seed={FLAGS.seed}, --draws={FLAGS.draws}: seeds past {sampling.MAX_SEED}")
     if FLAGS.export_features and FLAGS.all_steps:
         cli.fail(
             "--export_features writes one step's features: pass --step=N (or none: the newest), "

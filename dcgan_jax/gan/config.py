@@ -158,14 +158,14 @@ _POSITIVE = (
     "optimizer.learning_rate "
     "train.batch_size train.num_steps loss.r1_every train.log_every train.sample_every "
     "train.checkpoint_every "
-    "train.keep_checkpoints train.num_samples"
+    "train.keep_checkpoints train.num_samples eval.num_samples train.divergence_lr_factor"
 ).split()
 _NON_NEGATIVE = {
     **dict.fromkeys(
         "loss.gp_weight loss.r1_gamma model.num_classes train.d_steps train.steps_per_dispatch "
         "dataset.image_size "
         "model.g_base_features model.g_stride1_layers train.max_divergence_restores "
-        "train.collapse_warmup".split(),
+        "train.collapse_warmup seed".split(),
         "",
     ),
     "eval.every": " (0 = off)",
@@ -177,13 +177,16 @@ _UNIT_INTERVAL = {  # [0, 1)
         ("optimizer.g_learning_rate", "optimizer.d_learning_rate"), " (0 = optimizer.learning_rate)"
     ),
     **dict.fromkeys(
-        "model.d_dropout optimizer.beta1 optimizer.beta2 model.bn_momentum".split(), ""
+        "model.d_dropout optimizer.beta1 optimizer.beta2 model.bn_momentum "
+        "train.divergence_lr_factor".split(),
+        "",
     ),
     "train.collapse_threshold": " (0 = no alarm)",
     "optimizer.learning_rate": " (Adam's usual range is 1e-5 to 1e-3)",
 }
 
 
+MAX_EVAL_SAMPLES = 100_000
 # The one bound table: far beyond any published setting, a typo whose run would only diverge, or
 # exhaust the machine's memory or time before saying anything.
 _AT_MOST = {
@@ -199,6 +202,8 @@ _AT_MOST = {
     "model.num_classes": (100_000, "10 or 20 is usual"),
     "train.d_steps": (100, "1, or 5 for wgan_gp"),
     "train.steps_per_dispatch": (10_000, "10 on accelerators"),
+    "eval.num_samples": (MAX_EVAL_SAMPLES, "10,000 is usual, 50,000 the most in published tables"),
+    "train.num_samples": (1024, "64 is the default"),
 }
 
 
@@ -208,6 +213,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for field, value in flat.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--config.{field}={value}: must be a finite number")
+        if isinstance(value, int) and not -(2**31) <= value < 2**31:
+            raise ConfigError(f"--config.{field}={value}: must fit JAX's int32 (below 2**31)")
     for field, (limit, usual) in _AT_MOST.items():
         if (value := flat[field]) > limit:
             shown = f"{value:g}" if isinstance(value, float) else value
@@ -255,9 +262,6 @@ def _check_combinations(config):
         raise ConfigError(
             f"--config.train.top_k_min={value}: must be in (0, 1], a share of the batch"
         )
-    if not 0.0 < config.train.divergence_lr_factor < 1.0:
-        value = config.train.divergence_lr_factor
-        raise ConfigError(f"--config.train.divergence_lr_factor={value}: must be in (0, 1)")
     _check_data_combinations(config)
 
 

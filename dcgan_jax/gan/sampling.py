@@ -15,6 +15,8 @@ INIT_STREAM, TRAIN_STREAM, GRID_STREAM, EVAL_STREAM, BN_STREAM = 0, 1, 2, 3, 4
 # Sub-streams of one update's key (its latents use the key itself).
 REAL_DROPOUT, FAKE_DROPOUT, FAKE_LABELS, PENALTY, AUGMENT_REAL, AUGMENT_FAKE = 1, 2, 3, 4, 5, 6
 EVAL_CHUNK = 1000  # Images per call into the generator when sampling many.
+# A seed flag's range, 0 ..: JAX holds seeds as int32, NumPy's generator refuses negative ones.
+MAX_SEED = 2**31 - 1
 BN_BATCHES = 32  # Training-size batches whose statistics train.recompute_bn averages.
 
 Sampler = Callable[..., jax.Array]
@@ -55,6 +57,8 @@ def eval_labels(num: int, num_classes: int) -> jax.Array | None:
 
 def seeded_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
     """Latent vectors of a user's own draw (``TrainedGenerator.latents``): ``key(seed)`` itself."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in 0 .. {MAX_SEED}, got {seed}")
     return jax.random.normal(run_key(seed), (num, latent_dim))
 
 

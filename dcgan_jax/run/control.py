@@ -332,6 +332,11 @@ def initialize_distributed(
             f"(got {coordinator_address}, {num_processes}, {process_id}); under SLURM give none "
             "of them"
         )
+    if explicit and not 0 <= process_id < num_processes:
+        raise DistributedError(
+            f"--process_id={process_id}: a process of {num_processes} is numbered 0 .. "
+            f"{num_processes - 1}"
+        )
     if explicit and process_id != 0:
         # XLA aborts the process (no Python error) when it cannot reach the coordinator; say why
         # first.

@@ -9,6 +9,7 @@ Needs only the workdir: config and image shape travel inside each checkpoint."""
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from dcgan_jax import evaluation
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan import models, sampling
-from dcgan_jax.run import checkpoints, cli
+from dcgan_jax.run import checkpoints, cli, train
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -52,6 +53,17 @@ class TrainedGenerator:
         prior's mean, trading diversity for fidelity)."""
         check_truncation(truncation)
         return truncation * sampling.seeded_latents(seed, num, self.config.model.latent_dim)
+
+    def _check_count(self, num):
+        """A ValueError unless ``num`` latents and images fit in half this machine's memory (XLA
+        aborts the process on an allocation it cannot make)."""
+        per_image = 4 * (self.config.model.latent_dim + math.prod(self.generator.image_shape))
+        most = train.machine_memory() // 2 // per_image
+        if not 0 < num <= most:
+            raise ValueError(
+                f"num must be positive and at most {most} (latents and images in half this "
+                f"machine's memory; draw more in parts, with other seeds), got {num}"
+            )
 
     def _labels(self, num, labels):
         """Class labels for ``num`` images: ``labels`` (an int, or one per image), else each class
@@ -96,8 +108,7 @@ class TrainedGenerator:
         """``num`` images (num, H, W, C) in [-1, 1] from latents drawn with ``seed``, ``labels`` (an
         int or one per image) for a conditional model; inference mode: ``sample(1)`` is the first of
         ``sample(64)``."""
-        if num <= 0:
-            raise ValueError(f"num must be positive, got {num}")
+        self._check_count(num)
         return self.generate(self.latents(num, seed, truncation), labels)
 
     def training_grid(self) -> tuple[np.ndarray, int | None]:
@@ -113,6 +124,7 @@ class TrainedGenerator:
         the run's evaluation stream, the draw the in-training evaluation scored, times
         ``truncation``."""
         check_truncation(truncation)
+        self._check_count(num or self.config.eval.num_samples)
         z, labels = sampling.eval_draw(self.config, num)
         return self.generate(truncation * z, labels), None if labels is None else np.asarray(labels)
 
@@ -125,6 +137,7 @@ class TrainedGenerator:
             raise ValueError(
                 f"num: points along the path including both ends, at least 2, got {num}"
             )
+        self._check_count(num)
         ends = [np.asarray(self._check_latents(e)) for e in (z_start, z_end)]
         if any(len(e) != 1 for e in ends):
             raise ValueError(
