@@ -1,5 +1,6 @@
 import gzip
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -205,6 +206,16 @@ def test_image_folder_skips_a_few_unreadable_files_and_refuses_many(tmp_path, ca
         images, _ = data.load_image_folder(tmp_path, image_size=8)
     assert len(images) == 20
     assert "Skipped 1 of 21 image files" in caplog.text and "broken.png" in caplog.text
+    # A header claiming 20000 x 20000 pixels: PIL's DecompressionBombError, not an OSError.
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + header
+    bomb = (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    images, _ = data.load_image_folder(tmp_path, image_size=8)
+    assert len(images) == 20 and "Skipped 2 of 22 image files" in caplog.text
+    (tmp_path / "bomb.png").unlink()
     for i in range(3):
         (tmp_path / f"fake{i}.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(

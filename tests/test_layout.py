@@ -31,8 +31,8 @@ MAX_GAN_MODULES = 12
 # (--config.seed=-1 or 2**32, --seed=1e20, --draws=1e20, --num_samples=1e20, --process_id past
 # --num_processes, load(...).sample(10**12) or sample(seed=2**70)) were tracebacks, XLA aborts,
 # out-of-memory kills or waits on a coordinator; they are now refused, naming the flag or argument.
-MAX_TOKENS = 44_234
-MAX_GAN_TOKENS = 14_962
+MAX_TOKENS = 44_224
+MAX_GAN_TOKENS = 14_952
 # What each folder may import of dcgan_jax besides itself: the GAN nothing, evaluation the GAN, the
 # harness both, tools all three. Commands may import anything.
 MAY_IMPORT = {

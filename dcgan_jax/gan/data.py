@@ -196,7 +196,7 @@ def _image_files(folder: Path) -> list[Path]:
 def _read_pictures(folder: Path, paths: list[Path]) -> list[tuple[Path, np.ndarray, bool]]:
     """(path, pixels, is grey) of each readable file; a few unreadable ones are skipped with a
     warning, over a tenth is a DataError."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     pictures, unreadable = [], []
     for path in paths:
@@ -205,17 +205,17 @@ def _read_pictures(folder: Path, paths: list[Path]) -> list[tuple[Path, np.ndarr
                 picture.load()
                 grey = picture.mode in ("1", "L", "LA", "I", "I;16", "F")
                 pictures.append((path, np.asarray(picture.convert("L" if grey else "RGB")), grey))
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+        # PIL raises many types for a file it refuses (a decompression bomb, a malformed header's
+        # SyntaxError or struct.error): each is one unreadable file.
+        except Exception as e:
             unreadable.append((path, e))
+    if not unreadable:
+        return pictures
+    path, error = unreadable[0]
+    which = f"{len(unreadable)} of {len(paths)} image files under {folder}"
     if len(unreadable) > MAX_UNREADABLE_FRACTION * len(paths):
-        path, error = unreadable[0]
-        raise DataError(
-            f"{len(unreadable)} of {len(paths)} image files under {folder} cannot be read, e.g. "
-            f"{path}: {error}"
-        )
-    if unreadable:
-        skipped = f"{len(unreadable)} of {len(paths)} image files under {folder}"
-        logging.warning("Skipped %s that cannot be read, e.g. %s", skipped, unreadable[0][0])
+        raise DataError(f"{which} cannot be read, e.g. {path}: {error}")
+    logging.warning("Skipped %s that cannot be read, e.g. %s: %s", which, path, error)
     return pictures
 
 
