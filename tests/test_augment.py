@@ -9,7 +9,7 @@ from conftest import tiny_config
 
 import dcgan_jax
 from dcgan_jax.gan import augment, config, loop, models, sampling, step
-from dcgan_jax.run import images
+from dcgan_jax.run import writers
 
 KEY = jax.random.key(0)
 
@@ -131,7 +131,7 @@ def test_a_run_with_both_trains_and_d_has_the_extra_channel(tmp_path):
     c.train.diffaugment = "color,translation,cutout"
     c.model.minibatch_std = True
     state = dcgan_jax.train(c, tmp_path / "run")
-    rows = [r for r in images.read_metrics(tmp_path / "run" / "metrics.jsonl") if "d_loss" in r]
+    rows = [r for r in writers.read_metrics(tmp_path / "run" / "metrics.jsonl") if "d_loss" in r]
     assert rows and all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
     dense = state.d.params["Dense_0"]["kernel"]
     plain = models.build(tiny_config().model, (28, 28, 1))

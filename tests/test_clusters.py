@@ -13,7 +13,7 @@ from PIL import Image
 import dcgan_jax
 from dcgan_jax.gan import clusters, data, loop
 from dcgan_jax.gan.config import ConfigError, validate
-from dcgan_jax.run import images
+from dcgan_jax.run import writers
 
 
 def _blobs(sizes, seed=0):
@@ -137,7 +137,7 @@ def test_class_agreement_is_scored_for_classes_and_not_for_clusters(fashion_run)
     """A sample asked for cluster 3 is not asked for the class 3 (Dress): no classifier can check
     it."""
     labels, workdir = fashion_run
-    row = next(r for r in images.read_metrics(workdir / "metrics.jsonl") if "eval/fid" in r)
+    row = next(r for r in writers.read_metrics(workdir / "metrics.jsonl") if "eval/fid" in r)
     log = (workdir / "train.log").read_text()
     assert ("eval/class_agreement" in row) == (labels == "dataset")
     assert ("balanced k-means clusters of the 60000 training images" in log) == (

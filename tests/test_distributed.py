@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, restore_full_state, tiny_config, tiny_flags
 
 import dcgan_jax
-from dcgan_jax.run import checkpoints, control, images
+from dcgan_jax.run import checkpoints, control, writers
 
 # Sums over 8 shards or 2 processes round differently from one device (measured: 2.7e-6 after
 # 5 steps); Adam's early steps, about lr * sign(g), bound what a flipped sign could add.
@@ -149,7 +149,7 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     # Process 0 alone wrote the log, metrics and samples.
     log = (tmp_path / "two" / "train.log").read_text()
     assert "Devices: 2 (cpu), 8 images each per step (global batch 16); process 0 of 2." in log
-    assert [r["step"] for r in images.read_metrics(metrics)] == list(range(2, steps + 1, 2))
+    assert [r["step"] for r in writers.read_metrics(metrics)] == list(range(2, steps + 1, 2))
     assert f"step {steps}/100000" not in outputs[1]  # Process 1 logs warnings only.
 
 

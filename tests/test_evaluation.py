@@ -14,7 +14,7 @@ import dcgan_jax
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import classifier, reports
 from dcgan_jax.gan import data
-from dcgan_jax.run import checkpoints, images
+from dcgan_jax.run import checkpoints, writers
 from dcgan_jax.tools import scoring
 
 N = 2000  # Per scored set: enough to rank, quick on a CPU.
@@ -225,7 +225,7 @@ def evaluated_run(fashion, tmp_path_factory):
 
 
 def test_training_logs_the_metrics_and_keeps_the_best_checkpoint(evaluated_run):
-    rows = [r for r in images.read_metrics(evaluated_run / "metrics.jsonl") if "eval/fid" in r]
+    rows = [r for r in writers.read_metrics(evaluated_run / "metrics.jsonl") if "eval/fid" in r]
     assert [r["step"] for r in rows] == [2, 4]
     best_row = min(rows, key=lambda r: r["eval/fid"])
     assert checkpoints.Checkpointer(
@@ -264,7 +264,7 @@ def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_ru
     step is the one that step's log line shows; --seed scores another draw, and says so."""
     logged = next(
         r["eval/fid"]
-        for r in images.read_metrics(evaluated_run / "metrics.jsonl")
+        for r in writers.read_metrics(evaluated_run / "metrics.jsonl")
         if r["step"] == 4 and "eval/fid" in r
     )
     command = _evaluation_command(evaluated_run, "--step=4")

@@ -1317,3 +1317,25 @@ def test_a_command_that_fails_exits_at_once_whatever_threads_a_library_left(tmp_
     )
     assert result.returncode == 2 and result.stderr.strip() == "error: offline"
     assert time.monotonic() - started < 30
+
+
+def test_a_metrics_line_cut_short_and_a_damaged_status_stop_neither_a_resume_nor_a_sweep(
+    tmp_path, caplog
+):
+    """A crash or a full disk can leave metrics.jsonl's last line cut short (it is appended to);
+    status.json damaged from outside stopped a sweep. Each is skipped or taken as absent, with a
+    warning; the resumed run rewrites both whole."""
+    run = tmp_path / "train.num_steps=6"
+    dcgan_jax.train(tiny_config(num_steps=3), run)
+    with (run / "metrics.jsonl").open("ab") as f:
+        f.write(b'{"step": 4, "d_lo\n\xff\x00 not json\n[1, 2]\n')
+    (run / "status.json").write_text("junk")
+    with caplog.at_level("WARNING"):
+        assert control.read_status(run) == {}
+        dcgan_jax.train(tiny_config(num_steps=6), run)
+    assert "skipped 3 lines that are not metrics rows" in caplog.text
+    assert "status.json is damaged (not a JSON object); taken as absent" in caplog.text
+    assert [r["step"] for r in writers.read_metrics(run / "metrics.jsonl")] == [2, 3, 4, 6]
+    assert control.read_status(run)["finished"]
+    (run / "status.json").write_text("[]")
+    assert sweep.results(tmp_path)[0]["steps"] == 6 and (run / "curves.png").exists()

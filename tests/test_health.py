@@ -8,7 +8,7 @@ from conftest import shared_dataset_dir, tiny_config
 import dcgan_jax
 from dcgan_jax.evaluation import metrics
 from dcgan_jax.gan import data, loop
-from dcgan_jax.run import images
+from dcgan_jax.run import writers
 
 HEALTH_KEYS = ("g_grad_norm", "d_grad_norm", "d_logit_gap", "diversity")
 
@@ -69,7 +69,7 @@ def test_health_signals_are_logged_and_the_alarm_fires_on_a_collapsed_run_only(
         _collapse_generator(monkeypatch)
         config.optimizer.g_learning_rate = 1e-12
     dcgan_jax.train(config, tmp_path)
-    rows = images.read_metrics(tmp_path / "metrics.jsonl")
+    rows = writers.read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
     assert [r["step"] for r in rows if "diversity" in r] == [100, 200, 300]
     assert all(np.isfinite(r[key]) for r in rows for key in HEALTH_KEYS if key in r)
@@ -101,4 +101,4 @@ def test_no_alarm_during_the_warmup_or_when_switched_off(tmp_path, monkeypatch):
         config.optimizer.g_learning_rate = 1e-12
         dcgan_jax.train(config, tmp_path / name)
         assert "G may have collapsed" not in (tmp_path / name / "train.log").read_text()
-        assert images.read_metrics(tmp_path / name / "metrics.jsonl")[0]["diversity"] < 1e-3
+        assert writers.read_metrics(tmp_path / name / "metrics.jsonl")[0]["diversity"] < 1e-3

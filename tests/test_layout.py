@@ -26,12 +26,14 @@ MAX_GAN_MODULES = 12
 # damaged checkpoint inside load(average=N)'s window is an error of the average), and by 70 in a
 # review: scipy's pdist, which put a third of a second of scipy import on every command's start,
 # back to three lines of NumPy; the evaluation command's --truncation check back to the one
-# check_truncation. Raised by 192 (44 of them in the GAN folder) on 2026-12-07 for a fault class:
+# check_truncation. Raised on 2026-12-07 by 182 (34 of them in the GAN folder) for a fault class:
 # integers that JAX (int32) or NumPy's seeding cannot take, or sample counts no machine holds
 # (--config.seed=-1 or 2**32, --seed=1e20, --draws=1e20, --num_samples=1e20, --process_id past
 # --num_processes, load(...).sample(10**12) or sample(seed=2**70)) were tracebacks, XLA aborts,
 # out-of-memory kills or waits on a coordinator; they are now refused, naming the flag or argument.
-MAX_TOKENS = 44_224
+# Raised by 113 more for another: the run's own records read back (a metrics.jsonl line cut short
+# by a crash or a full disk, a damaged status.json) stopped a resume or a sweep with a traceback.
+MAX_TOKENS = 44_337
 MAX_GAN_TOKENS = 14_952
 # What each folder may import of dcgan_jax besides itself: the GAN nothing, evaluation the GAN, the
 # harness both, tools all three. Commands may import anything.

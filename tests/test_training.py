@@ -24,7 +24,7 @@ from conftest import (
 import dcgan_jax
 from dcgan_jax.gan import state as state_lib
 from dcgan_jax.gan.state import GanState
-from dcgan_jax.run import checkpoints, control, images, writers
+from dcgan_jax.run import checkpoints, control, writers
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_run_writes_config_samples_metrics_curves_and_checkpoints(trained_run):
         "step_0000003.png",
         "step_0000006.png",
     ]
-    rows = images.read_metrics(workdir / "metrics.jsonl")
+    rows = writers.read_metrics(workdir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [2, 4, 6]
     for key in (
         "d_loss",
@@ -133,7 +133,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     for field in ("g", "d", "g_ema", "step", "rng"):
         assert trees_equal(getattr(resumed, field), getattr(full, field)), field
     # Metrics were written once per step, not duplicated by the resume.
-    assert [r["step"] for r in images.read_metrics(tmp_path / "split" / "metrics.jsonl")] == [
+    assert [r["step"] for r in writers.read_metrics(tmp_path / "split" / "metrics.jsonl")] == [
         2,
         3,
         4,
@@ -159,7 +159,7 @@ def test_several_steps_per_dispatch_train_like_one(trained_run, tmp_path):
         jax.tree.leaves(jax.device_get(four)), jax.tree.leaves(jax.device_get(one)), strict=True
     ):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
-    metrics = [images.read_metrics(workdir / "metrics.jsonl") for workdir in (one_dir, tmp_path)]
+    metrics = [writers.read_metrics(workdir / "metrics.jsonl") for workdir in (one_dir, tmp_path)]
     assert [r["step"] for r in metrics[1]] == [r["step"] for r in metrics[0]] == [2, 4, 6]
     np.testing.assert_allclose(
         [r["d_loss"] for r in metrics[1]], [r["d_loss"] for r in metrics[0]], rtol=1e-4
@@ -298,7 +298,7 @@ def test_short_run_on_real_fashion_mnist(tmp_path):
     assert int(state.step) == 4
     log = (tmp_path / "train.log").read_text()
     assert "fashion_mnist/train, 60000 images of shape (28, 28, 1)" in log
-    assert all(np.isfinite(r["d_loss"]) for r in images.read_metrics(tmp_path / "metrics.jsonl"))
+    assert all(np.isfinite(r["d_loss"]) for r in writers.read_metrics(tmp_path / "metrics.jsonl"))
 
 
 def test_mnist_experiment_on_its_local_test_split(tmp_path):
@@ -432,4 +432,6 @@ def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate
     # The lowered rate is part of the state: a resumed run keeps it.
     assert float(restore_full_state(tmp_path, config).g.learning_rate) == pytest.approx(5e-5)
     # One metrics row per step: the rows of the abandoned steps 4 and beyond were replaced.
-    assert [r["step"] for r in images.read_metrics(tmp_path / "metrics.jsonl")] == list(range(1, 9))
+    assert [r["step"] for r in writers.read_metrics(tmp_path / "metrics.jsonl")] == list(
+        range(1, 9)
+    )

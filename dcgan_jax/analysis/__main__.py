@@ -8,7 +8,7 @@ from absl import flags
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import classifier
 from dcgan_jax.gan import sampling
-from dcgan_jax.run import cli, control, images
+from dcgan_jax.run import cli, control, images, writers
 from dcgan_jax.tools import analysis
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 def _metrics(runs):
     """The metrics to plot: the default list less what no run logged; one named by --metrics must
     exist."""
-    rows_per_run = [images.read_metrics(Path(w) / "metrics.jsonl") for w in runs]
+    rows_per_run = [writers.read_metrics(Path(w) / "metrics.jsonl") for w in runs]
     if not FLAGS["metrics"].present:
         logged = {key for rows in rows_per_run for row in rows for key in row}
         return [m for m in FLAGS.metrics if m in logged]

@@ -6,7 +6,6 @@ mode avoids them. Clusters are equal in size, matching the uniform draw of fake 
 
 import numpy as np
 
-# matching the uniform draw of fake labels (docs/model.md).
 # Larger images are average-pooled to about this many pixels a side before clustering.
 MAX_SIDE = 32
 ITERATIONS = 30  # Lloyd iterations, at most (it stops when no assignment changes).

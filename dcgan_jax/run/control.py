@@ -286,8 +286,7 @@ STATUS_FILE = "status.json"
 
 
 def read_status(workdir: str | Path) -> dict:
-    path = Path(workdir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return writers.read_record(Path(workdir) / STATUS_FILE)
 
 
 def write_status(

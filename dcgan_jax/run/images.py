@@ -1,6 +1,5 @@
 """Pictures a researcher looks at: sample grids and training curves, as PNG files."""
 
-import json
 import math
 from pathlib import Path
 
@@ -9,7 +8,7 @@ from PIL import Image
 
 from dcgan_jax.gan import RunError
 from dcgan_jax.gan.data import to_uint8
-from dcgan_jax.run import cli
+from dcgan_jax.run import cli, writers
 
 
 class MetricError(RunError, ValueError):
@@ -45,15 +44,6 @@ def save_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
     return path
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    path = Path(path)
-    return (
-        [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if path.exists()
-        else []
-    )
 
 
 def _pyplot():
@@ -97,7 +87,7 @@ def _save(fig, out_path):
 
 def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     """Losses, D's accuracies and mean outputs over steps, from ``metrics.jsonl``."""
-    rows = read_metrics(metrics_path)
+    rows = writers.read_metrics(metrics_path)
     if not rows:
         return None
     panels = [
@@ -128,7 +118,7 @@ def check_metric(rows_per_run: list[list[dict]], metric: str) -> None:
 
 def plot_metric(run_dirs: list[Path], metric: str, out_path: Path) -> Path:
     """``metric`` over steps from each run's ``metrics.jsonl``, one line per run."""
-    rows_per_run = [read_metrics(Path(run_dir) / "metrics.jsonl") for run_dir in run_dirs]
+    rows_per_run = [writers.read_metrics(Path(run_dir) / "metrics.jsonl") for run_dir in run_dirs]
     check_metric(rows_per_run, metric)
     fig, axis = _pyplot().subplots(figsize=(8, 4.5))
     for run_dir, rows in zip(run_dirs, rows_per_run, strict=True):
@@ -154,7 +144,7 @@ def plot_metric_bands(groups: dict[str, list[Path]], metric: str, out_path: Path
     """``metric`` over steps, one mean curve per group of runs (a setting's seeds) with a band of
     +- one standard deviation, over the steps every run of the group logged."""
     rows_per_group = {
-        label: [read_metrics(Path(d) / "metrics.jsonl") for d in dirs]
+        label: [writers.read_metrics(Path(d) / "metrics.jsonl") for d in dirs]
         for label, dirs in groups.items()
     }
     check_metric([rows for group in rows_per_group.values() for rows in group], metric)

@@ -46,6 +46,36 @@ def append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (none when absent); a line that is not a row, as a
+    crash or a full disk can leave one cut short, is skipped with a warning."""
+    path = Path(path)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    if skipped := len(lines) - len(rows):
+        logging.warning("%s: skipped %d lines that are not metrics rows", path, skipped)
+    return rows
+
+
+def read_record(path: Path) -> dict:
+    """A JSON object the run wrote (``status.json``, ``eval/provenance.json``), {} when absent; a
+    damaged one is taken as absent, with a warning."""
+    if not path.exists():
+        return {}
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict):
+            return record
+    logging.warning("%s is damaged (not a JSON object); taken as absent", path)
+    return {}
+
+
 class MetricsWriter:
     def __init__(self, workdir: str | Path, resume_step: int = 0, enabled: bool = True):
         self.enabled = enabled
@@ -55,11 +85,9 @@ class MetricsWriter:
             return
         if resume_step and self.metrics_path.exists():
             # Rows after the checkpoint we resume from were recomputed; keep one copy of each step.
-            lines = self.metrics_path.read_text().splitlines()
-            kept = [
-                line for line in lines if line.strip() and json.loads(line)["step"] <= resume_step
-            ]
-            write_atomically(self.metrics_path, "".join(line + "\n" for line in kept))
+            rows = read_metrics(self.metrics_path)
+            kept = "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= resume_step)
+            write_atomically(self.metrics_path, kept)
         from tensorboardX import SummaryWriter
 
         self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))

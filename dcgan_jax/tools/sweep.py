@@ -19,7 +19,7 @@ from absl import logging
 
 from dcgan_jax.evaluation import reports
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.run import cli, images
+from dcgan_jax.run import cli, images, writers
 from dcgan_jax.run.control import (  # Every run writes its status.json.
     Interrupted,
     TrainingDiverged,
@@ -212,7 +212,7 @@ def results(sweep_dir: str | Path) -> list[dict]:
     varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
     rows = []
     for d in run_dirs:
-        metrics_rows = images.read_metrics(d / "metrics.jsonl")
+        metrics_rows = writers.read_metrics(d / "metrics.jsonl")
         training = [r for r in metrics_rows if "d_loss" in r]
         evals = [r for r in metrics_rows if "eval/fid" in r]
         status = read_status(d)
@@ -321,16 +321,9 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
 def provenance_note(run_dirs: list[Path]) -> str:
     """What the evaluation scores were made with (each run's ``eval/provenance.json``): a line per
     kind."""
-    found = sorted(
-        {
-            (d / "eval/provenance.json").read_text()
-            for d in run_dirs
-            if (d / "eval/provenance.json").exists()
-        }
-    )
+    found = {json.dumps(writers.read_record(d / "eval/provenance.json")) for d in run_dirs}
     note = ""
-    for text in found:
-        p = json.loads(text)
+    for p in map(json.loads, sorted(found - {"{}"})):
         ref = p["reference"]
         note += (
             f"\n\nScores: {p['num_samples']} samples of each run's {p['latents']}, truncation "
