@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from conftest import REPO, shared_dataset_dir, tiny_config, tmpfs
 import dcgan_jax
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import classifier, reports
-from dcgan_jax.gan import data
+from dcgan_jax.gan import ConfigError, data
 from dcgan_jax.run import checkpoints, writers
 from dcgan_jax.tools import scoring
 
@@ -184,6 +185,29 @@ def test_shipped_classifier_is_small_and_accurate():
     assert info["heldout_accuracy"] >= 0.92 and info["params_hash"] == classifier.params_hash(
         params
     )
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_epochs", 0, "--config.num_epochs=0: must be a finite number > 0"),
+        ("batch_size", -1, "--config.batch_size=-1: must be a finite number > 0"),
+        ("learning_rate", float("nan"), "--config.learning_rate=nan: must be a finite number > 0"),
+        ("seed", -1, "--config.seed=-1: must be in 0 .. 2147483647"),
+        ("eval_split", "validation", "--config.eval_split='validation': one of train, test"),
+        ("dataset.name", "cifar10", "--config.dataset.name='cifar10': one of fashion_mnist, mnist"),
+    ],
+)
+def test_the_classifiers_training_refuses_what_it_cannot_take_before_any_work(
+    field, value, message, tmp_path
+):
+    """Not a ZeroDivisionError, a NumPy seeding traceback, eight epochs of NaN weights, nor zero
+    epochs writing untrained weights (over the shipped ones, by default)."""
+    config = classifier.default_config()
+    config.update_from_flattened_dict({field: value})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        classifier.train_classifier(config, tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def test_classifier_experiment_reproduces_weights(tmp_path):

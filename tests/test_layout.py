@@ -33,7 +33,10 @@ MAX_GAN_MODULES = 12
 # out-of-memory kills or waits on a coordinator; they are now refused, naming the flag or argument.
 # Raised by 113 more for another: the run's own records read back (a metrics.jsonl line cut short
 # by a crash or a full disk, a damaged status.json) stopped a resume or a sweep with a traceback.
-MAX_TOKENS = 44_337
+# And by 110 for the classifier's training config, which had no checks (batch_size=0 a
+# ZeroDivisionError, learning_rate=nan eight epochs of NaN weights, num_epochs=0 untrained weights
+# written over the shipped ones).
+MAX_TOKENS = 44_447
 MAX_GAN_TOKENS = 14_952
 # What each folder may import of dcgan_jax besides itself: the GAN nothing, evaluation the GAN, the
 # harness both, tools all three. Commands may import anything.

@@ -19,7 +19,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from dcgan_jax.evaluation import references
-from dcgan_jax.gan import ConfigError, RunError, data
+from dcgan_jax.gan import ConfigError, RunError, data, sampling
+from dcgan_jax.gan.config import SPLITS, flatten
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "classifiers"
 NUM_CLASSES = 10
@@ -44,6 +45,22 @@ def default_config(dataset: str = "fashion_mnist") -> ml_collections.ConfigDict:
     # Empty: dcgan_jax/assets/classifiers/<dataset>, the weights the evaluation uses.
     config.output_dir = ""
     return config
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """A ConfigError naming the flag of the first value the training cannot take."""
+    if config.dataset.name not in datasets():
+        choices = ", ".join(datasets())
+        raise ConfigError(f"--config.dataset.name={config.dataset.name!r}: one of {choices}")
+    flat = flatten(config)
+    for field in ("dataset.split", "eval_split"):
+        if flat[field] not in SPLITS:
+            raise ConfigError(f"--config.{field}={flat[field]!r}: one of {', '.join(SPLITS)}")
+    for field in ("batch_size", "num_epochs", "learning_rate"):
+        if not 0 < flat[field] < float("inf"):  # NaN too.
+            raise ConfigError(f"--config.{field}={flat[field]}: must be a finite number > 0")
+    if not 0 <= config.seed <= sampling.MAX_SEED:
+        raise ConfigError(f"--config.seed={config.seed}: must be in 0 .. {sampling.MAX_SEED}")
 
 
 class ClassifierMissingError(RunError, FileNotFoundError):
@@ -144,6 +161,7 @@ def train_classifier(
 ) -> float:
     """Trains the classifier, writes its weights and info to ``output_dir`` (default: the shipped
     assets folder) and returns its held-out accuracy."""
+    check_config(config)
     train_images, train_labels, eval_images, eval_labels = _split(config)
     name = config.dataset.name
     logging.info("Classifier on %s: %d training images.", name, len(train_images))
