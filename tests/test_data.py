@@ -55,6 +55,15 @@ def test_truncated_file_is_named(idx_folder):
         data.load_idx_folder(folder, "train")
 
 
+def test_a_header_promising_more_than_int64_counts_names_the_true_size(tmp_path):
+    """The promised size as a Python int: NumPy's int64 product wrapped round to a wrong count."""
+    side = 2**32 - 1
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", side, side, side)
+    (tmp_path / "images.gz").write_bytes(gzip.compress(header + bytes(10)))
+    with pytest.raises(data.DataError, match=rf"\({side**3} bytes\) but the file holds 10 bytes"):
+        data.read_idx(tmp_path / "images.gz", expected_ndim=3)
+
+
 def test_truncated_gzip_stream_is_named(idx_folder):
     folder, _, _ = idx_folder
     path = folder / "train-images-idx3-ubyte.gz"

@@ -36,8 +36,8 @@ MAX_GAN_MODULES = 12
 # And by 110 for the classifier's training config, which had no checks (batch_size=0 a
 # ZeroDivisionError, learning_rate=nan eight epochs of NaN weights, num_epochs=0 untrained weights
 # written over the shipped ones).
-MAX_TOKENS = 44_447
-MAX_GAN_TOKENS = 14_952
+MAX_TOKENS = 44_446
+MAX_GAN_TOKENS = 14_951
 # What each folder may import of dcgan_jax besides itself: the GAN nothing, evaluation the GAN, the
 # harness both, tools all three. Commands may import anything.
 MAY_IMPORT = {

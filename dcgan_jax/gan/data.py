@@ -4,6 +4,7 @@ order that is a pure function of (seed, batch index), so a resumed run sees the 
 
 import dataclasses
 import gzip
+import math
 import os
 import socket
 import struct
@@ -62,7 +63,7 @@ def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
     if len(raw) < header_len:
         raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
     shape = struct.unpack(f">{expected_ndim}I", raw[4:header_len])
-    if len(raw) - header_len != (expected := int(np.prod(shape))):
+    if len(raw) - header_len != (expected := math.prod(shape)):
         held = f"the file holds {len(raw) - header_len} bytes; the file is truncated or corrupt"
         raise DataError(f"{path}: header promises shape {shape} ({expected} bytes) but {held}")
     return np.frombuffer(raw, np.uint8, offset=header_len).reshape(shape)
