@@ -46,10 +46,14 @@ def test_generator_batchnorm_modes_differ_and_running_mode_is_per_sample():
     assert float(jnp.abs(batch_mode[:1] - in_batch).max()) > 1e-3
 
 
-@pytest.mark.parametrize("size, message", [(30, "odd size 15"), (2, "too small")])
+@pytest.mark.parametrize(
+    "size, message", [(30, "odd size 15"), (2, "too small"), (7, "too small"), (8, "10 or more")]
+)
 def test_impossible_image_sizes_are_named(size, message):
+    """Sizes 3 to 8 need no doubling, and a DCGAN of no stage sized its layers 2**-1 wide."""
     with pytest.raises(ValueError, match=message):
         models.num_resolution_steps(size)
+    assert models.num_resolution_steps(10) == 1
 
 
 def test_reference_experiment_has_the_pytorch_reference_architecture():

@@ -24,10 +24,11 @@ def num_resolution_steps(image_size: int) -> int:
             )
         size //= 2
         steps += 1
-    if size < 3:
+    if not steps:  # G's and D's channel widths follow the count: at least one stage.
         raise ConfigError(
-            f"image size {image_size} is too small for a DCGAN (needs at least 3 pixels; "
-            "--config.dataset.image_size sets it for celeb_a and image_folder)"
+            f"image size {image_size} is too small for a DCGAN (at least one doubling of a 3..8 "
+            "pixel base: 10 or more; --config.dataset.image_size sets it for celeb_a and "
+            "image_folder)"
         )
     return steps
 
