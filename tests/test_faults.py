@@ -367,13 +367,17 @@ def test_analysis_of_a_read_only_run_checks_before_the_work_and_takes_an_output_
     assert (tmp_path / "out" / "training_grid_step6.png").exists()
 
 
-def test_an_invalid_config_json_names_the_file(trained, tmp_path):
+@pytest.mark.parametrize("damaged", ['{"model": ', "[]", "null"])
+def test_an_invalid_config_json_names_the_file(trained, tmp_path, damaged):
+    """Invalid JSON, or JSON that is not an object (ml_collections raised AttributeError)."""
     workdir, _ = _copy_run(trained, tmp_path)
-    (workdir / "config.json").write_text('{"model": ')
+    (workdir / "config.json").write_text(damaged)
     with pytest.raises(
         ConfigError, match=f"{workdir / 'config.json'}: cannot read the run's config"
     ):
         dcgan_jax.load(workdir, experiment="fashion_dcgan")
+    with pytest.raises(ConfigError, match="cannot read the run's config"):
+        sweep.results(tmp_path)
     command = [
         sys.executable,
         "-m",

@@ -121,16 +121,19 @@ def did_you_mean(name: str, known) -> str:
 
 
 def read_json(path: Path) -> ml_collections.ConfigDict:
-    """A run's ``config.json``; an unreadable file or invalid JSON is a ConfigError naming the
-    file."""
+    """A run's ``config.json``; an unreadable file, invalid JSON or JSON that is not an object is a
+    ConfigError naming the file."""
     try:
-        return ml_collections.ConfigDict(json.loads(Path(path).read_text()))
+        stored = json.loads(Path(path).read_text())
+        why = "" if isinstance(stored, dict) else "not a JSON object"
     except (OSError, ValueError) as e:
+        why = str(e)
+    if why:
         raise ConfigError(
-            f"{Path(path).absolute()}: cannot read the run's config ({e}); the next training run "
-            "in that folder "
-            "rewrites it (the checkpoints carry their own copy)"
-        ) from e
+            f"{Path(path).absolute()}: cannot read the run's config ({why}); the next training run "
+            "in that folder rewrites it (the checkpoints carry their own copy)"
+        )
+    return ml_collections.ConfigDict(stored)
 
 
 def available_experiments(experiments_dir: Path) -> list[str]:
