@@ -1,9 +1,11 @@
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 from conftest import REPO
 
+import dcgan_jax
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import cli
 
@@ -149,6 +151,32 @@ def test_unknown_override_suggests_the_closest_field():
     with pytest.raises(config_lib.ConfigError, match=message):
         cli.check_override_names(["launch.py", "--config.train.batchsize=32"], config)
     cli.check_override_names(["launch.py", "--config.train.batch_size=32", "--workdir=x"], config)
+
+
+def test_a_config_not_of_the_defaults_shape_is_refused_before_any_work(tmp_path):
+    """A typo'd field set in a script or an experiment file, a missing one, a None, a plain dict:
+    each named, not ignored or a traceback; in train() and in an experiment file alike."""
+    typo = config_lib.default_config()
+    typo.train.learnig_rate = 1e-3
+    partial = ml_collections.ConfigDict({"seed": 0})
+    unset = config_lib.default_config()
+    unset.train.batch_size = None
+    cases = [
+        ({"seed": 0}, r"config: a dict, not an ml_collections.ConfigDict"),
+        (partial, r"--config.dataset.data_dir: missing"),
+        (unset, r"--config.train.batch_size=None: must be of type int"),
+        (typo, r"--config.train.learnig_rate: no such config field"),
+    ]
+    for config, message in cases:
+        with pytest.raises(config_lib.ConfigError, match=message):
+            dcgan_jax.train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "typo.py").write_text(
+        "from dcgan_jax import default_config\n\n\ndef get_config():\n"
+        "    config = default_config()\n    config.model.latnet_dim = 8\n    return config\n"
+    )
+    with pytest.raises(config_lib.ConfigError, match="Did you mean: model.latent_dim"):
+        cli.load_experiment("typo", tmp_path)
 
 
 def _launch(*args, timeout=120):

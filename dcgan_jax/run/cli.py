@@ -108,6 +108,27 @@ def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> 
             raise ConfigError(f"--config.{unknown_field_message(field, known)}")
 
 
+def check_fields(config: ml_collections.ConfigDict) -> None:
+    """ConfigError unless ``config`` has the defaults' fields and types: a field no run reads (a
+    typo such as ``train.lr`` in an experiment file or a script) would otherwise be ignored."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"config: a {type(config).__name__}, not an ml_collections.ConfigDict; start from "
+            "dcgan_jax.default_config() or an experiment's get_config()"
+        )
+    defaults, flat = flatten(default_config()), flatten(config)
+    for field in sorted(flat.keys() - defaults.keys()):
+        raise ConfigError(f"--config.{unknown_field_message(field, defaults)}")
+    for field, default in defaults.items():
+        if field not in flat:
+            raise ConfigError(f"--config.{field}: missing; start from dcgan_jax.default_config()")
+        kinds = (int, float) if isinstance(default, float) else type(default)
+        if not isinstance(flat[field], kinds):
+            raise ConfigError(
+                f"--config.{field}={flat[field]!r}: must be of type {type(default).__name__}"
+            )
+
+
 def unknown_field_message(field: str, known) -> str:
     """One line naming the unknown ``field``, the closest known ones and all of them."""
     hint = did_you_mean(field, known)
@@ -154,4 +175,6 @@ def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDi
     spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    config = module.get_config()
+    check_fields(config)
+    return config

@@ -21,13 +21,14 @@ from dcgan_jax.evaluation import metrics, reports
 from dcgan_jax.gan import RunError, data, loop, models, parallel, sampling
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan.state import GanState
-from dcgan_jax.run import checkpoints, control, images, resume, writers
+from dcgan_jax.run import checkpoints, cli, control, images, resume, writers
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> GanState:
     """Trains (or resumes) the run of ``config`` in ``workdir``; returns the final state. A stop
     signal raises :class:`~dcgan_jax.run.control.Interrupted` after the final checkpoint."""
     started = time.monotonic()
+    cli.check_fields(config)
     config_lib.validate(config)
     workdir = Path(workdir)
     with control.stop_requests() as stops, _session(workdir, stops) as (is_main, folder):
