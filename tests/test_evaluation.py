@@ -168,6 +168,11 @@ def test_bad_images_are_a_clear_error(evaluator, images_, message):
         evaluator(images_)
 
 
+def test_features_of_no_images_say_so_without_speaking_of_an_fid():
+    with pytest.raises(evaluation.EvaluationError, match=r"^0 images are too few: pass at least 1 "):
+        evaluation.features(np.zeros((0, 28, 28, 1), np.float32))
+
+
 def test_missing_classifier_weights_say_how_to_train_them(tmp_path, monkeypatch):
     monkeypatch.setattr(classifier, "ASSETS_DIR", tmp_path)
     with pytest.raises(

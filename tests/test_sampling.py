@@ -78,8 +78,8 @@ def test_load_averages_gs_weights_over_the_newest_checkpoints_and_measures_bn_fo
     stored = [dcgan_jax.load(tmp_path, s, recompute_bn=False) for s in (2, 4)]
     want = jax.tree.map(lambda a, b: (a + b) / 2, *(r.variables["batch_stats"] for r in stored))
     _assert_close(plain.variables["batch_stats"], want)
-    for average in (0, 4):
-        with pytest.raises(ValueError, match=f"average={average}"):
+    for average in (0, -1, 4):
+        with pytest.raises(ValueError, match=f"average={average}: .* holds 3 up to step 6"):
             dcgan_jax.load(tmp_path, average=average)
     # A damaged checkpoint inside the window is an error of the average, naming it, not damage of
     # the newest (which alone still loads).

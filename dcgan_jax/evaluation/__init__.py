@@ -91,9 +91,9 @@ def check_images(
             f"images must have shape (N, {', '.join(map(str, shape))}), got {images.shape}"
         )
     if len(images) < min_samples:
+        why = " for a stable FID" if min_samples > 1 else ""
         raise EvaluationError(
-            f"{len(images)} images are too few for a stable FID: pass at least {min_samples} "
-            "(10,000 is usual)"
+            f"{len(images)} images are too few{why}: pass at least {min_samples} (10,000 is usual)"
         )
     images = images.astype(np.float32)
     if not np.isfinite(images).all():

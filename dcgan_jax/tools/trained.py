@@ -224,12 +224,13 @@ def _restore(
     )
     shapes, _ = jax.eval_shape(init, jax.random.key(0))
     use_ema = ema and config.train.ema_decay > 0
-    steps = [s for s in checkpointer.all_steps() if s <= step][-average:]
-    if average < 1 or len(steps) < average:
+    steps = [s for s in checkpointer.all_steps() if s <= step]
+    if not 1 <= average <= len(steps):
         raise ValueError(
             f"average={average}: a mean over 1 or more checkpoints; {checkpointer.directory} holds "
             f"{len(steps)} up to step {step}"
         )
+    steps = steps[-average:]
     restore = functools.partial(checkpointer.restore_generator, shapes, use_ema)
     restored = [restore(step)]  # Damaged, it is the one newest_good passes over.
     try:
