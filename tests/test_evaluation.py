@@ -169,7 +169,9 @@ def test_bad_images_are_a_clear_error(evaluator, images_, message):
 
 
 def test_features_of_no_images_say_so_without_speaking_of_an_fid():
-    with pytest.raises(evaluation.EvaluationError, match=r"^0 images are too few: pass at least 1 "):
+    with pytest.raises(
+        evaluation.EvaluationError, match=r"^0 images are too few: pass at least 1 "
+    ):
         evaluation.features(np.zeros((0, 28, 28, 1), np.float32))
 
 

@@ -906,6 +906,21 @@ def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_si
     assert (status["ended"], status["step"], status["finished"]) == ("signal", step, False)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_to_any_command_outside_training_is_one_line_and_the_shells_status(sig):
+    """The evaluation, analysis, sweep and classifier commands too: no KeyboardInterrupt traceback
+    for Ctrl-C, no silent death for SIGTERM."""
+    command = (
+        "import os, signal, time\nfrom dcgan_jax.run import cli\n\n\ndef main(argv):\n"
+        f"    os.kill(os.getpid(), signal.{sig.name})\n    time.sleep(60)\n\n\ncli.run(main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 128 + sig, result.stderr[-3000:]
+    assert f"{sig.name} received: stopped" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB filesystem of its own (tmpfs; needs the right to mount, as root in a container

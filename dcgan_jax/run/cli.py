@@ -1,7 +1,7 @@
 """The one convention of the commands (``launch.py``, ``python -m dcgan_jax.{analysis,classifier,
 evaluation,sweep}``), each running its ``main`` through :func:`run`: a user's mistake is one
-``error: ...`` line and exit 2, never a traceback; a signal exits 128 + its number, as shells
-report."""
+``error: ...`` line and exit 2, never a traceback; a stop signal (Ctrl-C, SIGTERM, SIGHUP) one
+warning line and exit 128 + its number, as shells report."""
 
 import difflib
 import importlib.util
@@ -79,9 +79,9 @@ def run(main: Callable[[list[str]], None]) -> None:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         writers.library_noise_to_log()
         try:
-            with writers.logging_to():
+            with writers.logging_to(), control.stop_requests(": stopped"):
                 main(argv)
-        except control.Interrupted as e:  # The loop has logged how it stopped.
+        except control.Interrupted as e:  # How it stopped is logged.
             sys.exit(e.exit_status)
         except RunError as e:
             # For train.log; the console gets the error line.
