@@ -89,8 +89,9 @@ def test_truncation_scales_the_latents_toward_the_mean(run_dir):
     )
     np.testing.assert_array_equal(run.sample(4, seed=3, truncation=1.0), run.sample(4, seed=3))
     assert np.abs(run.sample(4, seed=3, truncation=0.5) - run.sample(4, seed=3)).max() > 1e-3
-    for bad in (-0.5, 0.0, float("nan")):  # 0 would make every sample one image, across labels too.
-        with pytest.raises(ValueError, match="truncation must be > 0"):
+    # 0 would make every sample one image, across labels too.
+    for bad in (-0.5, 0.0, float("nan"), float("inf"), "0.5", None):
+        with pytest.raises(ValueError, match="truncation must be a finite number > 0"):
             run.sample(4, truncation=bad)
 
 
@@ -98,7 +99,7 @@ def test_counts_and_seeds_no_machine_or_key_can_hold_are_value_errors_not_aborts
     """XLA aborts the process on an allocation it cannot make, and JAX's key takes no seed past
     int32: each is refused first, naming the argument."""
     run = dcgan_jax.load(run_dir)
-    too_many = f"num must be positive and at most .* got {10**12}"
+    too_many = f"num must be an integer, positive and at most .* got {10**12}"
     for draw in (
         lambda: run.sample(10**12),
         lambda: run.evaluation_samples(10**12),
@@ -106,11 +107,24 @@ def test_counts_and_seeds_no_machine_or_key_can_hold_are_value_errors_not_aborts
     ):
         with pytest.raises(ValueError, match=too_many):
             draw()
-    with pytest.raises(ValueError, match="num must be positive"):
-        run.sample(0)
-    for seed in (-1, 2**31, 2**70):
-        with pytest.raises(ValueError, match=f"seed must be in 0 .. 2147483647, got {seed}"):
+    # Not a count: each refused by name, not a library's TypeError; evaluation_samples(0) is not
+    # its default count.
+    for draw in (
+        lambda: run.sample(0),
+        lambda: run.sample(2.5),
+        lambda: run.sample("4"),
+        lambda: run.latents(-1),
+        lambda: run.evaluation_samples(0),
+        lambda: run.interpolate(*np.asarray(run.latents(2)), None),
+    ):
+        with pytest.raises(ValueError, match="num must be an integer, positive"):
+            draw()
+    for seed in (-1, 2**31, 2**70, 2.5, "1", None):
+        with pytest.raises(ValueError, match="seed must be an integer in 0 .. 2147483647, got"):
             run.sample(4, seed=seed)
+    with pytest.raises(ValueError, match="average=1.5"):
+        dcgan_jax.load(run_dir, average=1.5)
+    assert run.sample(np.int64(2), seed=np.int32(3)).shape == (2, 28, 28, 1)
     assert run.sample(1, seed=2**31 - 1).shape == (1, 28, 28, 1)
 
 

@@ -2,6 +2,7 @@
 splits here into streams no two uses share (initialisation, updates, grids, evaluation); training,
 ``dcgan_jax.load(...)`` and the evaluation command all draw through these functions."""
 
+import numbers
 from collections.abc import Callable
 
 import jax
@@ -57,8 +58,8 @@ def eval_labels(num: int, num_classes: int) -> jax.Array | None:
 
 def seeded_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
     """Latent vectors of a user's own draw (``TrainedGenerator.latents``): ``key(seed)`` itself."""
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in 0 .. {MAX_SEED}, got {seed}")
+    if not (isinstance(seed, numbers.Integral) and 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be an integer in 0 .. {MAX_SEED}, got {seed!r}")
     return jax.random.normal(run_key(seed), (num, latent_dim))
 
 

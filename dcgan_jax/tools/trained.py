@@ -10,6 +10,7 @@ Needs only the workdir: config and image shape travel inside each checkpoint."""
 import dataclasses
 import functools
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def check_truncation(truncation: float) -> None:
-    if not truncation > 0:  # Also NaN; 0 would make every sample the same image.
-        raise ValueError(f"truncation must be > 0 (1 = none), got {truncation}")
+    # Not NaN; 0 would make every sample the same image.
+    if not (isinstance(truncation, numbers.Real) and 0 < truncation < math.inf):
+        raise ValueError(f"truncation must be a finite number > 0 (1 = none), got {truncation!r}")
 
 
 @dataclasses.dataclass
@@ -52,6 +54,7 @@ class TrainedGenerator:
         """``num`` latent vectors drawn with ``seed``, times ``truncation`` (below 1: nearer the
         prior's mean, trading diversity for fidelity)."""
         check_truncation(truncation)
+        self._check_count(num)
         return truncation * sampling.seeded_latents(seed, num, self.config.model.latent_dim)
 
     def _check_count(self, num):
@@ -59,10 +62,10 @@ class TrainedGenerator:
         aborts the process on an allocation it cannot make)."""
         per_image = 4 * (self.config.model.latent_dim + math.prod(self.generator.image_shape))
         most = train.machine_memory() // 2 // per_image
-        if not 0 < num <= most:
+        if not (isinstance(num, numbers.Integral) and 0 < num <= most):
             raise ValueError(
-                f"num must be positive and at most {most} (latents and images in half this "
-                f"machine's memory; draw more in parts, with other seeds), got {num}"
+                f"num must be an integer, positive and at most {most} (latents and images in half "
+                f"this machine's memory; draw more in parts, with other seeds), got {num!r}"
             )
 
     def _labels(self, num, labels):
@@ -108,7 +111,6 @@ class TrainedGenerator:
         """``num`` images (num, H, W, C) in [-1, 1] from latents drawn with ``seed``, ``labels`` (an
         int or one per image) for a conditional model; inference mode: ``sample(1)`` is the first of
         ``sample(64)``."""
-        self._check_count(num)
         return self.generate(self.latents(num, seed, truncation), labels)
 
     def training_grid(self) -> tuple[np.ndarray, int | None]:
@@ -124,7 +126,8 @@ class TrainedGenerator:
         the run's evaluation stream, the draw the in-training evaluation scored, times
         ``truncation``."""
         check_truncation(truncation)
-        self._check_count(num or self.config.eval.num_samples)
+        num = self.config.eval.num_samples if num is None else num
+        self._check_count(num)
         z, labels = sampling.eval_draw(self.config, num)
         return self.generate(truncation * z, labels), None if labels is None else np.asarray(labels)
 
@@ -133,11 +136,11 @@ class TrainedGenerator:
     ) -> np.ndarray:
         """``num`` images along the great circle from ``z_start`` to ``z_end`` (both ends included),
         all of class ``label`` (default 0) for a conditional model."""
+        self._check_count(num)
         if num < 2:
             raise ValueError(
                 f"num: points along the path including both ends, at least 2, got {num}"
             )
-        self._check_count(num)
         ends = [np.asarray(self._check_latents(e)) for e in (z_start, z_end)]
         if any(len(e) != 1 for e in ends):
             raise ValueError(
@@ -225,7 +228,7 @@ def _restore(
     shapes, _ = jax.eval_shape(init, jax.random.key(0))
     use_ema = ema and config.train.ema_decay > 0
     steps = [s for s in checkpointer.all_steps() if s <= step]
-    if not 1 <= average <= len(steps):
+    if not (isinstance(average, numbers.Integral) and 1 <= average <= len(steps)):
         raise ValueError(
             f"average={average}: a mean over 1 or more checkpoints; {checkpointer.directory} holds "
             f"{len(steps)} up to step {step}"
