@@ -155,7 +155,8 @@ def test_unknown_override_suggests_the_closest_field():
 
 def test_a_config_not_of_the_defaults_shape_is_refused_before_any_work(tmp_path):
     """A typo'd field set in a script or an experiment file, a missing one, a None, a plain dict:
-    each named, not ignored or a traceback; in train() and in an experiment file alike."""
+    each named, not ignored or a traceback; in train() and in an experiment file alike, and an
+    experiment file without get_config()."""
     typo = config_lib.default_config()
     typo.train.learnig_rate = 1e-3
     partial = ml_collections.ConfigDict({"seed": 0})
@@ -177,6 +178,9 @@ def test_a_config_not_of_the_defaults_shape_is_refused_before_any_work(tmp_path)
     )
     with pytest.raises(config_lib.ConfigError, match="Did you mean: model.latent_dim"):
         cli.load_experiment("typo", tmp_path)
+    (tmp_path / "bare.py").write_text("get_config = None\n")
+    with pytest.raises(config_lib.ConfigError, match=r"bare.py: defines no get_config\(\)"):
+        cli.load_experiment("bare", tmp_path)
 
 
 def _launch(*args, timeout=120):

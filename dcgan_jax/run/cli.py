@@ -175,6 +175,8 @@ def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDi
     spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"{path}: defines no get_config() returning the experiment's config")
     config = module.get_config()
     check_fields(config)
     return config
