@@ -1342,19 +1342,27 @@ def test_a_metrics_line_cut_short_and_a_damaged_status_stop_neither_a_resume_nor
     tmp_path, caplog
 ):
     """A crash or a full disk can leave metrics.jsonl's last line cut short (it is appended to);
-    status.json damaged from outside stopped a sweep. Each is skipped or taken as absent, with a
+    status.json damaged from outside stopped a sweep, and values of other types than the run writes
+    (valid JSON) stopped its end or the sweep's table. Each is skipped or taken as absent, with a
     warning; the resumed run rewrites both whole."""
     run = tmp_path / "train.num_steps=6"
     dcgan_jax.train(tiny_config(num_steps=3), run)
     with (run / "metrics.jsonl").open("ab") as f:
-        f.write(b'{"step": 4, "d_lo\n\xff\x00 not json\n[1, 2]\n')
+        f.write(b'{"step": 4, "d_lo\n\xff\x00 not json\n[1, 2]\n{"step": 5, "d_loss": "x"}\n5\n')
     (run / "status.json").write_text("junk")
     with caplog.at_level("WARNING"):
         assert control.read_status(run) == {}
+        (run / "status.json").write_text('{"step": "x", "wall_seconds": "y"}')
+        assert control.read_status(run) == {}
         dcgan_jax.train(tiny_config(num_steps=6), run)
-    assert "skipped 3 lines that are not metrics rows" in caplog.text
-    assert "status.json is damaged (not a JSON object); taken as absent" in caplog.text
+    assert "skipped 5 lines that are not metrics rows" in caplog.text
+    assert "status.json is damaged (not the JSON object the run writes)" in caplog.text
     assert [r["step"] for r in writers.read_metrics(run / "metrics.jsonl")] == [2, 3, 4, 6]
     assert control.read_status(run)["finished"]
     (run / "status.json").write_text("[]")
     assert sweep.results(tmp_path)[0]["steps"] == 6 and (run / "curves.png").exists()
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "provenance.json").write_text('{"reference": 3}')
+    with caplog.at_level("WARNING"):
+        assert sweep.write_results(tmp_path)[0]["steps"] == 6
+    assert "eval/provenance.json is damaged" in caplog.text

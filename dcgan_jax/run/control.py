@@ -288,8 +288,11 @@ def divergence_advice(config, divergence: Divergence) -> str:
 STATUS_FILE = "status.json"
 
 
+STATUS_TYPES = {"step": int, "num_steps": int, "ended": str, "wall_seconds": (int, float)}
+
+
 def read_status(workdir: str | Path) -> dict:
-    return writers.read_record(Path(workdir) / STATUS_FILE)
+    return writers.read_record(Path(workdir) / STATUS_FILE, STATUS_TYPES)
 
 
 def write_status(

@@ -47,8 +47,9 @@ def append_line(path: Path, line: str) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a run's ``metrics.jsonl`` (none when absent); a line that is not a row, as a
-    crash or a full disk can leave one cut short, is skipped with a warning."""
+    """The rows of a run's ``metrics.jsonl`` (none when absent); a line that is not a row of numbers
+    with an integer step, as a crash or a full disk can leave one cut short, is skipped with a
+    warning."""
     path = Path(path)
     text = path.read_text(errors="replace") if path.exists() else ""
     lines = [line for line in text.splitlines() if line.strip()]
@@ -56,24 +57,36 @@ def read_metrics(path: str | Path) -> list[dict]:
     for line in lines:
         with contextlib.suppress(ValueError):
             row = json.loads(line)
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
+            if (
+                isinstance(row, dict)
+                and isinstance(row.get("step"), int)
+                and all(isinstance(value, (int, float)) for value in row.values())
+            ):
                 rows.append(row)
     if skipped := len(lines) - len(rows):
         logging.warning("%s: skipped %d lines that are not metrics rows", path, skipped)
     return rows
 
 
-def read_record(path: Path) -> dict:
+def read_record(path: Path, types: dict[str, type | tuple[type, ...]]) -> dict:
     """A JSON object the run wrote (``status.json``, ``eval/provenance.json``), {} when absent; a
-    damaged one is taken as absent, with a warning."""
+    damaged one (not an object, or a key of ``types`` holding another type) is taken as absent,
+    with a warning."""
     if not path.exists():
         return {}
     with contextlib.suppress(OSError, ValueError):
         record = json.loads(path.read_text())
-        if isinstance(record, dict):
+        if _typed(record, types):
             return record
-    logging.warning("%s is damaged (not a JSON object); taken as absent", path)
+    logging.warning("%s is damaged (not the JSON object the run writes); taken as absent", path)
     return {}
+
+
+def _typed(record, types):
+    """Whether ``record`` is a dict whose keys of ``types`` that it holds are of those types."""
+    return isinstance(record, dict) and all(
+        isinstance(record[key], kind) for key, kind in types.items() if key in record
+    )
 
 
 class MetricsWriter:

@@ -321,16 +321,19 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
 def provenance_note(run_dirs: list[Path]) -> str:
     """What the evaluation scores were made with (each run's ``eval/provenance.json``): a line per
     kind."""
-    found = {json.dumps(writers.read_record(d / "eval/provenance.json")) for d in run_dirs}
+    found = {json.dumps(writers.read_record(d / "eval/provenance.json", {})) for d in run_dirs}
     note = ""
     for p in map(json.loads, sorted(found - {"{}"})):
-        ref = p["reference"]
-        note += (
-            f"\n\nScores: {p['num_samples']} samples of each run's {p['latents']}, truncation "
-            f"{p['truncation']:g}; "
-            f"features: {p['feature_network']}, {p['feature_layer']}, weights "
-            f"{p['feature_weights_hash']}; "
-            f"reference: {ref['dataset']}/{ref['split']}, {ref['num_images']} images, "
-            f"sha256:{ref['images_sha256']}."
-        )
+        try:
+            ref = p["reference"]
+            note += (
+                f"\n\nScores: {p['num_samples']} samples of each run's {p['latents']}, truncation "
+                f"{p['truncation']:g}; "
+                f"features: {p['feature_network']}, {p['feature_layer']}, weights "
+                f"{p['feature_weights_hash']}; "
+                f"reference: {ref['dataset']}/{ref['split']}, {ref['num_images']} images, "
+                f"sha256:{ref['images_sha256']}."
+            )
+        except (KeyError, TypeError, ValueError) as e:  # Not as the run writes it.
+            logging.warning("An eval/provenance.json is damaged (%r); left out of the table", e)
     return note
