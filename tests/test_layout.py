@@ -37,8 +37,16 @@ MAX_GAN_MODULES = 12
 # ZeroDivisionError, learning_rate=nan eight epochs of NaN weights, num_epochs=0 untrained weights
 # written over the shipped ones). And by 21 for a config.json that is valid JSON but not an object
 # (ml_collections' AttributeError traceback in load(experiment=...) and the sweep's table).
-MAX_TOKENS = 44_467
-MAX_GAN_TOKENS = 14_951
+# Raised on 2026-12-07's second session by 386 (13 in the GAN folder) for five fault classes: a
+# config field misspelt in an experiment file or a script was silently ignored (and train(dict),
+# a missing or None field, an experiment without get_config() were tracebacks); Ctrl-C or SIGTERM
+# to a command other than training was a traceback or a silent death; counts, seeds and
+# truncations of the reloaded generator that are not numbers of their kind were library errors
+# (and evaluation_samples(0) drew the default count); the run's records holding valid JSON of
+# other types than the run writes stopped its end or the sweep's table; load(average=-1) named a
+# wrong count.
+MAX_TOKENS = 44_853
+MAX_GAN_TOKENS = 14_964
 # What each folder may import of dcgan_jax besides itself: the GAN nothing, evaluation the GAN, the
 # harness both, tools all three. Commands may import anything.
 MAY_IMPORT = {
