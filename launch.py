@@ -27,7 +27,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.", lower_bound=1)
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 flags.DEFINE_integer(
-    "distributed_timeout_s", 300, "Give up joining a multi-process run after this many seconds."
+    "distributed_timeout_s", 300, "Seconds to wait for a multi-process run.", lower_bound=1
 )
 flags.DEFINE_string(
     "sweep", None, "A grid of runs, 'FIELD=V1,V2 FIELD=V3', each in --workdir/<overrides>."

@@ -115,10 +115,12 @@ def test_counts_and_seeds_no_machine_or_key_can_hold_are_value_errors_not_aborts
         lambda: run.sample("4"),
         lambda: run.latents(-1),
         lambda: run.evaluation_samples(0),
-        lambda: run.interpolate(*np.asarray(run.latents(2)), None),
     ):
         with pytest.raises(ValueError, match="num must be an integer, positive"):
             draw()
+    for num in (None, 2.5):
+        with pytest.raises(ValueError, match="num: points along the path .* at least 2, got"):
+            run.interpolate(*np.asarray(run.latents(2)), num)
     for seed in (-1, 2**31, 2**70, 2.5, "1", None):
         with pytest.raises(ValueError, match="seed must be an integer in 0 .. 2147483647, got"):
             run.sample(4, seed=seed)

@@ -1000,13 +1000,26 @@ def test_a_failed_save_made_again_by_a_write_still_running_is_removed(tmp_path):
         ["-m", "dcgan_jax.sweep", "--runs=RUNS", "--manifest=RUNS/manifest.json", "--task=0"],
         ["-m", "dcgan_jax.sweep", "--runs=RUNS/missing"],
         ["-m", "dcgan_jax.sweep", "--runs=RUNS/a_file"],
+        ["-m", "dcgan_jax.sweep", "--manifest=RUNS/manifest.json", "--task=0", "--metric=g_loss"],
     ],
-    ids=["dry_run_alone", "slurm_alone", "task_alone", "runs_and_manifest", "no_folder", "a_file"],
+    ids=[
+        "dry_run_alone",
+        "slurm_alone",
+        "task_alone",
+        "runs_and_manifest",
+        "no_folder",
+        "a_file",
+        "metric_without_runs",
+    ],
 )
 def test_contradictory_or_dangling_command_flags_are_one_error_line(command, tmp_path):
     """A flag that acts only with another, or two jobs at once, or --runs that is no folder: one
     error line and exit 2, never a training run started or a flag silently ignored."""
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "done").mkdir()  # A manifest's task whose run has finished: it would be skipped.
+    control.write_status(tmp_path / "done", 2, 2, "finished", 1.0)
+    task = {"workdir": str(tmp_path / "done"), "name": "done", "argv": []}
+    (tmp_path / "manifest.json").write_text(json.dumps({"tasks": [task]}))
     argv = [arg.replace("RUNS", str(tmp_path)) for arg in command]
     if argv[0] == "launch.py":
         argv.append(f"--workdir={tmp_path / 'run'}")
@@ -1050,6 +1063,36 @@ def test_a_seed_jax_or_numpy_cannot_take_is_refused_by_the_commands(command, see
     assert f"flag --seed={seed}: {seed} is not an integer in the range [0, 2147483647]" in (
         result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (["--step=2", "--all_steps"], "--step=2 and --all_steps: give one of them"),
+        (["--truncation=inf"], "--truncation=inf: must be a finite number > 0"),
+    ],
+)
+def test_the_evaluation_command_refuses_flags_that_contradict_or_cannot_scale(
+    given, message, tmp_path
+):
+    (tmp_path / "checkpoints").mkdir()
+    result = python("-m", "dcgan_jax.evaluation", f"--workdir={tmp_path}", *given, timeout=120)
+    assert result.returncode == 2 and f"error: {message}" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_path_flag_written_with_equals_and_a_tilde_is_under_home_not_a_folder_named_tilde(
+    tmp_path,
+):
+    """The shell expands ``--workdir ~/x`` but not ``--workdir=~/x``: a command does, so no folder
+    named ``~`` appears where it runs."""
+    home = tmp_path / "home"
+    (home / "run" / "checkpoints").mkdir(parents=True)
+    env = {**os.environ, "HOME": str(home)}
+    argv = ["-m", "dcgan_jax.evaluation", "--workdir=~/run", "--output_dir=~/scores"]
+    result = python(*argv, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"no checkpoint in {home / 'run' / 'checkpoints'}" in result.stderr
+    assert (home / "scores").is_dir() and not (tmp_path / "~").exists()
 
 
 def test_draws_whose_seeds_run_past_the_last_are_refused_before_any_work(tmp_path):

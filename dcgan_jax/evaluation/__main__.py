@@ -63,9 +63,11 @@ def main(argv: list[str]) -> None:
     try:  # Before any loading.
         trained.check_truncation(FLAGS.truncation)
     except ValueError:
-        cli.fail(f"--truncation={FLAGS.truncation}: must be > 0 (1 = none)")
+        cli.fail(f"--truncation={FLAGS.truncation}: must be a finite number > 0 (1 = none)")
     if (FLAGS.seed or 0) + FLAGS.draws - 1 > sampling.MAX_SEED:
         cli.fail(f"--seed={FLAGS.seed}, --draws={FLAGS.draws}: seeds past {sampling.MAX_SEED}")
+    if FLAGS.step is not None and FLAGS.all_steps:
+        cli.fail(f"--step={FLAGS.step} and --all_steps: give one of them")
     if FLAGS.export_features and FLAGS.all_steps:
         cli.fail(
             "--export_features writes one step's features: pass --step=N (or none: the newest), "

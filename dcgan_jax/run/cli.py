@@ -6,12 +6,13 @@ warning line and exit 128 + its number, as shells report."""
 import difflib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
-from absl import app, logging
+from absl import app, flags, logging
 
 from dcgan_jax.gan import ConfigError, RunError
 from dcgan_jax.gan.config import default_config, flatten
@@ -77,6 +78,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         check_printable(sys.argv)
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        expand_home(flags.FLAGS)
         writers.library_noise_to_log()
         try:
             with writers.logging_to(), control.stop_requests(": stopped"):
@@ -95,6 +97,15 @@ def run(main: Callable[[list[str]], None]) -> None:
         if e.code == 1:
             sys.exit(0 if HELP_FLAGS & set(sys.argv) else 2)
         raise
+
+
+def expand_home(flag_values) -> None:
+    """A path flag's leading ``~`` as the shell expands it in ``--workdir ~/x`` but not in
+    ``--workdir=~/x``: never a folder named ``~`` in the current one."""
+    for name in flag_values:
+        flag = flag_values[name]
+        if flag.present and isinstance(flag.value, str) and flag.value.startswith("~"):
+            flag.value = os.path.expanduser(flag.value)
 
 
 def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> None:

@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
     cli.check_flags_need(FLAGS, ["task"], "manifest")
+    cli.check_flags_need(FLAGS, ["metric"], "runs")
     if FLAGS.runs is not None and FLAGS.manifest is not None:
         cli.fail("--runs and --manifest are two different jobs: give one of them")
     if FLAGS.manifest is not None:

@@ -136,11 +136,11 @@ class TrainedGenerator:
     ) -> np.ndarray:
         """``num`` images along the great circle from ``z_start`` to ``z_end`` (both ends included),
         all of class ``label`` (default 0) for a conditional model."""
-        self._check_count(num)
-        if num < 2:
+        if not (isinstance(num, numbers.Integral) and num >= 2):
             raise ValueError(
-                f"num: points along the path including both ends, at least 2, got {num}"
+                f"num: points along the path including both ends, at least 2, got {num!r}"
             )
+        self._check_count(num)
         ends = [np.asarray(self._check_latents(e)) for e in (z_start, z_end)]
         if any(len(e) != 1 for e in ends):
             raise ValueError(
