@@ -1069,7 +1069,7 @@ def test_a_seed_jax_or_numpy_cannot_take_is_refused_by_the_commands(command, see
     "given, message",
     [
         (["--step=2", "--all_steps"], "--step=2 and --all_steps: give one of them"),
-        (["--truncation=inf"], "--truncation=inf: must be a finite number > 0"),
+        (["--truncation=inf"], "truncation must be a finite number > 0 (1 = none), got inf"),
     ],
 )
 def test_the_evaluation_command_refuses_flags_that_contradict_or_cannot_scale(

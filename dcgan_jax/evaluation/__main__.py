@@ -60,10 +60,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    try:  # Before any loading.
-        trained.check_truncation(FLAGS.truncation)
-    except ValueError:
-        cli.fail(f"--truncation={FLAGS.truncation}: must be a finite number > 0 (1 = none)")
+    trained.check_truncation(FLAGS.truncation)  # Before any loading.
     if (FLAGS.seed or 0) + FLAGS.draws - 1 > sampling.MAX_SEED:
         cli.fail(f"--seed={FLAGS.seed}, --draws={FLAGS.draws}: seeds past {sampling.MAX_SEED}")
     if FLAGS.step is not None and FLAGS.all_steps:

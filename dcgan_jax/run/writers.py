@@ -76,17 +76,12 @@ def read_record(path: Path, types: dict[str, type | tuple[type, ...]]) -> dict:
         return {}
     with contextlib.suppress(OSError, ValueError):
         record = json.loads(path.read_text())
-        if _typed(record, types):
+        if isinstance(record, dict) and all(
+            isinstance(record[key], kind) for key, kind in types.items() if key in record
+        ):
             return record
     logging.warning("%s is damaged (not the JSON object the run writes); taken as absent", path)
     return {}
-
-
-def _typed(record, types):
-    """Whether ``record`` is a dict whose keys of ``types`` that it holds are of those types."""
-    return isinstance(record, dict) and all(
-        isinstance(record[key], kind) for key, kind in types.items() if key in record
-    )
 
 
 class MetricsWriter:

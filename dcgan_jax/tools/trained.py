@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 
 from dcgan_jax import evaluation
+from dcgan_jax.gan import ConfigError, models, sampling
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.gan import models, sampling
 from dcgan_jax.run import checkpoints, cli, train
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
@@ -30,7 +30,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 def check_truncation(truncation: float) -> None:
     # Not NaN; 0 would make every sample the same image.
     if not (isinstance(truncation, numbers.Real) and 0 < truncation < math.inf):
-        raise ValueError(f"truncation must be a finite number > 0 (1 = none), got {truncation!r}")
+        raise ConfigError(f"truncation must be a finite number > 0 (1 = none), got {truncation!r}")
 
 
 @dataclasses.dataclass
