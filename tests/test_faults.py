@@ -832,6 +832,19 @@ def test_a_damaged_reference_cache_is_rebuilt_with_one_warning(damage, tmp_path,
     np.testing.assert_array_equal(again.real_features, first.real_features)
 
 
+def test_a_stop_signal_while_a_cache_is_written_leaves_no_partial_file(tmp_path, monkeypatch):
+    from dcgan_jax.evaluation import references
+
+    def stopped(path, **arrays):
+        Path(path).write_bytes(b"half a file")
+        raise control.Interrupted("SIGTERM", 15, "SIGTERM received: stopped")
+
+    monkeypatch.setattr(np, "savez", stopped)
+    with pytest.raises(control.Interrupted):
+        references.save_npz(tmp_path / "cache" / "reference.npz", features=np.zeros(3))
+    assert not list(tmp_path.rglob("*.npz"))
+
+
 def test_a_cache_folder_that_cannot_be_written_is_one_warning_and_the_scores_stand(
     tmp_path, caplog
 ):

@@ -69,13 +69,14 @@ def save_npz(path: Path, **arrays) -> None:
         np.savez(partial, **arrays)
         os.replace(partial, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
         logging.warning(
             "Could not write the cache %s (%s); it is computed anew next time.", path, e
         )
     else:
         logging.info("Cached %s", path)
+    finally:  # Also after a stop signal.
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def with_split(
