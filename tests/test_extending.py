@@ -7,6 +7,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 from conftest import REPO, python, tiny_config, trees_equal
 
 from dcgan_jax.gan import data, loop, losses, parallel
@@ -111,3 +112,31 @@ def test_the_gan_loop_runs_with_its_do_nothing_hooks():
     counted = loop.train(config, counting)
     assert counting.calls == [("log", 2), ("checkpoint", 3), ("log", 4), ("checkpoint", 4)]
     assert trees_equal(parallel.to_host(state), parallel.to_host(counted))  # Hooks only watch.
+
+
+def test_a_registered_loader_returning_other_arrays_is_refused_naming_what_they_are(
+    tmp_path, monkeypatch
+):
+    """Float images, wide integers, a label count that is not the image count, negative labels,
+    images that are not square or lack a channel axis: each trained silently on garbage or failed
+    deep in Flax before."""
+    square = np.zeros((64, 16, 16, 1), np.uint8)
+    labels = np.zeros(64, np.int64)
+    returned = {
+        "floats": (square.astype(np.float32) / 255, labels),
+        "wide": (square.astype(np.int64) + 300, labels),
+        "counts": (square, labels[:10]),
+        "negative": (square, labels - 3),
+        "oblong": (np.zeros((64, 16, 32, 1), np.uint8), labels),
+        "no_channels": (square[..., 0], labels),
+    }
+    for name, arrays in returned.items():
+        monkeypatch.setitem(data.DATASETS, name, data.Dataset(lambda c, s, a=arrays: a))
+        config = tiny_config(num_steps=2)
+        config.dataset.name = name
+        with pytest.raises(data.DataError, match=f"the loader of dataset '{name}' returned images"):
+            loop.train(config)
+    monkeypatch.setitem(data.DATASETS, "fine", data.Dataset(lambda c, s: (square, labels)))
+    config = tiny_config(num_steps=1)
+    config.dataset.name = "fine"
+    assert int(parallel.to_host(loop.train(config).step)) == 1

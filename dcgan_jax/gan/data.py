@@ -77,11 +77,6 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     image_file, label_file = IDX_FILES[split]
     images = read_idx(data_dir / image_file, expected_ndim=3)
     labels = read_idx(data_dir / label_file, expected_ndim=1)
-    if len(images) != len(labels):
-        raise DataError(
-            f"{data_dir}: {len(images)} images in {image_file} but {len(labels)} labels in "
-            f"{label_file}"
-        )
     if (bad := np.flatnonzero(labels >= IDX_NUM_CLASSES)).size:
         raise DataError(
             f"{data_dir / label_file}: {bad.size} labels outside 0..{IDX_NUM_CLASSES - 1} (e.g. "
@@ -324,9 +319,18 @@ register(
 
 
 def load_dataset(dataset_config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The configured split as (images uint8 NHWC, labels), by the loader registered for its
-    name."""
-    return DATASETS[dataset_config.name].load(dataset_config, seed)
+    """The configured split as (images uint8 (N, H, H, C), N labels >= 0), by the loader registered
+    for its name; a loader that returns other arrays is a DataError saying what they are."""
+    images, labels = map(np.asarray, DATASETS[dataset_config.name].load(dataset_config, seed))
+    square = images.ndim == 4 and images.shape[1] == images.shape[2]
+    labelled = labels.shape == images.shape[:1] and np.issubdtype(labels.dtype, np.integer)
+    if not (square and images.dtype == np.uint8 and labelled and np.all(labels >= 0)):
+        raise DataError(
+            f"the loader of dataset {dataset_config.name!r} returned images {images.dtype} "
+            f"{images.shape} and labels {labels.dtype} {labels.shape}, not uint8 images (N, H, H, "
+            "C) and N integer labels >= 0"
+        )
+    return images, labels
 
 
 def scored_by(name: str) -> str | None:

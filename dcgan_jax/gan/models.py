@@ -96,8 +96,8 @@ class Generator(nn.Module):
 
 
 def _check_labels(labels, batch_size: int):
-    if labels is None or labels.shape != (batch_size,):
-        got = None if labels is None else labels.shape
+    got = None if labels is None else labels.shape
+    if got != (batch_size,):
         raise ValueError(
             f"a class-conditional model needs one label per image: shape ({batch_size},), got {got}"
         )

@@ -2,7 +2,6 @@
 splits here into streams no two uses share (initialisation, updates, grids, evaluation); training,
 ``dcgan_jax.load(...)`` and the evaluation command all draw through these functions."""
 
-import numbers
 from collections.abc import Callable
 
 import jax
@@ -57,9 +56,8 @@ def eval_labels(num: int, num_classes: int) -> jax.Array | None:
 
 
 def seeded_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
-    """Latent vectors of a user's own draw (``TrainedGenerator.latents``): ``key(seed)`` itself."""
-    if not (isinstance(seed, numbers.Integral) and 0 <= seed <= MAX_SEED):
-        raise ValueError(f"seed must be an integer in 0 .. {MAX_SEED}, got {seed!r}")
+    """Latent vectors of a user's own draw (``TrainedGenerator.latents``, which checks ``seed``):
+    ``key(seed)`` itself."""
     return jax.random.normal(run_key(seed), (num, latent_dim))
 
 
@@ -134,7 +132,7 @@ def grid_draw(config) -> tuple[jax.Array, jax.Array | None]:
     return _draw(config, GRID_STREAM, config.train.num_samples)
 
 
-def eval_draw(config, num: int | None = None) -> tuple[jax.Array, jax.Array | None]:
-    """(latents, labels) of the in-training evaluation's own stream: ``num`` of them, by default
-    ``eval.num_samples``."""
-    return _draw(config, EVAL_STREAM, num or config.eval.num_samples)
+def eval_draw(config, num: int) -> tuple[jax.Array, jax.Array | None]:
+    """(latents, labels) of the in-training evaluation's own stream (``eval.num_samples`` of them
+    in training): ``num`` of them."""
+    return _draw(config, EVAL_STREAM, num)

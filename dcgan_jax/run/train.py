@@ -217,7 +217,7 @@ class Harness(loop.Hooks):
         self.inception = (
             evaluation.evaluator_for(config, "inception") if config.eval.inception_fid else None
         )
-        self.eval_z, self.eval_labels = sampling.eval_draw(config)
+        self.eval_z, self.eval_labels = sampling.eval_draw(config, config.eval.num_samples)
         if self.is_main:
             provenance = reports.training_provenance(self.evaluator, config, self.inception)
             (self.workdir / "eval").mkdir(exist_ok=True)

@@ -55,6 +55,8 @@ class TrainedGenerator:
         prior's mean, trading diversity for fidelity)."""
         check_truncation(truncation)
         self._check_count(num)
+        if not (isinstance(seed, numbers.Integral) and 0 <= seed <= sampling.MAX_SEED):
+            raise ValueError(f"seed must be an integer in 0 .. {sampling.MAX_SEED}, got {seed!r}")
         return truncation * sampling.seeded_latents(seed, num, self.config.model.latent_dim)
 
     def _check_count(self, num):
