@@ -87,10 +87,14 @@ def test_wrong_header_is_named(idx_folder):
 
 
 def test_image_and_label_counts_must_agree(idx_folder):
+    """Checked for every registered loader's arrays (load_dataset), the IDX files' too."""
     folder, _, labels = idx_folder
     _write_idx(folder / "train-labels-idx1-ubyte.gz", labels[:5])
-    with pytest.raises(data.DataError, match="20 images .* but 5 labels"):
-        data.load_idx_folder(folder, "train")
+    config = default_config().dataset
+    config.data_dir = str(folder)
+    message = r"images uint8 \(20, 28, 28, 1\) and labels uint8 \(5,\), not uint8 images"
+    with pytest.raises(data.DataError, match=message):
+        data.load_dataset(config)
 
 
 def test_real_fashion_mnist_files():
