@@ -920,9 +920,9 @@ def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_si
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_stop_signal_to_any_command_outside_training_is_one_line_and_the_shells_status(sig):
-    """The evaluation, analysis, sweep and classifier commands too: no KeyboardInterrupt traceback
-    for Ctrl-C, no silent death for SIGTERM."""
+def test_a_stop_signal_to_any_command_outside_training_is_no_traceback_and_the_shells_status(sig):
+    """The evaluation, analysis, sweep and classifier commands too: Ctrl-C one line, not a
+    KeyboardInterrupt traceback; SIGTERM and SIGHUP end them at once (even in a native wait)."""
     command = (
         "import os, signal, time\nfrom dcgan_jax.run import cli\n\n\ndef main(argv):\n"
         f"    os.kill(os.getpid(), signal.{sig.name})\n    time.sleep(60)\n\n\ncli.run(main)\n"
@@ -930,8 +930,9 @@ def test_a_stop_signal_to_any_command_outside_training_is_one_line_and_the_shell
     result = subprocess.run(
         [sys.executable, "-c", command], capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 128 + sig, result.stderr[-3000:]
-    assert f"{sig.name} received: stopped" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode in (128 + sig, -sig), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert ("SIGINT received: stopped" in result.stderr) == (sig == signal.SIGINT)
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """The one convention of the commands (``launch.py``, ``python -m dcgan_jax.{analysis,classifier,
 evaluation,sweep}``), each running its ``main`` through :func:`run`: a user's mistake is one
-``error: ...`` line and exit 2, never a traceback; a stop signal (Ctrl-C, SIGTERM, SIGHUP) one
-warning line and exit 128 + its number, as shells report."""
+``error: ...`` line and exit 2, never a traceback; a signal exits 128 + its number, as shells
+report (Ctrl-C with one warning line, not a traceback)."""
 
 import difflib
 import importlib.util
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,10 +82,13 @@ def run(main: Callable[[list[str]], None]) -> None:
         expand_home(flags.FLAGS)
         writers.library_noise_to_log()
         try:
-            with writers.logging_to(), control.stop_requests(": stopped"):
+            with writers.logging_to():
                 main(argv)
-        except control.Interrupted as e:  # How it stopped is logged.
+        except control.Interrupted as e:  # The loop has logged how it stopped.
             sys.exit(e.exit_status)
+        except KeyboardInterrupt:  # Ctrl-C outside training (SIGTERM and SIGHUP end it at once).
+            logging.warning("SIGINT received: stopped")
+            sys.exit(128 + signal.SIGINT)
         except RunError as e:
             # For train.log; the console gets the error line.
             logging.error("%s", e, extra=writers.FILE_ONLY)

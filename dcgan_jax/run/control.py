@@ -150,7 +150,6 @@ class Interrupted(BaseException):
 # Schedulers and kill, Ctrl-C, a closed terminal or ssh session: each a request to stop with a
 # checkpoint.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-BEFORE_TRAINING = " before training started; nothing was trained or saved"
 
 
 class StopRequests:
@@ -159,12 +158,10 @@ class StopRequests:
     signal a library swallowed. In training it only records, and the loop stops at the end of a
     step."""
 
-    def __init__(self, outcome: str = BEFORE_TRAINING):
-        """``outcome``: what the log line after the signal's name says of a stop before training."""
+    def __init__(self):
         self.received: list[str] = []
         self.training = False
         self.deferring = False
-        self.outcome = outcome
 
     def __call__(self, signum, frame) -> None:
         self.received.append(signal.Signals(signum).name)
@@ -175,7 +172,7 @@ class StopRequests:
     def check(self) -> None:
         if self.received and not self.training and not self.deferring:
             name = self.received[0]
-            message = f"{name} received{self.outcome}"
+            message = f"{name} received before training started; nothing was trained or saved"
             logging.warning("%s", message)
             raise Interrupted(name, signal.Signals[name].value, message)
 
@@ -196,10 +193,10 @@ class StopRequests:
 
 
 @contextlib.contextmanager
-def stop_requests(outcome: str = BEFORE_TRAINING) -> Iterator[StopRequests]:
+def stop_requests() -> Iterator[StopRequests]:
     """:class:`StopRequests` handling the :data:`STOP_SIGNALS` for the duration (off the main
     thread, where Python installs no handler, signals keep their default)."""
-    requests = StopRequests(outcome)
+    requests = StopRequests()
     if threading.current_thread() is not threading.main_thread():
         yield requests
         return
