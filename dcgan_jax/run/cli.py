@@ -132,8 +132,8 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
             "dcgan_jax.default_config() or an experiment's get_config()"
         )
     defaults, flat = flatten(default_config()), flatten(config)
-    for field in sorted(flat.keys() - defaults.keys()):
-        raise ConfigError(f"--config.{unknown_field_message(field, defaults)}")
+    if unknown := sorted(flat.keys() - defaults.keys()):
+        raise ConfigError(f"--config.{unknown_field_message(unknown[0], defaults)}")
     for field, default in defaults.items():
         if field not in flat:
             raise ConfigError(f"--config.{field}: missing; start from dcgan_jax.default_config()")
