@@ -432,6 +432,15 @@ def test_an_empty_sweep_is_an_error_even_as_a_dry_run(tmp_path):
 def test_a_field_given_twice_in_a_sweep_is_an_error():
     with pytest.raises(ConfigError, match="seed is given twice"):
         sweep.expand("seed=0,1 seed=2", tiny_config())
+    # A value listed twice, also as two spellings of one number or bool: two runs of one config,
+    # in one folder (a SLURM array would run them at once, one locked out).
+    for spec in (
+        "seed=1,1",
+        "optimizer.learning_rate=1e-4,0.0001",
+        "model.spectral_norm=true,True",
+    ):
+        with pytest.raises(ConfigError, match="lists one value twice"):
+            sweep.expand(spec, tiny_config())
 
 
 def test_a_conditional_model_on_an_image_folder_without_classes_names_both_fixes(tmp_path):

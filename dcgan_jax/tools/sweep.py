@@ -80,7 +80,10 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
         texts = values.split(",")
         if not all(texts):  # "" too: its one text is empty.
             raise config_lib.ConfigError(f"--sweep: {field} has an empty value in {values!r}")
-        axes.append([(field, text, _typed(field, text, known[field])) for text in texts])
+        axis = [(field, text, _typed(field, text, known[field])) for text in texts]
+        if len({repr(value) for _, _, value in axis}) < len(axis):  # Two runs of one config.
+            raise config_lib.ConfigError(f"--sweep: {field} lists one value twice in {values!r}")
+        axes.append(axis)
     if not axes:
         raise config_lib.ConfigError("--sweep is empty: give FIELD=VALUE1,VALUE2 ...")
     runs = []
