@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, python, tiny_config, tiny_flags
@@ -30,6 +31,19 @@ def test_grid_of_all_combinations_with_typed_values_and_readable_names():
     assert len({r.name for r in runs}) == 8
     config = sweep.configure(config_lib.default_config(), runs[-1])
     assert (config.optimizer.learning_rate, config.model.base_width, config.seed) == (2e-4, 64, 1)
+
+
+def test_a_value_that_is_a_path_names_one_folder_a_run_not_a_nest(tmp_path):
+    """dataset.data_dir=/a/b: the run's folder is one name (its / written %2F), where the results
+    and a SLURM array find it; the flag keeps the path."""
+    runs = sweep.expand("dataset.data_dir=/data/a,b/c", config_lib.default_config())
+    argvs = sweep.commands("fashion_dcgan", tmp_path, runs, [], REPO / "launch.py")
+    workdirs = [
+        Path(a.split("=", 1)[1]) for argv in argvs for a in argv if a.startswith("--workdir")
+    ]
+    assert [w.parent for w in workdirs] == [tmp_path, tmp_path]
+    assert workdirs[0].name == "dataset.data_dir=%2Fdata%2Fa"
+    assert argvs[0][-1] == "--config.dataset.data_dir=/data/a" and runs[1].folder.count("/") == 0
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def write_array(
     script.parent.mkdir(parents=True, exist_ok=True)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     tasks = [
-        {"name": run.name, "workdir": str(sweep_dir / run.name), "argv": argv}
+        {"name": run.name, "workdir": str(sweep_dir / run.folder), "argv": argv}
         for run, argv in zip(runs, argvs, strict=True)
     ]
     manifest = script.with_name(script.stem + ".manifest.json")

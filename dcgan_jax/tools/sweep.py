@@ -44,9 +44,14 @@ FINAL_EVAL_METRICS = (
 
 @dataclasses.dataclass(frozen=True)
 class SweepRun:
-    # Its sub-workdir: the overrides, e.g. "optimizer.learning_rate=1e-4,model.base_width=32".
+    # The overrides as given, e.g. "optimizer.learning_rate=1e-4,model.base_width=32".
     name: str
     overrides: dict[str, Any]  # Dotted field -> typed value.
+
+    @property
+    def folder(self) -> str:
+        """Its sub-workdir: its name, a / of a value (a path) written %2F so that it nests none."""
+        return self.name.replace("/", "%2F")
 
 
 def _typed(field: str, text: str, default: Any) -> Any:
@@ -113,7 +118,7 @@ def commands(
     start = [sys.executable, launcher, f"--experiment={experiment}"]
     return [
         # The run's name is its FIELD=VALUE pairs, each a --config flag.
-        [*start, f"--workdir={sweep_dir / run.name}", *base_flags]
+        [*start, f"--workdir={sweep_dir / run.folder}", *base_flags]
         + [f"--config.{pair}" for pair in run.name.split(",")]
         for run in runs
     ]
@@ -179,7 +184,7 @@ def run_sweep(
     """Trains the runs one after another with ``train_fn(config, workdir)`` (a signal stops the
     sweep, a diverged run is a result); returns the results rows."""
     for i, run in enumerate(runs, 1):
-        workdir = sweep_dir / run.name
+        workdir = sweep_dir / run.folder
         if read_status(workdir).get("finished"):
             logging.info("Sweep run %d/%d %s: finished earlier, skipped.", i, len(runs), run.name)
             continue
