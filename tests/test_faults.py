@@ -1104,10 +1104,10 @@ def test_the_evaluation_command_refuses_flags_that_contradict_or_cannot_scale(
 
 
 def test_a_path_flag_written_with_equals_and_a_tilde_is_under_home_not_a_folder_named_tilde(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     """The shell expands ``--workdir ~/x`` but not ``--workdir=~/x``: a command does, so no folder
-    named ``~`` appears where it runs."""
+    named ``~`` appears where it runs; so do ``dcgan_jax.train`` and ``load`` from Python."""
     home = tmp_path / "home"
     (home / "run" / "checkpoints").mkdir(parents=True)
     env = {**os.environ, "HOME": str(home)}
@@ -1116,6 +1116,11 @@ def test_a_path_flag_written_with_equals_and_a_tilde_is_under_home_not_a_folder_
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"no checkpoint in {home / 'run' / 'checkpoints'}" in result.stderr
     assert (home / "scores").is_dir() and not (tmp_path / "~").exists()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    dcgan_jax.train(tiny_config(num_steps=1), "~/api_run")
+    assert dcgan_jax.load("~/api_run").step == 1 and (home / "api_run" / "checkpoints").is_dir()
+    assert not (tmp_path / "~").exists()
 
 
 def test_draws_whose_seeds_run_past_the_last_are_refused_before_any_work(tmp_path):

@@ -198,7 +198,9 @@ def train_classifier(
                 "%s: loss %.4f, held-out accuracy %.2f%% (%.0f s)", epoch, loss, held_out, seconds
             )
     final = accuracy(params, eval_images, eval_labels)
-    _write_weights(Path(output_dir) if output_dir else weights_dir(name), params, config, final)
+    _write_weights(
+        Path(output_dir).expanduser() if output_dir else weights_dir(name), params, config, final
+    )
     return final
 
 

@@ -30,7 +30,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     started = time.monotonic()
     cli.check_fields(config)
     config_lib.validate(config)
-    workdir = Path(workdir)
+    workdir = Path(workdir).expanduser()  # "~/runs/x" as a shell reads it.
     with control.stop_requests() as stops, _session(workdir, stops) as (is_main, folder):
         harness = Harness(workdir, is_main, stops, started, folder)
         try:

@@ -182,7 +182,7 @@ def load(
     statistics. ``average``: G's weights the mean of the ``average`` newest checkpoints up to
     ``step``, a uniform average over the end of training (SWA, Izmailov et al. 2018; for GANs,
     Yazici et al. 2019), BatchNorm statistics measured for it as ever."""
-    workdir = Path(workdir)
+    workdir = Path(workdir).expanduser()
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
     if step is not None:
