@@ -102,3 +102,17 @@ def test_no_alarm_during_the_warmup_or_when_switched_off(tmp_path, monkeypatch):
         dcgan_jax.train(config, tmp_path / name)
         assert "G may have collapsed" not in (tmp_path / name / "train.log").read_text()
         assert writers.read_metrics(tmp_path / name / "metrics.jsonl")[0]["diversity"] < 1e-3
+
+
+def test_a_one_image_grid_logs_no_diversity_and_no_warning(tmp_path, caplog, recwarn):
+    """A diversity needs a pair: with train.num_samples=1 it is left out of the log, the metrics
+    and TensorBoard (not NaN with NumPy's and tensorboardX's warnings on the console)."""
+    config = tiny_config(num_steps=2, log_every=1, sample_every=1, checkpoint_every=2)
+    config.train.update(num_samples=1, collapse_warmup=0)
+    with caplog.at_level("WARNING"):
+        dcgan_jax.train(config, tmp_path)
+    rows = writers.read_metrics(tmp_path / "metrics.jsonl")
+    assert len(rows) == 2 and not any("diversity" in row for row in rows)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert np.isnan(metrics.mean_pairwise_distance(np.zeros((1, 4, 4, 1))))

@@ -174,7 +174,10 @@ def class_coverage(
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:
-    """Mean L2 distance between the distinct pairs of ``images`` (flattened), in float64."""
+    """Mean L2 distance between the distinct pairs of ``images`` (flattened), in float64; NaN for a
+    single image (no pair)."""
+    if len(images) < 2:
+        return float("nan")
     x = np.asarray(images, np.float64).reshape(len(images), -1)
     squared = np.maximum(np.sum(x * x, 1)[:, None] - 2 * x @ x.T + np.sum(x * x, 1)[None, :], 0.0)
     upper = np.triu_indices(len(x), k=1)

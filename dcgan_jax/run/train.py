@@ -269,7 +269,7 @@ class Harness(loop.Hooks):
         means.update(
             steps_per_sec=self.interval.rate, images_per_sec=self.interval.rate * cfg.batch_size
         )
-        if at_sample:
+        if at_sample and len(self.grid_z) > 1:  # A diversity needs a pair of images.
             grid = self._samples(gan_state, self.grid_z, self.grid_labels)
             means["diversity"] = metrics.sample_diversity(grid, self.real_spread)
         seconds_left = (
@@ -277,7 +277,7 @@ class Harness(loop.Hooks):
         )
         logging.info(writers.format_log_line(step, cfg.num_steps, means, seconds_left))
         if (
-            at_sample
+            "diversity" in means
             and step >= cfg.collapse_warmup
             and means["diversity"] < cfg.collapse_threshold
         ):
