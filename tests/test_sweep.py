@@ -357,6 +357,22 @@ def test_one_run_per_setting_gets_no_bands_and_no_sd(tmp_path):
         ]
 
 
+def test_a_sweep_over_time_budgets_keeps_each_budget_a_setting_of_its_own(tmp_path):
+    """train.max_seconds is a field like any other: runs of 300 s and of 600 s are not pooled."""
+    for budget in (300.0, 600.0):
+        for seed in (0, 1):
+            folder = tmp_path / f"train.max_seconds={budget:g},seed={seed}"
+            _fake_run(folder, seed, (budget / 10,))
+            config = json.loads((folder / "config.json").read_text())
+            config["train"]["max_seconds"] = budget
+            (folder / "config.json").write_text(json.dumps(config))
+    table = sweep.settings(sweep.results(tmp_path))
+    assert [(s["train.max_seconds"], s["n"], s["final_fid_mean"]) for s in table] == [
+        (300.0, 2, 30.0),
+        (600.0, 2, 60.0),
+    ]
+
+
 def test_bands_keep_an_evaluation_made_only_at_the_end_of_time_limited_runs():
     """Seeds stopped by a time limit end at different steps; their final evaluations still make a
     point (at the mean last step), beside the steps every run logged."""

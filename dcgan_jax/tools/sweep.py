@@ -216,7 +216,7 @@ def results(sweep_dir: str | Path) -> list[dict]:
     if not run_dirs:
         raise config_lib.ConfigError(f"no runs (folders with a config.json) in {sweep_dir}")
     configs = {d: config_lib.flatten(cli.read_json(d / "config.json")) for d in run_dirs}
-    fields = sorted({k for c in configs.values() for k in c} - {"train.max_seconds"})
+    fields = sorted({k for c in configs.values() for k in c})
     varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
     rows = []
     for d in run_dirs:
