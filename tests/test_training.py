@@ -107,6 +107,25 @@ def test_load_an_earlier_step_and_clear_errors(trained_run, tmp_path):
         dcgan_jax.load(tmp_path / "empty")
 
 
+def test_a_path_inside_a_run_or_a_folder_of_runs_is_answered_with_the_run(trained_run, tmp_path):
+    """A step's folder, the checkpoints folder or a sweep's folder given for the run's."""
+    workdir, _ = trained_run
+    for inside in (workdir / "checkpoints" / "6", workdir / "checkpoints", workdir / "samples"):
+        with pytest.raises(checkpoints.CheckpointError, match=f"inside the run folder {workdir};"):
+            dcgan_jax.load(inside)
+    (tmp_path / "seed=0").symlink_to(workdir)
+    with pytest.raises(
+        checkpoints.CheckpointError, match=r"a folder of runs \(1, e.g. seed=0\); name one"
+    ):
+        dcgan_jax.load(tmp_path)
+
+
+def test_a_loaded_run_shows_its_step_not_its_arrays(trained_run):
+    """A notebook cell ending in ``load(...)`` prints the repr: no config, no weights."""
+    shown = repr(dcgan_jax.load(trained_run[0]))
+    assert shown.startswith("TrainedGenerator(step=6, generator=Generator(") and len(shown) < 1000
+
+
 def test_load_in_a_fresh_process_needs_only_the_workdir(trained_run):
     workdir, _ = trained_run
     code = (

@@ -102,6 +102,21 @@ def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path
     return Path(workdir).absolute() / subdir
 
 
+def _run_hint(path: str | Path) -> str:
+    """Where the run is when ``path`` lies inside one (its checkpoints, a step's folder) or holds
+    several (a sweep's folder); else nothing."""
+    path = Path(path).absolute()
+    run = next((p for p in path.parents if (p / CHECKPOINT_SUBDIR).is_dir()), None)
+    if run is not None:
+        return (
+            f": {path} is inside the run folder {run}; name that (a step with step=N or --step=N)"
+        )
+    runs = sorted(p.parent.name for p in path.glob(f"*/{CHECKPOINT_SUBDIR}"))
+    if runs:
+        return f": {path} is a folder of runs ({len(runs)}, e.g. {runs[0]}); name one of them"
+    return ""
+
+
 class Checkpointer:
     """Saves and restores GanStates under ``workdir/checkpoints/<step>``."""
 
@@ -119,7 +134,7 @@ class Checkpointer:
                 "folder: a run reads and writes checkpoints only in its own; remove the link"
             )
         if not create and not self.directory.is_dir():
-            raise CheckpointError(f"no checkpoints folder at {self.directory}")
+            raise CheckpointError(f"no checkpoints folder at {self.directory}{_run_hint(workdir)}")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
         handlers = {
             "state": ocp.PyTreeCheckpointHandler(),  # Also restores a subtree (the generator).

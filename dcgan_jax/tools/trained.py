@@ -35,10 +35,11 @@ def check_truncation(truncation: float) -> None:
 
 @dataclasses.dataclass
 class TrainedGenerator:
-    config: ml_collections.ConfigDict
+    config: ml_collections.ConfigDict = dataclasses.field(repr=False)
     step: int
-    # {'params': ..., 'batch_stats': ...}; params are the EMA ones when ``ema``.
-    variables: dict[str, Any]
+    # {'params': ..., 'batch_stats': ...}; params are the EMA ones when ``ema``. Not in the repr,
+    # which a notebook shows: thousands of numbers.
+    variables: dict[str, Any] = dataclasses.field(repr=False)
     generator: models.Generator
     workdir: Path
     ema: bool = False  # Whether ``variables`` hold the moving average of G's weights.
