@@ -244,7 +244,10 @@ def test_launch_without_data_says_how_to_point_at_local_files(tmp_path):
         f"--config.dataset.data_dir={tmp_path / 'none'}",
     )
     assert result.returncode == 2
-    assert f"dataset.data_dir {tmp_path / 'none'} is not a folder" in result.stderr
+    assert (
+        f"{tmp_path / 'none'} is not a folder (the IDX files' folder: --config.dataset.data_dir,"
+        in (result.stderr)
+    )
 
 
 def test_automatic_fields_resolve_as_the_run_uses_them():

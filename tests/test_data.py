@@ -116,6 +116,11 @@ def test_data_dir_from_config_or_environment(monkeypatch, tmp_path):
     assert data.resolve_data_dir(dataset) == tmp_path / "fashion_mnist"
     dataset.data_dir = "/somewhere/else"
     assert str(data.resolve_data_dir(dataset)) == "/somewhere/else"
+    dataset.data_dir = ""  # A missing folder from the environment names the variable, not a flag.
+    with pytest.raises(
+        data.DataError, match=f"{tmp_path}/fashion_mnist is not a folder .*DCGAN_JAX"
+    ):
+        data.load_dataset(dataset)
 
 
 def test_tfds_path_with_mock_data(monkeypatch):

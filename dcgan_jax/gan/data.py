@@ -73,7 +73,10 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     """Images (N, H, W, 1) uint8 and labels (N,) from a folder of IDX files."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"dataset.data_dir {data_dir} is not a folder")
+        raise DataError(
+            f"{data_dir} is not a folder (the IDX files' folder: --config.dataset.data_dir, else "
+            f"${DATA_DIR_ENV} joined with the dataset's name)"
+        )
     image_file, label_file = IDX_FILES[split]
     images = read_idx(data_dir / image_file, expected_ndim=3)
     labels = read_idx(data_dir / label_file, expected_ndim=1)
