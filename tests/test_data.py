@@ -106,6 +106,13 @@ def test_real_fashion_mnist_files():
     assert test_images.shape == (10000, 28, 28, 1)
 
 
+def test_a_split_whose_files_are_missing_names_the_files_of_each_split():
+    """MNIST here has only its test split: the error says which files the other split reads."""
+    message = r"train-images-idx3-ubyte.gz \(dataset.split=train: train-\*; test: t10k-\*\)"
+    with pytest.raises(data.DataError, match=message):
+        data.load_idx_folder(shared_dataset_dir("mnist"), "train")
+
+
 def test_data_dir_from_config_or_environment(monkeypatch, tmp_path):
     from dcgan_jax.gan.config import default_config
 

@@ -45,7 +45,7 @@ def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
     """Reads a gzip-compressed IDX file of unsigned bytes, checking its header and size."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"IDX file not found: {path}")
+        raise DataError(f"IDX file not found: {path} (dataset.split=train: train-*; test: t10k-*)")
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
