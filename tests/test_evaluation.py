@@ -217,6 +217,26 @@ def test_the_classifiers_training_refuses_what_it_cannot_take_before_any_work(
     assert not any(tmp_path.iterdir())
 
 
+def test_the_classifiers_training_never_overwrites_the_shipped_weights_by_default(tmp_path):
+    """Every FID is measured with them: a trial run of the command must not replace them, nor lose
+    its training to an output folder it cannot write."""
+    shipped = classifier.weights_dir("fashion_mnist")
+    before = {f: f.stat().st_mtime_ns for f in shipped.rglob("*")}
+    with pytest.raises(
+        ConfigError, match=f"{shipped} holds the shipped weights every fashion_mnist"
+    ):
+        classifier.train_classifier(classifier.default_config())
+    assert {f: f.stat().st_mtime_ns for f in shipped.rglob("*")} == before
+    (tmp_path / "file").write_text("")
+    command = [sys.executable, "-m", "dcgan_jax.classifier"]
+    result = subprocess.run(
+        [*command, f"--config.output_dir={tmp_path / 'file'}"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and result.stderr.strip().endswith(
+        "a file is in the way (a folder is needed); choose another --config.output_dir"
+    )
+
+
 def test_classifier_experiment_reproduces_weights(tmp_path):
     shared_dataset_dir("mnist")
     result = subprocess.run(

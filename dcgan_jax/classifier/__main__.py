@@ -1,12 +1,14 @@
 """``python -m dcgan_jax.classifier [--config.dataset.name=mnist] [--config.FIELD=VALUE ...]``:
-trains the evaluation's classifier of a dataset and writes its weights (by default the shipped
-ones)."""
+trains the evaluation's classifier of a dataset and writes its weights to ``--config.output_dir``
+(the shipped ones only where none are yet)."""
+
+from pathlib import Path
 
 from absl import flags
 from ml_collections import config_flags
 
 from dcgan_jax.evaluation import classifier
-from dcgan_jax.run import cli
+from dcgan_jax.run import cli, control
 
 config_flags.DEFINE_config_dict(
     "config", classifier.default_config(), "The classifier's config; --config.FIELD=VALUE."
@@ -15,6 +17,8 @@ config_flags.DEFINE_config_dict(
 
 def main(argv: list[str]) -> None:
     config = flags.FLAGS.config
+    if config.output_dir:  # Before the training, so none of it is lost.
+        control.check_writable_folder(Path(config.output_dir), "--config.output_dir")
     classifier.train_classifier(config, config.output_dir or None)
 
 

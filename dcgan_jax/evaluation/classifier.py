@@ -42,7 +42,7 @@ def default_config(dataset: str = "fashion_mnist") -> ml_collections.ConfigDict:
     config.batch_size = 128
     config.num_epochs = 8
     config.learning_rate = 1e-3
-    # Empty: dcgan_jax/assets/classifiers/<dataset>, the weights the evaluation uses.
+    # Empty: dcgan_jax/assets/classifiers/<dataset>, the evaluation's, where it has none yet.
     config.output_dir = ""
     return config
 
@@ -160,8 +160,15 @@ def train_classifier(
     config: ml_collections.ConfigDict, output_dir: str | Path | None = None
 ) -> float:
     """Trains the classifier, writes its weights and info to ``output_dir`` (default: the shipped
-    assets folder) and returns its held-out accuracy."""
+    assets folder, where none are yet: those every FID is measured with are replaced only by
+    naming their folder) and returns its held-out accuracy."""
     check_config(config)
+    if output_dir is None and (weights_dir(config.dataset.name) / "params").exists():
+        raise ConfigError(
+            f"{weights_dir(config.dataset.name)} holds the shipped weights every "
+            f"{config.dataset.name} score is measured with: write new ones elsewhere with "
+            "--config.output_dir=DIR (output_dir in Python), or name that folder to replace them"
+        )
     train_images, train_labels, eval_images, eval_labels = _split(config)
     name = config.dataset.name
     logging.info("Classifier on %s: %d training images.", name, len(train_images))
