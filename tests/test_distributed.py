@@ -206,6 +206,33 @@ def test_partial_distributed_flags_are_an_error():
     assert control.initialize_distributed() is False  # Single process: nothing to join.
 
 
+def test_processes_started_with_different_flags_are_told_which(monkeypatch, tmp_path):
+    """A second process whose --config.seed differs (simulated: its values come through the
+    allgather): one error naming the flag, before anything starts; before, a JAX AssertionError
+    traceback at the first device_put (seen with two real processes)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from dcgan_jax.gan.config import flatten
+
+    config = tiny_config()
+    flags = ["--workdir", *(f"--config.{field}" for field in flatten(config))]
+
+    def allgather(hashes):
+        other = hashes.copy()
+        other[flags.index("--config.seed")] += 1
+        return np.stack([hashes, other])
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+    message = r"different --config.seed \(process 0: --config.seed=0\); start every process"
+    with pytest.raises(control.DistributedError, match=message):
+        dcgan_jax.train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda h: np.stack([h, h]))
+    control.check_same_run(config, tmp_path / "run")  # The same flags everywhere: no error.
+
+
 @pytest.mark.parametrize("process_id, num_processes", [(2, 2), (-1, 2), (0, 0)])
 def test_a_process_number_outside_the_run_is_an_error_at_once(process_id, num_processes):
     """Not a wait for a coordinator that has no place for it."""

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from dcgan_jax.gan import RunError
+from dcgan_jax.gan.config import flatten
 from dcgan_jax.run import writers
 
 LOCK_NAME = ".lock"
@@ -364,6 +366,27 @@ def initialize_distributed(
     finally:
         watchdog.cancel()
     return True
+
+
+def check_same_run(config, workdir: Path) -> None:
+    """A DistributedError naming the flags whose values differ between the processes of a run (a
+    command edited for one of them): they would train different runs in lockstep, and JAX would
+    stop them with an assertion or leave them waiting in a collective."""
+    if jax.process_count() == 1:
+        return
+    flags = {"--workdir": str(workdir.absolute())}
+    flags |= {f"--config.{field}": value for field, value in flatten(config).items()}
+    hashes = np.array([zlib.crc32(repr(value).encode()) for value in flags.values()], np.int64)
+    everyone = np.asarray(multihost_utils.process_allgather(hashes))
+    differing = [
+        flag for flag, column in zip(flags, everyone.T, strict=True) if min(column) < max(column)
+    ]
+    if differing:
+        mine = ", ".join(f"{flag}={flags[flag]}" for flag in differing)
+        raise DistributedError(
+            f"the processes of this run were started with different {', '.join(differing)} "
+            f"(process {jax.process_index()}: {mine}); start every process with the same flags"
+        )
 
 
 def _wait_for_coordinator(address, process_id, timeout_s):

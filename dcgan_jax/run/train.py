@@ -31,6 +31,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     cli.check_fields(config)
     config_lib.validate(config)
     workdir = Path(workdir).expanduser()  # "~/runs/x" as a shell reads it.
+    control.check_same_run(config, workdir)
     with control.stop_requests() as stops, _session(workdir, stops) as (is_main, folder):
         harness = Harness(workdir, is_main, stops, started, folder)
         try:
