@@ -5,6 +5,7 @@ import csv
 import functools
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from conftest import REPO, python, tiny_config, tiny_flags
 
 import dcgan_jax
+from dcgan_jax.gan import ConfigError
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import control, images
 from dcgan_jax.tools import slurm, sweep
@@ -157,6 +159,35 @@ def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_res
     with (sweep_dir / "settings.csv").open() as f:
         (setting,) = csv.DictReader(f)  # Two seeds of one setting.
     assert (setting["n"], setting["seeds"], setting["steps_mean"]) == ("2", "0 1", "2.0")
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ([], "not a sweep manifest (TypeError("),
+        ({"tasks": 5}, "not a sweep manifest (TypeError("),
+        ({"tasks": [{"name": "a"}]}, "not a sweep manifest (KeyError("),
+        ({"tasks": [{"name": "a", "workdir": "w", "argv": []}]}, "a name, a workdir and a command"),
+        (
+            {"tasks": [{"name": "a", "workdir": 5, "argv": ["x"]}]},
+            "a name, a workdir and a command",
+        ),
+        ({"tasks": []}, "--task=0: the manifest has 0 tasks, numbered from 0"),
+        (
+            {"tasks": [{"name": "a", "workdir": "w", "argv": ["/no/python", "-m", "x"]}]},
+            "task 0 cannot start /no/python (No such file or directory): write the job array again",
+        ),
+    ],
+)
+def test_a_damaged_manifest_or_a_missing_interpreter_is_one_error_naming_it(
+    manifest, message, tmp_path
+):
+    """A manifest edited by hand, or a job array whose environment was since removed: not a
+    TypeError, KeyError or FileNotFoundError traceback in the task's log."""
+    path = tmp_path / "grid.manifest.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        slurm.run_task(path, 0)
 
 
 def test_sweep_submit_hands_the_script_to_sbatch_and_says_so_without_one(

@@ -65,18 +65,32 @@ def submit(script: Path) -> str:
     return done.stdout.strip()
 
 
+def _well_formed(task: dict) -> bool:
+    """Whether ``task`` is what :func:`write_array` writes: a name, a workdir and a command."""
+    argv = task["argv"]
+    texts = [task["name"], task["workdir"], *argv]
+    return isinstance(argv, list) and len(argv) > 0 and all(isinstance(t, str) for t in texts)
+
+
 def run_task(manifest: str | Path, index: int) -> None:
     """Array task ``index``: its run's command, unless the run finished already."""
     try:
         tasks = json.loads(Path(manifest).read_text())["tasks"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(f"--manifest={manifest}: not a sweep manifest ({e})") from None
-    if not 0 <= index < len(tasks):
-        raise ConfigError(f"--task={index}: the manifest has tasks 0 to {len(tasks) - 1}")
-    task = tasks[index]
+        task = tasks[index] if 0 <= index < len(tasks) else None
+        if task is not None and not _well_formed(task):
+            raise TypeError("a task holds a name, a workdir and a command, all strings")
+    except (OSError, ValueError, LookupError, TypeError) as e:
+        raise ConfigError(f"--manifest={manifest}: not a sweep manifest ({e!r})") from None
+    if task is None:
+        raise ConfigError(f"--task={index}: the manifest has {len(tasks)} tasks, numbered from 0")
     if read_status(Path(task["workdir"])).get("finished"):
         print(f"Task {index} ({task['name']}): finished earlier, skipped.")
         return
     print(f"Task {index} ({task['name']}): {shlex.join(task['argv'])}", flush=True)
-    # This task becomes the run: its exit status and signals are the run's.
-    os.execv(task["argv"][0], task["argv"])
+    try:  # This task becomes the run: its exit status and signals are the run's.
+        os.execv(task["argv"][0], task["argv"])
+    except OSError as e:
+        raise ConfigError(
+            f"task {index} cannot start {task['argv'][0]} ({e.strerror}): write the job array "
+            "again with launch.py --sweep_slurm from the environment that should run it"
+        ) from None
