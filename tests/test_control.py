@@ -1,4 +1,5 @@
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -33,6 +34,17 @@ def test_half_written_lock_is_stale(tmp_path):
     (tmp_path / control.LOCK_NAME).write_text('{"pid": ')
     with control.hold(tmp_path, control.StopRequests()):
         pass
+
+
+@pytest.mark.parametrize("holder", [[1], 5, {"pid": "x", "host": 3}, {"pid": -1}, {"pid": 0}])
+def test_a_lock_of_another_shape_or_a_process_number_that_is_no_process_is_stale(holder, tmp_path):
+    """Valid JSON that is not what hold() writes: not an AttributeError; pid 0 and -1 name process
+    groups (os.kill(-1, 0) reaches every process), never a run that holds the lock."""
+    if isinstance(holder, dict) and "host" not in holder:
+        holder["host"] = socket.gethostname()
+    (tmp_path / control.LOCK_NAME).write_text(json.dumps(holder))
+    with control.hold(tmp_path, control.StopRequests()) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
 def test_lock_from_another_host_is_refused_with_a_hint(tmp_path):

@@ -116,12 +116,10 @@ def hold(workdir: str | Path, stops: StopRequests) -> Iterator[Path]:
 def _clear_stale(path, owner, workdir):
     """Removes the lock at ``path`` when its process is gone; WorkdirLockedError while it may
     live."""
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        holder = {}  # Unreadable: half-written by a process killed while creating it.
+    # {} when damaged: half-written by a process killed while creating it.
+    holder = writers.read_record(path, {"pid": int, "host": str})
     same_host = holder.get("host") == owner["host"]
-    if same_host and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
+    if same_host and holder.get("pid", 0) > 0 and _alive(holder["pid"]):  # 0, -1: groups.
         raise WorkdirLockedError(
             f"{workdir} is in use by process {holder['pid']} on {holder['host']} since "
             f"{holder.get('started')} (lock file {path}); stop that run or choose another "
