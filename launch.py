@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
         max_parallel=FLAGS.sweep_max_parallel,
         submit=FLAGS.sweep_submit,
         metric=FLAGS.sweep_metric,
-        config_flags=tuple(arg for arg in sys.argv[1:] if arg.startswith("--config.")),
+        config_flags=cli.config_overrides(config, FLAGS.experiment, EXPERIMENTS_DIR),
         launcher=LAUNCHER,
     )
     sweep.launch(

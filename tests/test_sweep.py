@@ -98,6 +98,18 @@ def test_dry_run_prints_one_absolute_command_a_run_and_a_bad_spec_exits_2(tmp_pa
         "--config.loss.generator=minimax",
     ]
     assert not (REPO / "relative").exists()  # Nothing was run.
+    # Overrides spelled "--config.X V" or "--noconfig.X" reach every run's command as values.
+    spelled = [*args, "--config.train.log_every", "7", "--noconfig.train.reuse_fake"]
+    other = subprocess.run(
+        [*spelled, "--sweep=seed=0", "--sweep_dry_run"], capture_output=True, text=True, cwd=REPO
+    )
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert shlex.split(other.stdout)[4:] == [
+        "--config.train.log_every=7",
+        "--config.train.num_steps=50",
+        "--config.train.reuse_fake=False",
+        "--config.seed=0",
+    ]
     bad = subprocess.run(
         [*args, "--sweep=seed=0,x"], capture_output=True, text=True, cwd=REPO, timeout=120
     )

@@ -172,6 +172,17 @@ def read_json(path: Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(stored)
 
 
+def config_overrides(
+    config: ml_collections.ConfigDict, experiment: str, experiments_dir: Path
+) -> tuple[str, ...]:
+    """``--config.FIELD=VALUE`` for each field where ``config`` differs from the experiment's: the
+    command's overrides however they were spelled (``--config.X V``, ``--noconfig.X``), to repeat
+    in another command."""
+    base = flatten(load_experiment(experiment, experiments_dir))
+    changed = flatten(config).items()
+    return tuple(f"--config.{field}={value}" for field, value in changed if base[field] != value)
+
+
 def available_experiments(experiments_dir: Path) -> list[str]:
     return sorted(p.stem for p in Path(experiments_dir).glob("*.py") if not p.stem.startswith("_"))
 
