@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from dcgan_jax.run import cli, control
 from dcgan_jax.run.train import train_and_evaluate
@@ -82,7 +81,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _, experiment = cli.experiment_config(sys.argv, EXPERIMENTS_DIR)
-    config_flags.DEFINE_config_dict(
-        "config", experiment, "The experiment's config; override with --config.X=V."
-    )
+    cli.define_config(experiment, "The experiment's config; override with --config.X=V.")
     cli.run(main)

@@ -151,6 +151,22 @@ def test_unknown_override_suggests_the_closest_field():
     with pytest.raises(config_lib.ConfigError, match=message):
         cli.check_override_names(["launch.py", "--config.train.batchsize=32"], config)
     cli.check_override_names(["launch.py", "--config.train.batch_size=32", "--workdir=x"], config)
+    with pytest.raises(config_lib.ConfigError, match=r"--noconfig.train.reuse_fak: no such"):
+        cli.check_override_names(["launch.py", "--noconfig.train.reuse_fak"], config)
+
+
+@pytest.mark.parametrize(
+    "command", [["launch.py", "--experiment=fashion_dcgan"], ["-m", "dcgan_jax.classifier"]]
+)
+@pytest.mark.parametrize("flag", ["--config.train.foo=3", "--noconfig.train.reuse_fak"])
+def test_every_command_names_an_unknown_config_field_not_an_attribute_error(command, flag):
+    """Both --config flags: launch.py's and the classifier's (its config has no train.* at all)."""
+    done = subprocess.run(
+        [sys.executable, *command, flag], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    field = flag.split("=")[0]
+    assert done.returncode == 2 and f"error: {field}: no such config field" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_config_not_of_the_defaults_shape_is_refused_before_any_work(tmp_path):

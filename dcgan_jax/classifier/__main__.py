@@ -5,14 +5,11 @@ trains the evaluation's classifier of a dataset and writes its weights to ``--co
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from dcgan_jax.evaluation import classifier
 from dcgan_jax.run import cli, control
 
-config_flags.DEFINE_config_dict(
-    "config", classifier.default_config(), "The classifier's config; --config.FIELD=VALUE."
-)
+cli.define_config(classifier.default_config(), "The classifier's config; --config.FIELD=VALUE.")
 
 
 def main(argv: list[str]) -> None:

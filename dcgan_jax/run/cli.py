@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from dcgan_jax.gan import ConfigError, RunError
 from dcgan_jax.gan.config import default_config, flatten
@@ -64,11 +65,9 @@ def experiment_config(
     if name is None:
         fail(f"--experiment is required. {listed}")
     try:
-        config = load_experiment(name, experiments_dir)
-        check_override_names(argv, config)
+        return name, load_experiment(name, experiments_dir)
     except ConfigError as e:
         fail(str(e))
-    return name, config
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -112,15 +111,25 @@ def expand_home(flag_values) -> None:
             flag.value = os.path.expanduser(flag.value)
 
 
+def define_config(config: ml_collections.ConfigDict, help_text: str) -> None:
+    """The ``--config`` flag of a command, its ``--config.X`` overrides checked first: defining it
+    applies them, and a field that does not exist would be an AttributeError traceback there."""
+    try:
+        check_override_names(sys.argv, config)
+    except ConfigError as e:
+        fail(str(e))
+    config_flags.DEFINE_config_dict("config", config, help_text)
+
+
 def check_override_names(argv: list[str], config: ml_collections.ConfigDict) -> None:
-    """Rejects ``--config.X=...`` flags whose field X does not exist, suggesting the closest."""
+    """Rejects ``--config.X=...`` (and ``--noconfig.X``) flags whose field X does not exist,
+    suggesting the closest."""
     known = sorted(flatten(config))
     for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        field = arg[len("--config.") :].split("=", 1)[0]
-        if field not in known:
-            raise ConfigError(f"--config.{unknown_field_message(field, known)}")
+        prefix, dot, rest = arg.partition(".")
+        field = rest.split("=", 1)[0]
+        if prefix in ("--config", "--noconfig") and dot and field not in known:
+            raise ConfigError(f"{prefix}.{unknown_field_message(field, known)}")
 
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
