@@ -9,7 +9,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax.run import cli, control
+from dcgan_jax.run import cli, distributed
 from dcgan_jax.run.train import train_and_evaluate
 from dcgan_jax.tools import sweep
 
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
         Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else ""))
     )
     cli.check_flags_need(FLAGS, [n for n in FLAGS if n.startswith("sweep_")], "sweep")
-    control.initialize_distributed(
+    distributed.initialize_distributed(
         FLAGS.coordinator_address,
         FLAGS.num_processes,
         FLAGS.process_id,

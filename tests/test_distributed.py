@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, restore_full_state, tiny_config, tiny_flags
 
 import dcgan_jax
-from dcgan_jax.run import checkpoints, control, writers
+from dcgan_jax.run import checkpoints, distributed, writers
 
 # Sums over 8 shards or 2 processes round differently from one device (measured: 2.7e-6 after
 # 5 steps); Adam's early steps, about lr * sign(g), bound what a flipped sign could add.
@@ -200,10 +200,10 @@ def test_a_coordinator_left_alone_gives_the_timeout_line_not_an_abort(tmp_path):
 
 def test_partial_distributed_flags_are_an_error():
     with pytest.raises(
-        control.DistributedError, match="needs all of --coordinator_address, --num_processes"
+        distributed.DistributedError, match="needs all of --coordinator_address, --num_processes"
     ):
-        control.initialize_distributed(num_processes=2)
-    assert control.initialize_distributed() is False  # Single process: nothing to join.
+        distributed.initialize_distributed(num_processes=2)
+    assert distributed.initialize_distributed() is False  # Single process: nothing to join.
 
 
 def test_processes_started_with_different_flags_are_told_which(monkeypatch, tmp_path):
@@ -226,19 +226,21 @@ def test_processes_started_with_different_flags_are_told_which(monkeypatch, tmp_
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
     message = r"different --config.seed \(process 0: --config.seed=0\); start every process"
-    with pytest.raises(control.DistributedError, match=message):
+    with pytest.raises(distributed.DistributedError, match=message):
         dcgan_jax.train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(multihost_utils, "process_allgather", lambda h: np.stack([h, h]))
-    control.check_same_run(config, tmp_path / "run")  # The same flags everywhere: no error.
+    distributed.check_same_run(config, tmp_path / "run")  # The same flags everywhere: no error.
 
 
 @pytest.mark.parametrize("process_id, num_processes", [(2, 2), (-1, 2), (0, 0)])
 def test_a_process_number_outside_the_run_is_an_error_at_once(process_id, num_processes):
     """Not a wait for a coordinator that has no place for it."""
     started = time.monotonic()
-    with pytest.raises(control.DistributedError, match=f"--process_id={process_id}: a process of"):
-        control.initialize_distributed("127.0.0.1:1", num_processes, process_id, timeout_s=60)
+    with pytest.raises(
+        distributed.DistributedError, match=f"--process_id={process_id}: a process of"
+    ):
+        distributed.initialize_distributed("127.0.0.1:1", num_processes, process_id, timeout_s=60)
     assert time.monotonic() - started < 5
 
 

@@ -21,7 +21,7 @@ from dcgan_jax.evaluation import metrics, reports
 from dcgan_jax.gan import RunError, data, loop, models, parallel, sampling
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan.state import GanState
-from dcgan_jax.run import checkpoints, cli, control, images, resume, writers
+from dcgan_jax.run import checkpoints, cli, control, distributed, images, resume, writers
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> GanState:
@@ -31,7 +31,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     cli.check_fields(config)
     config_lib.validate(config)
     workdir = Path(workdir).expanduser()  # "~/runs/x" as a shell reads it.
-    control.check_same_run(config, workdir)
+    distributed.check_same_run(config, workdir)
     with control.stop_requests() as stops, _session(workdir, stops) as (is_main, folder):
         harness = Harness(workdir, is_main, stops, started, folder)
         try:
