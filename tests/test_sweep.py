@@ -61,6 +61,10 @@ def test_a_value_that_is_a_path_names_one_folder_a_run_not_a_nest(tmp_path):
         ("optimizer.learning_rate=2e-4,-1", r"--config.optimizer.learning_rate=-1.0: must be > 0"),
         ("model.base_width", "'model.base_width' is not FIELD=VALUE1,VALUE2"),
         ("", "--sweep is empty"),
+        (  # A folder name the file system refuses (a run's first write failed with a traceback).
+            f"dataset.data_dir=/{'d' * 250} seed=0,1",
+            r"would be a name of 277 bytes, over the 255 a file system takes: give the fields",
+        ),
     ],
 )
 def test_bad_sweep_specs_fail_before_any_run(spec, message):

@@ -42,6 +42,9 @@ FINAL_EVAL_METRICS = (
 )
 
 
+MAX_NAME_BYTES = 255  # Of a file name: Linux's and macOS's file systems.
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepRun:
     # The overrides as given, e.g. "optimizer.learning_rate=1e-4,model.base_width=32".
@@ -98,6 +101,12 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
             overrides={field: value for field, _, value in combination},
         )
         config_lib.validate(configure(base, run))  # Impossible values fail now, not hours in.
+        if len(run.folder.encode()) > MAX_NAME_BYTES:
+            raise config_lib.ConfigError(
+                f"--sweep: the run folder {run.folder[:60]}... would be a name of "
+                f"{len(run.folder.encode())} bytes, over the {MAX_NAME_BYTES} a file system takes: "
+                "give the fields of one value as --config.FIELD=VALUE flags, not in --sweep"
+            )
         runs.append(run)
     return runs
 
