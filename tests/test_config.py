@@ -3,7 +3,7 @@ import sys
 
 import ml_collections
 import pytest
-from conftest import REPO
+from conftest import REPO, tiny_config
 
 import dcgan_jax
 from dcgan_jax.gan import config as config_lib
@@ -251,6 +251,19 @@ def test_launch_rejects_unknown_field_wrong_type_and_bad_value_before_work(tmp_p
     assert not workdir.exists()  # Nothing was started.
     missing = _launch()
     assert missing.returncode == 2 and "--experiment is required" in missing.stderr
+
+
+def test_an_image_size_the_dataset_keeps_not_is_an_error_not_ignored(tmp_path):
+    """--config.dataset.image_size=64 on Fashion-MNIST trained on its 28x28 images, silently."""
+    config = tiny_config()
+    config.dataset.image_size = 64
+    with pytest.raises(
+        config_lib.ConfigError, match=r"image_size=64: synthetic keeps its images' "
+    ):
+        dcgan_jax.train(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    config.dataset.image_size = 28  # Its own size, said outright.
+    assert int(dcgan_jax.train(config, tmp_path).step) == config.train.num_steps
 
 
 def test_launch_without_data_says_how_to_point_at_local_files(tmp_path):

@@ -179,6 +179,12 @@ class Harness(loop.Hooks):
         """Set-up between the loop's phases (a signal stops it there, releasing the lock), then the
         newest good checkpoint or the initial state."""
         self.stops.check()
+        dataset = run.config.dataset
+        if dataset.image_size not in (0, run.image_shape[0]):
+            raise config_lib.ConfigError(
+                f"--config.dataset.image_size={dataset.image_size}: {dataset.name} keeps its "
+                f"images' size, {run.image_shape[0]} (celeb_a and image_folder are resized): set 0"
+            )
         check_memory(run.config, run.nets, run.image_shape)
         self.run = run
         config = run.config
