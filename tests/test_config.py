@@ -156,11 +156,15 @@ def test_unknown_override_suggests_the_closest_field():
 
 
 @pytest.mark.parametrize(
-    "command", [["launch.py", "--experiment=fashion_dcgan"], ["-m", "dcgan_jax.classifier"]]
+    "command, flag",
+    [
+        (["launch.py", "--experiment=fashion_dcgan"], "--noconfig.train.reuse_fak"),
+        (["-m", "dcgan_jax.classifier"], "--config.train.foo=3"),
+    ],
 )
-@pytest.mark.parametrize("flag", ["--config.train.foo=3", "--noconfig.train.reuse_fak"])
 def test_every_command_names_an_unknown_config_field_not_an_attribute_error(command, flag):
-    """Both --config flags: launch.py's and the classifier's (its config has no train.* at all)."""
+    """Both --config flags: launch.py's and the classifier's (its config has no train.* at all);
+    launch.py's --config.X=V: test_launch_rejects_unknown_field_wrong_type_and_bad_value..."""
     done = subprocess.run(
         [sys.executable, *command, flag], capture_output=True, text=True, cwd=REPO, timeout=120
     )
