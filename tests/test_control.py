@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -87,3 +88,16 @@ def test_second_run_on_the_same_workdir_refuses_naming_the_first(tmp_path):
         first.communicate(timeout=120)
     # Stopped by the SIGTERM of terminate(), with a final checkpoint.
     assert first.returncode == 143
+
+
+def test_a_stop_signal_the_process_was_started_ignoring_stays_ignored():
+    """nohup's SIGHUP: closing the terminal must not stop a run started under nohup (it stopped it,
+    with a checkpoint); SIGTERM still stops it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with control.stop_requests() as requests:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is requests
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

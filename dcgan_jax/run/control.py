@@ -193,12 +193,15 @@ class StopRequests:
 @contextlib.contextmanager
 def stop_requests() -> Iterator[StopRequests]:
     """:class:`StopRequests` handling the :data:`STOP_SIGNALS` for the duration (off the main
-    thread, where Python installs no handler, signals keep their default)."""
+    thread, where Python installs no handler, signals keep their default). A signal the process was
+    started ignoring stays ignored: ``nohup`` (SIGHUP) and a shell's background job (SIGINT) ask
+    that a closed terminal or a Ctrl-C to the shell not stop the run."""
     requests = StopRequests()
     if threading.current_thread() is not threading.main_thread():
         yield requests
         return
-    previous = {sig: signal.signal(sig, requests) for sig in STOP_SIGNALS}
+    handled = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, requests) for sig in handled}
     try:
         yield requests
     finally:
