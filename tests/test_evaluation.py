@@ -226,6 +226,8 @@ def test_the_classifiers_training_never_overwrites_the_shipped_weights_by_defaul
         ConfigError, match=f"{shipped} holds the shipped weights every fashion_mnist"
     ):
         classifier.train_classifier(classifier.default_config())
+    with pytest.raises(ConfigError, match="holds the shipped weights"):  # The config's own "".
+        classifier.train_classifier(classifier.default_config(), "")
     assert {f: f.stat().st_mtime_ns for f in shipped.rglob("*")} == before
     (tmp_path / "file").write_text("")
     command = [sys.executable, "-m", "dcgan_jax.classifier"]

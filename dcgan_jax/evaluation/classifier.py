@@ -163,14 +163,14 @@ def train_classifier(
     assets folder, where none are yet: those every FID is measured with are replaced only by
     naming their folder) and returns its held-out accuracy."""
     check_config(config)
-    if output_dir is None and (weights_dir(config.dataset.name) / "params").exists():
+    name = config.dataset.name
+    if not output_dir and (weights_dir(name) / "params").exists():  # "" as None: the default.
         raise ConfigError(
-            f"{weights_dir(config.dataset.name)} holds the shipped weights every "
-            f"{config.dataset.name} score is measured with: write new ones elsewhere with "
-            "--config.output_dir=DIR (output_dir in Python), or name that folder to replace them"
+            f"{weights_dir(name)} holds the shipped weights every {name} score is measured with: "
+            "write new ones elsewhere with --config.output_dir=DIR (output_dir in Python), or name "
+            "that folder to replace them"
         )
     train_images, train_labels, eval_images, eval_labels = _split(config)
-    name = config.dataset.name
     logging.info("Classifier on %s: %d training images.", name, len(train_images))
     logging.info("Held out: %d images.", len(eval_images))
     model = Classifier()
