@@ -21,6 +21,48 @@ def test_second_holder_is_refused_with_the_first_ones_pid_and_host(tmp_path):
     assert not path.exists()  # Released.
 
 
+RACE_WORKER = """
+import sys, time
+from pathlib import Path
+from dcgan_jax.run import control
+folder, me, trials = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+(folder / f"ready{me}").touch()
+while len(list(folder.glob("ready*"))) < 3:
+    time.sleep(0.01)
+t0 = max(p.stat().st_mtime for p in folder.glob("ready*")) + 0.3
+for trial in range(trials):
+    while time.time() < t0 + 0.3 * trial:
+        pass
+    try:
+        with control.hold(folder / str(trial), control.StopRequests()):
+            print(trial, "held", flush=True)
+            time.sleep(0.1)
+    except control.WorkdirLockedError:
+        print(trial, "refused", flush=True)
+"""
+
+
+def test_of_runs_started_together_on_one_workdir_one_holds_it(tmp_path):
+    """Three processes take the lock at the same moment, eight times (half of the times over a
+    stale lock): before, one often read another's lock while it was still empty, took it for a
+    dead run's, removed it, and both trained in one folder."""
+    trials = 8
+    for trial in range(trials):
+        (tmp_path / str(trial)).mkdir()
+        if trial % 2:
+            stale = {"pid": 2**22 + 1, "host": socket.gethostname()}  # Above Linux's pid_max.
+            (tmp_path / str(trial) / control.LOCK_NAME).write_text(json.dumps(stale))
+    command = [sys.executable, "-c", RACE_WORKER, str(tmp_path)]
+    workers = [
+        subprocess.Popen([*command, str(i), str(trials)], stdout=subprocess.PIPE, text=True)
+        for i in range(3)
+    ]
+    lines = [line.split() for w in workers for line in w.communicate(timeout=120)[0].splitlines()]
+    held = [trial for trial, outcome in lines if outcome == "held"]
+    assert len(lines) == 3 * trials
+    assert sorted(held) == sorted(str(t) for t in range(trials))  # Exactly one holder each time.
+
+
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()

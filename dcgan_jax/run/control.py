@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -98,7 +99,7 @@ def hold(workdir: str | Path, stops: StopRequests) -> Iterator[Path]:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
-        with stops.deferred():
+        with stops.deferred(), _one_at_a_time(path):
             while not _try_create(path, owner):
                 _clear_stale(path, owner, workdir)
         yield path
@@ -109,6 +110,15 @@ def hold(workdir: str | Path, stops: StopRequests) -> Iterator[Path]:
         with contextlib.suppress(OSError, ValueError):
             if json.loads(path.read_text()) == owner:
                 path.unlink()
+
+
+@contextlib.contextmanager
+def _one_at_a_time(path):
+    """Only one process at a time reads, clears or makes the lock at ``path``: of two runs started
+    together, one took the other's lock, still empty, for a dead run's, and both ran."""
+    with open(path.with_name(f"{path.name}.guard"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # Released when the file closes, or its process dies.
+        yield
 
 
 def _clear_stale(path, owner, workdir):
