@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
         Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else ""))
     )
     cli.check_flags_need(FLAGS, [n for n in FLAGS if n.startswith("sweep_")], "sweep")
+    overrides = cli.config_overrides(config, FLAGS.experiment, EXPERIMENTS_DIR)
     distributed.initialize_distributed(
         FLAGS.coordinator_address,
         FLAGS.num_processes,
@@ -63,6 +64,7 @@ def main(argv: list[str]) -> None:
         timeout_s=FLAGS.distributed_timeout_s,
     )
     if FLAGS.sweep is None:
+        cli.check_read(config, overrides)  # A sweep checks each of its runs.
         train_and_evaluate(config, workdir)
         return
     plan = sweep.Plan(  # --sweep='' too: an error there rather than a plain run.
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> None:
         max_parallel=FLAGS.sweep_max_parallel,
         submit=FLAGS.sweep_submit,
         metric=FLAGS.sweep_metric,
-        config_flags=cli.config_overrides(config, FLAGS.experiment, EXPERIMENTS_DIR),
+        overrides=overrides,
         launcher=LAUNCHER,
     )
     sweep.launch(

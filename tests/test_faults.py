@@ -1024,6 +1024,8 @@ def test_a_failed_save_made_again_by_a_write_still_running_is_removed(tmp_path):
         ["-m", "dcgan_jax.sweep", "--runs=RUNS/missing"],
         ["-m", "dcgan_jax.sweep", "--runs=RUNS/a_file"],
         ["-m", "dcgan_jax.sweep", "--manifest=RUNS/manifest.json", "--task=0", "--metric=g_loss"],
+        ["launch.py", "--experiment=fashion_dcgan", "--config.loss.gp_weight=5"],
+        ["launch.py", "--experiment=fashion_dcgan", "--config.loss.r1_every=2", "--sweep=seed=0"],
     ],
     ids=[
         "dry_run_alone",
@@ -1033,6 +1035,8 @@ def test_a_failed_save_made_again_by_a_write_still_running_is_removed(tmp_path):
         "no_folder",
         "a_file",
         "metric_without_runs",
+        "setting_read_only_with_another",
+        "sweep_setting_no_run_reads",
     ],
 )
 def test_contradictory_or_dangling_command_flags_are_one_error_line(command, tmp_path):
@@ -1175,7 +1179,7 @@ def test_a_sweep_folder_with_spaces_and_quotes_is_quoted_in_the_slurm_script(tmp
     """The script's #SBATCH values are quoted: running its lines in a shell executes nothing."""
     sweep_dir = tmp_path / "it's a $(touch pwned) sweep"
     runs = sweep.expand("seed=0,1", tiny_config())
-    argvs = sweep.commands("fashion_dcgan", sweep_dir, runs, [], REPO / "launch.py")
+    argvs = sweep.commands("fashion_dcgan", sweep_dir, runs, {}, REPO / "launch.py")
     script = slurm.write_array(tmp_path / "array.sh", runs, argvs, sweep_dir, 2)
     header = [
         line[len("#SBATCH ") :]

@@ -5,6 +5,7 @@ from conftest import REPO, tiny_config, trees_equal
 
 from dcgan_jax.gan import data, loop, models, parallel, step
 from dcgan_jax.gan.config import ConfigError, resolved
+from dcgan_jax.run import cli
 from dcgan_jax.run.cli import load_experiment
 from dcgan_jax.run.resume import nonfinite_networks
 
@@ -201,6 +202,27 @@ def test_lazy_r1_and_ttur_in_the_step(overrides):
     else:
         assert float(state.g.learning_rate) == pytest.approx(1e-4)
         assert float(state.d.learning_rate) == pytest.approx(4e-4)
+
+
+def test_the_step_fields_said_to_change_nothing_leave_the_step_as_it_was():
+    """cli.unread's claim for the step's fields: set away from their defaults while what would read
+    them is off (hinge has no variant nor penalty, no R1, no top-k), a step is bit-identical."""
+    plain = tiny_config()
+    plain.loss.name = "hinge"
+    changed = resolved(plain)
+    changed.loss.update(generator="minimax", gp_weight=1.0, r1_every=3)
+    changed.train.top_k_min = 0.3
+    assert set(cli.unread(changed)) == {
+        "loss.generator",
+        "loss.gp_weight",
+        "loss.r1_every",
+        "train.top_k_min",
+    }
+    config, state, u, _ = _setup(plain)
+    batch = _batches(config)(0)
+    after, _ = _jit_step(u)(state, *batch)
+    _, _, changed_u, _ = _setup(changed)
+    assert trees_equal(_jit_step(changed_u)(state, *batch)[0], after)
 
 
 def test_ema_is_the_moving_average_of_the_generator_weights():

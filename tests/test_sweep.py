@@ -39,7 +39,7 @@ def test_a_value_that_is_a_path_names_one_folder_a_run_not_a_nest(tmp_path):
     """dataset.data_dir=/a/b: the run's folder is one name (its / written %2F), where the results
     and a SLURM array find it; the flag keeps the path."""
     runs = sweep.expand("dataset.data_dir=/data/a,b/c", config_lib.default_config())
-    argvs = sweep.commands("fashion_dcgan", tmp_path, runs, [], REPO / "launch.py")
+    argvs = sweep.commands("fashion_dcgan", tmp_path, runs, {}, REPO / "launch.py")
     workdirs = [
         Path(a.split("=", 1)[1]) for argv in argvs for a in argv if a.startswith("--workdir")
     ]
@@ -61,6 +61,10 @@ def test_a_value_that_is_a_path_names_one_folder_a_run_not_a_nest(tmp_path):
         ("optimizer.learning_rate=2e-4,-1", r"--config.optimizer.learning_rate=-1.0: must be > 0"),
         ("model.base_width", "'model.base_width' is not FIELD=VALUE1,VALUE2"),
         ("", "--sweep is empty"),
+        (  # Runs that would repeat each other: R1's period without R1.
+            "loss.r1_every=2,4",
+            r"--sweep: loss.r1_every=2: loss.r1_every=2 changes nothing with loss.r1_gamma=0.0",
+        ),
         (  # A folder name the file system refuses (a run's first write failed with a traceback).
             f"dataset.data_dir=/{'d' * 250} seed=0,1",
             r"would be a name of 277 bytes, over the 255 a file system takes: give the fields",
@@ -70,6 +74,19 @@ def test_a_value_that_is_a_path_names_one_folder_a_run_not_a_nest(tmp_path):
 def test_bad_sweep_specs_fail_before_any_run(spec, message):
     with pytest.raises(config_lib.ConfigError, match=message):
         sweep.expand(spec, config_lib.default_config())
+
+
+def test_a_command_setting_a_run_of_the_grid_never_reads_is_refused():
+    """Each run's command repeats the sweep's --config flags, and a single run refuses one it never
+    reads: so does the sweep, before any run."""
+    base = config_lib.default_config()
+    base.loss.gp_weight = 5.0
+    base.model.d_batch_norm = False
+    with pytest.raises(ConfigError, match=r"--sweep: loss.name=hinge: loss.gp_weight=5.0 changes"):
+        sweep.expand("loss.name=wgan_gp,hinge", base, ["loss.gp_weight"])
+    base.loss.name = "wgan_gp"
+    runs = sweep.expand("seed=0,1", base, ["loss.gp_weight"])
+    assert [run.name for run in runs] == ["seed=0", "seed=1"]
 
 
 def test_dry_run_prints_one_absolute_command_a_run_and_a_bad_spec_exits_2(tmp_path):

@@ -31,7 +31,8 @@ from dcgan_jax.run import checkpoints, control, writers
 def trained_run(tmp_path_factory):
     """One short synthetic run shared by the tests that only read its outputs."""
     workdir = tmp_path_factory.mktemp("run")
-    state = dcgan_jax.train(tiny_config(), workdir)
+    config = tiny_config(top_k_min=0.3)  # Unread without train.top_k_decay: a warning says so.
+    state = dcgan_jax.train(config, workdir)
     return workdir, state
 
 
@@ -59,7 +60,9 @@ def test_run_writes_config_samples_metrics_curves_and_checkpoints(trained_run):
     assert (workdir / "curves.png").stat().st_size > 1000
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [3, 6]
-    assert "step 6/6" in (workdir / "train.log").read_text()
+    log = (workdir / "train.log").read_text()
+    assert "step 6/6" in log
+    assert "WARNING train.top_k_min=0.3 changes nothing with train.top_k_decay=0.0" in log
 
 
 def test_sample_grid_shows_the_fixed_latents(trained_run):

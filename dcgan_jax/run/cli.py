@@ -183,13 +183,44 @@ def read_json(path: Path) -> ml_collections.ConfigDict:
 
 def config_overrides(
     config: ml_collections.ConfigDict, experiment: str, experiments_dir: Path
-) -> tuple[str, ...]:
-    """``--config.FIELD=VALUE`` for each field where ``config`` differs from the experiment's: the
-    command's overrides however they were spelled (``--config.X V``, ``--noconfig.X``), to repeat
-    in another command."""
+) -> dict[str, object]:
+    """{field: value} where ``config`` differs from the experiment's: the command's overrides
+    however they were spelled (``--config.X V``, ``--noconfig.X``), to check or to repeat in another
+    command."""
     base = flatten(load_experiment(experiment, experiments_dir))
-    changed = flatten(config).items()
-    return tuple(f"--config.{field}={value}" for field, value in changed if base[field] != value)
+    return {field: value for field, value in flatten(config).items() if base[field] != value}
+
+
+# Fields a run never reads with some values of another: {field: (the other, those values)}.
+UNREAD_WITH = {
+    "loss.generator": ("loss.name", ("hinge", "lsgan", "wgan_gp")),
+    "loss.gp_weight": ("loss.name", ("bce", "hinge", "lsgan")),  # Losses without a penalty.
+    "loss.r1_every": ("loss.r1_gamma", (0,)),
+    "train.top_k_min": ("train.top_k_decay", (0,)),
+    "dataset.labels": ("model.num_classes", (0,)),
+    "train.divergence_lr_factor": ("train.on_divergence", ("stop",)),
+    "train.max_divergence_restores": ("train.on_divergence", ("stop",)),
+    "train.collapse_warmup": ("train.collapse_threshold", (0,)),
+    "eval.inception_fid": ("eval.every", (0,)),
+}
+
+
+def unread(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """{field: why} for each field set away from its default that ``config`` never reads: its value
+    changes nothing (and a sweep over it trains one run several times)."""
+    defaults, flat = flatten(default_config()), flatten(config)
+    return {
+        field: f"{field}={flat[field]} changes nothing with {other}={flat[other]}"
+        for field, (other, values) in UNREAD_WITH.items()
+        if flat[field] != defaults[field] and flat[other] in values
+    }
+
+
+def check_read(config: ml_collections.ConfigDict, fields, where: str = "--config.") -> None:
+    """ConfigError when one of ``fields`` (the user's) is a field ``config`` never reads."""
+    for field in fields:
+        if why := unread(config).get(field):
+            raise ConfigError(f"{where}{why}; leave it out, or set what it needs")
 
 
 def available_experiments(experiments_dir: Path) -> list[str]:

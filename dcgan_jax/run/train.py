@@ -201,6 +201,8 @@ class Harness(loop.Hooks):
             resolved = config.to_json(indent=2, sort_keys=True)
             writers.write_atomically(self.workdir / "config.json", resolved + "\n")
             logging.info("Config:\n%s", config)
+            for why in cli.unread(config).values():
+                logging.warning("%s", why)
         self._start_interval(step)
         self.stops.start_training()
         return gan_state

@@ -70,9 +70,9 @@ def _typed(field: str, text: str, default: Any) -> Any:
         ) from None
 
 
-def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
+def expand(spec: str, base: ml_collections.ConfigDict, given=()) -> list[SweepRun]:
     """The grid of ``spec`` ('FIELD=V1,V2 FIELD=V3'), every run's config validated before any
-    starts."""
+    starts; neither its fields nor those ``given`` (the command's) may be ones a run never reads."""
     known = config_lib.flatten(base)
     axes = []
     for item in spec.split():
@@ -100,7 +100,9 @@ def expand(spec: str, base: ml_collections.ConfigDict) -> list[SweepRun]:
             name=",".join(f"{field}={text}" for field, text, _ in combination),
             overrides={field: value for field, _, value in combination},
         )
-        config_lib.validate(configure(base, run))  # Impossible values fail now, not hours in.
+        config = configure(base, run)
+        config_lib.validate(config)  # Impossible values fail now, not hours in.
+        cli.check_read(config, [*given, *run.overrides], f"--sweep: {run.name}: ")
         if len(run.folder.encode()) > MAX_NAME_BYTES:
             raise config_lib.ConfigError(
                 f"--sweep: the run folder {run.folder[:60]}... would be a name of "
@@ -118,16 +120,17 @@ def configure(base: ml_collections.ConfigDict, run: SweepRun) -> ml_collections.
 
 
 def commands(
-    experiment: str, sweep_dir: Path, runs: list[SweepRun], base_flags: list[str], launcher: Path
+    experiment: str, sweep_dir: Path, runs: list[SweepRun], overrides: dict, launcher: Path
 ) -> list[list[str]]:
-    """One ``launch.py`` argv a run, the sweep's other flags (``base_flags``) before its own;
+    """One ``launch.py`` argv a run, the command's ``overrides`` before its own;
     interpreter, launcher and workdir absolute, so it runs the same from any folder or shell (a
     scheduler's)."""
     sweep_dir, launcher = Path(sweep_dir).absolute(), str(Path(launcher).absolute())
     start = [sys.executable, launcher, f"--experiment={experiment}"]
     return [
         # The run's name is its FIELD=VALUE pairs, each a --config flag.
-        [*start, f"--workdir={sweep_dir / run.folder}", *base_flags]
+        [*start, f"--workdir={sweep_dir / run.folder}"]
+        + [f"--config.{field}={value}" for field, value in overrides.items()]
         + [f"--config.{pair}" for pair in run.name.split(",")]
         for run in runs
     ]
@@ -143,8 +146,8 @@ class Plan:
     max_parallel: int = 4  # Array tasks running at once (sbatch --array=0-N%P).
     submit: bool = False  # Also hand the script to sbatch.
     metric: str | None = None  # Plotted over steps in the results.
-    # The command's --config.FIELD=VALUE flags, repeated in every run's.
-    config_flags: tuple[str, ...] = ()
+    # The command's --config overrides {field: value}, repeated in every run's.
+    overrides: dict = dataclasses.field(default_factory=dict)
     launcher: Path = Path("launch.py")  # The script each run's command calls.
 
 
@@ -167,8 +170,8 @@ def launch(
             )
         check_writable_folder(script.absolute().parent, "--sweep_slurm")
         check_writable_folder(sweep_dir, "--workdir")
-    runs = expand(spec, base)
-    argvs = commands(experiment, sweep_dir, runs, list(plan.config_flags), plan.launcher)
+    runs = expand(spec, base, plan.overrides)
+    argvs = commands(experiment, sweep_dir, runs, plan.overrides, plan.launcher)
     if plan.dry_run:
         print("\n".join(shlex.join(argv) for argv in argvs))
     elif plan.slurm:
