@@ -257,6 +257,23 @@ def test_launch_rejects_unknown_field_wrong_type_and_bad_value_before_work(tmp_p
     assert missing.returncode == 2 and "--experiment is required" in missing.stderr
 
 
+def test_flags_in_a_flagfile_are_checked_and_applied_as_on_the_command_line(tmp_path):
+    """absl's --flagfile: its --experiment was not seen (`--experiment is required`), and an unknown
+    field in it was an AttributeError traceback."""
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text("--experiment=fashion_dcgan\n--config.train.batchsize=8\n")
+    unknown = _launch(f"--flagfile={flagfile}", f"--workdir={tmp_path / 'run'}")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr, unknown.stderr[-2000:]
+    assert "error: --config.train.batchsize: no such config field" in unknown.stderr
+    flagfile.write_text("--experiment=fashion_dcgan\n--config.train.num_steps=50\n")
+    dry = _launch(f"--flagfile={flagfile}", "--sweep=seed=0", "--sweep_dry_run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert dry.stdout.split()[4:] == ["--config.train.num_steps=50", "--config.seed=0"]
+    missing = _launch(f"--flagfile={tmp_path / 'none.txt'}")
+    assert missing.returncode == 2 and "error: Unable to open flagfile" in missing.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_image_size_the_dataset_keeps_not_is_an_error_not_ignored(tmp_path):
     """--config.dataset.image_size=64 on Fashion-MNIST trained on its 28x28 images, silently."""
     config = tiny_config()

@@ -49,6 +49,7 @@ def experiment_config(
 ) -> tuple[str, ml_collections.ConfigDict]:
     """(name, config) of ``--experiment``, read before flag parsing since it decides which config
     the ``--config.X`` flags override; an unknown experiment or field fails here, naming it."""
+    argv = expand_flagfiles(argv)
     check_printable(argv)
     given = [a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")]
     given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--experiment"]
@@ -70,12 +71,21 @@ def experiment_config(
         fail(str(e))
 
 
+def expand_flagfiles(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--flagfile=F`` replaced by the flags in F, as absl reads them: what is
+    checked before absl parses the flags is what it parses."""
+    try:
+        return [*argv[:1], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]
+    except flags.Error as e:
+        fail(str(e).removeprefix("ERROR:: "))
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``app.run(main)``, with a :class:`~dcgan_jax.config.RunError` (also logged, for train.log) as
     one error line."""
 
     def guarded(argv: list[str]) -> None:
-        check_printable(sys.argv)
+        check_printable(expand_flagfiles(sys.argv))
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         expand_home(flags.FLAGS)
@@ -115,7 +125,7 @@ def define_config(config: ml_collections.ConfigDict, help_text: str) -> None:
     """The ``--config`` flag of a command, its ``--config.X`` overrides checked first: defining it
     applies them, and a field that does not exist would be an AttributeError traceback there."""
     try:
-        check_override_names(sys.argv, config)
+        check_override_names(expand_flagfiles(sys.argv), config)
     except ConfigError as e:
         fail(str(e))
     config_flags.DEFINE_config_dict("config", config, help_text)
