@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import signal
@@ -61,6 +62,20 @@ def test_of_runs_started_together_on_one_workdir_one_holds_it(tmp_path):
     held = [trial for trial, outcome in lines if outcome == "held"]
     assert len(lines) == 3 * trials
     assert sorted(held) == sorted(str(t) for t in range(trials))  # Exactly one holder each time.
+
+
+def test_a_file_system_without_locks_still_holds_the_workdir(tmp_path, monkeypatch):
+    """Lustre refuses flock by default (ENOSYS): runs there take the lock as before the guard."""
+
+    def no_locks(*_):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(control.fcntl, "flock", no_locks)
+    with control.hold(tmp_path, control.StopRequests()) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        with pytest.raises(control.WorkdirLockedError):
+            with control.hold(tmp_path, control.StopRequests()):
+                pass
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):

@@ -117,7 +117,10 @@ def _one_at_a_time(path):
     """Only one process at a time reads, clears or makes the lock at ``path``: of two runs started
     together, one took the other's lock, still empty, for a dead run's, and both ran."""
     with open(path.with_name(f"{path.name}.guard"), "a") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)  # Released when the file closes, or its process dies.
+        # Released when the file closes, or its process dies. A file system without locks (Lustre's
+        # default, NFS without its lock service): unguarded, as before.
+        with contextlib.suppress(OSError):
+            fcntl.flock(guard, fcntl.LOCK_EX)
         yield
 
 
