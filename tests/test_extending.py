@@ -6,11 +6,13 @@ import json
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import REPO, python, tiny_config, trees_equal
 
-from dcgan_jax.gan import data, loop, losses, parallel
+import dcgan_jax
+from dcgan_jax.gan import ConfigError, data, loop, losses, parallel
 
 # A script that registers a loss and a dataset, then runs launch.py as the shell would: nothing in
 # dcgan_jax/ names either of them.
@@ -140,3 +142,39 @@ def test_a_registered_loader_returning_other_arrays_is_refused_naming_what_they_
     config = tiny_config(num_steps=1)
     config.dataset.name = "fine"
     assert int(parallel.to_host(loop.train(config).step)) == 1
+
+
+def _mean_d(real_logits, fake_logits, real_label):
+    return jnp.mean(fake_logits) - jnp.mean(real_logits)
+
+
+def _per_fake_g(fake_logits, variant):
+    return -fake_logits
+
+
+@pytest.mark.parametrize(
+    "loss, message",
+    [
+        (losses.Loss(_mean_d, _per_fake_g, d_steps=0), r"\[\(\), \(4,\), \(\)\] .* d_steps=0;"),
+        (losses.Loss(lambda r, f, label: f - r, _per_fake_g), r"\[\(4,\), \(4,\), \(\)\]"),
+        (losses.Loss(_mean_d, lambda f, variant: jnp.mean(-f)), r"\[\(\), \(\), \(\)\]"),
+        (
+            losses.Loss(_mean_d, _per_fake_g, penalty=lambda critic, r, f, key: critic(r)),
+            r"\[\(\), \(4,\), \(4,\)\]",
+        ),
+        ((_mean_d, _per_fake_g), "registered as a tuple, not a losses.Loss"),
+    ],
+    ids=["no_d_steps", "d_loss_per_image", "g_loss_averaged", "penalty_per_image", "not_a_loss"],
+)
+def test_a_registered_loss_of_other_shapes_is_refused_before_training(
+    loss, message, tmp_path, monkeypatch
+):
+    """Before: an UnboundLocalError or JAX's own error inside the first step, an AttributeError,
+    or (a G loss averaged instead of one per fake) top-k weights silently doing nothing."""
+    monkeypatch.setitem(losses.LOSSES, "odd", loss)
+    config = tiny_config()
+    config.loss.name = "odd"
+    config.model.d_batch_norm = False
+    with pytest.raises(ConfigError, match=r"--config.loss.name=odd: .*" + message):
+        dcgan_jax.train(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()

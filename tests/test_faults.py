@@ -45,8 +45,7 @@ from dcgan_jax import evaluation
 from dcgan_jax.evaluation import inception
 from dcgan_jax.gan import ConfigError, data, loop, models
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.run import checkpoints, control, writers
-from dcgan_jax.run import train as train_module
+from dcgan_jax.run import checkpoints, control, preflight, writers
 from dcgan_jax.tools import slurm, sweep
 
 LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
@@ -1303,7 +1302,7 @@ def test_structural_sizes_past_their_bound_are_refused_before_any_work(flag, val
 def test_a_run_that_would_not_fit_the_memory_is_refused_with_the_estimate(monkeypatch, tmp_path):
     """The estimate (parameters, optimizer state, activations traced at the batch size) against
     the machine's memory, before anything is allocated: here a machine of 1 MiB."""
-    monkeypatch.setattr(train_module, "machine_memory", lambda: 2**20)
+    monkeypatch.setattr(preflight, "machine_memory", lambda: 2**20)
     with pytest.raises(
         ConfigError, match=r"needs about [\d.]+ GiB .* more than this machine's 0.0 GiB"
     ):

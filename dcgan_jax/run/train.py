@@ -11,17 +11,25 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
 from dcgan_jax import evaluation
 from dcgan_jax.evaluation import metrics, reports
-from dcgan_jax.gan import RunError, data, loop, models, parallel, sampling
+from dcgan_jax.gan import RunError, data, loop, parallel, sampling
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.gan.state import GanState
-from dcgan_jax.run import checkpoints, cli, control, distributed, images, resume, writers
+from dcgan_jax.run import (
+    checkpoints,
+    cli,
+    control,
+    distributed,
+    images,
+    preflight,
+    resume,
+    writers,
+)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> GanState:
@@ -29,6 +37,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     signal raises :class:`~dcgan_jax.run.control.Interrupted` after the final checkpoint."""
     started = time.monotonic()
     cli.check_fields(config)
+    preflight.check_loss(config.loss.name)
     config_lib.validate(config)
     workdir = Path(workdir).expanduser()  # "~/runs/x" as a shell reads it.
     distributed.check_same_run(config, workdir)
@@ -75,50 +84,6 @@ def _session(workdir, stops):
             f"cannot write the run's files in {workdir}: {why or e}. {kept}; put the folder right "
             "and rerun the same command to resume from the newest."
         ) from e
-
-
-def machine_memory() -> int:
-    """Bytes of memory of this machine's first device (the host's RAM for the CPU)."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    return stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(config, nets: models.Nets, image_shape: tuple[int, int, int]) -> None:
-    """Refuses, before anything is allocated, a run whose parameters, gradients, Adam state, EMA
-    and activations at the batch size (traced, not computed) would not fit the machine's memory."""
-    batch = config.train.batch_size
-    model = config.model
-    key = jax.random.key(0)
-    init = functools.partial(
-        models.init_variables, nets, image_shape=image_shape, latent_dim=model.latent_dim
-    )
-    g_vars, d_vars = jax.eval_shape(init, key)
-    labels = jax.ShapeDtypeStruct((batch,), jnp.int32) if model.num_classes else None
-    inputs = [
-        (nets.generator, g_vars, (batch, model.latent_dim)),
-        (nets.discriminator, d_vars, (batch, *image_shape)),
-    ]
-    activations = 0
-    for net, variables, shape in inputs:
-        x = jax.ShapeDtypeStruct(shape, jnp.float32)
-        traced = jax.eval_shape(
-            functools.partial(net.apply, train=True, mutable=True, capture_intermediates=True),
-            variables,
-            x,
-            labels=labels,
-            rngs={"dropout": key},
-        )
-        activations += sum(leaf.size for leaf in jax.tree.leaves(traced[1]["intermediates"]))
-    params = sum(leaf.size for leaf in jax.tree.leaves((g_vars, d_vars)))
-    # Parameters and optimizer state on every device, activations split over them with the batch.
-    needed = 4 * (5 * params + 3 * activations // jax.local_device_count())
-    if needed > (available := machine_memory()):
-        raise config_lib.ConfigError(
-            f"the run needs about {needed / 2**30:.1f} GiB (parameters, optimizer state and "
-            f"activations at --config.train.batch_size={batch}), more than this machine's "
-            f"{available / 2**30:.1f} GiB: lower train.batch_size, model.base_width or "
-            "dataset.image_size"
-        )
 
 
 class _Interval:
@@ -185,7 +150,7 @@ class Harness(loop.Hooks):
                 f"--config.dataset.image_size={dataset.image_size}: {dataset.name} keeps its "
                 f"images' size, {run.image_shape[0]} (celeb_a and image_folder are resized): set 0"
             )
-        check_memory(run.config, run.nets, run.image_shape)
+        preflight.check_memory(run.config, run.nets, run.image_shape)
         self.run = run
         config = run.config
         self.checkpointer = checkpoints.Checkpointer(

@@ -22,7 +22,7 @@ import numpy as np
 from dcgan_jax import evaluation
 from dcgan_jax.gan import ConfigError, models, sampling
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.run import checkpoints, cli, train
+from dcgan_jax.run import checkpoints, cli, preflight
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -64,7 +64,7 @@ class TrainedGenerator:
         """A ValueError unless ``num`` latents and images fit in half this machine's memory (XLA
         aborts the process on an allocation it cannot make)."""
         per_image = 4 * (self.config.model.latent_dim + math.prod(self.generator.image_shape))
-        most = train.machine_memory() // 2 // per_image
+        most = preflight.machine_memory() // 2 // per_image
         if not (isinstance(num, numbers.Integral) and 0 < num <= most):
             raise ValueError(
                 f"num must be an integer, positive and at most {most} (latents and images in half "
