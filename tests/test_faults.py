@@ -1056,6 +1056,20 @@ def test_contradictory_or_dangling_command_flags_are_one_error_line(command, tmp
     assert not (tmp_path / "run").exists()  # No training run started.
 
 
+def test_output_its_reader_stops_reading_ends_quietly_as_a_shell_tool_does(tmp_path):
+    """``launch.py --sweep=... --sweep_dry_run | head -1``: before, a BrokenPipeError traceback;
+    now exit 141 (128 + SIGPIPE), as a shell tool the pipe's reader left. Every command's output
+    goes through the same ``cli.run``."""
+    seeds = ",".join(map(str, range(3000)))  # Far more than a pipe holds.
+    command = [*LAUNCH, f"--sweep=seed={seeds}", "--sweep_dry_run", f"--workdir={tmp_path}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert process.stdout.readline().startswith(sys.executable.encode())
+    process.stdout.close()
+    process.wait(timeout=120)
+    stderr = process.stderr.read().decode()
+    assert process.returncode == 128 + signal.SIGPIPE and "Traceback" not in stderr, stderr[-2000:]
+
+
 @pytest.mark.parametrize("num", [0, 1, 2, 5])
 def test_too_few_images_for_the_metrics_are_one_error_naming_the_real_bound(num):
     """The k-nearest-neighbour metrics need k + 1 samples: fewer is an EvaluationError saying how

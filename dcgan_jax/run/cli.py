@@ -98,6 +98,9 @@ def run(main: Callable[[list[str]], None]) -> None:
         except KeyboardInterrupt:  # Ctrl-C outside training (SIGTERM and SIGHUP end it at once).
             logging.warning("SIGINT received: stopped")
             sys.exit(128 + signal.SIGINT)
+        except BrokenPipeError:  # The reader of the output left (``| head``): end as a shell tool.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
         except RunError as e:
             # For train.log; the console gets the error line.
             logging.error("%s", e, extra=writers.FILE_ONLY)
