@@ -65,6 +65,10 @@ def test_a_value_that_is_a_path_names_one_folder_a_run_not_a_nest(tmp_path):
             "loss.r1_every=2,4",
             r"--sweep: loss.r1_every=2: loss.r1_every=2 changes nothing with loss.r1_gamma=0.0",
         ),
+        (  # The synthetic set's size for another dataset.
+            "dataset.num_synthetic=256,512",
+            r"num_synthetic=256 changes nothing with dataset.name=fashion_mnist",
+        ),
         (  # A folder name the file system refuses (a run's first write failed with a traceback).
             f"dataset.data_dir=/{'d' * 250} seed=0,1",
             r"would be a name of 277 bytes, over the 255 a file system takes: give the fields",

@@ -211,6 +211,12 @@ UNREAD_WITH = {
     "loss.r1_every": ("loss.r1_gamma", (0,)),
     "train.top_k_min": ("train.top_k_decay", (0,)),
     "dataset.labels": ("model.num_classes", (0,)),
+    "dataset.data_dir": ("dataset.name", ("synthetic",)),
+    "dataset.split": ("dataset.name", ("image_folder", "synthetic")),  # All their images.
+    "dataset.num_synthetic": (
+        "dataset.name",
+        ("fashion_mnist", "mnist", "cifar10", "celeb_a", "image_folder"),
+    ),
     "train.divergence_lr_factor": ("train.on_divergence", ("stop",)),
     "train.max_divergence_restores": ("train.on_divergence", ("stop",)),
     "train.collapse_warmup": ("train.collapse_threshold", (0,)),
