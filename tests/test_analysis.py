@@ -39,6 +39,18 @@ def test_slerp_keeps_the_ends_and_the_norm():
     assert np.linalg.norm((a + b) / 2) < 0.99 * np.linalg.norm(path[3])
 
 
+def test_slerp_between_opposite_latents_is_refused_and_from_the_origin_is_the_line():
+    """z and -2z: sin(omega) is 0 and the formula's points had norms of 4.6e8 (garbage images,
+    silently); from the zero vector the angle is undefined (it was 0 / 0: NaN latents, reported as
+    the user's own)."""
+    z = np.random.default_rng(0).normal(size=16)
+    for opposite in (-z, -2 * z):
+        with pytest.raises(ValueError, match="opposite directions: no one great circle"):
+            trained.slerp(z, opposite, np.linspace(0, 1, 5))
+    path = trained.slerp(np.zeros(16), z, np.linspace(0, 1, 5))
+    np.testing.assert_allclose(path, np.linspace(0, 1, 5)[:, None] * z, rtol=1e-6)
+
+
 def test_interpolation_runs_between_the_two_latents(run_dir):
     run = dcgan_jax.load(run_dir)
     z = np.asarray(run.latents(2, seed=5))

@@ -157,10 +157,15 @@ def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Spherical interpolation (Shoemake; White 2016 for GAN latents): the points between two
     Gaussian latents keep a typical norm, where a straight line passes too close to the origin."""
     a, b = np.asarray(z_start, np.float64), np.asarray(z_end, np.float64)
-    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
-    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    omega = np.arccos(np.clip(np.dot(a, b) / norms, -1.0, 1.0)) if norms else 0.0
+    if omega > np.pi - 1e-6:  # sin(omega) ~ 0: the formula's points run to 1e8 and beyond.
+        raise ValueError(
+            "z_start and z_end point in opposite directions: no one great circle joins them; "
+            "interpolate to a third latent vector and on from there"
+        )
     t = np.asarray(t, np.float64)[:, None]
-    if omega < 1e-6:  # Parallel: the straight line is the arc.
+    if omega < 1e-6:  # Parallel, or from the origin: the straight line is the arc.
         return ((1 - t) * a + t * b).astype(np.float32)
     return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(
         np.float32
