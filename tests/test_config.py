@@ -295,7 +295,7 @@ def test_launch_without_data_says_how_to_point_at_local_files(tmp_path):
     )
     assert result.returncode == 2
     assert (
-        f"{tmp_path / 'none'} is not a folder (the IDX files' folder: --config.dataset.data_dir,"
+        f"{tmp_path / 'none'} is not a folder (the IDX files' folder: --config.dataset.data_dir or"
         in (result.stderr)
     )
 

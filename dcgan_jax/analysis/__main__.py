@@ -20,6 +20,11 @@ flags.DEFINE_string("experiment", None, "Check that the run belongs to this expe
 flags.DEFINE_list("compare", [], "Other run folders to plot the metrics of beside this one.")
 flags.DEFINE_list("metrics", ["g_loss", "d_loss", "eval/fid"], "Metrics to plot over steps.")
 flags.DEFINE_string("output_dir", None, "Where the pictures go (default: <workdir>/analysis).")
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "Where the run's real images are here, when not where it trained (its dataset.data_dir).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -56,7 +61,9 @@ def _memorisation(run, out):
 
 def main(argv: list[str]) -> None:
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
-    run = analysis.load(FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment)
+    run = analysis.load(
+        FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment, data_dir=FLAGS.data_dir
+    )
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
     if missing := [
         folder for folder in FLAGS.compare if not (Path(folder) / "metrics.jsonl").is_file()

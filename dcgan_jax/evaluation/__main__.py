@@ -56,6 +56,11 @@ flags.DEFINE_string(
     None,
     "Also write the samples' and the real reference's features to this .npz.",
 )
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "Where the run's real images are here, when not where it trained (its dataset.data_dir).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -96,6 +101,7 @@ def main(argv: list[str]) -> None:
         draws=FLAGS.draws,
         export_path=FLAGS.export_features,
         feature_network=FLAGS.feature_network,
+        data_dir=FLAGS.data_dir,
     )
     summary = out / "results.json"
     writers.write_atomically(summary, json.dumps(rows, indent=2) + "\n")

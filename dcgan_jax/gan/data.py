@@ -74,8 +74,8 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(
-            f"{data_dir} is not a folder (the IDX files' folder: --config.dataset.data_dir, else "
-            f"${DATA_DIR_ENV} joined with the dataset's name)"
+            f"{data_dir} is not a folder (the IDX files' folder: --config.dataset.data_dir or a "
+            f"command's --data_dir, else ${DATA_DIR_ENV} joined with the dataset's name)"
         )
     image_file, label_file = IDX_FILES[split]
     images = read_idx(data_dir / image_file, expected_ndim=3)

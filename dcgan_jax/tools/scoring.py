@@ -66,6 +66,7 @@ def evaluate_run(
     draws: int = 1,
     export_path: str | Path | None = None,
     feature_network: str = "classifier",
+    data_dir: str | Path | None = None,
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None), writing
     ``step_<N>[_seed<S>][_truncation<psi>][_inception].json`` into ``output_dir``
@@ -73,13 +74,13 @@ def evaluate_run(
     step's FID is its ``eval`` log line's); ``seed``: ``load(...).sample(num, seed)``; ``draws`` >
     1: that many draws from ``seed`` on, with mean and sd; ``truncation`` < 1 scales the latents;
     ``export_path``: the features as .npz (:func:`export_features`);
-    ``feature_network="inception"``: any dataset."""
+    ``feature_network="inception"``: any dataset; ``data_dir``: as :func:`~dcgan_jax.load`'s."""
     workdir = Path(workdir)
     output_dir = Path(output_dir or workdir / "eval")
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, evaluator = [], None
     for requested in [None] if steps is None else steps:  # None: the newest good checkpoint.
-        run = trained.load(workdir, requested)
+        run = trained.load(workdir, requested, data_dir=data_dir)
         if evaluator is None:
             evaluator = evaluator_for(run.config, feature_network)
         num = run.config.eval.num_samples if num_samples is None else num_samples

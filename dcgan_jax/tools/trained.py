@@ -181,13 +181,16 @@ def load(
     ema: bool = True,
     recompute_bn: bool | None = None,
     average: int = 1,
+    data_dir: str | Path | None = None,
 ) -> TrainedGenerator:
     """The generator of the run in ``workdir`` at ``step`` (newest good checkpoint when None), or
     with the lowest FID when ``best``. ``experiment``: refuse a run of another dataset or model.
     ``ema``: the EMA weights when kept. ``recompute_bn`` (None: as the run did) measures BatchNorm
     statistics. ``average``: G's weights the mean of the ``average`` newest checkpoints up to
     ``step``, a uniform average over the end of training (SWA, Izmailov et al. 2018; for GANs,
-    Yazici et al. 2019), BatchNorm statistics measured for it as ever."""
+    Yazici et al. 2019), BatchNorm statistics measured for it as ever. ``data_dir``: where the run's
+    real images are here, when not where it trained (a run trained on another machine), for its
+    evaluation and analysis."""
     workdir = Path(workdir).expanduser()
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
@@ -209,6 +212,7 @@ def load(
             ema=ema,
             recompute_bn=recompute_bn,
             average=average,
+            data_dir=data_dir,
         )
         return checkpointer.newest_good(restore) if step is None else restore(step)
     finally:
@@ -223,9 +227,12 @@ def _restore(
     ema: bool,
     recompute_bn: bool | None,
     average: int,
+    data_dir: str | Path | None,
 ) -> TrainedGenerator:
     step, stored, meta = checkpointer.restore_config(step)
     config = config_lib.with_defaults(stored)  # A run from before a field existed had its default.
+    if data_dir:
+        config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
     image_shape = tuple(meta["image_shape"])
     nets = models.build(config.model, image_shape, config.train.compute_dtype)
     generator = nets.generator
