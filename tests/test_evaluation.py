@@ -203,6 +203,9 @@ def test_shipped_classifier_is_small_and_accurate():
         ("seed", -1, "--config.seed=-1: must be in 0 .. 2147483647"),
         ("eval_split", "validation", "--config.eval_split='validation': one of train, test"),
         ("dataset.name", "cifar10", "--config.dataset.name='cifar10': one of fashion_mnist, mnist"),
+        # Read only sometimes: before, ignored silently.
+        ("dataset.image_size", 64, "image_size=64: fashion_mnist keeps its 28x28 images; set 0"),
+        ("holdout", 0, "--config.holdout=0 changes nothing: the images are held out of the"),
     ],
 )
 def test_the_classifiers_training_refuses_what_it_cannot_take_before_any_work(

@@ -61,6 +61,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"--config.{field}={flat[field]}: must be a finite number > 0")
     if not 0 <= config.seed <= sampling.MAX_SEED:
         raise ConfigError(f"--config.seed={config.seed}: must be in 0 .. {sampling.MAX_SEED}")
+    # Fields read only sometimes: set where they are not, they would change nothing.
+    if config.dataset.image_size:
+        raise ConfigError(
+            f"--config.dataset.image_size={config.dataset.image_size}: {config.dataset.name} "
+            "keeps its 28x28 images; set 0"
+        )
+    if config.holdout != default_config().holdout and config.dataset.split != config.eval_split:
+        raise ConfigError(
+            f"--config.holdout={config.holdout} changes nothing: the images are held out of the "
+            "training split only when it is also --config.eval_split"
+        )
 
 
 class ClassifierMissingError(RunError, FileNotFoundError):
