@@ -292,6 +292,20 @@ def test_training_logs_the_metrics_and_keeps_the_best_checkpoint(evaluated_run):
     assert "eval step 4: FID" in log and "classes covered" in log
 
 
+def test_a_resume_that_measures_the_fid_otherwise_starts_a_new_best(evaluated_run, tmp_path):
+    """FIDs of other sample counts or reference splits are not comparable (the FID's bias follows
+    N): before, the resumed run's FIDs were ranked against the stored best's, silently."""
+    shutil.copytree(evaluated_run, tmp_path / "run")
+    config = tiny_config(num_steps=6)
+    config.dataset.update(name="fashion_mnist", data_dir=str(shared_dataset_dir("fashion_mnist")))
+    config.eval.update(every=2, num_samples=2000)
+    dcgan_jax.train(config, tmp_path / "run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "The best checkpoint's FID was measured with {'eval.num_samples': 1000}" in log
+    best = checkpoints.Checkpointer(tmp_path / "run", create=False, subdir=checkpoints.BEST_SUBDIR)
+    assert best.all_steps() == [6]
+
+
 def test_evaluation_command_scores_every_checkpoint(evaluated_run):
     result = subprocess.run(
         [

@@ -199,7 +199,16 @@ class Harness(loop.Hooks):
         self.best = checkpoints.Checkpointer(self.workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
         self.best_fid = float("inf")
         if self.best.all_steps():
-            self.best_fid = self.best.restore_config()[2].get("fid", float("inf"))
+            _, stored, meta = self.best.restore_config()
+            protocol = {f"eval.{k}": stored.eval[k] for k in ("split", "num_samples")}
+            if changed := {k: v for k, v in protocol.items() if v != config_lib.flatten(config)[k]}:
+                logging.warning(
+                    "The best checkpoint's FID was measured with %s; this run measures otherwise: "
+                    "its next evaluation starts a new best.",
+                    changed,
+                )
+            else:
+                self.best_fid = meta.get("fid", float("inf"))
 
     def _start_interval(self, step):
         """A fresh metrics writer from ``step`` (rows after it, from abandoned steps, are
