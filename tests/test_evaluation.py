@@ -395,9 +395,10 @@ def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_outp
 def test_a_run_whose_images_moved_is_scored_and_analysed_with_data_dir(fashion, tmp_path):
     """A run trained with --config.dataset.data_dir on another machine: its commands read the
     real images from that path, and said to pass --config.dataset.data_dir, which they lack."""
+    here = fashion[2].resolve()  # $DCGAN_JAX_DATA_DIR may be relative (.ci/run's is).
     moved = tmp_path / "data_there"
     moved.mkdir()
-    for idx_file in fashion[2].iterdir():
+    for idx_file in here.iterdir():
         (moved / idx_file.name).symlink_to(idx_file)
     config = tiny_config(num_steps=2)
     config.dataset.update(name="fashion_mnist", data_dir=str(moved))
@@ -408,13 +409,12 @@ def test_a_run_whose_images_moved_is_scored_and_analysed_with_data_dir(fashion, 
     lost = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert lost.returncode == 2 and f"error: {moved} is not a folder" in lost.stderr
     assert "or a command's --data_dir" in lost.stderr
-    here = [*command, f"--data_dir={fashion[2]}"]
-    found = subprocess.run(here, capture_output=True, text=True, cwd=REPO, timeout=300)
+    found = subprocess.run(
+        [*command, f"--data_dir={here}"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert found.returncode == 0, found.stderr[-3000:]
     assert (tmp_path / "run" / "eval" / "step_0000002.json").exists()
-    assert dcgan_jax.load(tmp_path / "run", data_dir=fashion[2]).config.dataset.data_dir == str(
-        fashion[2]
-    )
+    assert dcgan_jax.load(tmp_path / "run", data_dir=here).config.dataset.data_dir == str(here)
 
 
 def test_truncated_evaluation_is_stored_beside_the_plain_one(evaluated_run):
