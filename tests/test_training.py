@@ -3,6 +3,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from conftest import (
     tiny_flags,
     trees_equal,
 )
+from tensorboardX.proto import event_pb2
 
 import dcgan_jax
 from dcgan_jax.gan import state as state_lib
@@ -168,6 +170,39 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
         "Nothing to do: the checkpoint is at step 6"
         in (tmp_path / "split" / "train.log").read_text()
     )
+
+
+def _tensorboard_scalars(folder, tag):
+    """[(step, value)] of ``tag`` as TensorBoard shows them: every event file's points in order, a
+    session's START hiding the earlier sessions' points from its step on (its purge of orphaned
+    data)."""
+    shown = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        raw = path.read_bytes()
+        while raw:  # TFRecords: length, its CRC, the event, its CRC.
+            (length,) = struct.unpack("<Q", raw[:8])
+            event = event_pb2.Event.FromString(raw[12 : 12 + length])
+            raw = raw[16 + length :]
+            if event.session_log.status == event.session_log.START:
+                shown = [(step, value) for step, value in shown if step < event.step]
+            shown += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+    return shown
+
+
+def test_a_resume_from_an_earlier_checkpoint_shows_tensorboard_one_curve(tmp_path):
+    """Steps 4 to 6 logged, then their checkpoint lost (a crash before it was written): the resume
+    from step 3 redoes them. TensorBoard showed the abandoned and the redone points, interleaved."""
+    dcgan_jax.train(tiny_config(num_steps=6, log_every=1), tmp_path)
+    shutil.rmtree(checkpoints.checkpoint_dir(tmp_path) / "6")
+    abandoned = [value for _, value in _tensorboard_scalars(tmp_path / "tensorboard", "d_loss")]
+    config = tiny_config(num_steps=6, log_every=1)
+    config.optimizer.learning_rate = 1e-3  # The redone steps differ from the abandoned ones.
+    dcgan_jax.train(config, tmp_path)
+    shown = _tensorboard_scalars(tmp_path / "tensorboard", "d_loss")
+    rows = writers.read_metrics(tmp_path / "metrics.jsonl")
+    assert [step for step, _ in shown] == [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert [value for _, value in shown] == pytest.approx([row["d_loss"] for row in rows])
+    assert [value for _, value in shown][4:] != pytest.approx(abandoned[4:])
 
 
 def test_several_steps_per_dispatch_train_like_one(trained_run, tmp_path):

@@ -98,7 +98,10 @@ class MetricsWriter:
             write_atomically(self.metrics_path, kept)
         from tensorboardX import SummaryWriter
 
-        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        # TensorBoard hides the earlier sessions' events from this step on, as metrics.jsonl drops
+        # them: a resumed run's curves, not the abandoned steps' and the redone ones' interleaved.
+        purge = resume_step + 1 if resume_step else None
+        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=purge)
 
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
