@@ -170,7 +170,7 @@ def test_inception_scores_fashion_end_to_end_with_a_stand_in(stand_in, tmp_path)
         len(
             list(
                 (tmp_path / "ref").glob(
-                    "reference_fashion_mnist_test_inception-0123456789abcdef.npz"
+                    "reference_fashion_mnist_test_inception-0123456789abcdef-*.npz"
                 )
             )
         )
@@ -196,9 +196,12 @@ def _write_colour_folder(folder, count, size=16):
         Image.fromarray(base).resize((size, size), Image.BILINEAR).save(folder / f"{i}.png")
 
 
-def test_a_dataset_without_a_classifier_is_scored_by_inception_at_its_own_shape(stand_in, tmp_path):
+def test_a_dataset_without_a_classifier_is_scored_by_inception_at_its_own_shape(
+    stand_in, tmp_path, monkeypatch
+):
     """16x16 colour images from a folder: no classifier for them, so the classifier path says to
     use Inception, which scores them end to end (reference, draws, JSON with provenance)."""
+    monkeypatch.setattr(inception, "FEATURE_DIM", 32)  # The stand-in's: its reference is cached.
     _write_colour_folder(tmp_path / "pictures", 1100)
     config = tiny_config(num_steps=4)
     config.dataset.update(name="image_folder", data_dir=str(tmp_path / "pictures"), image_size=16)
@@ -220,6 +223,11 @@ def test_a_dataset_without_a_classifier_is_scored_by_inception_at_its_own_shape(
     reference = stored["runs"][0]["provenance"]["reference"]
     assert reference["num_images"] == 1100 and reference["split"].startswith("all images of")
     assert "memorisation_ratio" not in stored["runs"][0]
+    # Pictures added to the folder: its reference anew, not the cache of the 1,100 (before: FIDs
+    # against the old set, whose SHA-256 the provenance went on naming).
+    _write_colour_folder(tmp_path / "pictures" / "more", 100)
+    again = scoring.evaluate_run(workdir, feature_network="inception")[0]
+    assert again["provenance"]["reference"]["num_images"] == 1200
 
 
 @pytest.fixture(scope="module")

@@ -86,20 +86,29 @@ def with_split(
     return ml_collections.ConfigDict({**dataset_config.to_dict(), "split": split, **fields})
 
 
+def _files_digest(folder: Path) -> str:
+    """A digest of the data files under ``folder`` (its path, their names, sizes and modification
+    times; caches left out): a reference cached for other files (images added, removed or replaced,
+    another copy of a dataset) is not found, and is computed anew."""
+    files = [p for p in sorted(folder.rglob("*")) if not p.name.startswith("reference_")]
+    stats = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(repr([str(folder.resolve()), stats]).encode()).hexdigest()[:12]
+
+
 def _cache_file(dataset_config, network, cache_dir):
     """A split's reference cache: in ``cache_dir``, else beside the IDX data when writable, else in
-    ``~/.cache/dcgan_jax/<dataset>``."""
+    ``~/.cache/dcgan_jax/<dataset>``; named for the feature network and the data files."""
     name, split = dataset_config.name, dataset_config.split
     digest = network.weights_hash.removeprefix("sha256:")[:16]
     tag = digest if network.name == "classifier" else f"{network.name}-{digest}"
     folder = Path(cache_dir) if cache_dir else default_cache_dir() / name
+    data_dir = data.resolve_data_dir(dataset_config)
+    if data_dir and data_dir.is_dir():  # Else TFDS's own store.
+        tag += f"-{_files_digest(data_dir)}"
     if name == "image_folder":
-        where = hashlib.sha256(str(Path(dataset_config.data_dir).resolve()).encode()).hexdigest()
-        name, split = f"image_folder_{where[:12]}_{dataset_config.image_size}", "all"
-    elif not cache_dir:
-        data_dir = data.resolve_data_dir(dataset_config)
-        if data_dir and os.access(data_dir, os.W_OK):
-            folder = data_dir
+        name, split = f"image_folder_{dataset_config.image_size}", "all"
+    elif not cache_dir and data_dir and os.access(data_dir, os.W_OK):
+        folder = data_dir
     return folder / f"reference_{name}_{split}_{tag}.npz"
 
 
