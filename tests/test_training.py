@@ -110,6 +110,9 @@ def test_load_an_earlier_step_and_clear_errors(trained_run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(checkpoints.CheckpointError, match="no checkpoints folder"):
         dcgan_jax.load(tmp_path / "empty")
+    # A run that never evaluated keeps no best checkpoint: said so, not only that a folder lacks.
+    with pytest.raises(checkpoints.CheckpointError, match=r"keeps one only when it evaluates"):
+        dcgan_jax.load(workdir, best=True)
 
 
 def test_a_path_inside_a_run_or_a_folder_of_runs_is_answered_with_the_run(trained_run, tmp_path):
