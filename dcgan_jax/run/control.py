@@ -114,11 +114,11 @@ def hold(workdir: str | Path, stops: StopRequests) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _one_at_a_time(path):
-    """Only one process at a time reads, clears or makes the lock at ``path``: of two runs started
-    together, one took the other's lock, still empty, for a dead run's, and both ran."""
+    """Only one process at a time reads, clears or makes the lock at ``path``: else, of two runs
+    started together, one can take the other's lock, still empty, for a dead run's, and both run."""
     with open(path.with_name(f"{path.name}.guard"), "a") as guard:
         # Released when the file closes, or its process dies. A file system without locks (Lustre's
-        # default, NFS without its lock service): unguarded, as before.
+        # default, NFS without its lock service): the lock file alone.
         with contextlib.suppress(OSError):
             fcntl.flock(guard, fcntl.LOCK_EX)
         yield

@@ -159,7 +159,7 @@ def slerp(z_start: np.ndarray, z_end: np.ndarray, t: np.ndarray) -> np.ndarray:
     a, b = np.asarray(z_start, np.float64), np.asarray(z_end, np.float64)
     norms = np.linalg.norm(a) * np.linalg.norm(b)
     omega = np.arccos(np.clip(np.dot(a, b) / norms, -1.0, 1.0)) if norms else 0.0
-    if omega > np.pi - 1e-6:  # sin(omega) ~ 0: the formula's points run to 1e8 and beyond.
+    if omega > np.pi - 1e-6:  # sin(omega) ~ 0, which the formula divides by: no one arc.
         raise ValueError(
             "z_start and z_end point in opposite directions: no one great circle joins them; "
             "interpolate to a third latent vector and on from there"
