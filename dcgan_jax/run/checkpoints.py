@@ -134,7 +134,13 @@ class Checkpointer:
                 "folder: a run reads and writes checkpoints only in its own; remove the link"
             )
         if not create and not self.directory.is_dir():
-            raise CheckpointError(f"no checkpoints folder at {self.directory}{_run_hint(workdir)}")
+            hint = _run_hint(workdir)
+            if subdir == BEST_SUBDIR and not hint:
+                hint = (
+                    ": a run keeps one only when it evaluates (eval.every > 0); load a step, or "
+                    "score the steps it kept with python -m dcgan_jax.evaluation"
+                )
+            raise CheckpointError(f"no {subdir} folder at {self.directory}{hint}")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
         handlers = {
             "state": ocp.PyTreeCheckpointHandler(),  # Also restores a subtree (the generator).

@@ -237,8 +237,9 @@ def unread(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 def check_read(config: ml_collections.ConfigDict, fields, where: str = "--config.") -> None:
     """ConfigError when one of ``fields`` (the user's) is a field ``config`` never reads."""
+    problems = unread(config)
     for field in fields:
-        if why := unread(config).get(field):
+        if why := problems.get(field):
             raise ConfigError(f"{where}{why}; leave it out, or set what it needs")
 
 

@@ -200,8 +200,10 @@ class Harness(loop.Hooks):
         self.best_fid = float("inf")
         if self.best.all_steps():
             _, stored, meta = self.best.restore_config()
-            protocol = {f"eval.{k}": stored.eval[k] for k in ("split", "num_samples")}
-            if changed := {k: v for k, v in protocol.items() if v != config_lib.flatten(config)[k]}:
+            fields = ("split", "num_samples")
+            if changed := {
+                f"eval.{k}": stored.eval[k] for k in fields if stored.eval[k] != config.eval[k]
+            }:
                 logging.warning(
                     "The best checkpoint's FID was measured with %s; this run measures otherwise: "
                     "its next evaluation starts a new best.",

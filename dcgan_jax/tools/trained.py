@@ -203,16 +203,6 @@ def load(
     if experiment is not None:
         _check_experiment(workdir, experiment)
     subdir = checkpoints.BEST_SUBDIR if best else checkpoints.CHECKPOINT_SUBDIR
-    if (
-        best
-        and (workdir / checkpoints.CHECKPOINT_SUBDIR).is_dir()
-        and not (workdir / subdir).is_dir()
-    ):
-        raise checkpoints.CheckpointError(
-            f"{workdir.absolute()} has no {subdir}/: a run keeps one only when it evaluates "
-            "(eval.every > 0); load a step, or score the steps it kept with python -m "
-            "dcgan_jax.evaluation"
-        )
     checkpointer = checkpoints.Checkpointer(workdir, create=False, subdir=subdir)
     try:
         restore = functools.partial(
