@@ -45,7 +45,7 @@ from dcgan_jax import evaluation
 from dcgan_jax.evaluation import inception
 from dcgan_jax.gan import ConfigError, data, loop, models
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.run import checkpoints, control, preflight, writers
+from dcgan_jax.run import checkpoints, control, preflight, resume, writers
 from dcgan_jax.tools import slurm, sweep
 
 LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
@@ -635,6 +635,25 @@ def test_a_resume_with_a_new_learning_rate_applies_it_and_records_from_which_ste
     ]
     assert "user" in rows[1]["why"]
     assert dcgan_jax.load(workdir).config.optimizer.d_learning_rate == pytest.approx(1e-4)
+
+
+def test_a_resume_drops_the_rate_records_of_the_steps_it_redoes(tmp_path):
+    # A divergence lowered the rates from step 3, and from 5, and the process died before a
+    # checkpoint held them: the resumed run goes on at the checkpoint's rates, and says so.
+    workdir = tmp_path / "run"
+    dcgan_jax.train(tiny_config(num_steps=3), workdir)
+    records = workdir / "learning_rates.jsonl"
+    for step in (3, 5):
+        resume.record_rates(workdir, step, (1e-5, 1e-5), "lowered after divergence")
+    dcgan_jax.train(tiny_config(num_steps=6), workdir)
+
+    def rows():
+        return [(r["step"], r["g"], r["d"], r["why"]) for r in map(json.loads, records.open())]
+
+    assert rows() == [(0, 2e-4, 2e-4, "the config's")]
+    records.unlink()  # A run from before the records: the rates it goes on with are recorded.
+    dcgan_jax.train(tiny_config(num_steps=9), workdir)
+    assert rows() == [(6, pytest.approx(2e-4), pytest.approx(2e-4), "the checkpoint's")]
 
 
 def test_a_resume_that_changes_nothing_keeps_a_rate_the_divergence_policy_lowered(tmp_path):

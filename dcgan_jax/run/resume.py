@@ -85,6 +85,21 @@ def record_rates(workdir: Path, step: int, rates: tuple[float, float], why: str)
         writers.append_line(workdir / "learning_rates.jsonl", json.dumps(record))
 
 
+def _keep_rates_before(workdir: Path, step: int, held: tuple[float, float], why: str) -> None:
+    """Drops the records of ``learning_rates.jsonl`` from ``step`` on (of steps a resume redoes, or
+    rates a crash or a divergence kept from reaching a checkpoint); then records ``held``, the rates
+    going on, from ``step`` unless the records left end in them."""
+    path = workdir / "learning_rates.jsonl"
+    rows = writers.read_metrics(path, (int, float, str))
+    kept = [row for row in rows if row["step"] < step]
+    if len(kept) < len(rows) and jax.process_index() == 0:
+        writers.write_atomically(path, "".join(json.dumps(row) + "\n" for row in kept))
+    last = kept[-1] if kept else {}
+    # The state holds float32 rates; a record, the float the user gave.
+    if not np.allclose([last.get("g", np.nan), last.get("d", np.nan)], held, rtol=1e-6, atol=0):
+        record_rates(workdir, step, held, why)
+
+
 def restore_or_init(run: loop.Run, ckpt: checkpoints.Checkpointer) -> GanState:
     """The newest good checkpoint, or the initial state; a model-shape mismatch also names the
     config fields that changed, a change a resume cannot make is refused, a new learning rate
@@ -92,8 +107,9 @@ def restore_or_init(run: loop.Run, ckpt: checkpoints.Checkpointer) -> GanState:
     state = run.init()
     workdir = ckpt.directory.parent
     if not ckpt.all_steps():
-        if not (workdir / "learning_rates.jsonl").exists():
-            record_rates(workdir, 0, state_lib.learning_rates(run.config.optimizer), "the config's")
+        _keep_rates_before(
+            workdir, 0, state_lib.learning_rates(run.config.optimizer), "the config's"
+        )
         return state
     try:
         state = ckpt.restore(state, set_aside_damaged=True)
@@ -105,6 +121,7 @@ def restore_or_init(run: loop.Run, ckpt: checkpoints.Checkpointer) -> GanState:
             f"{e} Changed fields: {config_changes(stored, run.config)}"
         ) from e
     step = state.host_step
+    _keep_rates_before(workdir, step, learning_rates(state), "the checkpoint's")
     stored = ckpt.restore_config(step)[1]
     _check_resumable(stored, run.config, workdir)
     if changes := config_changes(stored, run.config):

@@ -46,10 +46,10 @@ def append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a run's ``metrics.jsonl`` (none when absent); a line that is not a row of numbers
-    with an integer step, as a crash or a full disk can leave one cut short, is skipped with a
-    warning."""
+def read_metrics(path: str | Path, values: tuple[type, ...] = (int, float)) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (none when absent), or of another of its JSON-lines
+    records whose ``values`` are of other types; a line that is not such a row with an integer step,
+    as a crash or a full disk can leave one cut short, is skipped with a warning."""
     path = Path(path)
     text = path.read_text(errors="replace") if path.exists() else ""
     lines = [line for line in text.splitlines() if line.strip()]
@@ -60,7 +60,7 @@ def read_metrics(path: str | Path) -> list[dict]:
             if (
                 isinstance(row, dict)
                 and isinstance(row.get("step"), int)
-                and all(isinstance(value, (int, float)) for value in row.values())
+                and all(isinstance(value, values) for value in row.values())
             ):
                 rows.append(row)
     if skipped := len(lines) - len(rows):
