@@ -179,12 +179,6 @@ def upsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") -> j
     return y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, channels // 4)
 
 
-def _same_padding(size: int, kernel_size: int, stride: int):
-    """XLA's 'SAME' padding (low, high) along one axis."""
-    total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
-    return total // 2, total - total // 2
-
-
 def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") -> jax.Array:
     """Exactly ``lax.conv_general_dilated(x, kernel, (2, 2), 'SAME')`` (NHWC, HWIO). In the Fourier
     form, a stride-1 convolution of the space-to-depth map (4x the channels, even-sized maps only):
@@ -192,7 +186,7 @@ def downsample_conv(x: jax.Array, kernel: jax.Array, algorithm: str = "auto") ->
     strided convolution, faster than a direct space-to-depth one."""
     batch, height, width, channels = x.shape
     k, _, _, features = kernel.shape
-    pad = _same_padding(height, k, 2)[0]
+    pad = max(k - 2, 0) // 2  # XLA's 'SAME' padding before the first row, stride 2, even size.
     lo, hi, select = _selection([((t - pad) % 2, (t - pad) // 2, t) for t in range(k)], k)
     n = hi - lo + 1
     s2d_shape = (batch, height // 2, width // 2, 4 * channels)

@@ -67,11 +67,11 @@ class GanState:
         """``step`` as a Python int, read on any process (the state is replicated)."""
         return int(parallel.to_host(self.step))
 
-    def generator_variables(self, ema: bool = True) -> dict[str, Any]:
-        """G's variables; with ``ema`` (and an EMA kept) its averaged parameters, G's own
+    def generator_variables(self) -> dict[str, Any]:
+        """G's variables as it samples: the EMA's parameters when one is kept, G's own
         statistics."""
         return {
-            "params": self.g_ema if ema and self.g_ema else self.g.params,
+            "params": self.g_ema if self.g_ema else self.g.params,
             "batch_stats": self.g.batch_stats,
         }
 
