@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
         Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else ""))
     )
     cli.check_flags_need(FLAGS, [n for n in FLAGS if n.startswith("sweep_")], "sweep")
+    cli.check_flags_need(FLAGS, ["sweep_max_parallel", "sweep_submit"], "sweep_slurm")
     overrides = cli.config_overrides(config, FLAGS.experiment, EXPERIMENTS_DIR)
     distributed.initialize_distributed(
         FLAGS.coordinator_address,

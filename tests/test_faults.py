@@ -1044,6 +1044,15 @@ def test_a_failed_save_made_again_by_a_write_still_running_is_removed(tmp_path):
         ["-m", "dcgan_jax.sweep", "--manifest=RUNS/manifest.json", "--task=0", "--metric=g_loss"],
         ["launch.py", "--experiment=fashion_dcgan", "--config.loss.gp_weight=5"],
         ["launch.py", "--experiment=fashion_dcgan", "--config.loss.r1_every=2", "--sweep=seed=0"],
+        ["launch.py", "--experiment=fashion_dcgan", "--sweep=seed=0", "--sweep_submit"],
+        ["launch.py", "--experiment=fashion_dcgan", "--sweep=seed=0", "--sweep_max_parallel=2"],
+        [
+            "launch.py",
+            "--experiment=fashion_dcgan",
+            "--sweep=seed=0",
+            "--sweep_slurm=RUNS/sweep.sh",
+            "--sweep_metric=g_loss",
+        ],
     ],
     ids=[
         "dry_run_alone",
@@ -1055,6 +1064,9 @@ def test_a_failed_save_made_again_by_a_write_still_running_is_removed(tmp_path):
         "metric_without_runs",
         "setting_read_only_with_another",
         "sweep_setting_no_run_reads",
+        "submit_without_slurm",
+        "max_parallel_without_slurm",
+        "metric_of_a_slurm_sweep",
     ],
 )
 def test_contradictory_or_dangling_command_flags_are_one_error_line(command, tmp_path):

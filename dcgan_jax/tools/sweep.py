@@ -162,6 +162,11 @@ def launch(
 ) -> None:
     """``launch.py --sweep=SPEC``: the grid's commands, a SLURM array of them, or its runs one after
     another."""
+    if plan.slurm and plan.metric:
+        raise config_lib.ConfigError(
+            f"--sweep_metric={plan.metric}: a SLURM array's runs end on the cluster; plot the "
+            "metric then with python -m dcgan_jax.sweep --runs=DIR --metric=NAME"
+        )
     script = Path(plan.slurm or "")
     if plan.slurm and not plan.dry_run:  # Both folders checked before any work, as --workdir is.
         if script.is_dir():
