@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, python, tiny_config, trees_equal
+from conftest import REPO, python, shared_dataset_dir, tiny_config, trees_equal
 
 import dcgan_jax
 from dcgan_jax.gan import ConfigError, data, loop, losses, parallel
@@ -114,6 +114,29 @@ def test_the_gan_loop_runs_with_its_do_nothing_hooks():
     counted = loop.train(config, counting)
     assert counting.calls == [("log", 2), ("checkpoint", 3), ("log", 4), ("checkpoint", 4)]
     assert trees_equal(parallel.to_host(state), parallel.to_host(counted))  # Hooks only watch.
+
+
+def test_a_step_that_is_checkpointed_and_evaluated_is_checkpointed_first():
+    """An evaluation takes minutes with Inception on a CPU; a kill during it (a scheduler's, after
+    its grace period) must not take the step's checkpoint with it."""
+    config = tiny_config(num_steps=6)
+    config.eval.every = 3
+    config.dataset.name = "fashion_mnist"  # Scored by its classifier (the hooks score nothing).
+    config.dataset.data_dir = str(shared_dataset_dir("fashion_mnist"))
+
+    class Order(loop.Hooks):
+        def __init__(self):
+            self.calls = []
+
+        def checkpoint(self, gan_state, step):
+            self.calls.append(("checkpoint", step))
+
+        def evaluate(self, gan_state, step):
+            self.calls.append(("evaluate", step))
+
+    order = Order()
+    loop.train(config, order)
+    assert order.calls == [("checkpoint", 3), ("evaluate", 3), ("checkpoint", 6), ("evaluate", 6)]
 
 
 def test_a_registered_loader_returning_other_arrays_is_refused_naming_what_they_are(

@@ -281,11 +281,11 @@ def train(config: ml_collections.ConfigDict, hooks: Hooks | None = None) -> GanS
             continue
         if at_log:
             hooks.log(gan_state, at, at_sample=at_sample)
-        if at_eval:
-            hooks.evaluate(gan_state, at)
         if at_sample:
             hooks.sample(gan_state, at)
-        if at_checkpoint:
+        if at_checkpoint:  # Before the evaluation (minutes with Inception), which a kill may cut.
             hooks.checkpoint(gan_state, at)
+        if at_eval:
+            hooks.evaluate(gan_state, at)
     hooks.end(gan_state, at)
     return gan_state
