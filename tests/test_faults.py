@@ -911,6 +911,36 @@ def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp
     assert "Damaged" not in caplog.text and "removed while it was read" in caplog.text
 
 
+def test_a_reader_racing_a_run_that_saves_then_prunes_goes_on_to_the_newer_checkpoint(
+    trained, tmp_path, caplog, monkeypatch
+):
+    """As a live run does it (``load`` in a notebook, a run checkpointing): while step 6 is read,
+    the run saves 9 and starts removing 6, still listed half removed; the listing meets a folder
+    that vanishes under it. Before: 'steps [6] are all damaged' (or 3 taken, 6 called damaged), or
+    a NotADirectoryError from the listing."""
+    shutil.copytree(trained, tmp_path / "run")
+    ckpt = checkpoints.Checkpointer(tmp_path / "run", create=False)
+    reload = ocp.CheckpointManager.reload
+    vanishing = ["once"]
+
+    def listing_meets_a_vanished_folder(manager):
+        if vanishing and vanishing.pop():
+            raise NotADirectoryError(f"Path is not a directory: {ckpt.directory / '6'}")
+        return reload(manager)
+
+    def restore(step):
+        if step == 6 and not (ckpt.directory / "9").exists():
+            shutil.copytree(ckpt.directory / "6", ckpt.directory / "9")  # Saved by the run.
+            shutil.rmtree(ckpt.directory / "6" / "state")  # Being pruned: still listed.
+            raise checkpoints.CheckpointError("cannot restore: a file vanished")
+        return step
+
+    monkeypatch.setattr(ocp.CheckpointManager, "reload", listing_meets_a_vanished_folder)
+    with caplog.at_level("INFO"):
+        assert ckpt.newest_good(restore) == 9
+    assert "Damaged" not in caplog.text and "removed while it was read" in caplog.text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(
     tmp_path, sig

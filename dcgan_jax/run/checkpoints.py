@@ -241,6 +241,7 @@ class Checkpointer:
         steps, damaged = self.all_steps(), []
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
+        newest = steps[-1]
         while steps:
             step = steps.pop()
             try:
@@ -248,13 +249,15 @@ class Checkpointer:
             except CheckpointMismatchError:
                 raise
             except CheckpointError as e:
-                # A running run may have pruned it while it was read: not damage.
-                self.manager.reload()
-                if step not in (listed := self.all_steps()):
+                # A running run may have pruned it while it was read (listed still, half removed,
+                # once a newer one is saved): not damage.
+                listed = self._listed_anew()
+                if step not in listed or max(listed) > newest:
                     logging.info(
                         "Checkpoint %s was removed while it was read; re-listing.",
                         self.directory / str(step),
                     )
+                    newest = max(listed, default=newest)
                     steps = [s for s in listed if s not in damaged]
                     continue
                 self._log_damage(step, e)
@@ -275,6 +278,16 @@ class Checkpointer:
             f"no restorable checkpoint in {self.directory}: steps {sorted(damaged)} are all "
             "damaged (see the warnings)"
         )
+
+    def _listed_anew(self) -> list[int]:
+        """The steps the folder holds now; a running run's pruning may remove one while it is
+        listed, which the listing reports as a missing file or folder."""
+        for _ in range(10):
+            with contextlib.suppress(OSError):
+                self.manager.reload()
+                return self.all_steps()
+            time.sleep(0.1)
+        raise CheckpointError(f"cannot list {self.directory}: its folders keep vanishing")
 
     def _log_damage(self, step, error):
         reason, where = str(error).splitlines()[0], self.directory / str(step)
