@@ -46,7 +46,7 @@ from dcgan_jax.evaluation import inception
 from dcgan_jax.gan import ConfigError, data, loop, models
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import checkpoints, control, preflight, resume, writers
-from dcgan_jax.tools import slurm, sweep
+from dcgan_jax.tools import analysis, slurm, sweep
 
 LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
 
@@ -939,6 +939,49 @@ def test_a_reader_racing_a_run_that_saves_then_prunes_goes_on_to_the_newer_check
     with caplog.at_level("INFO"):
         assert ckpt.newest_good(restore) == 9
     assert "Damaged" not in caplog.text and "removed while it was read" in caplog.text
+
+
+def test_the_progress_grid_and_an_average_of_a_running_run_leave_out_what_it_prunes(
+    trained, tmp_path, monkeypatch, caplog
+):
+    """While they read step 3, the run saves 9 and prunes 3 (half removed, then gone). Before: the
+    progress grid failed (`no checkpoint for step 3`), load(average=2) was a ValueError."""
+    shutil.copytree(trained, tmp_path / "run")
+    folder = tmp_path / "run" / "checkpoints"
+
+    def run_saves_and_prunes():
+        if not (folder / "9").exists():
+            shutil.copytree(folder / "6", folder / "9")
+            shutil.rmtree(folder / "3" / "state")
+
+    load = analysis.load
+
+    def load_racing(workdir, step, **kwargs):
+        if step == 3:
+            run_saves_and_prunes()
+            shutil.rmtree(folder / "3")
+        return load(workdir, step, **kwargs)
+
+    monkeypatch.setattr(analysis, "load", load_racing)
+    with caplog.at_level("INFO"):
+        grid = analysis.progress_grid(tmp_path / "run", tmp_path / "grid.png", num=4)
+    from PIL import Image
+
+    one_row = analysis.progress_grid(tmp_path / "run", tmp_path / "six.png", num=4, steps=[6])
+    assert np.array_equal(np.asarray(Image.open(grid)), np.asarray(Image.open(one_row)))
+    assert "Checkpoint 3 was removed by the running run" in caplog.text
+
+    shutil.rmtree(tmp_path / "run")
+    shutil.copytree(trained, tmp_path / "run")
+    restore = checkpoints.Checkpointer.restore_generator
+
+    def restore_racing(checkpointer, target, ema, step):
+        if step == 3:
+            run_saves_and_prunes()
+        return restore(checkpointer, target, ema, step)
+
+    monkeypatch.setattr(checkpoints.Checkpointer, "restore_generator", restore_racing)
+    assert dcgan_jax.load(tmp_path / "run", average=2).step == 9
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])

@@ -251,7 +251,7 @@ class Checkpointer:
             except CheckpointError as e:
                 # A running run may have pruned it while it was read (listed still, half removed,
                 # once a newer one is saved): not damage.
-                listed = self._listed_anew()
+                listed = self.listed_anew()
                 if step not in listed or max(listed) > newest:
                     logging.info(
                         "Checkpoint %s was removed while it was read; re-listing.",
@@ -279,7 +279,7 @@ class Checkpointer:
             "damaged (see the warnings)"
         )
 
-    def _listed_anew(self) -> list[int]:
+    def listed_anew(self) -> list[int]:
         """The steps the folder holds now; a running run's pruning may remove one while it is
         listed, which the listing reports as a missing file or folder."""
         for _ in range(10):

@@ -14,6 +14,7 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from dcgan_jax.evaluation import classifier, metrics
 from dcgan_jax.gan import data
@@ -166,9 +167,22 @@ def progress_grid(
     """One row per checkpoint (all kept ones by default), the same ``num`` latent vectors in every
     row: how the generator's answer to one z changes as training goes on."""
     workdir = Path(workdir)
+    runs = []
     with contextlib.closing(checkpoints.Checkpointer(workdir, create=False)) as checkpointer:
-        steps = steps or checkpointer.all_steps()
-    runs = [load(workdir, step) for step in steps]
+        kept = steps or checkpointer.all_steps()
+        for step in kept:
+            try:
+                runs.append(load(workdir, step))
+            except checkpoints.CheckpointError:
+                if (
+                    steps or max(checkpointer.listed_anew(), default=0) <= kept[-1]
+                ):  # Asked for, or damaged.
+                    raise
+                logging.info("Checkpoint %d was removed by the running run; left out", step)
+    if not runs:
+        raise checkpoints.CheckpointError(
+            f"no checkpoint in {checkpointer.directory} (a running run removes old ones)"
+        )
     z = runs[0].latents(num, seed)
     rows = np.concatenate([run.generate(z) for run in runs])
     return images.save_grid(rows, _output(workdir, path, f"progress_seed{seed}.png"), columns=num)

@@ -254,6 +254,8 @@ def _restore(
     try:
         restored += map(restore, steps[:-1])
     except checkpoints.CheckpointError as e:  # Not ``step``'s damage: an error of the average.
+        if max(checkpointer.listed_anew(), default=step) > step:
+            raise  # A running run saved a newer one and pruned this: load lists the steps anew.
         raise ValueError(f"average={average}: {e}") from e
     variables = jax.tree.map(lambda *v: sum(v) / average, *restored)
     if config.train.recompute_bn if recompute_bn is None else recompute_bn:
