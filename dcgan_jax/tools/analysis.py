@@ -174,9 +174,8 @@ def progress_grid(
             try:
                 runs.append(load(workdir, step))
             except checkpoints.CheckpointError:
-                if (
-                    steps or max(checkpointer.listed_anew(), default=0) <= kept[-1]
-                ):  # Asked for, or damaged.
+                pruned = max(checkpointer.listed_anew(), default=0) > kept[-1]  # A newer one saved.
+                if steps or not pruned:  # Asked for, or damaged.
                     raise
                 logging.info("Checkpoint %d was removed by the running run; left out", step)
     if not runs:
