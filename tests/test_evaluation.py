@@ -16,7 +16,7 @@ from dcgan_jax import evaluation
 from dcgan_jax.evaluation import classifier, reports
 from dcgan_jax.gan import ConfigError, data
 from dcgan_jax.run import checkpoints, writers
-from dcgan_jax.tools import scoring
+from dcgan_jax.tools import scoring, trained
 
 N = 2000  # Per scored set: enough to rank, quick on a CPU.
 
@@ -327,6 +327,26 @@ def test_evaluation_command_scores_every_checkpoint(evaluated_run):
     rows = json.loads((evaluated_run / "eval" / "results.json").read_text())
     assert [r["step"] for r in rows] == [3, 4] and all(np.isfinite(r["fid"]) for r in rows)
     assert (evaluated_run / "eval" / "step_0000004.json").exists()
+
+
+def test_scoring_every_step_of_a_running_run_leaves_out_a_checkpoint_it_prunes(
+    evaluated_run, tmp_path, monkeypatch
+):
+    """``--all_steps`` on a run that is training: while step 3 is loaded the run saves 9 and removes
+    3. Before, the command stopped there (`no checkpoint for step 3`); now it scores the others."""
+    shutil.copytree(evaluated_run, tmp_path / "run")
+    folder = tmp_path / "run" / "checkpoints"
+    load = trained.load
+
+    def load_racing(workdir, step=None, **kwargs):
+        if step == 3 and (folder / "3").exists():
+            shutil.copytree(folder / "4", folder / "9")
+            shutil.rmtree(folder / "3")
+        return load(workdir, step, **kwargs)
+
+    monkeypatch.setattr(trained, "load", load_racing)
+    rows = scoring.evaluate_run(tmp_path / "run", num_samples=1000, all_steps=True)
+    assert [row["step"] for row in rows] == [4]
 
 
 def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_run):

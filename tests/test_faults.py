@@ -47,6 +47,7 @@ from dcgan_jax.gan import ConfigError, data, loop, models
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import checkpoints, control, preflight, resume, writers
 from dcgan_jax.tools import analysis, slurm, sweep
+from dcgan_jax.tools import trained as trained_lib
 
 LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
 
@@ -954,7 +955,7 @@ def test_the_progress_grid_and_an_average_of_a_running_run_leave_out_what_it_pru
             shutil.copytree(folder / "6", folder / "9")
             shutil.rmtree(folder / "3" / "state")
 
-    load = analysis.load
+    load = trained_lib.load
 
     def load_racing(workdir, step, **kwargs):
         if step == 3:
@@ -962,7 +963,7 @@ def test_the_progress_grid_and_an_average_of_a_running_run_leave_out_what_it_pru
             shutil.rmtree(folder / "3")
         return load(workdir, step, **kwargs)
 
-    monkeypatch.setattr(analysis, "load", load_racing)
+    monkeypatch.setattr(trained_lib, "load", load_racing)
     with caplog.at_level("INFO"):
         grid = analysis.progress_grid(tmp_path / "run", tmp_path / "grid.png", num=4)
     from PIL import Image

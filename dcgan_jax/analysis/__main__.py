@@ -9,7 +9,7 @@ from dcgan_jax import evaluation
 from dcgan_jax.evaluation import classifier
 from dcgan_jax.gan import sampling
 from dcgan_jax.run import cli, control, images, writers
-from dcgan_jax.tools import analysis
+from dcgan_jax.tools import analysis, trained
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
@@ -61,7 +61,7 @@ def _memorisation(run, out):
 
 def main(argv: list[str]) -> None:
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
-    run = analysis.load(
+    run = trained.load(
         FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment, data_dir=FLAGS.data_dir
     )
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.

@@ -4,7 +4,6 @@
 score's mean +- sd over the draws). Without ``--seed`` it scores the latents of the in-training
 evaluation, so a step's FID is its log line's."""
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -86,11 +85,6 @@ def main(argv: list[str]) -> None:
             cli.fail(f"--export_features={export}: a folder; name the .npz file to write")
         control.check_writable_folder(export.absolute().parent, "--export_features")
     steps = [FLAGS.step] if FLAGS.step is not None else None
-    if FLAGS.all_steps:
-        with contextlib.closing(
-            checkpoints.Checkpointer(FLAGS.workdir, create=False)
-        ) as checkpointer:
-            steps = checkpointer.all_steps()
     rows = scoring.evaluate_run(
         FLAGS.workdir,
         steps,
@@ -102,6 +96,7 @@ def main(argv: list[str]) -> None:
         export_path=FLAGS.export_features,
         feature_network=FLAGS.feature_network,
         data_dir=FLAGS.data_dir,
+        all_steps=FLAGS.all_steps,
     )
     summary = out / "results.json"
     writers.write_atomically(summary, json.dumps(rows, indent=2) + "\n")

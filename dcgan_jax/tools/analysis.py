@@ -10,16 +10,14 @@
 From the shell, into ``<workdir>/analysis/``: ``python -m dcgan_jax.analysis --workdir=RUN
 [--step=N]``."""
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
-from absl import logging
 
 from dcgan_jax.evaluation import classifier, metrics
 from dcgan_jax.gan import data
-from dcgan_jax.run import checkpoints, images
-from dcgan_jax.tools.trained import TrainedGenerator, load
+from dcgan_jax.run import images
+from dcgan_jax.tools.trained import TrainedGenerator, load_kept
 
 
 def _output(workdir, path, name):
@@ -166,25 +164,12 @@ def progress_grid(
 ) -> Path:
     """One row per checkpoint (all kept ones by default), the same ``num`` latent vectors in every
     row: how the generator's answer to one z changes as training goes on."""
-    workdir = Path(workdir)
-    runs = []
-    with contextlib.closing(checkpoints.Checkpointer(workdir, create=False)) as checkpointer:
-        kept = steps or checkpointer.all_steps()
-        for step in kept:
-            try:
-                runs.append(load(workdir, step))
-            except checkpoints.CheckpointError:
-                pruned = max(checkpointer.listed_anew(), default=0) > kept[-1]  # A newer one saved.
-                if steps or not pruned:  # Asked for, or damaged.
-                    raise
-                logging.info("Checkpoint %d was removed by the running run; left out", step)
-    if not runs:
-        raise checkpoints.CheckpointError(
-            f"no checkpoint in {checkpointer.directory} (a running run removes old ones)"
-        )
+    runs = load_kept(workdir, steps)
     z = runs[0].latents(num, seed)
     rows = np.concatenate([run.generate(z) for run in runs])
-    return images.save_grid(rows, _output(workdir, path, f"progress_seed{seed}.png"), columns=num)
+    return images.save_grid(
+        rows, _output(Path(workdir), path, f"progress_seed{seed}.png"), columns=num
+    )
 
 
 def metric_curves(workdirs: list[str | Path], path: str | Path, metric: str = "g_loss") -> Path:

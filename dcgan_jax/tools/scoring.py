@@ -67,6 +67,7 @@ def evaluate_run(
     export_path: str | Path | None = None,
     feature_network: str = "classifier",
     data_dir: str | Path | None = None,
+    all_steps: bool = False,
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None), writing
     ``step_<N>[_seed<S>][_truncation<psi>][_inception].json`` into ``output_dir``
@@ -74,13 +75,17 @@ def evaluate_run(
     step's FID is its ``eval`` log line's); ``seed``: ``load(...).sample(num, seed)``; ``draws`` >
     1: that many draws from ``seed`` on, with mean and sd; ``truncation`` < 1 scales the latents;
     ``export_path``: the features as .npz (:func:`export_features`);
-    ``feature_network="inception"``: any dataset; ``data_dir``: as :func:`~dcgan_jax.load`'s."""
+    ``feature_network="inception"``: any dataset; ``data_dir``: as :func:`~dcgan_jax.load`'s;
+    ``all_steps``: every checkpoint kept, less those a running run removes meanwhile."""
     workdir = Path(workdir)
     output_dir = Path(output_dir or workdir / "eval")
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, evaluator = [], None
-    for requested in [None] if steps is None else steps:  # None: the newest good checkpoint.
-        run = trained.load(workdir, requested, data_dir=data_dir)
+    runs = (  # None: the newest good checkpoint.
+        trained.load(workdir, requested, data_dir=data_dir)
+        for requested in ([None] if steps is None else steps)
+    )
+    for run in trained.load_kept(workdir, data_dir=data_dir) if all_steps else runs:
         if evaluator is None:
             evaluator = evaluator_for(run.config, feature_network)
         num = run.config.eval.num_samples if num_samples is None else num_samples

@@ -7,6 +7,7 @@
 
 Needs only the workdir: config and image shape travel inside each checkpoint."""
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from dcgan_jax import evaluation
 from dcgan_jax.gan import ConfigError, models, sampling
@@ -217,6 +219,29 @@ def load(
         return checkpointer.newest_good(restore) if step is None else restore(step)
     finally:
         checkpointer.close()
+
+
+def load_kept(
+    workdir: str | Path, steps: list[int] | None = None, **kwargs
+) -> list[TrainedGenerator]:
+    """:func:`load` (with ``kwargs``) of each of ``steps``, by default of every checkpoint kept; of
+    those, one a running run removes meanwhile is left out, with an INFO line."""
+    runs = []
+    with contextlib.closing(checkpoints.Checkpointer(workdir, create=False)) as checkpointer:
+        kept = steps or checkpointer.all_steps()
+        for step in kept:
+            try:
+                runs.append(load(workdir, step, **kwargs))
+            except checkpoints.CheckpointError:
+                pruned = max(checkpointer.listed_anew(), default=0) > kept[-1]  # A newer one saved.
+                if steps or not pruned:  # Asked for, or damaged.
+                    raise
+                logging.info("Checkpoint %d was removed by the running run; left out", step)
+    if not runs:
+        raise checkpoints.CheckpointError(
+            f"no checkpoint in {checkpointer.directory} (a running run removes old ones)"
+        )
+    return runs
 
 
 def _restore(
