@@ -251,8 +251,8 @@ class Checkpointer:
             except CheckpointError as e:
                 # A running run may have pruned it while it was read (listed still, half removed,
                 # once a newer one is saved): not damage.
-                listed = self.listed_anew()
-                if step not in listed or max(listed) > newest:
+                newer = self.saved_since(newest)
+                if step not in (listed := self.all_steps()) or newer:
                     logging.info(
                         "Checkpoint %s was removed while it was read; re-listing.",
                         self.directory / str(step),
@@ -279,13 +279,14 @@ class Checkpointer:
             "damaged (see the warnings)"
         )
 
-    def listed_anew(self) -> list[int]:
-        """The steps the folder holds now; a running run's pruning may remove one while it is
-        listed, which the listing reports as a missing file or folder."""
+    def saved_since(self, step: int) -> bool:
+        """Whether the folder now holds a checkpoint newer than ``step``: a running run that saved
+        it may have pruned one being read, which is then not damage (nor a folder that vanishes
+        from the listing: listed again)."""
         for _ in range(10):
             with contextlib.suppress(OSError):
                 self.manager.reload()
-                return self.all_steps()
+                return max(self.all_steps(), default=step) > step
             time.sleep(0.1)
         raise CheckpointError(f"cannot list {self.directory}: its folders keep vanishing")
 

@@ -233,8 +233,7 @@ def load_kept(
             try:
                 runs.append(load(workdir, step, **kwargs))
             except checkpoints.CheckpointError:
-                pruned = max(checkpointer.listed_anew(), default=0) > kept[-1]  # A newer one saved.
-                if steps or not pruned:  # Asked for, or damaged.
+                if steps or not checkpointer.saved_since(kept[-1]):  # Asked for, or damaged.
                     raise
                 logging.info("Checkpoint %d was removed by the running run; left out", step)
     if not runs:
@@ -279,7 +278,7 @@ def _restore(
     try:
         restored += map(restore, steps[:-1])
     except checkpoints.CheckpointError as e:  # Not ``step``'s damage: an error of the average.
-        if max(checkpointer.listed_anew(), default=step) > step:
+        if checkpointer.saved_since(step):
             raise  # A running run saved a newer one and pruned this: load lists the steps anew.
         raise ValueError(f"average={average}: {e}") from e
     variables = jax.tree.map(lambda *v: sum(v) / average, *restored)
