@@ -942,6 +942,24 @@ def test_a_reader_racing_a_run_that_saves_then_prunes_goes_on_to_the_newer_check
     assert "Damaged" not in caplog.text and "removed while it was read" in caplog.text
 
 
+def test_opening_a_run_whose_listing_meets_a_pruned_folder_lists_again(
+    trained, tmp_path, monkeypatch
+):
+    """The library lists the steps when a reader opens the run; a running run's pruning can remove
+    one in the middle (a raw FileNotFoundError from ``load()`` in a probe of a live run)."""
+    shutil.copytree(trained, tmp_path / "run")
+    manager = ocp.CheckpointManager
+    vanishing = ["once"]
+
+    def opening(*args, **kwargs):
+        if vanishing and vanishing.pop():
+            raise FileNotFoundError(f"No such file or directory: '{tmp_path / 'run' / '4'}'")
+        return manager(*args, **kwargs)
+
+    monkeypatch.setattr(ocp, "CheckpointManager", opening)
+    assert dcgan_jax.load(tmp_path / "run").step == 6
+
+
 def test_the_progress_grid_and_an_average_of_a_running_run_leave_out_what_it_prunes(
     trained, tmp_path, monkeypatch, caplog
 ):
@@ -1076,7 +1094,7 @@ def test_disk_full_during_a_save_says_so_and_keeps_the_previous_checkpoint(small
         std_logging.getLogger().removeHandler(console)
     noise = [r.getMessage()[:200] for r in shown if "dcgan_jax" not in r.pathname]
     assert not noise, noise  # Orbax's errors and tracebacks went to train.log only.
-    assert intact in str(error.value) and checkpoints.out_of_space(error.value.__cause__)
+    assert intact in str(error.value) and writers.out_of_space(error.value.__cause__)
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["3"]  # The partial save was removed.
     assert dcgan_jax.load(workdir).step == 3
     ballast.unlink()

@@ -2,7 +2,6 @@
 array; a save is renamed into place only when complete, so a killed run keeps its previous one."""
 
 import contextlib
-import errno
 import functools
 import hashlib
 import json
@@ -40,18 +39,6 @@ class CheckpointMismatchError(CheckpointError):
 class DiskFullError(CheckpointError):
     """No space left to write a checkpoint; the message names the folder and the checkpoint that is
     intact."""
-
-
-def out_of_space(error: BaseException | None) -> bool:
-    """Whether ``error`` or one it came from is a full disk (or quota), however the library wrapped
-    it."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _bytes_needed(directory, state, steps):
@@ -96,6 +83,16 @@ def verify(restored, hashes: dict[str, str], where: Path) -> None:
             raise CheckpointError(
                 f"{where}: {name} does not match the SHA-256 saved with it (its files were changed)"
             )
+
+
+def _listing(directory: Path, list_steps: Callable[[], T]) -> T:
+    """``list_steps()``, again while a running run's pruning removes a folder as the library lists
+    the checkpoints (a missing file or folder)."""
+    for _ in range(10):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            return list_steps()
+        time.sleep(0.1)
+    raise CheckpointError(f"cannot list {directory}: its folders keep vanishing")
 
 
 def checkpoint_dir(workdir: str | Path, subdir: str = CHECKPOINT_SUBDIR) -> Path:
@@ -147,8 +144,11 @@ class Checkpointer:
             "config": ocp.JsonCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler(),
         }
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_handlers=handlers
+        self.manager = _listing(
+            self.directory,
+            functools.partial(
+                ocp.CheckpointManager, self.directory, options=options, item_handlers=handlers
+            ),
         )
         self._saving: int | None = None
 
@@ -189,7 +189,7 @@ class Checkpointer:
         try:
             yield
         except Exception as e:
-            if out_of_space(e):
+            if writers.out_of_space(e):
                 self._remove_partial(self._saving)
                 raise DiskFullError(self._disk_full_message(self._saving, "")) from e
             code = re.search(r"os_error_code='(\d+)'", str(e))
@@ -281,14 +281,9 @@ class Checkpointer:
 
     def saved_since(self, step: int) -> bool:
         """Whether the folder now holds a checkpoint newer than ``step``: a running run that saved
-        it may have pruned one being read, which is then not damage (nor a folder that vanishes
-        from the listing: listed again)."""
-        for _ in range(10):
-            with contextlib.suppress(OSError):
-                self.manager.reload()
-                return max(self.all_steps(), default=step) > step
-            time.sleep(0.1)
-        raise CheckpointError(f"cannot list {self.directory}: its folders keep vanishing")
+        it may have pruned one being read, which is then not damage."""
+        _listing(self.directory, self.manager.reload)
+        return max(self.all_steps(), default=step) > step
 
     def _log_damage(self, step, error):
         reason, where = str(error).splitlines()[0], self.directory / str(step)

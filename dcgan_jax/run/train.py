@@ -75,7 +75,7 @@ def _session(workdir, stops):
         if isinstance(e, RunError) or not (why or isinstance(e, OSError)):
             raise
         kept = "Checkpoints already written are complete"
-        if checkpoints.out_of_space(e):
+        if writers.out_of_space(e):
             raise checkpoints.DiskFullError(
                 f"disk full while writing to {workdir}: {e}. {kept}; free some space and rerun "
                 "the same command to resume from the newest."

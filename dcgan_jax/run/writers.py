@@ -2,6 +2,7 @@
 files (tensorboardX: no TensorFlow)."""
 
 import contextlib
+import errno
 import json
 import logging as std_logging
 import os
@@ -37,6 +38,18 @@ def fail(message: str) -> NoReturn:
 
 
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+
+
+def out_of_space(error: BaseException | None) -> bool:
+    """Whether ``error`` or one it came from is a full disk (or quota), however the library wrapped
+    it."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def append_line(path: Path, line: str) -> None:
