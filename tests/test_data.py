@@ -1,5 +1,6 @@
 import gzip
 import struct
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -247,6 +248,20 @@ def test_image_folder_skips_a_few_unreadable_files_and_refuses_many(tmp_path, ca
         data.DataError, match=r"4 of 24 image files under .* cannot be read, e.g. .*broken.png"
     ):
         data.load_image_folder(tmp_path)
+
+
+def test_image_folder_holds_its_images_at_their_training_size_not_the_files(tmp_path):
+    # 20 photos of 400x400 are 9.6 MB of pixels, 3.8 KB at 8x8: a folder of megapixel photos
+    # read whole before resizing would not fit in memory.
+    _write_pictures(tmp_path, 20, size=(400, 400))
+    tracemalloc.start()
+    try:
+        images, _ = data.load_image_folder(tmp_path, image_size=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert images.shape == (20, 8, 8, 3)
+    assert peak < 5 * 400 * 400 * 3  # A few full-size images (one read, its copies), not 20.
 
 
 def test_crop_and_resize_takes_the_central_square():

@@ -192,9 +192,11 @@ def _image_files(folder: Path) -> list[Path]:
     return paths
 
 
-def _read_pictures(folder: Path, paths: list[Path]) -> list[tuple[Path, np.ndarray, bool]]:
-    """(path, pixels, is grey) of each readable file; a few unreadable ones are skipped with a
-    warning, over a tenth is a DataError."""
+def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Path, np.ndarray]]:
+    """(path, pixels: HW1 if grey, else HW3) of each readable file, cropped and resized to ``size``
+    as it is read: memory holds the images at their training size, not the files' (a folder of
+    megapixel photos would not fit). A few unreadable files are skipped with a warning, over a
+    tenth is a DataError."""
     from PIL import Image
 
     pictures, unreadable = [], []
@@ -203,11 +205,13 @@ def _read_pictures(folder: Path, paths: list[Path]) -> list[tuple[Path, np.ndarr
             with Image.open(path) as picture:
                 picture.load()
                 grey = picture.mode in ("1", "L", "LA", "I", "I;16", "F")
-                pictures.append((path, np.asarray(picture.convert("L" if grey else "RGB")), grey))
+                pixels = np.asarray(picture.convert("L" if grey else "RGB"))
         # PIL raises many types for a file it refuses (a decompression bomb, a malformed header's
         # SyntaxError or struct.error): each is one unreadable file.
         except Exception as e:
             unreadable.append((path, e))
+            continue
+        pictures.append((path, crop_and_resize(np.atleast_3d(pixels), size)))
     if not unreadable:
         return pictures
     path, error = unreadable[0]
@@ -225,20 +229,17 @@ def load_image_folder(
     else RGB); labels: the top-level sub-folder's index when there are two or more, else 0. A few
     unreadable files are skipped with a warning; over a tenth, or no image, is a DataError."""
     folder = Path(folder).expanduser()
-    pictures = _read_pictures(folder, _image_files(folder))
-    channels = 1 if all(grey for _, _, grey in pictures) else 3
     size = image_size or DEFAULT_IMAGE_SIZE
-    images = []
-    for _, pixels, _ in pictures:
-        colour = np.broadcast_to(np.atleast_3d(pixels), (*pixels.shape[:2], channels))
-        images.append(crop_and_resize(colour, size))
-    top_level = [path.relative_to(folder).parts for path, _, _ in pictures]
+    pictures = _read_pictures(folder, _image_files(folder), size)
+    shape = (size, size, max(pixels.shape[2] for _, pixels in pictures))
+    images = np.stack([np.broadcast_to(pixels, shape) for _, pixels in pictures])
+    top_level = [path.relative_to(folder).parts for path, _ in pictures]
     classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
     if len(classes) < 2:
-        return np.stack(images), np.zeros(len(images), np.int64)
+        return images, np.zeros(len(images), np.int64)
     labels = np.array([classes.index(parts[0]) for parts in top_level], np.int64)
     logging.info("image_folder %s: %d classes: %s", folder, len(classes), ", ".join(classes))
-    return np.stack(images), labels
+    return images, labels
 
 
 def synthetic_images(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
