@@ -250,10 +250,14 @@ def test_image_folder_skips_a_few_unreadable_files_and_refuses_many(tmp_path, ca
         data.load_image_folder(tmp_path)
 
 
-def test_image_folder_holds_its_images_at_their_training_size_not_the_files(tmp_path):
+def test_image_folder_holds_its_images_at_their_training_size_not_the_files(
+    tmp_path, monkeypatch, caplog
+):
     # 20 photos of 400x400 are 9.6 MB of pixels, 3.8 KB at 8x8: a folder of megapixel photos
-    # read whole before resizing would not fit in memory.
+    # read whole before resizing would not fit in memory. Its reading (minutes) logs progress.
     _write_pictures(tmp_path, 20, size=(400, 400))
+    monkeypatch.setattr(data, "READ_PROGRESS_EVERY", 8)
+    caplog.set_level("INFO")
     tracemalloc.start()
     try:
         images, _ = data.load_image_folder(tmp_path, image_size=8)
@@ -262,6 +266,9 @@ def test_image_folder_holds_its_images_at_their_training_size_not_the_files(tmp_
         tracemalloc.stop()
     assert images.shape == (20, 8, 8, 3)
     assert peak < 5 * 400 * 400 * 3  # A few full-size images (one read, its copies), not 20.
+    assert [r.getMessage() for r in caplog.records if "Reading" in r.getMessage()] == [
+        f"Reading {tmp_path}: {n} of 20 image files" for n in (8, 16)
+    ]
 
 
 def test_crop_and_resize_takes_the_central_square():

@@ -34,6 +34,7 @@ DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
 CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # image_folder: above this share of broken files, stop rather than skip.
+READ_PROGRESS_EVERY = 1000  # Image files per progress line: a folder of photos takes minutes.
 MAX_UNREADABLE_FRACTION = 0.1
 
 
@@ -200,7 +201,9 @@ def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Pat
     from PIL import Image
 
     pictures, unreadable = [], []
-    for path in paths:
+    for count, path in enumerate(paths, 1):
+        if count % READ_PROGRESS_EVERY == 0:
+            logging.info("Reading %s: %d of %d image files", folder, count, len(paths))
         try:
             with Image.open(path) as picture:
                 picture.load()
