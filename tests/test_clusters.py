@@ -4,6 +4,7 @@ without labels, become the labels a conditional model trains and samples with.""
 import json
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -62,6 +63,19 @@ def test_pixel_features_average_pool_large_images_and_keep_small_ones():
     large = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     pooled = (large / 255.0).reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4)).reshape(2, -1)
     np.testing.assert_allclose(clusters.pixel_features(large), pooled, rtol=1e-5)
+
+
+def test_pixel_features_never_hold_a_float_copy_of_the_whole_set():
+    # 3,000 images of 96x96: 27.6 MB as uint8, 110.6 MB as float32, 12.3 MB pooled to 32x32.
+    images = np.random.default_rng(0).integers(0, 256, (3000, 96, 96, 1), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        features = clusters.pixel_features(images)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert features.shape == (3000, 32 * 32)
+    assert peak < 4 * images.nbytes / 2  # Under half the float copy of the set.
 
 
 def test_one_cluster_is_a_config_error_and_an_unconditional_model_clusters_nothing(monkeypatch):

@@ -13,11 +13,14 @@ ITERATIONS = 30  # Lloyd iterations, at most (it stops when no assignment change
 
 def pixel_features(images: np.ndarray) -> np.ndarray:
     """(N, D) float32 in [0, 1]: uint8 NHWC images, average-pooled to at most ~``MAX_SIDE``
-    a side."""
+    a side, 256 at a time (a float copy of a whole set of large images would not fit)."""
     n, h, w, c = images.shape
     f = -(-max(h, w) // MAX_SIDE)  # Ceiling division: the pooling factor.
-    x = images[:, : h // f * f, : w // f * f].astype(np.float32) / 255.0
-    return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4)).reshape(n, -1)
+    blocks = images[:, : h // f * f, : w // f * f].reshape(n, h // f, f, w // f, f, c)
+    pooled = [
+        (blocks[i : i + 256].astype(np.float32) / 255.0).mean(axis=(2, 4)) for i in range(0, n, 256)
+    ]
+    return np.concatenate(pooled).reshape(n, -1)
 
 
 def balance(sq_distances: np.ndarray) -> np.ndarray:

@@ -149,8 +149,8 @@ def memorisation(
         np.asarray(metrics.squared_distances(features[suspicious], evaluator.train_features)),
         axis=1,
     )
-    train_images = data.to_model_range(evaluator.training_images())
-    pairs = np.concatenate([samples[suspicious][:, None], train_images[nearest][:, None]], axis=1)
+    twins = data.to_model_range(evaluator.training_images()[nearest])
+    pairs = np.concatenate([samples[suspicious][:, None], twins[:, None]], axis=1)
     out = _output(run.workdir, path, f"memorisation_step{run.step}_seed{seed}.png")
     return ratio, images.save_grid(pairs.reshape(-1, *samples.shape[1:]), out, columns=2)
 
