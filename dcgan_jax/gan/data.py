@@ -33,8 +33,8 @@ SYNTHETIC_SHAPE = (28, 28, 1)
 DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
 CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# image_folder: above this share of broken files, stop rather than skip.
 READ_PROGRESS_EVERY = 1000  # Image files per progress line: a folder of photos takes minutes.
+# image_folder: above this share of broken files, stop rather than skip.
 MAX_UNREADABLE_FRACTION = 0.1
 
 
