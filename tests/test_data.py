@@ -214,11 +214,27 @@ def test_image_folder_reads_colour_and_grey_recursively_with_subfolder_labels(tm
     assert images.shape == (2, 16, 16, 1) and not labels.any()
 
 
+def test_image_folder_reads_16_bit_grey_at_its_range_and_the_common_formats(tmp_path):
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64)  # 16-bit grey: PNG or TIFF.
+    Image.fromarray(ramp.astype(np.uint16)).save(tmp_path / "a.png")
+    Image.frombytes("I;16B", (64, 64), ramp.astype(">u2").tobytes()).save(tmp_path / "b.tif")
+    for suffix in (".webp", ".bmp", ".gif"):
+        Image.fromarray(np.uint8(ramp / 257)).save(tmp_path / f"c{suffix}", lossless=True)
+    images, _ = data.load_image_folder(tmp_path, image_size=64)
+    assert images.shape == (5, 64, 64, 3)  # WebP and GIF store grey as colours.
+    expected = np.round(ramp / 257)[..., None]
+    for image in images:  # Before: 16-bit files clipped at 255, nearly all white; others unread.
+        assert np.abs(image - expected).max() <= 1
+
+
 def test_image_folder_without_images_names_the_folder_and_what_it_holds(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(
         data.DataError,
-        match=rf"no PNG or JPEG images under {tmp_path}; it holds 1 other files \(notes.txt\)",
+        match=rf"no image files \(.png, .jpg, .*\) under {tmp_path}; it holds 1 other files "
+        r"\(notes.txt\)",
     ):
         data.load_image_folder(tmp_path)
     with pytest.raises(data.DataError, match="is not a folder"):

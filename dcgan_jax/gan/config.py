@@ -258,9 +258,9 @@ def _check_combinations(config):
             "--config.loss.label_smoothing=0)"
         )
     if not 0.0 < config.train.top_k_min <= 1.0:
-        value = config.train.top_k_min
         raise ConfigError(
-            f"--config.train.top_k_min={value}: must be in (0, 1], a share of the batch"
+            f"--config.train.top_k_min={config.train.top_k_min}: must be in (0, 1], a share of "
+            "the batch"
         )
     _check_data_combinations(config)
 

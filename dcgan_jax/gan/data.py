@@ -1,5 +1,5 @@
 """Datasets held whole in memory as uint8 NHWC, from a folder of the four IDX ``.gz`` files, TFDS
-(imported only to download and prepare), a folder of PNG/JPEG files or a synthetic set; and a batch
+(imported only to download and prepare), a folder of image files or a synthetic set; and a batch
 order that is a pure function of (seed, batch index), so a resumed run sees the same batches."""
 
 import dataclasses
@@ -32,7 +32,7 @@ IDX_NUM_CLASSES = 10  # Both have classes 0..9; any other label byte is damage.
 SYNTHETIC_SHAPE = (28, 28, 1)
 DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
 CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 READ_PROGRESS_EVERY = 1000  # Image files per progress line: a folder of photos takes minutes.
 # image_folder: above this share of broken files, stop rather than skip.
 MAX_UNREADABLE_FRACTION = 0.1
@@ -140,8 +140,7 @@ def load_tfds(
     )
     source = _tfds_source(name, split, str(data_dir) if data_dir else None)
     images, labels = [], []
-    for i in range(len(source)):
-        record = source[i]
+    for record in source:
         image = np.asarray(record["image"], np.uint8)
         if name == "celeb_a":
             image = crop_and_resize(image, image_size or DEFAULT_IMAGE_SIZE, crop=CELEB_A_CROP)
@@ -156,7 +155,7 @@ def crop_and_resize(image: np.ndarray, size: int, crop: int | None = None) -> np
     from PIL import Image
 
     height, width = image.shape[:2]
-    side = min(crop or min(height, width), height, width)
+    side = min(crop or height, height, width)
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top : top + side, left : left + side]
     channels = square.shape[2]
@@ -178,7 +177,8 @@ def _check_no_loose_images(folder: Path, paths: list[Path]):
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """The PNG/JPEG files under ``folder``; none is a DataError naming what is there instead."""
+    """The image files under ``folder`` (by suffix, :data:`IMAGE_SUFFIXES`); none is a DataError
+    naming what is there instead."""
     if not folder.is_dir():
         raise DataError(f"dataset.data_dir {folder} is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -188,7 +188,7 @@ def _image_files(folder: Path) -> list[Path]:
         if files:
             others = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "")
             found = f"; it holds {len(files)} other files ({others})"
-        raise DataError(f"no PNG or JPEG images under {folder}{found}")
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}{found}")
     _check_no_loose_images(folder, paths)
     return paths
 
@@ -207,7 +207,9 @@ def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Pat
         try:
             with Image.open(path) as picture:
                 picture.load()
-                grey = picture.mode in ("1", "L", "LA", "I", "I;16", "F")
+                if picture.mode.startswith("I"):  # 16 bits: "L" would clip at 255, not scale.
+                    picture = picture.convert("I").point(lambda v: v / 257 + 0.5)
+                grey = picture.mode in ("1", "L", "LA", "I", "F")
                 pixels = np.asarray(picture.convert("L" if grey else "RGB"))
         # PIL raises many types for a file it refuses (a decompression bomb, a malformed header's
         # SyntaxError or struct.error): each is one unreadable file.
@@ -228,7 +230,7 @@ def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Pat
 def load_image_folder(
     folder: str | os.PathLike, image_size: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every PNG/JPEG under ``folder``, centre-cropped and resized, uint8 NHWC (grey if all are,
+    """Every image file under ``folder``, centre-cropped and resized, uint8 NHWC (grey if all are,
     else RGB); labels: the top-level sub-folder's index when there are two or more, else 0. A few
     unreadable files are skipped with a warning; over a tenth, or no image, is a DataError."""
     folder = Path(folder).expanduser()
