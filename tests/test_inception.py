@@ -284,6 +284,21 @@ def test_the_in_training_evaluation_adds_the_inception_fid_when_asked(stand_in, 
     assert provenance["inception_fid"]["feature_network"].startswith("Inception-v3")
 
 
+def test_a_dataset_inception_scores_gets_its_inception_fid_without_a_second_pass(
+    stand_in, tmp_path
+):
+    _write_colour_folder(tmp_path / "pictures", 1100)
+    config = tiny_config(num_steps=2)
+    config.dataset.update(name="image_folder", data_dir=str(tmp_path / "pictures"), image_size=16)
+    config.eval.update(every=2, num_samples=1000, inception_fid=True)
+    dcgan_jax.train(config, tmp_path / "run")
+    # The samples through Inception once (before: twice, minutes each on a CPU), the reals once.
+    assert [shape[0] for shape in stand_in.seen] == [1100, 1000]
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    scores = [row for row in map(json.loads, rows) if "eval/fid" in row]
+    assert scores and scores[-1]["eval/inception_fid"] == scores[-1]["eval/fid"]
+
+
 @needs_wheel
 def test_features_split_over_several_devices_are_the_same(tmp_path):
     """Four simulated devices: each batch split over them, the features those torch computed."""

@@ -188,9 +188,9 @@ class Harness(loop.Hooks):
     def _set_up_evaluation(self, run):
         config = run.config
         self.evaluator = evaluation.evaluator_for(config)
-        self.inception = (
-            evaluation.evaluator_for(config, "inception") if config.eval.inception_fid else None
-        )
+        # Where Inception scores the dataset already, its FID is the run's: not computed twice.
+        separate = config.eval.inception_fid and self.evaluator.network.name != "inception"
+        self.inception = evaluation.evaluator_for(config, "inception") if separate else None
         self.eval_z, self.eval_labels = sampling.eval_draw(config, config.eval.num_samples)
         if self.is_main:
             provenance = reports.training_provenance(self.evaluator, config, self.inception)
@@ -301,6 +301,8 @@ class Harness(loop.Hooks):
         scores = self.evaluator(samples, labels=asked)
         if self.inception is not None:
             scores["inception_fid"] = self.inception(samples)["fid"]
+        elif self.run.config.eval.inception_fid:
+            scores["inception_fid"] = scores["fid"]
         self.writer.write_scalars(step, reports.scalar_metrics(scores))
         for line in reports.score_lines(scores, time.monotonic() - started):
             logging.info("eval step %d: %s", step, line)
