@@ -297,6 +297,10 @@ def test_a_dataset_inception_scores_gets_its_inception_fid_without_a_second_pass
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     scores = [row for row in map(json.loads, rows) if "eval/fid" in row]
     assert scores and scores[-1]["eval/inception_fid"] == scores[-1]["eval/fid"]
+    # Scored afterwards by the network its evaluation used (before: the classifier's, an error).
+    row = scoring.evaluate_run(tmp_path / "run")[0]
+    assert row["fid"] == pytest.approx(scores[-1]["eval/fid"], rel=1e-5)
+    assert (tmp_path / "run" / "eval" / "step_0000002_inception.json").exists()
 
 
 @needs_wheel

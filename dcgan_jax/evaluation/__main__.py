@@ -46,9 +46,10 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_enum(
     "feature_network",
-    "classifier",
+    None,
     list(evaluation.NAMES),
-    "The dataset's classifier or Inception pool3.",
+    "The dataset's classifier or Inception pool3; default: the network the run's evaluation used "
+    "(Inception for a dataset without a classifier).",
 )
 flags.DEFINE_string(
     "export_features",
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> None:
         output_dir=out,
         draws=FLAGS.draws,
         export_path=FLAGS.export_features,
-        feature_network=FLAGS.feature_network,
+        feature_network=FLAGS.feature_network or "",
         data_dir=FLAGS.data_dir,
         all_steps=FLAGS.all_steps,
     )

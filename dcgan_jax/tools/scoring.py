@@ -65,7 +65,7 @@ def evaluate_run(
     output_dir: str | Path | None = None,
     draws: int = 1,
     export_path: str | Path | None = None,
-    feature_network: str = "classifier",
+    feature_network: str = "",
     data_dir: str | Path | None = None,
     all_steps: bool = False,
 ) -> list[dict]:
@@ -74,9 +74,10 @@ def evaluate_run(
     (``workdir/eval``); returns a row per draw. By default the in-training evaluation's draw (so a
     step's FID is its ``eval`` log line's); ``seed``: ``load(...).sample(num, seed)``; ``draws`` >
     1: that many draws from ``seed`` on, with mean and sd; ``truncation`` < 1 scales the latents;
-    ``export_path``: the features as .npz (:func:`export_features`);
-    ``feature_network="inception"``: any dataset; ``data_dir``: as :func:`~dcgan_jax.load`'s;
-    ``all_steps``: every checkpoint kept, less those a running run removes meanwhile."""
+    ``export_path``: the features as .npz (:func:`export_features`); ``feature_network``: the
+    run's own when empty, ``"inception"`` for any dataset; ``data_dir``: as
+    :func:`~dcgan_jax.load`'s; ``all_steps``: every checkpoint kept, less those a running run
+    removes meanwhile."""
     workdir = Path(workdir)
     output_dir = Path(output_dir or workdir / "eval")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,8 @@ def evaluate_run(
             evaluator = evaluator_for(run.config, feature_network)
         num = run.config.eval.num_samples if num_samples is None else num_samples
         cut = "" if truncation == 1.0 else f"_truncation{truncation:g}"
-        cut += "" if feature_network == "classifier" else f"_{feature_network}"
+        network = evaluator.network.name
+        cut += "" if network == "classifier" else f"_{network}"
         first = seed if draws == 1 else seed or 0
         draw_seeds = [None if first is None else first + d for d in range(draws)]
         scored = [
