@@ -197,8 +197,11 @@ def test_analysis_command_writes_its_pictures_and_names_bad_paths(run_dir, tmp_p
         "g_loss.png",
     ):
         assert name in written
-    # No classifier for synthetic data.
+    # No classifier for synthetic data; the skip names no flag this command lacks (before: "score
+    # it with --feature_network=inception").
     assert "skipped the feature-space neighbours" in result.stdout
+    assert "skipped the memorisation check: no classifier of synthetic" in result.stdout
+    assert "--feature_network" not in result.stdout
     # The console shows the pictures' paths and nothing else: Orbax's and absl's INFO lines go to no
     # console.
     paths = [line for line in result.stdout.splitlines() if not line.startswith("skipped")]

@@ -43,9 +43,16 @@ def _metrics(runs):
 def _memorisation(run, out):
     """The memorisation picture (and the ratio) when the dataset has a classifier and a training
     split."""
+    known = classifier.datasets()
+    if run.config.dataset.name not in known:
+        print(
+            f"skipped the memorisation check: no classifier of {run.config.dataset.name} (only of "
+            f"{', '.join(known)})"
+        )
+        return []
     try:
         evaluator = evaluation.evaluator_for(run.config, "classifier")
-    except (classifier.ClassifierMissingError, evaluation.EvaluationError) as e:
+    except classifier.ClassifierMissingError as e:
         print(f"skipped the memorisation check: {e}")
         return []
     if evaluator.train_features is None:
