@@ -895,6 +895,26 @@ def test_a_cache_folder_that_cannot_be_written_is_one_warning_and_the_scores_sta
     np.testing.assert_array_equal(uncached.real_features, cached.real_features)
 
 
+def test_without_a_home_folder_the_caches_go_to_the_temporary_folder(tmp_path, monkeypatch):
+    """No $HOME and a user the system does not list (a container run as an arbitrary user):
+    Path.home() raises RuntimeError, which was a traceback at every evaluation's start."""
+    import pwd
+    import tempfile
+
+    def unlisted(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    references = evaluation.references
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv(references.CACHE_ENV, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unlisted)
+    assert references.default_cache_dir() == Path(tempfile.gettempdir()) / "dcgan_jax_cache"
+    monkeypatch.setenv(references.CACHE_ENV, "")  # Exported but empty: not the current folder.
+    assert references.default_cache_dir().is_absolute()
+    monkeypatch.setenv(references.CACHE_ENV, str(tmp_path))
+    assert references.default_cache_dir() == tmp_path
+
+
 def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp_path, caplog):
     """A reader racing a run that saves and prunes: the checkpoint it was reading is gone (the run
     removed it), which is re-listed, not reported as damage."""

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +57,14 @@ def in_batches(apply: Callable, images: np.ndarray, batch_size: int, what: str) 
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dcgan_jax"))
+    """``$DCGAN_JAX_CACHE_DIR``, else ``~/.cache/dcgan_jax``; where no home folder can be found (no
+    ``$HOME`` and a user the system does not list, as in some containers), the temporary folder."""
+    if cache := os.environ.get(CACHE_ENV):
+        return Path(cache)
+    try:
+        return Path.home() / ".cache" / "dcgan_jax"
+    except RuntimeError:
+        return Path(tempfile.gettempdir()) / "dcgan_jax_cache"
 
 
 def save_npz(path: Path, **arrays) -> None:
