@@ -199,8 +199,9 @@ def _write_colour_folder(folder, count, size=16):
 def test_a_dataset_without_a_classifier_is_scored_by_inception_at_its_own_shape(
     stand_in, tmp_path, monkeypatch
 ):
-    """16x16 colour images from a folder: no classifier for them, so the classifier path says to
-    use Inception, which scores them end to end (reference, draws, JSON with provenance)."""
+    """16x16 colour images from a folder: no classifier for them, so the classifier path, named,
+    says to use Inception, which scores them end to end (reference, draws, JSON with provenance).
+    """
     monkeypatch.setattr(inception, "FEATURE_DIM", 32)  # The stand-in's: its reference is cached.
     _write_colour_folder(tmp_path / "pictures", 1100)
     config = tiny_config(num_steps=4)
@@ -211,7 +212,7 @@ def test_a_dataset_without_a_classifier_is_scored_by_inception_at_its_own_shape(
     with pytest.raises(
         evaluation.EvaluationError, match="score it with --feature_network=inception"
     ):
-        scoring.evaluate_run(workdir)
+        scoring.evaluate_run(workdir, feature_network="classifier")
     rows = scoring.evaluate_run(workdir, draws=2, feature_network="inception")
     assert (
         len(rows) == 2
@@ -285,13 +286,16 @@ def test_the_in_training_evaluation_adds_the_inception_fid_when_asked(stand_in, 
 
 
 def test_a_dataset_inception_scores_gets_its_inception_fid_without_a_second_pass(
-    stand_in, tmp_path
+    stand_in, tmp_path, caplog
 ):
     _write_colour_folder(tmp_path / "pictures", 1100)
     config = tiny_config(num_steps=2)
     config.dataset.update(name="image_folder", data_dir=str(tmp_path / "pictures"), image_size=16)
     config.eval.update(every=2, num_samples=1000, inception_fid=True)
-    dcgan_jax.train(config, tmp_path / "run")
+    with caplog.at_level("WARNING"):
+        dcgan_jax.train(config, tmp_path / "run")
+    # 1,100 reals in 2,048 dimensions: said once, where the reference is read.
+    assert caplog.text.count("The FID's reference is 1100 real images in 2048 features") == 1
     # The samples through Inception once (before: twice, minutes each on a CPU), the reals once.
     assert [shape[0] for shape in stand_in.seen] == [1100, 1000]
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -132,6 +132,14 @@ class Evaluator:
         real = self._reference(self.split)
         self.image_shape = self.network.image_shape or tuple(int(d) for d in real["image_shape"])
         self.real_features, self.real_labels = real["features"], real["labels"]
+        if len(self.real_features) <= self.network.feature_dim:
+            logging.warning(
+                "The FID's reference is %d real images in %d features: their covariance is "
+                "singular and the FID biased upward (KID is unbiased); compare FIDs on one "
+                "reference only",
+                len(self.real_features),
+                self.network.feature_dim,
+            )
         self.real_mu, self.real_cov = metrics.mean_and_cov(self.real_features)
         self.real_radii, self.real_radii_dc = metrics.neighbour_radii(
             self.real_features, (PR_K, DC_K)
