@@ -432,6 +432,9 @@ def test_an_empty_sweep_is_an_error_even_as_a_dry_run(tmp_path):
 def test_a_field_given_twice_in_a_sweep_is_an_error():
     with pytest.raises(ConfigError, match="seed is given twice"):
         sweep.expand("seed=0,1 seed=2", tiny_config())
+    # Swept and also a --config flag of the command: each run's value would override the flag.
+    with pytest.raises(ConfigError, match="seed is swept and also given as --config.seed"):
+        sweep.expand("seed=0,1", tiny_config(), ["seed"])
     # A value listed twice, also as two spellings of one number or bool: two runs of one config,
     # in one folder (a SLURM array would run them at once, one locked out).
     for spec in (

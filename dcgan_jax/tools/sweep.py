@@ -85,6 +85,10 @@ def expand(spec: str, base: ml_collections.ConfigDict, given=()) -> list[SweepRu
             raise config_lib.ConfigError(
                 f"--sweep: {field} is given twice; list its values once: {field}=V1,V2,V3"
             )
+        if field in given:  # The run's own value would win: the flag would change nothing.
+            raise config_lib.ConfigError(
+                f"--sweep: {field} is swept and also given as --config.{field}; give it once"
+            )
         texts = values.split(",")
         if not all(texts):  # "" too: its one text is empty.
             raise config_lib.ConfigError(f"--sweep: {field} has an empty value in {values!r}")
