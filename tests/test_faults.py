@@ -1026,6 +1026,29 @@ def test_the_progress_grid_and_an_average_of_a_running_run_leave_out_what_it_pru
     assert dcgan_jax.load(tmp_path / "run", average=2).step == 9
 
 
+def test_a_stop_signal_during_an_evaluation_abandons_it_and_stops_at_once(
+    tmp_path, monkeypatch, caplog
+):
+    """An evaluation with Inception takes minutes on a CPU; before, a Ctrl-C or a scheduler's
+    SIGTERM during it waited for its end (a probe: over 4 minutes). Its step is checkpointed."""
+    config = tiny_config(num_steps=100)
+    config.dataset.update(name="fashion_mnist", data_dir=str(shared_dataset_dir("fashion_mnist")))
+    config.eval.update(every=3, num_samples=1000)
+
+    def minutes_long(evaluator, images, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(120)
+
+    monkeypatch.setattr(evaluation.Evaluator, "__call__", minutes_long)
+    started = time.monotonic()
+    with caplog.at_level("INFO"), pytest.raises(control.Interrupted):
+        dcgan_jax.train(config, tmp_path)
+    assert time.monotonic() - started < 60
+    assert "The evaluation of step 3 is abandoned." in caplog.text
+    assert checkpoints.Checkpointer(tmp_path, create=False).all_steps() == [3, 4]
+    assert not any("eval/fid" in row for row in writers.read_metrics(tmp_path / "metrics.jsonl"))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(
     tmp_path, sig

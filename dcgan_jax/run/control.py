@@ -158,6 +158,10 @@ class Interrupted(BaseException):
         self.signal_name, self.exit_status = signal_name, 128 + signum
 
 
+class CutShort(BaseException):
+    """A stop signal during work that :attr:`StopRequests.cuttable` marks: it is abandoned."""
+
+
 # Schedulers and kill, Ctrl-C, a closed terminal or ssh session: each a request to stop with a
 # checkpoint.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -167,17 +171,20 @@ class StopRequests:
     """The :data:`STOP_SIGNALS` received. Before training, with nothing to save, the handler stops
     the set-up at once (a wait on a download included); :meth:`check` between phases catches a
     signal a library swallowed. In training it only records, and the loop stops at the end of a
-    step."""
+    step, or cuts short work that ``cuttable`` marks (raising :class:`CutShort`)."""
 
     def __init__(self):
         self.received: list[str] = []
         self.training = False
         self.deferring = False
+        self.cuttable = False
 
     def __call__(self, signum, frame) -> None:
         self.received.append(signal.Signals(signum).name)
         if self.training:
             logging.warning("%s received: stopping with a final checkpoint.", self.received[-1])
+        if self.cuttable:
+            raise CutShort
         self.check()
 
     def check(self) -> None:

@@ -288,13 +288,8 @@ class Harness(loop.Hooks):
             self.sampler, self.sampling_cache[1], z, labels, place=place
         )
 
-    def evaluate(self, gan_state: GanState, step: int) -> None:
-        """Scores the run's fixed evaluation draw (the same at every evaluation: comparable across
-        steps); a new lowest FID replaces best_checkpoint/. Not after a stop signal, nor counted in
-        steps/s."""
-        if self.stop.signal:
-            return
-        started = time.monotonic()
+    def _scores(self, gan_state: GanState) -> dict:
+        """The scores of the run's evaluation draw, the Inception FID too when asked."""
         samples = self._samples(gan_state, self.eval_z, self.eval_labels)
         # Not clusters.
         asked = self.eval_labels if config_lib.conditioned_on_classes(self.run.config) else None
@@ -303,6 +298,25 @@ class Harness(loop.Hooks):
             scores["inception_fid"] = self.inception(samples)["fid"]
         elif self.run.config.eval.inception_fid:
             scores["inception_fid"] = scores["fid"]
+        return scores
+
+    def evaluate(self, gan_state: GanState, step: int) -> None:
+        """Scores the run's fixed evaluation draw (the same at every evaluation: comparable across
+        steps); a new lowest FID replaces best_checkpoint/. Not after a stop signal, nor counted in
+        steps/s."""
+        if self.stop.signal:
+            return
+        started = time.monotonic()
+        # A stop signal abandons it (minutes with Inception on a CPU; the step is checkpointed),
+        # unless processes must agree on where they stop.
+        self.stops.cuttable = jax.process_count() == 1
+        try:
+            scores = self._scores(gan_state)
+        except control.CutShort:
+            logging.warning("The evaluation of step %d is abandoned.", step)
+            return
+        finally:
+            self.stops.cuttable = False
         self.writer.write_scalars(step, reports.scalar_metrics(scores))
         for line in reports.score_lines(scores, time.monotonic() - started):
             logging.info("eval step %d: %s", step, line)
