@@ -1049,6 +1049,14 @@ def test_a_stop_signal_during_an_evaluation_abandons_it_and_stops_at_once(
     assert not any("eval/fid" in row for row in writers.read_metrics(tmp_path / "metrics.jsonl"))
 
 
+def _default_stop_signals():
+    """A child's stop signals at their defaults, as a terminal gives them: a suite started under
+    nohup, or as a shell's background job, ignores SIGHUP or SIGINT, and its children inherit that
+    (and rightly keep ignoring them)."""
+    for sig in control.STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_signal_status(
     tmp_path, sig
@@ -1059,7 +1067,12 @@ def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_si
         *tiny_flags(num_steps=100_000, checkpoint_every=1000, log_every=1),
     ]
     process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        preexec_fn=_default_stop_signals,
     )
     lines = []
     for line in process.stderr:  # Wait until training is under way.
@@ -1093,7 +1106,11 @@ def test_a_stop_signal_to_any_command_outside_training_is_no_traceback_and_the_s
         f"    os.kill(os.getpid(), signal.{sig.name})\n    time.sleep(60)\n\n\ncli.run(main)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", command], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_default_stop_signals,
     )
     assert result.returncode in (128 + sig, -sig), result.stderr[-3000:]
     assert "Traceback" not in result.stderr
