@@ -510,7 +510,10 @@ def test_sigterm_while_the_step_compiles_exits_143_with_a_checkpoint(tmp_path):
         if "Training from step 0" in line:  # The first dispatch compiles next.
             break
     process.send_signal(signal.SIGTERM)
-    log = "".join(lines) + process.communicate(timeout=180)[1]
+    try:
+        log = "".join(lines) + process.communicate(timeout=180)[1]
+    finally:  # One that ignored the signal would train on for 100,000 steps past the test.
+        process.kill()
     assert process.returncode == 143, log[-3000:]
     step = checkpoints.Checkpointer(tmp_path, create=False).all_steps()
     assert (
@@ -1080,7 +1083,10 @@ def test_sigterm_ctrl_c_and_sighup_stop_cleanly_with_a_final_checkpoint_and_a_si
         if " step 3/100000 " in line:
             break
     process.send_signal(sig)
-    _, rest = process.communicate(timeout=120)
+    try:
+        _, rest = process.communicate(timeout=120)
+    finally:  # One that ignored the signal would train on for 100,000 steps past the test.
+        process.kill()
     log = "".join(lines) + rest
     # 143 for SIGTERM, 130 for Ctrl-C, as a shell says.
     assert process.returncode == 128 + sig, log[-3000:]
