@@ -1123,6 +1123,15 @@ def test_a_stop_signal_to_any_command_outside_training_is_no_traceback_and_the_s
     assert ("SIGINT received: stopped" in result.stderr) == (sig == signal.SIGINT)
 
 
+def test_jax_platforms_naming_a_backend_this_machine_lacks_is_one_error_line(tmp_path):
+    """JAX_PLATFORMS=cuda on a login node without GPUs, or a typo: JAX's RuntimeError was a
+    traceback of some 60 lines; now its message alone, which says how to fix it."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpux"}
+    result = _launch(f"--workdir={tmp_path / 'run'}", *tiny_flags(), env=env)
+    _one_error_line(result, "Unable to initialize backend 'cpux'", "JAX_PLATFORMS=''")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB filesystem of its own (tmpfs; needs the right to mount, as root in a container

@@ -105,6 +105,10 @@ def run(main: Callable[[list[str]], None]) -> None:
             # For train.log; the console gets the error line.
             logging.error("%s", e, extra=writers.FILE_ONLY)
             fail(str(e))
+        except RuntimeError as e:  # JAX_PLATFORMS naming a backend this machine lacks.
+            if not str(e).startswith("Unable to initialize backend"):
+                raise
+            fail(str(e))
 
     try:
         app.run(guarded)
