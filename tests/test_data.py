@@ -148,6 +148,10 @@ def test_tfds_failure_says_how_to_use_local_files(monkeypatch):
     monkeypatch.setattr(tfds, "data_source", offline)
     with pytest.raises(data.DataError, match=r"--config.dataset.data_dir=.*DCGAN_JAX_DATA_DIR"):
         data.load_tfds("fashion_mnist", "train")
+    # CIFAR-10 has no IDX files: its copy on disk is a TFDS data folder (before: "a folder of the
+    # four IDX .gz files" only). The evaluation and analysis commands' flag is --data_dir.
+    with pytest.raises(data.DataError, match=r"--data_dir.*TFDS data folder with cifar10"):
+        data.load_tfds("cifar10", "train")
 
 
 def test_model_range_round_trip():

@@ -116,8 +116,9 @@ def _tfds_source(name: str, split: str, data_dir):
         e = ConnectionError(f"{TFDS_HOST} cannot be reached: no internet?")
     raise DataError(
         f"TFDS could not provide {name}/{split} ({type(e).__name__}: {e}).\n"
-        f"Without internet, point the run at a folder of the four IDX .gz files: "
-        f"--config.dataset.data_dir=/path/to/{name} or {DATA_DIR_ENV}=/path/holding/{name}/"
+        "Without internet, point the run at a copy on disk: (fashion_)mnist's four IDX .gz files "
+        f"in --config.dataset.data_dir=DIR (a command's --data_dir) or {DATA_DIR_ENV}/<name>/, "
+        f"any other's TFDS data folder with {name} prepared in --config.dataset.data_dir=DIR"
     ) from e
 
 
