@@ -9,7 +9,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dcgan_jax.run import cli, distributed
+from dcgan_jax.run import cli, control, distributed
 from dcgan_jax.run.train import train_and_evaluate
 from dcgan_jax.tools import sweep
 
@@ -47,14 +47,8 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
     config = FLAGS.config
-    if FLAGS.workdir == "":
-        cli.fail(
-            "--workdir is empty (an unset shell variable?): name a folder, or leave the flag out "
-            "for runs/NAME"
-        )
-    workdir = FLAGS.workdir or str(
-        Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else ""))
-    )
+    default = Path("runs") / (FLAGS.experiment + ("_sweep" if FLAGS.sweep else ""))
+    workdir = control.run_folder(default if FLAGS.workdir is None else FLAGS.workdir)
     cli.check_flags_need(FLAGS, [n for n in FLAGS if n.startswith("sweep_")], "sweep")
     cli.check_flags_need(FLAGS, ["sweep_max_parallel", "sweep_submit"], "sweep_slurm")
     overrides = cli.config_overrides(config, FLAGS.experiment, EXPERIMENTS_DIR)
@@ -78,7 +72,7 @@ def main(argv: list[str]) -> None:
         launcher=LAUNCHER,
     )
     sweep.launch(
-        FLAGS.experiment, config, Path(workdir), FLAGS.sweep, train_fn=train_and_evaluate, plan=plan
+        FLAGS.experiment, config, workdir, FLAGS.sweep, train_fn=train_and_evaluate, plan=plan
     )
 
 

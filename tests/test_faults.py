@@ -46,7 +46,7 @@ from dcgan_jax.evaluation import inception
 from dcgan_jax.gan import ConfigError, data, loop, models
 from dcgan_jax.gan import config as config_lib
 from dcgan_jax.run import checkpoints, control, preflight, resume, writers
-from dcgan_jax.tools import analysis, slurm, sweep
+from dcgan_jax.tools import analysis, scoring, slurm, sweep
 from dcgan_jax.tools import trained as trained_lib
 
 LAUNCH = [sys.executable, str(REPO / "launch.py"), "--experiment=fashion_dcgan"]
@@ -719,20 +719,36 @@ def test_a_synthetic_run_resumed_on_fashion_mnist_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--workdir="], "--workdir is empty"),
+        ([*LAUNCH, "--workdir="], "--workdir is empty"),
+        ([*LAUNCH, "--workdir=", "--sweep=seed=0,1"], "--workdir is empty"),
+        ([sys.executable, "-m", "dcgan_jax.evaluation", "--workdir="], "--workdir is empty"),
         (
-            ["--experiment=mnist_dcgan", "--workdir=/tmp/never"],
+            [*LAUNCH, "--experiment=mnist_dcgan", "--workdir=/tmp/never"],
             "--experiment is given 2 times (fashion_dcgan, mnist_dcgan)",
         ),
     ],
 )
 def test_an_empty_workdir_or_a_second_experiment_is_one_error_line(args, message, tmp_path):
-    result = subprocess.run(
-        [*LAUNCH, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
-    )
+    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.startswith(f"error: {message}"), result.stderr[-2000:]
-    assert not (tmp_path / "runs").exists()
+    assert not list(tmp_path.iterdir())  # Neither runs/ nor eval/ in the current folder.
+
+
+def test_an_empty_or_missing_workdir_in_python_is_refused_not_the_current_folder(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    calls = [
+        lambda: dcgan_jax.train(tiny_config(num_steps=1), ""),
+        lambda: dcgan_jax.train(tiny_config(num_steps=1), None),
+        lambda: dcgan_jax.load(" "),
+        lambda: scoring.evaluate_run(""),
+    ]
+    for call in calls:
+        with pytest.raises(control.WorkdirError, match="--workdir is empty"):
+            call()
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("flag", ["--no_such_flag=1", "--sweep_max_parallel=many"])

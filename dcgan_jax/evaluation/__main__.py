@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
             "--export_features writes one step's features: pass --step=N (or none: the newest), "
             "not --all_steps"
         )
-    workdir = Path(FLAGS.workdir)
+    workdir = control.run_folder(FLAGS.workdir)
     out = Path(FLAGS.output_dir or workdir / "eval")
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")

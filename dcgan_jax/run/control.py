@@ -54,6 +54,14 @@ def _try_create(path, owner):
     return True
 
 
+def run_folder(workdir: str | Path | None) -> Path:
+    """``workdir`` as a path, ``~`` expanded; empty or None (an unset variable) is an error, never
+    the current folder, where a run would spread its files."""
+    if not str(workdir or "").strip():
+        raise WorkdirError("--workdir is empty (an unset shell variable?): name the run's folder")
+    return Path(workdir).expanduser()
+
+
 def check_writable_folder(folder: Path, flag: str) -> None:
     """Creates ``folder`` if needed; a file in its place, or a folder this process cannot write (a
     read-only mount, no permission), is a WorkdirError naming ``flag``, before any work is done."""

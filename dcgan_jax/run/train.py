@@ -39,7 +39,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     cli.check_fields(config)
     preflight.check_loss(config.loss.name)
     config_lib.validate(config)
-    workdir = Path(workdir).expanduser()  # "~/runs/x" as a shell reads it.
+    workdir = control.run_folder(workdir)  # "~/runs/x" as a shell reads it.
     distributed.check_same_run(config, workdir)
     with control.stop_requests() as stops, _session(workdir, stops) as (is_main, folder):
         harness = Harness(workdir, is_main, stops, started, folder)

@@ -24,7 +24,7 @@ from absl import logging
 from dcgan_jax import evaluation
 from dcgan_jax.gan import ConfigError, models, sampling
 from dcgan_jax.gan import config as config_lib
-from dcgan_jax.run import checkpoints, cli, preflight
+from dcgan_jax.run import checkpoints, cli, control, preflight
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -193,7 +193,7 @@ def load(
     Yazici et al. 2019), BatchNorm statistics measured for it as ever. ``data_dir``: where the run's
     real images are here, when not where it trained (a run trained on another machine), for its
     evaluation and analysis."""
-    workdir = Path(workdir).expanduser()
+    workdir = control.run_folder(workdir)
     if not workdir.is_dir():
         raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
     if step is not None:
