@@ -65,6 +65,24 @@ def test_a_header_promising_more_than_int64_counts_names_the_true_size(tmp_path)
         data.read_idx(tmp_path / "images.gz", expected_ndim=3)
 
 
+def test_unpacked_idx_files_read_as_the_gzipped_ones(idx_folder):
+    """gunzip, torchvision's raw/ folder and Kaggle's copies leave the files without ``.gz``."""
+    folder, images, labels = idx_folder
+    for packed in folder.glob("*.gz"):
+        packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    read_images, read_labels = data.load_idx_folder(folder, "train")
+    np.testing.assert_array_equal(read_images[..., 0], images)
+    np.testing.assert_array_equal(read_labels, labels)
+
+
+@pytest.mark.parametrize("raw", [b"", bytes([0, 0, 8, 3, 0, 0])])
+def test_an_idx_file_shorter_than_its_header_is_named(tmp_path, raw):
+    (tmp_path / "images.gz").write_bytes(gzip.compress(raw))
+    with pytest.raises(data.DataError, match=rf"images.gz: bad IDX header .*{len(raw)} bytes"):
+        data.read_idx(tmp_path / "images.gz", expected_ndim=3)
+
+
 def test_truncated_gzip_stream_is_named(idx_folder):
     folder, _, _ = idx_folder
     path = folder / "train-images-idx3-ubyte.gz"

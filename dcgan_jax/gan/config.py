@@ -21,7 +21,7 @@ _DEFAULTS = {
     "seed": 0,
     "dataset": {
         "name": "fashion_mnist",
-        # The four IDX .gz files; "": $DCGAN_JAX_DATA_DIR/<name> if set, else TFDS.
+        # The four IDX files (.gz or unpacked); "": $DCGAN_JAX_DATA_DIR/<name> if set, else TFDS.
         "data_dir": "",
         "split": "train",
         "num_synthetic": 2048,  # Images in the in-memory synthetic set.

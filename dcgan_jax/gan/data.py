@@ -1,4 +1,4 @@
-"""Datasets held whole in memory as uint8 NHWC, from a folder of the four IDX ``.gz`` files, TFDS
+"""Datasets held whole in memory as uint8 NHWC, from a folder of the four IDX files, TFDS
 (imported only to download and prepare), a folder of image files or a synthetic set; and a batch
 order that is a pure function of (seed, batch index), so a resumed run sees the same batches."""
 
@@ -43,30 +43,32 @@ class DataError(RunError, RuntimeError):
 
 
 def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
-    """Reads a gzip-compressed IDX file of unsigned bytes, checking its header and size."""
+    """Reads an IDX file of unsigned bytes, gzip-compressed or (``path`` less ``.gz``) unpacked, as
+    gunzip, torchvision and Kaggle leave them; checks its header and size."""
     path = Path(path)
+    if not path.is_file() and path.with_suffix("").is_file():
+        path = path.with_suffix("")
     if not path.is_file():
         raise DataError(f"IDX file not found: {path} (dataset.split=train: train-*; test: t10k-*)")
     try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(
             f"{path}: not a readable gzip file ({e}); the download may be truncated or corrupt"
         ) from e
-    magic = raw[:4]
-    if magic != bytes([0, 0, _IDX_UBYTE, expected_ndim]):
-        raise DataError(
-            f"{path}: bad IDX header (magic {magic.hex()}); expected unsigned-byte data with "
-            f"{expected_ndim} dimensions (magic 000008{expected_ndim:02x})"
-        )
     header_len = 4 + 4 * expected_ndim
-    if len(raw) < header_len:
-        raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    if raw[:4] != bytes([0, 0, _IDX_UBYTE, expected_ndim]) or len(raw) < header_len:
+        raise DataError(
+            f"{path}: bad IDX header (magic {raw[:4].hex()}, {len(raw)} bytes); expected "
+            f"unsigned-byte data with {expected_ndim} dimensions (magic 000008{expected_ndim:02x})"
+        )
     shape = struct.unpack(f">{expected_ndim}I", raw[4:header_len])
     if len(raw) - header_len != (expected := math.prod(shape)):
-        held = f"the file holds {len(raw) - header_len} bytes; the file is truncated or corrupt"
-        raise DataError(f"{path}: header promises shape {shape} ({expected} bytes) but {held}")
+        raise DataError(
+            f"{path}: header promises shape {shape} ({expected} bytes) but the file holds "
+            f"{len(raw) - header_len} bytes; the file is truncated or corrupt"
+        )
     return np.frombuffer(raw, np.uint8, offset=header_len).reshape(shape)
 
 
@@ -84,8 +86,7 @@ def load_idx_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray
     if (bad := np.flatnonzero(labels >= IDX_NUM_CLASSES)).size:
         raise DataError(
             f"{data_dir / label_file}: {bad.size} labels outside 0..{IDX_NUM_CLASSES - 1} (e.g. "
-            f"{int(labels[bad[0]])} "
-            f"at index {bad[0]}); the file is corrupt: fetch it again"
+            f"{int(labels[bad[0]])} at index {bad[0]}); the file is corrupt: fetch it again"
         )
     return images[..., None], labels
 
@@ -116,7 +117,7 @@ def _tfds_source(name: str, split: str, data_dir):
         e = ConnectionError(f"{TFDS_HOST} cannot be reached: no internet?")
     raise DataError(
         f"TFDS could not provide {name}/{split} ({type(e).__name__}: {e}).\n"
-        "Without internet, point the run at a copy on disk: (fashion_)mnist's four IDX .gz files "
+        "Without internet, point the run at a copy on disk: (fashion_)mnist's four IDX files "
         f"in --config.dataset.data_dir=DIR (a command's --data_dir) or {DATA_DIR_ENV}/<name>/, "
         f"any other's TFDS data folder with {name} prepared in --config.dataset.data_dir=DIR"
     ) from e

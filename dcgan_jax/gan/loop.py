@@ -189,12 +189,6 @@ def log_setup(run: Run) -> None:
         f"{batch // mesh.size} images each per step (global batch {batch}); process "
         f"{jax.process_index()} of {jax.process_count()}."
     )
-    if not config.eval.every:
-        logging.info(
-            "No built-in evaluation for %s during training (eval.every=0); score the checkpoints "
-            "with python -m dcgan_jax.evaluation --workdir=RUN [--feature_network=inception].",
-            config.dataset.name,
-        )
 
 
 class Hooks:

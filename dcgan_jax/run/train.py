@@ -168,6 +168,12 @@ class Harness(loop.Hooks):
             logging.info("Config:\n%s", config)
             for why in cli.unread(config).values():
                 logging.warning("%s", why)
+            if not config.eval.every:
+                logging.info(
+                    "No built-in evaluation for %s during training (eval.every=0); score the "
+                    "checkpoints with python -m dcgan_jax.evaluation --workdir=RUN.",
+                    dataset.name,
+                )
         self._start_interval(step)
         self.stops.start_training()
         return gan_state
