@@ -196,11 +196,18 @@ def test_a_config_not_of_the_defaults_shape_is_refused_before_any_work(tmp_path)
         "from dcgan_jax import default_config\n\n\ndef get_config():\n"
         "    config = default_config()\n    config.model.latnet_dim = 8\n    return config\n"
     )
-    with pytest.raises(config_lib.ConfigError, match="Did you mean: model.latent_dim"):
+    with pytest.raises(config_lib.ConfigError, match=r"typo.py: .*Did you mean: model.latent_dim"):
         cli.load_experiment("typo", tmp_path)
     (tmp_path / "bare.py").write_text("get_config = None\n")
     with pytest.raises(config_lib.ConfigError, match=r"bare.py: defines no get_config\(\)"):
         cli.load_experiment("bare", tmp_path)
+    # The experiment's own code failing: its file and line, as one error (no traceback).
+    (tmp_path / "syntax.py").write_text("def get_config()\n    return None\n")
+    with pytest.raises(config_lib.ConfigError, match=r"syntax.py: SyntaxError: .*line 1"):
+        cli.load_experiment("syntax", tmp_path)
+    (tmp_path / "name.py").write_text("def get_config():\n\n    return base()\n")
+    with pytest.raises(config_lib.ConfigError, match=r"name.py, line 3: NameError: name 'base'"):
+        cli.load_experiment("name", tmp_path)
 
 
 def _launch(*args, timeout=120):

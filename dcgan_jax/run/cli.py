@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -264,9 +265,15 @@ def load_experiment(name: str, experiments_dir: Path) -> ml_collections.ConfigDi
     path = Path(experiments_dir) / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "get_config", None)):
-        raise ConfigError(f"{path}: defines no get_config() returning the experiment's config")
-    config = module.get_config()
-    check_fields(config)
+    try:
+        spec.loader.exec_module(module)
+        if not callable(getattr(module, "get_config", None)):
+            raise ConfigError("defines no get_config() returning the experiment's config")
+        config = module.get_config()
+        check_fields(config)
+    except Exception as e:  # The researcher's own code: the line that failed, not a traceback.
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
+        where = f"{path}, line {lines[-1]}" if lines else path  # A SyntaxError's text has its own.
+        what = e if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"{where}: {what}") from e
     return config
