@@ -236,6 +236,18 @@ def test_image_folder_reads_colour_and_grey_recursively_with_subfolder_labels(tm
     assert images.shape == (2, 16, 16, 1) and not labels.any()
 
 
+def test_image_folder_reads_linked_class_folders_once_and_leaves_hidden_files_out(tmp_path):
+    """A class folder linked in from elsewhere is read (it was skipped without a word); a link back
+    up does not read its files again; a hidden folder (.ipynb_checkpoints) is not data."""
+    _write_pictures(tmp_path / "elsewhere" / "cats", 3, "L")
+    _write_pictures(tmp_path / "folder" / "dogs", 2, "L")
+    _write_pictures(tmp_path / "folder" / "dogs" / ".ipynb_checkpoints", 4, "L")
+    (tmp_path / "folder" / "cats").symlink_to(tmp_path / "elsewhere" / "cats")
+    (tmp_path / "folder" / "dogs" / "up").symlink_to(tmp_path / "folder")
+    images, labels = data.load_image_folder(tmp_path / "folder", image_size=16)
+    assert images.shape == (5, 16, 16, 1) and sorted(labels.tolist()) == [0, 0, 0, 1, 1]
+
+
 def test_image_folder_reads_16_bit_grey_at_its_range_and_the_common_formats(tmp_path):
     from PIL import Image
 

@@ -98,7 +98,7 @@ def _files_digest(folder: Path) -> str:
     """A digest of the data files under ``folder`` (its path, their names, sizes and modification
     times; caches left out): a reference cached for other files (images added, removed or replaced,
     another copy of a dataset) is not found, and is computed anew."""
-    files = {p: p.stat() for p in sorted(folder.rglob("*")) if not p.name.startswith("reference_")}
+    files = {p: p.stat() for p in data.files_under(folder) if not p.name.startswith("reference_")}
     stats = [(str(p.relative_to(folder)), s.st_size, s.st_mtime_ns) for p, s in files.items()]
     return hashlib.sha256(repr([str(folder.resolve()), stats]).encode()).hexdigest()[:12]
 

@@ -3,6 +3,7 @@
 order that is a pure function of (seed, batch index), so a resumed run sees the same batches."""
 
 import dataclasses
+import glob
 import gzip
 import math
 import os
@@ -52,7 +53,8 @@ def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
         raise DataError(f"IDX file not found: {path} (dataset.split=train: train-*; test: t10k-*)")
     try:
         raw = path.read_bytes()
-        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        if raw.startswith(b"\x1f\x8b"):  # gzip's magic.
+            raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(
             f"{path}: not a readable gzip file ({e}); the download may be truncated or corrupt"
@@ -166,16 +168,14 @@ def crop_and_resize(image: np.ndarray, size: int, crop: int | None = None) -> np
     return resized.reshape(size, size, channels)
 
 
-def _check_no_loose_images(folder: Path, paths: list[Path]):
-    """Images beside class sub-folders would belong to no class: a DataError naming them."""
-    loose = [p.name for p in paths if p.parent == folder]
-    if len({p.relative_to(folder).parts[0] for p in paths if p.parent != folder}) >= 2 and loose:
-        raise DataError(
-            f"{folder} has class sub-folders and also {len(loose)} images beside them "
-            f"({', '.join(loose[:3])}"
-            f"{', ...' if len(loose) > 3 else ''}), which would belong to no class: move them "
-            "into a class's folder"
-        )
+def files_under(folder: Path) -> list[Path]:
+    """The files under ``folder``, hidden ones left out, through linked folders (a class folder
+    linked in from elsewhere); a file reached on several ways (a link back up) counted once, on the
+    shortest."""
+    found = map(folder.joinpath, glob.glob("**", root_dir=folder, recursive=True))
+    # Deepest first: a file's shortest path is written last, and kept.
+    found = sorted(found, key=lambda p: (len(p.parts), p), reverse=True)
+    return sorted({p.resolve(): p for p in found if p.is_file()}.values())
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -183,7 +183,7 @@ def _image_files(folder: Path) -> list[Path]:
     naming what is there instead."""
     if not folder.is_dir():
         raise DataError(f"dataset.data_dir {folder} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = files_under(folder)
     paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
         found = ""
@@ -191,7 +191,6 @@ def _image_files(folder: Path) -> list[Path]:
             others = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "")
             found = f"; it holds {len(files)} other files ({others})"
         raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}{found}")
-    _check_no_loose_images(folder, paths)
     return paths
 
 
@@ -237,14 +236,22 @@ def load_image_folder(
     unreadable files are skipped with a warning; over a tenth, or no image, is a DataError."""
     folder = Path(folder).expanduser()
     size = image_size or DEFAULT_IMAGE_SIZE
-    pictures = _read_pictures(folder, _image_files(folder), size)
+    paths = _image_files(folder)
+    classes = sorted({p.relative_to(folder).parts[0] for p in paths if p.parent != folder})
+    loose = [p.name for p in paths if p.parent == folder]
+    if len(classes) >= 2 and loose:  # Checked before minutes of reading.
+        raise DataError(
+            f"{folder} has class sub-folders and also {len(loose)} images beside them "
+            f"({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}), which would belong to "
+            "no class: move them into a class's folder"
+        )
+    pictures = _read_pictures(folder, paths, size)
     shape = (size, size, max(pixels.shape[2] for _, pixels in pictures))
     images = np.stack([np.broadcast_to(pixels, shape) for _, pixels in pictures])
-    top_level = [path.relative_to(folder).parts for path, _ in pictures]
-    classes = sorted({parts[0] for parts in top_level if len(parts) > 1})
     if len(classes) < 2:
         return images, np.zeros(len(images), np.int64)
-    labels = np.array([classes.index(parts[0]) for parts in top_level], np.int64)
+    top_level = [path.relative_to(folder).parts[0] for path, _ in pictures]
+    labels = np.array([classes.index(name) for name in top_level], np.int64)
     logging.info("image_folder %s: %d classes: %s", folder, len(classes), ", ".join(classes))
     return images, labels
 

@@ -180,17 +180,6 @@ def assemble(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Run
     return Run(config, mesh, images, batches=batches, dataset=dataset, nets=nets, update=update)
 
 
-def log_setup(run: Run) -> None:
-    config, mesh = run.config, run.mesh
-    batch = config.train.batch_size
-    logging.info(
-        f"Data: {config.dataset.name}/{config.dataset.split}, {len(run.images)} images of shape "
-        f"{run.image_shape}. Devices: {mesh.size} ({jax.devices()[0].platform}), "
-        f"{batch // mesh.size} images each per step (global batch {batch}); process "
-        f"{jax.process_index()} of {jax.process_count()}."
-    )
-
-
 class Hooks:
     """The moments a harness acts in :func:`train`; each does nothing here. A method may raise to
     end the run (a harness raises its own errors: a diverged run, a stop signal after the final
@@ -247,7 +236,6 @@ def train(config: ml_collections.ConfigDict, hooks: Hooks | None = None) -> GanS
     config_lib.validate(config)
     hooks = hooks or Hooks()
     run = assemble(config)
-    log_setup(run)
     gan_state = hooks.start(run)
     cfg = run.config.train
     at = gan_state.host_step

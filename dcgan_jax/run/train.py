@@ -143,6 +143,7 @@ class Harness(loop.Hooks):
     def start(self, run: loop.Run) -> GanState:
         """Set-up between the loop's phases (a signal stops it there, releasing the lock), then the
         newest good checkpoint or the initial state."""
+        logging.info(writers.setup_line(run))
         self.stops.check()
         dataset = run.config.dataset
         if dataset.image_size not in (0, run.image_shape[0]):

@@ -12,8 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
+import jax
 import numpy as np
 from absl import logging
+
+from dcgan_jax.gan import loop
 
 
 def write_atomically(path: Path, text: str) -> Path:
@@ -159,6 +162,19 @@ def format_log_line(
             else f"ETA {_duration(eta)}"
         )
     return " | ".join(parts)
+
+
+def setup_line(run: loop.Run) -> str:
+    """What the run trains on and where: the data, the devices and this process's place."""
+    dataset = run.config.dataset
+    batch = run.config.train.batch_size
+    devices = run.mesh.size
+    return (
+        f"Data: {dataset.name}/{dataset.split}, {len(run.images)} images of shape "
+        f"{run.image_shape}. Devices: {devices} ({jax.devices()[0].platform}), "
+        f"{batch // devices} images each per step (global batch {batch}); process "
+        f"{jax.process_index()} of {jax.process_count()}."
+    )
 
 
 HEALTH = (("d_logit_gap", "logit gap"), ("diversity", "diversity"))
