@@ -248,6 +248,20 @@ def test_image_folder_reads_linked_class_folders_once_and_leaves_hidden_files_ou
     assert images.shape == (5, 16, 16, 1) and sorted(labels.tolist()) == [0, 0, 0, 1, 1]
 
 
+def test_image_folder_turns_photos_by_their_exif_orientation(tmp_path):
+    """A phone's photo is stored as shot, with a tag saying how to turn it (6: 90 degrees
+    clockwise); it is read as it is seen, not on its side."""
+    from PIL import Image
+
+    pixels = np.zeros((16, 16), np.uint8)
+    pixels[:4] = 255  # A bright band along the top, as stored.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation.
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    image = data.load_image_folder(tmp_path, image_size=16)[0][0, ..., 0]
+    assert image[:, -4:].mean() > 200 and image[:4, :-4].mean() < 50  # The band on the right.
+
+
 def test_image_folder_reads_16_bit_grey_at_its_range_and_the_common_formats(tmp_path):
     from PIL import Image
 

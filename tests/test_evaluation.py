@@ -146,6 +146,12 @@ def test_reference_features_are_cached_and_reused(fashion, tmp_path, monkeypatch
         evaluation.reference_config("fashion_mnist", "test", fashion[2]), cache_dir=tmp_path
     )
     np.testing.assert_array_equal(first.real_features, second.real_features)
+    # Files read otherwise by a newer dcgan_jax (EXIF orientation, ...): the cache is not reused.
+    monkeypatch.setattr(data, "READING_VERSION", data.READING_VERSION + 1)
+    with pytest.raises(AssertionError, match="the cached reference should have been used"):
+        evaluation.Evaluator(
+            evaluation.reference_config("fashion_mnist", "test", fashion[2]), cache_dir=tmp_path
+        )
 
 
 @pytest.mark.parametrize(

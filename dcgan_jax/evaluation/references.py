@@ -96,11 +96,13 @@ def with_split(
 
 def _files_digest(folder: Path) -> str:
     """A digest of the data files under ``folder`` (its path, their names, sizes and modification
-    times; caches left out): a reference cached for other files (images added, removed or replaced,
-    another copy of a dataset) is not found, and is computed anew."""
+    times; caches left out) and of how they are read: a reference cached for other files (images
+    added, removed or replaced, another copy of a dataset) or read otherwise (a newer dcgan_jax) is
+    not found, and is computed anew."""
     files = {p: p.stat() for p in data.files_under(folder) if not p.name.startswith("reference_")}
     stats = [(str(p.relative_to(folder)), s.st_size, s.st_mtime_ns) for p, s in files.items()]
-    return hashlib.sha256(repr([str(folder.resolve()), stats]).encode()).hexdigest()[:12]
+    named = [str(folder.resolve()), stats, data.READING_VERSION]
+    return hashlib.sha256(repr(named).encode()).hexdigest()[:12]
 
 
 def _cache_file(dataset_config, network, cache_dir):

@@ -35,6 +35,9 @@ DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
 CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 READ_PROGRESS_EVERY = 1000  # Image files per progress line: a folder of photos takes minutes.
+# Raised whenever files are read into other pixels (16-bit grey scaled, more formats, EXIF
+# orientation): the cached reference features of a data folder are named for it.
+READING_VERSION = 3
 # image_folder: above this share of broken files, stop rather than skip.
 MAX_UNREADABLE_FRACTION = 0.1
 
@@ -199,7 +202,7 @@ def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Pat
     as it is read: memory holds the images at their training size, not the files' (a folder of
     megapixel photos would not fit). A few unreadable files are skipped with a warning, over a
     tenth is a DataError."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     pictures, unreadable = [], []
     for count, path in enumerate(paths, 1):
@@ -208,6 +211,7 @@ def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Pat
         try:
             with Image.open(path) as picture:
                 picture.load()
+                picture = ImageOps.exif_transpose(picture)  # Photos shot turned, as they are seen.
                 if picture.mode.startswith("I"):  # 16 bits: "L" would clip at 255, not scale.
                     picture = picture.convert("I").point(lambda v: v / 257 + 0.5)
                 grey = picture.mode in ("1", "L", "LA", "I", "F")
