@@ -767,6 +767,24 @@ def test_load_takes_a_step_given_as_a_string_and_names_a_step_that_is_not_a_numb
         dcgan_jax.load(trained, step="latest")
 
 
+def test_a_relative_data_dir_is_recorded_absolute_so_the_run_is_read_from_any_folder(
+    tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    (tmp_path / "data" / "pics").mkdir(parents=True)
+    for i in range(32):
+        Image.fromarray(np.full((28, 28), 8 * i, np.uint8)).save(tmp_path / f"data/pics/{i}.png")
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(num_steps=3)
+    config.dataset.update(name="image_folder", data_dir="data/pics", image_size=28)
+    dcgan_jax.train(config, "run")
+    monkeypatch.chdir(tmp_path / "run")  # Elsewhere: "data/pics" is no folder here.
+    folder = str(tmp_path / "data" / "pics")
+    assert json.loads(Path("config.json").read_text())["dataset"]["data_dir"] == folder
+    assert dcgan_jax.load(".").config.dataset.data_dir == folder
+
+
 def test_an_image_folder_with_images_beside_its_class_folders_is_refused_naming_them(tmp_path):
     from PIL import Image
 

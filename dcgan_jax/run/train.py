@@ -151,6 +151,8 @@ class Harness(loop.Hooks):
                 f"--config.dataset.image_size={dataset.image_size}: {dataset.name} keeps its "
                 f"images' size, {run.image_shape[0]} (celeb_a and image_folder are resized): set 0"
             )
+        if dataset.data_dir:  # Named in the run's records, which are read from any folder later.
+            dataset.data_dir = str(Path(dataset.data_dir).expanduser().absolute())
         preflight.check_memory(run.config, run.nets, run.image_shape)
         self.run = run
         config = run.config
