@@ -49,7 +49,7 @@ def inception_network() -> FeatureNetwork:
             raise EvaluationError(
                 f"Inception takes (N, H, W, 1 or 3) images, got shape {images.shape}"
             )
-        return features(data.to_uint8(images)), None
+        return features(images if images.dtype == np.uint8 else data.to_uint8(images)), None
 
     return FeatureNetwork(
         name="inception",

@@ -2,7 +2,6 @@
 on the dataset itself (as usual for 28x28 grey datasets). Its weights ship in
 ``dcgan_jax/assets/classifiers/<dataset>/``; ``python -m dcgan_jax.classifier`` reproduces them."""
 
-import functools
 import hashlib
 import json
 import time
@@ -135,14 +134,13 @@ def make_apply(params: Any, batch_size: int = 1000):
     """``features_and_probs(images)`` -> (features (N, 128), class probabilities (N, 10)) as NumPy,
     in fixed-size batches: bounded memory, one program for any N."""
 
+    def batch_features(batch):
+        if batch.dtype == np.uint8:  # A real split, converted a batch at a time.
+            batch = data.to_model_range(batch)
+        return _features_and_probs_batch(params, batch)
+
     def features_and_probs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = np.asarray(images, np.float32)
-        return references.in_batches(
-            functools.partial(_features_and_probs_batch, params),
-            images,
-            batch_size,
-            "Classifier features",
-        )
+        return references.in_batches(batch_features, images, batch_size, "Classifier features")
 
     return features_and_probs
 

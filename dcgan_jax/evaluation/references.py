@@ -22,8 +22,9 @@ CACHE_ENV = "DCGAN_JAX_CACHE_DIR"
 
 @dataclasses.dataclass(frozen=True)
 class FeatureNetwork:
-    """``apply(images)``: images (N, H, W, C) in [-1, 1] -> (features (N, D), class probabilities
-    (N, 10) or None). ``image_shape``: the one input shape it takes, None for any H x W x {1, 3}."""
+    """``apply(images)``: images (N, H, W, C) in [-1, 1], or uint8 pixels (a real split, converted a
+    batch at a time) -> (features (N, D), class probabilities (N, 10) or None). ``image_shape``: the
+    one input shape it takes, None for any H x W x {1, 3}."""
 
     name: str
     description: str
@@ -160,7 +161,7 @@ def reference(dataset_config, network: FeatureNetwork, cache_dir) -> dict[str, n
     if (stored := load_cache(cache, check, "the reference features")) is not None:
         return stored
     uint8_images, labels = data.load_dataset(dataset_config)
-    features, probs = network.apply(data.to_model_range(uint8_images))
+    features, probs = network.apply(uint8_images)  # Not a float copy of the whole split.
     digest = hashlib.sha256(np.ascontiguousarray(uint8_images).tobytes()).hexdigest()
     reference = {"features": features, "labels": labels, "images_sha256": np.array(digest)}
     reference["image_shape"] = np.array(uint8_images.shape[1:])
