@@ -160,6 +160,17 @@ def test_nearest_training_images_find_a_copied_sample(run_dir):
     assert _size(path) == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))  # Sample + 3 neighbours, 4 rows.
 
 
+def test_the_training_split_is_held_as_uint8_and_its_neighbours_found_in_it(run_dir):
+    """In [-1, 1] it would be 4 times the bytes (8 GB for CelebA's training split)."""
+    run = dcgan_jax.load(run_dir)
+    train_images = analysis.training_images(run)
+    assert train_images.dtype == np.uint8
+    samples = data.to_model_range(train_images[[7, 42]])
+    assert analysis.nearest_indices(samples, train_images, k=1)[:, 0].tolist() == [7, 42]
+    path = analysis.nearest_training_images(run, num=2, k=3, train_images=train_images)
+    assert _size(path) == (2 * (4 * 30 + 2), 2 * (2 * 30 + 2))
+
+
 def test_progress_grid_has_a_row_per_checkpoint(run_dir, tmp_path):
     path = analysis.progress_grid(run_dir, tmp_path / "progress.png", num=5)
     assert _size(path) == (2 * (5 * 30 + 2), 2 * (2 * 30 + 2))

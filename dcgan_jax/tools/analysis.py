@@ -82,8 +82,14 @@ def interpolation_strips(
 
 
 def training_images(run: TrainedGenerator) -> np.ndarray:
-    """The run's training split in [-1, 1], read as its config says."""
-    return data.to_model_range(data.load_dataset(run.config.dataset, run.config.seed)[0])
+    """The run's training split as uint8 pixels, read as its config says (in [-1, 1] it would be 4
+    times the bytes: 8 GB for CelebA's)."""
+    return data.load_dataset(run.config.dataset, run.config.seed)[0]
+
+
+def _model_range(images: np.ndarray) -> np.ndarray:
+    """Images in [-1, 1], from uint8 pixels or as they are."""
+    return data.to_model_range(images) if images.dtype == np.uint8 else images
 
 
 def nearest_training_images(
@@ -101,7 +107,10 @@ def nearest_training_images(
     train_images = training_images(run) if train_images is None else train_images
     samples = run.sample(num, seed)
     nearest = nearest_indices(samples, train_images, k, space, run.config.dataset.name)
-    rows = [np.concatenate([samples[i : i + 1], train_images[nearest[i]]]) for i in range(num)]
+    rows = [
+        np.concatenate([samples[i : i + 1], _model_range(train_images[nearest[i]])])
+        for i in range(num)
+    ]
     out = _output(run.workdir, path, f"nearest_{space}_step{run.step}_seed{seed}.png")
     return images.save_grid(np.concatenate(rows), out, columns=k + 1)
 
@@ -113,7 +122,8 @@ def nearest_indices(
     space: str = "pixel",
     dataset: str = "fashion_mnist",
 ) -> np.ndarray:
-    """(len(samples), k) indices of each sample's nearest training images, nearest first."""
+    """(len(samples), k) indices of each sample's nearest training images (uint8 pixels or in [-1,
+    1]), nearest first."""
     if space == "pixel":
         query, keys = samples.reshape(len(samples), -1), train_images.reshape(len(train_images), -1)
     elif space == "feature":
@@ -123,7 +133,7 @@ def nearest_indices(
         raise ValueError(f"space must be 'pixel' or 'feature', got {space!r}")
     blocks = (keys[i : i + 10_000] for i in range(0, len(keys), 10_000))
     distances = np.concatenate(
-        [np.asarray(metrics.squared_distances(query, b)) for b in blocks], axis=1
+        [np.asarray(metrics.squared_distances(query, _model_range(b))) for b in blocks], axis=1
     )
     return np.argsort(distances, axis=1)[:, :k]
 
