@@ -175,10 +175,10 @@ def files_under(folder: Path) -> list[Path]:
     """The files under ``folder``, hidden ones left out, through linked folders (a class folder
     linked in from elsewhere); a file reached on several ways (a link back up) counted once, on the
     shortest."""
-    found = map(folder.joinpath, glob.glob("**", root_dir=folder, recursive=True))
-    # Deepest first: a file's shortest path is written last, and kept.
-    found = sorted(found, key=lambda p: (len(p.parts), p), reverse=True)
-    return sorted({p.resolve(): p for p in found if p.is_file()}.values())
+    paths = map(folder.joinpath, glob.glob("**", root_dir=folder, recursive=True))
+    # Deepest first: of the paths to one file, the shortest is written last, and kept.
+    deepest_first = sorted(paths, key=lambda p: (len(p.parts), p), reverse=True)
+    return sorted({p.resolve(): p for p in deepest_first if p.is_file()}.values())
 
 
 def _image_files(folder: Path) -> list[Path]:
