@@ -262,6 +262,20 @@ def test_image_folder_turns_photos_by_their_exif_orientation(tmp_path):
     assert image[:, -4:].mean() > 200 and image[:4, :-4].mean() < 50  # The band on the right.
 
 
+def test_image_folder_of_grey_pictures_stored_as_palette_or_colour_is_grey(tmp_path):
+    """PNG optimisers and GIFs store grey as a palette, scanners as RGB: the set is still grey (one
+    channel, not three), the pixels unchanged."""
+    from PIL import Image
+
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "grey.png")
+    Image.fromarray(ramp).convert("P").save(tmp_path / "palette.gif")
+    Image.fromarray(ramp).convert("RGB").save(tmp_path / "colour.png")
+    images, _ = data.load_image_folder(tmp_path, image_size=16)
+    assert images.shape == (3, 16, 16, 1)
+    assert all(np.array_equal(image[..., 0], ramp) for image in images)
+
+
 def test_image_folder_reads_16_bit_grey_at_its_range_and_the_common_formats(tmp_path):
     from PIL import Image
 
@@ -271,7 +285,7 @@ def test_image_folder_reads_16_bit_grey_at_its_range_and_the_common_formats(tmp_
     for suffix in (".webp", ".bmp", ".gif"):
         Image.fromarray(np.uint8(ramp / 257)).save(tmp_path / f"c{suffix}", lossless=True)
     images, _ = data.load_image_folder(tmp_path, image_size=64)
-    assert images.shape == (5, 64, 64, 3)  # WebP and GIF store grey as colours.
+    assert images.shape == (5, 64, 64, 1)  # WebP and GIF store grey as colours: still grey.
     expected = np.round(ramp / 257)[..., None]
     for image in images:  # Before: 16-bit files clipped at 255, nearly all white; others unread.
         assert np.abs(image - expected).max() <= 1

@@ -36,8 +36,9 @@ CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 READ_PROGRESS_EVERY = 1000  # Image files per progress line: a folder of photos takes minutes.
 # Raised whenever files are read into other pixels (16-bit grey scaled, more formats, EXIF
-# orientation): the cached reference features of a data folder are named for it.
-READING_VERSION = 3
+# orientation, grey told by content): the cached reference features of a data folder are named
+# for it.
+READING_VERSION = 4
 # image_folder: above this share of broken files, stop rather than skip.
 MAX_UNREADABLE_FRACTION = 0.1
 
@@ -214,14 +215,15 @@ def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Pat
                 picture = ImageOps.exif_transpose(picture)  # Photos shot turned, as they are seen.
                 if picture.mode.startswith("I"):  # 16 bits: "L" would clip at 255, not scale.
                     picture = picture.convert("I").point(lambda v: v / 257 + 0.5)
-                grey = picture.mode in ("1", "L", "LA", "I", "F")
-                pixels = np.asarray(picture.convert("L" if grey else "RGB"))
+                pixels = np.asarray(picture.convert("RGB"))
+                if (pixels == pixels[..., :1]).all():  # Grey, however stored (a palette, RGB).
+                    pixels = pixels[..., :1]
         # PIL raises many types for a file it refuses (a decompression bomb, a malformed header's
         # SyntaxError or struct.error): each is one unreadable file.
         except Exception as e:
             unreadable.append((path, e))
             continue
-        pictures.append((path, crop_and_resize(np.atleast_3d(pixels), size)))
+        pictures.append((path, crop_and_resize(pixels, size)))
     if not unreadable:
         return pictures
     path, error = unreadable[0]
