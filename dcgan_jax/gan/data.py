@@ -35,9 +35,8 @@ DEFAULT_IMAGE_SIZE = 64  # celeb_a and image_folder: the DCGAN paper's size.
 CELEB_A_CROP = 140  # Central square of CelebA's 178x218 images holding the face, before resizing.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 READ_PROGRESS_EVERY = 1000  # Image files per progress line: a folder of photos takes minutes.
-# Raised whenever files are read into other pixels (16-bit grey scaled, more formats, EXIF
-# orientation, grey told by content): the cached reference features of a data folder are named
-# for it.
+# Raised whenever files are read into other pixels (16-bit grey, formats, EXIF, grey by content):
+# a data folder's cached reference features are named for it.
 READING_VERSION = 4
 # image_folder: above this share of broken files, stop rather than skip.
 MAX_UNREADABLE_FRACTION = 0.1
@@ -173,9 +172,8 @@ def crop_and_resize(image: np.ndarray, size: int, crop: int | None = None) -> np
 
 
 def files_under(folder: Path) -> list[Path]:
-    """The files under ``folder``, hidden ones left out, through linked folders (a class folder
-    linked in from elsewhere); a file reached on several ways (a link back up) counted once, on the
-    shortest."""
+    """The files under ``folder`` but hidden ones, through linked folders (a class folder linked
+    in from elsewhere); one reached on several paths (a link back up) once, by the shortest."""
     paths = map(folder.joinpath, glob.glob("**", root_dir=folder, recursive=True))
     # Deepest first: of the paths to one file, the shortest is written last, and kept.
     deepest_first = sorted(paths, key=lambda p: (len(p.parts), p), reverse=True)
