@@ -134,10 +134,8 @@ def make_apply(params: Any, batch_size: int = 1000):
     """``features_and_probs(images)`` -> (features (N, 128), class probabilities (N, 10)) as NumPy,
     in fixed-size batches: bounded memory, one program for any N."""
 
-    def batch_features(batch):
-        if batch.dtype == np.uint8:  # A real split, converted a batch at a time.
-            batch = data.to_model_range(batch)
-        return _features_and_probs_batch(params, batch)
+    def batch_features(batch):  # A real split's uint8 pixels converted a batch at a time.
+        return _features_and_probs_batch(params, references.model_range(batch))
 
     def features_and_probs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return references.in_batches(batch_features, images, batch_size, "Classifier features")

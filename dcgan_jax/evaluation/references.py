@@ -44,6 +44,11 @@ class FeatureNetwork:
         }
 
 
+def model_range(images: np.ndarray) -> np.ndarray:
+    """Images as a :class:`FeatureNetwork` takes them, uint8 pixels or in [-1, 1], in [-1, 1]."""
+    return data.to_model_range(images) if images.dtype == np.uint8 else images
+
+
 def in_batches(apply: Callable, images: np.ndarray, batch_size: int, what: str) -> tuple:
     """``apply(batch)``'s arrays over ``images`` in zero-padded batches of one size (one program for
     any N, bounded memory), the padding's rows dropped; progress in the log every 20 batches."""

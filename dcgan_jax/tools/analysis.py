@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcgan_jax.evaluation import classifier, metrics
+from dcgan_jax.evaluation import classifier, metrics, references
 from dcgan_jax.gan import data
 from dcgan_jax.run import images
 from dcgan_jax.tools.trained import TrainedGenerator, load_kept
@@ -87,11 +87,6 @@ def training_images(run: TrainedGenerator) -> np.ndarray:
     return data.load_dataset(run.config.dataset, run.config.seed)[0]
 
 
-def _model_range(images: np.ndarray) -> np.ndarray:
-    """Images in [-1, 1], from uint8 pixels or as they are."""
-    return data.to_model_range(images) if images.dtype == np.uint8 else images
-
-
 def nearest_training_images(
     run: TrainedGenerator,
     path: str | Path | None = None,
@@ -108,7 +103,7 @@ def nearest_training_images(
     samples = run.sample(num, seed)
     nearest = nearest_indices(samples, train_images, k, space, run.config.dataset.name)
     rows = [
-        np.concatenate([samples[i : i + 1], _model_range(train_images[nearest[i]])])
+        np.concatenate([samples[i : i + 1], references.model_range(train_images[nearest[i]])])
         for i in range(num)
     ]
     out = _output(run.workdir, path, f"nearest_{space}_step{run.step}_seed{seed}.png")
@@ -133,7 +128,8 @@ def nearest_indices(
         raise ValueError(f"space must be 'pixel' or 'feature', got {space!r}")
     blocks = (keys[i : i + 10_000] for i in range(0, len(keys), 10_000))
     distances = np.concatenate(
-        [np.asarray(metrics.squared_distances(query, _model_range(b))) for b in blocks], axis=1
+        [np.asarray(metrics.squared_distances(query, references.model_range(b))) for b in blocks],
+        axis=1,
     )
     return np.argsort(distances, axis=1)[:, :k]
 
