@@ -9,6 +9,7 @@ cannot mount).
 import ctypes
 import errno
 import gzip
+import importlib.util
 import io
 import json
 import logging as std_logging
@@ -1157,12 +1158,17 @@ def test_a_stop_signal_to_any_command_outside_training_is_no_traceback_and_the_s
     assert ("SIGINT received: stopped" in result.stderr) == (sig == signal.SIGINT)
 
 
-def test_jax_platforms_naming_a_backend_this_machine_lacks_is_one_error_line(tmp_path):
-    """JAX_PLATFORMS=cuda on a login node without GPUs, or a typo: JAX's RuntimeError was a
-    traceback of some 60 lines; now its message alone, which says how to fix it."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpux"}
+@pytest.mark.parametrize("platform", ["cpux", "cuda"])
+def test_jax_platforms_naming_a_backend_this_machine_lacks_is_one_error_line(tmp_path, platform):
+    """JAX_PLATFORMS=cuda on a login node without GPUs, or a typo: JAX's RuntimeError (a typo) or
+    bare AssertionError (cuda without its plugin) was a traceback of some 60 lines; now one line
+    naming the backend, which says how to fix it."""
+    plugins = [f"jax_cuda{version}_plugin" for version in (12, 13)]
+    if platform == "cuda" and any(map(importlib.util.find_spec, plugins)):
+        pytest.skip("this machine's JAX has a cuda backend")
+    env = {**os.environ, "JAX_PLATFORMS": platform}
     result = _launch(f"--workdir={tmp_path / 'run'}", *tiny_flags(), env=env)
-    _one_error_line(result, "Unable to initialize backend 'cpux'", "JAX_PLATFORMS=''")
+    _one_error_line(result, platform, "JAX_PLATFORMS=''")
     assert not (tmp_path / "run").exists()
 
 

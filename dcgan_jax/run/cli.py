@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -106,10 +107,11 @@ def run(main: Callable[[list[str]], None]) -> None:
             # For train.log; the console gets the error line.
             logging.error("%s", e, extra=writers.FILE_ONLY)
             fail(str(e))
-        except RuntimeError as e:  # JAX_PLATFORMS naming a backend this machine lacks.
-            if not str(e).startswith("Unable to initialize backend"):
+        except (RuntimeError, AssertionError):
+            message = backend_failure()
+            if message is None:
                 raise
-            fail(str(e))
+            fail(message)
 
     try:
         app.run(guarded)
@@ -118,6 +120,22 @@ def run(main: Callable[[list[str]], None]) -> None:
         if e.code == 1:
             sys.exit(0 if HELP_FLAGS & set(sys.argv) else 2)
         raise
+
+
+def backend_failure() -> str | None:
+    """Why JAX starts no backend here, ``JAX_PLATFORMS`` naming one this machine lacks (a typo,
+    ``cuda`` on a login node), or None when it starts one: asked again of JAX after an error."""
+    try:
+        jax.devices()
+    except RuntimeError as e:  # "Unable to initialize backend ...", with what to do.
+        return str(e)
+    except AssertionError:  # A platform JAX knows with its plugin not installed (cuda here).
+        return (
+            f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS')}: no such backend on this machine "
+            "(its plugin not installed?); set JAX_PLATFORMS='' to automatically choose an "
+            "available backend"
+        )
+    return None
 
 
 def expand_home(flag_values) -> None:
