@@ -786,6 +786,26 @@ def test_a_relative_data_dir_is_recorded_absolute_so_the_run_is_read_from_any_fo
     assert dcgan_jax.load(".").config.dataset.data_dir == folder
 
 
+def test_a_data_folder_found_through_the_variable_is_recorded_so_the_run_is_read_without_it(
+    tmp_path, monkeypatch
+):
+    """DCGAN_JAX_DATA_DIR set relative, as the README's command sets it: the run's records name the
+    folder it read absolutely, so its evaluation and analysis find the images from another folder
+    with the variable unset. Before, they kept data_dir '' and went to TFDS (offline: an error)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "fashion_mnist").symlink_to(shared_dataset_dir("fashion_mnist").resolve())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(data.DATA_DIR_ENV, "data")
+    config = tiny_config(num_steps=2)
+    config.dataset.name = "fashion_mnist"
+    dcgan_jax.train(config, "run")
+    monkeypatch.delenv(data.DATA_DIR_ENV)
+    monkeypatch.chdir(tmp_path / "run")
+    folder = str(tmp_path / "data" / "fashion_mnist")
+    assert json.loads(Path("config.json").read_text())["dataset"]["data_dir"] == folder
+    assert analysis.training_images(dcgan_jax.load(".")).shape == (60000, 28, 28, 1)
+
+
 def test_an_image_folder_with_images_beside_its_class_folders_is_refused_naming_them(tmp_path):
     from PIL import Image
 

@@ -216,8 +216,7 @@ def _read_pictures(folder: Path, paths: list[Path], size: int) -> list[tuple[Pat
                 pixels = np.asarray(picture.convert("RGB"))
                 if (pixels == pixels[..., :1]).all():  # Grey, however stored (a palette, RGB).
                     pixels = pixels[..., :1]
-        # PIL raises many types for a file it refuses (a decompression bomb, a malformed header's
-        # SyntaxError or struct.error): each is one unreadable file.
+        # PIL raises many types (a decompression bomb, SyntaxError, struct.error): one unreadable.
         except Exception as e:
             unreadable.append((path, e))
             continue
@@ -254,10 +253,9 @@ def load_image_folder(
     images = np.stack([np.broadcast_to(pixels, shape) for _, pixels in pictures])
     if len(classes) < 2:
         return images, np.zeros(len(images), np.int64)
-    top_level = [path.relative_to(folder).parts[0] for path, _ in pictures]
-    labels = np.array([classes.index(name) for name in top_level], np.int64)
+    labels = [classes.index(path.relative_to(folder).parts[0]) for path, _ in pictures]
     logging.info("image_folder %s: %d classes: %s", folder, len(classes), ", ".join(classes))
-    return images, labels
+    return images, np.array(labels, np.int64)
 
 
 def synthetic_images(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -283,11 +281,13 @@ def resolve_data_dir(dataset_config) -> Path | None:
 
 
 def _idx_or_tfds(dataset_config, seed: int):
-    """Fashion-MNIST or MNIST from a folder of IDX files when one is given or found, else TFDS."""
+    """Fashion-MNIST or MNIST from a folder of IDX files when one is given or found (then set as
+    ``dataset_config.data_dir``, so the run records where its images are), else TFDS."""
     data_dir = resolve_data_dir(dataset_config)
-    return (
-        load_idx_folder(data_dir, dataset_config.split) if data_dir else _tfds(dataset_config, seed)
-    )
+    if not data_dir:
+        return _tfds(dataset_config, seed)
+    dataset_config.data_dir = str(data_dir)
+    return load_idx_folder(data_dir, dataset_config.split)
 
 
 def _tfds(config, seed: int):
