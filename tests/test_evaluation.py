@@ -402,6 +402,26 @@ def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_ru
     )
 
 
+def test_evaluation_command_scores_the_best_checkpoint_after_its_step_was_pruned(
+    evaluated_run, tmp_path
+):
+    """--best scores best_checkpoint/, which a run keeps when its step leaves checkpoints/ (by
+    train.keep_checkpoints): before, that step could not be scored again (say, by Inception)."""
+    shutil.copytree(evaluated_run, tmp_path / "run")
+    rows = [r for r in writers.read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/fid" in r]
+    best_row = min(rows, key=lambda r: r["eval/fid"])
+    shutil.rmtree(checkpoints.checkpoint_dir(tmp_path / "run") / str(best_row["step"]))
+    command = _evaluation_command(tmp_path / "run", "--best")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [scored] = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert (scored["step"], scored["fid"]) == (best_row["step"], best_row["eval/fid"])
+    both = subprocess.run(
+        [*command, "--all_steps"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert both.returncode == 2 and "error: --best and --all_steps: give one of them" in both.stderr
+
+
 def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_output_dir(
     evaluated_run, tmp_path
 ):

@@ -1,4 +1,4 @@
-"""``python -m dcgan_jax.evaluation --workdir=W [--step=N | --all_steps] [--seed=S]
+"""``python -m dcgan_jax.evaluation --workdir=W [--step=N | --all_steps | --best] [--seed=S]
 [--truncation=PSI] [--draws=K] [--export_features=PATH.npz]``: scores a run's checkpoints, writes
 ``W/eval/step_<N>*.json`` and ``W/eval/results.json``, prints a table (and, with ``--draws``, each
 score's mean +- sd over the draws). Without ``--seed`` it scores the latents of the in-training
@@ -19,6 +19,9 @@ from dcgan_jax.tools import scoring, trained
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
 flags.DEFINE_bool("all_steps", False, "Score every checkpoint of the run.")
+flags.DEFINE_bool(
+    "best", False, "Score the checkpoint of the lowest FID (best_checkpoint/, kept when pruned)."
+)
 flags.DEFINE_integer(
     "num_samples",
     None,
@@ -70,6 +73,8 @@ def main(argv: list[str]) -> None:
         cli.fail(f"--seed={FLAGS.seed}, --draws={FLAGS.draws}: seeds past {sampling.MAX_SEED}")
     if FLAGS.step is not None and FLAGS.all_steps:
         cli.fail(f"--step={FLAGS.step} and --all_steps: give one of them")
+    if FLAGS.best and FLAGS.all_steps:
+        cli.fail("--best and --all_steps: give one of them")
     if FLAGS.export_features and FLAGS.all_steps:
         cli.fail(
             "--export_features writes one step's features: pass --step=N (or none: the newest), "
@@ -98,6 +103,7 @@ def main(argv: list[str]) -> None:
         feature_network=FLAGS.feature_network or "",
         data_dir=FLAGS.data_dir,
         all_steps=FLAGS.all_steps,
+        best=FLAGS.best,
     )
     summary = out / "results.json"
     writers.write_atomically(summary, json.dumps(rows, indent=2) + "\n")

@@ -68,6 +68,7 @@ def evaluate_run(
     feature_network: str = "",
     data_dir: str | Path | None = None,
     all_steps: bool = False,
+    best: bool = False,
 ) -> list[dict]:
     """Scores the checkpoints ``steps`` of a run (newest when None), writing
     ``step_<N>[_seed<S>][_truncation<psi>][_inception].json`` into ``output_dir``
@@ -77,13 +78,13 @@ def evaluate_run(
     ``export_path``: the features as .npz (:func:`export_features`); ``feature_network``: the
     run's own when empty, ``"inception"`` for any dataset; ``data_dir``: as
     :func:`~dcgan_jax.load`'s; ``all_steps``: every checkpoint kept, less those a running run
-    removes meanwhile."""
+    removes meanwhile; ``best`` (not with ``all_steps``): the checkpoint of the lowest FID."""
     workdir = control.run_folder(workdir)
     output_dir = Path(output_dir or workdir / "eval")
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, evaluator = [], None
     runs = (  # None: the newest good checkpoint.
-        trained.load(workdir, requested, data_dir=data_dir)
+        trained.load(workdir, requested, best=best, data_dir=data_dir)
         for requested in ([None] if steps is None else steps)
     )
     for run in trained.load_kept(workdir, data_dir=data_dir) if all_steps else runs:
