@@ -234,6 +234,10 @@ def test_analysis_command_writes_its_pictures_and_names_bad_paths(run_dir, tmp_p
         timeout=120,
     )
     assert missing.returncode != 0 and f"no run folder at {tmp_path / 'none'}" in missing.stderr
+    never_evaluated = python("-m", "dcgan_jax.analysis", f"--workdir={run_dir}", "--best")
+    assert never_evaluated.returncode == 2 and "error: no best_checkpoint folder" in (
+        never_evaluated.stderr
+    )
 
 
 def test_a_run_of_another_experiment_is_named(run_dir):

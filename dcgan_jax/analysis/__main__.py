@@ -1,4 +1,4 @@
-"""``python -m dcgan_jax.analysis --workdir=W [--step=N] [--seed=S]``: every picture of
+"""``python -m dcgan_jax.analysis --workdir=W [--step=N | --best] [--seed=S]``: every picture of
 :mod:`dcgan_jax.analysis` for one run, into ``W/analysis/``, one path a line."""
 
 from pathlib import Path
@@ -13,6 +13,7 @@ from dcgan_jax.tools import analysis, trained
 
 flags.DEFINE_string("workdir", None, "The run folder.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+flags.DEFINE_bool("best", False, "The checkpoint of the lowest FID (best_checkpoint/).")
 flags.DEFINE_integer(
     "seed", 0, "Seed of the latent vectors.", lower_bound=0, upper_bound=sampling.MAX_SEED
 )
@@ -69,7 +70,11 @@ def _memorisation(run, out):
 def main(argv: list[str]) -> None:
     out = Path(FLAGS.output_dir or Path(FLAGS.workdir) / "analysis")
     run = trained.load(
-        FLAGS.workdir, FLAGS.step, experiment=FLAGS.experiment, data_dir=FLAGS.data_dir
+        FLAGS.workdir,
+        FLAGS.step,
+        best=FLAGS.best,
+        experiment=FLAGS.experiment,
+        data_dir=FLAGS.data_dir,
     )
     control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
     if missing := [
