@@ -193,6 +193,18 @@ def test_bad_images_are_a_clear_error(evaluator, images_, message):
         evaluator(images_)
 
 
+def test_uint8_pixels_are_read_as_pixels_and_other_integer_images_refused():
+    """uint8 images were taken as floats: black (0) read as mid-grey, a 0/1 mask as images in
+    [0, 1], scored without a word. They are pixels now, as a FeatureNetwork takes them; integers of
+    other types, whose range no one can tell, are refused."""
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), np.uint8)
+    np.testing.assert_array_equal(
+        evaluation.features(pixels), evaluation.features(data.to_model_range(pixels))
+    )
+    with pytest.raises(evaluation.EvaluationError, match=r"dtype int64: pass floats in \[-1, 1\]"):
+        evaluation.features(pixels.astype(np.int64) // 128)
+
+
 def test_features_of_no_images_say_so_without_speaking_of_an_fid():
     with pytest.raises(
         evaluation.EvaluationError, match=r"^0 images are too few: pass at least 1 "

@@ -83,6 +83,8 @@ def network_for(name: str, dataset: str) -> FeatureNetwork:
 def check_images(
     images: np.ndarray, min_samples: int = MIN_SAMPLES, shape: tuple = IMAGE_SHAPE
 ) -> np.ndarray:
+    """``images`` as float32 in [-1, 1] (uint8 ones are pixels, converted), or an EvaluationError
+    saying what is wrong with them."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -95,6 +97,10 @@ def check_images(
         raise EvaluationError(
             f"{len(images)} images are too few{why}: pass at least {min_samples} (10,000 is usual)"
         )
+    if images.dtype == np.uint8:  # Pixels, a FeatureNetwork's other input.
+        images = references.model_range(images)
+    if not np.issubdtype(images.dtype, np.floating):  # A 0/1 mask, pixels as int64: ambiguous.
+        raise EvaluationError(f"images of dtype {images.dtype}: pass floats in [-1, 1] or uint8")
     images = images.astype(np.float32)
     if not np.isfinite(images).all():
         bad = int(np.sum(~np.isfinite(images).all(axis=(1, 2, 3))))
@@ -294,9 +300,9 @@ def reference_config(dataset: str, split: str = "test", data_dir: str | Path | N
 def features(
     images: np.ndarray, dataset: str = "fashion_mnist", feature_network: str = "classifier"
 ) -> np.ndarray:
-    """(N, D) features of ``images`` (N, H, W, C) in [-1, 1], to score with one's own tools:
-    ``dataset``'s classifier's penultimate layer (128), or with ``feature_network="inception"``
-    pool3 (2048)."""
+    """(N, D) features of ``images`` (N, H, W, C) in [-1, 1] or uint8 pixels, to score with one's
+    own tools: ``dataset``'s classifier's penultimate layer (128), or with
+    ``feature_network="inception"`` pool3 (2048)."""
     network = network_for(feature_network, dataset)
     images = np.asarray(images)
     return network.apply(check_images(images, 1, network.image_shape or images.shape[1:]))[0]
@@ -313,9 +319,9 @@ def evaluate(
     labels: np.ndarray | None = None,
     feature_network: str = "classifier",
 ) -> dict:
-    """Scores of ``images`` (N, 28, 28, 1) in [-1, 1] against the real ``split`` of ``dataset``:
-    fid, kid, precision, recall, density, coverage, memorisation_ratio, with the classifier
-    inception_score and class coverage, with ``labels`` intra_fid and class_agreement
+    """Scores of ``images`` (N, 28, 28, 1) in [-1, 1] or uint8 pixels against the real ``split`` of
+    ``dataset``: fid, kid, precision, recall, density, coverage, memorisation_ratio, with the
+    classifier inception_score and class coverage, with ``labels`` intra_fid and class_agreement
     (docs/evaluation.md). Network and reference are loaded once per (dataset, split, data_dir,
     cache_dir, network) in a process."""
     if split not in SPLITS:
