@@ -169,6 +169,9 @@ def test_the_training_split_is_held_as_uint8_and_its_neighbours_found_in_it(run_
     assert analysis.nearest_indices(samples, train_images, k=1)[:, 0].tolist() == [7, 42]
     path = analysis.nearest_training_images(run, num=2, k=3, train_images=train_images)
     assert _size(path) == (2 * (4 * 30 + 2), 2 * (2 * 30 + 2))
+    # A grid of them shows the pixels (it was white: uint8 taken as [-1, 1]), as of their floats.
+    grid = images.make_grid(train_images[:16])
+    np.testing.assert_array_equal(grid, images.make_grid(data.to_model_range(train_images[:16])))
 
 
 def test_progress_grid_has_a_row_per_checkpoint(run_dir, tmp_path):

@@ -17,8 +17,11 @@ class MetricError(RunError, ValueError):
 
 
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
-    """(N, H, W, C) in [-1, 1] -> one uint8 (rows*(H+p)+p, cols*(W+p)+p, C) image, row-major."""
-    images = to_uint8(images)
+    """(N, H, W, C) in [-1, 1], or uint8 pixels (a dataset's), -> one uint8 (rows*(H+p)+p,
+    cols*(W+p)+p, C) image, row-major."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = to_uint8(images)
     n, h, w, c = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
