@@ -431,7 +431,7 @@ def test_evaluation_command_scores_the_best_checkpoint_after_its_step_was_pruned
     both = subprocess.run(
         [*command, "--all_steps"], capture_output=True, text=True, cwd=REPO, timeout=300
     )
-    assert both.returncode == 2 and "error: --best and --all_steps: give one of them" in both.stderr
+    assert both.returncode == 2 and "(--best, --all_steps): give one of them" in both.stderr
 
 
 def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_output_dir(

@@ -73,8 +73,6 @@ def main(argv: list[str]) -> None:
         cli.fail(f"--seed={FLAGS.seed}, --draws={FLAGS.draws}: seeds past {sampling.MAX_SEED}")
     if FLAGS.step is not None and FLAGS.all_steps:
         cli.fail(f"--step={FLAGS.step} and --all_steps: give one of them")
-    if FLAGS.best and FLAGS.all_steps:
-        cli.fail("--best and --all_steps: give one of them")
     if FLAGS.export_features and FLAGS.all_steps:
         cli.fail(
             "--export_features writes one step's features: pass --step=N (or none: the newest), "

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dcgan_jax.evaluation import Evaluator, evaluator_for, reports
-from dcgan_jax.gan import sampling
+from dcgan_jax.gan import ConfigError, sampling
 from dcgan_jax.gan.config import conditioned_on_classes
 from dcgan_jax.run import control, writers
 from dcgan_jax.tools import trained
@@ -79,6 +79,8 @@ def evaluate_run(
     run's own when empty, ``"inception"`` for any dataset; ``data_dir``: as
     :func:`~dcgan_jax.load`'s; ``all_steps``: every checkpoint kept, less those a running run
     removes meanwhile; ``best`` (not with ``all_steps``): the checkpoint of the lowest FID."""
+    if best and all_steps:
+        raise ConfigError("best and all_steps (--best, --all_steps): give one of them")
     workdir = control.run_folder(workdir)
     output_dir = Path(output_dir or workdir / "eval")
     output_dir.mkdir(parents=True, exist_ok=True)
