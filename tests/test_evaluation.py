@@ -428,10 +428,8 @@ def test_evaluation_command_scores_the_best_checkpoint_after_its_step_was_pruned
     assert result.returncode == 0, result.stderr[-3000:]
     [scored] = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert (scored["step"], scored["fid"]) == (best_row["step"], best_row["eval/fid"])
-    both = subprocess.run(
-        [*command, "--all_steps"], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
-    assert both.returncode == 2 and "(--best, --all_steps): give one of them" in both.stderr
+    with pytest.raises(ConfigError, match=r"\(--best, --all_steps\): give one of them"):
+        scoring.evaluate_run(tmp_path / "run", best=True, all_steps=True)
 
 
 def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_output_dir(
