@@ -428,8 +428,15 @@ def test_evaluation_command_scores_the_best_checkpoint_after_its_step_was_pruned
     assert result.returncode == 0, result.stderr[-3000:]
     [scored] = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert (scored["step"], scored["fid"]) == (best_row["step"], best_row["eval/fid"])
-    with pytest.raises(ConfigError, match=r"\(--best, --all_steps\): give one of them"):
+    with pytest.raises(ConfigError, match="--best and --all_steps: give one of them"):
         scoring.evaluate_run(tmp_path / "run", best=True, all_steps=True)
+    # The command's refusals are evaluate_run's, so a script gets them too, before any work.
+    with pytest.raises(ConfigError, match="--step=2,4 and --all_steps: give one of them"):
+        scoring.evaluate_run(tmp_path / "run", [2, 4], all_steps=True)
+    with pytest.raises(ConfigError, match="--export_features writes one step's features"):
+        scoring.evaluate_run(tmp_path / "run", [2, 4], export_path=tmp_path / "f.npz")
+    with pytest.raises(ConfigError, match="seeds past 2147483647"):
+        scoring.evaluate_run(tmp_path / "run", seed=2**31 - 2, draws=3)
 
 
 def test_evaluation_of_a_read_only_run_refuses_before_the_work_and_takes_an_output_dir(

@@ -13,8 +13,8 @@ from dcgan_jax import evaluation
 from dcgan_jax.evaluation import reports
 from dcgan_jax.gan import sampling
 from dcgan_jax.gan.config import MAX_EVAL_SAMPLES
-from dcgan_jax.run import checkpoints, cli, control, writers
-from dcgan_jax.tools import scoring, trained
+from dcgan_jax.run import cli, control, writers
+from dcgan_jax.tools import scoring
 
 flags.DEFINE_string("workdir", None, "The run folder (holding checkpoints/).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to score (default: the newest).")
@@ -68,30 +68,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    trained.check_truncation(FLAGS.truncation)  # Before any loading.
-    if (FLAGS.seed or 0) + FLAGS.draws - 1 > sampling.MAX_SEED:
-        cli.fail(f"--seed={FLAGS.seed}, --draws={FLAGS.draws}: seeds past {sampling.MAX_SEED}")
-    if FLAGS.step is not None and FLAGS.all_steps:
-        cli.fail(f"--step={FLAGS.step} and --all_steps: give one of them")
-    if FLAGS.export_features and FLAGS.all_steps:
-        cli.fail(
-            "--export_features writes one step's features: pass --step=N (or none: the newest), "
-            "not --all_steps"
-        )
-    workdir = control.run_folder(FLAGS.workdir)
-    out = Path(FLAGS.output_dir or workdir / "eval")
-    if not workdir.is_dir():
-        raise checkpoints.CheckpointError(f"no run folder at {workdir.absolute()}")
-    control.check_writable_folder(out, "--output_dir")  # Before the work, so none of it is lost.
-    if FLAGS.export_features:
-        export = Path(FLAGS.export_features)
-        if export.is_dir():
-            cli.fail(f"--export_features={export}: a folder; name the .npz file to write")
-        control.check_writable_folder(export.absolute().parent, "--export_features")
-    steps = [FLAGS.step] if FLAGS.step is not None else None
+    out = Path(FLAGS.output_dir or control.run_folder(FLAGS.workdir) / "eval")
     rows = scoring.evaluate_run(
         FLAGS.workdir,
-        steps,
+        None if FLAGS.step is None else [FLAGS.step],
         FLAGS.num_samples,
         FLAGS.seed,
         FLAGS.truncation,

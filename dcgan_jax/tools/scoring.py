@@ -12,6 +12,7 @@ from dcgan_jax.evaluation import Evaluator, evaluator_for, reports
 from dcgan_jax.gan import ConfigError, sampling
 from dcgan_jax.gan.config import conditioned_on_classes
 from dcgan_jax.run import control, writers
+from dcgan_jax.run.checkpoints import CheckpointError
 from dcgan_jax.tools import trained
 
 
@@ -55,6 +56,27 @@ def _score_draw(
     return {**row, "provenance": {**evaluator.provenance, **draw}}, features
 
 
+def _check_options(steps, seed, draws, *, all_steps, best, export):
+    """Before any work, a ConfigError for :func:`evaluate_run`'s options that exclude each other,
+    for draws whose seeds run past ``sampling.MAX_SEED`` or for an ``export`` path that cannot be
+    written; named as the command's flags."""
+    if (seed or 0) + draws - 1 > sampling.MAX_SEED:
+        raise ConfigError(f"--seed={seed}, --draws={draws}: seeds past {sampling.MAX_SEED}")
+    if all_steps and (steps or best):
+        given = "--best" if best else f"--step={','.join(map(str, steps))}"
+        raise ConfigError(f"{given} and --all_steps: give one of them")
+    if export is None:
+        return
+    if all_steps or len(steps or [0]) > 1:
+        raise ConfigError(
+            "--export_features writes one step's features: pass --step=N (or none: the newest), "
+            "not --all_steps"
+        )
+    if Path(export).is_dir():
+        raise ConfigError(f"--export_features={export}: a folder; name the .npz file to write")
+    control.check_writable_folder(Path(export).absolute().parent, "--export_features")
+
+
 def evaluate_run(
     workdir: str | Path,
     steps: list[int] | None = None,
@@ -78,12 +100,14 @@ def evaluate_run(
     ``export_path``: the features as .npz (:func:`export_features`); ``feature_network``: the
     run's own when empty, ``"inception"`` for any dataset; ``data_dir``: as
     :func:`~dcgan_jax.load`'s; ``all_steps``: every checkpoint kept, less those a running run
-    removes meanwhile; ``best`` (not with ``all_steps``): the checkpoint of the lowest FID."""
-    if best and all_steps:
-        raise ConfigError("best and all_steps (--best, --all_steps): give one of them")
+    removes meanwhile; ``best``: the checkpoint of the lowest FID."""
+    trained.check_truncation(truncation)
+    _check_options(steps, seed, draws, all_steps=all_steps, best=best, export=export_path)
     workdir = control.run_folder(workdir)
+    if not workdir.is_dir():
+        raise CheckpointError(f"no run folder at {workdir.absolute()}")
     output_dir = Path(output_dir or workdir / "eval")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    control.check_writable_folder(output_dir, "--output_dir")  # Before the work: none of it lost.
     rows, evaluator = [], None
     runs = (  # None: the newest good checkpoint.
         trained.load(workdir, requested, best=best, data_dir=data_dir)
