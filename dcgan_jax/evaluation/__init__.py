@@ -101,7 +101,7 @@ def check_images(
         images = references.model_range(images)
     if not np.issubdtype(images.dtype, np.floating):  # A 0/1 mask, pixels as int64: ambiguous.
         raise EvaluationError(f"images of dtype {images.dtype}: pass floats in [-1, 1] or uint8")
-    images = images.astype(np.float32)
+    images = images.astype(np.float32, copy=False)  # uint8 ones converted already.
     if not np.isfinite(images).all():
         bad = int(np.sum(~np.isfinite(images).all(axis=(1, 2, 3))))
         raise EvaluationError(f"{bad} of {len(images)} images contain NaN or inf")
