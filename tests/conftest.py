@@ -106,3 +106,15 @@ def tmpfs(folder: Path, size: str):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def absl_info():
+    """absl's verbosity at INFO, as a command sets it, for a test that reads INFO lines logged
+    outside ``train`` (which restores the verbosity it found); restored after."""
+    from absl import logging
+
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.INFO)
+    yield
+    logging.set_verbosity(before)

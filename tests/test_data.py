@@ -329,7 +329,7 @@ def test_image_folder_skips_a_few_unreadable_files_and_refuses_many(tmp_path, ca
 
 
 def test_image_folder_holds_its_images_at_their_training_size_not_the_files(
-    tmp_path, monkeypatch, caplog
+    tmp_path, monkeypatch, caplog, absl_info
 ):
     # 20 photos of 400x400 are 9.6 MB of pixels, 3.8 KB at 8x8: a folder of megapixel photos
     # read whole before resizing would not fit in memory. Its reading (minutes) logs progress.

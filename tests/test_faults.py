@@ -580,7 +580,9 @@ def test_an_experiment_outside_the_experiments_folder_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_an_exception_reported_at_garbage_collection_goes_to_the_log_file_not_the_console():
+def test_an_exception_reported_at_garbage_collection_goes_to_the_log_file_not_the_console(
+    absl_info,
+):
     """Python prints such exceptions (an abandoned Orbax read of a damaged checkpoint) as a
     traceback on stderr at whatever moment it collects them; the commands route them to train.log
     only."""
@@ -976,7 +978,9 @@ def test_without_a_home_folder_the_caches_go_to_the_temporary_folder(tmp_path, m
     assert references.default_cache_dir() == tmp_path
 
 
-def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp_path, caplog):
+def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(
+    trained, tmp_path, caplog, absl_info
+):
     """A reader racing a run that saves and prunes: the checkpoint it was reading is gone (the run
     removed it), which is re-listed, not reported as damage."""
     shutil.copytree(trained, tmp_path / "run")
@@ -994,7 +998,7 @@ def test_a_checkpoint_pruned_while_it_is_read_is_not_called_damaged(trained, tmp
 
 
 def test_a_reader_racing_a_run_that_saves_then_prunes_goes_on_to_the_newer_checkpoint(
-    trained, tmp_path, caplog, monkeypatch
+    trained, tmp_path, caplog, monkeypatch, absl_info
 ):
     """As a live run does it (``load`` in a notebook, a run checkpointing): while step 6 is read,
     the run saves 9 and starts removing 6, still listed half removed; the listing meets a folder
@@ -1042,7 +1046,7 @@ def test_opening_a_run_whose_listing_meets_a_pruned_folder_lists_again(
 
 
 def test_the_progress_grid_and_an_average_of_a_running_run_leave_out_what_it_prunes(
-    trained, tmp_path, monkeypatch, caplog
+    trained, tmp_path, monkeypatch, caplog, absl_info
 ):
     """While they read step 3, the run saves 9 and prunes 3 (half removed, then gone). Before: the
     progress grid failed (`no checkpoint for step 3`), load(average=2) was a ValueError."""

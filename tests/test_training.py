@@ -495,3 +495,35 @@ def test_divergence_restores_the_last_good_checkpoint_with_a_lower_learning_rate
     assert [r["step"] for r in writers.read_metrics(tmp_path / "metrics.jsonl")] == list(
         range(1, 9)
     )
+
+
+def test_training_from_python_shows_its_progress_but_not_orbaxs_and_restores_the_verbosity(
+    tmp_path, caplog
+):
+    """A script's or notebook's own handlers (Python's basic one, which absl installs) showed every
+    Orbax INFO line, some 40 a checkpoint; and ``train`` left the verbosity at INFO, so a
+    ``load`` after it logged Orbax's reads."""
+    from absl import logging
+
+    before = logging.get_verbosity()
+    with caplog.at_level("INFO"):
+        dcgan_jax.train(tiny_config(num_steps=2), tmp_path / "run")
+    absl_info = [r for r in caplog.records if r.name == "absl" and r.levelname == "INFO"]
+    paths = {Path(r.pathname).parts[-3] for r in absl_info}
+    assert "Training from step 0 to 2." in caplog.messages and paths <= {"dcgan_jax", "gan", "run"}
+    assert logging.get_verbosity() == before
+
+
+def test_a_package_installed_in_site_packages_keeps_its_own_log_lines(monkeypatch):
+    """Installed without -e, dcgan_jax's own INFO lines were dropped with the libraries' (the
+    filter left out anything under site-packages): the console and train.log showed nothing."""
+    import logging as std_logging
+
+    monkeypatch.setattr(writers.OwnInfoFilter, "_OWN", "/venv/site-packages/dcgan_jax/")
+
+    def record(path):
+        return std_logging.LogRecord("absl", std_logging.INFO, path, 1, "a line", None, None)
+
+    own = writers.OwnInfoFilter()
+    assert own.filter(record("/venv/site-packages/dcgan_jax/run/train.py"))
+    assert not own.filter(record("/venv/site-packages/orbax/checkpoint/manager.py"))

@@ -187,15 +187,13 @@ def _duration(seconds):
 
 
 class OwnInfoFilter(std_logging.Filter):
-    """Keeps INFO records from this project and WARNING and above from libraries (Orbax logs every
+    """Keeps INFO records of this package and WARNING and above from libraries (Orbax logs every
     save at INFO through the same absl logger)."""
 
-    _OWN = str(Path(__file__).resolve().parents[2])  # The repository: launch.py and dcgan_jax/.
+    _OWN = str(Path(__file__).parents[1]) + os.sep  # dcgan_jax/, in a clone or site-packages.
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or (
-            record.pathname.startswith(self._OWN) and "site-packages" not in record.pathname
-        )
+        return record.levelno >= std_logging.WARNING or record.pathname.startswith(self._OWN)
 
 
 # ``logging.info(..., extra=FILE_ONLY)``: the full text, for train.log only.
@@ -272,8 +270,11 @@ class _RunLog(std_logging.FileHandler):
 @contextlib.contextmanager
 def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[None]:
     """The one place logging is configured, for a command (no ``workdir``) or a run: the console
-    shows our INFO and libraries' warnings; a run's process 0 also writes ``workdir/train.log``,
-    others only problems."""
+    (absl's, or a script's own handlers) shows our INFO and libraries' warnings; a run's process 0
+    also writes ``workdir/train.log``, others only problems. The verbosity is restored after."""
+    verbosity = logging.get_verbosity()
+    own = OwnInfoFilter()  # On the logger, so a script's handlers get no Orbax INFO either.
+    logging.get_absl_logger().addFilter(own)
     if not is_main:
         logging.set_verbosity(logging.WARNING)
     elif not logging.level_info():  # Called from Python rather than a command: still show progress.
@@ -286,11 +287,12 @@ def logging_to(workdir: Path | None = None, is_main: bool = True) -> Iterator[No
     if workdir is not None and is_main:
         handler = _RunLog(Path(workdir) / "train.log")
         handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handler.addFilter(OwnInfoFilter())
         logging.get_absl_logger().addHandler(handler)
     try:
         yield
     finally:
+        logging.get_absl_logger().removeFilter(own)
+        logging.set_verbosity(verbosity)
         if handler is not None:
             logging.get_absl_logger().removeHandler(handler)
             handler.close()
