@@ -4,7 +4,6 @@
 score's mean +- sd over the draws). Without ``--seed`` it scores the latents of the in-training
 evaluation, so a step's FID is its log line's."""
 
-import json
 from pathlib import Path
 
 from absl import flags
@@ -84,7 +83,7 @@ def main(argv: list[str]) -> None:
         best=FLAGS.best,
     )
     summary = out / "results.json"
-    writers.write_atomically(summary, json.dumps(rows, indent=2) + "\n")
+    writers.write_json(summary, rows)
     print(reports.markdown_table(rows))
     for start in range(0, len(rows), FLAGS.draws) if FLAGS.draws > 1 else []:
         draws = rows[start : start + FLAGS.draws]

@@ -1,8 +1,6 @@
 """Reports of evaluation scores: the log lines, the metrics-log names, the tables and the spread
 over draws. Numbers in, text out: nothing here computes a score."""
 
-import json
-
 import numpy as np
 
 # Any feature network.
@@ -128,8 +126,8 @@ def spread_line(summary: dict[str, dict[str, float]], draws: int, num: int) -> s
     return f"mean +- sd over {draws} draws of {num} latents: {cells}"
 
 
-def training_provenance(evaluator, config, inception=None) -> str:
-    """The JSON of ``eval/provenance.json``: what the in-training evaluation's numbers are made of
+def training_provenance(evaluator, config, inception=None) -> dict:
+    """The record of ``eval/provenance.json``: what the in-training evaluation's numbers are made of
     (one fixed draw; ``python -m dcgan_jax.evaluation --draws=K`` gives the spread over draws)."""
     latents = (
         f"evaluation stream of seed {config.seed} (one fixed draw, the same at every evaluation)"
@@ -142,4 +140,4 @@ def training_provenance(evaluator, config, inception=None) -> str:
     }
     if inception is not None:
         provenance["inception_fid"] = inception.provenance
-    return json.dumps(provenance, indent=2) + "\n"
+    return provenance

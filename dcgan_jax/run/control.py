@@ -336,4 +336,4 @@ def write_status(
         "detail": detail,
         "wall_seconds": read_status(workdir).get("wall_seconds", 0.0) + seconds,
     }
-    writers.write_atomically(workdir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
+    writers.write_json(workdir / STATUS_FILE, status)

@@ -204,7 +204,7 @@ class Harness(loop.Hooks):
         if self.is_main:
             provenance = reports.training_provenance(self.evaluator, config, self.inception)
             (self.workdir / "eval").mkdir(exist_ok=True)
-            writers.write_atomically(self.workdir / "eval" / "provenance.json", provenance)
+            writers.write_json(self.workdir / "eval" / "provenance.json", provenance)
         self.best = checkpoints.Checkpointer(self.workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
         self.best_fid = float("inf")
         if self.best.all_steps():

@@ -31,6 +31,11 @@ def write_atomically(path: Path, text: str) -> Path:
     return path
 
 
+def write_json(path: Path, record: object) -> Path:
+    """``record`` as indented JSON into ``path``, by :func:`write_atomically`."""
+    return write_atomically(path, json.dumps(record, indent=2) + "\n")
+
+
 def fail(message: str) -> NoReturn:
     """The one error line, and exit 2 at once: our work is done or saved by now, and a library's
     threads (TFDS retrying a download for minutes, XLA waiting for processes) must not hold the

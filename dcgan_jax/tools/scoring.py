@@ -134,6 +134,6 @@ def evaluate_run(
             name = f"step_{run.step:07d}_draws{draws}_seed{first}{cut}.json"
             result = {"step": run.step, "draws": draws, "num_samples": num}
             result.update(spread=reports.spread(scored), runs=scored)
-        writers.write_atomically(output_dir / name, json.dumps(result, indent=2) + "\n")
+        writers.write_json(output_dir / name, result)
         rows.extend(scored)
     return rows

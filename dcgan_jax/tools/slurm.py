@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dcgan_jax.gan import ConfigError
-from dcgan_jax.run import cli
+from dcgan_jax.run import cli, writers
 from dcgan_jax.run.control import read_status
 
 TASK_ENV = "SLURM_ARRAY_TASK_ID"
@@ -32,7 +32,7 @@ def write_array(
         for run, argv in zip(runs, argvs, strict=True)
     ]
     manifest = script.with_name(script.stem + ".manifest.json")
-    manifest.write_text(json.dumps({"sweep_dir": str(sweep_dir), "tasks": tasks}, indent=2) + "\n")
+    writers.write_json(manifest, {"sweep_dir": str(sweep_dir), "tasks": tasks})
     task = shlex.join([sys.executable, "-m", "dcgan_jax.sweep", f"--manifest={manifest}"])
     if cli.has_control_characters(task + str(sweep_dir)):
         raise ConfigError(f"{sweep_dir!r}: control characters cannot go into a SLURM script")
