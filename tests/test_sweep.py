@@ -372,7 +372,7 @@ def test_results_show_the_last_evaluation_and_the_best_fid(tmp_path):
     assert (evaluated["seed"], evaluated["steps"], evaluated["status"]) == (0, 30, "finished")
 
 
-def test_seeds_of_a_setting_are_grouped_with_mean_sd_and_a_banded_plot(tmp_path):
+def test_seeds_of_a_setting_are_grouped_with_mean_sd_and_a_banded_plot(tmp_path, capsys):
     """2 learning rates x 3 seeds: a row per setting with mean +- sd (and n) beside a row per
     run."""
     final_fids = {1e-4: (100.0, 110.0, 120.0), 2e-4: (50.0, 60.0, 61.0)}
@@ -407,10 +407,13 @@ def test_seeds_of_a_setting_are_grouped_with_mean_sd_and_a_banded_plot(tmp_path)
         assert len(list(csv.DictReader(f))) == 6  # The CSV keeps every run too.
     assert (tmp_path / "eval_fid.png").stat().st_size > 1000
     assert (tmp_path / "eval_fid_bands.png").stat().st_size > 1000
+    capsys.readouterr()
     with pytest.raises(
         images.MetricError, match="'eval/fidd' is in no run's metrics.jsonl. Did you mean: eval/fid"
     ):
         sweep.write_results(tmp_path, "eval/fidd")
+    # The tables are printed before the plots' error, not lost with it.
+    assert "| 0.0001 | 3 | 0 1 2 | 31 +- 1 |" in capsys.readouterr().out
 
 
 def test_one_run_per_setting_gets_no_bands_and_no_sd(tmp_path):

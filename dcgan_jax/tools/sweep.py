@@ -333,6 +333,7 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
     _write_csv(sweep_dir / "settings.csv", table)
     if metric is None:
         metric = "eval/fid" if any(r["best_fid"] is not None for r in rows) else "g_loss"
+    print(text)
     name = metric.replace("/", "_")
     plots = [images.plot_metric(run_dirs, metric, sweep_dir / f"{name}.png")]
     if any(setting["n"] > 1 for setting in table):
@@ -341,7 +342,6 @@ def write_results(sweep_dir: str | Path, metric: str | None = None) -> list[dict
             for label, members in _by_setting(rows)[1].items()
         }
         plots.append(images.plot_metric_bands(groups, metric, sweep_dir / f"{name}_bands.png"))
-    print(text)
     tables = ", ".join(str(sweep_dir / n) for n in ("results.md", "results.csv", "settings.csv"))
     logging.info("Results: %s; %s over steps: %s", tables, metric, ", ".join(map(str, plots)))
     return rows
