@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 # The tests compile the same tiny model many times, in this process and in subprocesses
@@ -118,3 +119,14 @@ def absl_info():
     logging.set_verbosity(logging.INFO)
     yield
     logging.set_verbosity(before)
+
+
+def traced_peak(compute):
+    """(``compute()``, the peak of the memory Python allocated for it, in bytes: NumPy's arrays
+    included)."""
+    tracemalloc.start()
+    try:
+        result = compute()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -4,11 +4,10 @@ without labels, become the labels a conditional model trains and samples with.""
 import json
 import subprocess
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import REPO, shared_dataset_dir, tiny_config
+from conftest import REPO, shared_dataset_dir, tiny_config, traced_peak
 from PIL import Image
 
 import dcgan_jax
@@ -68,12 +67,7 @@ def test_pixel_features_average_pool_large_images_and_keep_small_ones():
 def test_pixel_features_never_hold_a_float_copy_of_the_whole_set():
     # 3,000 images of 96x96: 27.6 MB as uint8, 110.6 MB as float32, 12.3 MB pooled to 32x32.
     images = np.random.default_rng(0).integers(0, 256, (3000, 96, 96, 1), dtype=np.uint8)
-    tracemalloc.start()
-    try:
-        features = clusters.pixel_features(images)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    features, peak = traced_peak(lambda: clusters.pixel_features(images))
     assert features.shape == (3000, 32 * 32)
     assert peak < 4 * images.nbytes / 2  # Under half the float copy of the set.
 

@@ -1,11 +1,10 @@
 import gzip
 import struct
-import tracemalloc
 import zlib
 
 import numpy as np
 import pytest
-from conftest import shared_dataset_dir
+from conftest import shared_dataset_dir, traced_peak
 
 from dcgan_jax.gan import data
 from dcgan_jax.gan.config import default_config
@@ -336,12 +335,7 @@ def test_image_folder_holds_its_images_at_their_training_size_not_the_files(
     _write_pictures(tmp_path, 20, size=(400, 400))
     monkeypatch.setattr(data, "READ_PROGRESS_EVERY", 8)
     caplog.set_level("INFO")
-    tracemalloc.start()
-    try:
-        images, _ = data.load_image_folder(tmp_path, image_size=8)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (images, _), peak = traced_peak(lambda: data.load_image_folder(tmp_path, image_size=8))
     assert images.shape == (20, 8, 8, 3)
     assert peak < 5 * 400 * 400 * 3  # A few full-size images (one read, its copies), not 20.
     assert [r.getMessage() for r in caplog.records if "Reading" in r.getMessage()] == [

@@ -6,11 +6,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import REPO, shared_dataset_dir, tiny_config, tmpfs
+from conftest import REPO, shared_dataset_dir, tiny_config, tmpfs, traced_peak
 
 import dcgan_jax
 from dcgan_jax import evaluation
@@ -161,14 +160,8 @@ def test_a_reference_is_computed_without_a_float_copy_of_the_whole_split(tmp_pat
     monkeypatch.setattr(data, "load_dataset", lambda *_: (images, np.zeros(20_000, np.int64)))
     network = evaluation.network_for("classifier", "fashion_mnist")
     network.apply(images[:10])  # Compiled before the measurement.
-    tracemalloc.start()
-    try:
-        reference = references.reference(
-            evaluation.reference_config("fashion_mnist"), network, tmp_path
-        )
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    config = evaluation.reference_config("fashion_mnist")
+    reference, peak = traced_peak(lambda: references.reference(config, network, tmp_path))
     assert reference["features"].shape == (20_000, classifier.FEATURE_DIM)
     assert peak < 2 * images.nbytes  # A float32 copy alone is 4 times the images.
 
@@ -211,12 +204,7 @@ def test_checked_images_are_not_copied_once_more():
     samples = np.random.default_rng(0).uniform(-1, 1, (1000, 28, 28, 1)).astype(np.float32)
     assert evaluation.check_images(samples) is samples
     pixels = data.to_uint8(samples)
-    tracemalloc.start()
-    try:
-        checked = evaluation.check_images(pixels)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    checked, peak = traced_peak(lambda: evaluation.check_images(pixels))
     assert checked.dtype == np.float32 and peak < 2.5 * samples.nbytes
 
 
