@@ -405,16 +405,11 @@ def test_evaluation_command_prints_the_fid_of_the_training_log_line(evaluated_ru
     assert stored["num_samples"] == 1000  # The run's eval.num_samples.
     assert f"| 4 | evaluation stream of seed 0 | {logged:.3f} |" in result.stdout
     assert f"eval step 4: FID {logged:.3f} |" in (evaluated_run / "train.log").read_text()
-    other = subprocess.run(
-        [*command, "--seed=1"], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
-    assert other.returncode == 0, other.stderr[-3000:]
+    # --seed=1 is evaluate_run(..., seed=1): its own draw, stored beside the training's.
+    other = scoring.evaluate_run(evaluated_run, [4], seed=1)
     seeded = json.loads((evaluated_run / "eval" / "step_0000004_seed1.json").read_text())
-    assert (
-        seeded["latents"] == "key(1)"
-        and seeded["fid"] != logged
-        and "| 4 | key(1) |" in other.stdout
-    )
+    assert seeded["latents"] == "key(1)" and seeded["fid"] != logged and seeded == other[0]
+    assert "| 4 | key(1) |" in reports.markdown_table(other)
 
 
 def test_evaluation_command_scores_the_best_checkpoint_after_its_step_was_pruned(

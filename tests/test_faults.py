@@ -1373,16 +1373,22 @@ def test_a_seed_jax_or_numpy_cannot_take_is_refused_by_the_commands(command, see
 @pytest.mark.parametrize(
     "given, message",
     [
-        (["--step=2", "--all_steps"], "--step=2 and --all_steps: give one of them"),
-        (["--truncation=inf"], "truncation must be a finite number > 0 (1 = none), got inf"),
+        ({"steps": [2], "all_steps": True}, "--step=2 and --all_steps: give one of them"),
+        (
+            {"truncation": float("inf")},
+            "truncation must be a finite number > 0 (1 = none), got inf",
+        ),
+        ({"seed": 2147483647, "draws": 2}, "--seed=2147483647, --draws=2: seeds past 2147483647"),
     ],
 )
-def test_the_evaluation_command_refuses_flags_that_contradict_or_cannot_scale(
+def test_the_evaluation_refuses_options_that_contradict_or_cannot_scale_before_any_work(
     given, message, tmp_path
 ):
+    """``evaluate_run``'s checks, which the evaluation command's flags reach (its error line)."""
     (tmp_path / "checkpoints").mkdir()
-    result = python("-m", "dcgan_jax.evaluation", f"--workdir={tmp_path}", *given, timeout=120)
-    assert result.returncode == 2 and f"error: {message}" in result.stderr, result.stderr[-2000:]
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        scoring.evaluate_run(tmp_path, **given)
+    assert not (tmp_path / "eval").exists()
 
 
 def test_a_path_flag_written_with_equals_and_a_tilde_is_under_home_not_a_folder_named_tilde(
@@ -1403,17 +1409,6 @@ def test_a_path_flag_written_with_equals_and_a_tilde_is_under_home_not_a_folder_
     dcgan_jax.train(tiny_config(num_steps=1), "~/api_run")
     assert dcgan_jax.load("~/api_run").step == 1 and (home / "api_run" / "checkpoints").is_dir()
     assert not (tmp_path / "~").exists()
-
-
-def test_draws_whose_seeds_run_past_the_last_are_refused_before_any_work(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    result = python(
-        "-m", "dcgan_jax.evaluation", f"--workdir={tmp_path}", "--seed=2147483647", "--draws=2"
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: --seed=2147483647, --draws=2: seeds past 2147483647"
-    )
 
 
 def test_a_lock_held_by_an_unrelated_live_process_says_it_may_be_stale_and_how_to_clear_it(
