@@ -49,7 +49,7 @@ def inception_network() -> FeatureNetwork:
             raise EvaluationError(
                 f"Inception takes (N, H, W, 1 or 3) images, got shape {images.shape}"
             )
-        return features(images if images.dtype == np.uint8 else data.to_uint8(images)), None
+        return features(references.pixels(images)), None
 
     return FeatureNetwork(
         name="inception",
@@ -97,8 +97,7 @@ def check_images(
         raise EvaluationError(
             f"{len(images)} images are too few{why}: pass at least {min_samples} (10,000 is usual)"
         )
-    if images.dtype == np.uint8:  # Pixels, a FeatureNetwork's other input.
-        images = references.model_range(images)
+    images = references.model_range(images)  # uint8 ones are pixels, a FeatureNetwork's input.
     if not np.issubdtype(images.dtype, np.floating):  # A 0/1 mask, pixels as int64: ambiguous.
         raise EvaluationError(f"images of dtype {images.dtype}: pass floats in [-1, 1] or uint8")
     images = images.astype(np.float32, copy=False)  # uint8 ones converted already.

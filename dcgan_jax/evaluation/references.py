@@ -49,6 +49,11 @@ def model_range(images: np.ndarray) -> np.ndarray:
     return data.to_model_range(images) if images.dtype == np.uint8 else images
 
 
+def pixels(images: np.ndarray) -> np.ndarray:
+    """The same rule the other way: uint8 images as they are, those in [-1, 1] as uint8 pixels."""
+    return images if images.dtype == np.uint8 else data.to_uint8(images)
+
+
 def in_batches(apply: Callable, images: np.ndarray, batch_size: int, what: str) -> tuple:
     """``apply(batch)``'s arrays over ``images`` in zero-padded batches of one size (one program for
     any N, bounded memory), the padding's rows dropped; progress in the log every 20 batches."""

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dcgan_jax.evaluation import references
 from dcgan_jax.gan import RunError
-from dcgan_jax.gan.data import to_uint8
 from dcgan_jax.run import cli, writers
 
 
@@ -19,9 +19,7 @@ class MetricError(RunError, ValueError):
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
     """(N, H, W, C) in [-1, 1], or uint8 pixels (a dataset's), -> one uint8 (rows*(H+p)+p,
     cols*(W+p)+p, C) image, row-major."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        images = to_uint8(images)
+    images = references.pixels(np.asarray(images))
     n, h, w, c = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
