@@ -130,8 +130,11 @@ class Evaluator:
         *,
         cache_dir: str | Path | None = None,
         memorisation: bool = True,
+        train_split: str = "train",
     ):
+        """``train_split``: the split the generator trained on, which its samples must not copy."""
         self.dataset_config, self.cache_dir = dataset_config, cache_dir
+        self.train_split = train_split
         self.dataset, self.split = dataset_config.name, dataset_config.split
         self.network = network_for(feature_network, self.dataset)
         real = self._reference(self.split)
@@ -180,23 +183,27 @@ class Evaluator:
 
     def training_images(self) -> np.ndarray:
         """The uint8 training images, in the order of :attr:`train_features`."""
-        return data.load_dataset(references.with_split(self.dataset_config, "train"))[0]
+        return data.load_dataset(references.with_split(self.dataset_config, self.train_split))[0]
 
     def _load_memorisation_reference(self, real):
-        """The training split's features and the test images' distances to them (no ratio without a
-        training split)."""
+        """The training split's features and the held-out split's distances to them (no ratio
+        without both splits)."""
+        heldout_split = "test" if self.train_split == "train" else "train"
         try:
-            train = real if self.split == "train" else self._reference("train")
-            test = real if self.split == "test" else self._reference("test")
+            train, heldout = [
+                real if split == self.split else self._reference(split)
+                for split in (self.train_split, heldout_split)
+            ]
         except data.DataError as e:
             logging.warning("No memorisation ratio: %s", str(e).splitlines()[0])
             self.provenance["memorisation"] = f"not computed: {str(e).splitlines()[0]}"
             return
         self.train_features = train["features"]
-        self.heldout_to_train = metrics.nearest_distances(test["features"], self.train_features)
+        self.heldout_to_train = metrics.nearest_distances(heldout["features"], self.train_features)
         self.provenance["memorisation"] = {
             "train_images_sha256": str(train["images_sha256"]),
-            "heldout": f"{self.dataset} test split, 5% quantile of its nearest-training distances",
+            "heldout": f"{self.dataset} {heldout_split} split, 5% quantile of its nearest-training "
+            "distances",
         }
 
     def __call__(
@@ -341,4 +348,14 @@ def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "") 
     """The Evaluator of a run's config: its dataset against ``eval.split``, scored by the dataset's
     registered feature network (``feature_network`` names another)."""
     feature_network = feature_network or data.scored_by(config.dataset.name) or "inception"
-    return Evaluator(references.with_split(config.dataset, config.eval.split), feature_network)
+    if config.eval.split == config.dataset.split:
+        logging.warning(
+            "eval.split=%s is the split the run trains on: its scores compare the samples with "
+            "their own training images, which rewards copying them",
+            config.eval.split,
+        )
+    return Evaluator(
+        references.with_split(config.dataset, config.eval.split),
+        feature_network,
+        train_split=config.dataset.split,
+    )
