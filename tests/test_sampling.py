@@ -31,7 +31,7 @@ def test_recomputed_statistics_average_each_training_batchs_mean_and_variance():
     assert jax.tree.structure(new) == jax.tree.structure(variables)
     assert trees_equal(new["params"], variables["params"])
     # G's first BatchNorm normalises Dense(z) (no bias): its statistics by hand, batch by batch.
-    key = jax.random.fold_in(sampling.run_key(7), sampling.BN_STREAM)
+    key = sampling.stream_key(7, sampling.BN_STREAM)
     z, _ = sampling.training_latents(key, 24, config.model.latent_dim, 0)
     h = np.asarray(z).reshape(3, 8, -1) @ np.asarray(variables["params"]["Dense_0"]["kernel"])
     stats = new["batch_stats"]["BatchNorm_0"]

@@ -57,12 +57,15 @@ def check_labels(config, labels: np.ndarray) -> None:
 def initial_state(config, nets: models.Nets, image_shape) -> GanState:
     """The state at step 0 of ``config``'s run (the EMA of G's parameters starts at G's own)."""
     g_vars, d_vars = models.init_variables(
-        nets, sampling.init_key(config.seed), image_shape, config.model.latent_dim
+        nets,
+        sampling.stream_key(config.seed, sampling.INIT_STREAM),
+        image_shape,
+        config.model.latent_dim,
     )
     g_rate, d_rate = state.learning_rates(config.optimizer)
     return GanState(
         step=jnp.zeros((), jnp.int32),
-        rng=jax.random.key_data(sampling.run_key(config.seed)),
+        rng=jax.random.key_data(jax.random.key(config.seed)),
         g=NetState.create(g_vars, state.make_optimizer(config.optimizer, g_rate)),
         d=NetState.create(d_vars, state.make_optimizer(config.optimizer, d_rate)),
         g_ema=jax.tree.map(jnp.copy, g_vars["params"]) if config.train.ema_decay > 0 else {},

@@ -22,12 +22,9 @@ BN_BATCHES = 32  # Training-size batches whose statistics train.recompute_bn ave
 Sampler = Callable[..., jax.Array]
 
 
-def run_key(seed: int) -> jax.Array:
-    return jax.random.key(seed)
-
-
-def init_key(seed: int) -> jax.Array:
-    return jax.random.fold_in(run_key(seed), INIT_STREAM)
+def stream_key(seed: int, stream: int) -> jax.Array:
+    """The key of one of the run's streams (``INIT_STREAM``, ...)."""
+    return jax.random.fold_in(jax.random.key(seed), stream)
 
 
 def update_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
@@ -58,7 +55,7 @@ def eval_labels(num: int, num_classes: int) -> jax.Array | None:
 def seeded_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
     """Latent vectors of a user's own draw (``TrainedGenerator.latents``, which checks ``seed``):
     ``key(seed)`` itself."""
-    return jax.random.normal(run_key(seed), (num, latent_dim))
+    return jax.random.normal(jax.random.key(seed), (num, latent_dim))
 
 
 def make_sampler(generator) -> Sampler:
@@ -84,7 +81,7 @@ def make_bn_recomputer(
 
     @jax.jit
     def recompute(variables, seed):
-        key = jax.random.fold_in(run_key(seed), BN_STREAM)
+        key = stream_key(seed, BN_STREAM)
         z, labels = training_latents(
             key, num_batches * batch_size, model_config.latent_dim, model_config.num_classes
         )
@@ -121,9 +118,7 @@ def sample_in_chunks(
 def _draw(config, stream: int, num: int) -> tuple[jax.Array, jax.Array | None]:
     """``num`` latents of the run's ``stream`` and labels cycling through the classes: the same
     draw at every step and after a resume."""
-    z = jax.random.normal(
-        jax.random.fold_in(run_key(config.seed), stream), (num, config.model.latent_dim)
-    )
+    z = jax.random.normal(stream_key(config.seed, stream), (num, config.model.latent_dim))
     return z, eval_labels(num, config.model.num_classes)
 
 
