@@ -463,6 +463,20 @@ def test_a_conditional_model_on_an_image_folder_without_classes_names_both_fixes
     )
 
 
+def test_a_conditional_model_needs_images_of_each_of_its_classes(tmp_path):
+    """``model.num_classes=20`` on a dataset of 10 classes trained without a word, G drawing classes
+    10 to 19 that no real image has (D saw them only as fakes); its first evaluation then failed on
+    them, maybe hours in. Fewer classes than the labels was refused already."""
+    config = tiny_config()  # The synthetic set: labels 0 to 9.
+    for num_classes in (20, 5):
+        config.model.num_classes = num_classes
+        with pytest.raises(ConfigError) as error:
+            dcgan_jax.train(config, tmp_path / str(num_classes))
+        assert str(error.value).startswith(f"--config.model.num_classes={num_classes}: G draws")
+        assert "have 10 classes, labelled 0 to 9: a model of them needs" in str(error.value)
+        assert "--config.model.num_classes=10 and labels 0 to 9" in str(error.value)
+
+
 def test_a_corrupt_label_byte_is_reported_as_a_corrupt_file(tmp_path):
     images = np.zeros((20, 28, 28), np.uint8)
     labels = np.arange(20, dtype=np.uint8) % 10

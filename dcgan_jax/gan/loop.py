@@ -35,22 +35,26 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 
 def check_labels(config, labels: np.ndarray) -> None:
-    """A conditional model needs labels that are classes (clusters label any dataset), all below
-    ``model.num_classes``."""
+    """A conditional model needs labels that are classes (clusters label any dataset), each of its
+    ``model.num_classes`` with images: G draws every class equally often."""
     num_classes = config.model.num_classes
+    if not num_classes:
+        return
     dataset = data.DATASETS[config.dataset.name]
-    unlabelled = not dataset.labelled or np.unique(labels).size < 2
-    if num_classes and unlabelled and config.dataset.labels == "dataset":
+    classes = np.unique(labels)
+    if config.dataset.labels == "dataset" and (not dataset.labelled or classes.size < 2):
         raise ConfigError(
             f"--config.model.num_classes={num_classes}: {config.dataset.name} "
             f"{config.dataset.data_dir} has no {dataset.labels_are}, so every image would get "
             "label 0; train unconditionally with --config.model.num_classes=0, or condition on "
             "clusters of the images with --config.dataset.labels=clusters"
         )
-    if num_classes and int(labels.max()) >= num_classes:
+    if not np.array_equal(classes, np.arange(num_classes)):
         raise ConfigError(
-            f"--config.model.num_classes={num_classes}: {config.dataset.name} has labels up to "
-            f"{int(labels.max())}; use --config.model.num_classes={int(labels.max()) + 1}"
+            f"--config.model.num_classes={num_classes}: G draws classes 0 to {num_classes - 1}, "
+            f"each as often, but the training images have {classes.size} classes, labelled 0 to "
+            f"{classes.max()}: a model of them needs --config.model.num_classes={classes.size} "
+            f"and labels 0 to {classes.size - 1}"
         )
 
 
