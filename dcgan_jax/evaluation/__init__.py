@@ -346,14 +346,15 @@ def _evaluator(dataset, split, data_dir, cache_dir, feature_network):
 
 def evaluator_for(config: ml_collections.ConfigDict, feature_network: str = "") -> Evaluator:
     """The Evaluator of a run's config: its dataset against ``eval.split``, scored by the dataset's
-    registered feature network (``feature_network`` names another)."""
-    feature_network = feature_network or data.scored_by(config.dataset.name) or "inception"
-    if config.eval.split == config.dataset.split:
+    registered feature network (``feature_network`` names another). Scored by its own network, a
+    run evaluated on the split it trains on is warned of."""
+    if not feature_network and config.eval.split == config.dataset.split:
         logging.warning(
             "eval.split=%s is the split the run trains on: its scores compare the samples with "
             "their own training images, which rewards copying them",
             config.eval.split,
         )
+    feature_network = feature_network or data.scored_by(config.dataset.name) or "inception"
     return Evaluator(
         references.with_split(config.dataset, config.eval.split),
         feature_network,
