@@ -301,6 +301,10 @@ def test_results_command_on_a_folder_without_runs_names_it(tmp_path):
         result.returncode != 0
         and f"no runs (folders with a config.json) in {tmp_path}" in result.stderr
     )
+    # A run's own folder given for a folder of runs says so.
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="it is a run itself: give the folder that holds runs"):
+        sweep.results(tmp_path)
 
 
 def test_a_diverged_run_is_marked_and_the_sweep_goes_on(tmp_path):

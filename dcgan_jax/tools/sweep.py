@@ -235,7 +235,9 @@ def results(sweep_dir: str | Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     run_dirs = _run_dirs(sweep_dir)
     if not run_dirs:
-        raise config_lib.ConfigError(f"no runs (folders with a config.json) in {sweep_dir}")
+        is_run = (sweep_dir / "config.json").exists()
+        hint = " (it is a run itself: give the folder that holds runs)" if is_run else ""
+        raise config_lib.ConfigError(f"no runs (folders with a config.json) in {sweep_dir}{hint}")
     configs = {d: config_lib.flatten(cli.read_json(d / "config.json")) for d in run_dirs}
     fields = sorted({k for c in configs.values() for k in c})
     varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
