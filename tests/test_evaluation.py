@@ -100,19 +100,19 @@ def test_a_run_trained_on_the_test_split_is_checked_for_copies_of_the_test_split
 ):
     """``dataset.split=test`` (MNIST's only split on this machine): the memorisation ratio compares
     the samples with the run's training images, the test split, the train split held out. Before,
-    it compared them with the train split, so copies of the run's training images read as new
-    (ratio 1.0). Scores against the split it trained on come with a warning."""
+    it compared them with the train split, so copies of the run's training images read as new.
+    Scores against the split it trained on come with a warning."""
     config = tiny_config()
     config.dataset.update(name="fashion_mnist", data_dir=str(fashion[2]), split="test")
     on_test = evaluation.evaluator_for(config)
     assert "eval.split=test is the split the run trains on" in caplog.text
     assert np.array_equal(on_test.train_features, evaluator.real_features)
-    test_images = data.to_model_range(data.load_idx_folder(fashion[2], "test")[0])
-    copies = on_test(test_images[:N])["memorisation_ratio"]
+    test_pixels = data.load_idx_folder(fashion[2], "test")[0]
+    copies = on_test(data.to_model_range(test_pixels[:N]))["memorisation_ratio"]
     new = on_test(fashion[0][:N])["memorisation_ratio"]
     assert copies > 15 and 0.7 < new < 1.3, (copies, new)
     assert on_test.provenance["memorisation"]["heldout"].startswith("fashion_mnist train split")
-    assert np.array_equal(on_test.training_images(), data.load_idx_folder(fashion[2], "test")[0])
+    assert np.array_equal(on_test.training_images(), test_pixels)
 
 
 def test_evaluate_takes_an_array_and_returns_the_documented_keys(fashion, tmp_path):
