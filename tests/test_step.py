@@ -153,6 +153,15 @@ def test_batch_size_not_divisible_by_devices_names_nearest_sizes():
         loop.check_batch_size(60, EightDevices())
 
 
+def test_a_batch_of_one_image_is_refused_before_the_data_is_read(monkeypatch):
+    """BatchNorm over a batch of one subtracts each feature from itself: G's projection is all
+    zeros, so G would draw the same image for every z, and the run would train without a word."""
+    config = tiny_config(batch_size=1)
+    monkeypatch.setattr(data, "load_dataset", lambda *_: pytest.fail("the data was read"))
+    with pytest.raises(ConfigError, match=r"batch_size=1: at least 2 \(BatchNorm normalises"):
+        loop.train(config)
+
+
 def _trains_and_stays_finite(config, steps=4):
     config, state, u, _ = _setup(config)
     train_step = _jit_step(u)

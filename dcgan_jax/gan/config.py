@@ -217,8 +217,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"--config.{field}={value}: must fit JAX's int32 (below 2**31)")
     for field, (limit, usual) in _AT_MOST.items():
         if (value := flat[field]) > limit:
-            shown = f"{value:g}" if isinstance(value, float) else value
-            raise ConfigError(f"--config.{field}={shown}: at most {limit} ({usual})")
+            raise ConfigError(f"--config.{field}={value}: at most {limit} ({usual})")
     for field, choices in _CHOICES.items():
         if (value := flat[field]) not in choices:
             raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")
@@ -261,6 +260,12 @@ def _check_combinations(config):
         raise ConfigError(
             f"--config.train.top_k_min={config.train.top_k_min}: must be in (0, 1], a share of "
             "the batch"
+        )
+    if config.train.batch_size < 2:
+        raise ConfigError(
+            f"--config.train.batch_size={config.train.batch_size}: at least 2 (BatchNorm "
+            "normalises each feature over the batch, and one image's normalise to zero: G would "
+            "draw one image for every z)"
         )
     _check_data_combinations(config)
 

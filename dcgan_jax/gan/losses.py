@@ -130,7 +130,7 @@ def top_k_weights(fake_logits: jax.Array, keep: jax.Array) -> jax.Array:
 def input_gradients(critic: Callable[[jax.Array], jax.Array], images: jax.Array) -> jax.Array:
     """d critic(x_i) / d x_i for each image, flattened to (N, H*W*C): with no cross-sample layers
     (no BatchNorm), the gradient of the sum of the scores."""
-    grads = jax.grad(lambda x: jnp.sum(critic(x).astype(jnp.float32)))(images)
+    grads = jax.grad(lambda x: jnp.sum(critic(x)))(images)
     return grads.reshape(grads.shape[0], -1).astype(jnp.float32)
 
 

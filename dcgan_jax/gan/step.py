@@ -207,7 +207,7 @@ def train_step(
     keys = jax.random.split(sampling.update_key(state.rng, state.step), d_steps + 1)
     for i in range(d_steps):
         fakes = generate(u, state.g, keys[i], batch_size)
-        real = (real_batches[i], real_labels[i] if config.model.num_classes > 0 else None)
+        real = (real_batches[i], real_labels[i] if config.model.num_classes else None)
         state, d_metrics = d_update(state, real, fakes, keys[i], u)
     if not config.train.reuse_fake:
         fakes = generate(u, state.g, keys[-1], batch_size)
