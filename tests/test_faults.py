@@ -217,6 +217,24 @@ def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path):
     )
 
 
+def test_a_folder_of_runs_given_as_the_workdir_is_refused_and_left_as_it_is(trained, tmp_path):
+    """A sweep's folder (or runs/) named as a run's --workdir, as when the sweep's command is run
+    again without --sweep: a run trained at its root, beside its runs, and load() of the folder
+    then found that run, not the hint that it holds runs."""
+    runs = tmp_path / "sweep"
+    shutil.copytree(trained, runs / "seed=0")
+    before = sorted(runs.rglob("*"))
+    _one_error_line(
+        _launch(f"--workdir={runs}", *tiny_flags()),
+        f"--workdir={runs} is a folder of runs (1, e.g. seed=0), such as a sweep's",
+    )
+    with pytest.raises(control.WorkdirError, match="is a folder of runs"):
+        dcgan_jax.train(tiny_config(), runs)
+    assert sorted(runs.rglob("*")) == before
+    with pytest.raises(checkpoints.CheckpointError, match="is a folder of runs"):
+        dcgan_jax.load(runs)
+
+
 @pytest.fixture
 def mount(tmp_path):
     """A small tmpfs of its own, remountable read-only (needs the right to mount, as root has

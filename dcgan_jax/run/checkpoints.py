@@ -108,10 +108,14 @@ def _run_hint(path: str | Path) -> str:
         return (
             f": {path} is inside the run folder {run}; name that (a step with step=N or --step=N)"
         )
-    runs = sorted(p.parent.name for p in path.glob(f"*/{CHECKPOINT_SUBDIR}"))
-    if runs:
+    if runs := runs_in(path):
         return f": {path} is a folder of runs ({len(runs)}, e.g. {runs[0]}); name one of them"
     return ""
+
+
+def runs_in(folder: Path) -> list[str]:
+    """The names of the runs (folders holding checkpoints) in ``folder``: a sweep's, or a runs/."""
+    return sorted(p.parent.name for p in folder.glob(f"*/{CHECKPOINT_SUBDIR}"))
 
 
 class Checkpointer:

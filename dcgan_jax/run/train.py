@@ -40,6 +40,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     preflight.check_loss(config.loss.name)
     config_lib.validate(config)
     workdir = control.run_folder(workdir)  # "~/runs/x" as a shell reads it.
+    if not checkpoints.checkpoint_dir(workdir).is_dir() and (runs := checkpoints.runs_in(workdir)):
+        raise control.WorkdirError(
+            f"--workdir={workdir} is a folder of runs ({len(runs)}, e.g. {runs[0]}), such as a "
+            "sweep's: a run needs a folder of its own (a new one, or one of them to resume it)"
+        )
     distributed.check_same_run(config, workdir)
     with control.stop_requests() as stops, _session(workdir, stops) as (is_main, folder):
         harness = Harness(workdir, is_main, stops, started, folder)
@@ -84,36 +89,6 @@ def _session(workdir, stops):
             f"cannot write the run's files in {workdir}: {why or e}. {kept}; put the folder right "
             "and rerun the same command to resume from the newest."
         ) from e
-
-
-class _Interval:
-    """The metrics of the dispatches since the last log line, and their time (compilation and
-    evaluation excluded)."""
-
-    def __init__(self):
-        self.pending: list[dict] = []  # The metrics of each dispatch, stacked per step.
-        self.start = time.monotonic()
-        self.rate = float("nan")
-
-    def add(self, metrics: dict, compile_s: float) -> None:
-        for value in jax.tree.leaves(metrics):
-            # Ready by the next log line, which then waits on nothing else.
-            value.copy_to_host_async()
-        self.pending.append(metrics)
-        self.exclude(compile_s)
-
-    def exclude(self, seconds: float) -> None:
-        self.start += seconds
-
-    def flush(self) -> dict[str, np.ndarray]:
-        """The interval's metrics, fetched at once (the only wait on the device between logs),
-        stacked per step; sets :attr:`rate` (steps/s) and starts the next interval."""
-        fetched = parallel.to_host(self.pending)
-        stacked = {name: np.concatenate([m[name] for m in fetched]) for name in fetched[0]}
-        # Steps: the rows of any metric; every step has a d_loss.
-        self.rate = len(stacked["d_loss"]) / (time.monotonic() - self.start)
-        self.pending, self.start = [], time.monotonic()
-        return stacked
 
 
 class Harness(loop.Hooks):
@@ -227,7 +202,7 @@ class Harness(loop.Hooks):
         if self.writer is not None:
             self.writer.close()
         self.writer = writers.MetricsWriter(self.workdir, resume_step=step, enabled=self.is_main)
-        self.interval = _Interval()
+        self.interval = writers.Interval()
 
     def after_dispatch(self, step: int, metrics: dict, compile_seconds: float) -> bool:
         """Processes agree on a stop at log steps (every step when alone)."""

@@ -1,5 +1,5 @@
 """Where metrics and logs go: the console, ``train.log``, ``metrics.jsonl`` and TensorBoard event
-files (tensorboardX: no TensorFlow)."""
+files (tensorboardX: no TensorFlow), and the metrics gathered over a log interval."""
 
 import contextlib
 import errno
@@ -8,6 +8,7 @@ import logging as std_logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from dcgan_jax.gan import loop
+from dcgan_jax.gan import loop, parallel
 
 
 def write_atomically(path: Path, text: str) -> Path:
@@ -103,6 +104,36 @@ def read_record(path: Path, types: dict[str, type | tuple[type, ...]]) -> dict:
             return record
     logging.warning("%s is damaged (not the JSON object the run writes); taken as absent", path)
     return {}
+
+
+class Interval:
+    """The metrics of the dispatches since the last log line, and their time (compilation and
+    evaluation excluded)."""
+
+    def __init__(self):
+        self.pending: list[dict] = []  # The metrics of each dispatch, stacked per step.
+        self.start = time.monotonic()
+        self.rate = float("nan")
+
+    def add(self, metrics: dict, compile_s: float) -> None:
+        for value in jax.tree.leaves(metrics):
+            # Ready by the next log line, which then waits on nothing else.
+            value.copy_to_host_async()
+        self.pending.append(metrics)
+        self.exclude(compile_s)
+
+    def exclude(self, seconds: float) -> None:
+        self.start += seconds
+
+    def flush(self) -> dict[str, np.ndarray]:
+        """The interval's metrics, fetched at once (the only wait on the device between logs),
+        stacked per step; sets :attr:`rate` (steps/s) and starts the next interval."""
+        fetched = parallel.to_host(self.pending)
+        stacked = {name: np.concatenate([m[name] for m in fetched]) for name in fetched[0]}
+        # Steps: the rows of any metric; every step has a d_loss.
+        self.rate = len(stacked["d_loss"]) / (time.monotonic() - self.start)
+        self.pending, self.start = [], time.monotonic()
+        return stacked
 
 
 class MetricsWriter:
