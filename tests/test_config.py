@@ -64,7 +64,8 @@ def test_required_fields_exist():
         (
             "loss.name",
             "wgan",
-            "--config.loss.name='wgan': must be one of bce, hinge, lsgan, wgan_gp",
+            r"--config.loss.name='wgan': must be one of bce, hinge, lsgan, wgan_gp\. Did you mean "
+            r"wgan_gp\?",
         ),
         (
             "loss.name",
@@ -100,6 +101,12 @@ def test_required_fields_exist():
             "loss.generator",
             "hinge",
             "--config.loss.generator='hinge': must be one of non_saturating, minimax",
+        ),
+        (
+            "dataset.name",
+            "fashion-mnist",
+            r"--config.dataset.name='fashion-mnist': must be one of .*\. Did you mean "
+            r"fashion_mnist\?",
         ),
         ("dataset.name", "cifar", "--config.dataset.name='cifar'"),
         ("dataset.split", "validation", "--config.dataset.split='validation'"),

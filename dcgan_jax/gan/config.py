@@ -129,7 +129,7 @@ def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def conditioned_on_classes(config: ml_collections.ConfigDict) -> bool:
     """Whether G's labels are the dataset's classes: only then can a classifier check that a sample
     is of the class it was asked for (cluster labels are not class indices)."""
-    return config.model.num_classes > 0 and config.dataset.get("labels", "dataset") == "dataset"
+    return config.model.num_classes > 0 and config.dataset.labels == "dataset"
 
 
 def with_defaults(stored: dict | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -220,7 +220,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"--config.{field}={value}: at most {limit} ({usual})")
     for field, choices in _CHOICES.items():
         if (value := flat[field]) not in choices:
-            raise ConfigError(f"--config.{field}={value!r}: must be one of {', '.join(choices)}")
+            raise ConfigError(
+                f"--config.{field}={value!r}: must be one of {', '.join(choices)}."
+                f"{_did_you_mean(value, choices)}"
+            )
     for field in _POSITIVE:
         if not (value := flat[field]) > 0:
             raise ConfigError(f"--config.{field}={value}: must be > 0")
@@ -233,16 +236,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_combinations(config)
 
 
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" Did you mean {close[0]}?" if close else ""
+
+
 def _check_combinations(config):
     """The rules of training that involve more than one field, or more than a range."""
     policy = config.train.diffaugment
     for name in augment.parse(policy):
         if name not in augment.TRANSFORMS:
-            close = difflib.get_close_matches(name, augment.TRANSFORMS, n=1)
-            hint = f" Did you mean {close[0]}?" if close else ""
-            choices = ", ".join(augment.TRANSFORMS)
             raise ConfigError(
-                f"--config.train.diffaugment={policy!r}: {name!r} is not one of {choices}.{hint}"
+                f"--config.train.diffaugment={policy!r}: {name!r} is not one of "
+                f"{', '.join(augment.TRANSFORMS)}.{_did_you_mean(name, augment.TRANSFORMS)}"
             )
     if losses.LOSSES[config.loss.name].penalty and config.model.d_batch_norm:
         raise ConfigError(
