@@ -218,6 +218,18 @@ def test_uint8_pixels_are_read_as_pixels_and_other_integer_images_refused():
         evaluation.features(pixels.astype(np.int64) // 128)
 
 
+def test_images_in_zero_one_as_torchvision_gives_them_are_named_not_scored_silently(caplog):
+    """A PyTorch user's images in [0, 1] lie inside [-1, 1], so no range check refused them: they
+    were scored as brighter images without a word. None of a GAN's tanh images, and no real
+    image, lacks every value below 0."""
+    images = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 1)).astype(np.float32)
+    evaluation.features(2 * images - 1)
+    assert "no value below 0" not in caplog.text
+    evaluation.features(images)
+    assert "The images hold no value below 0 of [-1, 1]" in caplog.text
+    assert "passed as 2 * x - 1" in caplog.text
+
+
 def test_checked_images_are_not_copied_once_more():
     """10,000 CelebA samples at 64x64 are 491 MB as float32: float32 images were copied by the
     check, uint8 ones converted and then copied; now float32 ones pass as they are."""

@@ -110,6 +110,12 @@ def check_images(
         raise EvaluationError(
             f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}"
         )
+    if low >= 0:
+        logging.warning(
+            "The images hold no value below 0 of [-1, 1], the range they are scored in: images in "
+            "[0, 1] (torchvision's ToTensor) are passed as 2 * x - 1, or they score as brighter "
+            "versions of themselves"
+        )
     return images
 
 
