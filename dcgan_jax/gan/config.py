@@ -270,8 +270,8 @@ def _check_combinations(config):
     if config.train.batch_size < 2:
         raise ConfigError(
             f"--config.train.batch_size={config.train.batch_size}: at least 2 (BatchNorm "
-            "normalises each feature over the batch, and one image's normalise to zero: G would "
-            "draw one image for every z)"
+            "normalises each feature over the batch: over one image every feature is 0, and G "
+            "would draw one image for every z)"
         )
     _check_data_combinations(config)
 
