@@ -185,7 +185,20 @@ def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_res
     again = subprocess.run(
         ["bash", str(script)], env={**env, slurm.TASK_ENV: "1"}, capture_output=True, text=True
     )
-    assert again.returncode == 0 and "Task 1 (seed=1): finished earlier, skipped." in again.stdout
+    assert (
+        again.returncode == 0 and "Nothing to do: the checkpoint is at step 2 of 2" in again.stderr
+    )
+    # The array written anew with more steps: each task goes on from its run's checkpoint (it was
+    # skipped as finished).
+    longer = [f"--workdir={sweep_dir}", *tiny_flags(num_steps=3), f"--sweep={spec}"]
+    made = python("launch.py", "--experiment=fashion_dcgan", *longer, f"--sweep_slurm={script}")
+    assert made.returncode == 0, made.stderr[-2000:]
+    for task in ("0", "1"):
+        extended = subprocess.run(
+            ["bash", str(script)], env={**env, slurm.TASK_ENV: task}, capture_output=True, text=True
+        )
+        assert extended.returncode == 0, extended.stderr[-3000:]
+    assert [control.read_status(sweep_dir / n)["step"] for n in ("seed=0", "seed=1")] == [3, 3]
     unset = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert (
         unset.returncode != 0
@@ -195,7 +208,7 @@ def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_res
     assert collected.returncode == 0, collected.stderr[-2000:]
     with (sweep_dir / "settings.csv").open() as f:
         (setting,) = csv.DictReader(f)  # Two seeds of one setting.
-    assert (setting["n"], setting["seeds"], setting["steps_mean"]) == ("2", "0 1", "2.0")
+    assert (setting["n"], setting["seeds"], setting["steps_mean"]) == ("2", "0 1", "3.0")
 
 
 @pytest.mark.parametrize(
@@ -288,6 +301,9 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_unfinished_and_tabulate
     trained.clear()
     sweep.run_sweep(base, runs, tmp_path, train)
     assert trained == []
+    # With more steps, a rerun goes on from each run's checkpoint (it skipped them as finished).
+    rows = sweep.run_sweep(tiny_config(num_steps=6), runs, tmp_path, train)
+    assert trained == ["seed=0", "seed=1"] and [r["steps"] for r in rows] == [6, 6]
 
 
 def test_results_command_on_a_folder_without_runs_names_it(tmp_path):

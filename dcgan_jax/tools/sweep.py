@@ -1,7 +1,7 @@
 """Grids of runs over config fields, and the tables that compare them (docs/benchmarks.md):
 ``launch.py --sweep='optimizer.learning_rate=1e-4,2e-4 model.base_width=32,64'`` runs the grid, each
-run in ``WORKDIR/<its overrides>`` (a rerun skips finished runs); ``python -m dcgan_jax.sweep
---runs=DIR`` tabulates any folder of runs."""
+run in ``WORKDIR/<its overrides>`` (a rerun skips the runs already at their ``train.num_steps``);
+``python -m dcgan_jax.sweep --runs=DIR`` tabulates any folder of runs."""
 
 import copy
 import csv
@@ -206,12 +206,16 @@ def run_sweep(
     sweep, a diverged run is a result); returns the results rows."""
     for i, run in enumerate(runs, 1):
         workdir = sweep_dir / run.folder
-        if read_status(workdir).get("finished"):
-            logging.info("Sweep run %d/%d %s: finished earlier, skipped.", i, len(runs), run.name)
+        config = configure(base, run)
+        # Trained this far before: a rerun with more train.num_steps goes on, as launch.py would.
+        if (step := read_status(workdir).get("step", 0)) >= config.train.num_steps:
+            logging.info(
+                "Sweep run %d/%d %s: at step %d already, skipped.", i, len(runs), run.name, step
+            )
             continue
         logging.info("Sweep run %d/%d: %s", i, len(runs), run.name)
         try:
-            train_fn(configure(base, run), workdir)
+            train_fn(config, workdir)
         # A diverged run is a result of the sweep (its status.json says so), not a reason to stop.
         except TrainingDiverged as e:
             logging.error("Sweep run %s diverged: %s", run.name, e)
