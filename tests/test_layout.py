@@ -22,7 +22,7 @@ MAX_GAN_MODULES = 12
 # Code tokens (tokenize, less comments, docstrings and layout tokens) of launch.py plus dcgan_jax/,
 # and of the GAN folder. A ratchet: issue 37's targets are 42,000 (not met) and 15,000 (met); lower
 # these as code goes. benchmarks/code_size.md lists every raise and what it paid for.
-MAX_TOKENS = 48_001
+MAX_TOKENS = 48_062
 MAX_GAN_TOKENS = 14_983
 # What each folder may import of dcgan_jax besides itself: the GAN nothing, evaluation the GAN, the
 # harness both, tools all three. Commands may import anything.

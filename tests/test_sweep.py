@@ -199,6 +199,12 @@ def test_slurm_array_run_task_by_task_fills_the_local_sweeps_folders_and_the_res
         )
         assert extended.returncode == 0, extended.stderr[-3000:]
     assert [control.read_status(sweep_dir / n)["step"] for n in ("seed=0", "seed=1")] == [3, 3]
+    # A run that ended out of time is skipped: its command would spend another budget.
+    control.write_status(sweep_dir / "seed=0", 3, 3, "time_limit", 1.0)
+    skipped = subprocess.run(
+        ["bash", str(script)], env={**env, slurm.TASK_ENV: "0"}, capture_output=True, text=True
+    )
+    assert "Task 0 (seed=0): ended earlier, skipped." in skipped.stdout, skipped.stderr[-3000:]
     unset = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert (
         unset.returncode != 0
@@ -304,6 +310,19 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_unfinished_and_tabulate
     # With more steps, a rerun goes on from each run's checkpoint (it skipped them as finished).
     rows = sweep.run_sweep(tiny_config(num_steps=6), runs, tmp_path, train)
     assert trained == ["seed=0", "seed=1"] and [r["steps"] for r in rows] == [6, 6]
+
+
+def test_a_sweep_reruns_a_run_with_steps_to_go_but_not_one_out_of_time_or_diverged(tmp_path):
+    """Each rerun decides by this command's train.num_steps: a finished run with more steps to go
+    resumes (every finished run was skipped), one stopped by a signal goes on; one that ran out of
+    train.max_seconds or diverged is skipped, as before (another budget; the same divergence)."""
+    ended = {"finished": 4, "signal": 2, "time_limit": 2, "diverged": 3}
+    for how, step in ended.items():
+        (tmp_path / how).mkdir()
+        control.write_status(tmp_path / how, 4, step, how, 1.0)
+    assert [control.nothing_to_do(tmp_path / how, 4) for how in ended] == [True, False, True, True]
+    assert [control.nothing_to_do(tmp_path / how, 6) for how in ended] == [False, False, True, True]
+    assert not control.nothing_to_do(tmp_path / "never_started", 4)
 
 
 def test_results_command_on_a_folder_without_runs_names_it(tmp_path):

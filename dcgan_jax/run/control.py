@@ -321,6 +321,14 @@ def read_status(workdir: str | Path) -> dict:
     return writers.read_record(Path(workdir) / STATUS_FILE, STATUS_TYPES)
 
 
+def nothing_to_do(workdir: str | Path, num_steps: int) -> bool:
+    """Whether a sweep's rerun of the run in ``workdir`` to ``num_steps`` steps would train nothing
+    it wants: the run is at those steps, or it ended out of time or diverged (a rerun would spend
+    its budget again, or diverge again)."""
+    status = read_status(workdir)
+    return status.get("ended") in ("time_limit", "diverged") or status.get("step", 0) >= num_steps
+
+
 def write_status(
     workdir: Path, num_steps: int, step: int, ended: str, seconds: float, *, detail: str = ""
 ) -> None:

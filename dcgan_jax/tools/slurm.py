@@ -1,6 +1,6 @@
 """A sweep as a SLURM job array (``launch.py --sweep=... --sweep_slurm=FILE [--sweep_submit]``): the
-script and its manifest, task ``i`` running the manifest's ``i``-th command (a finished run finds
-nothing to do); ``python -m dcgan_jax.sweep --runs=DIR`` then tabulates the runs."""
+script and its manifest, task ``i`` running the manifest's ``i``-th command (a run out of time or
+diverged skipped); ``python -m dcgan_jax.sweep --runs=DIR`` then tabulates the runs."""
 
 import json
 import os
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dcgan_jax.gan import ConfigError
 from dcgan_jax.run import cli, writers
+from dcgan_jax.run.control import nothing_to_do
 
 TASK_ENV = "SLURM_ARRAY_TASK_ID"
 
@@ -43,8 +44,8 @@ def write_array(
         f"#SBATCH --array=0-{len(tasks) - 1}%{max_parallel}\n"
         f"#SBATCH --output={output}\n"
         "# Add your cluster's lines here (#SBATCH --gres=gpu:1, --time=..., --partition=...).\n"
-        f"# Task i runs the i-th command of {manifest.name}; a finished run finds nothing to "
-        "do, an unfinished one resumes.\n"
+        f"# Task i runs the i-th command of {manifest.name}: an unfinished run resumes, one "
+        "out of time or diverged is skipped.\n"
         "set -euo pipefail\n"
         f'exec {task} --task="${{{TASK_ENV}:?run it with sbatch --array, or set {TASK_ENV}}}"\n'
     )
@@ -72,8 +73,9 @@ def _well_formed(task: dict) -> bool:
 
 
 def run_task(manifest: str | Path, index: int) -> None:
-    """Array task ``index``: its run's command, which resumes the run, or finds it at its
-    ``train.num_steps`` (the manifest may be written anew with more)."""
+    """Array task ``index``: its run's command (which resumes the run, or finds it at its
+    ``train.num_steps``: the manifest may be written anew with more), unless the run ended out of
+    time or diverged."""
     try:
         tasks = json.loads(Path(manifest).read_text())["tasks"]
         task = tasks[index] if 0 <= index < len(tasks) else None
@@ -83,6 +85,10 @@ def run_task(manifest: str | Path, index: int) -> None:
         raise ConfigError(f"--manifest={manifest}: not a sweep manifest ({e!r})") from None
     if task is None:
         raise ConfigError(f"--task={index}: the manifest has {len(tasks)} tasks, numbered from 0")
+    # The command knows its train.num_steps: whether a finished run has more to do is its call.
+    if nothing_to_do(task["workdir"], sys.maxsize):
+        print(f"Task {index} ({task['name']}): ended earlier, skipped.")
+        return
     print(f"Task {index} ({task['name']}): {shlex.join(task['argv'])}", flush=True)
     try:  # This task becomes the run: its exit status and signals are the run's.
         os.execv(task["argv"][0], task["argv"])

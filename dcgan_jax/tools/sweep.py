@@ -25,6 +25,7 @@ from dcgan_jax.run.control import (  # Every run writes its status.json.
     TrainingDiverged,
     WorkdirError,
     check_writable_folder,
+    nothing_to_do,
     read_status,
 )
 from dcgan_jax.tools import slurm
@@ -207,11 +208,8 @@ def run_sweep(
     for i, run in enumerate(runs, 1):
         workdir = sweep_dir / run.folder
         config = configure(base, run)
-        # Trained this far before: a rerun with more train.num_steps goes on, as launch.py would.
-        if (step := read_status(workdir).get("step", 0)) >= config.train.num_steps:
-            logging.info(
-                "Sweep run %d/%d %s: at step %d already, skipped.", i, len(runs), run.name, step
-            )
+        if nothing_to_do(workdir, config.train.num_steps):
+            logging.info("Sweep run %d/%d %s: ended earlier, skipped.", i, len(runs), run.name)
             continue
         logging.info("Sweep run %d/%d: %s", i, len(runs), run.name)
         try:
