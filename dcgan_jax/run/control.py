@@ -333,8 +333,9 @@ def write_status(
     workdir: Path, num_steps: int, step: int, ended: str, seconds: float, *, detail: str = ""
 ) -> None:
     """``status.json``: the step, how the run ended (``finished``, ``time_limit``, ``signal``,
-    ``diverged``) and its wall time over all sessions. Only a signal leaves it unfinished (a sweep
-    reruns it): a time-limited or diverged run would only spend its budget or diverge again."""
+    ``diverged``) and its wall time over all sessions. Only a signal leaves it unfinished: a
+    time-limited or diverged run would only spend its budget or diverge again
+    (:func:`nothing_to_do`)."""
     status = {
         "step": step,
         "num_steps": num_steps,
