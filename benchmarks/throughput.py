@@ -104,8 +104,10 @@ def time_ours(config, batch_size: int, steps: int):
 
     def one_step_flops(nets) -> float:
         # Costs of one step without a loop (XLA counts a loop's body once, whatever its trip count).
+        rows = run.batches.step_indices(0, 1, run.config.train.d_steps)
+        indices = parallel.global_array(rows, parallel.replicated(run.mesh), rows.shape)
         lowered = step.jit_train_steps(step.make_update(nets, run.config), run.mesh).lower(
-            holder["state"], run.dataset, run.indices(0, 1)
+            holder["state"], run.dataset, indices
         )
         return _flops(parallel.compile_lowered(lowered, step.CPU_COMPILER_OPTIONS))
 
